@@ -1,0 +1,16 @@
+#pragma once
+// LayerNorm over the last dimension (biased variance, eps inside the sqrt, like PyTorch).
+#include <cstdint>
+
+namespace mm {
+
+// out: (N,C); mean, rstd: (N), saved for backward (may be nullptr in inference).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t N, int64_t C, float eps = 1e-5f);
+
+// Accumulates dx (N,C), dweight (C), dbias (C); any may be nullptr.
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t N,
+                        int64_t C);
+
+}  // namespace mm
