@@ -394,6 +394,8 @@ def make_model():
         if k.endswith("running_mean") or k.endswith("running_var"):
             t["running_after." + k] = f32(v)
     meta = common_meta(config=json.dumps(cfg), drop_path_rate="0", loss="mean cross-entropy",
+                       note="grads of the conv biases feeding a train-mode BatchNorm (conv33conv33conv11.1/.4"
+                            ".bias) are mathematically 0 (stored values ~1e-17): compare with an absolute tolerance",
                        layout="input NCHW; parameters in PyTorch layout")
     path = os.path.join(FIX, "model_small.safetensors")
     save_fixture(t, path, meta)
@@ -459,7 +461,7 @@ def check():
         loss.backward()
         e1 = (le - t["logits_eval"]).abs().max().item()
         e2 = (lt - t["logits_train"]).abs().max().item()
-        gerr = max(((p_.grad - t["grad." + k]).abs().max() / t["grad." + k].abs().max().clamp(min=1e-30)).item()
+        gerr = max(((p_.grad - t["grad." + k]).abs().max() / t["grad." + k].abs().max().clamp(min=1e-3)).item()
                    for k, p_ in m.named_parameters())
         rerr = max((v - t["running_after." + k]).abs().max().item() for k, v in m.state_dict().items()
                    if k.endswith("running_mean") or k.endswith("running_var"))
