@@ -21,7 +21,8 @@ inline void check_close(const std::string& what, const float* got, const float* 
                         float rtol, float atol) {
   double worst = 0; int64_t wi = 0;
   for (int64_t i = 0; i < n; ++i) {
-    double err = std::fabs(double(got[i]) - double(want[i])) / (atol + rtol * std::fabs(double(want[i])));
+    const double diff = std::fabs(double(got[i]) - double(want[i]));
+    const double err = diff == 0.0 ? 0.0 : diff / (atol + rtol * std::fabs(double(want[i])));
     if (!(err <= worst)) { worst = err; wi = i; }  // NaN counts as worst
   }
   INFO(what << ": worst element " << wi << " got " << (n ? got[wi] : 0) << " want " << (n ? want[wi] : 0)

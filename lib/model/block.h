@@ -1,0 +1,65 @@
+#pragma once
+// One SS_Conv_SSM block of MedMamba, forward and backward, on channels-last (B,H,W,C).
+//
+//   left, right = x[..., :c], x[..., c:]                       c = C/2, D = C
+//   s = drop_path(SS2D(ln_1(right)))                           (B,H,W,c)
+//   l = ReLU(conv1x1(ReLU(BN(conv3x3(ReLU(BN(conv3x3(BN(left)))))))))
+//   out = channel_shuffle(concat(l, s)) + x
+#include <string>
+
+#include "core/tensor.h"
+#include "model/params.h"
+
+namespace mm {
+
+struct BatchNormWeights {
+  float *weight = nullptr, *bias = nullptr, *running_mean = nullptr, *running_var = nullptr;
+};
+
+// Pointers into a parameter buffer (or its gradient twin) for one block.
+struct BlockWeights {
+  float *ln1_w, *ln1_b;
+  float *x_proj, *dt_projs_w, *dt_projs_b, *A_logs, *Ds;  // SS2D scan parameters
+  float *in_proj, *dwconv_w, *dwconv_b, *out_norm_w, *out_norm_b, *out_proj;
+  BatchNormWeights bn0, bn2, bn5;
+  float *conv1_w, *conv1_b, *conv4_w, *conv4_b, *conv7_w, *conv7_b;
+};
+
+// prefix: "layers.{i}.blocks.{j}."; base: the parameter buffer or the gradient buffer.
+BlockWeights block_weights(float* base, const ParamTable& table, const std::string& prefix);
+
+struct BlockDims {
+  int64_t B, H, W, C, N, R;  // batch, spatial, channels, d_state, dt_rank
+  int64_t P() const { return B * H * W; }
+  int64_t c() const { return C / 2; }
+};
+
+// Activations a block keeps for its backward pass. In inference one set is
+// reused by all blocks of a stage.
+struct BlockActs {
+  void ensure(const BlockDims& d);  // (re)allocates when the dims grow
+  Tensor left, right, ln1, ln1_mean, ln1_rstd;          // (P,c), (P)
+  Tensor xin, z, xconv, u, y, yn, on_mean, on_rstd, g;  // (P,D), (P)
+  Tensor s;                                             // (P,c) SS2D branch output
+  Tensor a0, a1, a2, a3, a4, a5, a6, a7, l;             // conv branch, (P,c)
+  Tensor bn_mean, bn_rstd;                              // (3,c): saved batch statistics
+  Tensor scratch;                                       // (P, 2D): xz in forward, temporaries in backward
+  int64_t capacity = -1;
+};
+
+struct BlockContext {
+  bool train = false;
+  const float* drop_scale = nullptr;  // (B): per-sample drop-path factor (0 or 1/keep), or nullptr
+  float* conv_workspace = nullptr;    // conv2d_workspace_floats() of the 3x3 conv
+};
+
+// out, x: (B,H,W,C). out must not alias x.
+void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs& a,
+                   const BlockDims& d, const BlockContext& ctx);
+
+// Accumulates dx (B,H,W,C) and every gradient in g. Uses a's saved activations;
+// a.scratch is clobbered.
+void block_backward(float* dx, const float* dout, const BlockWeights& w, const BlockWeights& g,
+                    BlockActs& a, const BlockDims& d, const BlockContext& ctx);
+
+}  // namespace mm

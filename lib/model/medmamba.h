@@ -1,0 +1,67 @@
+#pragma once
+// The MedMamba classifier (reference class VSSM) on the CPU backend.
+//
+//   image (B,Cin,S,S) NCHW -> patch_embed (conv 4x4/4 + LayerNorm) -> (B,S/4,S/4,dims[0])
+//   -> stages of SS_Conv_SSM blocks with patch merging between them
+//   -> global average pool (B,dims[-1]) -> head -> logits (B,classes)
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace mm {
+
+struct ModelActs;  // activations of one forward pass, kept for backward
+
+class MedMamba {
+ public:
+  explicit MedMamba(ModelConfig cfg);  // parameters zeroed; call init_reference or load_state
+  ~MedMamba();
+  MedMamba(MedMamba&&) noexcept;
+  MedMamba& operator=(MedMamba&&) noexcept;
+
+  const ModelConfig& config() const { return cfg_; }
+  const ParamTable& table() const { return table_; }
+  Tensor& params() { return params_; }  // (total_floats) float32
+  Tensor& grads() { return grads_; }    // same layout as params()
+  Tensor param(const std::string& name);  // view into params()
+  Tensor grad(const std::string& name);   // view into grads()
+  std::vector<int64_t>& batches_tracked() { return batches_tracked_; }  // one per BatchNorm
+
+  // The reference initialisation (see the architecture spec), deterministic in seed.
+  void init_reference(uint64_t seed);
+
+  // Copies a state dict in. Refuses missing, unexpected and mis-shaped tensors,
+  // naming every one. Float16/bfloat16/float64 tensors are converted; the
+  // `num_batches_tracked` entries are optional.
+  void load_state(const std::map<std::string, Tensor>& state);
+  // The state dict, float32 (plus int64 num_batches_tracked), under the reference keys.
+  std::map<std::string, Tensor> state() const;
+
+  // images: (B,in_chans,S,S) float32 NCHW with S divisible by 32. Returns logits (B,classes).
+  // train: BatchNorm uses (and updates) batch statistics, drop path is active,
+  // and activations are kept for backward().
+  Tensor forward(const Tensor& images, bool train = false);
+
+  // Backpropagates dlogits (B,classes) through the last train-mode forward,
+  // accumulating into grads(). Returns dL/dimages (B,in_chans,S,S) if want_input_grad.
+  Tensor backward(const Tensor& dlogits, bool want_input_grad = false);
+
+  void zero_grad() { grads_.zero_(); }
+  void seed_drop_path(uint64_t seed) { rng_.seed(seed); }
+
+ private:
+  ModelConfig cfg_;
+  ParamTable table_;
+  Tensor params_, grads_;
+  std::vector<int64_t> batches_tracked_;
+  std::unique_ptr<ModelActs> acts_;
+  std::mt19937_64 rng_{0};
+};
+
+}  // namespace mm

@@ -1,0 +1,45 @@
+#pragma once
+// Our native model file: safetensors with the reference state-dict keys, and
+// __metadata__ holding what a user needs to run the model:
+//   "format":      "medmamba-cpp/1"
+//   "config":      ModelConfig as JSON (dims, depths, d_state, num_classes, in_chans, image_size)
+//   "class_names": JSON list of strings, one per class
+//   "preprocess":  JSON {"input_size", "mean", "std", "interpolation"}
+#include <string>
+#include <vector>
+
+#include "model/medmamba.h"
+
+namespace mm {
+
+struct Preprocess {
+  int64_t input_size = 224;
+  std::vector<float> mean{0.5f, 0.5f, 0.5f};  // the reference training script's normalisation
+  std::vector<float> std{0.5f, 0.5f, 0.5f};
+  std::string interpolation = "bilinear";     // torchvision's default Resize on PIL images
+
+  std::string to_json() const;
+  static Preprocess from_json(const std::string& text);
+};
+
+struct ModelMeta {
+  ModelConfig config;
+  std::vector<std::string> class_names;  // empty: "class_0", "class_1", ... are used
+  Preprocess preprocess;
+  std::string class_name(int64_t i) const;
+};
+
+// storage: F32, F16 or BF16 for the float tensors (BatchNorm statistics included).
+void save_model(const std::string& path, const MedMamba& model, const ModelMeta& meta,
+                DType storage = DType::F32);
+
+struct LoadedModel {
+  MedMamba model;
+  ModelMeta meta;
+};
+
+// Throws mm::Error naming the file and every offending tensor when the file
+// does not hold a valid model.
+LoadedModel load_model(const std::string& path);
+
+}  // namespace mm

@@ -1,0 +1,149 @@
+// Whole-model checks against the PyTorch reference (test/reference/make_fixtures.py).
+#include <cmath>
+#include <cstdio>
+
+#include <unistd.h>
+
+#include "core/error.h"
+#include "model/medmamba.h"
+#include "model/model_file.h"
+#include "ops/cross_entropy.h"
+#include "test_util.h"
+
+using namespace mm;
+using namespace mm::test;
+
+namespace {
+
+std::map<std::string, Tensor> state_subset(const SafetensorsFile& f) {
+  std::map<std::string, Tensor> s;
+  for (const auto& [k, t] : f.tensors)
+    if (k.rfind("grad.", 0) != 0 && k.rfind("running_after.", 0) != 0 && k != "input" && k != "labels" &&
+        k.rfind("logits", 0) != 0 && k != "loss_train")
+      s[k] = t;
+  return s;
+}
+
+MedMamba load_fixture_model(const SafetensorsFile& f) {
+  ModelConfig cfg = ModelConfig::from_json(f.metadata.at("config"));
+  cfg.drop_path_rate = std::stof(f.metadata.at("drop_path_rate"));  // 0: the fixture is deterministic
+  MedMamba m(cfg);
+  m.load_state(state_subset(f));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("parameter counts equal the reference's for T, S and B") {
+  CHECK(ParamTable::for_config(ModelConfig::variant("tiny")).trainable_count() == 15221608);
+  CHECK(ParamTable::for_config(ModelConfig::variant("small")).trainable_count() == 19389544);
+  CHECK(ParamTable::for_config(ModelConfig::variant("base")).trainable_count() == 40883688);
+}
+
+TEST_CASE("eval-mode logits equal PyTorch's") {
+  auto f = load_fixture("model_small.safetensors");
+  MedMamba m = load_fixture_model(f);
+  Tensor logits = m.forward(f.at("input"), /*train=*/false);
+  const Tensor& want = f.at("logits_eval");
+  REQUIRE(logits.shape() == want.shape());
+  const double err = rel_l2(logits.f32(), want.f32(), want.numel());
+  INFO("relative L2 error " << err);
+  CHECK(err < 1e-4);
+  check_close("logits_eval", logits, want, 1e-4f, 1e-5f);
+}
+
+TEST_CASE("train-mode forward, loss, every gradient and the running statistics equal PyTorch's") {
+  auto f = load_fixture("model_small.safetensors");
+  MedMamba m = load_fixture_model(f);
+  const std::vector<int64_t> tracked_before = m.batches_tracked();
+  m.zero_grad();
+  Tensor logits = m.forward(f.at("input"), /*train=*/true);
+  check_close("logits_train", logits, f.at("logits_train"), 1e-4f, 1e-5f);
+  const int64_t B = logits.dim(0), K = logits.dim(1);
+  Tensor probs = Tensor::empty({B, K});
+  const float loss = cross_entropy_forward(probs.f32(), logits.f32(), f.at("labels").as<int64_t>(), B, K);
+  CHECK(loss == doctest::Approx(f.at("loss_train").f32()[0]).epsilon(1e-5));
+  Tensor dlogits = Tensor::zeros({B, K});
+  cross_entropy_backward(dlogits.f32(), probs.f32(), f.at("labels").as<int64_t>(), B, K);
+  Tensor dinput = m.backward(dlogits, /*want_input_grad=*/true);
+
+  int checked = 0;
+  for (const ParamEntry& e : m.table().entries()) {
+    if (e.kind == ParamKind::Buffer) {
+      const Tensor& want = f.at("running_after." + e.name);
+      CAPTURE(e.name);
+      check_close("running stat " + e.name, m.param(e.name), want, 1e-5f, 1e-6f);
+      continue;
+    }
+    const Tensor& want = f.at("grad." + e.name);
+    Tensor got = m.grad(e.name);
+    const double norm = std::sqrt(std::max(0.0, [&] { double s = 0; for (int64_t i = 0; i < want.numel(); ++i) s += double(want.f32()[i]) * want.f32()[i]; return s; }()));
+    CAPTURE(e.name);
+    if (norm < 1e-9) {
+      // Mathematically zero (a conv bias feeding a train-mode BatchNorm): ours must be ~0 too.
+      for (int64_t i = 0; i < got.numel(); ++i) CHECK(std::fabs(got.f32()[i]) < 1e-6f);
+    } else {
+      const double err = rel_l2(got.f32(), want.f32(), want.numel());
+      INFO("relative L2 gradient error " << err);
+      CHECK(err < 1e-3);
+    }
+    ++checked;
+  }
+  CHECK(checked > 100);
+  const double in_err = rel_l2(dinput.f32(), f.at("grad.input").f32(), dinput.numel());
+  INFO("input gradient relative L2 error " << in_err);
+  CHECK(in_err < 1e-3);
+  for (size_t i = 0; i < tracked_before.size(); ++i) CHECK(m.batches_tracked()[i] == tracked_before[i] + 1);
+}
+
+TEST_CASE("model file round trip keeps weights, config, class names and preprocessing") {
+  auto f = load_fixture("model_small.safetensors");
+  MedMamba m = load_fixture_model(f);
+  ModelMeta meta;
+  meta.config = m.config();
+  meta.class_names = {"normal", "benign", "malignant"};
+  meta.preprocess.input_size = 64;
+  const std::string path = "/tmp/mm-test-model-" + std::to_string(::getpid()) + ".safetensors";
+  save_model(path, m, meta);
+  LoadedModel back = load_model(path);
+  std::remove(path.c_str());
+  CHECK(back.meta.class_names == meta.class_names);
+  CHECK(back.meta.preprocess.input_size == 64);
+  CHECK(back.meta.config.to_json() == m.config().to_json());
+  check_close("params", back.model.params(), m.params(), 0.f, 0.f);
+  Tensor a = m.forward(f.at("input")), b = back.model.forward(f.at("input"));
+  check_close("logits", a, b, 0.f, 0.f);
+}
+
+TEST_CASE("weights with missing, extra or mis-shaped tensors are refused, naming each one") {
+  auto f = load_fixture("model_small.safetensors");
+  auto state = state_subset(f);
+  MedMamba m(ModelConfig::from_json(f.metadata.at("config")));
+  state.erase("head.bias");
+  state.erase("layers.1.blocks.0.self_attention.Ds");
+  state["layers.9.blocks.0.extra"] = Tensor::zeros({2});
+  state["head.weight"] = Tensor::zeros({4, 128});
+  try {
+    m.load_state(state);
+    FAIL("load_state accepted a bad state dict");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("missing (2)") != std::string::npos);
+    CHECK(msg.find("head.bias") != std::string::npos);
+    CHECK(msg.find("layers.1.blocks.0.self_attention.Ds") != std::string::npos);
+    CHECK(msg.find("unexpected (1)") != std::string::npos);
+    CHECK(msg.find("layers.9.blocks.0.extra") != std::string::npos);
+    CHECK(msg.find("head.weight (file [4, 128], model [3, 128])") != std::string::npos);
+  }
+}
+
+TEST_CASE("configs are validated") {
+  ModelConfig c = ModelConfig::variant("tiny");
+  c.dims[1] = 100;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("2*dims[i]"), Error);
+  c = ModelConfig::variant("tiny");
+  c.image_size = 100;
+  CHECK_THROWS_WITH_AS(c.validate(), doctest::Contains("multiple of 32"), Error);
+  CHECK_THROWS_AS(ModelConfig::variant("huge"), Error);
+  CHECK_THROWS_AS(ModelConfig::from_json("{\"dims\": 3}"), Error);
+}
