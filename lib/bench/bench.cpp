@@ -1,0 +1,107 @@
+#include "bench/bench.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "core/error.h"
+#include "model/medmamba.h"
+#include "ops/cross_entropy.h"
+
+namespace mm {
+
+namespace {
+
+double now_seconds() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+// One SGD step over the trainable parameters: enough to time a training step
+// honestly (the optimizer's cost is a rounding error next to backward).
+void sgd_step(MedMamba& m, float lr) {
+  float* p = m.params().f32();
+  const float* g = m.grads().f32();
+  for (const ParamEntry& e : m.table().entries()) {
+    if (e.kind == ParamKind::Buffer) continue;
+    for (int64_t i = e.offset; i < e.offset + e.numel(); ++i) p[i] -= lr * g[i];
+  }
+}
+
+}  // namespace
+
+BenchResult run_benchmark(const BenchOptions& o) {
+  MM_CHECK(o.device == "cpu", "device '" + o.device + "': this benchmark build runs the CPU backend only");
+  MM_CHECK(o.precision == "fp32", "precision '" + o.precision + "' is not available on the CPU backend yet");
+  MM_CHECK(o.mode == "forward" || o.mode == "train", "mode must be forward or train");
+  MM_CHECK(o.batch >= 1 && o.iters >= 1 && o.warmup >= 0, "batch and iters must be positive");
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+
+  ModelConfig cfg = ModelConfig::variant(o.variant, o.num_classes);
+  cfg.image_size = o.image_size;
+  cfg.validate();
+  MedMamba model(cfg);
+  model.init_reference(0);
+  const bool train = o.mode == "train";
+
+  Tensor images = Tensor::empty({o.batch, cfg.in_chans, o.image_size, o.image_size});
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  for (int64_t i = 0; i < images.numel(); ++i) images.f32()[i] = normal(rng);
+  std::vector<int64_t> labels(size_t(o.batch));
+  for (int b = 0; b < o.batch; ++b) labels[size_t(b)] = b % cfg.num_classes;
+  Tensor probs = Tensor::empty({o.batch, cfg.num_classes}), dlogits = Tensor::empty({o.batch, cfg.num_classes});
+
+  auto step = [&] {
+    Tensor logits = model.forward(images, train);
+    if (!train) return;
+    cross_entropy_forward(probs.f32(), logits.f32(), labels.data(), o.batch, cfg.num_classes);
+    dlogits.zero_();
+    cross_entropy_backward(dlogits.f32(), probs.f32(), labels.data(), o.batch, cfg.num_classes);
+    model.zero_grad();
+    model.backward(dlogits);
+    sgd_step(model, 1e-4f);
+  };
+  for (int i = 0; i < o.warmup; ++i) step();
+  const double t0 = now_seconds();
+  for (int i = 0; i < o.iters; ++i) step();
+  const double dt = (now_seconds() - t0) / o.iters;
+
+  BenchResult r;
+  r.seconds_per_iter = dt;
+  r.images_per_second = o.batch / dt;
+  std::ostringstream line;
+  line << "mm-bench variant=" << o.variant << " batch=" << o.batch << " size=" << o.image_size
+       << " device=" << o.device << " precision=" << o.precision << " mode=" << o.mode
+       << " threads=" << omp_get_max_threads() << " ms/iter=" << dt * 1e3 << " img/s=" << r.images_per_second;
+  r.line = line.str();
+  return r;
+}
+
+double run_torch_reference(const BenchOptions& o, const std::string& python) {
+  std::ostringstream cmd;
+  cmd << python << " " << MM_SOURCE_DIR << "/test/reference/bench_reference.py --variant " << o.variant
+      << " --batch " << o.batch << " --size " << o.image_size << " --num-classes " << o.num_classes
+      << " --mode " << (o.mode == "train" ? "train" : "infer") << " --iters " << o.iters << " --warmup "
+      << o.warmup << " --device " << o.device;
+  if (o.threads > 0) cmd << " --threads " << o.threads;
+  if (o.precision != "fp32") cmd << " --amp " << o.precision;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.str().c_str(), "r"), pclose);
+  MM_CHECK(pipe, "cannot run: " + cmd.str());
+  char buf[4096];
+  double ips = -1;
+  while (std::fgets(buf, sizeof buf, pipe.get())) {
+    std::fputs(buf, stdout);
+    std::string s(buf);
+    auto pos = s.find("img/s=");
+    if (s.rfind("torch-reference", 0) == 0 && pos != std::string::npos) ips = std::stod(s.substr(pos + 6));
+  }
+  MM_CHECK(ips > 0, "the PyTorch reference benchmark failed: " + cmd.str());
+  return ips;
+}
+
+}  // namespace mm

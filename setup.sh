@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build needs, then configures and builds into ./build.
+# Usage: ./setup.sh [extra cmake args]      (runs apt-get through sudo when not root)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+PACKAGES=(
+  cmake g++ make pkg-config
+  libopenblas-openmp-dev libopenblas-dev   # BLAS for the CPU path (OpenMP build: see CMakeLists.txt)
+  libomp-dev                               # OpenMP
+  nlohmann-json3-dev libcli11-dev doctest-dev
+  libdcmtk-dev                             # DICOM (with JPEG, JPEG-LS, RLE codecs)
+  libinsighttoolkit5-dev                   # NIfTI and other formats; GDCM for JPEG 2000
+  python3 python3-numpy python3-pip        # the safetensors interop test
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Python's safetensors package reads the files our writer produces in the tests.
+if ! python3 -c "import safetensors, numpy" 2>/dev/null; then
+  python3 -m pip install -q safetensors numpy 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages safetensors numpy
+fi
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "$@"
+cmake --build build -j"$(nproc)"
