@@ -9,10 +9,15 @@
 //
 // Method: im2col + sgemm. Output pixels are processed in chunks of whole output
 // rows; for each chunk the receptive fields are unrolled into a matrix
-//   col (P_chunk, K),  K = Cin*KH*KW,  columns ordered (ci,kh,kw),
-// which is exactly the flattened PyTorch weight's column order, so
-//   out_chunk (P_chunk,Cout) = col @ weight^T        with weight viewed as (Cout,K).
+//   col (P_chunk, K),  K = Cin*KH*KW,  columns ordered (kh,kw,ci),
+// so each kernel row of a receptive field is one contiguous copy from the
+// channels-last input (and col2im one contiguous add). The weight is permuted
+// to the same (Cout,KH,KW,Cin) order into the workspace on every call (Cout*K
+// floats; cheap next to the GEMM), and
+//   out_chunk (P_chunk,Cout) = col @ weight_perm^T.
 // A 1x1, stride 1, pad 0 conv skips im2col: x itself is the (P,Cin) matrix.
+// sgemm is never called inside an OpenMP region; im2col / col2im / bias loops are
+// OpenMP-parallel.
 //
 // Conventions: forward overwrites `out`; backward ACCUMULATES (+=) into dx,
 // dweight and dbias (the caller zeroes them); any gradient pointer may be
@@ -37,8 +42,9 @@ struct Conv2dShape {
 
 // Size in floats of the scratch buffer conv2d_forward / conv2d_backward need for
 // this shape (one buffer serves both; 0 for pointwise convs). It holds the
-// im2col matrix of one chunk of output rows and is bounded (a few MiB) no matter
-// how large B*OH is, so a model can allocate the maximum over its convs once.
+// im2col matrix of one chunk of output rows (about 2 MiB, whatever B*OH is) plus
+// two weight-sized buffers (permuted weight and weight gradient), so a model can
+// allocate the maximum over its convs once. Contents need not persist between calls.
 int64_t conv2d_workspace_floats(const Conv2dShape& s);
 
 // out:       (B,OH,OW,Cout)   overwritten

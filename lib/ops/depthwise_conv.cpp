@@ -1,0 +1,109 @@
+#include "ops/depthwise_conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace mm {
+
+namespace {
+
+// taps (9,C) <- weight (C,1,3,3), tap k = kh*3+kw; flipped: tap k <- weight tap 8-k.
+std::vector<float> taps_channels_last(const float* weight, int64_t C, bool flipped) {
+  std::vector<float> taps(9 * C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int k = 0; k < 9; ++k) taps[size_t((flipped ? 8 - k : k) * C + c)] = weight[c * 9 + k];
+  return taps;
+}
+
+// out (B,H,W,C) += depthwise 3x3 pad-1 correlation of in (B,H,W,C) with taps (9,C).
+void dw3x3_accumulate(float* out, const float* in, const float* taps, int64_t B, int64_t H,
+                      int64_t W, int64_t C) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kh0 = h == 0 ? 1 : 0, kh1 = h == H - 1 ? 2 : 3;
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
+        float* o = out + ((b * H + h) * W + w) * C;
+        for (int64_t kh = kh0; kh < kh1; ++kh) {
+          for (int64_t kw = kw0; kw < kw1; ++kw) {
+            const float* xi = in + ((b * H + h + kh - 1) * W + (w + kw - 1)) * C;
+            const float* t = taps + (kh * 3 + kw) * C;
+            for (int64_t c = 0; c < C; ++c) o[c] += xi[c] * t[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias,
+                       int64_t B, int64_t H, int64_t W, int64_t C) {
+  const std::vector<float> taps = taps_channels_last(weight, C, false);
+  const int64_t P = B * H * W;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
+    if (bias) std::copy(bias, bias + C, out + p * C);
+    else std::fill(out + p * C, out + (p + 1) * C, 0.0f);
+  }
+  dw3x3_accumulate(out, x, taps.data(), B, H, W, C);
+}
+
+void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout,
+                        const float* x, const float* weight, int64_t B, int64_t H, int64_t W,
+                        int64_t C) {
+  // dx[p] = sum_k dout[p - (k - centre)] * w[k]: a correlation with the flipped kernel.
+  if (dx) {
+    const std::vector<float> flipped = taps_channels_last(weight, C, true);
+    dw3x3_accumulate(dx, dout, flipped.data(), B, H, W, C);
+  }
+  if (!dweight && !dbias) return;
+
+  // dweight[c,k] = sum_p dout[p,c] * x[p + k - centre, c]; dbias[c] = sum_p dout[p,c].
+  // Per-row float partials, added into per-thread double sums, combined at the end.
+  const int nt = omp_get_max_threads();
+  std::vector<double> sums(size_t(nt) * 10 * C, 0.0);  // per thread: 9 taps then bias, each (C)
+#pragma omp parallel num_threads(nt)
+  {
+    double* acc = sums.data() + size_t(omp_get_thread_num()) * 10 * C;
+    std::vector<float> row(10 * C);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t h = 0; h < H; ++h) {
+        std::fill(row.begin(), row.end(), 0.0f);
+        float* rb = row.data() + 9 * C;
+        const int64_t kh0 = h == 0 ? 1 : 0, kh1 = h == H - 1 ? 2 : 3;
+        for (int64_t w = 0; w < W; ++w) {
+          const float* g = dout + ((b * H + h) * W + w) * C;
+          for (int64_t c = 0; c < C; ++c) rb[c] += g[c];
+          const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
+          for (int64_t kh = kh0; kh < kh1; ++kh) {
+            for (int64_t kw = kw0; kw < kw1; ++kw) {
+              const float* xi = x + ((b * H + h + kh - 1) * W + (w + kw - 1)) * C;
+              float* r = row.data() + (kh * 3 + kw) * C;
+              for (int64_t c = 0; c < C; ++c) r[c] += g[c] * xi[c];
+            }
+          }
+        }
+        for (int64_t i = 0; i < 10 * C; ++i) acc[i] += row[size_t(i)];
+      }
+    }
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    for (int k = 0; k < 10; ++k) {
+      double s = 0;
+      for (int t = 0; t < nt; ++t) s += sums[size_t((int64_t(t) * 10 + k) * C + c)];
+      if (k < 9) {
+        if (dweight) dweight[c * 9 + k] += float(s);
+      } else if (dbias) {
+        dbias[c] += float(s);
+      }
+    }
+  }
+}
+
+}  // namespace mm
