@@ -29,6 +29,7 @@ class ZipReader {
   std::vector<uint8_t> read(const ZipEntry& e, uint64_t max_bytes = uint64_t(1) << 34) const;
   std::vector<uint8_t> read(const std::string& name, uint64_t max_bytes = uint64_t(1) << 34) const;
   const std::string& what() const { return what_; }
+  uint64_t archive_size() const { return bytes_.size(); }
 
  private:
   std::vector<uint8_t> bytes_;
