@@ -1,0 +1,223 @@
+#include "data/preprocess.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mm {
+
+Interpolation interpolation_from_name(const std::string& name) {
+  if (name == "bilinear") return Interpolation::Bilinear;
+  if (name == "bicubic") return Interpolation::Bicubic;
+  if (name == "nearest") return Interpolation::Nearest;
+  if (name == "bilinear-no-antialias") return Interpolation::BilinearNoAntialias;
+  throw Error("unknown interpolation '" + name + "' (bilinear, bicubic, nearest, bilinear-no-antialias)");
+}
+
+const char* interpolation_name(Interpolation m) {
+  switch (m) {
+    case Interpolation::Bilinear: return "bilinear";
+    case Interpolation::Bicubic: return "bicubic";
+    case Interpolation::Nearest: return "nearest";
+    case Interpolation::BilinearNoAntialias: return "bilinear-no-antialias";
+  }
+  return "?";
+}
+
+namespace {
+
+// Pillow's filters (libImaging/Resample.c).
+double triangle_filter(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+double cubic_filter(double x) {  // Keys cubic with a = -0.5, as Pillow
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// For each output position, the first source index and the normalised weights.
+struct AxisWeights {
+  std::vector<int64_t> first, count;
+  std::vector<double> weights;  // out_size rows of `stride` entries
+  int64_t stride = 0;
+};
+
+// Pillow's precompute_coeffs: when shrinking, the filter's support is scaled by
+// the shrink factor, which is what makes its bilinear antialiased.
+AxisWeights pillow_weights(int64_t in_size, int64_t out_size, double (*filter)(double), double support) {
+  AxisWeights a;
+  const double scale = double(in_size) / double(out_size);
+  const double filterscale = std::max(scale, 1.0);
+  support *= filterscale;
+  a.stride = int64_t(std::ceil(support)) * 2 + 1;
+  a.first.resize(size_t(out_size));
+  a.count.resize(size_t(out_size));
+  a.weights.assign(size_t(out_size * a.stride), 0.0);
+  for (int64_t xx = 0; xx < out_size; ++xx) {
+    const double center = (double(xx) + 0.5) * scale;
+    int64_t xmin = std::max<int64_t>(int64_t(center - support + 0.5), 0);
+    int64_t xmax = std::min<int64_t>(int64_t(center + support + 0.5), in_size) - xmin;
+    double* k = &a.weights[size_t(xx * a.stride)];
+    double total = 0.0;
+    for (int64_t x = 0; x < xmax; ++x) {
+      k[x] = filter((double(x + xmin) - center + 0.5) / filterscale);
+      total += k[x];
+    }
+    if (total != 0.0)
+      for (int64_t x = 0; x < xmax; ++x) k[x] /= total;
+    a.first[size_t(xx)] = xmin;
+    a.count[size_t(xx)] = std::max<int64_t>(xmax, 0);
+  }
+  return a;
+}
+
+// Linear interpolation between the two nearest source pixels, half-pixel
+// centres, edges clamped (torch's align_corners=False without antialiasing).
+AxisWeights linear_weights(int64_t in_size, int64_t out_size) {
+  AxisWeights a;
+  a.stride = 2;
+  a.first.resize(size_t(out_size));
+  a.count.assign(size_t(out_size), 2);
+  a.weights.assign(size_t(out_size * 2), 0.0);
+  const double scale = double(in_size) / double(out_size);
+  for (int64_t xx = 0; xx < out_size; ++xx) {
+    const double src = std::max((double(xx) + 0.5) * scale - 0.5, 0.0);
+    const int64_t x0 = std::min(int64_t(src), in_size - 1);
+    const double frac = src - double(x0);
+    if (x0 + 1 < in_size) {
+      a.weights[size_t(xx * 2)] = 1.0 - frac;
+      a.weights[size_t(xx * 2 + 1)] = frac;
+    } else {
+      a.weights[size_t(xx * 2)] = 1.0;
+      a.count[size_t(xx)] = 1;
+    }
+    a.first[size_t(xx)] = x0;
+  }
+  return a;
+}
+
+// Pillow's NEAREST resize (ImagingScaleAffine): the source coordinate is a
+// running sum starting at scale/2, truncated; kept as a sum to pick the same
+// pixel as Pillow where the product would round differently.
+AxisWeights nearest_weights(int64_t in_size, int64_t out_size) {
+  AxisWeights a;
+  a.stride = 1;
+  a.first.resize(size_t(out_size));
+  a.count.assign(size_t(out_size), 1);
+  a.weights.assign(size_t(out_size), 1.0);
+  const double scale = double(in_size) / double(out_size);
+  double pos = scale * 0.5;
+  for (int64_t xx = 0; xx < out_size; ++xx) {
+    a.first[size_t(xx)] = std::clamp<int64_t>(int64_t(pos), 0, in_size - 1);
+    pos += scale;
+  }
+  return a;
+}
+
+AxisWeights axis_weights(int64_t in_size, int64_t out_size, Interpolation m) {
+  switch (m) {
+    case Interpolation::Bilinear: return pillow_weights(in_size, out_size, triangle_filter, 1.0);
+    case Interpolation::Bicubic: return pillow_weights(in_size, out_size, cubic_filter, 2.0);
+    case Interpolation::Nearest: return nearest_weights(in_size, out_size);
+    case Interpolation::BilinearNoAntialias: return linear_weights(in_size, out_size);
+  }
+  throw Error("resize: bad interpolation");
+}
+
+}  // namespace
+
+void resize_pixels(const float* src, int64_t h, int64_t w, int64_t c, float* dst, int64_t out_h,
+                   int64_t out_w, Interpolation method) {
+  MM_CHECK(h > 0 && w > 0 && c > 0 && out_h > 0 && out_w > 0, "resize: empty image or target size");
+  if (h == out_h && w == out_w) {  // Pillow copies in this case; so do we
+    std::copy(src, src + h * w * c, dst);
+    return;
+  }
+  const AxisWeights wx = axis_weights(w, out_w, method), wy = axis_weights(h, out_h, method);
+  // Horizontal pass into a float intermediate (as Pillow), then vertical.
+  std::vector<float> tmp(size_t(h * out_w * c));
+#pragma omp parallel for if (h * out_w > 65536)
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t xx = 0; xx < out_w; ++xx) {
+      const double* k = &wx.weights[size_t(xx * wx.stride)];
+      const float* row = src + (y * w + wx.first[size_t(xx)]) * c;
+      for (int64_t ch = 0; ch < c; ++ch) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < wx.count[size_t(xx)]; ++i) sum += double(row[i * c + ch]) * k[i];
+        tmp[size_t((y * out_w + xx) * c + ch)] = float(sum);
+      }
+    }
+#pragma omp parallel for if (out_h * out_w > 65536)
+  for (int64_t yy = 0; yy < out_h; ++yy) {
+    const double* k = &wy.weights[size_t(yy * wy.stride)];
+    const int64_t y0 = wy.first[size_t(yy)], n = wy.count[size_t(yy)];
+    for (int64_t i = 0; i < out_w * c; ++i) {
+      double sum = 0.0;
+      for (int64_t j = 0; j < n; ++j) sum += double(tmp[size_t((y0 + j) * out_w * c + i)]) * k[j];
+      dst[yy * out_w * c + i] = float(sum);
+    }
+  }
+}
+
+Image resize(const Image& img, int64_t out_h, int64_t out_w, Interpolation method) {
+  Image out = img;
+  out.height = out_h;
+  out.width = out_w;
+  out.pixels.assign(size_t(out_h * out_w * img.channels), 0.f);
+  resize_pixels(img.pixels.data(), img.height, img.width, img.channels, out.pixels.data(), out_h, out_w,
+                method);
+  return out;
+}
+
+Image apply_window(const Image& img) {
+  Image out = img;
+  const double lo = img.window_low, span = img.window_high - img.window_low;
+  for (float& v : out.pixels) {
+    const double t = span > 0 ? (double(v) - lo) / span : (double(v) > lo ? 1.0 : 0.0);
+    v = float(std::isnan(t) ? 0.0 : std::clamp(t, 0.0, 1.0));
+  }
+  out.window_low = 0;
+  out.window_high = 1;
+  return out;
+}
+
+void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
+  MM_CHECK(img.channels == 1 || img.channels == 3,
+           img.source_path + ": preprocess needs 1 or 3 channels, got " + std::to_string(img.channels));
+  MM_CHECK(img.height > 0 && img.width > 0, img.source_path + ": preprocess: empty image");
+  MM_CHECK(int64_t(img.pixels.size()) == img.numel(), img.source_path + ": preprocess: pixel count mismatch");
+  const int64_t out_c = int64_t(p.mean.size());
+  MM_CHECK((out_c == 1 || out_c == 3) && p.std.size() == p.mean.size(),
+           "preprocess: mean/std must have 1 or 3 entries");
+  const int64_t s = p.input_size;
+  const Image unit = apply_window(img);
+  // Resizing before the channel conversion resizes grey once instead of three
+  // times; both steps are linear, so the order does not change the result.
+  std::vector<float> sized(size_t(s * s * img.channels));
+  resize_pixels(unit.pixels.data(), img.height, img.width, img.channels, sized.data(), s, s,
+                interpolation_from_name(p.interpolation));
+  const int64_t plane = s * s;
+  for (int64_t oc = 0; oc < out_c; ++oc) {
+    const float mean = p.mean[size_t(oc)], inv_std = 1.f / p.std[size_t(oc)];
+    float* out = dst + oc * plane;
+    for (int64_t i = 0; i < plane; ++i) {
+      float v;
+      if (img.channels == out_c) v = sized[size_t(i * img.channels + oc)];
+      else if (img.channels == 1) v = sized[size_t(i)];
+      else  // RGB -> grey for a 1-channel model: ITU-R 601-2 luma, as PIL's convert("L")
+        v = 0.299f * sized[size_t(i * 3)] + 0.587f * sized[size_t(i * 3 + 1)] + 0.114f * sized[size_t(i * 3 + 2)];
+      out[i] = (v - mean) * inv_std;
+    }
+  }
+}
+
+Tensor preprocess(const Image& img, const Preprocess& p) {
+  Tensor t = Tensor::empty({int64_t(p.mean.size()), p.input_size, p.input_size});
+  preprocess_into(img, p, t.f32());
+  return t;
+}
+
+}  // namespace mm

@@ -1,0 +1,275 @@
+#include "imaging/dicom_pixels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+namespace mm::dicom {
+
+using ErrKind = ImageError::Kind;
+
+uint16_t Lut::lookup(int64_t stored) const {
+  const int64_t i = std::clamp<int64_t>(stored - first_mapped, 0, int64_t(data.size()) - 1);
+  return data[size_t(i)];
+}
+
+int64_t PixelLayout::frame_bytes() const {
+  const int64_t pixels = rows * columns;
+  if (kind == PixelLayout::Kind::Float32) return pixels * samples * 4;
+  if (kind == PixelLayout::Kind::Float64) return pixels * samples * 8;
+  if (bits_allocated == 1) return (pixels * samples + 7) / 8;
+  if (ybr422_subsampled) return pixels * 2 * (bits_allocated / 8);
+  return pixels * samples * (bits_allocated / 8);
+}
+
+int64_t PixelLayout::total_bytes() const {
+  if (kind == Kind::Integer && bits_allocated == 1) return (rows * columns * samples * frames + 7) / 8;
+  return frame_bytes() * frames;
+}
+
+void validate(const PixelLayout& l, const std::string& what) {
+  auto fail = [&](ErrKind k, const std::string& why) { throw ImageError(k, what, why); };
+  if (l.rows < 1 || l.columns < 1 || l.rows > 65535 || l.columns > 65535)
+    fail(ErrKind::Corrupt, "Rows x Columns " + std::to_string(l.rows) + " x " + std::to_string(l.columns));
+  if (l.frames < 1 || l.frames > (int64_t(1) << 31))
+    fail(ErrKind::Corrupt, "NumberOfFrames " + std::to_string(l.frames));
+  if (l.samples != 1 && l.samples != 3) fail(ErrKind::Unsupported, "SamplesPerPixel " + std::to_string(l.samples));
+  if (l.kind == PixelLayout::Kind::Integer) {
+    if (l.bits_allocated != 1 && l.bits_allocated != 8 && l.bits_allocated != 16 && l.bits_allocated != 32)
+      fail(ErrKind::Unsupported, "BitsAllocated " + std::to_string(l.bits_allocated));
+    if (l.bits_stored < 1 || l.bits_stored > l.bits_allocated)
+      fail(ErrKind::Corrupt, "BitsStored " + std::to_string(l.bits_stored) + " with BitsAllocated " +
+                              std::to_string(l.bits_allocated));
+    if (l.high_bit < l.bits_stored - 1 || l.high_bit >= l.bits_allocated)
+      fail(ErrKind::Corrupt, "HighBit " + std::to_string(l.high_bit) + " with BitsStored " +
+                              std::to_string(l.bits_stored));
+  }
+  const std::string& pi = l.photometric;
+  const bool grey = pi == "MONOCHROME1" || pi == "MONOCHROME2";
+  const bool colour = pi == "RGB" || pi == "YBR_FULL" || pi == "YBR_FULL_422" || pi == "YBR_ICT" ||
+                      pi == "YBR_RCT";
+  if (grey && l.samples != 1) fail(ErrKind::Corrupt, pi + " with SamplesPerPixel " + std::to_string(l.samples));
+  if (colour && l.samples != 3) fail(ErrKind::Corrupt, pi + " with SamplesPerPixel " + std::to_string(l.samples));
+  if (pi == "PALETTE COLOR") {
+    if (l.samples != 1) fail(ErrKind::Corrupt, "PALETTE COLOR with SamplesPerPixel " + std::to_string(l.samples));
+    if (l.palette[0].empty() || l.palette[1].empty() || l.palette[2].empty())
+      fail(ErrKind::Unsupported, "PALETTE COLOR without (non-segmented) palette lookup tables");
+    if (l.kind != PixelLayout::Kind::Integer) fail(ErrKind::Corrupt, "PALETTE COLOR with float pixel data");
+  } else if (!grey && !colour) {
+    fail(ErrKind::Unsupported, "PhotometricInterpretation '" + pi + "'");
+  }
+  if (l.ybr422_subsampled && (l.bits_allocated != 8 || l.columns % 2 != 0))
+    fail(ErrKind::Unsupported, "YBR_FULL_422 other than 8 bits with an even number of columns");
+  if ((pi == "YBR_FULL" || pi == "YBR_FULL_422") && l.bits_allocated != 8)
+    fail(ErrKind::Unsupported, pi + " with BitsAllocated " + std::to_string(l.bits_allocated));
+}
+
+std::pair<double, double> modality_range(const PixelLayout& l) {
+  double lo, hi;
+  if (l.is_signed) {
+    lo = -std::ldexp(1.0, l.bits_stored - 1);
+    hi = std::ldexp(1.0, l.bits_stored - 1) - 1;
+  } else {
+    lo = 0;
+    hi = std::ldexp(1.0, l.bits_stored) - 1;
+  }
+  if (!l.modality_lut.empty()) {
+    auto [mn, mx] = std::minmax_element(l.modality_lut.data.begin(), l.modality_lut.data.end());
+    return {double(*mn), double(*mx)};
+  }
+  double a = lo * l.slope + l.intercept, b = hi * l.slope + l.intercept;
+  return {std::min(a, b), std::max(a, b)};
+}
+
+namespace {
+
+// Reads stored values of one frame: handles bit packing, BitsStored/HighBit and sign.
+class StoredValues {
+ public:
+  StoredValues(const uint8_t* buffer, const PixelLayout& l, int64_t frame)
+      : l_(l), base_(buffer + (l.bits_allocated == 1 ? 0 : frame * l.frame_bytes())),
+        first_bit_(l.bits_allocated == 1 ? frame * l.rows * l.columns * l.samples : 0),
+        shift_(l.high_bit + 1 - l.bits_stored),
+        mask_(l.bits_stored >= 32 ? 0xFFFFFFFFull : ((uint64_t(1) << l.bits_stored) - 1)) {}
+
+  // The value of sample s of pixel p (p = row * columns + column).
+  int64_t operator()(int64_t p, int s) const {
+    const int64_t plane = l_.rows * l_.columns;
+    const int64_t index = l_.planar == 1 ? s * plane + p : p * l_.samples + s;
+    uint64_t word;
+    switch (l_.bits_allocated) {
+      case 1: {
+        const int64_t bit = first_bit_ + index;
+        return (base_[bit >> 3] >> (bit & 7)) & 1;
+      }
+      case 8: word = base_[index]; break;
+      case 16: word = uint64_t(base_[2 * index]) | uint64_t(base_[2 * index + 1]) << 8; break;
+      default: {
+        uint32_t w;
+        std::memcpy(&w, base_ + 4 * index, 4);  // little-endian host (checked by the reader)
+        word = w;
+      }
+    }
+    const uint64_t v = (word >> shift_) & mask_;
+    if (l_.is_signed && (v >> (l_.bits_stored - 1)) & 1) return int64_t(v) - (int64_t(1) << l_.bits_stored);
+    return int64_t(v);
+  }
+
+ private:
+  const PixelLayout& l_;
+  const uint8_t* base_;
+  int64_t first_bit_;
+  int shift_;
+  uint64_t mask_;
+};
+
+// ITU-R BT.601 full range, as PS3.3 C.7.6.3.1.2 defines YBR_FULL; written as
+// pydicom's convert_color_space (float32, round half up, clip) so both agree.
+void ybr_full_to_rgb(float y, float cb, float cr, float* rgb) {
+  cb -= 128.f;
+  cr -= 128.f;
+  const float g_cb = float(-0.114 * 1.772 / 0.587), g_cr = float(-0.299 * 1.402 / 0.587);
+  const float r = y + cr * 1.402f, g = y + cb * g_cb + cr * g_cr, b = y + cb * 1.772f;
+  rgb[0] = std::clamp(std::floor(r + 0.5f), 0.f, 255.f);
+  rgb[1] = std::clamp(std::floor(g + 0.5f), 0.f, 255.f);
+  rgb[2] = std::clamp(std::floor(b + 0.5f), 0.f, 255.f);
+}
+
+void convert_grey(const uint8_t* buffer, const PixelLayout& l, int64_t frame, Image& img) {
+  const int64_t n = l.rows * l.columns;
+  if (l.kind != PixelLayout::Kind::Integer) {  // float pixel data has no modality LUT
+    const uint8_t* p = buffer + frame * l.frame_bytes();
+    for (int64_t i = 0; i < n; ++i) {
+      if (l.kind == PixelLayout::Kind::Float32) {
+        float v;
+        std::memcpy(&v, p + 4 * i, 4);
+        img.pixels[size_t(i)] = v;
+      } else {
+        double v;
+        std::memcpy(&v, p + 8 * i, 8);
+        img.pixels[size_t(i)] = float(v);
+      }
+    }
+    return;
+  }
+  const StoredValues stored(buffer, l, frame);
+  if (!l.modality_lut.empty()) {
+    for (int64_t i = 0; i < n; ++i) img.pixels[size_t(i)] = l.modality_lut.lookup(stored(i, 0));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) img.pixels[size_t(i)] = float(double(stored(i, 0)) * l.slope + l.intercept);
+}
+
+void convert_colour(const uint8_t* buffer, const PixelLayout& l, int64_t frame, Image& img) {
+  const int64_t n = l.rows * l.columns;
+  float* out = img.pixels.data();
+  if (l.photometric == "PALETTE COLOR") {
+    const StoredValues stored(buffer, l, frame);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t v = stored(i, 0);
+      for (int c = 0; c < 3; ++c) out[3 * i + c] = l.palette[c].lookup(v);
+    }
+    return;
+  }
+  if (l.ybr422_subsampled) {  // native YBR_FULL_422: Y1 Y2 Cb Cr for each pixel pair
+    const uint8_t* p = buffer + frame * l.frame_bytes();
+    for (int64_t i = 0; i < n; i += 2, p += 4) {
+      ybr_full_to_rgb(p[0], p[2], p[3], out + 3 * i);
+      ybr_full_to_rgb(p[1], p[2], p[3], out + 3 * (i + 1));
+    }
+    return;
+  }
+  const StoredValues stored(buffer, l, frame);
+  const bool ybr = l.photometric == "YBR_FULL" || l.photometric == "YBR_FULL_422";
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = float(stored(i, 0)), b = float(stored(i, 1)), c = float(stored(i, 2));
+    if (ybr) {
+      ybr_full_to_rgb(a, b, c, out + 3 * i);
+    } else {  // RGB, or YBR_ICT/YBR_RCT already turned into RGB by the JPEG 2000 decoder
+      out[3 * i] = a;
+      out[3 * i + 1] = b;
+      out[3 * i + 2] = c;
+    }
+  }
+}
+
+}  // namespace
+
+Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout& l, int64_t frame,
+                    const std::string& what) {
+  if (frame < 0 || frame >= l.frames)
+    throw ImageError(ErrKind::BadOption, what, "frame " + std::to_string(frame) + " of " + std::to_string(l.frames));
+  if (int64_t(buffer_size) < l.total_bytes())
+    throw ImageError(ErrKind::Corrupt, what,
+                     "pixel data holds " + std::to_string(buffer_size) + " bytes; Rows, Columns, frames and bits need " +
+                         std::to_string(l.total_bytes()));
+  Image img;
+  img.height = l.rows;
+  img.width = l.columns;
+  img.channels = l.monochrome() ? 1 : 3;
+  img.pixels.assign(size_t(img.numel()), 0.f);
+  if (l.monochrome()) convert_grey(buffer, l, frame, img);
+  else convert_colour(buffer, l, frame, img);
+  return img;
+}
+
+void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt,
+                  const std::vector<std::pair<double, double>>& file_windows, bool invert_monochrome1) {
+  using Mode = WindowOptions::Mode;
+  // The range the stored type can express: integer data through the modality
+  // LUT; float data and colour have no such thing beyond the data or the bits.
+  std::pair<double, double> full;
+  if (!l.monochrome()) {
+    const int bits = l.photometric == "PALETTE COLOR" ? l.palette[0].bits : l.bits_stored;
+    full = {0.0, std::ldexp(1.0, bits) - 1};
+  } else if (l.kind == PixelLayout::Kind::Integer) {
+    full = modality_range(l);
+  } else {
+    full = pixel_min_max(img);
+  }
+  Mode mode = opt.mode;
+  if (mode == Mode::Default) {
+    if (!l.monochrome()) mode = Mode::FullRange;
+    else mode = file_windows.empty() ? Mode::MinMax : Mode::File;
+  }
+  switch (mode) {
+    case Mode::File: {
+      if (opt.file_index < 0 || size_t(opt.file_index) >= file_windows.size())
+        throw ImageError(ErrKind::BadOption, img.source_path,
+                         "window " + std::to_string(opt.file_index) + " requested; the file has " +
+                             std::to_string(file_windows.size()));
+      set_window_center_width(img, file_windows[size_t(opt.file_index)].first,
+                              file_windows[size_t(opt.file_index)].second);
+      img.window_source = "file[" + std::to_string(opt.file_index) + "]";
+      break;
+    }
+    case Mode::Explicit:
+      set_window_center_width(img, opt.center, opt.width);
+      img.window_source = "explicit";
+      break;
+    case Mode::MinMax: {
+      auto [lo, hi] = pixel_min_max(img);
+      img.window_low = lo;
+      img.window_high = hi;
+      img.window_source = "min-max";
+      break;
+    }
+    case Mode::FullRange:
+    case Mode::Default:
+      img.window_low = full.first;
+      img.window_high = full.second;
+      img.window_source = "full range";
+      break;
+  }
+  if (invert_monochrome1 && l.photometric == "MONOCHROME1") {
+    // Mirror values and window within the full range: low stored values, shown
+    // white in MONOCHROME1, become high values, as dense tissue is in MONOCHROME2.
+    const double sum = full.first + full.second;
+    for (float& v : img.pixels) v = float(sum - double(v));
+    const double lo = sum - img.window_high, hi = sum - img.window_low;
+    img.window_low = lo;
+    img.window_high = hi;
+  }
+}
+
+}  // namespace mm::dicom

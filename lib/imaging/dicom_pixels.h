@@ -1,0 +1,62 @@
+#pragma once
+// Decoded (uncompressed, little-endian) DICOM pixel data -> float frames.
+// No DCMTK here: the DCMTK and GDCM decoding paths both end in this one
+// conversion, so stored-value extraction, the modality LUT and colour handling
+// behave the same whichever library decompressed the data.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/image.h"
+
+namespace mm::dicom {
+
+// A lookup table as DICOM stores it: descriptor (entries, first mapped value, bits) and data.
+struct Lut {
+  int64_t first_mapped = 0;
+  int bits = 16;
+  std::vector<uint16_t> data;
+  bool empty() const { return data.empty(); }
+  uint16_t lookup(int64_t stored) const;  // values outside the table clamp to its ends
+};
+
+// The Image Pixel module attributes that say how to read the buffer.
+struct PixelLayout {
+  int64_t rows = 0, columns = 0, frames = 1;
+  int samples = 1;  // 1 or 3
+  int bits_allocated = 0, bits_stored = 0, high_bit = -1;
+  bool is_signed = false;
+  int planar = 0;               // 0: samples interleaved, 1: one plane per sample
+  std::string photometric;      // after decompression (a decoder may have converted YBR to RGB)
+  bool ybr422_subsampled = false;  // native YBR_FULL_422: Y1 Y2 Cb Cr per pixel pair
+  enum class Kind { Integer, Float32, Float64 } kind = Kind::Integer;  // Float*: (7FE0,0008/0009)
+
+  // Modality LUT for grey images: a LUT sequence when present, else slope/intercept.
+  double slope = 1, intercept = 0;
+  Lut modality_lut;
+  Lut palette[3];  // PALETTE COLOR: red, green, blue
+
+  int64_t frame_bytes() const;   // bytes of one frame in the decoded buffer (rounded up for 1-bit)
+  int64_t total_bytes() const;   // all frames; 1-bit frames are packed without padding
+  bool monochrome() const { return photometric == "MONOCHROME1" || photometric == "MONOCHROME2"; }
+};
+
+// Throws ImageError (Unsupported/Corrupt) naming `what` when the layout is not
+// one we can read: checked before any allocation that depends on it.
+void validate(const PixelLayout& layout, const std::string& what);
+
+// The range of modality values the stored bits can express (grey integer data),
+// used by the full-range window and to invert MONOCHROME1.
+std::pair<double, double> modality_range(const PixelLayout& layout);
+
+// One frame as modality values (grey) or RGB. buffer holds total_bytes() bytes.
+// Grey pixels are not inverted here (see finish_frame).
+Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout& layout, int64_t frame,
+                    const std::string& what);
+
+// Picks the window (options, the file's windows) and inverts MONOCHROME1 so that
+// bright means dense. file_windows: (center, width) pairs from the file.
+void finish_frame(Image& img, const PixelLayout& layout, const WindowOptions& options,
+                  const std::vector<std::pair<double, double>>& file_windows, bool invert_monochrome1);
+
+}  // namespace mm::dicom

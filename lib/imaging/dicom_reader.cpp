@@ -1,0 +1,321 @@
+#include "imaging/dicom_reader.h"
+
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+#include <dcmtk/oflog/oflog.h>
+
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <mutex>
+
+#include "data/file_kind.h"
+#include "imaging/dicom_gdcm.h"
+#include "imaging/dicom_pixels.h"
+
+namespace mm {
+
+using Kind = ImageError::Kind;
+using dicom::PixelLayout;
+
+namespace {
+
+void init_dcmtk_once() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Decoders are registered once per process; registration is not thread-safe.
+    DJDecoderRegistration::registerCodecs();  // JPEG: YBR converted to RGB per the photometric
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+    // Problems reach the caller as ImageError; DCMTK's console log would only repeat them.
+    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+  });
+}
+
+std::string get_string(DcmItem& item, const DcmTagKey& tag) {
+  OFString s;
+  if (item.findAndGetOFString(tag, s).bad()) return {};
+  return std::string(s.c_str());
+}
+
+// A LUT descriptor value may be US or SS (the first mapped value follows the pixel sign).
+bool get_descriptor(DcmItem& item, const DcmTagKey& tag, int64_t (&desc)[3]) {
+  DcmElement* e = nullptr;
+  if (item.findAndGetElement(tag, e).bad() || e->getVM() < 3) return false;
+  for (unsigned long i = 0; i < 3; ++i) {
+    if (e->ident() == EVR_SS && i == 1) {
+      Sint16 v;
+      if (e->getSint16(v, i).bad()) return false;
+      desc[i] = v;
+    } else {
+      Uint16 v;
+      if (e->getUint16(v, i).bad()) return false;
+      desc[i] = v;
+    }
+  }
+  return true;
+}
+
+dicom::Lut read_lut(DcmItem& item, const DcmTagKey& descriptor_tag, const DcmTagKey& data_tag,
+                    const std::string& what) {
+  dicom::Lut lut;
+  int64_t desc[3];
+  if (!get_descriptor(item, descriptor_tag, desc)) return lut;
+  const Uint16* words = nullptr;
+  unsigned long count = 0;
+  if (item.findAndGetUint16Array(data_tag, words, &count).bad() || words == nullptr) return lut;
+  const int64_t entries = desc[0] == 0 ? 65536 : desc[0];
+  if (int64_t(count) < entries)
+    throw ImageError(Kind::Corrupt, what,
+                     "lookup table holds " + std::to_string(count) + " of " + std::to_string(entries) + " entries");
+  lut.first_mapped = desc[1];
+  lut.data.assign(words, words + entries);
+  lut.bits = int(desc[2]);
+  for (uint16_t v : lut.data)  // 8-bit tables stored in 16-bit words sometimes use all 16 bits
+    if (lut.bits < 16 && v >> lut.bits) lut.bits = 16;
+  return lut;
+}
+
+std::vector<std::pair<double, double>> file_windows(DcmItem& ds) {
+  std::vector<std::pair<double, double>> out;
+  DcmElement *c = nullptr, *w = nullptr;
+  if (ds.findAndGetElement(DCM_WindowCenter, c).bad() || ds.findAndGetElement(DCM_WindowWidth, w).bad())
+    return out;
+  const unsigned long n = std::min(c->getVM(), w->getVM());
+  for (unsigned long i = 0; i < n; ++i) {
+    Float64 center, width;
+    if (ds.findAndGetFloat64(DCM_WindowCenter, center, i).bad() ||
+        ds.findAndGetFloat64(DCM_WindowWidth, width, i).bad())
+      break;
+    if (width > 0) out.emplace_back(center, width);
+  }
+  return out;
+}
+
+// The Image Pixel and Modality LUT attributes from the dataset (after any decompression).
+PixelLayout read_layout(DcmItem& ds, PixelLayout::Kind kind, const std::string& what) {
+  PixelLayout l;
+  l.kind = kind;
+  Uint16 rows = 0, columns = 0, samples = 1, allocated = 0, stored = 0, high = 0, representation = 0, planar = 0;
+  if (ds.findAndGetUint16(DCM_Rows, rows).bad() || ds.findAndGetUint16(DCM_Columns, columns).bad())
+    throw ImageError(Kind::Corrupt, what, "pixel data without Rows or Columns");
+  ds.findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (ds.findAndGetUint16(DCM_BitsAllocated, allocated).bad())
+    throw ImageError(Kind::Corrupt, what, "pixel data without BitsAllocated");
+  if (ds.findAndGetUint16(DCM_BitsStored, stored).bad()) stored = allocated;
+  if (ds.findAndGetUint16(DCM_HighBit, high).bad()) high = Uint16(stored - 1);
+  ds.findAndGetUint16(DCM_PixelRepresentation, representation);
+  ds.findAndGetUint16(DCM_PlanarConfiguration, planar);
+  l.rows = rows;
+  l.columns = columns;
+  l.samples = samples;
+  l.bits_allocated = allocated;
+  l.bits_stored = kind == PixelLayout::Kind::Integer ? stored : allocated;
+  l.high_bit = kind == PixelLayout::Kind::Integer ? high : allocated - 1;
+  l.is_signed = representation == 1;
+  l.planar = samples > 1 ? planar : 0;
+  l.photometric = get_string(ds, DCM_PhotometricInterpretation);
+  if (l.photometric.empty()) l.photometric = samples == 3 ? "RGB" : "MONOCHROME2";  // ACR-NEMA files omit it
+  Sint32 frames = 1;
+  if (ds.tagExistsWithValue(DCM_NumberOfFrames) && ds.findAndGetSint32(DCM_NumberOfFrames, frames).bad())
+    throw ImageError(Kind::Corrupt, what, "unreadable NumberOfFrames '" + get_string(ds, DCM_NumberOfFrames) + "'");
+  l.frames = frames;
+
+  if (l.monochrome() && kind == PixelLayout::Kind::Integer) {
+    DcmItem* mlut = nullptr;
+    if (ds.findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut)
+      l.modality_lut = read_lut(*mlut, DCM_LUTDescriptor, DCM_LUTData, what);
+    Float64 v;
+    if (ds.findAndGetFloat64(DCM_RescaleSlope, v).good()) l.slope = v;
+    if (ds.findAndGetFloat64(DCM_RescaleIntercept, v).good()) l.intercept = v;
+  }
+  if (l.photometric == "PALETTE COLOR") {
+    l.palette[0] = read_lut(ds, DCM_RedPaletteColorLookupTableDescriptor, DCM_RedPaletteColorLookupTableData, what);
+    l.palette[1] = read_lut(ds, DCM_GreenPaletteColorLookupTableDescriptor, DCM_GreenPaletteColorLookupTableData, what);
+    l.palette[2] = read_lut(ds, DCM_BluePaletteColorLookupTableDescriptor, DCM_BluePaletteColorLookupTableData, what);
+  }
+  return l;
+}
+
+// Checks the decoded size against the limit before anything that big is allocated.
+void check_size(const PixelLayout& l, const DicomOptions& opt, const std::string& what) {
+  dicom::validate(l, what);  // bounds rows, columns, frames: the products below cannot overflow
+  const uint64_t decoded = uint64_t(l.total_bytes());
+  const uint64_t output = uint64_t(l.rows * l.columns) * (l.monochrome() ? 1 : 3) * 4 *
+                          uint64_t(opt.frame >= 0 ? 1 : l.frames);
+  if (decoded > opt.max_decoded_bytes || output > opt.max_decoded_bytes)
+    throw ImageError(Kind::TooLarge, what,
+                     std::to_string(l.rows) + " x " + std::to_string(l.columns) + " x " + std::to_string(l.frames) +
+                         " frames needs " + std::to_string(std::max(decoded, output)) + " bytes (limit " +
+                         std::to_string(opt.max_decoded_bytes) + ")");
+}
+
+std::unique_ptr<DcmFileFormat> parse(const uint8_t* data, size_t size, const std::string& what) {
+  if (!looks_like_dicom(data, size))
+    throw ImageError(Kind::NotRecognized, what, "no DICM prefix and no plausible first data element");
+  DcmInputBufferStream stream;
+  stream.setBuffer(data, offile_off_t(size));
+  stream.setEos();
+  auto file = std::make_unique<DcmFileFormat>();
+  file->transferInit();
+  // EXS_Unknown: the meta header's transfer syntax, or for a bare dataset
+  // (no preamble or meta) one guessed from the first element.
+  const OFCondition status = file->read(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
+  file->transferEnd();
+  if (status.bad()) throw ImageError(Kind::Corrupt, what, std::string("DCMTK cannot parse it: ") + status.text());
+  return file;
+}
+
+// The DICOM identification attributes every frame carries.
+Image frame_template(DcmItem& ds, const std::string& what) {
+  Image t;
+  t.source_path = what;
+  t.format = "dicom";
+  t.study_uid = get_string(ds, DCM_StudyInstanceUID);
+  t.series_uid = get_string(ds, DCM_SeriesInstanceUID);
+  t.sop_uid = get_string(ds, DCM_SOPInstanceUID);
+  t.sop_class_uid = get_string(ds, DCM_SOPClassUID);
+  t.modality = get_string(ds, DCM_Modality);
+  t.photometric = get_string(ds, DCM_PhotometricInterpretation);
+  return t;
+}
+
+// Decoded pixel bytes (little-endian) and the layout that describes them.
+struct Decoded {
+  PixelLayout layout;
+  std::vector<uint8_t> owned;  // when GDCM decoded
+  const uint8_t* bytes = nullptr;
+  size_t size = 0;
+};
+
+Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const DicomOptions& opt,
+               const std::string& what) {
+  DcmDataset& ds = *file.getDataset();
+  Decoded d;
+  DcmElement* pixels = nullptr;
+  PixelLayout::Kind kind = PixelLayout::Kind::Integer;
+  if (ds.findAndGetElement(DCM_PixelData, pixels).bad()) {
+    if (ds.findAndGetElement(DCM_FloatPixelData, pixels).good()) kind = PixelLayout::Kind::Float32;
+    else if (ds.findAndGetElement(DCM_DoubleFloatPixelData, pixels).good()) kind = PixelLayout::Kind::Float64;
+    else
+      throw ImageError(Kind::NoImage, what,
+                       "no pixel data (Modality " + get_string(ds, DCM_Modality) + ", SOP class " +
+                           get_string(ds, DCM_SOPClassUID) + ")");
+  }
+  // Size checks use the attributes as stored, before DCMTK allocates anything for decoding.
+  PixelLayout stored = read_layout(ds, kind, what);
+  stored.photometric = stored.samples == 3 ? "RGB" : "MONOCHROME2";  // any valid one: only sizes matter here
+  check_size(stored, opt, what);
+
+  const DcmXfer xfer(ds.getOriginalXfer());
+  if (xfer.isEncapsulated()) {
+    const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+    if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
+      // DCMTK has no decoder for it (JPEG 2000) or failed: GDCM's turn. GDCM
+      // asserts (aborts) on BitsAllocated 1, so that never reaches it.
+      if (stored.bits_allocated % 8 != 0)
+        throw ImageError(Kind::Unsupported, what,
+                         std::string(xfer.getXferName()) + " with BitsAllocated " +
+                             std::to_string(stored.bits_allocated) + ": DCMTK: " + c.text());
+      dicom::GdcmPixels g;
+      try {
+        g = dicom::decode_with_gdcm(data, size, what, opt.max_decoded_bytes);
+      } catch (const ImageError& e) {
+        throw ImageError(e.kind, what,
+                         std::string(xfer.getXferName()) + ": DCMTK: " + (c.bad() ? c.text() : "cannot decompress") +
+                             "; " + e.what());
+      }
+      d.layout = read_layout(ds, kind, what);  // Modality LUT, palette: from the dataset
+      const PixelLayout& gl = g.layout;
+      d.layout.rows = gl.rows, d.layout.columns = gl.columns, d.layout.frames = gl.frames;
+      d.layout.samples = gl.samples, d.layout.bits_allocated = gl.bits_allocated;
+      d.layout.bits_stored = gl.bits_stored, d.layout.high_bit = gl.high_bit;
+      d.layout.is_signed = gl.is_signed, d.layout.planar = gl.planar, d.layout.photometric = gl.photometric;
+      d.owned = std::move(g.buffer);
+      d.bytes = d.owned.data();
+      d.size = d.owned.size();
+      return d;
+    }
+    ds.findAndGetElement(DCM_PixelData, pixels);
+  }
+  // Read the layout again: a decoder may have changed the photometric (YBR -> RGB) or planar configuration.
+  d.layout = read_layout(ds, kind, what);
+  d.layout.ybr422_subsampled = !xfer.isEncapsulated() && d.layout.photometric == "YBR_FULL_422";
+  // getUint16Array returns words in this machine's byte order, which is what
+  // "little-endian" means for the converter on the x86/ARM hosts we build for.
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the pixel converter assumes a little-endian host");
+  OFCondition got;
+  const void* bytes = nullptr;
+  if (kind == PixelLayout::Kind::Float32) {
+    const Float32* f = nullptr;
+    got = pixels->getFloat32Array(const_cast<Float32*&>(f));
+    bytes = f;
+  } else if (kind == PixelLayout::Kind::Float64) {
+    const Float64* f = nullptr;
+    got = pixels->getFloat64Array(const_cast<Float64*&>(f));
+    bytes = f;
+  } else if (d.layout.bits_allocated > 8) {
+    Uint16* w = nullptr;
+    got = pixels->getUint16Array(w);
+    bytes = w;
+  } else {
+    Uint8* b = nullptr;
+    got = pixels->getUint8Array(b);
+    bytes = b;
+  }
+  if (got.bad() || bytes == nullptr) throw ImageError(Kind::Corrupt, what, std::string("pixel data unreadable: ") + got.text());
+  d.bytes = static_cast<const uint8_t*>(bytes);
+  d.size = pixels->getLength();
+  return d;
+}
+
+}  // namespace
+
+std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,
+                                    const DicomOptions& opt) {
+  init_dcmtk_once();
+  std::unique_ptr<DcmFileFormat> file = parse(data, size, what);
+  DcmDataset& ds = *file->getDataset();
+  Decoded d = decode(*file, data, size, opt, what);
+  dicom::validate(d.layout, what);
+  check_size(d.layout, opt, what);
+  if (opt.frame >= d.layout.frames)
+    throw ImageError(Kind::BadOption, what,
+                     "frame " + std::to_string(opt.frame) + " requested; the file has " + std::to_string(d.layout.frames));
+  const Image proto = frame_template(ds, what);
+  const auto windows = file_windows(ds);
+  std::vector<Image> out;
+  const int64_t first = opt.frame >= 0 ? opt.frame : 0, last = opt.frame >= 0 ? opt.frame + 1 : d.layout.frames;
+  for (int64_t f = first; f < last; ++f) {
+    Image img = dicom::convert_frame(d.bytes, d.size, d.layout, f, what);
+    Image meta = proto;
+    meta.height = img.height, meta.width = img.width, meta.channels = img.channels;
+    meta.pixels = std::move(img.pixels);
+    meta.frame_index = d.layout.frames > 1 ? f : -1;
+    dicom::finish_frame(meta, d.layout, opt.window, windows, opt.invert_monochrome1);
+    out.push_back(std::move(meta));
+  }
+  return out;
+}
+
+std::vector<Image> read_dicom(const std::string& path, const DicomOptions& opt) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw ImageError(Kind::Io, path, "cannot open");
+  const std::streamoff size = in.tellg();
+  if (size < 0) throw ImageError(Kind::Io, path, "cannot read");
+  if (uint64_t(size) > opt.max_file_bytes)
+    throw ImageError(Kind::TooLarge, path, "file of " + std::to_string(size) + " bytes");
+  std::vector<uint8_t> bytes(static_cast<size_t>(size));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) throw ImageError(Kind::Io, path, "cannot read");
+  return read_dicom_bytes(bytes.data(), bytes.size(), path, opt);
+}
+
+}  // namespace mm

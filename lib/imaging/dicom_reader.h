@@ -1,0 +1,35 @@
+#pragma once
+// DICOM files -> Images, through DCMTK (with its JPEG, JPEG-LS and RLE decoders)
+// and GDCM for what DCMTK cannot decode (JPEG 2000).
+//
+// Each frame becomes one Image holding modality values (the Modality LUT or
+// RescaleSlope/Intercept applied; MONOCHROME1 mirrored so that bright means
+// dense) or RGB (YBR_* and PALETTE COLOR converted), with the window chosen by
+// DicomOptions::window (default: the file's first window, else min-max; see
+// docs/input-formats.md). Files without a preamble or file meta are read as a
+// bare dataset; files without pixel data (SR, RTSTRUCT, RTPLAN, ...) throw
+// ImageError with kind NoImage.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/image.h"
+
+namespace mm {
+
+struct DicomOptions {
+  WindowOptions window;
+  int64_t frame = -1;               // -1: every frame is its own Image; otherwise only this frame
+  bool invert_monochrome1 = true;   // false keeps MONOCHROME1 values as stored (for comparisons)
+  // Refuses files whose decoded pixel data or float output would exceed this
+  // many bytes, checked from Rows/Columns/frames/samples before decoding.
+  uint64_t max_decoded_bytes = uint64_t(2) << 30;
+  uint64_t max_file_bytes = uint64_t(4) << 30;
+};
+
+std::vector<Image> read_dicom(const std::string& path, const DicomOptions& options = {});
+// The same from memory; `what` names the data in errors (and becomes source_path).
+std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,
+                                    const DicomOptions& options = {});
+
+}  // namespace mm

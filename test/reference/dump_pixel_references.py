@@ -1,0 +1,202 @@
+#!/usr/bin/python3
+"""Reference decodings of the shared DICOM and NIfTI files, from independent readers.
+
+Writes test/fixtures/pixels/dicom.json and nifti.json: for each file, what
+pydicom (DICOM) or nibabel (NIfTI) decodes, as the SHA-256 of the float32
+array plus its shape, statistics and a few sample values, so that the C++ tests
+can check our decoders without committing the arrays themselves.
+
+    /usr/bin/python3 test/reference/dump_pixel_references.py   # from the repository root
+
+Needs Debian's python3-pydicom, python3-nibabel, python3-pil (and python3-gdcm
+for JPEG-LS and 12-bit/lossless JPEG, which neither numpy nor Pillow decode).
+
+What "decoded" means, matching lib/imaging (see docs/input-formats.md):
+- DICOM: every frame, (frames, rows, columns, channels) float32; grey pixels
+  after the Modality LUT (pydicom's apply_modality_lut), MONOCHROME1 NOT
+  inverted; colour as RGB (YBR_FULL/YBR_FULL_422 through pydicom's
+  convert_color_space, PALETTE COLOR through apply_color_lut).
+- NIfTI: the volume (4-D: the first) reoriented to the closest canonical RAS+
+  orientation (nibabel's as_closest_canonical), scl_slope/scl_inter applied
+  (get_fdata), as float32 in (x, y, z) order flattened x-fastest; complex data
+  as magnitude.
+"""
+import hashlib
+import json
+import os
+import sys
+import warnings
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data"))
+OUT = os.path.join(ROOT, "test", "fixtures", "pixels")
+
+# Transfer syntaxes whose decoded values depend on the decoder's arithmetic
+# (IDCT, colour conversion): the tests compare these with a tolerance.
+LOSSY = {
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless (exact in principle; kept loose)
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossy)
+    "1.2.840.10008.1.2.4.203",  # HTJ2K
+}
+
+
+def summary(arr):
+    arr = np.ascontiguousarray(arr, dtype="<f4")
+    flat = arr.reshape(-1)
+    n = flat.size
+    idx = [int(i * (n - 1) // 7) for i in range(8)] if n else []
+    finite = flat[np.isfinite(flat)]
+    return {
+        "shape": list(arr.shape),
+        "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+        "min": float(finite.min()) if finite.size else 0.0,
+        "max": float(finite.max()) if finite.size else 0.0,
+        "mean": float(finite.astype(np.float64).mean()) if finite.size else 0.0,
+        "samples": [[i, float(flat[i])] for i in idx],
+    }
+
+
+# ---------------------------------------------------------------- DICOM
+
+def dicom_reference(path):
+    import pydicom
+    from pydicom.pixel_data_handlers import (gdcm_handler, numpy_handler, pillow_handler,
+                                             rle_handler)
+
+    try:
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as e:  # unreadable: our reader must fail cleanly too
+        return {"pydicom_error": f"{type(e).__name__}: {e}"[:200]}
+    has_pixels = any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels:
+        return {"expect": "no image", "modality": str(ds.get("Modality", ""))}
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        # A bare dataset: pydicom needs to be told what dcmread guessed.
+        ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
+        ds.file_meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if ds.is_implicit_VR
+                                          else pydicom.uid.ExplicitVRLittleEndian if ds.is_little_endian
+                                          else pydicom.uid.ExplicitVRBigEndian)
+    tsuid = str(ds.file_meta.TransferSyntaxUID)
+    # pydicom's own RLE decoder and Pillow's OpenJPEG come before GDCM, so that
+    # GDCM (which our reader uses for JPEG 2000) is only the last resort.
+    handlers = [numpy_handler, rle_handler, pillow_handler, gdcm_handler]
+    arr, used, errors = None, None, []
+    for h in handlers:
+        if not h.is_available() or not h.supports_transfer_syntax(tsuid):
+            continue
+        pydicom.config.pixel_data_handlers = [h]
+        try:
+            ds._pixel_array = None
+            ds._pixel_id = {}
+            arr = ds.pixel_array
+            used = h.__name__.split(".")[-1]
+            break
+        except Exception as e:
+            errors.append(f"{h.__name__.split('.')[-1]}: {type(e).__name__}: {e}"[:160])
+    if arr is None:
+        return {"pydicom_error": "; ".join(errors) or "no handler for " + tsuid, "transfer_syntax": tsuid}
+
+    try:
+        return finish_dicom(ds, arr, tsuid, used)
+    except Exception as e:
+        return {"pydicom_error": f"after {used}: {type(e).__name__}: {e}"[:200], "transfer_syntax": tsuid}
+
+
+def finish_dicom(ds, arr, tsuid, used):
+    from pydicom.pixel_data_handlers.util import (apply_color_lut, apply_modality_lut,
+                                                  convert_color_space)
+    pi = str(ds.get("PhotometricInterpretation", "")).strip()
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if pi in ("YBR_FULL", "YBR_FULL_422") and used != "gdcm_handler":
+        arr = convert_color_space(arr, "YBR_FULL", "RGB")
+    if pi == "PALETTE COLOR":
+        arr = apply_color_lut(arr, ds)
+    elif pi.startswith("MONOCHROME") and "PixelData" in ds:
+        arr = apply_modality_lut(arr, ds)
+    samples = int(ds.get("SamplesPerPixel", 1))
+    channels = 3 if (samples == 3 or pi == "PALETTE COLOR") else 1
+    arr = np.asarray(arr).reshape(frames, int(ds.Rows), int(ds.Columns), channels)
+    rec = summary(arr)
+    rec.update({"transfer_syntax": tsuid, "decoder": used, "photometric": pi,
+                "lossy": tsuid in LOSSY or str(ds.get("LossyImageCompression", "00")) == "01"})
+    return rec
+
+
+def dicom_files():
+    root = os.path.join(DATA, "dicom")
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            if f.endswith((".txt", ".json", ".md", ".gz", ".xml", ".py")) or f == "DICOMDIR":
+                continue
+            yield os.path.join(dirpath, f)
+    for extra in ("nifti/niivue/enh.dcm",):
+        yield os.path.join(DATA, extra)
+
+
+# ---------------------------------------------------------------- NIfTI
+
+def nifti_reference(path):
+    import nibabel as nib
+    try:
+        img = nib.load(path)
+    except Exception as e:
+        return {"nibabel_error": f"{type(e).__name__}: {e}"[:200]}
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair,
+                            nib.AnalyzeImage)):
+        return {"nibabel_error": f"not NIfTI: {type(img).__name__}"}
+    shape = img.shape
+    if len(shape) > 4 and any(s != 1 for s in shape[4:]):
+        return {"expect": "unsupported", "shape": list(shape)}
+    dtype = img.get_data_dtype()
+    canon = nib.as_closest_canonical(img) if len(shape) >= 3 else img
+    if dtype.fields is not None:  # RGB24: a structured dtype
+        raw = np.asanyarray(canon.dataobj)
+        data = np.stack([raw[n] for n in dtype.names], axis=-1).astype(np.float32)
+    elif np.iscomplexobj(np.asanyarray(canon.dataobj[..., 0] if len(shape) > 3 else canon.dataobj)):
+        data = np.abs(np.asanyarray(canon.dataobj)).astype(np.float32)
+    else:
+        data = canon.get_fdata(dtype=np.float64).astype(np.float32)
+    while data.ndim > 4 or (data.ndim == 4 and dtype.fields is None):
+        data = data[..., 0]  # first volume
+    if data.ndim == 2:
+        data = data[:, :, None]
+    channels = 3 if dtype.fields is not None else 1
+    # x fastest: (z, y, x, c) in C order.
+    arr = np.transpose(data.reshape(data.shape[:3] + (channels,)), (2, 1, 0, 3))
+    rec = summary(arr)
+    rec["ornt"] = "".join(nib.aff2axcodes(img.affine)) if len(shape) >= 3 else ""
+    rec["datatype"] = str(dtype)
+    rec["dims"] = list(shape)
+    return rec
+
+
+def nifti_files():
+    root = os.path.join(DATA, "nifti")
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            if f.endswith((".nii", ".nii.gz", ".hdr", ".hdr.gz")):
+                yield os.path.join(dirpath, f)
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    warnings.simplefilter("ignore")
+    which = sys.argv[1:] or ["dicom", "nifti"]
+    if "dicom" in which:
+        refs = {os.path.relpath(p, DATA): dicom_reference(p) for p in sorted(dicom_files())}
+        with open(os.path.join(OUT, "dicom.json"), "w") as f:
+            json.dump(refs, f, indent=0, sort_keys=True)
+        print(f"dicom: {len(refs)} files")
+    if "nifti" in which:
+        refs = {os.path.relpath(p, DATA): nifti_reference(p) for p in sorted(nifti_files())}
+        with open(os.path.join(OUT, "nifti.json"), "w") as f:
+            json.dump(refs, f, indent=0, sort_keys=True)
+        print(f"nifti: {len(refs)} files")
+
+
+if __name__ == "__main__":
+    main()
