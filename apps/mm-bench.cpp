@@ -10,8 +10,10 @@
 
 #include "bench/bench.h"
 #include "core/error.h"
+#include "ops/blas_tuning.h"
 
 int main(int argc, char** argv) {
+  mm::reexec_with_best_blas_kernels(argv);
   CLI::App app{"mm-bench: MedMamba throughput (images/s) on this machine"};
   mm::BenchOptions o;
   std::string torch_python;
@@ -30,7 +32,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     const mm::BenchResult r = mm::run_benchmark(o);
-    std::printf("%s\n", r.line.c_str());
+    std::printf("%s blas=%s\n", r.line.c_str(), mm::blas_core_name());
     if (!torch_python.empty()) {
       const double t = mm::run_torch_reference(o, torch_python);
       std::printf("ratio ours/torch-reference = %.2fx\n", r.images_per_second / t);
