@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/cuda_model_bench.h"
 #include "model/medmamba.h"
 #include "ops/cross_entropy.h"
 
@@ -35,7 +36,8 @@ void sgd_step(MedMamba& m, float lr) {
 }  // namespace
 
 BenchResult run_benchmark(const BenchOptions& o) {
-  MM_CHECK(o.device == "cpu", "device '" + o.device + "': this benchmark build runs the CPU backend only");
+  if (o.device == "cuda") return run_cuda_benchmark(o);
+  MM_CHECK(o.device == "cpu", "device '" + o.device + "': expected cpu or cuda");
   MM_CHECK(o.precision == "fp32", "precision '" + o.precision + "' is not available on the CPU backend yet");
   MM_CHECK(o.mode == "forward" || o.mode == "train", "mode must be forward or train");
   MM_CHECK(o.batch >= 1 && o.iters >= 1 && o.warmup >= 0, "batch and iters must be positive");

@@ -1,0 +1,62 @@
+#pragma once
+// Shared by the .cu files: error checks that throw mm::Error, element-type
+// conversions, and dispatch from mm::DType to a kernel's element type.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace mm::cuda {
+
+[[noreturn]] inline void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
+  throw Error(std::string("CUDA error in ") + what + " (" + file + ":" + std::to_string(line) +
+              "): " + cudaGetErrorString(e));
+}
+
+#define MM_CUDA_CHECK(call)                                                         \
+  do {                                                                              \
+    cudaError_t mm_err_ = (call);                                                   \
+    if (mm_err_ != cudaSuccess) ::mm::cuda::throw_cuda(mm_err_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+// After a launch: configuration errors surface here, asynchronous faults at the next sync.
+#define MM_CUDA_CHECK_LAUNCH(name)                                                  \
+  do {                                                                              \
+    cudaError_t mm_err_ = cudaGetLastError();                                       \
+    if (mm_err_ != cudaSuccess) ::mm::cuda::throw_cuda(mm_err_, name, __FILE__, __LINE__); \
+  } while (0)
+
+template <class T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+
+template <class T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+
+__device__ __forceinline__ float silu_f(float x) { return x / (1.f + __expf(-x)); }
+
+// Calls f(T{}) with T the element type of dt (float, __nv_bfloat16 or __half).
+template <class F>
+void dispatch_dtype(DType dt, const char* what, F&& f) {
+  switch (dt) {
+    case DType::F32: f(float{}); return;
+    case DType::BF16: f(__nv_bfloat16{}); return;
+    case DType::F16: f(__half{}); return;
+    default: throw Error(std::string(what) + ": activations must be F32, BF16 or F16, got " + dtype_name(dt));
+  }
+}
+
+inline unsigned grid_for(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  MM_CHECK(blocks < (int64_t(1) << 31), "grid too large");
+  return unsigned(blocks > 0 ? blocks : 1);
+}
+
+}  // namespace mm::cuda

@@ -1,0 +1,154 @@
+#pragma once
+// Host-callable entry points of the CUDA inference kernels behind CudaMedMamba.
+//
+// Plain C++ (no CUDA headers), so lib/ and the tests can include it. Every pointer
+// is a device pointer. Activations are channels-last; their element type is `dt`
+// (F32, BF16 or F16) unless a parameter says float. Norm weights, scan parameters
+// and statistics are float32. Every launch is asynchronous on `stream` and its
+// launch error is checked (mm::Error naming the kernel).
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+struct CUstream_st;
+
+namespace mm::cuda {
+
+using Stream = CUstream_st*;  // cudaStream_t
+
+// ---------------------------------------------------------------------------
+// Runtime
+
+Stream stream_create();
+void stream_destroy(Stream s);
+void stream_sync(Stream s);
+void copy_async(void* dst, const void* src, size_t bytes, Stream s);  // any direction
+void memset_zero_async(void* p, size_t bytes, Stream s);
+int sm_count();
+std::string device_name();
+
+// One stream capture replayed as a CUDA graph (for fixed shapes and buffers).
+class CapturedGraph {
+ public:
+  CapturedGraph();
+  ~CapturedGraph();
+  void begin_capture(Stream s);
+  void end_capture(Stream s);  // instantiates
+  void launch(Stream s);
+  bool ready() const;
+  void reset();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Wall time between two points of a stream, in milliseconds.
+class StreamTimer {
+ public:
+  StreamTimer();
+  ~StreamTimer();
+  void start(Stream s);
+  double stop_ms(Stream s);  // synchronizes
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// GEMM (cuBLASLt):  out (M,N) = act( x (M,K) · w (N,K)^T + bias (N) )
+// w has the type of x and PyTorch's Linear layout; bias has the type of out.
+// Float32 inputs use TF32 tensor cores when allow_tf32; 16-bit inputs accumulate in float32.
+
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  const void* x = nullptr;
+  int64_t ldx = 0;  // row stride of x, elements
+  DType x_type = DType::F32;
+  const void* w = nullptr;  // (N,K), row stride K
+  void* out = nullptr;
+  int64_t ldo = 0;
+  DType out_type = DType::F32;
+  const void* bias = nullptr;  // (N) or nullptr
+  bool relu = false;
+};
+
+class GemmRunner {
+ public:
+  explicit GemmRunner(bool allow_tf32);
+  ~GemmRunner();
+  void run(const GemmArgs& a, Stream s);  // plans are cached per shape
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// ---------------------------------------------------------------------------
+// Norms (one warp per row; statistics in float32, eps 1e-5).
+
+// out (rows,C) contiguous = LayerNorm(x row r at x + r·ldx) · w + b
+void layernorm(DType dt, void* out, const void* x, int64_t ldx, const float* w, const float* b,
+               int64_t rows, int64_t C, Stream s);
+
+// Patch merging: x (B,H,W,C) -> gather x0,x1,x2,x3 -> (B,H/2,W/2,4C) -> LayerNorm(4C) into out.
+void merge_layernorm(DType dt, void* out, const void* x, const float* w, const float* b, int64_t B,
+                     int64_t H, int64_t W, int64_t C, Stream s);
+
+// SS2D tail: out (P,D) = (LayerNorm(y)·w + b) ⊙ SiLU(z), y float32 (P,D), z row stride ldz.
+void layernorm_gate(DType dt, void* out, const float* y, const void* z, int64_t ldz, const float* w,
+                    const float* b, int64_t P, int64_t D, Stream s);
+
+// ---------------------------------------------------------------------------
+// Convolution helpers and layout ops.
+
+// u (B,H,W,C) = SiLU(depthwise 3x3 pad 1 of x + bias); x rows of stride ldx; w (C,1,3,3).
+void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias,
+                    int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+
+// 3x3 pad 1 im2col with an optional per-channel affine on the input (an eval BatchNorm
+// that precedes the conv: applied inside the image, the padding stays 0):
+//   col (B·H·W, 9·C), col[p, (kh·3+kw)·C + ci] = scale[ci]·x[p shifted by (kh-1,kw-1), ci] + shift[ci]
+// x rows of stride ldx; scale/shift nullptr for none. The matching weight layout is (Cout,kh,kw,Cin).
+void im2col3x3(DType dt, void* col, const void* x, int64_t ldx, const float* scale, const float* shift,
+               int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+
+// Patch embedding im2col straight from float32 NCHW images (B,Cin,S,S):
+//   col (B·(S/k)², Cin·k·k), columns in PyTorch's (ci,kh,kw) weight order.
+void patchify(DType dt, void* col, const float* images, int64_t B, int64_t Cin, int64_t S, int64_t k,
+              Stream s);
+
+// Block output: out (P,2c), out[2m] = l[m] + x[2m], out[2m+1] = sb[m] + x[2m+1]
+// (concat, channel shuffle with 2 groups, residual).
+void shuffle_residual(DType dt, void* out, const void* l, const void* sb, const void* x, int64_t P,
+                      int64_t c, Stream s);
+
+// out (B,C) = mean over L of x (B,L,C), accumulated in float32.
+void avgpool(DType dt, void* out, const void* x, int64_t B, int64_t L, int64_t C, Stream s);
+
+// ---------------------------------------------------------------------------
+// SS2D selective scan: cross-scan, the four directional scans and cross-merge in one
+// kernel (see scan_kernel.cuh). d_state N = 16.
+
+constexpr int kScanStates = 16;
+
+struct ScanArgs {
+  int64_t B = 0, H = 0, W = 0, D = 0, R = 0;
+  DType u_type = DType::F32;
+  const void* u = nullptr;          // (B,H,W,D)
+  const float* dbl = nullptr;       // (B·H·W, 4·(R+2N)): x_proj of every position, per direction [dt | B | C]
+  const float* dt_w = nullptr;      // (4, D, R)
+  const float* dt_b = nullptr;      // (4·D)
+  const float* A_logs = nullptr;    // (4·D, N)
+  const float* Ds = nullptr;        // (4·D)
+  float* y = nullptr;               // (B,H,W,D) float32, ACCUMULATED: the caller zeroes it
+  int lanes_per_channel = 0;        // 1, 2 or 4 lanes share a channel's 16 states; 0 = choose
+};
+
+void ss2d_scan(const ScanArgs& a, Stream s);
+
+}  // namespace mm::cuda

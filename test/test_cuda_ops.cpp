@@ -1,0 +1,298 @@
+// Every CUDA inference op against the CPU op it replaces, in float32, bfloat16 and float16,
+// by normalized MSE. Inputs are rounded to the op's element type first, so the CPU
+// reference sees the same inputs and the threshold measures the op's own error (mostly the
+// rounding of its output). The CUDA ops are inference only: there is no backward to check.
+#include <random>
+#include <vector>
+
+#include "test_cuda_util.h"
+
+#ifdef MM_HAVE_CUDA
+
+#include "cuda_ops.h"
+#include "ops/activations.h"
+#include "ops/batchnorm.h"
+#include "ops/conv2d.h"
+#include "ops/depthwise_conv.h"
+#include "ops/layernorm.h"
+#include "ops/layout.h"
+#include "ops/linear.h"
+#include "ops/selective_scan.h"
+
+using namespace mm;
+using namespace mm::test;
+
+namespace {
+
+constexpr DType kTypes[] = {DType::F32, DType::BF16, DType::F16};
+
+// What rounding the output to dt costs in normalized MSE, with a margin.
+double output_nmse(DType dt) { return dt == DType::F32 ? 1e-10 : dt == DType::F16 ? 1e-6 : 2e-5; }
+// GEMMs: float32 runs on TF32 tensor cores (10-bit mantissa inputs).
+double gemm_nmse(DType dt) { return dt == DType::F32 ? 1e-5 : output_nmse(dt); }
+
+cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies order after the ops
+
+}  // namespace
+
+TEST_CASE("cuda op: layernorm on strided rows (ln_1 on the right half) matches layernorm_forward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(1);
+  const int64_t P = 2 * 7 * 7, C = 80, c = C / 2;
+  const auto w = random_vector(c, rng, 0.3f, 1.f), b = random_vector(c, rng, 0.2f);
+  const Tensor dw = to_gpu(w, DType::F32), db = to_gpu(b, DType::F32);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto x = rounded(random_vector(size_t(P * C), rng, 2.f, 0.5f), dt);
+    std::vector<float> right(size_t(P * c)), want(size_t(P * c));
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t j = 0; j < c; ++j) right[size_t(p * c + j)] = x[size_t(p * C + c + j)];
+    layernorm_forward(want.data(), nullptr, nullptr, right.data(), w.data(), b.data(), P, c);
+    Tensor dx = to_gpu(x, dt), dout = Tensor::empty({P * c}, dt, Device::CUDA);
+    cuda::layernorm(dt, dout.data(), static_cast<char*>(dx.data()) + c * dtype_size(dt), C, dw.as<float>(),
+                    db.as<float>(), P, c, kDefaultStream);
+    check_nmse("layernorm", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: merge_layernorm matches patch_gather_forward + layernorm_forward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(2);
+  const int64_t B = 2, H = 6, W = 4, C = 24, Po = B * (H / 2) * (W / 2);
+  const auto w = random_vector(4 * C, rng, 0.3f, 1.f), b = random_vector(4 * C, rng, 0.2f);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto x = rounded(random_vector(size_t(B * H * W * C), rng), dt);
+    std::vector<float> gathered(size_t(Po * 4 * C)), want(gathered.size());
+    patch_gather_forward(gathered.data(), x.data(), B, H, W, C);
+    layernorm_forward(want.data(), nullptr, nullptr, gathered.data(), w.data(), b.data(), Po, 4 * C);
+    Tensor dx = to_gpu(x, dt), dout = Tensor::empty({Po * 4 * C}, dt, Device::CUDA);
+    cuda::merge_layernorm(dt, dout.data(), dx.data(), to_gpu(w, DType::F32).as<float>(),
+                          to_gpu(b, DType::F32).as<float>(), B, H, W, C, kDefaultStream);
+    check_nmse("merge_layernorm", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: layernorm_gate matches layernorm_forward(y) * silu(z)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(3);
+  const int64_t P = 3 * 5 * 5, D = 72;
+  const auto w = random_vector(D, rng, 0.3f, 1.f), b = random_vector(D, rng, 0.2f);
+  const auto y = random_vector(size_t(P * D), rng, 3.f, 1.f);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // z = xz[:, D:]
+    std::vector<float> want(size_t(P * D));
+    layernorm_forward(want.data(), nullptr, nullptr, y.data(), w.data(), b.data(), P, D);
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t j = 0; j < D; ++j) want[size_t(p * D + j)] *= silu(xz[size_t(p * 2 * D + D + j)]);
+    Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
+    cuda::layernorm_gate(dt, dout.data(), to_gpu(y, DType::F32).as<float>(),
+                         static_cast<char*>(dxz.data()) + D * dtype_size(dt), 2 * D, to_gpu(w, DType::F32).as<float>(),
+                         to_gpu(b, DType::F32).as<float>(), P, D, kDefaultStream);
+    check_nmse("layernorm_gate", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: dwconv3x3_silu matches dwconv3x3_forward + silu_forward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(4);
+  const int64_t B = 2, H = 5, W = 7, D = 48, P = B * H * W;
+  const auto w = random_vector(D * 9, rng, 0.3f), bias = random_vector(D, rng, 0.1f);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // x = xz[:, :D]
+    std::vector<float> xin(size_t(P * D)), want(size_t(P * D));
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t j = 0; j < D; ++j) xin[size_t(p * D + j)] = xz[size_t(p * 2 * D + j)];
+    dwconv3x3_forward(want.data(), xin.data(), w.data(), bias.data(), B, H, W, D);
+    silu_forward(want.data(), want.data(), P * D);
+    Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
+    cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w, DType::F32).as<float>(),
+                         to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream);
+    check_nmse("dwconv3x3_silu", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU ops") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(5);
+  const int64_t B = 2, H = 6, W = 5, C = 40, c = 20, P = B * H * W;  // left half of a (P,C) input
+  const auto bn_w = random_vector(c, rng, 0.2f, 1.f), bn_b = random_vector(c, rng, 0.2f);
+  const auto rm = random_vector(c, rng, 0.3f), rv = random_vector(c, rng, 0.2f, 1.2f);
+  std::vector<float> scale(c), shift(c);
+  for (int64_t i = 0; i < c; ++i) {
+    scale[size_t(i)] = bn_w[size_t(i)] / std::sqrt(rv[size_t(i)] + 1e-5f);
+    shift[size_t(i)] = bn_b[size_t(i)] - rm[size_t(i)] * scale[size_t(i)];
+  }
+  cuda::GemmRunner gemm(/*allow_tf32=*/true);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto x = rounded(random_vector(size_t(P * C), rng), dt);
+    const auto wt = rounded(random_vector(size_t(c * c * 9), rng, 0.1f), dt);  // (co,ci,kh,kw)
+    const auto bias = rounded(random_vector(size_t(c), rng, 0.1f), dt);
+    std::vector<float> left(size_t(P * c)), normed(size_t(P * c)), want(size_t(P * c));
+    for (int64_t p = 0; p < P; ++p)
+      for (int64_t j = 0; j < c; ++j) left[size_t(p * c + j)] = x[size_t(p * C + j)];
+    batchnorm_forward_eval(normed.data(), left.data(), rm.data(), rv.data(), bn_w.data(), bn_b.data(), P, c);
+    Conv2dShape cs;
+    cs.B = B; cs.H = H; cs.W = W; cs.Cin = c; cs.Cout = c; cs.KH = cs.KW = 3; cs.pad = 1;
+    conv2d_forward(want.data(), normed.data(), wt.data(), bias.data(), cs, nullptr);
+    relu_forward(want.data(), want.data(), P * c);
+
+    std::vector<float> w_khkwci(wt.size());  // the layout of im2col3x3's columns
+    for (int64_t co = 0; co < c; ++co)
+      for (int64_t ci = 0; ci < c; ++ci)
+        for (int64_t k = 0; k < 9; ++k) w_khkwci[size_t((co * 9 + k) * c + ci)] = wt[size_t((co * c + ci) * 9 + k)];
+    Tensor dx = to_gpu(x, dt), col = Tensor::empty({P * 9 * c}, dt, Device::CUDA);
+    Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA), dw = to_gpu(w_khkwci, dt), db = to_gpu(bias, dt);
+    cuda::im2col3x3(dt, col.data(), dx.data(), C, to_gpu(scale, DType::F32).as<float>(),
+                    to_gpu(shift, DType::F32).as<float>(), B, H, W, c, kDefaultStream);
+    cuda::GemmArgs a;
+    a.M = P; a.N = c; a.K = 9 * c; a.x = col.data(); a.ldx = 9 * c; a.x_type = dt; a.w = dw.data();
+    a.out = dout.data(); a.ldo = c; a.out_type = dt; a.bias = db.data(); a.relu = true;
+    gemm.run(a, kDefaultStream);
+    // The BN'd input is rounded to dt in the im2col matrix: twice the output rounding.
+    check_nmse("conv3x3", from_gpu(dout), want, 3 * gemm_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: patchify + GEMM matches the 4x4 stride-4 conv2d_forward of the patch embedding") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(6);
+  const int64_t B = 2, Cin = 3, S = 16, C0 = 24, P = B * (S / 4) * (S / 4);
+  const auto img = random_vector(size_t(B * Cin * S * S), rng);
+  std::vector<float> nhwc(img.size());
+  nchw_to_nhwc(nhwc.data(), img.data(), B, Cin, S, S);
+  cuda::GemmRunner gemm(true);
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto wt = rounded(random_vector(size_t(C0 * Cin * 16), rng, 0.2f), dt);
+    const auto bias = rounded(random_vector(size_t(C0), rng, 0.1f), dt);
+    // The GPU rounds the image to dt inside patchify: give the CPU the same rounding.
+    const auto nhwc_r = rounded(nhwc, dt);
+    std::vector<float> want(size_t(P * C0));
+    Conv2dShape cs;
+    cs.B = B; cs.H = S; cs.W = S; cs.Cin = Cin; cs.Cout = C0; cs.KH = cs.KW = 4; cs.stride = 4;
+    conv2d_forward(want.data(), nhwc_r.data(), wt.data(), bias.data(), cs, nullptr);
+    Tensor dimg = to_gpu(img, DType::F32), col = Tensor::empty({P * Cin * 16}, dt, Device::CUDA);
+    Tensor dout = Tensor::empty({P * C0}, dt, Device::CUDA), dw = to_gpu(wt, dt), db = to_gpu(bias, dt);
+    cuda::patchify(dt, col.data(), dimg.as<float>(), B, Cin, S, 4, kDefaultStream);
+    cuda::GemmArgs a;
+    a.M = P; a.N = C0; a.K = Cin * 16; a.x = col.data(); a.ldx = a.K; a.x_type = dt; a.w = dw.data();
+    a.out = dout.data(); a.ldo = C0; a.out_type = dt; a.bias = db.data();
+    gemm.run(a, kDefaultStream);
+    check_nmse("patch embedding", from_gpu(dout), want, gemm_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: GEMM matches linear_forward (activation and float32 outputs, bias, ReLU)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(7);
+  const int64_t M = 150, K = 72, N = 40;
+  cuda::GemmRunner gemm(true);
+  for (DType dt : kTypes)
+    for (DType out_t : {dt, DType::F32})
+      for (bool relu : {false, true}) {
+        CAPTURE(std::string(dtype_name(dt)));
+        CAPTURE(std::string(dtype_name(out_t)));
+        CAPTURE(relu);
+        const auto x = rounded(random_vector(size_t(M * K), rng), dt);
+        const auto w = rounded(random_vector(size_t(N * K), rng, 0.1f), dt);
+        const auto bias = rounded(random_vector(size_t(N), rng, 0.5f), out_t);
+        std::vector<float> want(size_t(M * N));
+        linear_forward(want.data(), x.data(), w.data(), bias.data(), M, K, N);
+        if (relu) relu_forward(want.data(), want.data(), M * N);
+        Tensor dx = to_gpu(x, dt), dw = to_gpu(w, dt), db = to_gpu(bias, out_t);
+        Tensor dout = Tensor::empty({M * N}, out_t, Device::CUDA);
+        cuda::GemmArgs a;
+        a.M = M; a.N = N; a.K = K; a.x = dx.data(); a.ldx = K; a.x_type = dt; a.w = dw.data();
+        a.out = dout.data(); a.ldo = N; a.out_type = out_t; a.bias = db.data(); a.relu = relu;
+        gemm.run(a, kDefaultStream);
+        check_nmse("gemm", from_gpu(dout), want, gemm_nmse(out_t == DType::F32 ? dt : out_t));
+      }
+}
+
+TEST_CASE("cuda op: shuffle_residual matches concat_shuffle_forward + residual") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(8);
+  const int64_t P = 61, c = 24;
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto l = rounded(random_vector(size_t(P * c), rng), dt), s = rounded(random_vector(size_t(P * c), rng), dt);
+    const auto x = rounded(random_vector(size_t(P * 2 * c), rng), dt);
+    std::vector<float> want(size_t(P * 2 * c));
+    concat_shuffle_forward(want.data(), l.data(), s.data(), P, c);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += x[i];
+    Tensor dout = Tensor::empty({P * 2 * c}, dt, Device::CUDA);
+    Tensor dl = to_gpu(l, dt), ds = to_gpu(s, dt), dx = to_gpu(x, dt);
+    cuda::shuffle_residual(dt, dout.data(), dl.data(), ds.data(), dx.data(), P, c, kDefaultStream);
+    check_nmse("shuffle_residual", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: avgpool matches avgpool_forward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(9);
+  const int64_t B = 3, L = 49, C = 40;
+  for (DType dt : kTypes) {
+    CAPTURE(std::string(dtype_name(dt)));
+    const auto x = rounded(random_vector(size_t(B * L * C), rng, 1.f, 0.3f), dt);
+    std::vector<float> want(size_t(B * C));
+    avgpool_forward(want.data(), x.data(), B, L, C);
+    Tensor dx = to_gpu(x, dt), dout = Tensor::empty({B * C}, dt, Device::CUDA);
+    cuda::avgpool(dt, dout.data(), dx.data(), B, L, C, kDefaultStream);
+    check_nmse("avgpool", from_gpu(dout), want, output_nmse(dt));
+  }
+}
+
+TEST_CASE("cuda op: ss2d_scan matches ss2d_scan_forward (every lane split, dt ranks, non-square grids)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  struct Case { int64_t B, H, W, D, R; };
+  const Case cases[] = {{2, 5, 7, 40, 3}, {1, 8, 8, 64, 12}, {1, 4, 6, 24, 24}, {2, 3, 3, 16, 1}};
+  std::mt19937 rng(10);
+  const int64_t N = cuda::kScanStates;
+  for (const Case& k : cases) {
+    const int64_t P = k.B * k.H * k.W, RN = k.R + 2 * N;
+    // Distributions like the CPU scan test's: Δ roughly 0.05 .. 1.5, A_logs around log(n+1) - 1.
+    const auto xpw = random_vector(size_t(4 * RN * k.D), rng, 1.f / std::sqrt(float(k.D)));
+    const auto dtw = random_vector(size_t(4 * k.D * k.R), rng, 0.5f);
+    std::vector<float> dtb(size_t(4 * k.D)), A_logs(size_t(4 * k.D * N));
+    std::uniform_real_distribution<float> ud(-3.f, 1.f);
+    for (float& v : dtb) v = ud(rng);
+    std::normal_distribution<float> nd;
+    for (size_t i = 0; i < A_logs.size(); ++i) A_logs[i] = std::log(float(i % N + 1)) + 0.5f * nd(rng) - 1.f;
+    const auto Ds = random_vector(size_t(4 * k.D), rng, 0.7f, 1.f);
+    for (DType dt : kTypes) {
+      const auto u = rounded(random_vector(size_t(P * k.D), rng), dt);
+      std::vector<float> want(size_t(P * k.D)), dbl(size_t(P * 4 * RN));
+      ss2d_scan_forward(SS2DScanShape{k.B, k.H, k.W, k.D, N, k.R}, u.data(),
+                        SS2DScanWeights{xpw.data(), dtw.data(), dtb.data(), A_logs.data(), Ds.data()}, want.data());
+      linear_forward(dbl.data(), u.data(), xpw.data(), nullptr, P, k.D, 4 * RN);  // x_proj, as the model's GEMM
+      Tensor du = to_gpu(u, dt), ddbl = to_gpu(dbl, DType::F32), ddtw = to_gpu(dtw, DType::F32);
+      Tensor ddtb = to_gpu(dtb, DType::F32), dA = to_gpu(A_logs, DType::F32), dD = to_gpu(Ds, DType::F32);
+      Tensor dy = Tensor::zeros({P * k.D}, DType::F32, Device::CUDA);
+      for (int lanes : {1, 2, 4}) {
+        CAPTURE(std::string(dtype_name(dt)));
+        CAPTURE(lanes);
+        CAPTURE(k.H);
+        CAPTURE(k.W);
+        CAPTURE(k.R);
+        dy.zero_();
+        cuda::ScanArgs a;
+        a.B = k.B; a.H = k.H; a.W = k.W; a.D = k.D; a.R = k.R;
+        a.u_type = dt; a.u = du.data(); a.dbl = ddbl.as<float>();
+        a.dt_w = ddtw.as<float>(); a.dt_b = ddtb.as<float>(); a.A_logs = dA.as<float>(); a.Ds = dD.as<float>();
+        a.y = dy.as<float>(); a.lanes_per_channel = lanes;
+        cuda::ss2d_scan(a, kDefaultStream);
+        check_nmse("ss2d_scan", from_gpu(dy), want, 1e-8);
+      }
+    }
+  }
+}
+
+#else  // built without CUDA
+
+TEST_CASE("cuda ops: skipped, built without CUDA") { MESSAGE("skipped: this build has no CUDA backend"); }
+
+#endif
