@@ -15,6 +15,10 @@ written by torch.save itself, so the tests read what users' checkpoints hold:
                                  for float32 weights and for weights rounded to fp16 / bf16
   torchscript.pt                 a TorchScript archive (must be refused with a clear message)
   hostile_os_system.pth          a torch.save'd object whose unpickling would call os.system
+
+It also writes the fuzzers' seed corpora (fuzz/seeds/): small checkpoints in the
+same forms (a few hundred bytes each, so that mutations stay fast) and their
+pickles alone.
 """
 import collections
 import copy
@@ -24,7 +28,6 @@ import sys
 import zipfile
 
 import torch
-from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -32,6 +35,7 @@ import medmamba  # noqa: E402
 import make_fixtures  # noqa: E402  (SMALL_CFG, build_small_model, randomise_model)
 
 OUT = os.path.normpath(os.path.join(HERE, "..", "fixtures", "checkpoints"))
+SEEDS = os.path.normpath(os.path.join(HERE, "..", "..", "fuzz", "seeds"))
 TINY_CFG = dict(dims=[8, 16, 32, 64], depths=[1, 1, 1, 1], d_state=16, num_classes=3, in_chans=3, image_size=32)
 
 
@@ -67,7 +71,7 @@ def storage_views(sd):
     2, 2-D transposed, 4-D channels-last; int64 scalars are views into one
     LongStorage."""
     floats = [(k, v) for k, v in sd.items() if v.is_floating_point()]
-    flat = torch.zeros(sum(2 * v.numel() + 3 for _, v in floats) + 7)
+    flat = torch.zeros(sum((2 if v.dim() == 1 else 1) * v.numel() + 3 for _, v in floats) + 7)
     longs = torch.zeros(len(sd) + 1, dtype=torch.int64)
     out = collections.OrderedDict()
     off, li = 7, 1
@@ -89,11 +93,21 @@ def storage_views(sd):
             view = flat[off:off + n].view(v.shape)
         view.copy_(v)
         out[k] = view
-        off += 2 * n + 3
+        off += (2 if v.dim() == 1 else 1) * n + 3
     for k, v in sd.items():
         assert torch.equal(out[k], v), k
     assert not all(t.is_contiguous() for t in out.values())
     return out
+
+
+def deflate_copy(src, dst):
+    """The same zip records, deflate-compressed (torch never compresses; zip tools do).
+    Fixed timestamps keep re-runs byte-identical."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            out = zipfile.ZipInfo(info.filename, date_time=(2024, 1, 1, 0, 0, 0))
+            out.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(out, zin.read(info.filename))
 
 
 class OsSystem:
@@ -131,12 +145,8 @@ def main():
     save(views, "tiny_views.pth")
     save(views, "tiny_views_legacy.pth", _use_new_zipfile_serialization=False)
 
-    # The zip layout with deflate-compressed records (torch never compresses; zip tools do).
-    src = os.path.join(OUT, "tiny_zip.pth")
     dst = os.path.join(OUT, "tiny_deflate.pth")
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        for info in zin.infolist():
-            zout.writestr(info.filename, zin.read(info.filename))
+    deflate_copy(os.path.join(OUT, "tiny_zip.pth"), dst)
     print(f"wrote test/fixtures/checkpoints/tiny_deflate.pth ({os.path.getsize(dst):,} bytes)")
 
     g = torch.Generator().manual_seed(5)
@@ -144,8 +154,9 @@ def main():
     t = {"input": x, "logits": logits_f64(model, sd, x), "logits_fp16": logits_f64(model, sd16, x),
          "logits_bf16": logits_f64(model, sdbf, x)}
     path = os.path.join(OUT, "tiny_logits.safetensors")
-    save_file(t, path, metadata={"config": json.dumps(TINY_CFG), "generator": "test/reference/make_checkpoint_fixtures.py",
-                                 "torch": torch.__version__, "compute_dtype": "float64 (stored float32)"})
+    make_fixtures.save_fixture(t, path, {"config": json.dumps(TINY_CFG), "torch": torch.__version__,
+                                         "generator": "test/reference/make_checkpoint_fixtures.py",
+                                         "compute_dtype": "float64 (stored float32)"})
     print(f"wrote test/fixtures/checkpoints/tiny_logits.safetensors ({os.path.getsize(path):,} bytes)")
     print("  logits", t["logits"].tolist())
 
@@ -153,7 +164,41 @@ def main():
     print("wrote test/fixtures/checkpoints/torchscript.pt")
     save({"model": OsSystem()}, "hostile_os_system.pth")
 
+    make_fuzz_seeds()
     check()
+
+
+def make_fuzz_seeds():
+    ck_dir, pkl_dir = os.path.join(SEEDS, "torch_checkpoint"), os.path.join(SEEDS, "torch_pickle")
+    os.makedirs(ck_dir, exist_ok=True)
+    os.makedirs(pkl_dir, exist_ok=True)
+    lin = torch.nn.Linear(3, 2)
+    bn = torch.nn.BatchNorm2d(2)
+    sd = collections.OrderedDict(lin.state_dict())
+    sd.update(("bn." + k, v) for k, v in bn.state_dict().items())
+    base = torch.arange(12.0)
+    sd["view"] = base[2:10].view(2, 4).t()
+    sd["half"] = torch.ones(3).half()
+    forms = {"zip": (sd, {}), "legacy": (sd, {"_use_new_zipfile_serialization": False}),
+             "wrapped": ({"model": sd, "epoch": 1, "opt": {"lr": 0.1, "betas": (0.9, 0.99), "names": ["a", None]}}, {}),
+             "module": (collections.OrderedDict(("module." + k, v) for k, v in sd.items()), {}),
+             "param": ({"w": torch.nn.Parameter(torch.ones(2, 2))}, {"_use_new_zipfile_serialization": False})}
+    for name, (obj, kw) in forms.items():
+        path = os.path.join(ck_dir, name + ".pth")
+        torch.save(obj, path, **kw)
+        if kw:  # legacy: the whole stream is pickles and raw storages
+            with open(path, "rb") as f, open(os.path.join(pkl_dir, name + ".stream"), "wb") as g:
+                g.write(f.read())
+        else:
+            with zipfile.ZipFile(path) as z:
+                with open(os.path.join(pkl_dir, name + ".pkl"), "wb") as g:
+                    g.write(z.read(name + "/data.pkl"))
+    deflate_copy(os.path.join(ck_dir, "zip.pth"), os.path.join(ck_dir, "deflate.pth"))
+    for fixture in ("torchscript.pt", "hostile_os_system.pth"):
+        with open(os.path.join(OUT, fixture), "rb") as f, open(os.path.join(ck_dir, fixture), "wb") as g:
+            g.write(f.read())
+    print(f"wrote fuzz seeds: {len(os.listdir(ck_dir))} in fuzz/seeds/torch_checkpoint, "
+          f"{len(os.listdir(pkl_dir))} in fuzz/seeds/torch_pickle")
 
 
 def check():
