@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <initializer_list>
 #include <string>
 
 #include "core/error.h"
@@ -51,6 +52,25 @@ void dispatch_dtype(DType dt, const char* what, F&& f) {
     case DType::F16: f(__half{}); return;
     default: throw Error(std::string(what) + ": activations must be F32, BF16 or F16, got " + dtype_name(dt));
   }
+}
+
+// V consecutive elements moved as one 16-byte (or smaller) access.
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+// Widest vector (in elements, 16 bytes at most) that divides every row length and offset given.
+template <class T>
+int vector_width(std::initializer_list<int64_t> lengths, std::initializer_list<const void*> pointers) {
+  int v = int(16 / sizeof(T));
+  auto fits = [&](int w) {
+    for (int64_t n : lengths) if (n % w) return false;
+    for (const void* p : pointers) if (reinterpret_cast<uintptr_t>(p) % (size_t(w) * sizeof(T))) return false;
+    return true;
+  };
+  while (v > 1 && !fits(v)) v /= 2;
+  return v;
 }
 
 inline unsigned grid_for(int64_t n, int threads) {

@@ -106,7 +106,8 @@ void layernorm_gate(DType dt, void* out, const float* y, const void* z, int64_t 
 // ---------------------------------------------------------------------------
 // Convolution helpers and layout ops.
 
-// u (B,H,W,C) = SiLU(depthwise 3x3 pad 1 of x + bias); x rows of stride ldx; w (C,1,3,3).
+// u (B,H,W,C) = SiLU(depthwise 3x3 pad 1 of x + bias); x rows of stride ldx;
+// w tap-major (3,3,C): w[(kh·3+kw)·C + c] is PyTorch's weight[c,0,kh,kw].
 void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias,
                     int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
 

@@ -9,12 +9,17 @@
 // float32 output at p(l) with one coalesced atomic add per warp (the four directions
 // of a position are summed in L2; the caller zeroes y).
 //
-// Per chunk of kChunk steps the warp stages in shared memory what all its channels
-// share: the positions and the rows [dt (padded to kRMax) | B | C] of x_proj's output.
-// The dt projection (R multiply-adds per channel and step) is done here from that
-// row, so Δ never exists in memory. exp(Δ·A) is exp2(Δ·A·log2 e) on the SFU: the
-// kernel is bound by that one exp per (position, direction, channel, state).
+// Per chunk of kChunk steps the warp stages in shared memory what it reads: the
+// positions, the rows [dt (padded to kRMax) | B | C] of x_proj's output (shared by all its
+// channels) and its channels' u. Staging is double-buffered with cp.async, so the next
+// chunk's loads are in flight while this one computes (a warp is otherwise latency-bound
+// on them: one HBM round trip per chunk). The dt projection (R multiply-adds per channel
+// and step) is done here from the staged row, so Δ never exists in memory.
+// exp(Δ·A) is exp2(Δ·A·log2 e) on the SFU: one per (position, direction, channel, state),
+// the kernel's floor. Indices are 32-bit (checked at launch).
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
@@ -27,35 +32,69 @@ constexpr int kN = kScanStates;
 constexpr int kWarps = 4;  // per block; warps are independent (no block barrier)
 constexpr int kChunk = 16;
 
-__device__ __forceinline__ int64_t scan_position(int k, int64_t l, int64_t H, int64_t W) {
-  const int64_t L = H * W;
-  if (k >= 2) l = L - 1 - l;  // k=2,3 run k=0,1 backwards
-  if (k % 2 == 0) return l;   // row-major: l = h·W + w
-  const int64_t w = l / H, h = l - w * H;  // column-major: l = w·H + h
+__device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
+  if (k >= 2) l = H * W - 1 - l;  // k=2,3 run k=0,1 backwards
+  if (k % 2 == 0) return l;       // row-major: l = h·W + w
+  const int w = l / H, h = l - w * H;  // column-major: l = w·H + h
   return h * W + w;
 }
 
+// 4-byte global -> shared copy that completes asynchronously; !valid writes zero.
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
+// softplus(x) = max(x,0) + log1p(e^-|x|), log1p(t) = 2·atanh(s) with s = t/(2+t) <= 1/3:
+// the series to s^15 is accurate to ~1e-8 relative (log1pf costs twice the instructions).
+// PyTorch returns x itself above 20.
+__device__ __forceinline__ float softplus_f(float x) {
+  if (x > 20.f) return x;
+  const float t = __expf(-fabsf(x));
+  const float s = __fdividef(t, 2.f + t), s2 = s * s;
+  float q = 1.f / 15;
+  q = fmaf(q, s2, 1.f / 13);
+  q = fmaf(q, s2, 1.f / 11);
+  q = fmaf(q, s2, 1.f / 9);
+  q = fmaf(q, s2, 1.f / 7);
+  q = fmaf(q, s2, 1.f / 5);
+  q = fmaf(q, s2, 1.f / 3);
+  q = fmaf(q, s2, 1.f);
+  return fmaxf(x, 0.f) + 2.f * s * q;
+}
+
+template <class T, int kLanes, int kRMax>
+struct ScanTile {
+  static constexpr int kStates = kN / kLanes;                     // per lane
+  static constexpr int kChannels = 32 / kLanes;                   // per warp
+  static constexpr int kRow = kRMax + 2 * kN;                     // staged row: dt (zero padded), B, C
+  static constexpr int kUWords = kChannels * int(sizeof(T)) / 4;  // u of one position, in 4-byte words
+  struct Buffer {
+    float rows[kChunk][kRow];
+    uint32_t u[kChunk][kUWords];
+    int pos[kChunk];  // b·L + position, or -1 past the end
+  };
+};
+
 template <class T, int kLanes, int kRMax>
 __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
-  constexpr int kStates = kN / kLanes;     // per lane
-  constexpr int kChannels = 32 / kLanes;   // per warp
-  constexpr int kRow = kRMax + 2 * kN;     // staged row: dt (zero padded), B, C
-  __shared__ float rows_s[kWarps][kChunk][kRow];
-  __shared__ int64_t pos_s[kWarps][kChunk];
+  using Tile = ScanTile<T, kLanes, kRMax>;
+  constexpr int kStates = Tile::kStates, kChannels = Tile::kChannels, kRow = Tile::kRow, kUWords = Tile::kUWords;
+  extern __shared__ __align__(16) unsigned char smem_raw[];  // kWarps x 2 buffers
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t D = a.D, R = a.R, L = a.H * a.W;
-  const int64_t tiles = (D + kChannels - 1) / kChannels;
-  const int64_t task = int64_t(blockIdx.x) * kWarps + warp;  // ((b·4 + k)·tiles + tile)
-  if (task >= a.B * 4 * tiles) return;                       // whole warp leaves together
-  const int64_t tile = task % tiles;
-  const int k = int((task / tiles) % 4);
-  const int64_t b = task / (tiles * 4);
+  const int D = int(a.D), R = int(a.R), H = int(a.H), W = int(a.W), L = H * W;
+  const int tiles = (D + kChannels - 1) / kChannels;
+  const int task = blockIdx.x * kWarps + warp;  // ((b·4 + k)·tiles + tile)
+  if (task >= int(a.B) * 4 * tiles) return;     // whole warp leaves together
+  const int tile = task % tiles, k = (task / tiles) % 4, b = task / (tiles * 4);
 
   const int ch = lane / kLanes, sg = lane % kLanes;  // channel in tile, state group
-  const int64_t d = tile * kChannels + ch;
+  const int d0 = tile * kChannels, d = d0 + ch;
   const bool valid = d < D;
-  const int64_t kd = k * D + (valid ? d : 0);
+  const int kd = k * D + (valid ? d : 0);
 
   float A2[kStates], h[kStates], wdt[kRMax];
 #pragma unroll
@@ -67,39 +106,54 @@ __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
   for (int r = 0; r < kRMax; ++r) wdt[r] = r < R ? a.dt_w[kd * R + r] : 0.f;
   const float dt_bias = a.dt_b[kd], Dk = a.Ds[kd];
 
-  const T* u = static_cast<const T*>(a.u);
-  const int64_t ldd = 4 * (R + 2 * kN);  // dbl row stride
+  const int ldd = 4 * (R + 2 * kN);  // dbl row stride
   const float* dbl_k = a.dbl + k * (R + 2 * kN);
-  float(*rows)[kRow] = rows_s[warp];
-  int64_t* pos = pos_s[warp];
+  const uint32_t* u_words = static_cast<const uint32_t*>(a.u);
+  const int u_words_per_row = D * int(sizeof(T)) / 4, u_word0 = d0 * int(sizeof(T)) / 4;
 
-  for (int64_t l0 = 0; l0 < L; l0 += kChunk) {
-    if (lane < kChunk) pos[lane] = l0 + lane < L ? b * L + scan_position(k, l0 + lane, a.H, a.W) : -1;
+  // Issue the copies of chunk c into buffer buf.
+  auto stage = [&](int c, typename Tile::Buffer& buf) {
+    const int l0 = c * kChunk;
+    if (lane < kChunk) buf.pos[lane] = l0 + lane < L ? b * L + scan_position(k, l0 + lane, H, W) : -1;
     __syncwarp();
-    for (int idx = lane; idx < kChunk * kRow; idx += 32) {
-      const int i = idx / kRow, j = idx % kRow;
-      const int64_t p = pos[i];
-      float v = 0.f;
-      if (p >= 0) {
-        if (j < kRMax) { if (j < R) v = dbl_k[p * ldd + j]; }
-        else v = dbl_k[p * ldd + R + (j - kRMax)];
-      }
-      rows[i][j] = v;
-    }
-    float uv[kChunk];
+    static_assert(kChunk * kRow % 32 == 0 && kChunk * kUWords % 32 == 0, "whole warp-wide copy rounds");
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) uv[i] = (pos[i] >= 0 && valid) ? to_f32(u[pos[i] * D + d]) : 0.f;
-    __syncwarp();
+    for (int it = 0; it < kChunk * kRow / 32; ++it) {
+      const int idx = it * 32 + lane, i = idx / kRow, j = idx % kRow, p = buf.pos[i];
+      const int col = j < kRMax ? j : R + (j - kRMax);
+      const bool ok = p >= 0 && (j >= kRMax || j < R);
+      cp_async4(&buf.rows[i][j], ok ? dbl_k + size_t(p) * ldd + col : a.dbl, ok);
+    }
+#pragma unroll
+    for (int it = 0; it < kChunk * kUWords / 32; ++it) {
+      const int idx = it * 32 + lane, i = idx / kUWords, w = idx % kUWords, p = buf.pos[i];
+      const bool ok = p >= 0 && u_word0 + w < u_words_per_row;
+      cp_async4(&buf.u[i][w], ok ? u_words + size_t(p) * u_words_per_row + u_word0 + w : u_words, ok);
+    }
+    cp_async_commit();
+  };
 
+  typename Tile::Buffer* bufs = reinterpret_cast<typename Tile::Buffer*>(smem_raw) + 2 * warp;
+  const int chunks = (L + kChunk - 1) / kChunk;
+  stage(0, bufs[0]);
+  for (int c = 0; c < chunks; ++c) {
+    if (c + 1 < chunks) stage(c + 1, bufs[(c + 1) & 1]);
+    else cp_async_commit();  // an empty group keeps the wait below uniform
+    cp_async_wait_all_but_newest();
+    __syncwarp();
+    const typename Tile::Buffer& buf = bufs[c & 1];
+    const T* us = reinterpret_cast<const T*>(&buf.u[0][0]);
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) {
-      if (l0 + i >= L) break;
-      const float* row = rows[i];
+      const int p = buf.pos[i];
+      if (p < 0) break;
+      const float* row = buf.rows[i];
+      const float uv = to_f32(us[i * kChannels + ch]);
       float dt = dt_bias;
 #pragma unroll
       for (int r = 0; r < kRMax; ++r) dt = fmaf(wdt[r], row[r], dt);
-      const float delta = dt > 20.f ? dt : log1pf(__expf(dt));  // PyTorch softplus
-      const float du = delta * uv[i];
+      const float delta = softplus_f(dt);
+      const float du = delta * uv;
       const float* Bv = row + kRMax + sg * kStates;
       const float* Cv = row + kRMax + kN + sg * kStates;
       float y = 0.f;
@@ -110,28 +164,41 @@ __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
       }
 #pragma unroll
       for (int o = kLanes / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-      if (sg == 0 && valid) atomicAdd(a.y + pos[i] * D + d, fmaf(Dk, uv[i], y));
+      if (sg == 0 && valid) atomicAdd(a.y + size_t(p) * D + d, fmaf(Dk, uv, y));
     }
-    __syncwarp();  // the next chunk overwrites rows and pos
+    __syncwarp();  // buffer c&1 is restaged two chunks later
   }
+}
+
+template <class T, int kLanes, int kRMax>
+void launch_scan(const ScanArgs& a, Stream s) {
+  constexpr int kChannels = 32 / kLanes;
+  const int64_t warps = a.B * 4 * ((a.D + kChannels - 1) / kChannels);
+  const size_t smem = sizeof(typename ScanTile<T, kLanes, kRMax>::Buffer) * 2 * kWarps;
+  static const bool opted_in = [&] {  // above 48 KB a kernel must ask for its shared memory
+    MM_CUDA_CHECK(cudaFuncSetAttribute(ss2d_scan_kernel<T, kLanes, kRMax>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)opted_in;
+  ss2d_scan_kernel<T, kLanes, kRMax><<<grid_for(warps, kWarps), kWarps * 32, smem, s>>>(a);
+  MM_CUDA_CHECK_LAUNCH("ss2d_scan");
 }
 
 template <class T, int kLanes>
 void launch_lanes(const ScanArgs& a, Stream s) {
-  const int64_t channels = 32 / kLanes;
-  const int64_t warps = a.B * 4 * ((a.D + channels - 1) / channels);
-  const unsigned grid = grid_for(warps, kWarps);
-  if (a.R <= 4) ss2d_scan_kernel<T, kLanes, 4><<<grid, kWarps * 32, 0, s>>>(a);
-  else if (a.R <= 8) ss2d_scan_kernel<T, kLanes, 8><<<grid, kWarps * 32, 0, s>>>(a);
-  else if (a.R <= 16) ss2d_scan_kernel<T, kLanes, 16><<<grid, kWarps * 32, 0, s>>>(a);
-  else if (a.R <= 32) ss2d_scan_kernel<T, kLanes, 32><<<grid, kWarps * 32, 0, s>>>(a);
+  if (a.R <= 4) launch_scan<T, kLanes, 4>(a, s);
+  else if (a.R <= 8) launch_scan<T, kLanes, 8>(a, s);
+  else if (a.R <= 16) launch_scan<T, kLanes, 16>(a, s);
+  else if (a.R <= 32) launch_scan<T, kLanes, 32>(a, s);
   else throw Error("ss2d_scan: dt_rank " + std::to_string(a.R) + " > 32 is not supported");
-  MM_CUDA_CHECK_LAUNCH("ss2d_scan");
 }
 
 // Fewest lanes per channel (least duplicated work) that still gives every SM
 // enough warps to keep its SFUs busy.
 int choose_lanes(const ScanArgs& a) {
+  static const char* forced = std::getenv("MM_SCAN_LANES");  // tuning experiments: 1, 2 or 4
+  if (forced) return std::atoi(forced);
   static const int sms = sm_count();
   const int64_t target = int64_t(sms) * 16;
   for (int lanes : {1, 2}) {
@@ -145,6 +212,11 @@ int choose_lanes(const ScanArgs& a) {
 
 void ss2d_scan(const ScanArgs& a, Stream s) {
   MM_CHECK(a.B > 0 && a.H > 0 && a.W > 0 && a.D > 0 && a.R > 0, "ss2d_scan: empty or negative shape");
+  const int64_t P = a.B * a.H * a.W;
+  MM_CHECK(P * std::max<int64_t>(a.D, 4 * (a.R + 2 * kN)) < INT_MAX && a.B * 4 * a.D < INT_MAX,
+           "ss2d_scan: shape too large for 32-bit indexing (B=" + std::to_string(a.B) + ")");
+  MM_CHECK(a.D * int64_t(dtype_size(a.u_type)) % 4 == 0 && reinterpret_cast<uintptr_t>(a.u) % 4 == 0,
+           "ss2d_scan: u rows must be whole 4-byte words");
   const int lanes = a.lanes_per_channel ? a.lanes_per_channel : choose_lanes(a);
   dispatch_dtype(a.u_type, "ss2d_scan", [&](auto t) {
     using T = decltype(t);

@@ -107,8 +107,11 @@ TEST_CASE("cuda op: dwconv3x3_silu matches dwconv3x3_forward + silu_forward") {
       for (int64_t j = 0; j < D; ++j) xin[size_t(p * D + j)] = xz[size_t(p * 2 * D + j)];
     dwconv3x3_forward(want.data(), xin.data(), w.data(), bias.data(), B, H, W, D);
     silu_forward(want.data(), want.data(), P * D);
+    std::vector<float> w_taps(w.size());  // (3,3,D), the kernel's layout
+    for (int64_t c = 0; c < D; ++c)
+      for (int64_t k = 0; k < 9; ++k) w_taps[size_t(k * D + c)] = w[size_t(c * 9 + k)];
     Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
-    cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w, DType::F32).as<float>(),
+    cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w_taps, DType::F32).as<float>(),
                          to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream);
     check_nmse("dwconv3x3_silu", from_gpu(dout), want, output_nmse(dt));
   }

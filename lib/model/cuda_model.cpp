@@ -156,6 +156,14 @@ void fold_conv3x3(const std::map<std::string, Tensor>& st, const std::string& co
   }
 }
 
+// Depthwise weight (C,1,3,3) -> (3,3,C), the layout of cuda::dwconv3x3_silu.
+std::vector<float> tap_major(const float* w, int64_t C) {
+  std::vector<float> t(size_t(9 * C));
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < 9; ++k) t[size_t(k * C + c)] = w[c * 9 + k];
+  return t;
+}
+
 std::vector<float> copy_of(const float* p, int64_t n) { return std::vector<float>(p, p + n); }
 
 }  // namespace
@@ -170,7 +178,7 @@ BlockWeightsGpu CudaMedMamba::Impl::prepare_block(const std::map<std::string, Te
   w.ln1_w = upload_f32(P("ln_1.weight"), c);
   w.ln1_b = upload_f32(P("ln_1.bias"), c);
   w.in_proj = upload(P("self_attention.in_proj.weight"), 2 * D * c, act);
-  w.dw_w = upload_f32(P("self_attention.conv2d.weight"), D * 9);
+  w.dw_w = upload_f32(tap_major(P("self_attention.conv2d.weight"), D).data(), D * 9);
   w.dw_b = upload_f32(P("self_attention.conv2d.bias"), D);
   w.x_proj = upload(P("self_attention.x_proj_weight"), 4 * (R + 2 * kN) * D, act);
   w.dt_w = upload_f32(P("self_attention.dt_projs_weight"), 4 * D * R);
