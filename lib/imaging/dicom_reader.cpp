@@ -4,6 +4,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
@@ -31,7 +32,9 @@ void init_dcmtk_once() {
   static std::once_flag once;
   std::call_once(once, [] {
     // Decoders are registered once per process; registration is not thread-safe.
-    DJDecoderRegistration::registerCodecs();  // JPEG: YBR converted to RGB per the photometric
+    // JPEG colour: YBR_* streams converted to RGB as the photometric says (the
+    // standard's rule, and what pydicom's references do), RGB ones left alone.
+    DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
     // Problems reach the caller as ImageError; DCMTK's console log would only repeat them.
@@ -50,10 +53,10 @@ bool get_descriptor(DcmItem& item, const DcmTagKey& tag, int64_t (&desc)[3]) {
   DcmElement* e = nullptr;
   if (item.findAndGetElement(tag, e).bad() || e->getVM() < 3) return false;
   for (unsigned long i = 0; i < 3; ++i) {
-    if (e->ident() == EVR_SS && i == 1) {
+    if (e->ident() == EVR_SS) {  // entries and bits are unsigned whatever the VR says
       Sint16 v;
       if (e->getSint16(v, i).bad()) return false;
-      desc[i] = v;
+      desc[i] = i == 1 ? v : int64_t(Uint16(v));
     } else {
       Uint16 v;
       if (e->getUint16(v, i).bad()) return false;
@@ -72,12 +75,17 @@ dicom::Lut read_lut(DcmItem& item, const DcmTagKey& descriptor_tag, const DcmTag
   unsigned long count = 0;
   if (item.findAndGetUint16Array(data_tag, words, &count).bad() || words == nullptr) return lut;
   const int64_t entries = desc[0] == 0 ? 65536 : desc[0];
+  lut.first_mapped = desc[1];
+  lut.bits = int(desc[2]);
+  if (lut.bits <= 8 && int64_t(count) * 2 == entries + (entries & 1)) {
+    // 8-bit entries packed two to a word (in the word's byte order, little-endian here)
+    for (int64_t i = 0; i < entries; ++i) lut.data.push_back(uint16_t(words[i / 2] >> (8 * (i % 2)) & 0xFF));
+    return lut;
+  }
   if (int64_t(count) < entries)
     throw ImageError(Kind::Corrupt, what,
                      "lookup table holds " + std::to_string(count) + " of " + std::to_string(entries) + " entries");
-  lut.first_mapped = desc[1];
   lut.data.assign(words, words + entries);
-  lut.bits = int(desc[2]);
   for (uint16_t v : lut.data)  // 8-bit tables stored in 16-bit words sometimes use all 16 bits
     if (lut.bits < 16 && v >> lut.bits) lut.bits = 16;
   return lut;
@@ -214,6 +222,12 @@ Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const Dico
   stored.photometric = stored.samples == 3 ? "RGB" : "MONOCHROME2";  // any valid one: only sizes matter here
   check_size(stored, opt, what);
 
+  // DCMTK reads a dataset whose transfer syntax UID it does not know (HTJ2K,
+  // the 2023 deflated-frame syntaxes) as explicit little endian: refuse it here.
+  OFString meta_uid;
+  if (file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, meta_uid).good() &&
+      DcmXfer(meta_uid.c_str()).getXfer() == EXS_Unknown)
+    throw ImageError(Kind::Unsupported, what, "transfer syntax " + std::string(meta_uid.c_str()));
   const DcmXfer xfer(ds.getOriginalXfer());
   if (xfer.isEncapsulated()) {
     const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
@@ -273,6 +287,15 @@ Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const Dico
   if (got.bad() || bytes == nullptr) throw ImageError(Kind::Corrupt, what, std::string("pixel data unreadable: ") + got.text());
   d.bytes = static_cast<const uint8_t*>(bytes);
   d.size = pixels->getLength();
+  if (kind == PixelLayout::Kind::Integer && d.layout.bits_allocated == 32 && xfer.isBigEndian()) {
+    // DCMTK swaps OW data as 16-bit words; a big-endian 32-bit value also needs its two words exchanged.
+    d.owned.assign(d.bytes, d.bytes + d.size);
+    for (size_t i = 0; i + 4 <= d.owned.size(); i += 4) {
+      std::swap(d.owned[i], d.owned[i + 2]);
+      std::swap(d.owned[i + 1], d.owned[i + 3]);
+    }
+    d.bytes = d.owned.data();
+  }
   return d;
 }
 

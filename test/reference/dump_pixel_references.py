@@ -56,7 +56,7 @@ def summary(arr):
         "min": float(finite.min()) if finite.size else 0.0,
         "max": float(finite.max()) if finite.size else 0.0,
         "mean": float(finite.astype(np.float64).mean()) if finite.size else 0.0,
-        "samples": [[i, float(flat[i])] for i in idx],
+        "samples": [[i, float(flat[i]) if np.isfinite(flat[i]) else None] for i in idx],  # JSON has no NaN
     }
 
 
@@ -73,7 +73,12 @@ def dicom_reference(path):
         return {"pydicom_error": f"{type(e).__name__}: {e}"[:200]}
     has_pixels = any(t in ds for t in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if not has_pixels:
+        meta = getattr(ds, "file_meta", None)
+        if not (meta and "TransferSyntaxUID" in meta) and not any(e.tag.group == 8 for e in ds):
+            # force=True "reads" anything: without file meta or any (0008,xxxx) element it was not DICOM
+            return {"expect": "not dicom"}
         return {"expect": "no image", "modality": str(ds.get("Modality", ""))}
+    fix_big_endian_words(ds)
     if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
         # A bare dataset: pydicom needs to be told what dcmread guessed.
         ds.file_meta = getattr(ds, "file_meta", pydicom.dataset.FileMetaDataset())
@@ -106,12 +111,43 @@ def dicom_reference(path):
         return {"pydicom_error": f"after {used}: {type(e).__name__}: {e}"[:200], "transfer_syntax": tsuid}
 
 
+def fix_big_endian_words(ds):
+    """pydicom 2.3 reads 8-bit pixels and LUT data held in OW words of a big
+    endian file without undoing the word byte order (its own _big_endian test
+    files decode differently from their little endian twins); swap them here."""
+    if ds.is_little_endian:
+        return
+    if "PixelData" in ds and ds["PixelData"].VR == "OW" and int(ds.get("BitsAllocated", 16)) == 8:
+        raw = np.frombuffer(ds.PixelData, dtype=">u2").astype("<u2")
+        ds.PixelData = raw.tobytes()
+    for colour in ("Red", "Green", "Blue"):
+        key = colour + "PaletteColorLookupTableData"
+        if key in ds and ds[key].VR == "OW":
+            ds[key].value = np.frombuffer(ds[key].value, dtype=">u2").astype("<u2").tobytes()
+
+
+def correct_bits(arr, ds):
+    """Keeps only BitsStored bits below HighBit, sign-extended when signed.
+    PS3.5 8.1.1: the other bits are not part of the pixel value. pydicom 2.3
+    returns the whole word (pydicom 3 corrects it); our reader and DCMTK do not."""
+    allocated = int(ds.BitsAllocated)
+    stored = int(ds.get("BitsStored", allocated))
+    if arr.dtype.kind not in "iu" or stored >= allocated or allocated == 1:
+        return arr
+    shift = int(ds.get("HighBit", stored - 1)) + 1 - stored
+    v = (arr.astype(np.int64) >> shift) & ((1 << stored) - 1)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        v = np.where(v >= (1 << (stored - 1)), v - (1 << stored), v)
+    return v.astype(np.int32 if int(ds.get("PixelRepresentation", 0)) == 1 else np.uint32)
+
+
 def finish_dicom(ds, arr, tsuid, used):
     from pydicom.pixel_data_handlers.util import (apply_color_lut, apply_modality_lut,
                                                   convert_color_space)
     pi = str(ds.get("PhotometricInterpretation", "")).strip()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if pi in ("YBR_FULL", "YBR_FULL_422") and used != "gdcm_handler":
+    arr = correct_bits(arr, ds)
+    if pi in ("YBR_FULL", "YBR_FULL_422"):  # Pillow (draft mode) and GDCM leave YCbCr as it is
         arr = convert_color_space(arr, "YBR_FULL", "RGB")
     if pi == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
@@ -140,11 +176,15 @@ def dicom_files():
 # ---------------------------------------------------------------- NIfTI
 
 def nifti_reference(path):
-    import nibabel as nib
     try:
-        img = nib.load(path)
-    except Exception as e:
+        return nibabel_decoding(path)
+    except Exception as e:  # unreadable (or a header without its .img): ours must fail cleanly too
         return {"nibabel_error": f"{type(e).__name__}: {e}"[:200]}
+
+
+def nibabel_decoding(path):
+    import nibabel as nib
+    img = nib.load(path)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair,
                             nib.AnalyzeImage)):
         return {"nibabel_error": f"not NIfTI: {type(img).__name__}"}

@@ -1,0 +1,159 @@
+// NIfTI decoding against nibabel (test/fixtures/pixels/nifti.json), the 48
+// stored orientations of one volume, and the slicing options.
+#ifdef MM_HAVE_IMAGING
+#include <cstdio>
+#include <dirent.h>
+#include <map>
+#include <set>
+#include <fstream>
+
+#include "imaging/nifti_reader.h"
+#include "pixel_reference.h"
+#include "test_util.h"
+
+using namespace mm;
+using mm::test::shared_data_path;
+
+namespace {
+
+// Files nibabel decodes that we do not, and why.
+const std::map<std::string, std::string> kNiftiExceptions = {
+};
+
+}  // namespace
+
+TEST_CASE("nifti: canonical volumes equal nibabel's as_closest_canonical") {
+  const nlohmann::json refs = mm::test::load_pixel_references("nifti.json");
+  int exact = 0, close = 0, refused = 0;
+  for (const auto& [rel, ref] : refs.items()) {
+    CAPTURE(rel);
+    const std::string path = shared_data_path(rel);
+    if (kNiftiExceptions.count(rel)) continue;
+    if (!ref.contains("sha256")) {  // nibabel cannot (or we must not) read it: a clean error
+      try {
+        read_nifti_volume(path);
+        FAIL_CHECK("decoded; nibabel: " << ref.dump());
+      } catch (const ImageError& e) {
+        ++refused;
+      }
+      continue;
+    }
+    NiftiVolume v;
+    try {
+      v = read_nifti_volume(path);
+    } catch (const std::exception& e) {
+      FAIL_CHECK("nibabel decodes it; we fail: " << std::string(e.what()));
+      continue;
+    }
+    CHECK(v.stored_orientation == ref.at("ornt").get<std::string>());
+    // nibabel scales in float64; ITK may round scl_slope * x + scl_inter in float.
+    const auto cmp = mm::test::compare_with_reference(v.data, ref, 1e-6);
+    INFO(ref.at("datatype").get<std::string>() << " " << ref.at("dims").dump() << ": " << cmp.detail);
+    CHECK(cmp.close);
+    exact += cmp.exact;
+    close += cmp.close && !cmp.exact;
+  }
+  MESSAGE("nifti vs nibabel: " << exact << " identical, " << close << " within 1e-6 of the range, " << refused
+                               << " refused as nibabel does");
+}
+
+TEST_CASE("nifti: the 48 stored orientations give the same slices") {
+  const std::string dir = shared_data_path("nifti/niivue/tests/nifti_space");
+  std::vector<std::string> names;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d))
+      if (std::string(e->d_name).find(".nii") != std::string::npos) names.push_back(e->d_name);
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  REQUIRE(names.size() == 48);
+  std::set<std::string> orientations;
+  NiftiVolume first;
+  std::vector<Image> first_slices[3];
+  for (const std::string& name : names) {
+    CAPTURE(name);
+    const std::string path = dir + "/" + name;
+    const NiftiVolume v = read_nifti_volume(path);
+    orientations.insert(v.stored_orientation);
+    CHECK(v.stored_orientation + ".nii.gz" == name);  // the file name says how it is stored
+    for (int axis = 0; axis < 3; ++axis) {
+      NiftiOptions o;
+      o.axis = axis;
+      o.slices = NiftiOptions::Slices::All;
+      const std::vector<Image> slices = slice_nifti(v, o, path);
+      if (first.data.empty()) {
+        first_slices[axis] = slices;
+        continue;
+      }
+      REQUIRE(slices.size() == first_slices[axis].size());
+      for (size_t s = 0; s < slices.size(); ++s) CHECK(slices[s].pixels == first_slices[axis][s].pixels);
+    }
+    if (first.data.empty()) first = v;
+    CHECK(v.data == first.data);
+  }
+  CHECK(orientations.size() == 48);
+}
+
+TEST_CASE("nifti: slicing options and 4-D volumes") {
+  const std::string path = shared_data_path("nifti/nibabel/nibabel/tests/data/example4d.nii.gz");  // 128x96x24x2
+  const NiftiVolume v0 = read_nifti_volume(path);
+  CHECK(v0.volumes == 2);
+  NiftiOptions o;
+  const std::vector<Image> middle = read_nifti(path, o);  // default: the middle axial slice
+  REQUIRE(middle.size() == 1);
+  CHECK(middle[0].slice_axis == 2);
+  CHECK(middle[0].slice_index == v0.nz / 2);
+  CHECK(middle[0].height == v0.ny);
+  CHECK(middle[0].width == v0.nx);
+  CHECK(middle[0].volume_index == 0);
+  CHECK(middle[0].window_source == "min-max (volume)");
+  o.slices = NiftiOptions::Slices::All;
+  CHECK(read_nifti(path, o).size() == size_t(v0.nz));
+  o.slices = NiftiOptions::Slices::Range;
+  o.first = 3, o.last = 7;
+  const auto range = read_nifti(path, o);
+  REQUIRE(range.size() == 4);
+  CHECK(range[0].slice_index == 3);
+  o.slices = NiftiOptions::Slices::Index;
+  o.index = 5;
+  o.axis = 0;  // sagittal: rows z (superior first), columns y
+  const auto sag = read_nifti(path, o);
+  REQUIRE(sag.size() == 1);
+  CHECK(sag[0].height == v0.nz);
+  CHECK(sag[0].width == v0.ny);
+  CHECK(sag[0].at(0, 0) == v0.data[size_t(((v0.nz - 1) * v0.ny + 0) * v0.nx + 5)]);
+  o.volume = 1;
+  const NiftiVolume v1 = read_nifti_volume(path, o);
+  CHECK(v1.data != v0.data);
+  o.volume = 2;
+  CHECK_THROWS_AS(read_nifti_volume(path, o), ImageError);
+  o.volume = 0;
+  o.index = 1000;
+  CHECK_THROWS_AS(read_nifti(path, o), ImageError);
+}
+
+TEST_CASE("nifti: not NIfTI, truncated, or asking too much: ImageError") {
+  CHECK_THROWS_AS(read_nifti(shared_data_path("nifti/NIFTI-Reader-JS/data/not-nifti.nii")), ImageError);
+  NiftiOptions small;
+  small.max_bytes = 1000;
+  try {
+    read_nifti(shared_data_path("nifti/niivue/FLAIR.nii.gz"), small);
+    FAIL("over the limit");
+  } catch (const ImageError& e) {
+    CHECK(e.kind == ImageError::Kind::TooLarge);
+  }
+  // Truncations of an uncompressed .nii: header cut, data cut.
+  const std::string src = shared_data_path("nifti/NIFTI-Reader-JS/data/avg152T1_LR_nifti.nii");
+  std::ifstream in(src, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(bytes.size() > 100000);
+  const std::string tmp = "/tmp/mm_test_truncated.nii";
+  for (size_t cut : {size_t(100), size_t(348), size_t(352), size_t(360), bytes.size() / 2, bytes.size() - 1}) {
+    CAPTURE(cut);
+    std::ofstream(tmp, std::ios::binary).write(bytes.data(), std::streamsize(cut));
+    CHECK_THROWS_AS(read_nifti(tmp), ImageError);
+  }
+  std::remove(tmp.c_str());
+}
+
+#endif  // MM_HAVE_IMAGING
