@@ -76,9 +76,14 @@ uint64_t available_bytes(const std::string& path, uint64_t enough) {
   return total;
 }
 
-// ITK (nifti_clib) fills a short read with zeros instead of failing, so check
-// from the header that the data the header describes is all there.
-void check_data_complete(const std::string& path, uint64_t max_bytes) {
+struct HeaderFacts {
+  bool nifti_without_orientation = false;  // NIfTI magic with qform_code = sform_code = 0
+};
+
+// Reads what ITK does not tell us from the header. Also, since ITK (nifti_clib)
+// fills a short read with zeros instead of failing, checks that the data the
+// header describes is all there, and refuses what ITK would mishandle.
+HeaderFacts inspect_header(const std::string& path, uint64_t max_bytes) {
   std::string header_path = path, data_path = path;
   for (const char* img : {".img", ".img.gz"})
     if (ends_with(path, img)) header_path = path.substr(0, path.size() - std::strlen(img)) + (img[4] ? ".hdr.gz" : ".hdr");
@@ -133,13 +138,26 @@ void check_data_complete(const std::string& path, uint64_t max_bytes) {
     throw ImageError(Kind::Corrupt, path,
                      "truncated: the header describes " + std::to_string(bytes) + " bytes of data from offset " +
                          std::to_string(start) + "; " + data_path + " holds " + std::to_string(have) + " bytes");
+  HeaderFacts facts;
+  const bool magic = nifti2 ? h[4] == 'n' : (h[344] == 'n' && (h[345] == '+' || h[345] == 'i'));
+  const int64_t qform = nifti2 ? int32_t(rd(344, 4)) : int16_t(rd(252, 2));
+  const int64_t sform = nifti2 ? int32_t(rd(348, 4)) : int16_t(rd(254, 2));
+  facts.nifti_without_orientation = magic && qform == 0 && sform == 0;
+  return facts;
 }
 
 }  // namespace
 
 NiftiVolume read_nifti_volume(const std::string& path, const NiftiOptions& opt) {
-  check_data_complete(path, opt.max_bytes);
-  const itkio::RawImage raw = itkio::read_with_itk(path, itkio::Format::Nifti, opt.max_bytes);
+  const HeaderFacts facts = inspect_header(path, opt.max_bytes);
+  itkio::RawImage raw = itkio::read_with_itk(path, itkio::Format::Nifti, opt.max_bytes);
+  if (facts.nifti_without_orientation) {
+    // NIfTI-1 "method 1": voxel axes are RAS (x = pixdim[1] * i, ...). ITK
+    // reads such files as LPS, nibabel's affine as LAS (Analyze's habit); the
+    // standard says RAS, and that is what we use.
+    const double lps_of_ras[3][3] = {{-1, 0, 0}, {0, -1, 0}, {0, 0, 1}};
+    std::memcpy(raw.direction, lps_of_ras, sizeof lps_of_ras);
+  }
   const size_t ndim = raw.dims.size();
   auto dim = [&](size_t i) { return i < ndim ? raw.dims[i] : int64_t(1); };
   for (size_t i = 4; i < ndim; ++i)
