@@ -257,7 +257,7 @@ TEST_CASE("the unpickler reads the pickle subset state dicts and their wrappers 
   CHECK(t->items[2]->integer == -70000);
   CHECK(t->items[3]->integer == (int64_t(1) << 40));
   CHECK(a->items[8] == t);  // the memo shares, it does not copy
-  const std::string p0("(I01\nI-12\nL99L\np7\ng7\nl.", 25);
+  const std::string p0 = "(I01\nI-12\nL99L\np7\ng7\nl.";
   pos = 0;
   root = unpickle(doc, reinterpret_cast<const uint8_t*>(p0.data()), p0.size(), pos, opt, "p0");
   REQUIRE(root->items.size() == 4);

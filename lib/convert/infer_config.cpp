@@ -65,6 +65,13 @@ ModelConfig infer_model_config(const std::map<std::string, Tensor>& state, int64
     depths[size_t(stage)] = std::max(depths[size_t(stage)], block + 1);
   }
   if (depths.empty()) throw Error("cannot infer the MedMamba architecture: no layers.{i}.blocks.{j} tensors");
+  // A block has 26 tensors (31 with the BatchNorm counters): keys naming far
+  // more blocks than the tensors could fill describe no model worth building.
+  int64_t blocks = 0;
+  for (int64_t d : depths) blocks += d;
+  if (blocks * 8 > max_blocks)
+    throw Error("cannot infer the MedMamba architecture: the keys name " + std::to_string(blocks) +
+                " blocks but there are only " + std::to_string(max_blocks) + " tensors");
   cfg.depths = depths;
   cfg.dims.clear();
   for (size_t i = 0; i < depths.size(); ++i) cfg.dims.push_back(dim0 << i);

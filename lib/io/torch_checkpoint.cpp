@@ -52,9 +52,15 @@ const PickleValue* find_state_dict(const PickleValue* v, std::string& key_path, 
     if (found) key_path = key + (sub.empty() ? "" : "." + sub);
     return found;
   };
-  for (const char* key : kWrapperKeys)
-    if (const PickleValue* child = v->get(key))
+  // Only the first wrapper key holding a dict is followed: trying every one
+  // would let a hostile file (all keys aliasing one dict) cost 7^depth scans.
+  for (const char* key : kWrapperKeys) {
+    const PickleValue* child = v->get(key);
+    if (child && child->is(PickleKind::Dict)) {
       if (const PickleValue* found = descend(key, child)) return found;
+      break;
+    }
+  }
   // Any other single entry that is a state dict ({"ema": ..., "epoch": 3}).
   const PickleValue* only = nullptr;
   std::string only_key;
@@ -146,6 +152,9 @@ TorchCheckpoint parse_zip(std::vector<uint8_t> bytes, const std::string& what) {
   size_t pos = 0;
   const PickleValue* root = unpickle(doc, pkl.data(), pkl.size(), pos, checkpoint_unpickle_options(), what + " (data.pkl)");
 
+  std::map<std::string, const ZipEntry*> records;  // storage key -> its record
+  for (const ZipEntry& e : zip.entries())
+    if (e.name.compare(0, prefix.size() + 5, prefix + "data/") == 0) records.emplace(e.name.substr(prefix.size() + 5), &e);
   std::map<std::string, std::vector<uint8_t>> loaded;  // tensors sharing a storage read it once
   StorageSource storages;
   storages.big_endian = big_endian;
@@ -153,9 +162,9 @@ TorchCheckpoint parse_zip(std::vector<uint8_t> bytes, const std::string& what) {
   storages.load = [&](const std::string& key) -> StorageBytes {
     auto it = loaded.find(key);
     if (it == loaded.end()) {
-      const ZipEntry* e = zip.find(prefix + "data/" + key);
-      if (!e) throw Error(what + ": storage '" + key + "' has no record " + prefix + "data/" + key);
-      it = loaded.emplace(key, zip.read(*e)).first;
+      auto record = records.find(key);
+      if (record == records.end()) throw Error(what + ": storage '" + key + "' has no record " + prefix + "data/" + key);
+      it = loaded.emplace(key, zip.read(*record->second)).first;
     }
     return {it->second.data(), it->second.size()};
   };

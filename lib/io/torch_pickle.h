@@ -1,7 +1,8 @@
 #pragma once
 // A safe unpickler for the subset of Python's pickle format that PyTorch state
-// dicts use (protocols 2 to 5, plus the protocol-0 opcodes torch's legacy
-// writer can emit). It never runs code: it builds an inert tree of values.
+// dicts use (the opcodes of protocols 2 to 5 that build data, plus the
+// text-form INT/LONG/PUT/GET/PERSID of older writers). It never runs code: it
+// builds an inert tree of values.
 //   - GLOBAL / STACK_GLOBAL must name a global on the caller's allow-list;
 //     anything else is refused with a message naming it.
 //   - REDUCE / NEWOBJ of an allowed global become a Call node (callable + args)

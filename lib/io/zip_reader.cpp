@@ -69,6 +69,47 @@ void apply_zip64_extra(ZipEntry& e, const uint8_t* extra, size_t len, bool need_
     throw Error(what + ": entry '" + e.name + "' has 32-bit fields marked as ZIP64 but no ZIP64 extra field");
 }
 
+// Inflates a raw deflate stream that must produce exactly `declared` bytes.
+// The buffer grows with the output actually produced, so a lying size in the
+// directory costs no more memory than the data really inflates to.
+template <class Fail>
+std::vector<uint8_t> inflate_exact(const uint8_t* in, uint64_t in_size, uint64_t declared, const Fail& fail) {
+  std::vector<uint8_t> out(size_t(std::min<uint64_t>(declared, std::max<uint64_t>(uint64_t(1) << 16, 4 * in_size))));
+  z_stream zs{};
+  if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw fail("zlib initialisation failed");
+  // zlib counts in 32-bit uInt: feed and drain in chunks so entries over 4 GiB work.
+  constexpr uint64_t kChunk = uint64_t(1) << 30;
+  uint64_t in_left = in_size, done = 0;
+  uint8_t no_output;  // zlib refuses a null next_out even when nothing is to be written
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    if (zs.avail_in == 0 && in_left > 0) {
+      zs.next_in = const_cast<Bytef*>(in);
+      zs.avail_in = uInt(std::min(in_left, kChunk));
+      in += zs.avail_in;
+      in_left -= zs.avail_in;
+    }
+    if (done == out.size() && out.size() < declared) out.resize(size_t(std::min<uint64_t>(declared, 2 * out.size())));
+    const uint64_t room = std::min<uint64_t>(out.size() - done, kChunk);
+    zs.next_out = room ? out.data() + done : &no_output;
+    zs.avail_out = uInt(room);
+    rc = inflate(&zs, Z_NO_FLUSH);
+    done += room - zs.avail_out;
+    if (rc == Z_BUF_ERROR) {
+      if (zs.avail_in == 0 && in_left == 0) break;  // the input ended before the stream did
+      if (room == 0) break;                          // the stream goes on past the declared size
+      rc = Z_OK;                                     // a chunk boundary
+    }
+  }
+  const std::string zlib_msg = zs.msg ? zs.msg : "";
+  inflateEnd(&zs);
+  if (rc != Z_STREAM_END)
+    throw fail("corrupt deflate data (" + (zlib_msg.empty() ? std::string("truncated, or longer than its declared size") : zlib_msg) + ")");
+  if (done != declared)
+    throw fail("inflated to " + std::to_string(done) + " bytes, the directory says " + std::to_string(declared));
+  return out;
+}
+
 }  // namespace
 
 bool looks_like_zip(const uint8_t* p, size_t n) { return n >= 4 && u32(p) == kLocalHeaderSig; }
@@ -179,37 +220,7 @@ std::vector<uint8_t> ZipReader::read(const ZipEntry& e, uint64_t max_bytes) cons
     if (e.uncompressed_size / kMaxDeflateRatio > e.compressed_size + 1)
       throw fail("claims " + std::to_string(e.uncompressed_size) + " bytes from " +
                  std::to_string(e.compressed_size) + " compressed, more than deflate can produce");
-    out.resize(size_t(e.uncompressed_size));
-    z_stream zs{};
-    if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw fail("zlib initialisation failed");
-    // zlib counts in 32-bit uInt: feed and drain in chunks so entries over 4 GiB work.
-    constexpr uint64_t kChunk = 1u << 30;
-    uint64_t in_left = e.compressed_size, out_done = 0;
-    const uint8_t* in = data;
-    uint8_t no_output;  // zlib refuses a null next_out even when nothing is to be written
-    int rc = Z_OK;
-    while (rc == Z_OK) {
-      if (zs.avail_in == 0 && in_left > 0) {
-        zs.next_in = const_cast<Bytef*>(in);
-        zs.avail_in = uInt(std::min(in_left, kChunk));
-        in += zs.avail_in;
-        in_left -= zs.avail_in;
-      }
-      const uint64_t out_room = std::min<uint64_t>(out.size() - out_done, kChunk);
-      zs.next_out = out.empty() ? &no_output : out.data() + out_done;
-      zs.avail_out = uInt(out_room);
-      rc = inflate(&zs, Z_NO_FLUSH);
-      out_done += out_room - zs.avail_out;
-      if (rc == Z_BUF_ERROR && zs.avail_in == 0 && in_left == 0) break;  // input ran out before the end
-      if (rc == Z_BUF_ERROR && out_room == 0) break;                      // more output than declared
-      if (rc == Z_BUF_ERROR) rc = Z_OK;                                   // chunk boundary: continue
-    }
-    inflateEnd(&zs);
-    if (rc != Z_STREAM_END)
-      throw fail(std::string("corrupt deflate data (") + (zs.msg ? zs.msg : "stream ended early or overflowed") + ")");
-    if (out_done != e.uncompressed_size)
-      throw fail("inflated to " + std::to_string(out_done) + " bytes, the directory says " +
-                 std::to_string(e.uncompressed_size));
+    out = inflate_exact(data, e.compressed_size, e.uncompressed_size, fail);
   } else {
     throw fail("compression method " + std::to_string(e.method) + " is not supported (only stored and deflate)");
   }
