@@ -1,0 +1,29 @@
+#pragma once
+// One entry point for every image file we read: the kind is decided by content
+// (see data/file_kind.h), not by extension, and the file becomes one or more
+// Images (DICOM frames, NIfTI slices, TIFF pages) or an ImageError naming the
+// file and the reason.
+#include <string>
+#include <vector>
+
+#include "data/file_kind.h"
+#include "data/image.h"
+#include "imaging/dicom_reader.h"
+#include "imaging/nifti_reader.h"
+
+namespace mm {
+
+struct ReadOptions {
+  DicomOptions dicom;
+  NiftiOptions nifti;
+  WindowOptions picture_window;  // PNG/JPEG/TIFF/BMP; Default: the stored type's full range (0..255 for 8 bits)
+  uint64_t max_bytes = uint64_t(2) << 30;  // PNG/JPEG/TIFF/BMP decoded size limit
+};
+
+// PNG, JPEG, TIFF (each page an Image) and BMP through ITK. Grey+alpha and RGBA
+// drop the alpha channel.
+std::vector<Image> read_picture(const std::string& path, FileKind kind, const ReadOptions& options = {});
+
+std::vector<Image> read_images(const std::string& path, const ReadOptions& options = {});
+
+}  // namespace mm
