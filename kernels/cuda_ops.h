@@ -137,11 +137,17 @@ void avgpool(DType dt, void* out, const void* x, int64_t B, int64_t L, int64_t C
 
 constexpr int kScanStates = 16;
 
+// The dt block of each direction's x_proj row is padded with zero columns to this width
+// (4, 8, 16 or 32), so that rows are whole 16-byte words the kernel can stage as such.
+int64_t scan_padded_rank(int64_t R);
+
 struct ScanArgs {
-  int64_t B = 0, H = 0, W = 0, D = 0, R = 0;
+  int64_t B = 0, H = 0, W = 0, D = 0, R = 0;  // D·sizeof(u_type) must be a multiple of 16 bytes
   DType u_type = DType::F32;
   const void* u = nullptr;          // (B,H,W,D)
-  const float* dbl = nullptr;       // (B·H·W, 4·(R+2N)): x_proj of every position, per direction [dt | B | C]
+  // (B·H·W, 4, Rp+2N) with Rp = scan_padded_rank(R): x_proj of every position, per direction
+  // [dt (R values, then Rp-R zeros) | B (N) | C (N)]
+  const float* dbl = nullptr;
   const float* dt_w = nullptr;      // (4, D, R)
   const float* dt_b = nullptr;      // (4·D)
   const float* A_logs = nullptr;    // (4·D, N)

@@ -252,13 +252,20 @@ TEST_CASE("cuda op: avgpool matches avgpool_forward") {
 TEST_CASE("cuda op: ss2d_scan matches ss2d_scan_forward (every lane split, dt ranks, non-square grids)") {
   MM_REQUIRE_GPU_OR_SKIP();
   struct Case { int64_t B, H, W, D, R; };
-  const Case cases[] = {{2, 5, 7, 40, 3}, {1, 8, 8, 64, 12}, {1, 4, 6, 24, 24}, {2, 3, 3, 16, 1}};
+  const Case cases[] = {{2, 5, 7, 40, 3}, {1, 8, 8, 64, 12}, {1, 4, 6, 24, 24}, {2, 3, 3, 16, 1}, {1, 2, 3, 8, 7}};
   std::mt19937 rng(10);
   const int64_t N = cuda::kScanStates;
   for (const Case& k : cases) {
     const int64_t P = k.B * k.H * k.W, RN = k.R + 2 * N;
     // Distributions like the CPU scan test's: Δ roughly 0.05 .. 1.5, A_logs around log(n+1) - 1.
     const auto xpw = random_vector(size_t(4 * RN * k.D), rng, 1.f / std::sqrt(float(k.D)));
+    // The GPU's dbl rows: each direction's dt block padded with zeros to Rp columns.
+    const int64_t Rp = cuda::scan_padded_rank(k.R), RNp = Rp + 2 * N;
+    std::vector<float> xpw_padded(size_t(4 * RNp * k.D), 0.f);
+    for (int64_t d4 = 0; d4 < 4; ++d4)
+      for (int64_t j = 0; j < RN; ++j)
+        for (int64_t c = 0; c < k.D; ++c)
+          xpw_padded[size_t((d4 * RNp + (j < k.R ? j : j - k.R + Rp)) * k.D + c)] = xpw[size_t((d4 * RN + j) * k.D + c)];
     const auto dtw = random_vector(size_t(4 * k.D * k.R), rng, 0.5f);
     std::vector<float> dtb(size_t(4 * k.D)), A_logs(size_t(4 * k.D * N));
     std::uniform_real_distribution<float> ud(-3.f, 1.f);
@@ -268,10 +275,10 @@ TEST_CASE("cuda op: ss2d_scan matches ss2d_scan_forward (every lane split, dt ra
     const auto Ds = random_vector(size_t(4 * k.D), rng, 0.7f, 1.f);
     for (DType dt : kTypes) {
       const auto u = rounded(random_vector(size_t(P * k.D), rng), dt);
-      std::vector<float> want(size_t(P * k.D)), dbl(size_t(P * 4 * RN));
+      std::vector<float> want(size_t(P * k.D)), dbl(size_t(P * 4 * RNp));
       ss2d_scan_forward(SS2DScanShape{k.B, k.H, k.W, k.D, N, k.R}, u.data(),
                         SS2DScanWeights{xpw.data(), dtw.data(), dtb.data(), A_logs.data(), Ds.data()}, want.data());
-      linear_forward(dbl.data(), u.data(), xpw.data(), nullptr, P, k.D, 4 * RN);  // x_proj, as the model's GEMM
+      linear_forward(dbl.data(), u.data(), xpw_padded.data(), nullptr, P, k.D, 4 * RNp);  // x_proj, as the model's GEMM
       Tensor du = to_gpu(u, dt), ddbl = to_gpu(dbl, DType::F32), ddtw = to_gpu(dtw, DType::F32);
       Tensor ddtb = to_gpu(dtb, DType::F32), dA = to_gpu(A_logs, DType::F32), dD = to_gpu(Ds, DType::F32);
       Tensor dy = Tensor::zeros({P * k.D}, DType::F32, Device::CUDA);

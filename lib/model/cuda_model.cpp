@@ -26,6 +26,7 @@ const char* precision_name(Precision p) {
 
 #ifdef MM_HAVE_CUDA
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <vector>
@@ -164,6 +165,19 @@ std::vector<float> tap_major(const float* w, int64_t C) {
   return t;
 }
 
+// x_proj_weight (4, R+2N, D) -> (4, Rp+2N, D): zero rows after each direction's R dt rows,
+// the row layout cuda::ss2d_scan stages in 16-byte words.
+std::vector<float> padded_x_proj(const float* w, int64_t R, int64_t D) {
+  const int64_t Rp = cuda::scan_padded_rank(R);
+  std::vector<float> out(size_t(4 * (Rp + 2 * kN) * D), 0.f);
+  for (int64_t k = 0; k < 4; ++k)
+    for (int64_t j = 0; j < R + 2 * kN; ++j) {
+      const int64_t row = k * (Rp + 2 * kN) + (j < R ? j : j - R + Rp);
+      std::copy(w + (k * (R + 2 * kN) + j) * D, w + (k * (R + 2 * kN) + j + 1) * D, out.begin() + row * D);
+    }
+  return out;
+}
+
 std::vector<float> copy_of(const float* p, int64_t n) { return std::vector<float>(p, p + n); }
 
 }  // namespace
@@ -180,7 +194,7 @@ BlockWeightsGpu CudaMedMamba::Impl::prepare_block(const std::map<std::string, Te
   w.in_proj = upload(P("self_attention.in_proj.weight"), 2 * D * c, act);
   w.dw_w = upload_f32(tap_major(P("self_attention.conv2d.weight"), D).data(), D * 9);
   w.dw_b = upload_f32(P("self_attention.conv2d.bias"), D);
-  w.x_proj = upload(P("self_attention.x_proj_weight"), 4 * (R + 2 * kN) * D, act);
+  w.x_proj = upload_act(padded_x_proj(P("self_attention.x_proj_weight"), R, D));
   w.dt_w = upload_f32(P("self_attention.dt_projs_weight"), 4 * D * R);
   w.dt_b = upload_f32(P("self_attention.dt_projs_bias"), 4 * D);
   w.A_logs = upload_f32(P("self_attention.A_logs"), 4 * D * kN);
@@ -248,7 +262,7 @@ void CudaMedMamba::Impl::ensure_workspace(int64_t B, int64_t S) {
     const int64_t side = side0 >> i, P = B * side * side, C = cfg.dims[size_t(i)];
     pc = std::max(pc, P * C);
     if (i + 1 < cfg.num_stages()) pcmax_merge = std::max(pcmax_merge, P * C);
-    pdbl = std::max(pdbl, P * 4 * (cfg.dt_rank(i) + 2 * kN));
+    pdbl = std::max(pdbl, P * 4 * (cuda::scan_padded_rank(cfg.dt_rank(i)) + 2 * kN));
   }
   auto buf = [&](int64_t n, DType dt) {
     ws.owned.push_back(Tensor::empty({std::max<int64_t>(n, 1)}, dt, Device::CUDA));
@@ -285,7 +299,7 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
   cuda::dwconv3x3_silu(act, ws.u, ws.xz, 2 * D, w.dw_w, w.dw_b, B, side, side, D, s);
   {
     cuda::GemmArgs a;  // x_proj for all four directions, float32 out: Δ, B, C stay float32
-    a.M = P; a.N = 4 * (R + 2 * kN); a.K = D;
+    a.M = P; a.N = 4 * (cuda::scan_padded_rank(R) + 2 * kN); a.K = D;
     a.x = ws.u; a.ldx = D; a.x_type = act;
     a.w = w.x_proj;
     a.out = ws.dbl; a.ldo = a.N; a.out_type = DType::F32;
