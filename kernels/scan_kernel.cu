@@ -29,7 +29,7 @@ namespace mm::cuda {
 namespace {
 
 constexpr int kN = kScanStates;
-constexpr int kWarps = 4;  // per block; warps are independent (no block barrier)
+constexpr int kMaxWarps = 4;  // per block; warps are independent (no block barrier)
 constexpr int kChunk = 16;
 
 __device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
@@ -39,10 +39,10 @@ __device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
   return h * W + w;
 }
 
-// 4-byte global -> shared copy that completes asynchronously; !valid writes zero.
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+// 16-byte global -> shared copy that completes asynchronously (bypassing L1); !valid writes zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 4 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
@@ -67,27 +67,30 @@ __device__ __forceinline__ float softplus_f(float x) {
 
 template <class T, int kLanes, int kRMax>
 struct ScanTile {
-  static constexpr int kStates = kN / kLanes;                     // per lane
-  static constexpr int kChannels = 32 / kLanes;                   // per warp
-  static constexpr int kRow = kRMax + 2 * kN;                     // staged row: dt (zero padded), B, C
-  static constexpr int kUWords = kChannels * int(sizeof(T)) / 4;  // u of one position, in 4-byte words
+  static constexpr int kStates = kN / kLanes;                // per lane
+  static constexpr int kChannels = 32 / kLanes;              // per warp
+  static constexpr int kRow = kRMax + 2 * kN;                // staged row: dt (zero padded), B, C
+  static constexpr int kRowVecs = kRow / 4;                  // in 16-byte words
+  static constexpr int kUVecs = kChannels * int(sizeof(T)) / 16;  // u of one position, in 16-byte words
+  static_assert(kUVecs >= 1, "a warp's channels must fill a 16-byte word");
   struct Buffer {
-    float rows[kChunk][kRow];
-    uint32_t u[kChunk][kUWords];
+    float4 rows[kChunk][kRowVecs];
+    uint4 u[kChunk][kUVecs];
     int pos[kChunk];  // b·L + position, or -1 past the end
   };
 };
 
 template <class T, int kLanes, int kRMax>
-__global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
+__global__ void __launch_bounds__(kMaxWarps * 32) ss2d_scan_kernel(ScanArgs a) {
   using Tile = ScanTile<T, kLanes, kRMax>;
-  constexpr int kStates = Tile::kStates, kChannels = Tile::kChannels, kRow = Tile::kRow, kUWords = Tile::kUWords;
-  extern __shared__ __align__(16) unsigned char smem_raw[];  // kWarps x 2 buffers
+  constexpr int kStates = Tile::kStates, kChannels = Tile::kChannels, kRowVecs = Tile::kRowVecs;
+  constexpr int kUVecs = Tile::kUVecs;
+  extern __shared__ __align__(16) unsigned char smem_raw[];  // 2 buffers per warp
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int D = int(a.D), R = int(a.R), H = int(a.H), W = int(a.W), L = H * W;
   const int tiles = (D + kChannels - 1) / kChannels;
-  const int task = blockIdx.x * kWarps + warp;  // ((b·4 + k)·tiles + tile)
+  const int task = blockIdx.x * (blockDim.x / 32) + warp;  // ((b·4 + k)·tiles + tile)
   if (task >= int(a.B) * 4 * tiles) return;     // whole warp leaves together
   const int tile = task % tiles, k = (task / tiles) % 4, b = task / (tiles * 4);
 
@@ -106,29 +109,32 @@ __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
   for (int r = 0; r < kRMax; ++r) wdt[r] = r < R ? a.dt_w[kd * R + r] : 0.f;
   const float dt_bias = a.dt_b[kd], Dk = a.Ds[kd];
 
-  const int ldd = 4 * (R + 2 * kN);  // dbl row stride
-  const float* dbl_k = a.dbl + k * (R + 2 * kN);
-  const uint32_t* u_words = static_cast<const uint32_t*>(a.u);
-  const int u_words_per_row = D * int(sizeof(T)) / 4, u_word0 = d0 * int(sizeof(T)) / 4;
+  const float4* dbl_k = reinterpret_cast<const float4*>(a.dbl) + k * kRowVecs;  // direction k's row part
+  const uint4* u_vecs = static_cast<const uint4*>(a.u);
+  const int u_vecs_per_row = D * int(sizeof(T)) / 16, u_vec0 = d0 * int(sizeof(T)) / 16;
 
-  // Issue the copies of chunk c into buffer buf.
+  // Issue the 16-byte copies of chunk c into buf (positions past the end or channels
+  // past D are filled with zeros).
   auto stage = [&](int c, typename Tile::Buffer& buf) {
     const int l0 = c * kChunk;
     if (lane < kChunk) buf.pos[lane] = l0 + lane < L ? b * L + scan_position(k, l0 + lane, H, W) : -1;
     __syncwarp();
-    static_assert(kChunk * kRow % 32 == 0 && kChunk * kUWords % 32 == 0, "whole warp-wide copy rounds");
 #pragma unroll
-    for (int it = 0; it < kChunk * kRow / 32; ++it) {
-      const int idx = it * 32 + lane, i = idx / kRow, j = idx % kRow, p = buf.pos[i];
-      const int col = j < kRMax ? j : R + (j - kRMax);
-      const bool ok = p >= 0 && (j >= kRMax || j < R);
-      cp_async4(&buf.rows[i][j], ok ? dbl_k + size_t(p) * ldd + col : a.dbl, ok);
+    for (int it = 0; it < (kChunk * kRowVecs + 31) / 32; ++it) {
+      const int q = it * 32 + lane;
+      if (q < kChunk * kRowVecs) {
+        const int i = q / kRowVecs, part = q % kRowVecs, p = buf.pos[i];
+        cp_async16(&buf.rows[i][part], p >= 0 ? dbl_k + size_t(p) * 4 * kRowVecs + part : dbl_k, p >= 0);
+      }
     }
 #pragma unroll
-    for (int it = 0; it < kChunk * kUWords / 32; ++it) {
-      const int idx = it * 32 + lane, i = idx / kUWords, w = idx % kUWords, p = buf.pos[i];
-      const bool ok = p >= 0 && u_word0 + w < u_words_per_row;
-      cp_async4(&buf.u[i][w], ok ? u_words + size_t(p) * u_words_per_row + u_word0 + w : u_words, ok);
+    for (int it = 0; it < (kChunk * kUVecs + 31) / 32; ++it) {
+      const int q = it * 32 + lane;
+      if (q < kChunk * kUVecs) {
+        const int i = q / kUVecs, part = q % kUVecs, p = buf.pos[i];
+        const bool ok = p >= 0 && u_vec0 + part < u_vecs_per_row;
+        cp_async16(&buf.u[i][part], ok ? u_vecs + size_t(p) * u_vecs_per_row + u_vec0 + part : u_vecs, ok);
+      }
     }
     cp_async_commit();
   };
@@ -145,9 +151,11 @@ __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
     const T* us = reinterpret_cast<const T*>(&buf.u[0][0]);
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) {
+      // Past the end (p < 0) the staged row and u are zeros: the step only decays h, which
+      // is no longer used, and stores nothing. No branch, so the compiler can overlap the
+      // steps' softplus and exps (only h is carried from step to step).
       const int p = buf.pos[i];
-      if (p < 0) break;
-      const float* row = buf.rows[i];
+      const float* row = reinterpret_cast<const float*>(buf.rows[i]);
       const float uv = to_f32(us[i * kChannels + ch]);
       float dt = dt_bias;
 #pragma unroll
@@ -164,7 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32) ss2d_scan_kernel(ScanArgs a) {
       }
 #pragma unroll
       for (int o = kLanes / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-      if (sg == 0 && valid) atomicAdd(a.y + size_t(p) * D + d, fmaf(Dk, uv, y));
+      if (sg == 0 && valid && p >= 0) atomicAdd(a.y + (p * D + d), fmaf(Dk, uv, y));  // p·D < 2^31: checked at launch
     }
     __syncwarp();  // buffer c&1 is restaged two chunks later
   }
@@ -174,14 +182,18 @@ template <class T, int kLanes, int kRMax>
 void launch_scan(const ScanArgs& a, Stream s) {
   constexpr int kChannels = 32 / kLanes;
   const int64_t warps = a.B * 4 * ((a.D + kChannels - 1) / kChannels);
-  const size_t smem = sizeof(typename ScanTile<T, kLanes, kRMax>::Buffer) * 2 * kWarps;
+  // Few warps (small batches): one per block, so that they spread over the SMs instead of
+  // sharing the issue slots of a few.
+  static const int sms = sm_count();
+  const int per_block = warps >= 4 * int64_t(sms) ? kMaxWarps : 1;
+  const size_t buffer = sizeof(typename ScanTile<T, kLanes, kRMax>::Buffer);
   static const bool opted_in = [&] {  // above 48 KB a kernel must ask for its shared memory
     MM_CUDA_CHECK(cudaFuncSetAttribute(ss2d_scan_kernel<T, kLanes, kRMax>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(buffer * 2 * kMaxWarps)));
     return true;
   }();
   (void)opted_in;
-  ss2d_scan_kernel<T, kLanes, kRMax><<<grid_for(warps, kWarps), kWarps * 32, smem, s>>>(a);
+  ss2d_scan_kernel<T, kLanes, kRMax><<<grid_for(warps, per_block), per_block * 32, buffer * 2 * per_block, s>>>(a);
   MM_CUDA_CHECK_LAUNCH("ss2d_scan");
 }
 
@@ -195,12 +207,12 @@ void launch_lanes(const ScanArgs& a, Stream s) {
 }
 
 // Fewest lanes per channel (least duplicated work) that still gives every SM
-// enough warps to keep its SFUs busy.
+// enough warps: measured on an H100, one lane per channel wins from 8 warps per SM up.
 int choose_lanes(const ScanArgs& a) {
   static const char* forced = std::getenv("MM_SCAN_LANES");  // tuning experiments: 1, 2 or 4
   if (forced) return std::atoi(forced);
   static const int sms = sm_count();
-  const int64_t target = int64_t(sms) * 16;
+  const int64_t target = int64_t(sms) * 8;
   for (int lanes : {1, 2}) {
     const int64_t warps = a.B * 4 * ((a.D + 32 / lanes - 1) / (32 / lanes));
     if (warps >= target) return lanes;
@@ -210,13 +222,19 @@ int choose_lanes(const ScanArgs& a) {
 
 }  // namespace
 
+int64_t scan_padded_rank(int64_t R) {
+  MM_CHECK(R >= 1 && R <= 32, "ss2d_scan: dt_rank " + std::to_string(R) + " outside 1..32");
+  return R <= 4 ? 4 : R <= 8 ? 8 : R <= 16 ? 16 : 32;
+}
+
 void ss2d_scan(const ScanArgs& a, Stream s) {
   MM_CHECK(a.B > 0 && a.H > 0 && a.W > 0 && a.D > 0 && a.R > 0, "ss2d_scan: empty or negative shape");
   const int64_t P = a.B * a.H * a.W;
-  MM_CHECK(P * std::max<int64_t>(a.D, 4 * (a.R + 2 * kN)) < INT_MAX && a.B * 4 * a.D < INT_MAX,
+  MM_CHECK(P * std::max<int64_t>(a.D, 4 * (32 + 2 * kN)) < INT_MAX && a.B * 4 * a.D < INT_MAX,
            "ss2d_scan: shape too large for 32-bit indexing (B=" + std::to_string(a.B) + ")");
-  MM_CHECK(a.D * int64_t(dtype_size(a.u_type)) % 4 == 0 && reinterpret_cast<uintptr_t>(a.u) % 4 == 0,
-           "ss2d_scan: u rows must be whole 4-byte words");
+  MM_CHECK(a.D * int64_t(dtype_size(a.u_type)) % 16 == 0 && reinterpret_cast<uintptr_t>(a.u) % 16 == 0 &&
+               reinterpret_cast<uintptr_t>(a.dbl) % 16 == 0,
+           "ss2d_scan: u rows must be whole 16-byte words (D=" + std::to_string(a.D) + ") and u, dbl 16-byte aligned");
   const int lanes = a.lanes_per_channel ? a.lanes_per_channel : choose_lanes(a);
   dispatch_dtype(a.u_type, "ss2d_scan", [&](auto t) {
     using T = decltype(t);
