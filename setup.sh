@@ -15,6 +15,7 @@ PACKAGES=(
   libdcmtk-dev                             # DICOM (with JPEG, JPEG-LS, RLE codecs)
   libinsighttoolkit5-dev                   # NIfTI and other formats; GDCM for JPEG 2000
   python3 python3-numpy python3-pip        # the safetensors interop test
+  python3-sklearn chromium                 # mm-eval: metric fixtures (sklearn); the HTML report test
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)
   clang libclang-rt-dev                    # libFuzzer + sanitizers for fuzz/run.sh
 )

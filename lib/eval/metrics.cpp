@@ -241,6 +241,7 @@ Metrics compute_metrics(const ScoredSamples& s, const MetricOptions& options) {
     if (all_defined) m.macro.auc = sum / double(k);  // sklearn raises when a class lacks either side
   }
 
+  m.ece_bins = options.ece_bins;
   m.ece = expected_calibration_error(reliability_bins(s, options.ece_bins));
   for (int64_t kk : options.top_k) m.top_k.emplace_back(kk, top_k_accuracy(s, kk));
   return m;

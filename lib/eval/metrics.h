@@ -36,6 +36,7 @@ struct MetricOptions {
 struct Metrics {
   int64_t n = 0;
   double accuracy = 0, balanced_accuracy = 0, ece = 0;
+  int ece_bins = 0;  // how many bins the ece used
   std::optional<double> kappa;  // undefined when chance agreement is total (0/0)
   ClassScores macro;
   std::vector<ClassScores> per_class;

@@ -1,0 +1,42 @@
+#pragma once
+// Runs a model over a labelled dataset: the `mm-eval --model M --data D` path.
+//   dataset sample -> image (load_image) -> preprocess (the model's metadata)
+//   -> batch -> MedMamba::forward -> softmax -> ScoredSamples
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "eval/metrics.h"
+#include "model/model_file.h"
+
+namespace mm {
+
+// The model's class index for each of the dataset's classes:
+//   - integer labels (MedMNIST, numeric CSV) are model class indices;
+//   - named labels are looked up among the model's class names;
+//   - a model without class names takes the dataset's classes in their
+//     (sorted, ImageFolder) order, which needs the same number of classes.
+// Throws mm::Error naming the classes that do not match.
+std::vector<int64_t> model_class_of_dataset_class(const Dataset& d, const ModelMeta& meta);
+
+// Class names for reports: the model's, or the dataset's when the model has none
+// and the dataset's are names.
+std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& meta);
+
+struct ModelRunOptions {
+  int64_t batch_size = 16;
+  // Called after each batch with (samples done, total).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+// Softmax probabilities for every sample of d, in dataset order; labels mapped
+// to the model's classes. An unreadable image is an error naming the file.
+ScoredSamples run_model_on_dataset(MedMamba& model, const ModelMeta& meta, const Dataset& d,
+                                   const ImageFileReader& read_file, const ModelRunOptions& options = {});
+
+// Softmax of one row of logits, in double.
+void softmax_into(const float* logits, int64_t k, double* probabilities);
+
+}  // namespace mm
