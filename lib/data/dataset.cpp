@@ -93,6 +93,14 @@ std::string requested_split(const DatasetOptions& options, const std::string& so
   return split;
 }
 
+// train, val, test: the order splits are listed in.
+std::vector<std::string> splits_in_order(const std::set<std::string>& found) {
+  std::vector<std::string> out;
+  for (const char* name : {"train", "val", "test"})
+    if (found.count(name)) out.push_back(name);
+  return out;
+}
+
 bool is_index(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -127,13 +135,15 @@ Dataset open_image_folder(const std::string& root_path, const DatasetOptions& op
     chosen_dirs.push_back(root);
     for (const auto& c : sorted_subdirectories(root)) class_set.insert(c.filename().string());
   } else {
+    std::set<std::string> found;
     for (const auto& s : split_dirs) {
       const std::string canon = canonical_split(s.filename().string());
-      if (std::find(d.splits.begin(), d.splits.end(), canon) == d.splits.end()) d.splits.push_back(canon);
+      found.insert(canon);
       // Classes are the union over every split, so indices agree between splits.
       for (const auto& c : sorted_subdirectories(s)) class_set.insert(c.filename().string());
       if (wanted.empty() || canon == wanted) chosen_dirs.push_back(s);
     }
+    d.splits = splits_in_order(found);
     MM_CHECK(!chosen_dirs.empty(),
              root_path + ": no '" + wanted + "' split folder (splits here: " + join(d.splits) + ")");
     d.split = wanted;
@@ -216,8 +226,7 @@ Dataset open_csv_manifest(const std::string& path, const DatasetOptions& options
     }
     d.samples.push_back(std::move(s));
   }
-  for (const char* name : {"train", "val", "test"})
-    if (splits.count(name)) d.splits.push_back(name);
+  d.splits = splits_in_order(splits);
   d.split = wanted;
   MM_CHECK(!d.samples.empty(), path + ": no samples" + (wanted.empty() ? "" : " in split '" + wanted + "'"));
   return d;
