@@ -147,3 +147,22 @@ TEST_CASE("configs are validated") {
   CHECK_THROWS_AS(ModelConfig::variant("huge"), Error);
   CHECK_THROWS_AS(ModelConfig::from_json("{\"dims\": 3}"), Error);
 }
+
+TEST_CASE("a model file whose config asks for more parameters than it holds is refused before allocating") {
+  ModelConfig small = ModelConfig::variant("tiny", 2);
+  small.dims = {8, 16, 32, 64};
+  small.depths = {1, 1, 1, 1};
+  small.image_size = 32;
+  MedMamba m(small);
+  m.init_reference(1);
+  ModelMeta meta;
+  meta.config = small;
+  const std::string path = "/tmp/mm-test-lying-" + std::to_string(::getpid()) + ".safetensors";
+  save_model(path, m, meta);
+  SafetensorsFile f = read_safetensors(path);
+  ModelConfig big = ModelConfig::variant("base", 1000);  // 40M parameters claimed
+  f.metadata["config"] = big.to_json();
+  write_safetensors(path, f.tensors, f.metadata);
+  CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("needs 40883688 parameters"), Error);
+  std::remove(path.c_str());
+}

@@ -38,9 +38,14 @@ void ModelConfig::validate() const {
     MM_CHECK(dims[i] >= 2 && dims[i] % 2 == 0, "config: dims must be even (the block splits channels in half)");
     if (i > 0) MM_CHECK(dims[i] == 2 * dims[i - 1], "config: dims[i+1] must equal 2*dims[i] (patch merging)");
   }
+  // Upper bounds keep a hostile config (it comes from file metadata) from
+  // asking for absurd allocations; they are far beyond any real MedMamba.
+  MM_CHECK(num_stages() <= 8 && num_blocks() <= 1024, "config: too many stages or blocks");
+  MM_CHECK(dims.back() <= 65536, "config: dims beyond 65536 channels");
   MM_CHECK(d_state >= 1 && d_state <= 256, "config: d_state must be in [1, 256]");
-  MM_CHECK(num_classes >= 1, "config: num_classes must be positive");
-  MM_CHECK(in_chans >= 1, "config: in_chans must be positive");
+  MM_CHECK(num_classes >= 1 && num_classes <= (1 << 20), "config: num_classes must be in [1, 2^20]");
+  MM_CHECK(in_chans >= 1 && in_chans <= 64, "config: in_chans must be in [1, 64]");
+  MM_CHECK(image_size <= 16384, "config: image_size beyond 16384");
   const int64_t div = 4 << (num_stages() - 1);
   MM_CHECK(image_size >= div && image_size % div == 0,
            "config: image_size " + std::to_string(image_size) + " must be a positive multiple of " +

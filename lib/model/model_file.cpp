@@ -66,6 +66,13 @@ LoadedModel load_model(const std::string& path) {
     }
     if (f.metadata.count("preprocess")) meta.preprocess = Preprocess::from_json(f.metadata.at("preprocess"));
     else meta.preprocess.input_size = meta.config.image_size;
+    // Every parameter must be in the file, so a config that needs more floats
+    // than the file holds is refused before allocating for it.
+    int64_t file_elems = 0;
+    for (const auto& [name, t] : f.tensors) file_elems += t.numel();
+    const int64_t need = ParamTable::for_config(meta.config).trainable_count();
+    MM_CHECK(need <= file_elems, "config needs " + std::to_string(need) + " parameters but the file holds " +
+                                     std::to_string(file_elems) + " values");
     MedMamba model(meta.config);
     model.load_state(f.tensors);
     return LoadedModel{std::move(model), std::move(meta)};
