@@ -13,7 +13,8 @@ PACKAGES=(
   libomp-dev                               # OpenMP
   nlohmann-json3-dev libcli11-dev doctest-dev
   libdcmtk-dev                             # DICOM (with JPEG, JPEG-LS, RLE codecs)
-  libinsighttoolkit5-dev                   # NIfTI and other formats; GDCM for JPEG 2000
+  libinsighttoolkit5-dev                   # NIfTI, PNG, JPEG, TIFF, BMP (lib/imaging/itk_io.cpp)
+  libopenjp2-7-dev                         # JPEG 2000 in DICOM (DCMTK has no decoder for it)
   python3 python3-numpy python3-pip        # the safetensors interop test
   python3-sklearn chromium                 # mm-eval: metric fixtures (sklearn); the HTML report test
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)

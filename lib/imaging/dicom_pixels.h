@@ -1,6 +1,6 @@
 #pragma once
 // Decoded (uncompressed, little-endian) DICOM pixel data -> float frames.
-// No DCMTK here: the DCMTK and GDCM decoding paths both end in this one
+// No DCMTK here: the DCMTK and OpenJPEG decoding paths both end in this one
 // conversion, so stored-value extraction, the modality LUT and colour handling
 // behave the same whichever library decompressed the data.
 #include <cstdint>

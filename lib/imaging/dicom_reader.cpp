@@ -5,12 +5,18 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
+#include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -18,7 +24,7 @@
 #include <mutex>
 
 #include "data/file_kind.h"
-#include "imaging/dicom_gdcm.h"
+#include "imaging/dicom_j2k.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm {
@@ -165,18 +171,23 @@ void check_size(const PixelLayout& l, const DicomOptions& opt, const std::string
                          std::to_string(opt.max_decoded_bytes) + ")");
 }
 
-std::unique_ptr<DcmFileFormat> parse(const uint8_t* data, size_t size, const std::string& what) {
-  if (!looks_like_dicom(data, size))
-    throw ImageError(Kind::NotRecognized, what, "no DICM prefix and no plausible first data element");
-  DcmInputBufferStream stream;
-  stream.setBuffer(data, offile_off_t(size));
-  stream.setEos();
+// Parses through a file stream, not a memory buffer: DCMTK then refuses element
+// lengths larger than what remains of the file instead of allocating them, and
+// defers loading values over 4 KiB (pixel data) until they are used, which is
+// after our own size checks.
+std::unique_ptr<DcmFileFormat> parse(const std::string& path, const std::string& what) {
+  uint8_t head[132] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ImageError(Kind::Io, what, "cannot open");
+    in.read(reinterpret_cast<char*>(head), sizeof head);
+    if (!looks_like_dicom(head, size_t(in.gcount())))
+      throw ImageError(Kind::NotRecognized, what, "no DICM prefix and no plausible first data element");
+  }
   auto file = std::make_unique<DcmFileFormat>();
-  file->transferInit();
-  // EXS_Unknown: the meta header's transfer syntax, or for a bare dataset
-  // (no preamble or meta) one guessed from the first element.
-  const OFCondition status = file->read(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-  file->transferEnd();
+  // EXS_Unknown and ERM_autoDetect: the meta header's transfer syntax, or for a
+  // bare dataset (no preamble or meta) one guessed from the first element.
+  const OFCondition status = file->loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
   if (status.bad()) throw ImageError(Kind::Corrupt, what, std::string("DCMTK cannot parse it: ") + status.text());
   return file;
 }
@@ -195,16 +206,67 @@ Image frame_template(DcmItem& ds, const std::string& what) {
   return t;
 }
 
+bool is_jpeg2000(E_TransferSyntax x) {
+  return x == EXS_JPEG2000LosslessOnly || x == EXS_JPEG2000 || x == EXS_JPEG2000MulticomponentLosslessOnly ||
+         x == EXS_JPEG2000Multicomponent;
+}
+
+// One codestream per frame from the encapsulated fragments: DCMTK finds each
+// frame's first fragment (offset table, or one fragment per frame); failing
+// that, a fragment starting with a J2K SOC+SIZ marker pair or a JP2 signature
+// starts a frame.
+std::vector<std::vector<uint8_t>> j2k_frame_bytes(DcmElement* pixels, E_TransferSyntax xfer, int64_t frames,
+                                                  const std::string& what) {
+  auto* pd = dynamic_cast<DcmPixelData*>(pixels);
+  DcmPixelSequence* seq = nullptr;
+  if (!pd || pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq || seq->card() < 2)
+    throw ImageError(Kind::Corrupt, what, "JPEG 2000 pixel data without fragments");
+  const unsigned long items = seq->card();
+  std::vector<std::vector<uint8_t>> fragments(items);
+  for (unsigned long i = 1; i < items; ++i) {  // item 0 is the basic offset table
+    DcmPixelItem* item = nullptr;
+    Uint8* bytes = nullptr;
+    if (seq->getItem(item, i).bad() || !item) throw ImageError(Kind::Corrupt, what, "unreadable pixel fragment");
+    if (item->getLength() > 0 && (item->getUint8Array(bytes).bad() || !bytes))
+      throw ImageError(Kind::Corrupt, what, "unreadable pixel fragment");
+    fragments[i].assign(bytes, bytes + item->getLength());
+  }
+  std::vector<Uint32> starts;
+  for (int64_t f = 0; f < frames; ++f) {
+    Uint32 start = 0;
+    if (DcmCodec::determineStartFragment(Uint32(f), Sint32(frames), seq, start).bad() || start < 1 || start >= items) {
+      starts.clear();
+      break;
+    }
+    starts.push_back(start);
+  }
+  if (starts.empty())
+    for (unsigned long i = 1; i < items; ++i) {
+      const auto& b = fragments[i];
+      const bool soc = b.size() >= 4 && b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51;
+      const bool jp2 = b.size() >= 8 && std::memcmp(b.data(), "\x00\x00\x00\x0cjP  ", 8) == 0;
+      if (soc || jp2 || i == 1) starts.push_back(Uint32(i));
+    }
+  if (int64_t(starts.size()) != frames)
+    throw ImageError(Kind::Corrupt, what,
+                     "cannot split " + std::to_string(items - 1) + " fragments into " + std::to_string(frames) + " frames");
+  std::vector<std::vector<uint8_t>> out(starts.size());
+  for (size_t f = 0; f < starts.size(); ++f) {
+    const unsigned long end = f + 1 < starts.size() ? starts[f + 1] : items;
+    for (unsigned long i = starts[f]; i < end; ++i) out[f].insert(out[f].end(), fragments[i].begin(), fragments[i].end());
+  }
+  return out;
+}
+
 // Decoded pixel bytes (little-endian) and the layout that describes them.
 struct Decoded {
   PixelLayout layout;
-  std::vector<uint8_t> owned;  // when GDCM decoded
+  std::vector<uint8_t> owned;  // when we decoded (JPEG 2000) or rearranged the bytes
   const uint8_t* bytes = nullptr;
   size_t size = 0;
 };
 
-Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const DicomOptions& opt,
-               const std::string& what) {
+Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& what) {
   DcmDataset& ds = *file.getDataset();
   Decoded d;
   DcmElement* pixels = nullptr;
@@ -230,33 +292,21 @@ Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const Dico
     throw ImageError(Kind::Unsupported, what, "transfer syntax " + std::string(meta_uid.c_str()));
   const DcmXfer xfer(ds.getOriginalXfer());
   if (xfer.isEncapsulated()) {
-    const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-    if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit)) {
-      // DCMTK has no decoder for it (JPEG 2000) or failed: GDCM's turn. GDCM
-      // asserts (aborts) on BitsAllocated 1, so that never reaches it.
-      if (stored.bits_allocated % 8 != 0)
-        throw ImageError(Kind::Unsupported, what,
-                         std::string(xfer.getXferName()) + " with BitsAllocated " +
-                             std::to_string(stored.bits_allocated) + ": DCMTK: " + c.text());
-      dicom::GdcmPixels g;
-      try {
-        g = dicom::decode_with_gdcm(data, size, what, opt.max_decoded_bytes);
-      } catch (const ImageError& e) {
-        throw ImageError(e.kind, what,
-                         std::string(xfer.getXferName()) + ": DCMTK: " + (c.bad() ? c.text() : "cannot decompress") +
-                             "; " + e.what());
-      }
-      d.layout = read_layout(ds, kind, what);  // Modality LUT, palette: from the dataset
-      const PixelLayout& gl = g.layout;
-      d.layout.rows = gl.rows, d.layout.columns = gl.columns, d.layout.frames = gl.frames;
-      d.layout.samples = gl.samples, d.layout.bits_allocated = gl.bits_allocated;
-      d.layout.bits_stored = gl.bits_stored, d.layout.high_bit = gl.high_bit;
-      d.layout.is_signed = gl.is_signed, d.layout.planar = gl.planar, d.layout.photometric = gl.photometric;
-      d.owned = std::move(g.buffer);
+    if (is_jpeg2000(xfer.getXfer())) {  // DCMTK has no JPEG 2000 decoder: OpenJPEG's turn
+      d.layout = read_layout(ds, kind, what);
+      dicom::validate(d.layout, what);
+      const auto frame_bytes = j2k_frame_bytes(pixels, xfer.getXfer(), d.layout.frames, what);
+      std::vector<dicom::Codestream> streams;
+      for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
+      d.owned = dicom::decode_j2k_frames(streams, d.layout, what);
       d.bytes = d.owned.data();
       d.size = d.owned.size();
       return d;
     }
+    const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+    if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit))
+      throw ImageError(c == EC_CannotChangeRepresentation ? Kind::Unsupported : Kind::Corrupt, what,
+                       std::string(xfer.getXferName()) + ": DCMTK cannot decode it: " + c.text());
     ds.findAndGetElement(DCM_PixelData, pixels);
   }
   // Read the layout again: a decoder may have changed the photometric (YBR -> RGB) or planar configuration.
@@ -301,12 +351,17 @@ Decoded decode(DcmFileFormat& file, const uint8_t* data, size_t size, const Dico
 
 }  // namespace
 
-std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,
-                                    const DicomOptions& opt) {
+std::vector<Image> read_dicom(const std::string& path, const DicomOptions& opt) { return read_dicom_as(path, path, opt); }
+
+std::vector<Image> read_dicom_as(const std::string& path, const std::string& what, const DicomOptions& opt) {
   init_dcmtk_once();
-  std::unique_ptr<DcmFileFormat> file = parse(data, size, what);
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) throw ImageError(Kind::Io, what, "cannot open");
+  if (uint64_t(st.st_size) > opt.max_file_bytes)
+    throw ImageError(Kind::TooLarge, what, "file of " + std::to_string(st.st_size) + " bytes");
+  std::unique_ptr<DcmFileFormat> file = parse(path, what);
   DcmDataset& ds = *file->getDataset();
-  Decoded d = decode(*file, data, size, opt, what);
+  Decoded d = decode(*file, opt, what);
   dicom::validate(d.layout, what);
   check_size(d.layout, opt, what);
   if (opt.frame >= d.layout.frames)
@@ -328,17 +383,26 @@ std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std:
   return out;
 }
 
-std::vector<Image> read_dicom(const std::string& path, const DicomOptions& opt) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) throw ImageError(Kind::Io, path, "cannot open");
-  const std::streamoff size = in.tellg();
-  if (size < 0) throw ImageError(Kind::Io, path, "cannot read");
-  if (uint64_t(size) > opt.max_file_bytes)
-    throw ImageError(Kind::TooLarge, path, "file of " + std::to_string(size) + " bytes");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  in.seekg(0);
-  if (!in.read(reinterpret_cast<char*>(bytes.data()), size)) throw ImageError(Kind::Io, path, "cannot read");
-  return read_dicom_bytes(bytes.data(), bytes.size(), path, opt);
+std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,
+                                    const DicomOptions& opt) {
+  // Through a temporary file: see parse() for why DCMTK reads files, not buffers.
+  char name[] = "/tmp/mm_dicom_XXXXXX";
+  const int fd = mkstemp(name);
+  if (fd < 0) throw ImageError(Kind::Io, what, "cannot create a temporary file");
+  struct Remove {
+    const char* n;
+    ~Remove() { unlink(n); }
+  } remove_on_exit{name};
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = write(fd, data + done, size - done);
+    if (n <= 0) {
+      close(fd);
+      throw ImageError(Kind::Io, what, "cannot write a temporary file");
+    }
+    done += size_t(n);
+  }
+  close(fd);
+  return read_dicom_as(name, what, opt);
 }
 
 }  // namespace mm

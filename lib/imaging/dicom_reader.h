@@ -1,6 +1,6 @@
 #pragma once
 // DICOM files -> Images, through DCMTK (with its JPEG, JPEG-LS and RLE decoders)
-// and GDCM for what DCMTK cannot decode (JPEG 2000).
+// and OpenJPEG for what DCMTK cannot decode (JPEG 2000).
 //
 // Each frame becomes one Image holding modality values (the Modality LUT or
 // RescaleSlope/Intercept applied; MONOCHROME1 mirrored so that bright means
@@ -28,7 +28,10 @@ struct DicomOptions {
 };
 
 std::vector<Image> read_dicom(const std::string& path, const DicomOptions& options = {});
-// The same from memory; `what` names the data in errors (and becomes source_path).
+// The same, naming the file `what` in errors and in Image::source_path.
+std::vector<Image> read_dicom_as(const std::string& path, const std::string& what, const DicomOptions& options = {});
+// The same from memory (through a temporary file: DCMTK checks element lengths
+// against a file's size, not a buffer's).
 std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,
                                     const DicomOptions& options = {});
 

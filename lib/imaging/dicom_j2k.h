@@ -1,0 +1,28 @@
+#pragma once
+// JPEG 2000 frames of a DICOM file, decoded with OpenJPEG (which DCMTK lacks).
+// OpenJPEG is used directly rather than through GDCM: GDCM 3.0 aborts on
+// 1-bit images and crashes on some malformed codestreams (found by fuzzing),
+// while OpenJPEG is itself fuzzed continuously.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "imaging/dicom_pixels.h"
+
+namespace mm::dicom {
+
+struct Codestream {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+// Decodes one codestream (J2K or JP2) per frame into the native layout the
+// dataset describes: little-endian samples of BitsAllocated bits, interleaved.
+// A YBR_ICT/YBR_RCT image comes out as RGB (OpenJPEG undoes the component
+// transform), and `layout.photometric` says so. Throws ImageError naming `what`
+// when a stream is invalid or does not match the dataset's Rows, Columns or
+// SamplesPerPixel; allocations are bounded by the layout, checked beforehand.
+std::vector<uint8_t> decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+                                       const std::string& what);
+
+}  // namespace mm::dicom
