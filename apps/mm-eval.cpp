@@ -10,7 +10,6 @@
 
 #include "core/error.h"
 #include "data/dataset.h"
-#include "data/file_kind.h"
 #include "eval/evaluate.h"
 #include "eval/evaluation.h"
 #include "eval/predictions_file.h"
@@ -20,33 +19,24 @@
 #include "model/model_file.h"
 #include "ops/blas_tuning.h"
 #ifdef MM_HAVE_IMAGING
-#include "imaging/dicom_reader.h"
-#include "imaging/nifti_reader.h"
+#include "imaging/image_reader.h"
 #endif
 
 namespace {
 
 enum ExitCode { kOk = 0, kRuntimeError = 1, kUsage = 2 };
 
-// One image per labelled sample, from the reader the file's content calls for.
+// One image per labelled sample, from the reader the file's content calls for
+// (default options: a DICOM's own window, a NIfTI's middle axial slice).
 mm::Image read_sample_file(const std::string& file) {
-  const mm::FileKind kind = mm::detect_file_kind(file);
 #ifdef MM_HAVE_IMAGING
-  std::vector<mm::Image> images;
-  if (kind == mm::FileKind::Dicom)
-    images = mm::read_dicom(file);
-  else if (kind == mm::FileKind::Nifti)
-    images = mm::read_nifti(file);  // the middle axial slice
-  else
-    throw mm::ImageError(mm::ImageError::Kind::Unsupported, file,
-                         std::string(mm::file_kind_name(kind)) + " files have no reader in this build yet");
+  std::vector<mm::Image> images = mm::read_images(file);
   if (images.size() != 1)
     throw mm::ImageError(mm::ImageError::Kind::BadOption, file,
-                         std::to_string(images.size()) + " frames; a labelled sample needs exactly one image");
+                         std::to_string(images.size()) + " frames or pages; a labelled sample needs exactly one image");
   return std::move(images[0]);
 #else
-  throw mm::ImageError(mm::ImageError::Kind::Unsupported, file,
-                       std::string(mm::file_kind_name(kind)) + ": built without the image readers (DCMTK, ITK)");
+  throw mm::ImageError(mm::ImageError::Kind::Unsupported, file, "built without the image readers (DCMTK, ITK)");
 #endif
 }
 

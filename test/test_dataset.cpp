@@ -144,11 +144,11 @@ TEST_CASE("CSV manifest: named or integer labels, splits, paths relative to the 
 
 TEST_CASE("load_image: files through the caller's reader, arrays from memory") {
   mm::Dataset d;
-  auto array = std::make_shared<mm::ImageArray>();
+  auto array = std::make_shared<mm::MedmnistSplit>();
   array->count = 2;
-  array->height = 1;
-  array->width = 2;
-  array->pixels = {1, 2, 3, 4};
+  array->item_shape = {1, 2};
+  array->images = {1, 2, 3, 4};
+  array->labels = {0, 1};
   d.arrays.push_back(array);
   mm::Sample in_memory;
   in_memory.id = "x.npz:test:1";
@@ -168,4 +168,28 @@ TEST_CASE("load_image: files through the caller's reader, arrays from memory") {
   });
   CHECK(asked == "/some/file.dcm");
   CHECK_THROWS_WITH_AS(mm::load_image(d, 1, {}), doctest::Contains("no image reader"), mm::Error);
+}
+
+TEST_CASE("MedMNIST .npz: splits, integer labels, 28x28 grey images held in memory") {
+  const std::string data = mm::test::shared_data_dir();
+  if (data.empty()) return;  // no shared data on this machine
+  const std::string path = data + "/medmnist/pneumoniamnist.npz";
+  const mm::Dataset test = mm::open_dataset(path, {"test", ""});
+  CHECK(test.kind == "npz");
+  CHECK(test.labels_are_indices);
+  CHECK(test.splits == std::vector<std::string>{"train", "val", "test"});
+  CHECK(test.class_names == std::vector<std::string>{"0", "1"});
+  CHECK(count_by_class(test) == std::map<std::string, int64_t>{{"0", 234}, {"1", 390}});
+  CHECK(test.samples[5].id == "pneumoniamnist.npz:test:5");
+  const mm::Image img = mm::load_image(test, 5, {});
+  CHECK(img.height == 28);
+  CHECK(img.width == 28);
+  CHECK(img.channels == 1);
+  CHECK(img.window_high == 255);
+  CHECK(mm::open_npz_dataset(path, {}).samples.size() == 4708 + 524 + 624);
+  CHECK_THROWS_WITH_AS(mm::open_npz_dataset(path, {"test", "x.txt"}), doctest::Contains("exclude lists apply"),
+                       mm::Error);
+  const mm::Dataset adrenal = mm::open_npz_dataset(data + "/medmnist/adrenalmnist3d.npz", {"val", ""});
+  CHECK(adrenal.samples.size() == 98);
+  CHECK(mm::load_image(adrenal, 0, {}).slice_index == 14);  // 3-D: the middle slice
 }

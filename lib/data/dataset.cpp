@@ -241,27 +241,10 @@ Dataset open_dataset(const std::string& path, const DatasetOptions& options) {
   throw Error(path + ": not a dataset (a class folder, a .csv manifest or a MedMNIST .npz)");
 }
 
-Image ImageArray::image(int64_t row) const {
-  MM_CHECK(row >= 0 && row < count, "image array row " + std::to_string(row) + " outside [0, " +
-                                        std::to_string(count) + ")");
-  Image img;
-  img.height = height;
-  img.width = width;
-  img.channels = channels;
-  const size_t n = size_t(height * width * channels);
-  img.pixels.assign(pixels.begin() + ptrdiff_t(size_t(row) * n), pixels.begin() + ptrdiff_t(size_t(row + 1) * n));
-  img.window_low = 0;
-  img.window_high = 255;
-  img.window_source = "full range";
-  img.format = "npz";
-  img.item_index = row;
-  return img;
-}
-
 Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& read_file) {
   const Sample& s = d.samples.at(sample_index);
   if (s.array >= 0) {
-    Image img = d.arrays.at(size_t(s.array))->image(s.row);
+    Image img = d.arrays.at(size_t(s.array))->image(s.row);  // 3-D: the middle slice
     img.source_path = s.id;
     return img;
   }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/image.h"
+#include "data/npz.h"
 
 namespace mm {
 
@@ -25,14 +26,7 @@ struct Sample {
   int64_t label = -1;  // index into Dataset::class_names
   std::string split;   // canonical split name ("train", "val", "test") or ""
   int array = -1;      // in-memory samples: which of Dataset::arrays holds the image
-  int64_t row = -1;    // ... and its row there
-};
-
-// Images a dataset holds itself (MedMNIST): count x height x width x channels, uint8.
-struct ImageArray {
-  int64_t count = 0, height = 0, width = 0, channels = 1;
-  std::vector<uint8_t> pixels;
-  Image image(int64_t row) const;  // window 0..255 (the full 8-bit range)
+  int64_t row = -1;    // ... and its row there (3-D MedMNIST rows give their middle slice)
 };
 
 struct Dataset {
@@ -47,7 +41,7 @@ struct Dataset {
   std::vector<Sample> samples;
   int64_t excluded = 0;  // samples the exclude list removed
   int64_t skipped = 0;   // files in class folders that are not images (by content)
-  std::vector<std::shared_ptr<const ImageArray>> arrays;  // in-memory images (Sample::array)
+  std::vector<std::shared_ptr<const MedmnistSplit>> arrays;  // in-memory images (Sample::array)
 
   int64_t num_classes() const { return int64_t(class_names.size()); }
 };
@@ -70,6 +64,7 @@ Dataset open_image_folder(const std::string& root, const DatasetOptions& options
 // sorted by name, as torchvision's ImageFolder sorts folders) or, when every
 // label is a non-negative integer, class indices.
 Dataset open_csv_manifest(const std::string& path, const DatasetOptions& options = {});
+// MedMNIST: integer labels; no exclude list. Every split when options.split is empty.
 Dataset open_npz_dataset(const std::string& path, const DatasetOptions& options = {});
 
 // "train", "val", "test" for a split folder or column name and its aliases; "" otherwise.
