@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -144,6 +145,13 @@ int run_command(const std::string& command) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+// A Python with torch, scikit-learn and PIL for check_eval_against_torch.py, or "".
+std::string torch_sklearn_python() {
+  const char* env = std::getenv("MM_TORCH_PYTHON");
+  const std::string py = env ? env : "/usr/bin/python3";
+  return run_command(py + " -c 'import torch, sklearn, PIL, safetensors' > /dev/null 2>&1") == 0 ? py : "";
+}
+
 }  // namespace
 
 TEST_CASE("mm-eval --model on real DICOM images with a tiny random model: plumbing, outputs, exit codes") {
@@ -202,5 +210,54 @@ TEST_CASE("mm-eval --model on real DICOM images with a tiny random model: plumbi
   CHECK(run_command(mm_eval + " --model " + model_path + " --data " + wrong_classes + " -q 2> " + out + ".err") == 1);
   CHECK(read_all(out + ".err").find("classes pet are not among the model's (ct, mr, colour, other)") !=
         std::string::npos);
+
+  // A model without class names takes a class folder's classes in sorted order:
+  // brain-tumour MRI JPEGs (linked, not copied) under split folders, with an exclude list.
+  meta.class_names.clear();
+  const std::string unnamed_path = dir.path() + "/unnamed.safetensors";
+  mm::save_model(unnamed_path, model, meta);
+  const std::string mri = data + "/brain-tumor-mri/";
+  const std::string root = dir.path() + "/mri";
+  std::string excluded;  // one notumor image, listed in the exclude file
+  for (const char* cls : {"glioma", "meningioma", "notumor", "pituitary"}) {
+    std::vector<std::filesystem::path> files;
+    for (const auto& f : std::filesystem::directory_iterator(mri + "Testing/" + cls)) files.push_back(f.path());
+    std::sort(files.begin(), files.end());
+    std::filesystem::create_directories(root + "/Testing/" + cls);
+    for (size_t i = 0; i < 3; ++i)
+      std::filesystem::create_symlink(files[i], root + "/Testing/" + cls + "/" + files[i].filename().string());
+    if (std::string(cls) == "notumor") excluded = "Testing/notumor/" + files[0].filename().string();
+  }
+  const std::string exclude = dir.write("mri/duplicates.txt", "# test\n" + excluded + "\n");
+  REQUIRE(run_command(mm_eval + " --model " + unnamed_path + " --data " + root + " --exclude " + exclude +
+                      " --threads 1 -q --json " + out + "-mri.json --report " + out + "-mri > /dev/null") == 0);
+  const json mri_json = json::parse(read_all(out + "-mri.json"));
+  CHECK(mri_json["n"] == 11);
+  CHECK(mri_json["class_names"] == json({"glioma", "meningioma", "notumor", "pituitary"}));
+  CHECK(mri_json["per_class"]["notumor"]["support"] == 2);
+  CHECK(read_all(out + "-mri/index.html").find("data:image/png;base64,") != std::string::npos);  // JPEG thumbnails
+
+  // MedMNIST: integer labels are the model's class indices.
+  REQUIRE(run_command(mm_eval + " --model " + unnamed_path + " --data " + data +
+                      "/medmnist/breastmnist.npz --split val --threads 1 -q --json " + out + "-breast.json > /dev/null") ==
+          0);
+  const json breast = json::parse(read_all(out + "-breast.json"));
+  CHECK(breast["n"] == 78);
+  CHECK(breast["per_class"]["class_0"]["support"] == 21);
+  CHECK(breast["per_class"]["class_1"]["support"] == 57);
+
+  // The same metrics from PyTorch's predictions through scikit-learn, with our
+  // resize arithmetic (--resize float) so that float rounding is all that differs.
+  const std::string py = torch_sklearn_python();
+  if (py.empty()) {
+    MESSAGE("skipped the PyTorch comparison: no Python with torch, sklearn and PIL (set MM_TORCH_PYTHON)");
+    return;
+  }
+  const std::string check = py + " " + MM_SOURCE_DIR + "/test/reference/check_eval_against_torch.py --resize float "
+                                                       "--tolerance 1e-6 --model " + unnamed_path;
+  CHECK(run_command(check + " --data " + root + " --exclude " + exclude + " --mm-eval-json " + out +
+                    "-mri.json > /dev/null") == 0);
+  CHECK(run_command(check + " --data " + data + "/medmnist/breastmnist.npz --split val --mm-eval-json " + out +
+                    "-breast.json > /dev/null") == 0);
 }
 #endif
