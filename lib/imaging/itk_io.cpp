@@ -72,6 +72,11 @@ void to_float(Component type, const void* src, size_t n, float* dst, RawImage& r
 }  // namespace
 
 RawImage read_with_itk(const std::string& path, Format format, uint64_t max_bytes) {
+  static const bool quiet = [] {  // problems reach the caller as ImageError; ITK's console warnings would repeat them
+    itk::Object::SetGlobalWarningDisplay(false);
+    return true;
+  }();
+  (void)quiet;
   itk::ImageIOBase::Pointer io = make_io(format);
   RawImage r;
   try {

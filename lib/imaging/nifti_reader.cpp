@@ -131,6 +131,7 @@ HeaderFacts inspect_header(const std::string& path, uint64_t max_bytes) {
     std::memcpy(&fo, &bits, 4);
     offset = fo;
   }
+  if (!(offset >= 0 && offset < 1e12)) throw ImageError(Kind::Corrupt, path, "vox_offset " + std::to_string(offset));
   const bool single_file = data_path == header_path;
   const uint64_t start = single_file ? uint64_t(std::max(offset, double(nifti2 ? 544 : 352))) : uint64_t(std::max(offset, 0.0));
   const uint64_t have = available_bytes(data_path, start + bytes);
@@ -138,11 +139,33 @@ HeaderFacts inspect_header(const std::string& path, uint64_t max_bytes) {
     throw ImageError(Kind::Corrupt, path,
                      "truncated: the header describes " + std::to_string(bytes) + " bytes of data from offset " +
                          std::to_string(start) + "; " + data_path + " holds " + std::to_string(have) + " bytes");
+  // VNL aborts the process on a non-finite matrix (ITK builds one from these
+  // fields), so non-finite geometry stops here. Only the fields in use count.
+  auto real = [&](size_t nifti1_at, size_t nifti2_at) {
+    if (!nifti2) {
+      const uint32_t bits = uint32_t(rd(nifti1_at, 4));
+      float v;
+      std::memcpy(&v, &bits, 4);
+      return double(v);
+    }
+    const uint64_t bits = rd(nifti2_at, 8);
+    double v;
+    std::memcpy(&v, &bits, 8);
+    return v;
+  };
+  const int64_t qform_code = nifti2 ? int32_t(rd(344, 4)) : int16_t(rd(252, 2));
+  const int64_t sform_code = nifti2 ? int32_t(rd(348, 4)) : int16_t(rd(254, 2));
+  std::vector<double> geometry;
+  for (size_t i = 0; i < 8; ++i) geometry.push_back(real(76 + 4 * i, 104 + 8 * i));  // pixdim
+  if (qform_code != 0)
+    for (size_t i = 0; i < 6; ++i) geometry.push_back(real(256 + 4 * i, 352 + 8 * i));  // quatern_*, qoffset_*
+  if (sform_code != 0)
+    for (size_t i = 0; i < 12; ++i) geometry.push_back(real(280 + 4 * i, 400 + 8 * i));  // srow_x/y/z
+  for (double g : geometry)
+    if (!std::isfinite(g)) throw ImageError(Kind::Corrupt, path, "non-finite voxel size, qform or sform");
   HeaderFacts facts;
   const bool magic = nifti2 ? h[4] == 'n' : (h[344] == 'n' && (h[345] == '+' || h[345] == 'i'));
-  const int64_t qform = nifti2 ? int32_t(rd(344, 4)) : int16_t(rd(252, 2));
-  const int64_t sform = nifti2 ? int32_t(rd(348, 4)) : int16_t(rd(254, 2));
-  facts.nifti_without_orientation = magic && qform == 0 && sform == 0;
+  facts.nifti_without_orientation = magic && qform_code == 0 && sform_code == 0;
   return facts;
 }
 
