@@ -2,6 +2,8 @@
 // test/reference/make_metric_fixtures.py writes (test/fixtures/metrics/).
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -127,6 +129,25 @@ TEST_CASE("bootstrap intervals equal a replay of the same draws through scikit-l
       REQUIRE_MESSAGE(interval.has_value(), key);
       check_value(std::string(name) + " ci low " + key, interval->low, want[0]);
       check_value(std::string(name) + " ci high " + key, interval->high, want[1]);
+    }
+  }
+}
+
+TEST_CASE("bootstrap intervals do not depend on the number of threads") {
+  const mm::ScoredSamples s = samples_of(load_metric_fixture("imbalanced"));
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const mm::BootstrapResult one = mm::bootstrap_metrics(s, {}, 40, 5);
+  omp_set_num_threads(std::max(threads, 3));
+  const mm::BootstrapResult many = mm::bootstrap_metrics(s, {}, 40, 5);
+  omp_set_num_threads(threads);
+  REQUIRE(one.intervals.size() == many.intervals.size());
+  for (size_t i = 0; i < one.intervals.size(); ++i) {
+    CAPTURE(one.intervals[i].first);
+    REQUIRE(one.intervals[i].second.has_value() == many.intervals[i].second.has_value());
+    if (one.intervals[i].second) {
+      CHECK(one.intervals[i].second->low == many.intervals[i].second->low);
+      CHECK(one.intervals[i].second->high == many.intervals[i].second->high);
     }
   }
 }

@@ -31,21 +31,21 @@ BootstrapResult bootstrap_metrics(const ScoredSamples& s, const MetricOptions& o
   MM_CHECK(resamples >= 1, "bootstrap needs at least one resample, got " + std::to_string(resamples));
   const int64_t n = s.size();
   const uint64_t un = uint64_t(n);
-  // Draw every index first, in order, so the parallel loop below cannot change them.
-  SplitMix64 rng(seed);
-  std::vector<int64_t> draws(size_t(resamples * n));
-  for (auto& d : draws) d = int64_t(rng.next() % un);
 
   const auto names = flatten_metrics(compute_metrics(s, options));
   std::vector<std::vector<std::optional<double>>> values(static_cast<size_t>(resamples));
 #pragma omp parallel for schedule(dynamic)
   for (int64_t r = 0; r < resamples; ++r) {
+    // The stream's draws r*n .. r*n+n-1: SplitMix64's state after k draws is
+    // seed + k * increment, so each resample starts its share of one stream
+    // and the result does not depend on the threads.
+    SplitMix64 rng = SplitMix64::at(seed, uint64_t(r) * un);
     ScoredSamples sample;
     sample.num_classes = s.num_classes;
     sample.labels.resize(size_t(n));
     sample.probabilities.resize(size_t(n * s.num_classes));
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t src = draws[size_t(r * n + i)];
+      const int64_t src = int64_t(rng.next() % un);
       sample.labels[size_t(i)] = s.labels[size_t(src)];
       std::copy(s.row(src), s.row(src) + s.num_classes, sample.probabilities.begin() + i * s.num_classes);
     }

@@ -42,9 +42,12 @@ double percentile(std::vector<double> values, double q);
 // The SplitMix64 generator (Steele, Lea, Flood 2014).
 class SplitMix64 {
  public:
+  static constexpr uint64_t kIncrement = 0x9E3779B97F4A7C15ull;
   explicit SplitMix64(uint64_t seed) : state_(seed) {}
+  // The generator as it is after `draws` calls to next() (wrapping arithmetic).
+  static SplitMix64 at(uint64_t seed, uint64_t draws) { return SplitMix64(seed + draws * kIncrement); }
   uint64_t next() {
-    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    uint64_t z = (state_ += kIncrement);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
