@@ -43,9 +43,9 @@ namespace mm {
 namespace {
 
 constexpr int64_t kLanes = 32;       // channels per scan block (two 16-float vectors)
-constexpr int64_t kSeg = 32;         // backward: positions per recomputed segment
+constexpr int64_t kSeg = 32;         // positions per run (inputs ahead of the recurrence) and per
+                                     // backward segment (checkpoint interval)
 constexpr int64_t kTargetTasks = 8;  // backward: split channels into groups below this many tasks
-constexpr int64_t kPrefetch = 4;     // positions ahead to prefetch
 constexpr float kLog2e = 1.44269504088896341f;
 
 // ---------------------------------------------------------------------------------------------
@@ -93,19 +93,20 @@ inline float log1p_unit(float t) {
   return 2.0f * s * q;
 }
 
-// PyTorch softplus (beta 1, threshold 20): x > 20 ? x : log(1 + e^x) = max(x,0) + log1p(e^-|x|).
+// PyTorch softplus (beta 1, threshold 20): x > 20 ? x : log(1 + e^x), computed as
+// max(x,0) + log1p(e^-|x|). Above 20 that already is exactly x in float (the second term is
+// below 2.1e-9, under half an ulp of 20), so the threshold needs no branch or select.
 inline float softplus(float x) {
-  const float sp = (x > 0.0f ? x : 0.0f) + log1p_unit(exp_nonpos(-std::fabs(x)));
-  return x > 20.0f ? x : sp;
+  return (x > 0.0f ? x : 0.0f) + log1p_unit(exp_nonpos(-std::fabs(x)));
 }
 
-// softplus(x), and its derivative in `grad` (sigmoid; 1 above the threshold, as PyTorch's).
+// softplus(x), and its derivative in `grad`: sigmoid(x), which like PyTorch's is exactly 1 above
+// the threshold (1/(1 + e^-x) rounds to 1 for x > 17).
 inline float softplus_and_grad(float x, float& grad) {
   const float e = exp_nonpos(-std::fabs(x));
   const float inv = 1.0f / (1.0f + e);
-  grad = x > 20.0f ? 1.0f : (x >= 0.0f ? inv : e * inv);
-  const float sp = (x > 0.0f ? x : 0.0f) + log1p_unit(e);
-  return x > 20.0f ? x : sp;
+  grad = x >= 0.0f ? inv : e * inv;
+  return (x > 0.0f ? x : 0.0f) + log1p_unit(e);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,13 +305,56 @@ inline void scan_step(int64_t N, const float* A2, const float* dl, const float* 
   }
 }
 
-// Forward of channels [d0, d0+kLanes) of batch element b through all four directions.
-// scratch: BlockParams::scratch_floats + N·kLanes floats, 64-byte aligned.
+// Per-position inputs of the recurrence for positions order[l0 .. l0+len) of one block, each
+// (len, kLanes): u (zero-padded copy), Δ = softplus(dt_proj), Δ·u, and softplus' if grad is set.
+// They don't depend on the state, so computing a run of them ahead of the recurrence keeps the
+// long softplus latency (exp, divide, polynomial) off the recurrence's critical path.
+// Prefetches the rows of positions order[pf0 .. pf0+len) (pf0 < 0: none) for the next run.
+void step_inputs(const ScanCtx& c, const BlockParams& prm, const int32_t* order, int64_t l0, int64_t len,
+                 int64_t pf0, const float* u_b, const float* dbl_b, int64_t cw, float* u, float* dl, float* dlu,
+                 float* grad) {
+  const int64_t D = c.D;
+  for (int64_t i = 0; i < len; ++i) {
+    if (pf0 >= 0 && pf0 + i < c.L) {
+      const int64_t q = order[pf0 + i];
+      prefetch(u_b + q * D, cw);
+      prefetch(dbl_b + q * c.KC, c.RN);
+    }
+    const int64_t p = order[l0 + i];
+    load_padded(u + i * kLanes, u_b + p * D, cw);
+    dt_proj(prm, c.R, dbl_b + p * c.KC, dl + i * kLanes);  // pre-activation, made Δ below
+  }
+  // One flat loop over the run: long enough for the compiler and the CPU to overlap the steps.
+  const int64_t n = len * kLanes;
+  if (grad) {
+#pragma omp simd
+    for (int64_t e = 0; e < n; ++e) {
+      dl[e] = softplus_and_grad(dl[e], grad[e]);
+      dlu[e] = dl[e] * u[e];
+    }
+  } else {
+#pragma omp simd
+    for (int64_t e = 0; e < n; ++e) {
+      dl[e] = softplus(dl[e]);
+      dlu[e] = dl[e] * u[e];
+    }
+  }
+}
+
+// Forward of channels [d0, d0+kLanes) of batch element b through all four directions, in runs
+// of kSeg positions (inputs of the run first, then the recurrence).
+// scratch: forward_scratch_floats(N, R) floats, 64-byte aligned.
+int64_t forward_scratch_floats(int64_t N, int64_t R) {
+  return BlockParams::scratch_floats(N, R) + (N + 3 * kSeg) * kLanes;
+}
 void forward_block(const ScanCtx& c, int64_t b, int64_t d0, float* out, float* scratch) {
   const int64_t N = c.N, L = c.L, D = c.D, cw = std::min(kLanes, D - d0);
   BlockParams prm(scratch, N);
   float* h = scratch + BlockParams::scratch_floats(N, c.R);  // state (N, kLanes)
-  alignas(64) float u_pad[kLanes], pre[kLanes], dl[kLanes], dlu[kLanes], y[kLanes];
+  float* u = h + N * kLanes;                                 // run inputs, (kSeg, kLanes) each
+  float* dl = u + kSeg * kLanes;
+  float* dlu = dl + kSeg * kLanes;
+  alignas(64) float y[kLanes];
   const float* u_b = c.u + b * L * D + d0;
   float* out_b = out + b * L * D + d0;
 
@@ -320,30 +364,24 @@ void forward_block(const ScanCtx& c, int64_t b, int64_t d0, float* out, float* s
     const int32_t* order = c.prep->order.data() + k * L;
     const float* dbl_b = c.dbl + b * L * c.KC + k * c.RN;  // dt, B, C of direction k
     float* states_bk = c.states_out ? c.states_out + (b * 4 + k) * c.nseg * N * D + d0 : nullptr;
-    for (int64_t l = 0; l < L; ++l) {
-      if (states_bk && l % kSeg == 0)
-        for (int64_t n = 0; n < N; ++n) store_lanes(states_bk + ((l / kSeg) * N + n) * D, h + n * kLanes, cw);
-      if (l + kPrefetch < L) {
-        const int64_t q = order[l + kPrefetch];
-        prefetch(u_b + q * D, cw);
-        prefetch(dbl_b + q * c.KC, c.RN);
-        prefetch(out_b + q * D, cw);
-      }
-      const int64_t p = order[l];
-      const float* u = lanes(u_b + p * D, cw, u_pad);
-      const float* row = dbl_b + p * c.KC;
-      dt_proj(prm, c.R, row, pre);
+    for (int64_t seg = 0; seg < c.nseg; ++seg) {
+      const int64_t l0 = seg * kSeg, len = std::min(kSeg, L - l0);
+      if (states_bk)
+        for (int64_t n = 0; n < N; ++n) store_lanes(states_bk + (seg * N + n) * D, h + n * kLanes, cw);
+      step_inputs(c, prm, order, l0, len, l0 + kSeg, u_b, dbl_b, cw, u, dl, dlu, nullptr);
+      for (int64_t i = 0; i < len; ++i) {
+        if (l0 + kSeg + i < L) prefetch(out_b + order[l0 + kSeg + i] * D, cw);
+        const int64_t p = order[l0 + i];
+        const float* ui = u + i * kLanes;
 #pragma omp simd
-      for (int64_t j = 0; j < kLanes; ++j) {
-        dl[j] = softplus(pre[j]);
-        dlu[j] = dl[j] * u[j];
-        y[j] = prm.Dk[j] * u[j];
-      }
-      scan_step(N, prm.A2, dl, dlu, row + c.R, row + c.R + N, h, h, nullptr, y);
-      if (k == 0) {
-        store_lanes(out_b + p * D, y, cw);
-      } else {
-        add_lanes(out_b + p * D, y, cw);
+        for (int64_t j = 0; j < kLanes; ++j) y[j] = prm.Dk[j] * ui[j];
+        const float* Bl = dbl_b + p * c.KC + c.R;
+        scan_step(N, prm.A2, dl + i * kLanes, dlu + i * kLanes, Bl, Bl + N, h, h, nullptr, y);
+        if (k == 0) {
+          store_lanes(out_b + p * D, y, cw);
+        } else {
+          add_lanes(out_b + p * D, y, cw);
+        }
       }
     }
   }
@@ -353,12 +391,12 @@ void forward_block(const ScanCtx& c, int64_t b, int64_t d0, float* out, float* s
 struct BackwardScratch {
   int64_t nseg;  // checkpoints are kept here when the forward pass did not save them
   AlignedBuffer buf;
-  float *params, *h, *dh, *dA, *dW, *ckpt, *hs, *decay, *sdl, *sgrad, *su, *P;
+  float *params, *h, *dh, *dA, *dW, *ckpt, *hs, *decay, *sdl, *sdlu, *sgrad, *su, *P;
 
   BackwardScratch(int64_t N, int64_t R, int64_t L)
       : nseg((L + kSeg - 1) / kSeg),
         buf(BlockParams::scratch_floats(N, R) +
-            kLanes * (3 * N + R + nseg * N + (2 * kSeg + 1) * N + 3 * kSeg + padded_rows(R + 2 * N))) {
+            kLanes * (3 * N + R + nseg * N + (2 * kSeg + 1) * N + 4 * kSeg + padded_rows(R + 2 * N))) {
     float* p = buf.data();
     auto take = [&](int64_t rows) { float* q = p; p += rows * kLanes; return q; };
     params = p;
@@ -371,6 +409,7 @@ struct BackwardScratch {
     hs = take((kSeg + 1) * N);    // states of one segment: hs[0] = before, hs[i+1] = after step i
     decay = take(kSeg * N);       // exp(Δ·A) of one segment
     sdl = take(kSeg);             // Δ
+    sdlu = take(kSeg);            // Δ·u
     sgrad = take(kSeg);           // softplus'(pre-activation)
     su = take(kSeg);              // u (padded)
     P = take(padded_rows(R + 2 * N));  // per-lane terms of d(dt, B, C) of one position
@@ -388,7 +427,7 @@ void backward_block(const ScanCtx& c, int64_t b, int64_t d0, const float* dout, 
   const int64_t N = c.N, L = c.L, D = c.D, cw = std::min(kLanes, D - d0);
   const int64_t NL = N * kLanes;
   BlockParams prm(s.params, N);
-  alignas(64) float u_pad[kLanes], pre[kLanes], dl[kLanes], dlu[kLanes], dy_pad[kLanes];
+  alignas(64) float dy_pad[kLanes];
   alignas(64) float ddl[kLanes], g[kLanes], dpre_l[kLanes], du_l[kLanes], dD[kLanes], dbias[kLanes];
   float* pg_A = pgrad;
   float* pg_D = pgrad + 4 * D * N;
@@ -411,23 +450,13 @@ void backward_block(const ScanCtx& c, int64_t b, int64_t d0, const float* dout, 
     const float* states_bk = c.states_in ? c.states_in + (b * 4 + k) * c.nseg * N * D + d0 : nullptr;
     if (!states_bk) {
       std::fill(s.h, s.h + NL, 0.0f);
-      for (int64_t l = 0; l < L; ++l) {
-        if (l % kSeg == 0) std::copy(s.h, s.h + NL, s.ckpt + (l / kSeg) * NL);
-        if (l + kPrefetch < L) {
-          const int64_t q = order[l + kPrefetch];
-          prefetch(u_b + q * D, cw);
-          prefetch(dbl_b + q * c.KC, c.RN);
-        }
-        const int64_t p = order[l];
-        const float* u = lanes(u_b + p * D, cw, u_pad);
-        const float* row = dbl_b + p * c.KC;
-        dt_proj(prm, c.R, row, pre);
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) {
-          dl[j] = softplus(pre[j]);
-          dlu[j] = dl[j] * u[j];
-        }
-        scan_step(N, prm.A2, dl, dlu, row + c.R, nullptr, s.h, s.h, nullptr, nullptr);
+      for (int64_t seg = 0; seg < s.nseg; ++seg) {
+        const int64_t l0 = seg * kSeg, len = std::min(kSeg, L - l0);
+        std::copy(s.h, s.h + NL, s.ckpt + seg * NL);
+        step_inputs(c, prm, order, l0, len, l0 + kSeg, u_b, dbl_b, cw, s.su, s.sdl, s.sdlu, nullptr);
+        for (int64_t i = 0; i < len; ++i)
+          scan_step(N, prm.A2, s.sdl + i * kLanes, s.sdlu + i * kLanes, dbl_b + order[l0 + i] * c.KC + c.R,
+                    nullptr, s.h, s.h, nullptr, nullptr);
       }
     }
 
@@ -444,34 +473,24 @@ void backward_block(const ScanCtx& c, int64_t b, int64_t d0, const float* dout, 
       } else {
         std::copy(s.ckpt + seg * NL, s.ckpt + (seg + 1) * NL, s.hs);
       }
+      // Recompute the segment (its inputs first; they also prefetch the next segment's rows).
+      step_inputs(c, prm, order, l0, len, seg > 0 ? l0 - kSeg : -1, u_b, dbl_b, cw, s.su, s.sdl, s.sdlu,
+                  s.sgrad);
       for (int64_t i = 0; i < len; ++i) {
-        if (seg > 0) {  // everything the next segment (seg-1) reads and writes
+        if (seg > 0) {  // what the next segment (seg-1) writes or reads only in the reverse walk
           const int64_t q = order[l0 - kSeg + i];
-          prefetch(u_b + q * D, cw);
-          prefetch(dbl_b + q * c.KC, c.RN);
           prefetch(dout_b + q * D, cw);
           if (du_b) prefetch(du_b + q * D, cw);
           prefetch(ddbl_b + q * c.KC, c.RN);
         }
-        const int64_t p = order[l0 + i];
-        const float* row = dbl_b + p * c.KC;
-        float* sdl = s.sdl + i * kLanes;
-        float* sgrad = s.sgrad + i * kLanes;
-        float* su = s.su + i * kLanes;
-        load_padded(su, u_b + p * D, cw);
-        dt_proj(prm, c.R, row, pre);
-#pragma omp simd
-        for (int64_t j = 0; j < kLanes; ++j) {
-          sdl[j] = softplus_and_grad(pre[j], sgrad[j]);
-          dlu[j] = sdl[j] * su[j];
-        }
-        scan_step(N, prm.A2, sdl, dlu, row + c.R, nullptr, s.hs + i * NL, s.hs + (i + 1) * NL,
-                  s.decay + i * NL, nullptr);
+        scan_step(N, prm.A2, s.sdl + i * kLanes, s.sdlu + i * kLanes, dbl_b + order[l0 + i] * c.KC + c.R,
+                  nullptr, s.hs + i * NL, s.hs + (i + 1) * NL, s.decay + i * NL, nullptr);
       }
 
       for (int64_t i = len - 1; i >= 0; --i) {
         const int64_t p = order[l0 + i];
         const float* sdl = s.sdl + i * kLanes;
+        const float* sdlu = s.sdlu + i * kLanes;
         const float* su = s.su + i * kLanes;
         const float* dt = dbl_b + p * c.KC;
         const float* Bl = dt + c.R;
@@ -479,7 +498,6 @@ void backward_block(const ScanCtx& c, int64_t b, int64_t d0, const float* dout, 
         const float* dy = lanes(dout_b + p * D, cw, dy_pad);
 #pragma omp simd
         for (int64_t j = 0; j < kLanes; ++j) {
-          dlu[j] = sdl[j] * su[j];
           ddl[j] = 0.0f;  // dL/dΔ
           g[j] = 0.0f;    // Σ_n dL/dh_n·B_n
         }
@@ -501,7 +519,7 @@ void backward_block(const ScanCtx& c, int64_t b, int64_t d0, const float* dout, 
             ddl[j] += t * An[j];
             dAn[j] += t * sdl[j];
             g[j] += dhj * Bn;
-            pBn[j] = dhj * dlu[j];                      // → dB_l[n]
+            pBn[j] = dhj * sdlu[j];                     // → dB_l[n]
             dhn[j] = dhj * an[j];                       // dL/dh_{l-1} (its part through h_l)
           }
         }
@@ -633,7 +651,7 @@ void ss2d_scan_forward(const SS2DScanShape& s, const float* u, const SS2DScanWei
   const int64_t nblk = channel_blocks(s);
 #pragma omp parallel
   {
-    AlignedBuffer scratch(BlockParams::scratch_floats(s.N, s.R) + s.N * kLanes);
+    AlignedBuffer scratch(forward_scratch_floats(s.N, s.R));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < s.B * nblk; ++t) forward_block(c, t / nblk, (t % nblk) * kLanes, out, scratch.data());
   }
