@@ -166,3 +166,20 @@ TEST_CASE("a model file whose config asks for more parameters than it holds is r
   CHECK_THROWS_WITH_AS(load_model(path), doctest::Contains("needs 40883688 parameters"), Error);
   std::remove(path.c_str());
 }
+
+TEST_CASE("eval-mode backward gives the input gradient of the eval-mode function (finite differences)") {
+  auto f = load_fixture("model_small.safetensors");
+  MedMamba m = load_fixture_model(f);
+  Tensor x = f.at("input").clone();
+  const Tensor base_logits = m.forward(x);
+  Tensor logits = m.forward(x, /*train=*/false, /*keep_for_backward=*/true);
+  check_close("keep_for_backward does not change eval logits", logits, base_logits, 0.f, 0.f);
+  // Gradient of the first sample's predicted-class logit, as a saliency map takes it.
+  Tensor dlogits = Tensor::zeros(logits.shape());
+  dlogits.f32()[0] = 1.f;
+  std::vector<int64_t> before = m.batches_tracked();
+  Tensor dx = m.backward(dlogits, /*want_input_grad=*/true);
+  CHECK(m.batches_tracked() == before);
+  fd_check("eval input gradient", x.f32(), dx.f32(), x.numel(),
+           [&] { return double(m.forward(x).f32()[0]); }, 1e-2f, 3e-2f, 1e-4f, 16);
+}

@@ -27,7 +27,8 @@ struct StageActs {
 
 struct ModelActs {
   int64_t B = -1, S = -1;
-  bool train = false;
+  bool train = false;  // BatchNorm batch statistics and drop path
+  bool keep = false;   // activations kept per block for backward()
   Tensor image_nhwc;                      // (B,S,S,Cin)
   Tensor embed, embed_mean, embed_rstd;   // (B,S/4,S/4,C0) conv output, LN stats
   std::vector<StageActs> stages;
@@ -42,10 +43,10 @@ static Conv2dShape patch_embed_shape(const ModelConfig& cfg, int64_t B, int64_t 
   return s;
 }
 
-static void allocate_acts(ModelActs& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train) {
-  if (a.B == B && a.S == S && a.train == train) return;
+static void allocate_acts(ModelActs& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return;
   a = ModelActs{};
-  a.B = B; a.S = S; a.train = train;
+  a.B = B; a.S = S; a.train = train; a.keep = keep;
   a.image_nhwc = Tensor::empty({B, S, S, cfg.in_chans});
   const int64_t side0 = S / 4;
   a.embed = Tensor::empty({B * side0 * side0 * cfg.dims[0]});
@@ -57,7 +58,7 @@ static void allocate_acts(ModelActs& a, const ModelConfig& cfg, int64_t B, int64
     StageActs& st = a.stages[size_t(i)];
     const int64_t side = side0 >> i, P = B * side * side, C = cfg.dims[i];
     for (int64_t j = 0; j <= cfg.depths[i]; ++j) st.xs.push_back(Tensor::empty({P * C}));
-    st.blocks.resize(train ? size_t(cfg.depths[i]) : 1);
+    st.blocks.resize(keep ? size_t(cfg.depths[i]) : 1);
     if (train)
       for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(Tensor::empty({B}));
     if (i + 1 < cfg.num_stages()) {
@@ -217,7 +218,8 @@ std::map<std::string, Tensor> MedMamba::state() const {
 
 // ---------------------------------------------------------------------------
 
-Tensor MedMamba::forward(const Tensor& images, bool train) {
+Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backward) {
+  keep_for_backward = keep_for_backward || train;
   MM_CHECK(images.dtype() == DType::F32 && images.device() == Device::CPU && images.ndim() == 4,
            "forward expects a float32 CPU tensor (B,C,H,W), got " + shape_str(images.shape()));
   const int64_t B = images.dim(0), S = images.dim(2);
@@ -228,7 +230,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train) {
            "forward: input must be square with a side divisible by " + std::to_string(div) + ", got " +
                shape_str(images.shape()));
   ModelActs& a = *acts_;
-  allocate_acts(a, cfg_, B, S, train);
+  allocate_acts(a, cfg_, B, S, train, keep_for_backward);
   float* P = params_.f32();
   auto w = [&](const std::string& name) { return P + table_.at(name).offset; };
 
@@ -263,7 +265,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train) {
         for (int k = 0; k < 3; ++k) ++batches_tracked_[bn_counter + size_t(k)];
       }
       bn_counter += 3;
-      BlockActs& ba = st.blocks[train ? size_t(j) : 0];
+      BlockActs& ba = st.blocks[keep_for_backward ? size_t(j) : 0];
       block_forward(st.xs[size_t(j) + 1].f32(), st.xs[size_t(j)].f32(), block_weights(P, table_, prefix), ba, d, ctx);
     }
     if (i + 1 < cfg_.num_stages()) {
@@ -285,7 +287,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train) {
 
 Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
   ModelActs& a = *acts_;
-  MM_CHECK(a.train, "backward needs a preceding forward(..., train=true)");
+  MM_CHECK(a.keep, "backward needs a preceding forward that kept its activations (train or keep_for_backward)");
   const int64_t B = a.B, S = a.S, K = cfg_.num_classes;
   MM_CHECK(dlogits.numel() == B * K, "backward: dlogits shape " + shape_str(dlogits.shape()) +
                                          " does not match the forward batch");
@@ -311,9 +313,9 @@ Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
     for (int64_t j = cfg_.depths[i] - 1; j >= 0; --j) {
       const std::string prefix = "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
       BlockContext ctx;
-      ctx.train = true;
+      ctx.train = a.train;
       ctx.conv_workspace = a.conv_workspace.f32();
-      ctx.drop_scale = st.drop_scale[size_t(j)].f32();
+      ctx.drop_scale = a.train ? st.drop_scale[size_t(j)].f32() : nullptr;
       dnext.zero_();
       block_backward(dnext.f32(), dcur.f32(), block_weights(P, table_, prefix), block_weights(G, table_, prefix),
                      st.blocks[size_t(j)], d, ctx);

@@ -46,10 +46,13 @@ class MedMamba {
   // images: (B,in_chans,S,S) float32 NCHW with S divisible by 32. Returns logits (B,classes).
   // train: BatchNorm uses (and updates) batch statistics, drop path is active,
   // and activations are kept for backward().
-  Tensor forward(const Tensor& images, bool train = false);
+  // keep_for_backward: in eval mode, keep activations so that backward() can
+  // differentiate the eval-mode function (saliency maps, input gradients).
+  Tensor forward(const Tensor& images, bool train = false, bool keep_for_backward = false);
 
-  // Backpropagates dlogits (B,classes) through the last train-mode forward,
-  // accumulating into grads(). Returns dL/dimages (B,in_chans,S,S) if want_input_grad.
+  // Backpropagates dlogits (B,classes) through the last forward that kept its
+  // activations, accumulating into grads(). Returns dL/dimages (B,in_chans,S,S)
+  // if want_input_grad.
   Tensor backward(const Tensor& dlogits, bool want_input_grad = false);
 
   void zero_grad() { grads_.zero_(); }
