@@ -7,6 +7,7 @@
 #include <set>
 #include <fstream>
 
+#include "imaging/nifti_header.h"
 #include "imaging/nifti_reader.h"
 #include "pixel_reference.h"
 #include "test_util.h"
@@ -18,8 +19,6 @@ namespace {
 
 // Files nibabel decodes that we do not, and why.
 const std::map<std::string, std::string> kNiftiExceptions = {
-    {"nifti/NIFTI-Reader-JS/data/avg152T1_LR_nifti2.nii.gz", "NIfTI-2: Debian's ITK 5.2 uses nifti_clib 1 (NotRecognized)"},
-    {"nifti/nibabel/nibabel/tests/data/example_nifti2.nii.gz", "NIfTI-2: as above"},
     {"nifti/NIFTI-Reader-JS/data/air2.hdr.gz", "ITK's NiftiImageIO does not recognise this gzipped Analyze pair"},
     {"nifti/niivue/minimal.nii.gz", "qform = sform = 0: RAS per NIfTI-1 method 1; nibabel's affine says LAS (test below)"},
     {"nifti/niivue/tests/complex_image.nii.gz", "qform = sform = 0, as minimal.nii.gz"},
@@ -81,6 +80,25 @@ TEST_CASE("nifti: qform = sform = 0 means RAS voxel axes (NIfTI-1 method 1)") {
       for (int64_t x = 0; x < v.nx; ++x)
         mirrored[size_t((z * v.ny + y) * v.nx + x)] = v.data[size_t((z * v.ny + y) * v.nx + (v.nx - 1 - x))];
   CHECK(mm::test::compare_with_reference(mirrored, ref, 0).exact);
+}
+
+TEST_CASE("nifti: our own decoder (used for NIfTI-2) agrees with ITK on NIfTI-1 files") {
+  // Big-endian int16, uint8, float32 with 4 volumes, complex, RGB24, scl_slope in use.
+  for (const char* rel : {"nifti/nibabel/nibabel/tests/data/anatomical.nii", "nifti/NIFTI-Reader-JS/data/avg152T1_LR_nifti.nii",
+                          "nifti/niivue/mpld_asl.nii.gz", "nifti/niivue/complex.nii.gz", "nifti/niivue/ct_perfusion.nii.gz",
+                          "nifti/nibabel/nibabel/tests/data/example4d.nii.gz", "nifti/niivue/pcasl.nii.gz"}) {
+    CAPTURE(rel);
+    const std::string path = shared_data_path(rel);
+    const NiftiHeader h = read_nifti_header(path, uint64_t(1) << 30);
+    const itkio::RawImage ours = read_nifti_data(h, path);
+    const itkio::RawImage itk = itkio::read_with_itk(path, itkio::Format::Nifti, uint64_t(1) << 30);
+    CHECK(ours.dims == itk.dims);
+    CHECK(ours.channels() == itk.channels());
+    REQUIRE(ours.data.size() == itk.data.size());
+    mm::test::check_close(rel, ours.data.data(), itk.data.data(), int64_t(ours.data.size()), 1e-6f, 1e-6f);
+    for (int r = 0; r < 3; ++r)
+      for (int c = 0; c < 3; ++c) CHECK(ours.direction[r][c] == doctest::Approx(itk.direction[r][c]).epsilon(1e-5));
+  }
 }
 
 TEST_CASE("nifti: the 48 stored orientations give the same slices") {

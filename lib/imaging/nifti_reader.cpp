@@ -4,12 +4,10 @@
 #include <array>
 #include <cmath>
 
-#include <zlib.h>
-
 #include <cstring>
-#include <memory>
 
 #include "imaging/itk_io.h"
+#include "imaging/nifti_header.h"
 
 namespace mm {
 
@@ -48,133 +46,14 @@ AxisMap closest_canonical(const double (&lps)[3][3]) {
   return m;
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::strlen(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
-// gzopen reads plain and gzipped files alike.
-using GzFile = std::unique_ptr<std::remove_pointer_t<gzFile>, int (*)(gzFile)>;
-GzFile open_gz(const std::string& path) { return GzFile(gzopen(path.c_str(), "rb"), gzclose); }
-
-// How many bytes a (possibly gzipped) file holds, counting no further than `enough`.
-// Throws Corrupt when a gzip stream is damaged before that.
-uint64_t available_bytes(const std::string& path, uint64_t enough) {
-  GzFile f = open_gz(path);
-  if (!f) throw ImageError(Kind::Io, path, "cannot open");
-  std::vector<char> buf(1 << 20);
-  uint64_t total = 0;
-  while (total < enough) {
-    const int n = gzread(f.get(), buf.data(), unsigned(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      throw ImageError(Kind::Corrupt, path, std::string("gzip: ") + gzerror(f.get(), &code));
-    }
-    if (n == 0) break;
-    total += uint64_t(n);
-  }
-  return total;
-}
-
-struct HeaderFacts {
-  bool nifti_without_orientation = false;  // NIfTI magic with qform_code = sform_code = 0
-};
-
-// Reads what ITK does not tell us from the header. Also, since ITK (nifti_clib)
-// fills a short read with zeros instead of failing, checks that the data the
-// header describes is all there, and refuses what ITK would mishandle.
-HeaderFacts inspect_header(const std::string& path, uint64_t max_bytes) {
-  std::string header_path = path, data_path = path;
-  for (const char* img : {".img", ".img.gz"})
-    if (ends_with(path, img)) header_path = path.substr(0, path.size() - std::strlen(img)) + (img[4] ? ".hdr.gz" : ".hdr");
-  for (const char* hdr : {".hdr", ".hdr.gz"})
-    if (ends_with(path, hdr)) data_path = path.substr(0, path.size() - std::strlen(hdr)) + (hdr[4] ? ".img.gz" : ".img");
-  uint8_t h[540] = {};
-  GzFile f = open_gz(header_path);
-  if (!f) throw ImageError(Kind::Io, header_path, "cannot open");
-  const int got = gzread(f.get(), h, sizeof h);
-  f.reset();
-  if (got < 348) throw ImageError(Kind::Corrupt, path, "header shorter than 348 bytes");
-  int32_t sizeof_hdr;
-  std::memcpy(&sizeof_hdr, h, 4);
-  const bool swap = sizeof_hdr != 348 && sizeof_hdr != 540;
-  auto rd = [&](size_t at, size_t n) {  // an integer or float field in the file's byte order
-    uint8_t b[8];
-    for (size_t i = 0; i < n; ++i) b[i] = h[at + (swap ? n - 1 - i : i)];
-    uint64_t v = 0;
-    std::memcpy(&v, b, n);
-    return v;
-  };
-  const bool nifti2 = int32_t(rd(0, 4)) == 540;
-  if (!nifti2 && int32_t(rd(0, 4)) != 348) throw ImageError(Kind::NotRecognized, path, "sizeof_hdr is neither 348 nor 540");
-  if (nifti2 && got < 540) throw ImageError(Kind::Corrupt, path, "NIfTI-2 header shorter than 540 bytes");
-  const int64_t bitpix = int16_t(rd(nifti2 ? 14 : 72, 2));
-  const int64_t ndim = nifti2 ? int64_t(rd(16, 8)) : int16_t(rd(40, 2));
-  if (ndim < 1 || ndim > 7) throw ImageError(Kind::Corrupt, path, "dim[0] = " + std::to_string(ndim));
-  if (bitpix <= 0 || bitpix % 8 != 0 || bitpix > 256) throw ImageError(Kind::Corrupt, path, "bitpix " + std::to_string(bitpix));
-  uint64_t bytes = uint64_t(bitpix / 8);
-  for (int64_t i = 1; i <= ndim; ++i) {
-    const int64_t d = nifti2 ? int64_t(rd(16 + 8 * size_t(i), 8)) : int16_t(rd(40 + 2 * size_t(i), 2));
-    if (i >= 5 && d > 1)  // ITK reads dimensions 5+ as vector voxels, and its 5.2 reader frees memory it does not own then
-      throw ImageError(Kind::Unsupported, path, std::to_string(ndim) + "-D data (dimension " + std::to_string(i) +
-                                                    " has " + std::to_string(d) + " entries)");
-    bytes *= uint64_t(std::max<int64_t>(d, 1));
-    if (d > (int64_t(1) << 31) || bytes > max_bytes)
-      throw ImageError(Kind::TooLarge, path, "header dimensions ask for more than " + std::to_string(max_bytes) + " bytes");
-  }
-  double offset;
-  if (nifti2) {
-    offset = double(int64_t(rd(168, 8)));
-  } else {
-    const uint32_t bits = uint32_t(rd(108, 4));
-    float fo;
-    std::memcpy(&fo, &bits, 4);
-    offset = fo;
-  }
-  if (!(offset >= 0 && offset < 1e12)) throw ImageError(Kind::Corrupt, path, "vox_offset " + std::to_string(offset));
-  const bool single_file = data_path == header_path;
-  const uint64_t start = single_file ? uint64_t(std::max(offset, double(nifti2 ? 544 : 352))) : uint64_t(std::max(offset, 0.0));
-  const uint64_t have = available_bytes(data_path, start + bytes);
-  if (have < start + bytes)
-    throw ImageError(Kind::Corrupt, path,
-                     "truncated: the header describes " + std::to_string(bytes) + " bytes of data from offset " +
-                         std::to_string(start) + "; " + data_path + " holds " + std::to_string(have) + " bytes");
-  // VNL aborts the process on a non-finite matrix (ITK builds one from these
-  // fields), so non-finite geometry stops here. Only the fields in use count.
-  auto real = [&](size_t nifti1_at, size_t nifti2_at) {
-    if (!nifti2) {
-      const uint32_t bits = uint32_t(rd(nifti1_at, 4));
-      float v;
-      std::memcpy(&v, &bits, 4);
-      return double(v);
-    }
-    const uint64_t bits = rd(nifti2_at, 8);
-    double v;
-    std::memcpy(&v, &bits, 8);
-    return v;
-  };
-  const int64_t qform_code = nifti2 ? int32_t(rd(344, 4)) : int16_t(rd(252, 2));
-  const int64_t sform_code = nifti2 ? int32_t(rd(348, 4)) : int16_t(rd(254, 2));
-  std::vector<double> geometry;
-  for (size_t i = 0; i < 8; ++i) geometry.push_back(real(76 + 4 * i, 104 + 8 * i));  // pixdim
-  if (qform_code != 0)
-    for (size_t i = 0; i < 6; ++i) geometry.push_back(real(256 + 4 * i, 352 + 8 * i));  // quatern_*, qoffset_*
-  if (sform_code != 0)
-    for (size_t i = 0; i < 12; ++i) geometry.push_back(real(280 + 4 * i, 400 + 8 * i));  // srow_x/y/z
-  for (double g : geometry)
-    if (!std::isfinite(g)) throw ImageError(Kind::Corrupt, path, "non-finite voxel size, qform or sform");
-  HeaderFacts facts;
-  const bool magic = nifti2 ? h[4] == 'n' : (h[344] == 'n' && (h[345] == '+' || h[345] == 'i'));
-  facts.nifti_without_orientation = magic && qform_code == 0 && sform_code == 0;
-  return facts;
-}
-
 }  // namespace
 
 NiftiVolume read_nifti_volume(const std::string& path, const NiftiOptions& opt) {
-  const HeaderFacts facts = inspect_header(path, opt.max_bytes);
-  itkio::RawImage raw = itkio::read_with_itk(path, itkio::Format::Nifti, opt.max_bytes);
-  if (facts.nifti_without_orientation) {
+  const NiftiHeader header = read_nifti_header(path, opt.max_bytes);
+  // NIfTI-2 is ours to decode: Debian's ITK 5.2 links nifti_clib 1, which does not know it.
+  itkio::RawImage raw =
+      header.nifti2 ? read_nifti_data(header, path) : itkio::read_with_itk(path, itkio::Format::Nifti, opt.max_bytes);
+  if (header.without_orientation()) {
     // NIfTI-1 "method 1": voxel axes are RAS (x = pixdim[1] * i, ...). ITK
     // reads such files as LPS, nibabel's affine as LAS (Analyze's habit); the
     // standard says RAS, and that is what we use.
