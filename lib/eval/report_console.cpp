@@ -8,6 +8,8 @@ namespace mm {
 
 namespace {
 
+constexpr size_t kMaxConsoleMatrixClasses = 30;  // wider does not fit a terminal
+
 std::string fixed(const std::optional<double>& v, int width, int decimals = 4) {
   char buf[64];
   if (v)
@@ -69,6 +71,10 @@ std::string console_report(const Evaluation& e) {
         << e.bootstrap->seed << ")\n";
   }
 
+  if (m.confusion_matrix.size() > kMaxConsoleMatrixClasses) {
+    out << "\n(the confusion matrix of " << m.confusion_matrix.size() << " classes is in the JSON output)\n";
+    return out.str();
+  }
   out << "\nconfusion matrix (rows: true class, columns: predicted)\n";
   size_t cell = 6;
   for (const auto& n : e.class_names) cell = std::max(cell, std::min<size_t>(n.size(), 12) + 1);

@@ -9,6 +9,8 @@ namespace mm {
 
 namespace {
 
+constexpr size_t kMaxHeatMapClasses = 80;
+
 // Matplotlib's tab10: distinct, colour-blind-tolerable line colours.
 const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                 "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
@@ -120,6 +122,9 @@ std::string roc_curves_svg(const Evaluation& e, size_t max_classes) {
 std::string confusion_matrix_svg(const Evaluation& e) {
   const auto& cm = e.metrics.confusion_matrix;
   const size_t k = cm.size();
+  if (k > kMaxHeatMapClasses)  // k^2 cells would make the page unusably large
+    return "<p class='note'>The confusion matrix of " + std::to_string(k) +
+           " classes is not drawn; it is in the JSON output.</p>";
   const double cell = std::clamp(480.0 / double(k), 6.0, 64.0);
   size_t longest = 0;
   for (const auto& n : e.class_names) longest = std::max(longest, std::min<size_t>(n.size(), 24));

@@ -12,7 +12,8 @@ namespace mm {
 std::string roc_curves_svg(const Evaluation& e, size_t max_classes = 12);
 
 // Confusion matrix: cell colour is the row-normalised share (recall for the
-// diagonal), the text the count; rows are the true class.
+// diagonal), the text the count; rows are the true class. Above 80 classes, a
+// note instead (the JSON has the matrix).
 std::string confusion_matrix_svg(const Evaluation& e);
 
 // Reliability diagram: per confidence bin, accuracy (bars) against mean
