@@ -74,7 +74,6 @@ int run(const Args& a) {
   mm::ScoredSamples scores;
   std::vector<std::string> ids, class_names;
   std::vector<std::pair<std::string, std::string>> about;
-  std::function<mm::Image(size_t)> sample_image;
   mm::Dataset dataset;  // the model run's data, or the labels file; sample_image reads from it
   std::vector<size_t> dataset_index;  // scored sample -> dataset sample
 
@@ -117,7 +116,8 @@ int run(const Args& a) {
     dataset_index = std::move(joined.label_samples);
     about = {{"predictions", a.predictions}, {"labels", a.labels}};
   }
-  sample_image = [&dataset, &dataset_index](size_t i) {
+  // Thumbnails for the HTML report come from the same files.
+  const std::function<mm::Image(size_t)> sample_image = [&dataset, &dataset_index](size_t i) {
     return mm::load_image(dataset, dataset_index.at(i), read_sample_file);
   };
 
