@@ -69,7 +69,8 @@ const std::map<std::string, std::string> kReferenceExceptions = {
      "JPEG-LS stream of precision 8 where BitsStored is 7: DCMTK and GDCM reject it (Corrupt)"},
     {"dicom/pydicom-data/data/gdcm-US-ALOKA-16.dcm", "segmented palette lookup tables: Unsupported"},
     {"dicom/pydicom-data/data/gdcm-US-ALOKA-16_big.dcm", "segmented palette lookup tables: Unsupported"},
-    {"dicom/pydicom-data/data/liver_j2k.dcm", "JPEG 2000 with BitsAllocated 1: GDCM aborts on it, so Unsupported"},
+    {"dicom/pydicom-data/data/liver_j2k.dcm",
+     "1-bit JPEG 2000: Pillow scales the samples to 0/128; ours equals liver.dcm (test below)"},
     {"dicom/pydicom-data/data/liver_nonbyte_aligned_j2k.dcm", "as liver_j2k.dcm"},
     {"dicom/pydicom/test_files/SC_rgb_jpeg.dcm",
      "meta header says explicit VR, the dataset is implicit VR: DCMTK refuses the dataset (Corrupt)"},
@@ -189,6 +190,13 @@ TEST_CASE("dicom: every lossless encoding of CTImage.dcm decodes to the same pix
                            "CT0012.not_fragmented_no_bot_rle.dcm"}) {
     CAPTURE(name);
     CHECK(mm::test::stack_pixels(read_dicom(mf + name)) == ct12);
+  }
+  // 1-bit segmentations, native and JPEG 2000.
+  const std::string pd = shared_data_path("dicom/pydicom-data/data/");
+  for (const char* base : {"liver", "liver_nonbyte_aligned"}) {
+    CAPTURE(base);
+    CHECK(mm::test::stack_pixels(read_dicom(pd + base + "_j2k.dcm")) ==
+          mm::test::stack_pixels(read_dicom(pd + base + ".dcm")));
   }
   // Near-lossless JPEG-LS: every pixel within the encoder's bound (NEAR; 2 here).
   const std::vector<float> near = mm::test::stack_pixels(read_dicom(mf + "CT0012.fragmented_no_bot_jpeg_ls.81.dcm"));

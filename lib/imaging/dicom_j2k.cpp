@@ -112,6 +112,9 @@ void decode_frame(const Codestream& cs, const PixelLayout& l, uint8_t* out, cons
 }  // namespace
 
 std::vector<uint8_t> decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& l, const std::string& what) {
+  if (l.bits_allocated == 1) {  // 1-bit images (SEG) decode to one byte per sample
+    l.bits_allocated = 8, l.bits_stored = 1, l.high_bit = 0;
+  }
   if (l.bits_allocated != 8 && l.bits_allocated != 16 && l.bits_allocated != 32)
     throw ImageError(Kind::Unsupported, what, "JPEG 2000 with BitsAllocated " + std::to_string(l.bits_allocated));
   if (int64_t(frames.size()) != l.frames)
