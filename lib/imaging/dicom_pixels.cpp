@@ -13,6 +13,68 @@ uint16_t Lut::lookup(int64_t stored) const {
   return data[size_t(i)];
 }
 
+namespace {
+
+struct SegmentExpander {
+  const std::vector<uint16_t>& data;
+  size_t max_entries;
+  const std::string& what;
+  std::vector<uint16_t> lut;
+
+  [[noreturn]] void fail(const std::string& why) const {
+    throw ImageError(ErrKind::Corrupt, what, "segmented palette table: " + why);
+  }
+  void push(uint16_t v) {
+    if (lut.size() >= max_entries) fail("expands past " + std::to_string(max_entries) + " entries");
+    lut.push_back(v);
+  }
+  // Expands segments from data[at] on; nr_segments < 0: to the end. depth bounds indirection.
+  void expand(size_t at, int64_t nr_segments, int depth) {
+    if (depth > 8) fail("indirect segments nested too deeply");
+    for (int64_t done = 0; at + 1 < data.size() && done != nr_segments; ++done) {
+      const uint16_t opcode = data[at], length = data[at + 1];
+      at += 2;
+      if (opcode == 0) {  // discrete: `length` values follow
+        if (at + length > data.size()) fail("a discrete segment runs past the data");
+        for (size_t i = 0; i < length; ++i) push(data[at + i]);
+        at += length;
+      } else if (opcode == 1) {  // linear: from the last value to y1 in `length` steps
+        if (lut.empty()) fail("starts with a linear segment");
+        if (at >= data.size()) fail("a linear segment without its end value");
+        const double y0 = lut.back(), y1 = data[at++];
+        const double step = (y1 - y0) / length, first = y0 + step;
+        for (size_t i = 0; i < length; ++i) {  // numpy.linspace(first, y1, length), rounded half to even
+          const double v = length == 1 ? first : first + double(i) * ((y1 - first) / double(length - 1));
+          push(uint16_t(std::nearbyint(v)));
+        }
+      } else if (opcode == 2) {  // indirect: copy `length` segments found at a 32-bit offset
+        if (lut.empty()) fail("starts with an indirect segment");
+        if (at + 1 >= data.size()) fail("an indirect segment without its offset");
+        const size_t offset = size_t(data[at]) | size_t(data[at + 1]) << 16;
+        at += 2;
+        if (offset >= data.size()) fail("an indirect segment points past the data");
+        expand(offset, length, depth + 1);
+      } else {
+        fail("segment type " + std::to_string(opcode));
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::vector<uint16_t> expand_segmented_lut(const std::vector<uint16_t>& data, int bits, size_t max_entries,
+                                           const std::string& what) {
+  std::vector<uint16_t> entries = data;
+  if (bits == 8) {  // 8-bit entries, two to a word
+    entries.clear();
+    for (uint16_t w : data) entries.push_back(w & 0xFF), entries.push_back(w >> 8);
+  }
+  SegmentExpander e{entries, max_entries, what, {}};
+  e.expand(0, -1, 0);
+  return std::move(e.lut);
+}
+
 int64_t PixelLayout::frame_bytes() const {
   const int64_t pixels = rows * columns;
   if (kind == PixelLayout::Kind::Float32) return pixels * samples * 4;
@@ -53,7 +115,7 @@ void validate(const PixelLayout& l, const std::string& what) {
   if (pi == "PALETTE COLOR") {
     if (l.samples != 1) fail(ErrKind::Corrupt, "PALETTE COLOR with SamplesPerPixel " + std::to_string(l.samples));
     if (l.palette[0].empty() || l.palette[1].empty() || l.palette[2].empty())
-      fail(ErrKind::Unsupported, "PALETTE COLOR without (non-segmented) palette lookup tables");
+      fail(ErrKind::Corrupt, "PALETTE COLOR without palette lookup tables");
     if (l.kind != PixelLayout::Kind::Integer) fail(ErrKind::Corrupt, "PALETTE COLOR with float pixel data");
   } else if (!grey && !colour) {
     fail(ErrKind::Unsupported, "PhotometricInterpretation '" + pi + "'");

@@ -20,6 +20,14 @@ struct Lut {
   uint16_t lookup(int64_t stored) const;  // values outside the table clamp to its ends
 };
 
+// Expands segmented palette LUT data (PS3.3 C.7.9.2: discrete, linear and
+// indirect segments) as pydicom does, linear ramps rounded half to even. Entries
+// are 8-bit when the descriptor says 8 bits (then `data` holds them two to a
+// word, little-endian), else 16-bit. Throws ImageError (Corrupt) on a malformed
+// table or one that would exceed max_entries.
+std::vector<uint16_t> expand_segmented_lut(const std::vector<uint16_t>& data, int bits, size_t max_entries,
+                                           const std::string& what);
+
 // The Image Pixel module attributes that say how to read the buffer.
 struct PixelLayout {
   int64_t rows = 0, columns = 0, frames = 1;

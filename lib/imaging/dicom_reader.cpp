@@ -72,17 +72,27 @@ bool get_descriptor(DcmItem& item, const DcmTagKey& tag, int64_t (&desc)[3]) {
   return true;
 }
 
+// segmented_tag: where the segmented form of the table would be (palettes only).
 dicom::Lut read_lut(DcmItem& item, const DcmTagKey& descriptor_tag, const DcmTagKey& data_tag,
-                    const std::string& what) {
+                    const std::string& what, const DcmTagKey& segmented_tag = DCM_UndefinedTagKey) {
   dicom::Lut lut;
   int64_t desc[3];
   if (!get_descriptor(item, descriptor_tag, desc)) return lut;
   const Uint16* words = nullptr;
   unsigned long count = 0;
-  if (item.findAndGetUint16Array(data_tag, words, &count).bad() || words == nullptr) return lut;
   const int64_t entries = desc[0] == 0 ? 65536 : desc[0];
   lut.first_mapped = desc[1];
   lut.bits = int(desc[2]);
+  if (item.findAndGetUint16Array(data_tag, words, &count).bad() || words == nullptr) {
+    if (segmented_tag == DCM_UndefinedTagKey || item.findAndGetUint16Array(segmented_tag, words, &count).bad() ||
+        words == nullptr)
+      return lut;
+    lut.data = dicom::expand_segmented_lut(std::vector<uint16_t>(words, words + count), lut.bits, 65536, what);
+    if (lut.data.empty()) throw ImageError(Kind::Corrupt, what, "empty segmented palette table");
+    for (uint16_t v : lut.data)
+      if (lut.bits < 16 && v >> lut.bits) lut.bits = 16;
+    return lut;
+  }
   if (lut.bits <= 8 && int64_t(count) * 2 == entries + (entries & 1)) {
     // 8-bit entries packed two to a word (in the word's byte order, little-endian here)
     for (int64_t i = 0; i < entries; ++i) lut.data.push_back(uint16_t(words[i / 2] >> (8 * (i % 2)) & 0xFF));
@@ -151,9 +161,12 @@ PixelLayout read_layout(DcmItem& ds, PixelLayout::Kind kind, const std::string& 
     if (ds.findAndGetFloat64(DCM_RescaleIntercept, v).good()) l.intercept = v;
   }
   if (l.photometric == "PALETTE COLOR") {
-    l.palette[0] = read_lut(ds, DCM_RedPaletteColorLookupTableDescriptor, DCM_RedPaletteColorLookupTableData, what);
-    l.palette[1] = read_lut(ds, DCM_GreenPaletteColorLookupTableDescriptor, DCM_GreenPaletteColorLookupTableData, what);
-    l.palette[2] = read_lut(ds, DCM_BluePaletteColorLookupTableDescriptor, DCM_BluePaletteColorLookupTableData, what);
+    l.palette[0] = read_lut(ds, DCM_RedPaletteColorLookupTableDescriptor, DCM_RedPaletteColorLookupTableData, what,
+                            DCM_SegmentedRedPaletteColorLookupTableData);
+    l.palette[1] = read_lut(ds, DCM_GreenPaletteColorLookupTableDescriptor, DCM_GreenPaletteColorLookupTableData, what,
+                            DCM_SegmentedGreenPaletteColorLookupTableData);
+    l.palette[2] = read_lut(ds, DCM_BluePaletteColorLookupTableDescriptor, DCM_BluePaletteColorLookupTableData, what,
+                            DCM_SegmentedBluePaletteColorLookupTableData);
   }
   return l;
 }
