@@ -52,7 +52,8 @@ struct WindowOptions {
     File,      // DICOM: the file's n-th WindowCenter/WindowWidth (index below); error when absent
     Explicit,  // center and width below, in the image's units (DICOM linear VOI function)
     MinMax,    // the data's minimum and maximum (per frame for DICOM, per volume for NIfTI)
-    FullRange  // the stored type's range (DICOM BitsStored through the modality LUT; 0..255 for 8-bit)
+    FullRange  // "none": no VOI window, the stored type's whole range (DICOM BitsStored through the
+               // modality LUT; 0..255 for 8-bit pictures) maps linearly to [0, 1]
   };
   Mode mode = Mode::Default;
   int file_index = 0;
