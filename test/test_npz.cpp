@@ -15,7 +15,7 @@ std::vector<uint8_t> npy(const std::string& header_dict, const std::vector<uint8
   h += '\n';
   std::vector<uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, uint8_t(h.size() & 0xFF), uint8_t(h.size() >> 8)};
   out.insert(out.end(), h.begin(), h.end());
-  out.insert(out.end(), data.begin(), data.end());
+  if (!data.empty()) out.insert(out.end(), data.begin(), data.end());  // (GCC warns on inserting an empty range)
   return out;
 }
 
