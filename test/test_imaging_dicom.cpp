@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <map>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -232,6 +233,26 @@ TEST_CASE("dicom: MONOCHROME1 is mirrored so that bright means dense") {
   for (size_t i = 0; i < stored.pixels.size(); i += 97) CHECK(double(stored.pixels[i]) + shown.pixels[i] == sum);
   CHECK(shown.window_low == doctest::Approx(sum - stored.window_high));
   CHECK(shown.window_high == doctest::Approx(sum - stored.window_low));
+}
+
+TEST_CASE("dicom: a bare dataset (no preamble, no file meta) is read by content") {
+  const std::string dir = shared_data_path("dicom/cornerstoneWADOImageLoader/testImages/");
+  for (const char* name : {"CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm",
+                           "CTImage.dcm_LittleEndianImplicitTransferSyntax_1.2.840.10008.1.2.dcm"}) {
+    CAPTURE(name);
+    std::ifstream in(dir + name, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    REQUIRE(bytes.size() > 200);
+    REQUIRE(std::memcmp(bytes.data() + 128, "DICM", 4) == 0);
+    // (0002,0000) UL group length, explicit VR little endian, right after "DICM".
+    uint32_t group_length;
+    std::memcpy(&group_length, bytes.data() + 132 + 8, 4);
+    const size_t dataset_at = 132 + 12 + group_length;
+    REQUIRE(dataset_at < bytes.size());
+    const std::vector<float> bare =
+        mm::test::stack_pixels(read_dicom_bytes(bytes.data() + dataset_at, bytes.size() - dataset_at, "bare"));
+    CHECK(bare == mm::test::stack_pixels(read_dicom(dir + name)));
+  }
 }
 
 TEST_CASE("dicom: window choices") {
