@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <thread>
 
 #include "imaging/dicom_pixels.h"
 #include "imaging/dicom_reader.h"
@@ -253,6 +254,22 @@ TEST_CASE("dicom: a bare dataset (no preamble, no file meta) is read by content"
         mm::test::stack_pixels(read_dicom_bytes(bytes.data() + dataset_at, bytes.size() - dataset_at, "bare"));
     CHECK(bare == mm::test::stack_pixels(read_dicom(dir + name)));
   }
+}
+
+TEST_CASE("dicom: concurrent reads (a batch loader's threads) give the sequential results") {
+  const std::string dir = shared_data_path("dicom/cornerstoneWADOImageLoader/testImages/");
+  const std::vector<std::string> names = {
+      "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm",
+      "CTImage.dcm_JPEGLSLosslessTransferSyntax_1.2.840.10008.1.2.4.80.dcm",
+      "CTImage.dcm_JPEGProcess14SV1TransferSyntax_1.2.840.10008.1.2.4.70.dcm",
+      "CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm"};
+  std::vector<std::vector<float>> sequential, parallel(names.size() * 3);
+  for (const auto& n : names) sequential.push_back(mm::test::stack_pixels(read_dicom(dir + n)));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < parallel.size(); ++i)
+    threads.emplace_back([&, i] { parallel[i] = mm::test::stack_pixels(read_dicom(dir + names[i % names.size()])); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < parallel.size(); ++i) CHECK(parallel[i] == sequential[i % names.size()]);
 }
 
 TEST_CASE("dicom: window choices") {
