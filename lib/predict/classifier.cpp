@@ -1,0 +1,64 @@
+#include "predict/classifier.h"
+
+#include "core/error.h"
+#include "model/cuda_model.h"
+
+namespace mm {
+
+namespace {
+
+class CpuClassifier : public Classifier {
+ public:
+  explicit CpuClassifier(MedMamba& model) : model_(model) {}
+  Tensor logits(const Tensor& images) override { return model_.forward(images, /*train=*/false); }
+  std::string description() const override { return "cpu"; }
+
+ private:
+  MedMamba& model_;
+};
+
+class CudaClassifier : public Classifier {
+ public:
+  CudaClassifier(const MedMamba& model, const CudaModelOptions& options, std::string precision)
+      : model_(model, options), precision_(std::move(precision)) {}
+  Tensor logits(const Tensor& images) override { return model_.forward(images); }
+  std::string description() const override { return "cuda (" + model_.device_name() + ", " + precision_ + ")"; }
+
+ private:
+  CudaMedMamba model_;
+  std::string precision_;
+};
+
+CudaModelOptions cuda_options(const std::string& precision) {
+  CudaModelOptions o;
+  if (precision == "tf32") {
+    o.precision = Precision::F32;
+    o.allow_tf32 = true;
+  } else {
+    o.precision = precision_from_name(precision);  // throws on unknown names
+    o.allow_tf32 = false;
+  }
+  return o;
+}
+
+}  // namespace
+
+DeviceChoice device_choice_from_name(const std::string& name) {
+  if (name == "cpu") return DeviceChoice::Cpu;
+  if (name == "cuda" || name == "gpu") return DeviceChoice::Cuda;
+  if (name == "auto") return DeviceChoice::Auto;
+  throw Error("unknown device '" + name + "' (cpu, cuda or auto)");
+}
+
+std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options) {
+  const bool use_cuda = options.device == DeviceChoice::Cuda || (options.device == DeviceChoice::Auto && cuda_available());
+  if (!use_cuda) {
+    MM_CHECK(options.device == DeviceChoice::Auto || options.precision == "fp32",
+             "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32");
+    return std::make_unique<CpuClassifier>(model);
+  }
+  MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");
+  return std::make_unique<CudaClassifier>(model, cuda_options(options.precision), options.precision);
+}
+
+}  // namespace mm

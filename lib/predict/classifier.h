@@ -1,0 +1,38 @@
+#pragma once
+// Where mm-predict runs the model: the CPU backend (MedMamba) or the GPU
+// (CudaMedMamba), behind one call from a batch of model inputs to logits.
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "model/medmamba.h"
+
+namespace mm {
+
+enum class DeviceChoice { Cpu, Cuda, Auto };  // Auto: CUDA when built with it and a GPU is present
+DeviceChoice device_choice_from_name(const std::string& name);  // "cpu" | "cuda" | "auto"; throws otherwise
+
+struct ClassifierOptions {
+  DeviceChoice device = DeviceChoice::Auto;
+  // GPU only: "fp32" (float32 GEMMs: agrees with the CPU to ~1e-6), "tf32"
+  // (float32 data, TF32 tensor-core GEMMs: ~1e-3), "bf16" or "fp16" activations
+  // and weights (~1e-2 / ~1e-3; see docs/benchmarks-gpu.md).
+  std::string precision = "fp32";
+};
+
+class Classifier {
+ public:
+  virtual ~Classifier() = default;
+  // images: (B,C,S,S) float32 on the CPU. Returns logits (B,classes) float32 on the CPU.
+  virtual Tensor logits(const Tensor& images) = 0;
+  // "cpu" or "cuda (<GPU name>, <precision>)", for -v output.
+  virtual std::string description() const = 0;
+};
+
+// The CPU classifier keeps a reference to model, which must outlive it; the GPU
+// one copies the weights. Throws mm::Error when CUDA is asked for and cannot be
+// had (built without CUDA, no device), or a precision other than fp32 is asked
+// of the CPU.
+std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options);
+
+}  // namespace mm

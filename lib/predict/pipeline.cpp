@@ -1,0 +1,357 @@
+#include "predict/pipeline.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <new>
+#include <thread>
+
+#include "core/error.h"
+#include "data/file_kind.h"
+#include "data/preprocess.h"
+#include "eval/evaluate.h"
+#include "io/npy_writer.h"
+#include "predict/saliency.h"
+
+namespace mm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// One image of a file, ready for the model.
+struct PreparedImage {
+  Prediction record;  // identification filled; the model's outputs come later
+  std::vector<float> input;  // (C,S,S)
+};
+
+// One input file after decoding: its images, or the record saying why there are none.
+struct DecodedFile {
+  std::vector<PreparedImage> images;
+  Prediction problem;  // status NoImage or Failed when images is empty
+  bool skipped = false;
+  std::exception_ptr fatal;  // an error that stops the run (an output that cannot be written)
+  double reading = 0, preparing = 0;
+};
+
+// "<kind>: <reason>" from an error message "<path>: <kind>: <reason>".
+std::string reason_of(const std::string& message, const std::string& path) {
+  const std::string prefix = path + ": ";
+  return message.compare(0, prefix.size(), prefix) == 0 ? message.substr(prefix.size()) : message;
+}
+
+// Readers say "cannot open" for a path that is missing or a folder; say which.
+std::string plainer_message(const std::string& path, const std::string& message) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return path + ": cannot read: a folder that could not be listed";
+  if (!std::filesystem::exists(path, ec))
+    return path + ": cannot read: no such file" + (std::filesystem::is_symlink(path, ec) ? " (a broken link)" : "");
+  return message;
+}
+
+class Decoder {
+ public:
+  Decoder(const ImagesReader& read, const ModelMeta& meta, const PredictOptions& options)
+      : read_(read), meta_(meta), options_(options) {}
+
+  DecodedFile decode(const InputFile& file) const {
+    DecodedFile out;
+    out.problem.path = file.path;
+    const Clock::time_point start = Clock::now();
+    std::vector<Image> images;
+    try {
+      if (file.found_in_folder && detect_file_kind(file.path) == FileKind::Unknown) {
+        out.skipped = true;
+        return out;
+      }
+      images = read_(file.path);
+      if (images.empty()) throw ImageError(ImageError::Kind::NoImage, file.path, "the file holds no image");
+    } catch (const ImageError& e) {
+      fail(out, e.kind == ImageError::Kind::NoImage ? PredictionStatus::NoImage : PredictionStatus::Failed,
+           e.kind == ImageError::Kind::Io ? plainer_message(file.path, e.what()) : e.what());
+      return out;
+    } catch (const std::bad_alloc&) {
+      fail(out, PredictionStatus::Failed, file.path + ": out of memory while decoding");
+      return out;
+    } catch (const std::exception& e) {
+      fail(out, PredictionStatus::Failed, plainer_message(file.path, e.what()));
+      return out;
+    }
+    out.reading = seconds_since(start);
+
+    const Clock::time_point prepare_start = Clock::now();
+    const int64_t side = meta_.preprocess.input_size, item = int64_t(meta_.preprocess.mean.size()) * side * side;
+    try {
+      for (Image& img : images) {
+        PreparedImage p;
+        p.record.path = file.path;
+        p.record.frame = img.frame_index;
+        p.record.slice = img.slice_index;
+        p.record.study_uid = img.study_uid;
+        p.record.series_uid = img.series_uid;
+        p.record.sop_uid = img.sop_uid;
+        p.input.resize(size_t(item));
+        preprocess_into(img, meta_.preprocess, p.input.data());
+        img = Image();  // the decoded pixels are no longer needed
+        out.images.push_back(std::move(p));
+      }
+    } catch (const std::exception& e) {
+      out.images.clear();
+      fail(out, PredictionStatus::Failed, e.what());
+      return out;
+    }
+    if (!options_.save_preprocessed_dir.empty()) {
+      try {
+        for (const PreparedImage& p : out.images)
+          write_npy_f32(options_.save_preprocessed_dir + "/" +
+                            derived_file_name(options_.derived_root, file.path, p.record.frame, p.record.slice, ".npy"),
+                        p.input.data(), {int64_t(meta_.preprocess.mean.size()), side, side});
+      } catch (...) {
+        out.fatal = std::current_exception();
+      }
+    }
+    out.preparing = seconds_since(prepare_start);
+    return out;
+  }
+
+ private:
+  static void fail(DecodedFile& out, PredictionStatus status, const std::string& message) {
+    out.problem.status = status;
+    out.problem.error = reason_of(message, out.problem.path);
+  }
+
+  const ImagesReader& read_;
+  const ModelMeta& meta_;
+  const PredictOptions& options_;
+};
+
+// Decode threads handing decoded files to one consumer in input order.
+class DecodePool {
+ public:
+  DecodePool(const std::vector<InputFile>& files, const Decoder& decoder, int threads, int64_t images_ahead)
+      : files_(files), decoder_(decoder), images_ahead_(images_ahead) {
+    for (int t = 0; t < threads; ++t) threads_.emplace_back([this] { work(); });
+  }
+  ~DecodePool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    for (std::thread& t : threads_) t.join();
+  }
+
+  // The next file in input order; blocks until it is decoded.
+  DecodedFile take(size_t index) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return ready_.count(index) > 0; });
+    DecodedFile d = std::move(ready_[index]);
+    ready_.erase(index);
+    held_images_ -= weight(d);
+    next_take_ = index + 1;
+    changed_.notify_all();
+    return d;
+  }
+
+ private:
+  // A file without images still counts one, so that runs of failing files are bounded too.
+  static int64_t weight(const DecodedFile& d) { return std::max<int64_t>(1, int64_t(d.images.size())); }
+
+  void work() {
+    // Preprocessing parallelises large resizes with OpenMP; inside a decode
+    // thread that would start a team per thread, competing with the model.
+    omp_set_num_threads(1);
+    for (;;) {
+      size_t index;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] {
+          return stop_ || next_claim_ >= files_.size() || next_claim_ == next_take_ || held_images_ < images_ahead_;
+        });
+        if (stop_ || next_claim_ >= files_.size()) return;
+        index = next_claim_++;
+      }
+      DecodedFile d = decoder_.decode(files_[index]);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        held_images_ += weight(d);
+        ready_.emplace(index, std::move(d));
+      }
+      changed_.notify_all();
+    }
+  }
+
+  const std::vector<InputFile>& files_;
+  const Decoder& decoder_;
+  const int64_t images_ahead_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<size_t, DecodedFile> ready_;
+  size_t next_claim_ = 0, next_take_ = 0;
+  int64_t held_images_ = 0;
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+// Records wait here until every record before them is complete, then go to the
+// sink in order; image records are complete once their batch has run.
+class OrderedBatcher {
+ public:
+  OrderedBatcher(Classifier& classifier, const ModelMeta& meta, const PredictOptions& options,
+                 const std::function<void(const Prediction&)>& sink, PredictSummary& summary)
+      : classifier_(classifier), meta_(meta), options_(options), sink_(sink), summary_(summary),
+        channels_(int64_t(meta.preprocess.mean.size())), side_(meta.preprocess.input_size),
+        batch_(Tensor::empty({options.batch_size, channels_, side_, side_})) {}
+
+  void add_problem(Prediction record) {
+    pending_.push_back({std::move(record), true});
+    flush();
+  }
+
+  void add_image(PreparedImage&& image) {
+    const int64_t item = channels_ * side_ * side_;
+    std::memcpy(batch_.f32() + int64_t(rows_.size()) * item, image.input.data(), size_t(item) * sizeof(float));
+    rows_.push_back(first_seq_ + pending_.size());
+    pending_.push_back({std::move(image.record), false});
+    if (int64_t(rows_.size()) == options_.batch_size) run_batch();
+  }
+
+  void finish() {
+    if (!rows_.empty()) run_batch();
+    flush();
+  }
+
+  int64_t images_done() const { return images_done_; }
+
+ private:
+  struct Pending {
+    Prediction record;
+    bool complete;
+  };
+
+  void run_batch() {
+    const int64_t b = int64_t(rows_.size()), k = meta_.config.num_classes;
+    const Tensor images = b == options_.batch_size ? batch_ : batch_.slice_view(0, {b, channels_, side_, side_});
+    Clock::time_point start = Clock::now();
+    const Tensor logits = classifier_.logits(images);
+    summary_.timing.model += seconds_since(start);
+    MM_CHECK(logits.dim(0) == b && logits.dim(1) == k, "the model returned logits of shape " + shape_str(logits.shape()));
+    std::vector<int64_t> classes;
+    for (int64_t r = 0; r < b; ++r) {
+      Pending& p = pending_[rows_[size_t(r)] - first_seq_];
+      const float* row = logits.f32() + r * k;
+      p.record.probabilities.resize(size_t(k));
+      softmax_into(row, k, p.record.probabilities.data());
+      p.record.class_index = argmax(p.record.probabilities);
+      if (options_.logits) p.record.logits.assign(row, row + k);
+      p.complete = true;
+      classes.push_back(p.record.class_index);
+    }
+    if (!options_.saliency_dir.empty()) {
+      start = Clock::now();
+      write_saliency(images, classes);
+      summary_.timing.saliency += seconds_since(start);
+    }
+    images_done_ += b;
+    summary_.images += b;
+    rows_.clear();
+    flush();
+  }
+
+  void write_saliency(const Tensor& images, const std::vector<int64_t>& classes) {
+    MM_CHECK(options_.saliency_model != nullptr, "saliency needs the CPU model");
+    const Tensor maps = gradient_times_input(*options_.saliency_model, images, classes);
+    const int64_t item = channels_ * side_ * side_;
+    for (size_t r = 0; r < rows_.size(); ++r) {
+      const Prediction& rec = pending_[rows_[r] - first_seq_].record;
+      const std::string name = derived_file_name(options_.derived_root, rec.path, rec.frame, rec.slice, ".png");
+      write_saliency_png(options_.saliency_dir + "/" + name, images.f32() + int64_t(r) * item,
+                         maps.f32() + int64_t(r) * side_ * side_, side_, meta_.preprocess);
+    }
+  }
+
+  void flush() {
+    const Clock::time_point start = Clock::now();
+    while (!pending_.empty() && pending_.front().complete) {
+      sink_(pending_.front().record);
+      pending_.pop_front();
+      ++first_seq_;
+    }
+    summary_.timing.output += seconds_since(start);
+  }
+
+  Classifier& classifier_;
+  const ModelMeta& meta_;
+  const PredictOptions& options_;
+  const std::function<void(const Prediction&)>& sink_;
+  PredictSummary& summary_;
+  const int64_t channels_, side_;
+  Tensor batch_;
+  std::deque<Pending> pending_;
+  size_t first_seq_ = 0;      // sequence number of pending_.front()
+  std::vector<size_t> rows_;  // sequence numbers of the records in the batch, by row
+  int64_t images_done_ = 0;
+};
+
+}  // namespace
+
+PredictSummary run_predictions(const std::vector<InputFile>& files, const ImagesReader& read,
+                               Classifier& classifier, const ModelMeta& meta, const PredictOptions& options,
+                               const std::function<void(const Prediction&)>& sink) {
+  MM_CHECK(options.batch_size >= 1, "batch size must be at least 1");
+  MM_CHECK(meta.preprocess.input_size == meta.config.image_size &&
+               int64_t(meta.preprocess.mean.size()) == meta.config.in_chans,
+           "the model's preprocessing (" + std::to_string(meta.preprocess.input_size) + " px, " +
+               std::to_string(meta.preprocess.mean.size()) + " channels) disagrees with its config (" +
+               std::to_string(meta.config.image_size) + " px, " + std::to_string(meta.config.in_chans) + " channels)");
+  const Clock::time_point start = Clock::now();
+  PredictSummary summary;
+  summary.files = int64_t(files.size());
+  summary.decode_threads = std::max(1, options.decode_threads);
+  const int64_t images_ahead = options.images_ahead > 0 ? options.images_ahead : 4 * options.batch_size;
+
+  const Decoder decoder(read, meta, options);
+  OrderedBatcher batcher(classifier, meta, options, sink, summary);
+  {
+    DecodePool pool(files, decoder, summary.decode_threads, images_ahead);
+    for (size_t i = 0; i < files.size(); ++i) {
+      const Clock::time_point wait_start = Clock::now();
+      DecodedFile d = pool.take(i);
+      summary.timing.waiting += seconds_since(wait_start);
+      if (d.fatal) std::rethrow_exception(d.fatal);
+      summary.timing.reading += d.reading;
+      summary.timing.preparing += d.preparing;
+      if (d.skipped) {
+        ++summary.skipped_files;
+        if (options.skipped) options.skipped(files[i].path);
+      } else if (d.images.empty()) {
+        ++(d.problem.status == PredictionStatus::NoImage ? summary.no_image_files : summary.failed_files);
+        batcher.add_problem(std::move(d.problem));
+      } else {
+        for (PreparedImage& image : d.images) batcher.add_image(std::move(image));
+      }
+      if (options.progress) options.progress({int64_t(i + 1), int64_t(files.size()), batcher.images_done()});
+    }
+  }
+  batcher.finish();
+  if (options.progress) options.progress({int64_t(files.size()), int64_t(files.size()), batcher.images_done()});
+  summary.timing.wall = seconds_since(start);
+  return summary;
+}
+
+ExitCode exit_code_of(const PredictSummary& s) {
+  if (s.images == 0) return kExitNothingClassified;
+  if (s.failed_files > 0) return kExitSomeFailed;
+  return kExitOk;
+}
+
+}  // namespace mm
