@@ -3,7 +3,7 @@
 // Any outcome but a checkpoint or an mm::Error is a bug: a crash, a sanitizer
 // report, another exception type, a leak or an allocation past the RSS limit.
 //
-// fuzz-sources: lib/core/tensor.cpp lib/io/zip_reader.cpp lib/io/torch_pickle.cpp lib/io/torch_storage.cpp lib/io/torch_rebuild.cpp lib/io/torch_checkpoint.cpp
+// fuzz-sources: lib/core/tensor.cpp lib/io/zip_reader.cpp lib/io/torch_pickle.cpp lib/io/torch_storage.cpp lib/io/torch_rebuild.cpp lib/io/torch_checkpoint.cpp lib/io/file_bytes.cpp
 // fuzz-libs: -lz
 // fuzz-seeds: fuzz/seeds/torch_checkpoint
 #include <cstddef>

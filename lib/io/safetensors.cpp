@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/file_bytes.h"
 
 namespace mm {
 
@@ -99,14 +100,8 @@ SafetensorsFile parse_safetensors(const void* bytes, size_t size, const std::str
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error(path + ": cannot open file");
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw Error(path + ": cannot determine file size");
-  std::vector<char> buf(static_cast<size_t>(size));
-  f.seekg(0);
-  if (size && !f.read(buf.data(), size)) throw Error(path + ": read failed");
-  return parse_safetensors(buf.data(), buf.size(), path);
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  return parse_safetensors(bytes.data(), bytes.size(), path);
 }
 
 void write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,

@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "core/error.h"
+#include "io/file_bytes.h"
 #include "io/torch_pickle.h"
 #include "io/torch_rebuild.h"
 #include "io/torch_storage.h"
@@ -262,14 +263,7 @@ TorchCheckpoint parse_torch_checkpoint(std::vector<uint8_t> bytes, const std::st
 }
 
 TorchCheckpoint read_torch_checkpoint(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error(path + ": cannot open file");
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw Error(path + ": cannot determine file size");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  f.seekg(0);
-  if (size && !f.read(reinterpret_cast<char*>(bytes.data()), size)) throw Error(path + ": read failed");
-  return parse_torch_checkpoint(std::move(bytes), path);
+  return parse_torch_checkpoint(read_file_bytes(path), path);
 }
 
 }  // namespace mm

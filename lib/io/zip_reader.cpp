@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/file_bytes.h"
 
 namespace mm {
 
@@ -114,16 +115,7 @@ std::vector<uint8_t> inflate_exact(const uint8_t* in, uint64_t in_size, uint64_t
 
 bool looks_like_zip(const uint8_t* p, size_t n) { return n >= 4 && u32(p) == kLocalHeaderSig; }
 
-ZipReader ZipReader::open_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) throw Error(path + ": cannot open file");
-  const std::streamoff size = f.tellg();
-  if (size < 0) throw Error(path + ": cannot determine file size");
-  std::vector<uint8_t> bytes(static_cast<size_t>(size));
-  f.seekg(0);
-  if (size && !f.read(reinterpret_cast<char*>(bytes.data()), size)) throw Error(path + ": read failed");
-  return from_bytes(std::move(bytes), path);
-}
+ZipReader ZipReader::open_file(const std::string& path) { return from_bytes(read_file_bytes(path), path); }
 
 ZipReader ZipReader::from_bytes(std::vector<uint8_t> bytes, std::string what) {
   ZipReader z;
