@@ -55,8 +55,12 @@ struct ImageDeleter {
   void operator()(opj_image_t* i) const { opj_image_destroy(i); }
 };
 
-// Decodes one frame into `out` (frame_bytes bytes).
-void decode_frame(const Codestream& cs, const PixelLayout& l, uint8_t* out, const std::string& what, int64_t frame) {
+// Decodes one frame into `out` (frame_bytes bytes). The sample bits are the
+// same whichever signedness the stream and PixelRepresentation claim; when they
+// disagree, the samples are read as signed (sets l.is_signed): an encoder that
+// marks two's complement data unsigned, or a dataset that marks a signed stream
+// unsigned, both leave a CT's air at bit pattern 0xF800, which is -2048, not 63488.
+void decode_frame(const Codestream& cs, PixelLayout& l, uint8_t* out, const std::string& what, int64_t frame) {
   const std::string where = "JPEG 2000 frame " + std::to_string(frame);
   if (cs.size < 12) throw ImageError(Kind::Corrupt, what, where + ": empty codestream");
   // A raw codestream starts with SOC SIZ (FF4F FF51); a JP2 file with its signature box.
@@ -92,6 +96,7 @@ void decode_frame(const Codestream& cs, const PixelLayout& l, uint8_t* out, cons
     if (comp.dx != 1 || comp.dy != 1 || comp.prec < 1 || comp.prec > 24)
       throw ImageError(Kind::Unsupported, what, where + ": subsampled components or precision " + std::to_string(comp.prec));
   }
+  if (image->comps[0].sgnd) l.is_signed = true;
   if (!opj_decode(codec.get(), stream.get(), image.get()) || !opj_end_decompress(codec.get(), stream.get()))
     throw ImageError(Kind::Corrupt, what, where + ": " + (error.empty() ? "decoding failed" : error));
   const int bytes = l.bits_allocated / 8;
