@@ -1,5 +1,6 @@
 #include "model/block.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops/activations.h"
@@ -45,9 +46,9 @@ BlockWeights block_weights(float* base, const ParamTable& t, const std::string& 
   return w;
 }
 
-void BlockActs::ensure(const BlockDims& d) {
+void BlockActs::ensure(const BlockDims& d, bool keep) {
   const int64_t P = d.P(), c = d.c(), D = d.C;
-  if (capacity >= P * D) return;
+  if (capacity >= P * D && (kept || !keep)) return;
   for (Tensor* t : {&left, &right, &ln1, &s, &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &l})
     *t = Tensor::empty({P * c});
   for (Tensor* t : {&xin, &z, &xconv, &u, &y, &yn, &g}) *t = Tensor::empty({P * D});
@@ -55,7 +56,13 @@ void BlockActs::ensure(const BlockDims& d) {
   bn_mean = Tensor::empty({3 * c});
   bn_rstd = Tensor::empty({3 * c});
   scratch = Tensor::empty({P * 5 * D});
+  const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
+  scan_workspace = Tensor::empty({std::max(ss2d_scan_forward_workspace_floats(ss),
+                                           keep ? ss2d_scan_backward_workspace_floats(ss) : int64_t(0))});
+  // Saved checkpoints spare backward one of its three passes over the sequence.
+  scan_states = keep ? Tensor::empty({ss2d_scan_states_floats(ss)}) : Tensor();
   capacity = P * D;
+  kept = keep;
 }
 
 static Conv2dShape conv_shape(const BlockDims& d, int64_t k) {
@@ -87,7 +94,7 @@ static void apply_drop_path(float* s, const float* scale, const BlockDims& d) {
 
 void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs& a,
                    const BlockDims& d, const BlockContext& ctx) {
-  a.ensure(d);
+  a.ensure(d, ctx.keep);
   const int64_t P = d.P(), c = d.c(), D = d.C;
   split_halves_forward(a.left.f32(), a.right.f32(), x, P, c);
 
@@ -98,7 +105,8 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
   split_halves_forward(a.xin.f32(), a.z.f32(), xz, P, D);
   dwconv3x3_forward(a.xconv.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D);
   silu_forward(a.u.f32(), a.xconv.f32(), P * D);
-  ss2d_scan_forward(scan_shape(d), a.u.f32(), scan_weights(w), a.y.f32());
+  ss2d_scan_forward(scan_shape(d), a.u.f32(), scan_weights(w), a.y.f32(), a.scan_workspace.f32(),
+                    ctx.keep ? a.scan_states.f32() : nullptr);
   layernorm_forward(a.yn.f32(), a.on_mean.f32(), a.on_rstd.f32(), a.y.f32(), w.out_norm_w, w.out_norm_b, P, D);
   {
     float* g = a.g.f32();
@@ -194,7 +202,8 @@ void block_backward(float* dx, const float* dout, const BlockWeights& w, const B
   float* du = T2;
   zero(du, P * D);
   ss2d_scan_backward(scan_shape(d), a.u.f32(), scan_weights(w), dy, du,
-                     SS2DScanGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds});
+                     SS2DScanGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, a.scan_workspace.f32(),
+                     a.scan_states.f32());
   float* dxconv = T1;
   zero(dxconv, P * D);
   silu_backward(dxconv, du, a.xconv.f32(), P * D);

@@ -37,18 +37,22 @@ struct BlockDims {
 // Activations a block keeps for its backward pass. In inference one set is
 // reused by all blocks of a stage.
 struct BlockActs {
-  void ensure(const BlockDims& d);  // (re)allocates when the dims grow
+  void ensure(const BlockDims& d, bool keep);  // (re)allocates when the dims grow or keep is newly asked
   Tensor left, right, ln1, ln1_mean, ln1_rstd;          // (P,c), (P)
   Tensor xin, z, xconv, u, y, yn, on_mean, on_rstd, g;  // (P,D), (P)
   Tensor s;                                             // (P,c) SS2D branch output
   Tensor a0, a1, a2, a3, a4, a5, a6, a7, l;             // conv branch, (P,c)
   Tensor bn_mean, bn_rstd;                              // (3,c): saved batch statistics
-  Tensor scratch;                                       // (P, 2D): xz in forward, temporaries in backward
+  Tensor scratch;                                       // (P, 5D): xz in forward, temporaries in backward
+  Tensor scan_workspace;                                // the selective scan's scratch
+  Tensor scan_states;                                   // scan checkpoints saved for backward (keep only)
   int64_t capacity = -1;
+  bool kept = false;
 };
 
 struct BlockContext {
   bool train = false;
+  bool keep = false;                  // activations are kept for block_backward (train or saliency)
   const float* drop_scale = nullptr;  // (B): per-sample drop-path factor (0 or 1/keep), or nullptr
   float* conv_workspace = nullptr;    // conv2d_workspace_floats() of the 3x3 conv
 };

@@ -255,6 +255,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
       const std::string prefix = "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
       BlockContext ctx;
       ctx.train = train;
+      ctx.keep = keep_for_backward;
       ctx.conv_workspace = a.conv_workspace.f32();
       if (train) {
         const float rate = nblocks > 1 ? cfg_.drop_path_rate * float(block_index) / float(nblocks - 1) : 0.f;
@@ -314,6 +315,7 @@ Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
       const std::string prefix = "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
       BlockContext ctx;
       ctx.train = a.train;
+      ctx.keep = true;
       ctx.conv_workspace = a.conv_workspace.f32();
       ctx.drop_scale = a.train ? st.drop_scale[size_t(j)].f32() : nullptr;
       dnext.zero_();
