@@ -19,7 +19,6 @@ namespace {
 
 // Files nibabel decodes that we do not, and why.
 const std::map<std::string, std::string> kNiftiExceptions = {
-    {"nifti/NIFTI-Reader-JS/data/air2.hdr.gz", "ITK's NiftiImageIO does not recognise this gzipped Analyze pair"},
     {"nifti/niivue/minimal.nii.gz", "qform = sform = 0: RAS per NIfTI-1 method 1; nibabel's affine says LAS (test below)"},
     {"nifti/niivue/tests/complex_image.nii.gz", "qform = sform = 0, as minimal.nii.gz"},
     {"nifti/nibabel/nibabel/tests/data/resampled_anat_moved.nii", "ITK reads its 153 NaN voxels as 0"},
