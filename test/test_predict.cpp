@@ -494,3 +494,58 @@ TEST_CASE("predict classifier: device names; CUDA refused cleanly where there is
     CHECK(mm::make_classifier(m.model, {mm::DeviceChoice::Auto, "bf16"})->description() == "cpu");
   }
 }
+
+TEST_CASE("predict pipeline: CPU and CUDA give the same records (runs where a GPU is present)") {
+  if (!mm::cuda_available()) {
+    MESSAGE("skipped: no CUDA device");
+    return;
+  }
+  // MedMamba-T at 224 px (the model people run) and the tiny test model.
+  for (const bool full_size : {false, true}) {
+    mm::LoadedModel m = tiny_model();
+    if (full_size) {
+      mm::ModelConfig cfg = mm::ModelConfig::variant("tiny", 4);
+      m = mm::LoadedModel{mm::MedMamba(cfg), {}};
+      m.model.init_reference(5);
+      m.meta.config = cfg;
+      m.meta.preprocess.input_size = 224;
+    }
+    FakeFiles fs_;
+    std::vector<mm::InputFile> files;
+    for (int i = 0; i < 12; ++i) {
+      files.push_back({"g" + std::to_string(100 + i), false});
+      fs_.frames[files.back().path] = 1 + i % 2;
+    }
+    const mm::ImagesReader reader = [&](const std::string& p) { return fs_.read(p); };
+    auto run = [&](mm::DeviceChoice device, const std::string& precision) {
+      auto classifier = mm::make_classifier(m.model, {device, precision});
+      mm::PredictOptions o;
+      o.batch_size = 5;
+      o.decode_threads = 3;
+      o.logits = true;
+      std::vector<mm::Prediction> out;
+      mm::run_predictions(files, reader, *classifier, m.meta, o, [&](const mm::Prediction& p) { out.push_back(p); });
+      return out;
+    };
+    const std::vector<mm::Prediction> cpu = run(mm::DeviceChoice::Cpu, "fp32");
+    // Largest probability difference allowed per precision (docs/benchmarks-gpu.md has the logits' errors).
+    for (const auto& [precision, tolerance] : std::vector<std::pair<std::string, double>>{
+             {"fp32", 1e-5}, {"tf32", 2e-3}, {"fp16", 5e-3}, {"bf16", 3e-2}}) {
+      const std::vector<mm::Prediction> gpu = run(mm::DeviceChoice::Cuda, precision);
+      REQUIRE(gpu.size() == cpu.size());
+      double worst = 0;
+      int64_t disagreements = 0;
+      for (size_t r = 0; r < cpu.size(); ++r) {
+        CHECK(gpu[r].path == cpu[r].path);
+        CHECK(gpu[r].frame == cpu[r].frame);
+        for (size_t c = 0; c < cpu[r].probabilities.size(); ++c)
+          worst = std::max(worst, std::fabs(gpu[r].probabilities[c] - cpu[r].probabilities[c]));
+        disagreements += gpu[r].class_index != cpu[r].class_index;
+      }
+      MESSAGE((full_size ? "MedMamba-T 224" : "tiny 32") << " " << precision << ": largest probability difference "
+                                                         << worst << ", " << disagreements << " class changes");
+      CHECK(worst <= tolerance);
+      if (precision == "fp32") CHECK(disagreements == 0);
+    }
+  }
+}
