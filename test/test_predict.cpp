@@ -542,8 +542,9 @@ TEST_CASE("predict pipeline: CPU and CUDA give the same records (runs where a GP
           worst = std::max(worst, std::fabs(gpu[r].probabilities[c] - cpu[r].probabilities[c]));
         disagreements += gpu[r].class_index != cpu[r].class_index;
       }
-      MESSAGE((full_size ? "MedMamba-T 224" : "tiny 32") << " " << precision << ": largest probability difference "
-                                                         << worst << ", " << disagreements << " class changes");
+      const std::string model_name = full_size ? "MedMamba-T 224" : "tiny 32";
+      MESSAGE(model_name << " " << precision << ": largest probability difference " << worst << ", " << disagreements
+                         << " class changes");
       CHECK(worst <= tolerance);
       if (precision == "fp32") CHECK(disagreements == 0);
     }
