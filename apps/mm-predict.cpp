@@ -146,7 +146,8 @@ int run(const Args& a, const Plan& plan) {
   std::unique_ptr<mm::RecordWriter> writer = mm::make_record_writer(plan.format, layout, out);
   mm::Aggregator aggregator(plan.aggregate);
 
-  const bool show_progress = !a.quiet && isatty(STDERR_FILENO);
+  // Not when the records go to the same terminal: the bar would break their lines.
+  const bool show_progress = !a.quiet && isatty(STDERR_FILENO) && !(a.output.empty() && isatty(STDOUT_FILENO));
   mm::ProgressBar bar(stderr);
   mm::PredictOptions options;
   options.batch_size = a.batch_size;
