@@ -62,18 +62,9 @@ int available_cpus() {
   return std::max(1, int(std::thread::hardware_concurrency()));
 }
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 Plan make_plan(const Args& a) {  // throws mm::Error: a usage error
   Plan p;
-  if (!a.format.empty())
-    p.format = mm::record_format_from_name(a.format);
-  else if (ends_with(a.output, ".json"))
-    p.format = mm::RecordFormat::Json;
-  else if (ends_with(a.output, ".jsonl") || ends_with(a.output, ".ndjson"))
-    p.format = mm::RecordFormat::Jsonl;
+  p.format = a.format.empty() ? mm::record_format_for_output(a.output) : mm::record_format_from_name(a.format);
   if (!a.shard.empty()) p.shard = mm::parse_shard(a.shard);
   if (!a.aggregate.empty()) {
     p.aggregate = mm::parse_aggregate_levels(a.aggregate);

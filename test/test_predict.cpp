@@ -246,6 +246,10 @@ TEST_CASE("predict records: CSV, JSON and JSONL layouts, read back by mm-eval's 
     std::ostringstream out;
     CHECK_THROWS_AS(mm::make_record_writer(mm::RecordFormat::Csv, layout, out), mm::Error);
     CHECK_THROWS_AS(mm::record_format_from_name("xml"), mm::Error);
+    CHECK(mm::record_format_for_output("out/p.jsonl") == mm::RecordFormat::Jsonl);
+    CHECK(mm::record_format_for_output("p.ndjson") == mm::RecordFormat::Jsonl);
+    CHECK(mm::record_format_for_output("p.json") == mm::RecordFormat::Json);
+    CHECK(mm::record_format_for_output("") == mm::RecordFormat::Csv);
   }
 }
 

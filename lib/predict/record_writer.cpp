@@ -168,6 +168,15 @@ RecordFormat record_format_from_name(const std::string& name) {
   throw Error("unknown output format '" + name + "' (csv, json or jsonl)");
 }
 
+RecordFormat record_format_for_output(const std::string& path) {
+  auto ends_with = [&](const std::string& tail) {
+    return path.size() >= tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  if (ends_with(".json")) return RecordFormat::Json;
+  if (ends_with(".jsonl") || ends_with(".ndjson")) return RecordFormat::Jsonl;
+  return RecordFormat::Csv;
+}
+
 std::unique_ptr<RecordWriter> make_record_writer(RecordFormat format, const RecordLayout& layout, std::ostream& out) {
   std::set<std::string> seen;
   for (const std::string& name : layout.class_names)

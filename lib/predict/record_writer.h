@@ -17,6 +17,8 @@ namespace mm {
 
 enum class RecordFormat { Csv, Json, Jsonl };
 RecordFormat record_format_from_name(const std::string& name);  // "csv" | "json" | "jsonl"; throws otherwise
+// From an output file's extension: .json, .jsonl / .ndjson, else CSV (also for stdout, "").
+RecordFormat record_format_for_output(const std::string& path);
 
 struct RecordLayout {
   std::vector<std::string> class_names;  // one per class, unique (they name CSV columns and JSON keys)
