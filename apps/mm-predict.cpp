@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <new>
 #include <thread>
 
 #include "core/error.h"
@@ -235,6 +236,9 @@ int main(int argc, char** argv) {
   }
   try {
     return run(a, plan);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "mm-predict: out of memory (a smaller --batch-size or fewer --threads need less)\n");
+    return mm::kExitFatal;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mm-predict: %s\n", e.what());
     return mm::kExitFatal;

@@ -23,13 +23,13 @@ std::vector<uint8_t> encode_npy_f32(const float* data, const std::vector<int64_t
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
-  std::vector<uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, uint8_t(header.size() & 0xff),
-                              uint8_t(header.size() >> 8)};
-  out.insert(out.end(), header.begin(), header.end());
-  const size_t bytes = size_t(n) * sizeof(float);
-  out.resize(out.size() + bytes);
+  const std::string preamble = std::string("\x93NUMPY\x01\x00", 8) + char(header.size() & 0xff) +
+                               char(header.size() >> 8) + header;
   static_assert(sizeof(float) == 4, "float32");
-  std::memcpy(out.data() + out.size() - bytes, data, bytes);  // x86-64 and arm64 are little-endian
+  const size_t bytes = size_t(n) * sizeof(float);
+  std::vector<uint8_t> out(preamble.size() + bytes);
+  std::memcpy(out.data(), preamble.data(), preamble.size());
+  std::memcpy(out.data() + preamble.size(), data, bytes);  // x86-64 and arm64 are little-endian
   return out;
 }
 
