@@ -263,12 +263,13 @@ TEST_CASE("mm-predict --save-preprocessed, --saliency, --aggregate, --topk, --lo
   CHECK(a.shape == std::vector<int64_t>{3, 32, 32});
   const mm::Tensor want = mm::preprocess(mm::read_images(f.root + "/study/ct.dcm")[0], f.meta.preprocess);
   CHECK(a.to_float() == std::vector<float>(want.f32(), want.f32() + want.numel()));
-  // A PNG twice as wide as the input: the input, and the heat map over it.
+  // A PNG twice as wide as high: the input, and the heat map over it; the 32 px
+  // input enlarged 7 times to 224 px.
   const std::string png = read_all(sal + "/study/ct.dcm.png");
   REQUIRE(png.size() > 24);
   CHECK(png.substr(1, 3) == "PNG");
-  CHECK(uint8_t(png[19]) == 64);  // width, big-endian
-  CHECK(uint8_t(png[23]) == 32);  // height
+  CHECK(uint8_t(png[18]) * 256 + uint8_t(png[19]) == 448);  // width, big-endian
+  CHECK(uint8_t(png[22]) * 256 + uint8_t(png[23]) == 224);  // height
 
   const std::vector<json> r = jsonl_of(out);
   std::map<std::string, int> levels;

@@ -105,10 +105,17 @@ std::vector<uint8_t> saliency_overlay_rgb(const float* input, const float* map, 
 void write_saliency_png(const std::string& path, const float* input, const float* map, int64_t side,
                         const Preprocess& p) {
   const std::vector<uint8_t> rgb = saliency_overlay_rgb(input, map, side, p);
+  // Small model inputs (64 or 96 px) are enlarged by whole pixels to at least
+  // 224 px high, so that the picture can be read without zooming.
+  const int64_t f = (224 + side - 1) / side, w = 2 * side;
+  std::vector<uint8_t> big(size_t(w * f * side * f * 3));
+  for (int64_t y = 0; y < side * f; ++y)
+    for (int64_t x = 0; x < w * f; ++x)
+      for (int c = 0; c < 3; ++c) big[size_t((y * w * f + x) * 3 + c)] = rgb[size_t(((y / f) * w + x / f) * 3 + c)];
   std::error_code ec;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  write_png(path, rgb.data(), 2 * side, side, 3);
+  write_png(path, big.data(), w * f, side * f, 3);
 }
 
 }  // namespace mm

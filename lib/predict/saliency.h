@@ -30,6 +30,7 @@ Tensor gradient_times_input(MedMamba& model, const Tensor& images, const std::ve
 // transparent where the map is 0). input: (C,S,S); map: (S,S).
 std::vector<uint8_t> saliency_overlay_rgb(const float* input, const float* map, int64_t side, const Preprocess& p);
 
+// The overlay as a PNG, enlarged by a whole factor to at least 224 px high.
 void write_saliency_png(const std::string& path, const float* input, const float* map, int64_t side,
                         const Preprocess& p);
 
