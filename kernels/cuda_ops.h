@@ -133,7 +133,7 @@ void avgpool(DType dt, void* out, const void* x, int64_t B, int64_t L, int64_t C
 
 // ---------------------------------------------------------------------------
 // SS2D selective scan: cross-scan, the four directional scans and cross-merge in one
-// kernel (see scan_kernel.cuh). d_state N = 16.
+// kernel (see scan_kernel.cu). d_state N = 16.
 
 constexpr int kScanStates = 16;
 
@@ -154,7 +154,18 @@ struct ScanArgs {
   const float* Ds = nullptr;        // (4·D)
   float* y = nullptr;               // (B,H,W,D) float32, ACCUMULATED: the caller zeroes it
   int lanes_per_channel = 0;        // 1, 2 or 4 lanes share a channel's 16 states; 0 = choose
+  // Segmented scan (see scan_kernel.cu): each sequence is cut into this many segments, each
+  // scanned by its own warp (two passes and a combine of the segments' end states).
+  // 0 = choose: only when the batch is too small to fill the GPU, and only with a workspace;
+  // 1 = never; more = about that many (rounded so that segments are whole 16-step chunks).
+  int segments = 0;
+  float* workspace = nullptr;       // ss2d_scan_workspace_floats(*this) floats, 16-byte aligned
 };
+
+// Floats of workspace the segmented scan needs for these arguments (0 when ss2d_scan would
+// not segment them). Depends on the shape, the device's SM count and the MM_SCAN_* tuning
+// variables, so size it on the device that runs the scan.
+int64_t ss2d_scan_workspace_floats(const ScanArgs& a);
 
 void ss2d_scan(const ScanArgs& a, Stream s);
 

@@ -71,6 +71,7 @@ struct Workspace {
   float* images = nullptr;  // (B,Cin,S,S) float32: the graph's fixed input
   void *col0, *emb, *x[2], *ln1, *xz, *u, *g, *sb, *col, *a3, *a6, *lb, *merged, *pooled;
   float *dbl, *y, *logits;
+  float* scan = nullptr;  // segmented-scan workspace (small batches), or nullptr
 };
 
 }  // namespace
@@ -106,6 +107,12 @@ struct CudaMedMamba::Impl {
   void ensure_workspace(int64_t B, int64_t S);
   void run_layers();
   void run_block(const BlockWeightsGpu& w, const void* x, void* out, int64_t side);
+  cuda::ScanArgs scan_args(int64_t B, int64_t side, int64_t D, int64_t R) const {
+    cuda::ScanArgs sa;
+    sa.B = B; sa.H = side; sa.W = side; sa.D = D; sa.R = R;
+    sa.u_type = act;
+    return sa;
+  }
   void* at(void* p, int64_t elems) const { return static_cast<char*>(p) + elems * int64_t(dtype_size(act)); }
   void gemm_act(int64_t M, int64_t N, int64_t K, const void* x, const void* w, void* out, const void* bias = nullptr,
                 bool relu = false) {
@@ -258,11 +265,13 @@ void CudaMedMamba::Impl::ensure_workspace(int64_t B, int64_t S) {
   ws.S = S;
   const int64_t side0 = S / 4, P0 = B * side0 * side0;
   int64_t pc = 0, pcmax_merge = 0, pdbl = 0;  // max over stages of P·C, of the merge input, of P·4(R+2N)
+  int64_t pscan = 0;                            // and of the scan's workspace
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     const int64_t side = side0 >> i, P = B * side * side, C = cfg.dims[size_t(i)];
     pc = std::max(pc, P * C);
     if (i + 1 < cfg.num_stages()) pcmax_merge = std::max(pcmax_merge, P * C);
     pdbl = std::max(pdbl, P * 4 * (cuda::scan_padded_rank(cfg.dt_rank(i)) + 2 * kN));
+    pscan = std::max(pscan, cuda::ss2d_scan_workspace_floats(scan_args(B, side, C, cfg.dt_rank(i))));
   }
   auto buf = [&](int64_t n, DType dt) {
     ws.owned.push_back(Tensor::empty({std::max<int64_t>(n, 1)}, dt, Device::CUDA));
@@ -288,6 +297,7 @@ void CudaMedMamba::Impl::ensure_workspace(int64_t B, int64_t S) {
   ws.merged = buf(pcmax_merge, act);
   ws.pooled = buf(B * cfg.dims.back(), act);
   ws.logits = static_cast<float*>(buf(B * cfg.num_classes, DType::F32));
+  if (pscan > 0) ws.scan = static_cast<float*>(buf(pscan, DType::F32));
 }
 
 void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void* out, int64_t side) {
@@ -306,11 +316,11 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
     gemm->run(a, s);
   }
   cuda::memset_zero_async(ws.y, size_t(P * D) * sizeof(float), s);
-  cuda::ScanArgs sa;
-  sa.B = B; sa.H = side; sa.W = side; sa.D = D; sa.R = R;
-  sa.u_type = act; sa.u = ws.u; sa.dbl = ws.dbl;
+  cuda::ScanArgs sa = scan_args(B, side, D, R);
+  sa.u = ws.u; sa.dbl = ws.dbl;
   sa.dt_w = w.dt_w; sa.dt_b = w.dt_b; sa.A_logs = w.A_logs; sa.Ds = w.Ds;
   sa.y = ws.y;
+  sa.workspace = ws.scan;  // sized by ensure_workspace for these shapes
   cuda::ss2d_scan(sa, s);
   cuda::layernorm_gate(act, ws.g, ws.y, at(ws.xz, D), 2 * D, w.on_w, w.on_b, P, D, s);
   gemm_act(P, c, D, ws.g, w.out_proj, ws.sb);
