@@ -17,11 +17,6 @@ namespace mm {
 
 namespace {
 
-double now_seconds() {
-  using clock = std::chrono::steady_clock;
-  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
-}
-
 // One SGD step over the trainable parameters: enough to time a training step
 // honestly (the optimizer's cost is a rounding error next to backward).
 void sgd_step(MedMamba& m, float lr) {
@@ -35,25 +30,57 @@ void sgd_step(MedMamba& m, float lr) {
 
 }  // namespace
 
-BenchResult run_benchmark(const BenchOptions& o) {
-  if (o.device == "cuda") return run_cuda_benchmark(o);
-  MM_CHECK(o.device == "cpu", "device '" + o.device + "': expected cpu or cuda");
-  MM_CHECK(o.precision == "fp32", "precision '" + o.precision + "' is not available on the CPU backend yet");
+double bench_now_seconds() {
+  using clock = std::chrono::steady_clock;
+  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
+}
+
+void check_bench_options(const BenchOptions& o) {
   MM_CHECK(o.mode == "forward" || o.mode == "train", "mode must be forward or train");
   MM_CHECK(o.batch >= 1 && o.iters >= 1 && o.warmup >= 0, "batch and iters must be positive");
-  if (o.threads > 0) omp_set_num_threads(o.threads);
+}
 
+MedMamba bench_model(const BenchOptions& o) {
   ModelConfig cfg = ModelConfig::variant(o.variant, o.num_classes);
   cfg.image_size = o.image_size;
   cfg.validate();
   MedMamba model(cfg);
   model.init_reference(0);
-  const bool train = o.mode == "train";
+  return model;
+}
 
-  Tensor images = Tensor::empty({o.batch, cfg.in_chans, o.image_size, o.image_size});
+Tensor bench_images(const BenchOptions& o, int64_t in_chans) {
+  Tensor images = Tensor::empty({o.batch, in_chans, o.image_size, o.image_size});
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   for (int64_t i = 0; i < images.numel(); ++i) images.f32()[i] = normal(rng);
+  return images;
+}
+
+BenchResult make_bench_result(const BenchOptions& o, double dt, const std::string& device_field,
+                              const std::string& extra) {
+  BenchResult r;
+  r.seconds_per_iter = dt;
+  r.images_per_second = o.batch / dt;
+  std::ostringstream line;
+  line << "mm-bench variant=" << o.variant << " batch=" << o.batch << " size=" << o.image_size
+       << " device=" << device_field << " precision=" << o.precision << " mode=" << o.mode
+       << " ms/iter=" << dt * 1e3 << " img/s=" << r.images_per_second << extra;
+  r.line = line.str();
+  return r;
+}
+
+BenchResult run_benchmark(const BenchOptions& o) {
+  check_bench_options(o);
+  if (o.device == "cuda") return run_cuda_benchmark(o);
+  MM_CHECK(o.device == "cpu", "device '" + o.device + "': expected cpu or cuda");
+  MM_CHECK(o.precision == "fp32", "precision '" + o.precision + "' is not available on the CPU backend yet");
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+
+  MedMamba model = bench_model(o);
+  const ModelConfig& cfg = model.config();
+  const bool train = o.mode == "train";
+  Tensor images = bench_images(o, cfg.in_chans);
   std::vector<int64_t> labels(size_t(o.batch));
   for (int b = 0; b < o.batch; ++b) labels[size_t(b)] = b % cfg.num_classes;
   Tensor probs = Tensor::empty({o.batch, cfg.num_classes}), dlogits = Tensor::empty({o.batch, cfg.num_classes});
@@ -69,19 +96,10 @@ BenchResult run_benchmark(const BenchOptions& o) {
     sgd_step(model, 1e-4f);
   };
   for (int i = 0; i < o.warmup; ++i) step();
-  const double t0 = now_seconds();
+  const double t0 = bench_now_seconds();
   for (int i = 0; i < o.iters; ++i) step();
-  const double dt = (now_seconds() - t0) / o.iters;
-
-  BenchResult r;
-  r.seconds_per_iter = dt;
-  r.images_per_second = o.batch / dt;
-  std::ostringstream line;
-  line << "mm-bench variant=" << o.variant << " batch=" << o.batch << " size=" << o.image_size
-       << " device=" << o.device << " precision=" << o.precision << " mode=" << o.mode
-       << " threads=" << omp_get_max_threads() << " ms/iter=" << dt * 1e3 << " img/s=" << r.images_per_second;
-  r.line = line.str();
-  return r;
+  const double dt = (bench_now_seconds() - t0) / o.iters;
+  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()));
 }
 
 double run_torch_reference(const BenchOptions& o, const std::string& python) {

@@ -1,5 +1,6 @@
 #pragma once
 // Throughput measurement shared by mm-bench (and later the GPU benchmark).
+#include <cstdint>
 #include <string>
 
 namespace mm {
@@ -24,6 +25,17 @@ struct BenchResult {
 };
 
 BenchResult run_benchmark(const BenchOptions& o);
+
+// Pieces shared by the CPU and CUDA benchmarks.
+class MedMamba;
+class Tensor;
+double bench_now_seconds();
+void check_bench_options(const BenchOptions& o);
+MedMamba bench_model(const BenchOptions& o);         // the variant at o.image_size, reference init (seed 0)
+Tensor bench_images(const BenchOptions& o, int64_t in_chans);  // (B,C,S,S) standard normal, seed 1
+// The summary line: "mm-bench variant=... device=<device_field> ... ms/iter=... img/s=...<extra>".
+BenchResult make_bench_result(const BenchOptions& o, double seconds_per_iter, const std::string& device_field,
+                              const std::string& extra = "");
 
 // Runs test/reference/bench_reference.py with `python` for the same options and
 // returns its images/s (throws when it fails).

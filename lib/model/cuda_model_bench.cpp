@@ -13,11 +13,6 @@ namespace mm {
 
 namespace {
 
-double now_seconds() {
-  using clock = std::chrono::steady_clock;
-  return std::chrono::duration<double>(clock::now().time_since_epoch()).count();
-}
-
 // Issue 6's figures for the public PyTorch MedMamba with mamba_ssm's scan on an H100 80GB:
 // img/s at batch 128 and ms at batch 1.
 struct IssueReference {
@@ -45,42 +40,25 @@ std::string issue_comparison(const BenchOptions& o, double ips, double ms) {
 
 BenchResult run_cuda_benchmark(const BenchOptions& o) {
   MM_CHECK(o.mode == "forward", "device cuda runs inference only (--mode forward)");
-  MM_CHECK(o.batch >= 1 && o.iters >= 1 && o.warmup >= 0, "batch and iters must be positive");
-  ModelConfig cfg = ModelConfig::variant(o.variant, o.num_classes);
-  cfg.image_size = o.image_size;
-  cfg.validate();
-  MedMamba model(cfg);
-  model.init_reference(0);
+  MedMamba model = bench_model(o);
   CudaModelOptions co;
   co.precision = precision_from_name(o.precision);
   CudaMedMamba gpu(model, co);
-
-  Tensor images = Tensor::empty({o.batch, cfg.in_chans, o.image_size, o.image_size});
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  for (int64_t i = 0; i < images.numel(); ++i) images.f32()[i] = normal(rng);
+  Tensor images = bench_images(o, model.config().in_chans);
   images = images.to(Device::CUDA);  // time the model, not the host-to-device copy
 
   // The first pass of a shape runs eagerly, the second captures the CUDA graph.
   for (int i = 0; i < std::max(o.warmup, 2); ++i) gpu.forward_device(images);
   gpu.synchronize();
-  const double t0 = now_seconds();
+  const double t0 = bench_now_seconds();
   for (int i = 0; i < o.iters; ++i) {
     gpu.forward_device(images);
     gpu.synchronize();  // per pass, so that batch 1 measures latency
   }
-  const double dt = (now_seconds() - t0) / o.iters;
+  const double dt = (bench_now_seconds() - t0) / o.iters;
 
-  BenchResult r;
-  r.seconds_per_iter = dt;
-  r.images_per_second = o.batch / dt;
-  std::ostringstream line;
-  line << "mm-bench variant=" << o.variant << " batch=" << o.batch << " size=" << o.image_size
-       << " device=cuda gpu=\"" << gpu.device_name() << "\" precision=" << o.precision
-       << " mode=forward ms/iter=" << dt * 1e3 << " img/s=" << r.images_per_second
-       << issue_comparison(o, r.images_per_second, dt * 1e3);
-  r.line = line.str();
-  return r;
+  const double ips = o.batch / dt;
+  return make_bench_result(o, dt, "cuda gpu=\"" + gpu.device_name() + "\"", issue_comparison(o, ips, dt * 1e3));
 }
 
 }  // namespace mm
