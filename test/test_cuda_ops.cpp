@@ -250,38 +250,68 @@ TEST_CASE("cuda op: avgpool matches avgpool_forward") {
   }
 }
 
+// One scan test case: its weights (distributions like the CPU scan test's: Δ roughly
+// 0.05 .. 1.5 for dt_bias_low = -3, A_logs around log(n+1) - 1) and the GPU's dbl
+// layout, where each direction's dt block is padded with zeros to Rp columns.
+struct ScanCase { int64_t B, H, W, D, R; };
+struct ScanCaseWeights {
+  std::vector<float> xpw, xpw_padded, dtw, dtb, A_logs, Ds;
+  int64_t RNp = 0;
+};
+
+static ScanCaseWeights make_scan_weights(const ScanCase& k, std::mt19937& rng, float dt_bias_low) {
+  const int64_t N = cuda::kScanStates, RN = k.R + 2 * N;
+  ScanCaseWeights w;
+  w.xpw = random_vector(size_t(4 * RN * k.D), rng, 1.f / std::sqrt(float(k.D)));
+  const int64_t Rp = cuda::scan_padded_rank(k.R);
+  w.RNp = Rp + 2 * N;
+  w.xpw_padded.assign(size_t(4 * w.RNp * k.D), 0.f);
+  for (int64_t d4 = 0; d4 < 4; ++d4)
+    for (int64_t j = 0; j < RN; ++j)
+      for (int64_t c = 0; c < k.D; ++c)
+        w.xpw_padded[size_t((d4 * w.RNp + (j < k.R ? j : j - k.R + Rp)) * k.D + c)] = w.xpw[size_t((d4 * RN + j) * k.D + c)];
+  w.dtw = random_vector(size_t(4 * k.D * k.R), rng, 0.5f);
+  w.dtb.resize(size_t(4 * k.D));
+  w.A_logs.resize(size_t(4 * k.D * N));
+  std::uniform_real_distribution<float> ud(dt_bias_low, 1.f);
+  for (float& v : w.dtb) v = ud(rng);
+  std::normal_distribution<float> nd;
+  for (size_t i = 0; i < w.A_logs.size(); ++i) w.A_logs[i] = std::log(float(i % N + 1)) + 0.5f * nd(rng) - 1.f;
+  w.Ds = random_vector(size_t(4 * k.D), rng, 0.7f, 1.f);
+  return w;
+}
+
+// A random input u rounded to dt, the CPU scan's output for it, and the x_proj
+// projection (as the model's GEMM computes it) that the GPU scan reads.
+struct ScanCaseInputs {
+  std::vector<float> u, want, dbl;
+};
+
+static ScanCaseInputs make_scan_inputs(const ScanCase& k, const ScanCaseWeights& w, DType dt, std::mt19937& rng) {
+  const int64_t P = k.B * k.H * k.W;
+  ScanCaseInputs in;
+  in.u = rounded(random_vector(size_t(P * k.D), rng), dt);
+  in.want.resize(size_t(P * k.D));
+  in.dbl.resize(size_t(P * 4 * w.RNp));
+  ss2d_scan_forward(SS2DScanShape{k.B, k.H, k.W, k.D, cuda::kScanStates, k.R}, in.u.data(),
+                    SS2DScanWeights{w.xpw.data(), w.dtw.data(), w.dtb.data(), w.A_logs.data(), w.Ds.data()},
+                    in.want.data());
+  linear_forward(in.dbl.data(), in.u.data(), w.xpw_padded.data(), nullptr, P, k.D, 4 * w.RNp);
+  return in;
+}
+
 TEST_CASE("cuda op: ss2d_scan matches ss2d_scan_forward (every lane split, dt ranks, non-square grids)") {
   MM_REQUIRE_GPU_OR_SKIP();
-  struct Case { int64_t B, H, W, D, R; };
-  const Case cases[] = {{2, 5, 7, 40, 3}, {1, 8, 8, 64, 12}, {1, 4, 6, 24, 24}, {2, 3, 3, 16, 1}, {1, 2, 3, 8, 7}};
+  const ScanCase cases[] = {{2, 5, 7, 40, 3}, {1, 8, 8, 64, 12}, {1, 4, 6, 24, 24}, {2, 3, 3, 16, 1}, {1, 2, 3, 8, 7}};
   std::mt19937 rng(10);
-  const int64_t N = cuda::kScanStates;
-  for (const Case& k : cases) {
-    const int64_t P = k.B * k.H * k.W, RN = k.R + 2 * N;
-    // Distributions like the CPU scan test's: Δ roughly 0.05 .. 1.5, A_logs around log(n+1) - 1.
-    const auto xpw = random_vector(size_t(4 * RN * k.D), rng, 1.f / std::sqrt(float(k.D)));
-    // The GPU's dbl rows: each direction's dt block padded with zeros to Rp columns.
-    const int64_t Rp = cuda::scan_padded_rank(k.R), RNp = Rp + 2 * N;
-    std::vector<float> xpw_padded(size_t(4 * RNp * k.D), 0.f);
-    for (int64_t d4 = 0; d4 < 4; ++d4)
-      for (int64_t j = 0; j < RN; ++j)
-        for (int64_t c = 0; c < k.D; ++c)
-          xpw_padded[size_t((d4 * RNp + (j < k.R ? j : j - k.R + Rp)) * k.D + c)] = xpw[size_t((d4 * RN + j) * k.D + c)];
-    const auto dtw = random_vector(size_t(4 * k.D * k.R), rng, 0.5f);
-    std::vector<float> dtb(size_t(4 * k.D)), A_logs(size_t(4 * k.D * N));
-    std::uniform_real_distribution<float> ud(-3.f, 1.f);
-    for (float& v : dtb) v = ud(rng);
-    std::normal_distribution<float> nd;
-    for (size_t i = 0; i < A_logs.size(); ++i) A_logs[i] = std::log(float(i % N + 1)) + 0.5f * nd(rng) - 1.f;
-    const auto Ds = random_vector(size_t(4 * k.D), rng, 0.7f, 1.f);
+  for (const ScanCase& k : cases) {
+    const int64_t P = k.B * k.H * k.W;
+    const ScanCaseWeights w = make_scan_weights(k, rng, -3.f);
     for (DType dt : kTypes) {
-      const auto u = rounded(random_vector(size_t(P * k.D), rng), dt);
-      std::vector<float> want(size_t(P * k.D)), dbl(size_t(P * 4 * RNp));
-      ss2d_scan_forward(SS2DScanShape{k.B, k.H, k.W, k.D, N, k.R}, u.data(),
-                        SS2DScanWeights{xpw.data(), dtw.data(), dtb.data(), A_logs.data(), Ds.data()}, want.data());
-      linear_forward(dbl.data(), u.data(), xpw_padded.data(), nullptr, P, k.D, 4 * RNp);  // x_proj, as the model's GEMM
-      Tensor du = to_gpu(u, dt), ddbl = to_gpu(dbl, DType::F32), ddtw = to_gpu(dtw, DType::F32);
-      Tensor ddtb = to_gpu(dtb, DType::F32), dA = to_gpu(A_logs, DType::F32), dD = to_gpu(Ds, DType::F32);
+      const ScanCaseInputs in = make_scan_inputs(k, w, dt, rng);
+      const std::vector<float>& want = in.want;
+      Tensor du = to_gpu(in.u, dt), ddbl = to_gpu(in.dbl, DType::F32), ddtw = to_gpu(w.dtw, DType::F32);
+      Tensor ddtb = to_gpu(w.dtb, DType::F32), dA = to_gpu(w.A_logs, DType::F32), dD = to_gpu(w.Ds, DType::F32);
       Tensor dy = Tensor::zeros({P * k.D}, DType::F32, Device::CUDA);
       for (int lanes : {1, 2, 4}) {
         CAPTURE(std::string(dtype_name(dt)));
@@ -304,43 +334,25 @@ TEST_CASE("cuda op: ss2d_scan matches ss2d_scan_forward (every lane split, dt ra
 
 TEST_CASE("cuda op: segmented ss2d_scan (long sequences, several segment counts) matches ss2d_scan_forward") {
   MM_REQUIRE_GPU_OR_SKIP();
-  struct Case { int64_t B, H, W, D, R; };
   // MedMamba-T's first stage at batch 1 (L = 3,136, where batch-1 inference segments), two
   // images on a non-square grid whose length (703) is no multiple of the 16-step chunk, and a
   // short sequence (segment counts clamp to whole chunks: 2 or 3 segments).
-  const Case cases[] = {{1, 56, 56, 32, 3}, {2, 19, 37, 24, 6}, {1, 5, 9, 16, 1}};
+  const ScanCase cases[] = {{1, 56, 56, 32, 3}, {2, 19, 37, 24, 6}, {1, 5, 9, 16, 1}};
   std::mt19937 rng(11);
-  const int64_t N = cuda::kScanStates;
-  for (const Case& k : cases) {
-    const int64_t P = k.B * k.H * k.W, RN = k.R + 2 * N;
-    const auto xpw = random_vector(size_t(4 * RN * k.D), rng, 1.f / std::sqrt(float(k.D)));
-    const int64_t Rp = cuda::scan_padded_rank(k.R), RNp = Rp + 2 * N;
-    std::vector<float> xpw_padded(size_t(4 * RNp * k.D), 0.f);
-    for (int64_t d4 = 0; d4 < 4; ++d4)
-      for (int64_t j = 0; j < RN; ++j)
-        for (int64_t c = 0; c < k.D; ++c)
-          xpw_padded[size_t((d4 * RNp + (j < k.R ? j : j - k.R + Rp)) * k.D + c)] = xpw[size_t((d4 * RN + j) * k.D + c)];
-    const auto dtw = random_vector(size_t(4 * k.D * k.R), rng, 0.5f);
-    std::vector<float> dtb(size_t(4 * k.D)), A_logs(size_t(4 * k.D * N));
+  for (const ScanCase& k : cases) {
+    const int64_t P = k.B * k.H * k.W;
     // dt_bias down to -6 gives some channels Δ ~ 0.003: slow decays, whose state carries
     // across many segments (what the combine pass must get right).
-    std::uniform_real_distribution<float> ud(-6.f, 1.f);
-    for (float& v : dtb) v = ud(rng);
-    std::normal_distribution<float> nd;
-    for (size_t i = 0; i < A_logs.size(); ++i) A_logs[i] = std::log(float(i % N + 1)) + 0.5f * nd(rng) - 1.f;
-    const auto Ds = random_vector(size_t(4 * k.D), rng, 0.7f, 1.f);
-    Tensor ddtw = to_gpu(dtw, DType::F32), ddtb = to_gpu(dtb, DType::F32);
-    Tensor dA = to_gpu(A_logs, DType::F32), dD = to_gpu(Ds, DType::F32);
+    const ScanCaseWeights w = make_scan_weights(k, rng, -6.f);
+    Tensor ddtw = to_gpu(w.dtw, DType::F32), ddtb = to_gpu(w.dtb, DType::F32);
+    Tensor dA = to_gpu(w.A_logs, DType::F32), dD = to_gpu(w.Ds, DType::F32);
     for (DType dt : kTypes) {
       CAPTURE(std::string(dtype_name(dt)));
       CAPTURE(k.H);
       CAPTURE(k.W);
-      const auto u = rounded(random_vector(size_t(P * k.D), rng), dt);
-      std::vector<float> want(size_t(P * k.D)), dbl(size_t(P * 4 * RNp));
-      ss2d_scan_forward(SS2DScanShape{k.B, k.H, k.W, k.D, N, k.R}, u.data(),
-                        SS2DScanWeights{xpw.data(), dtw.data(), dtb.data(), A_logs.data(), Ds.data()}, want.data());
-      linear_forward(dbl.data(), u.data(), xpw_padded.data(), nullptr, P, k.D, 4 * RNp);
-      Tensor du = to_gpu(u, dt), ddbl = to_gpu(dbl, DType::F32);
+      const ScanCaseInputs in = make_scan_inputs(k, w, dt, rng);
+      const std::vector<float>& want = in.want;
+      Tensor du = to_gpu(in.u, dt), ddbl = to_gpu(in.dbl, DType::F32);
       Tensor dy = Tensor::zeros({P * k.D}, DType::F32, Device::CUDA);
       auto args = [&](int lanes, int segments) {
         cuda::ScanArgs a;
