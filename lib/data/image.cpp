@@ -13,15 +13,19 @@ void set_window_center_width(Image& img, double center, double width) {
   img.window_high = center - 0.5 + (width - 1) / 2;
 }
 
-std::pair<double, double> pixel_min_max(const Image& img) {
+std::pair<double, double> min_max_ignoring_nan(const float* values, size_t n) {
   double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-  for (float v : img.pixels) {
-    if (std::isnan(v)) continue;
-    lo = std::min(lo, double(v));
-    hi = std::max(hi, double(v));
+  for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(values[i])) continue;
+    lo = std::min(lo, double(values[i]));
+    hi = std::max(hi, double(values[i]));
   }
   if (lo > hi) return {0.0, 0.0};
   return {lo, hi};
+}
+
+std::pair<double, double> pixel_min_max(const Image& img) {
+  return min_max_ignoring_nan(img.pixels.data(), img.pixels.size());
 }
 
 const char* image_error_kind_name(ImageError::Kind k) {

@@ -63,6 +63,8 @@ struct WindowOptions {
 // The window of the DICOM linear VOI function (PS3.3 C.11.2.1.2.1) as the
 // interval it maps onto [0, 1]: below c-0.5-(w-1)/2 is 0, above c-0.5+(w-1)/2 is 1.
 void set_window_center_width(Image& img, double center, double width);
+// Smallest and largest of n values; NaNs ignored; (0, 0) when there are none.
+std::pair<double, double> min_max_ignoring_nan(const float* values, size_t n);
 // Smallest and largest pixel value (over all channels); NaNs ignored; (0, 0) when empty.
 std::pair<double, double> pixel_min_max(const Image& img);
 

@@ -102,12 +102,8 @@ namespace {
 
 void choose_window(Image& img, const NiftiVolume& v, const WindowOptions& w, const std::string& path) {
   using Mode = WindowOptions::Mode;
-  auto min_max = [&] {  // over the whole volume: every slice shares one window
-    double lo = INFINITY, hi = -INFINITY;
-    for (float x : v.data)
-      if (!std::isnan(x)) lo = std::min(lo, double(x)), hi = std::max(hi, double(x));
-    return lo <= hi ? std::make_pair(lo, hi) : std::make_pair(0.0, 0.0);
-  };
+  // Over the whole volume: every slice shares one window.
+  auto min_max = [&] { return min_max_ignoring_nan(v.data.data(), v.data.size()); };
   switch (w.mode) {
     case Mode::Default:
     case Mode::MinMax: {
