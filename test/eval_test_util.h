@@ -2,12 +2,20 @@
 // Helpers for the mm-eval tests: a scratch folder that removes itself, small files.
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 namespace mm::test {
+
+// Runs a shell command and returns its exit code (-1 when it did not exit normally).
+inline int run_command(const std::string& command) {
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
 
 class ScratchDir {
  public:

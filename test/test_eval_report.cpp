@@ -17,6 +17,7 @@
 #include "io/csv.h"
 #include "io/png_writer.h"
 #include "model/model_file.h"
+#include "tiny_model.h"
 #include "test_util.h"
 
 using nlohmann::json;
@@ -136,13 +137,10 @@ TEST_CASE("PNG encoder: signature, header, and pixels that inflate back") {
 #ifdef MM_HAVE_IMAGING
 namespace {
 
+using mm::test::run_command;
+
 std::string mm_eval_binary() {
   return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "mm-eval").string();
-}
-
-int run_command(const std::string& command) {
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 // A Python with torch, scikit-learn and PIL for check_eval_against_torch.py, or "".
@@ -161,19 +159,9 @@ TEST_CASE("mm-eval --model on real DICOM images with a tiny random model: plumbi
   REQUIRE_MESSAGE(std::filesystem::exists(mm_eval), "build the mm-eval target: " << mm_eval);
   mm::test::ScratchDir dir;
 
-  mm::ModelConfig cfg;
-  cfg.dims = {8, 16, 32, 64};
-  cfg.depths = {1, 1, 1, 1};
-  cfg.num_classes = 4;
-  cfg.image_size = 32;
-  mm::MedMamba model(cfg);
-  model.init_reference(3);
-  mm::ModelMeta meta;
-  meta.config = cfg;
-  meta.class_names = {"ct", "mr", "colour", "other"};
-  meta.preprocess.input_size = 32;
+  mm::LoadedModel tiny = mm::test::tiny_model({"ct", "mr", "colour", "other"}, 3);
   const std::string model_path = dir.path() + "/tiny.safetensors";
-  mm::save_model(model_path, model, meta);
+  mm::save_model(model_path, tiny.model, tiny.meta);
 
   const std::string dicom = data + "/dicom/pydicom/test_files/";
   const std::string manifest = dir.write("data.csv", "path,label,split\n" + dicom + "CT_small.dcm,ct,test\n" + dicom +
@@ -213,9 +201,9 @@ TEST_CASE("mm-eval --model on real DICOM images with a tiny random model: plumbi
 
   // A model without class names takes a class folder's classes in sorted order:
   // brain-tumour MRI JPEGs (linked, not copied) under split folders, with an exclude list.
-  meta.class_names.clear();
+  tiny.meta.class_names.clear();
   const std::string unnamed_path = dir.path() + "/unnamed.safetensors";
-  mm::save_model(unnamed_path, model, meta);
+  mm::save_model(unnamed_path, tiny.model, tiny.meta);
   const std::string mri = data + "/brain-tumor-mri/";
   const std::string root = dir.path() + "/mri";
   std::string excluded;  // one notumor image, listed in the exclude file

@@ -9,6 +9,7 @@
 #include "model/model_file.h"
 #include "ops/cross_entropy.h"
 #include "test_util.h"
+#include "tiny_model.h"
 
 using namespace mm;
 using namespace mm::test;
@@ -149,16 +150,10 @@ TEST_CASE("configs are validated") {
 }
 
 TEST_CASE("a model file whose config asks for more parameters than it holds is refused before allocating") {
-  ModelConfig small = ModelConfig::variant("tiny", 2);
-  small.dims = {8, 16, 32, 64};
-  small.depths = {1, 1, 1, 1};
-  small.image_size = 32;
-  MedMamba m(small);
-  m.init_reference(1);
-  ModelMeta meta;
-  meta.config = small;
+  LoadedModel small = tiny_model({"a", "b"}, 1);
+  small.meta.class_names.clear();  // so that only the parameter count can be wrong
   const std::string path = "/tmp/mm-test-lying-" + std::to_string(::getpid()) + ".safetensors";
-  save_model(path, m, meta);
+  save_model(path, small.model, small.meta);
   SafetensorsFile f = read_safetensors(path);
   ModelConfig big = ModelConfig::variant("base", 1000);  // 40M parameters claimed
   f.metadata["config"] = big.to_json();

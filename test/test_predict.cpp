@@ -21,6 +21,7 @@
 #include "eval_test_util.h"
 #include "io/npy_writer.h"
 #include "model/model_file.h"
+#include "tiny_model.h"
 #include "predict/aggregate.h"
 #include "predict/classifier.h"
 #include "predict/inputs.h"
@@ -39,19 +40,9 @@ std::vector<std::string> paths_of(const std::vector<mm::InputFile>& files) {
   return out;
 }
 
-// The tiny model of the mm-predict tests: dims 8..64, depths 1, 32 px, 3 classes.
+// The tiny model of the mm-predict tests: 3 classes.
 mm::LoadedModel tiny_model(uint64_t seed = 3) {
-  mm::ModelConfig cfg;
-  cfg.dims = {8, 16, 32, 64};
-  cfg.depths = {1, 1, 1, 1};
-  cfg.num_classes = 3;
-  cfg.image_size = 32;
-  mm::LoadedModel m{mm::MedMamba(cfg), {}};
-  m.model.init_reference(seed);
-  m.meta.config = cfg;
-  m.meta.class_names = {"normal", "benign", "malignant"};
-  m.meta.preprocess.input_size = 32;
-  return m;
+  return mm::test::tiny_model({"normal", "benign", "malignant"}, seed);
 }
 
 // A grey test picture whose content depends on seed.

@@ -22,18 +22,15 @@
 #include "io/csv.h"
 #include "io/png_writer.h"
 #include "model/model_file.h"
+#include "tiny_model.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using mm::test::run_command;
 
 namespace {
 
 const std::string kBinary = std::string(MM_BINARY_DIR) + "/mm-predict";
-
-int run_command(const std::string& command) {
-  const int status = std::system(command.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 std::string read_all(const std::string& path) { return mm::read_text_file(path); }
 
@@ -63,18 +60,10 @@ struct Fixture {
     for (size_t i = 0; i < png.size(); ++i) png[i] = uint8_t(i * 7 % 251);
     mm::write_png(root + "/pictures/gradient.png", png.data(), 48, 40, 1);
 
-    mm::ModelConfig cfg;
-    cfg.dims = {8, 16, 32, 64};
-    cfg.depths = {1, 1, 1, 1};
-    cfg.num_classes = 3;
-    cfg.image_size = 32;
-    mm::MedMamba m(cfg);
-    m.init_reference(11);
-    meta.config = cfg;
-    meta.class_names = {"normal", "benign", "malignant"};
-    meta.preprocess.input_size = 32;
+    mm::LoadedModel tiny = mm::test::tiny_model({"normal", "benign", "malignant"}, 11);
+    meta = tiny.meta;
     model = dir.path() + "/tiny.safetensors";
-    mm::save_model(model, m, meta);
+    mm::save_model(model, tiny.model, meta);
   }
 
   void link(const std::string& target, const std::string& rel) {
