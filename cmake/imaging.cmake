@@ -14,7 +14,7 @@ if(MM_IMAGING_SOURCES)
     target_include_directories(medmamba_imaging SYSTEM PRIVATE ${ITK_INCLUDE_DIRS} ${OPENJPEG_INCLUDE_DIRS})
     target_link_libraries(medmamba_imaging
       PUBLIC medmamba
-      PRIVATE DCMTK::dcmdata DCMTK::dcmjpeg DCMTK::dcmjpls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES} ZLIB::ZLIB)
+      PRIVATE DCMTK::dcmdata DCMTK::dcmimage DCMTK::dcmjpeg DCMTK::dcmjpls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES} ZLIB::ZLIB)
     # Tests find the shared data set (../shared/data beside the repository) through this.
     target_compile_definitions(medmamba_imaging PUBLIC
       MM_HAVE_IMAGING=1

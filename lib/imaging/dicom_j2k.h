@@ -11,11 +11,6 @@
 
 namespace mm::dicom {
 
-struct Codestream {
-  const uint8_t* data = nullptr;
-  size_t size = 0;
-};
-
 // Decodes one codestream (J2K or JP2) per frame into the native layout the
 // dataset describes: little-endian samples of BitsAllocated bits, interleaved.
 // A YBR_ICT/YBR_RCT image comes out as RGB (OpenJPEG undoes the component

@@ -79,13 +79,14 @@ int64_t PixelLayout::frame_bytes() const {
   const int64_t pixels = rows * columns;
   if (kind == PixelLayout::Kind::Float32) return pixels * samples * 4;
   if (kind == PixelLayout::Kind::Float64) return pixels * samples * 8;
-  if (bits_allocated == 1) return (pixels * samples + 7) / 8;
+  if (kind == PixelLayout::Kind::Integer && bits_allocated == 1) return (pixels * samples + 7) / 8;
   if (ybr422_subsampled) return pixels * 2 * (bits_allocated / 8);
   return pixels * samples * (bits_allocated / 8);
 }
 
 int64_t PixelLayout::total_bytes() const {
-  if (kind == Kind::Integer && bits_allocated == 1) return (rows * columns * samples * frames + 7) / 8;
+  if (kind == Kind::Integer && bits_allocated == 1 && !frames_byte_aligned)
+    return (rows * columns * samples * frames + 7) / 8;
   return frame_bytes() * frames;
 }
 
@@ -108,8 +109,8 @@ void validate(const PixelLayout& l, const std::string& what) {
   }
   const std::string& pi = l.photometric;
   const bool grey = pi == "MONOCHROME1" || pi == "MONOCHROME2";
-  const bool colour = pi == "RGB" || pi == "YBR_FULL" || pi == "YBR_FULL_422" || pi == "YBR_ICT" ||
-                      pi == "YBR_RCT";
+  const bool colour = pi == "RGB" || pi == "YBR_FULL" || pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422" ||
+                      pi == "YBR_ICT" || pi == "YBR_RCT";
   if (grey && l.samples != 1) fail(ErrKind::Corrupt, pi + " with SamplesPerPixel " + std::to_string(l.samples));
   if (colour && l.samples != 3) fail(ErrKind::Corrupt, pi + " with SamplesPerPixel " + std::to_string(l.samples));
   if (pi == "PALETTE COLOR") {
@@ -117,12 +118,16 @@ void validate(const PixelLayout& l, const std::string& what) {
     if (l.palette[0].empty() || l.palette[1].empty() || l.palette[2].empty())
       fail(ErrKind::Corrupt, "PALETTE COLOR without palette lookup tables");
     if (l.kind != PixelLayout::Kind::Integer) fail(ErrKind::Corrupt, "PALETTE COLOR with float pixel data");
+  } else if (pi == "YBR_PARTIAL_420") {
+    // PS3.3 C.7.6.3.1.2 defines it for MPEG-2/MPEG-4/HEVC video only, whose
+    // transfer syntaxes we do not decode; native 4:2:0 has no defined layout.
+    fail(ErrKind::Unsupported, "YBR_PARTIAL_420 outside a video transfer syntax (no defined native layout)");
   } else if (!grey && !colour) {
     fail(ErrKind::Unsupported, "PhotometricInterpretation '" + pi + "'");
   }
   if (l.ybr422_subsampled && (l.bits_allocated != 8 || l.columns % 2 != 0))
-    fail(ErrKind::Unsupported, "YBR_FULL_422 other than 8 bits with an even number of columns");
-  if ((pi == "YBR_FULL" || pi == "YBR_FULL_422") && l.bits_allocated != 8)
+    fail(ErrKind::Unsupported, pi + " other than 8 bits with an even number of columns");
+  if ((pi == "YBR_FULL" || pi == "YBR_FULL_422" || pi == "YBR_PARTIAL_422") && l.bits_allocated != 8)
     fail(ErrKind::Unsupported, pi + " with BitsAllocated " + std::to_string(l.bits_allocated));
 }
 
@@ -150,7 +155,9 @@ class StoredValues {
  public:
   StoredValues(const uint8_t* buffer, const PixelLayout& l, int64_t frame)
       : l_(l), base_(buffer + (l.bits_allocated == 1 ? 0 : frame * l.frame_bytes())),
-        first_bit_(l.bits_allocated == 1 ? frame * l.rows * l.columns * l.samples : 0),
+        first_bit_(l.bits_allocated != 1 ? 0
+                   : l.frames_byte_aligned ? frame * l.frame_bytes() * 8
+                                           : frame * l.rows * l.columns * l.samples),
         shift_(l.high_bit + 1 - l.bits_stored),
         mask_(l.bits_stored >= 32 ? 0xFFFFFFFFull : ((uint64_t(1) << l.bits_stored) - 1)) {}
 
@@ -197,6 +204,18 @@ void ybr_full_to_rgb(float y, float cb, float cr, float* rgb) {
   rgb[2] = std::clamp(std::floor(b + 0.5f), 0.f, 255.f);
 }
 
+// PS3.3 C.7.6.3.1.2 YBR_PARTIAL_422 (BT.601 studio range: Y 16..235, Cb/Cr
+// 16..240): the inverse of the standard's RGB -> YBR matrix, rounded as above.
+void ybr_partial_to_rgb(float y, float cb, float cr, float* rgb) {
+  y -= 16.f, cb -= 128.f, cr -= 128.f;
+  const float r = 1.16441546f * y - 0.00009504f * cb + 1.59600188f * cr;
+  const float g = 1.16441546f * y - 0.39172456f * cb - 0.81301337f * cr;
+  const float b = 1.16441546f * y + 2.01729068f * cb - 0.00013527f * cr;
+  rgb[0] = std::clamp(std::floor(r + 0.5f), 0.f, 255.f);
+  rgb[1] = std::clamp(std::floor(g + 0.5f), 0.f, 255.f);
+  rgb[2] = std::clamp(std::floor(b + 0.5f), 0.f, 255.f);
+}
+
 void convert_grey(const uint8_t* buffer, const PixelLayout& l, int64_t frame, Image& img) {
   const int64_t n = l.rows * l.columns;
   if (l.kind != PixelLayout::Kind::Integer) {  // float pixel data has no modality LUT
@@ -233,20 +252,22 @@ void convert_colour(const uint8_t* buffer, const PixelLayout& l, int64_t frame, 
     }
     return;
   }
-  if (l.ybr422_subsampled) {  // native YBR_FULL_422: Y1 Y2 Cb Cr for each pixel pair
+  const bool partial = l.photometric == "YBR_PARTIAL_422";
+  const auto ybr_to_rgb = partial ? ybr_partial_to_rgb : ybr_full_to_rgb;
+  if (l.ybr422_subsampled) {  // native YBR_*_422: Y1 Y2 Cb Cr for each pixel pair
     const uint8_t* p = buffer + frame * l.frame_bytes();
     for (int64_t i = 0; i < n; i += 2, p += 4) {
-      ybr_full_to_rgb(p[0], p[2], p[3], out + 3 * i);
-      ybr_full_to_rgb(p[1], p[2], p[3], out + 3 * (i + 1));
+      ybr_to_rgb(p[0], p[2], p[3], out + 3 * i);
+      ybr_to_rgb(p[1], p[2], p[3], out + 3 * (i + 1));
     }
     return;
   }
   const StoredValues stored(buffer, l, frame);
-  const bool ybr = l.photometric == "YBR_FULL" || l.photometric == "YBR_FULL_422";
+  const bool ybr = partial || l.photometric == "YBR_FULL" || l.photometric == "YBR_FULL_422";
   for (int64_t i = 0; i < n; ++i) {
     const float a = float(stored(i, 0)), b = float(stored(i, 1)), c = float(stored(i, 2));
     if (ybr) {
-      ybr_full_to_rgb(a, b, c, out + 3 * i);
+      ybr_to_rgb(a, b, c, out + 3 * i);
     } else {  // RGB, or YBR_ICT/YBR_RCT already turned into RGB by the JPEG 2000 decoder
       out[3 * i] = a;
       out[3 * i + 1] = b;
@@ -275,8 +296,22 @@ Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout
   return img;
 }
 
-void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt,
-                  const std::vector<std::pair<double, double>>& file_windows, bool invert_monochrome1) {
+namespace {
+
+// Modality values through a VOI LUT (PS3.3 C.11.2.1.1), as pydicom's apply_voi:
+// values below the first mapped one take the first entry, values past the end
+// the last, non-integers their floor.
+void apply_voi_lut(Image& img, const Lut& lut) {
+  for (float& v : img.pixels) {
+    const double x = std::isfinite(v) ? std::clamp(std::floor(double(v)), -1e12, 1e12) : double(lut.first_mapped);
+    v = lut.lookup(int64_t(x));
+  }
+}
+
+}  // namespace
+
+void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt, const FileVoi& voi,
+                  bool invert_monochrome1) {
   using Mode = WindowOptions::Mode;
   // The range the stored type can express: integer data through the modality
   // LUT; float data and colour have no such thing beyond the data or the bits.
@@ -289,20 +324,32 @@ void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt,
   } else {
     full = pixel_min_max(img);
   }
+  // The file's VOI: a VOI LUT when the image is grey and has one (pydicom's
+  // apply_voi_lut prefers it to a window), else its window pairs.
+  const bool use_luts = l.monochrome() && !voi.luts.empty();
+  const size_t file_vois = use_luts ? voi.luts.size() : voi.windows.size();
   Mode mode = opt.mode;
   if (mode == Mode::Default) {
     if (!l.monochrome()) mode = Mode::FullRange;
-    else mode = file_windows.empty() ? Mode::MinMax : Mode::File;
+    else mode = file_vois == 0 ? Mode::MinMax : Mode::File;
   }
   switch (mode) {
     case Mode::File: {
-      if (opt.file_index < 0 || size_t(opt.file_index) >= file_windows.size())
+      if (opt.file_index < 0 || size_t(opt.file_index) >= file_vois)
         throw ImageError(ErrKind::BadOption, img.source_path,
                          "window " + std::to_string(opt.file_index) + " requested; the file has " +
-                             std::to_string(file_windows.size()));
-      set_window_center_width(img, file_windows[size_t(opt.file_index)].first,
-                              file_windows[size_t(opt.file_index)].second);
-      img.window_source = "file[" + std::to_string(opt.file_index) + "]";
+                             std::to_string(file_vois));
+      const size_t k = size_t(opt.file_index);
+      if (use_luts) {
+        apply_voi_lut(img, voi.luts[k]);
+        full = {0.0, std::ldexp(1.0, voi.luts[k].bits) - 1};
+        img.window_low = full.first;
+        img.window_high = full.second;
+        img.window_source = "file VOI LUT[" + std::to_string(k) + "]";
+      } else {
+        set_window_center_width(img, voi.windows[k].first, voi.windows[k].second);
+        img.window_source = "file[" + std::to_string(k) + "]";
+      }
       break;
     }
     case Mode::Explicit:

@@ -28,6 +28,12 @@ struct Lut {
 std::vector<uint16_t> expand_segmented_lut(const std::vector<uint16_t>& data, int bits, size_t max_entries,
                                            const std::string& what);
 
+// One frame's encoded bytes (a JPEG 2000 codestream, a deflated or RLE frame).
+struct Codestream {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
 // The Image Pixel module attributes that say how to read the buffer.
 struct PixelLayout {
   int64_t rows = 0, columns = 0, frames = 1;
@@ -36,7 +42,10 @@ struct PixelLayout {
   bool is_signed = false;
   int planar = 0;               // 0: samples interleaved, 1: one plane per sample
   std::string photometric;      // after decompression (a decoder may have converted YBR to RGB)
-  bool ybr422_subsampled = false;  // native YBR_FULL_422: Y1 Y2 Cb Cr per pixel pair
+  bool ybr422_subsampled = false;  // native YBR_FULL_422/YBR_PARTIAL_422: Y1 Y2 Cb Cr per pixel pair
+  // Decoded frame by frame (deflated frames, RLE): 1-bit frames then start on a
+  // byte boundary; native 1-bit frames follow each other without padding.
+  bool frames_byte_aligned = false;
   enum class Kind { Integer, Float32, Float64 } kind = Kind::Integer;  // Float*: (7FE0,0008/0009)
 
   // Modality LUT for grey images: a LUT sequence when present, else slope/intercept.
@@ -45,8 +54,15 @@ struct PixelLayout {
   Lut palette[3];  // PALETTE COLOR: red, green, blue
 
   int64_t frame_bytes() const;   // bytes of one frame in the decoded buffer (rounded up for 1-bit)
-  int64_t total_bytes() const;   // all frames; 1-bit frames are packed without padding
+  int64_t total_bytes() const;   // all frames; 1-bit frames packed without padding unless frames_byte_aligned
   bool monochrome() const { return photometric == "MONOCHROME1" || photometric == "MONOCHROME2"; }
+};
+
+// The file's VOI LUT module: (center, width) window pairs and VOI LUT Sequence
+// tables, either of which maps modality values to what is shown.
+struct FileVoi {
+  std::vector<std::pair<double, double>> windows;
+  std::vector<Lut> luts;
 };
 
 // Throws ImageError (Unsupported/Corrupt) naming `what` when the layout is not
@@ -62,9 +78,12 @@ std::pair<double, double> modality_range(const PixelLayout& layout);
 Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout& layout, int64_t frame,
                     const std::string& what);
 
-// Picks the window (options, the file's windows) and inverts MONOCHROME1 so that
-// bright means dense. file_windows: (center, width) pairs from the file.
-void finish_frame(Image& img, const PixelLayout& layout, const WindowOptions& options,
-                  const std::vector<std::pair<double, double>>& file_windows, bool invert_monochrome1);
+// Picks the window (options, the file's VOI) and inverts MONOCHROME1 so that
+// bright means dense. A VOI LUT, when chosen (the default for a grey image that
+// has one, as pydicom's apply_voi_lut prefers it to a window), replaces the
+// pixels by its output and the window by the output's range [0, 2^bits - 1]: a
+// table need not be linear, so no window on modality values could stand for it.
+void finish_frame(Image& img, const PixelLayout& layout, const WindowOptions& options, const FileVoi& voi,
+                  bool invert_monochrome1);
 
 }  // namespace mm::dicom

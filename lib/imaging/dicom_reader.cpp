@@ -24,6 +24,8 @@
 #include <mutex>
 
 #include "data/file_kind.h"
+#include "imaging/dicom_attributes.h"
+#include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
 #include "imaging/dicom_pixels.h"
 
@@ -46,129 +48,6 @@ void init_dcmtk_once() {
     // Problems reach the caller as ImageError; DCMTK's console log would only repeat them.
     OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
   });
-}
-
-std::string get_string(DcmItem& item, const DcmTagKey& tag) {
-  OFString s;
-  if (item.findAndGetOFString(tag, s).bad()) return {};
-  return std::string(s.c_str());
-}
-
-// A LUT descriptor value may be US or SS (the first mapped value follows the pixel sign).
-bool get_descriptor(DcmItem& item, const DcmTagKey& tag, int64_t (&desc)[3]) {
-  DcmElement* e = nullptr;
-  if (item.findAndGetElement(tag, e).bad() || e->getVM() < 3) return false;
-  for (unsigned long i = 0; i < 3; ++i) {
-    if (e->ident() == EVR_SS) {  // entries and bits are unsigned whatever the VR says
-      Sint16 v;
-      if (e->getSint16(v, i).bad()) return false;
-      desc[i] = i == 1 ? v : int64_t(Uint16(v));
-    } else {
-      Uint16 v;
-      if (e->getUint16(v, i).bad()) return false;
-      desc[i] = v;
-    }
-  }
-  return true;
-}
-
-// segmented_tag: where the segmented form of the table would be (palettes only).
-dicom::Lut read_lut(DcmItem& item, const DcmTagKey& descriptor_tag, const DcmTagKey& data_tag,
-                    const std::string& what, const DcmTagKey& segmented_tag = DCM_UndefinedTagKey) {
-  dicom::Lut lut;
-  int64_t desc[3];
-  if (!get_descriptor(item, descriptor_tag, desc)) return lut;
-  const Uint16* words = nullptr;
-  unsigned long count = 0;
-  const int64_t entries = desc[0] == 0 ? 65536 : desc[0];
-  lut.first_mapped = desc[1];
-  lut.bits = int(desc[2]);
-  if (item.findAndGetUint16Array(data_tag, words, &count).bad() || words == nullptr) {
-    if (segmented_tag == DCM_UndefinedTagKey || item.findAndGetUint16Array(segmented_tag, words, &count).bad() ||
-        words == nullptr)
-      return lut;
-    lut.data = dicom::expand_segmented_lut(std::vector<uint16_t>(words, words + count), lut.bits, 65536, what);
-    if (lut.data.empty()) throw ImageError(Kind::Corrupt, what, "empty segmented palette table");
-    for (uint16_t v : lut.data)
-      if (lut.bits < 16 && v >> lut.bits) lut.bits = 16;
-    return lut;
-  }
-  if (lut.bits <= 8 && int64_t(count) * 2 == entries + (entries & 1)) {
-    // 8-bit entries packed two to a word (in the word's byte order, little-endian here)
-    for (int64_t i = 0; i < entries; ++i) lut.data.push_back(uint16_t(words[i / 2] >> (8 * (i % 2)) & 0xFF));
-    return lut;
-  }
-  if (int64_t(count) < entries)
-    throw ImageError(Kind::Corrupt, what,
-                     "lookup table holds " + std::to_string(count) + " of " + std::to_string(entries) + " entries");
-  lut.data.assign(words, words + entries);
-  for (uint16_t v : lut.data)  // 8-bit tables stored in 16-bit words sometimes use all 16 bits
-    if (lut.bits < 16 && v >> lut.bits) lut.bits = 16;
-  return lut;
-}
-
-std::vector<std::pair<double, double>> file_windows(DcmItem& ds) {
-  std::vector<std::pair<double, double>> out;
-  DcmElement *c = nullptr, *w = nullptr;
-  if (ds.findAndGetElement(DCM_WindowCenter, c).bad() || ds.findAndGetElement(DCM_WindowWidth, w).bad())
-    return out;
-  const unsigned long n = std::min(c->getVM(), w->getVM());
-  for (unsigned long i = 0; i < n; ++i) {
-    Float64 center, width;
-    if (ds.findAndGetFloat64(DCM_WindowCenter, center, i).bad() ||
-        ds.findAndGetFloat64(DCM_WindowWidth, width, i).bad())
-      break;
-    if (width > 0) out.emplace_back(center, width);
-  }
-  return out;
-}
-
-// The Image Pixel and Modality LUT attributes from the dataset (after any decompression).
-PixelLayout read_layout(DcmItem& ds, PixelLayout::Kind kind, const std::string& what) {
-  PixelLayout l;
-  l.kind = kind;
-  Uint16 rows = 0, columns = 0, samples = 1, allocated = 0, stored = 0, high = 0, representation = 0, planar = 0;
-  if (ds.findAndGetUint16(DCM_Rows, rows).bad() || ds.findAndGetUint16(DCM_Columns, columns).bad())
-    throw ImageError(Kind::Corrupt, what, "pixel data without Rows or Columns");
-  ds.findAndGetUint16(DCM_SamplesPerPixel, samples);
-  if (ds.findAndGetUint16(DCM_BitsAllocated, allocated).bad())
-    throw ImageError(Kind::Corrupt, what, "pixel data without BitsAllocated");
-  if (ds.findAndGetUint16(DCM_BitsStored, stored).bad()) stored = allocated;
-  if (ds.findAndGetUint16(DCM_HighBit, high).bad()) high = Uint16(stored - 1);
-  ds.findAndGetUint16(DCM_PixelRepresentation, representation);
-  ds.findAndGetUint16(DCM_PlanarConfiguration, planar);
-  l.rows = rows;
-  l.columns = columns;
-  l.samples = samples;
-  l.bits_allocated = allocated;
-  l.bits_stored = kind == PixelLayout::Kind::Integer ? stored : allocated;
-  l.high_bit = kind == PixelLayout::Kind::Integer ? high : allocated - 1;
-  l.is_signed = representation == 1;
-  l.planar = samples > 1 ? planar : 0;
-  l.photometric = get_string(ds, DCM_PhotometricInterpretation);
-  if (l.photometric.empty()) l.photometric = samples == 3 ? "RGB" : "MONOCHROME2";  // ACR-NEMA files omit it
-  Sint32 frames = 1;
-  if (ds.tagExistsWithValue(DCM_NumberOfFrames) && ds.findAndGetSint32(DCM_NumberOfFrames, frames).bad())
-    throw ImageError(Kind::Corrupt, what, "unreadable NumberOfFrames '" + get_string(ds, DCM_NumberOfFrames) + "'");
-  l.frames = frames;
-
-  if (l.monochrome() && kind == PixelLayout::Kind::Integer) {
-    DcmItem* mlut = nullptr;
-    if (ds.findAndGetSequenceItem(DCM_ModalityLUTSequence, mlut, 0).good() && mlut)
-      l.modality_lut = read_lut(*mlut, DCM_LUTDescriptor, DCM_LUTData, what);
-    Float64 v;
-    if (ds.findAndGetFloat64(DCM_RescaleSlope, v).good()) l.slope = v;
-    if (ds.findAndGetFloat64(DCM_RescaleIntercept, v).good()) l.intercept = v;
-  }
-  if (l.photometric == "PALETTE COLOR") {
-    l.palette[0] = read_lut(ds, DCM_RedPaletteColorLookupTableDescriptor, DCM_RedPaletteColorLookupTableData, what,
-                            DCM_SegmentedRedPaletteColorLookupTableData);
-    l.palette[1] = read_lut(ds, DCM_GreenPaletteColorLookupTableDescriptor, DCM_GreenPaletteColorLookupTableData, what,
-                            DCM_SegmentedGreenPaletteColorLookupTableData);
-    l.palette[2] = read_lut(ds, DCM_BluePaletteColorLookupTableDescriptor, DCM_BluePaletteColorLookupTableData, what,
-                            DCM_SegmentedBluePaletteColorLookupTableData);
-  }
-  return l;
 }
 
 // Checks the decoded size against the limit before anything that big is allocated.
@@ -210,12 +89,12 @@ Image frame_template(DcmItem& ds, const std::string& what) {
   Image t;
   t.source_path = what;
   t.format = "dicom";
-  t.study_uid = get_string(ds, DCM_StudyInstanceUID);
-  t.series_uid = get_string(ds, DCM_SeriesInstanceUID);
-  t.sop_uid = get_string(ds, DCM_SOPInstanceUID);
-  t.sop_class_uid = get_string(ds, DCM_SOPClassUID);
-  t.modality = get_string(ds, DCM_Modality);
-  t.photometric = get_string(ds, DCM_PhotometricInterpretation);
+  t.study_uid = dicom::get_string(ds, DCM_StudyInstanceUID);
+  t.series_uid = dicom::get_string(ds, DCM_SeriesInstanceUID);
+  t.sop_uid = dicom::get_string(ds, DCM_SOPInstanceUID);
+  t.sop_class_uid = dicom::get_string(ds, DCM_SOPClassUID);
+  t.modality = dicom::get_string(ds, DCM_Modality);
+  t.photometric = dicom::get_string(ds, DCM_PhotometricInterpretation);
   return t;
 }
 
@@ -224,16 +103,45 @@ bool is_jpeg2000(E_TransferSyntax x) {
          x == EXS_JPEG2000Multicomponent;
 }
 
-// One codestream per frame from the encapsulated fragments: DCMTK finds each
+// Who decodes the pixel data. DCMTK 3.6.7 parses a dataset whose transfer
+// syntax it does not know (HTJ2K, the 2023 deflated-frame syntax) as explicit
+// VR little endian, which those syntaxes are, and keeps the fragments of
+// encapsulated pixel data under that key: we decode those, and JPEG 2000 and
+// 1-bit RLE (which DCMTK lacks or refuses), from the fragments.
+enum class Route { Dcmtk, Jpeg2000, Deflated, RleBits };
+
+struct Encoding {
+  Route route = Route::Dcmtk;
+  E_TransferSyntax fragments_key = EXS_Unknown;  // under which DCMTK holds the fragments
+  bool native_frames = false;                    // decoded frames are as stored natively (YBR 4:2:2 stays subsampled)
+};
+
+Encoding encoding_of(DcmFileFormat& file, const PixelLayout& stored, const std::string& what) {
+  const DcmXfer parsed(file.getDataset()->getOriginalXfer());
+  OFString meta_uid;
+  if (file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, meta_uid).good() &&
+      DcmXfer(meta_uid.c_str()).getXfer() == EXS_Unknown) {
+    const std::string uid = meta_uid.c_str();
+    if (uid == "1.2.840.10008.1.2.4.201" || uid == "1.2.840.10008.1.2.4.202" || uid == "1.2.840.10008.1.2.4.203")
+      return {Route::Jpeg2000, EXS_LittleEndianExplicit, false};  // HTJ2K: OpenJPEG 2.5 decodes it
+    if (uid == "1.2.840.10008.1.2.8.1") return {Route::Deflated, EXS_LittleEndianExplicit, true};
+    throw ImageError(Kind::Unsupported, what, "transfer syntax " + uid + " (no decoder for it)");
+  }
+  if (is_jpeg2000(parsed.getXfer())) return {Route::Jpeg2000, parsed.getXfer(), false};
+  if (parsed.getXfer() == EXS_RLELossless && stored.bits_allocated == 1) return {Route::RleBits, parsed.getXfer(), true};
+  return {Route::Dcmtk, parsed.getXfer(), !parsed.isEncapsulated()};
+}
+
+// One buffer per frame from the encapsulated fragments: DCMTK finds each
 // frame's first fragment (offset table, or one fragment per frame); failing
-// that, a fragment starting with a J2K SOC+SIZ marker pair or a JP2 signature
-// starts a frame.
-std::vector<std::vector<uint8_t>> j2k_frame_bytes(DcmElement* pixels, E_TransferSyntax xfer, int64_t frames,
-                                                  const std::string& what) {
+// that, for JPEG 2000, a fragment starting with a J2K SOC+SIZ marker pair or a
+// JP2 signature starts a frame.
+std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const Encoding& enc, int64_t frames,
+                                                      const std::string& what) {
   auto* pd = dynamic_cast<DcmPixelData*>(pixels);
   DcmPixelSequence* seq = nullptr;
-  if (!pd || pd->getEncapsulatedRepresentation(xfer, nullptr, seq).bad() || !seq || seq->card() < 2)
-    throw ImageError(Kind::Corrupt, what, "JPEG 2000 pixel data without fragments");
+  if (!pd || pd->getEncapsulatedRepresentation(enc.fragments_key, nullptr, seq).bad() || !seq || seq->card() < 2)
+    throw ImageError(Kind::Corrupt, what, "encapsulated pixel data without fragments");
   const unsigned long items = seq->card();
   std::vector<std::vector<uint8_t>> fragments(items);
   for (unsigned long i = 1; i < items; ++i) {  // item 0 is the basic offset table
@@ -253,7 +161,7 @@ std::vector<std::vector<uint8_t>> j2k_frame_bytes(DcmElement* pixels, E_Transfer
     }
     starts.push_back(start);
   }
-  if (starts.empty())
+  if (starts.empty() && enc.route == Route::Jpeg2000)
     for (unsigned long i = 1; i < items; ++i) {
       const auto& b = fragments[i];
       const bool soc = b.size() >= 4 && b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51;
@@ -274,10 +182,28 @@ std::vector<std::vector<uint8_t>> j2k_frame_bytes(DcmElement* pixels, E_Transfer
 // Decoded pixel bytes (little-endian) and the layout that describes them.
 struct Decoded {
   PixelLayout layout;
-  std::vector<uint8_t> owned;  // when we decoded (JPEG 2000) or rearranged the bytes
+  std::vector<uint8_t> owned;  // when we decoded or rearranged the bytes
   const uint8_t* bytes = nullptr;
   size_t size = 0;
 };
+
+// The frames DCMTK does not decode, from their fragments.
+void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, Decoded& d, const std::string& what) {
+  d.layout = dicom::read_layout(ds, PixelLayout::Kind::Integer, what);
+  d.layout.ybr422_subsampled = enc.native_frames && d.layout.photometric.find("_422") != std::string::npos;
+  dicom::validate(d.layout, what);
+  const auto frame_bytes = encapsulated_frames(pixels, enc, d.layout.frames, what);
+  std::vector<dicom::Codestream> streams;
+  for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
+  switch (enc.route) {
+    case Route::Jpeg2000: d.owned = dicom::decode_j2k_frames(streams, d.layout, what); break;
+    case Route::Deflated: d.owned = dicom::inflate_frames(streams, d.layout, what); break;
+    case Route::RleBits: d.owned = dicom::decode_rle_bit_frames(streams, d.layout, what); break;
+    case Route::Dcmtk: break;
+  }
+  d.bytes = d.owned.data();
+  d.size = d.owned.size();
+}
 
 Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& what) {
   DcmDataset& ds = *file.getDataset();
@@ -289,33 +215,21 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
     else if (ds.findAndGetElement(DCM_DoubleFloatPixelData, pixels).good()) kind = PixelLayout::Kind::Float64;
     else
       throw ImageError(Kind::NoImage, what,
-                       "no pixel data (Modality " + get_string(ds, DCM_Modality) + ", SOP class " +
-                           get_string(ds, DCM_SOPClassUID) + ")");
+                       "no pixel data (Modality " + dicom::get_string(ds, DCM_Modality) + ", SOP class " +
+                           dicom::get_string(ds, DCM_SOPClassUID) + ")");
   }
   // Size checks use the attributes as stored, before DCMTK allocates anything for decoding.
-  PixelLayout stored = read_layout(ds, kind, what);
+  PixelLayout stored = dicom::read_layout(ds, kind, what);
   stored.photometric = stored.samples == 3 ? "RGB" : "MONOCHROME2";  // any valid one: only sizes matter here
   check_size(stored, opt, what);
 
-  // DCMTK reads a dataset whose transfer syntax UID it does not know (HTJ2K,
-  // the 2023 deflated-frame syntaxes) as explicit little endian: refuse it here.
-  OFString meta_uid;
-  if (file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, meta_uid).good() &&
-      DcmXfer(meta_uid.c_str()).getXfer() == EXS_Unknown)
-    throw ImageError(Kind::Unsupported, what, "transfer syntax " + std::string(meta_uid.c_str()));
-  const DcmXfer xfer(ds.getOriginalXfer());
+  const Encoding enc = encoding_of(file, stored, what);
+  if (enc.route != Route::Dcmtk) {
+    decode_fragments(ds, pixels, enc, d, what);
+    return d;
+  }
+  const DcmXfer xfer(enc.fragments_key);
   if (xfer.isEncapsulated()) {
-    if (is_jpeg2000(xfer.getXfer())) {  // DCMTK has no JPEG 2000 decoder: OpenJPEG's turn
-      d.layout = read_layout(ds, kind, what);
-      dicom::validate(d.layout, what);
-      const auto frame_bytes = j2k_frame_bytes(pixels, xfer.getXfer(), d.layout.frames, what);
-      std::vector<dicom::Codestream> streams;
-      for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
-      d.owned = dicom::decode_j2k_frames(streams, d.layout, what);
-      d.bytes = d.owned.data();
-      d.size = d.owned.size();
-      return d;
-    }
     const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit))
       throw ImageError(c == EC_CannotChangeRepresentation ? Kind::Unsupported : Kind::Corrupt, what,
@@ -323,8 +237,8 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
     ds.findAndGetElement(DCM_PixelData, pixels);
   }
   // Read the layout again: a decoder may have changed the photometric (YBR -> RGB) or planar configuration.
-  d.layout = read_layout(ds, kind, what);
-  d.layout.ybr422_subsampled = !xfer.isEncapsulated() && d.layout.photometric == "YBR_FULL_422";
+  d.layout = dicom::read_layout(ds, kind, what);
+  d.layout.ybr422_subsampled = enc.native_frames && d.layout.photometric.find("_422") != std::string::npos;
   // getUint16Array returns words in this machine's byte order, which is what
   // "little-endian" means for the converter on the x86/ARM hosts we build for.
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the pixel converter assumes a little-endian host");
@@ -381,7 +295,7 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
     throw ImageError(Kind::BadOption, what,
                      "frame " + std::to_string(opt.frame) + " requested; the file has " + std::to_string(d.layout.frames));
   const Image proto = frame_template(ds, what);
-  const auto windows = file_windows(ds);
+  const dicom::FileVoi voi = dicom::read_voi(ds, d.layout.is_signed, what);
   std::vector<Image> out;
   const int64_t first = opt.frame >= 0 ? opt.frame : 0, last = opt.frame >= 0 ? opt.frame + 1 : d.layout.frames;
   for (int64_t f = first; f < last; ++f) {
@@ -390,7 +304,7 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
     meta.height = img.height, meta.width = img.width, meta.channels = img.channels;
     meta.pixels = std::move(img.pixels);
     meta.frame_index = d.layout.frames > 1 ? f : -1;
-    dicom::finish_frame(meta, d.layout, opt.window, windows, opt.invert_monochrome1);
+    dicom::finish_frame(meta, d.layout, opt.window, voi, opt.invert_monochrome1);
     out.push_back(std::move(meta));
   }
   return out;

@@ -173,6 +173,115 @@ def dicom_files():
         yield os.path.join(DATA, extra)
 
 
+# ---------------------------------------------------------------- DICOM gaps (pydicom 3)
+# dicom.json above was made with Debian's pydicom 2.3 and its pixel_data_handlers;
+# the references below (dicom_gaps.json) come from pydicom 3.0's pixels backend
+# with the pylibjpeg (OpenJPEG, libjpeg) and GDCM plugins, for the cases the
+# first pass left open. Each record names what it holds.
+
+GAP_DIR = "dicom/pydicom-data/data/"
+TOSHIBA = "dicom/pylibjpeg-data/ds/JPEG2000Lossless/"
+YBR_PARTIAL_FIXTURE = os.path.join(ROOT, "test", "fixtures", "dicom", "ybr_partial_422.dcm")
+
+
+def pixels_of(path, plugin=""):
+    from pydicom.pixels import pixel_array
+    opts = {"decoding_plugin": plugin} if plugin else {}
+    return pixel_array(path, **opts)
+
+
+def as_frames(arr, ds):
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    channels = int(ds.get("SamplesPerPixel", 1))
+    return np.asarray(arr).reshape(frames, int(ds.Rows), int(ds.Columns), channels)
+
+
+def error_text(fn):
+    try:
+        fn()
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"[:200]
+    return None
+
+
+def write_ybr_partial_422(rgb_path, out_path):
+    """SC_rgb.dcm's RGB turned into native YBR_PARTIAL_422 with the forward
+    transform of PS3.3 C.7.6.3.1.2 (pydicom has none for YBR_PARTIAL), the
+    chroma of each pixel pair averaged: Y1 Y2 Cb Cr per pair."""
+    import pydicom
+    ds = pydicom.dcmread(rgb_path)
+    rgb = ds.pixel_array.astype(np.float64)
+    m = np.array([[.2568, .5041, .0979], [-.1482, -.2910, .4392], [.4392, -.3678, -.0714]])
+    ybr = rgb @ m.T + np.array([16, 128, 128])
+    y = np.clip(np.floor(ybr[..., 0] + 0.5), 0, 255)
+    chroma = np.clip(np.floor((ybr[:, 0::2, 1:] + ybr[:, 1::2, 1:]) / 2 + 0.5), 0, 255)
+    packed = np.empty((rgb.shape[0], rgb.shape[1] // 2, 4), dtype=np.uint8)
+    packed[..., 0], packed[..., 1] = y[:, 0::2], y[:, 1::2]
+    packed[..., 2], packed[..., 3] = chroma[..., 0], chroma[..., 1]
+    ds.PhotometricInterpretation = "YBR_PARTIAL_422"
+    ds.PixelData = packed.tobytes()
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    ds.save_as(out_path, enforce_file_format=True)
+    return rgb  # the RGB it came from
+
+
+def dicom_gaps():
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    refs = {}
+
+    def rel(p):
+        return p if p.startswith("dicom/") else os.path.relpath(p, DATA)
+
+    # VOI LUT Sequence (an 8-bit CR-style table to 16 bits) and Modality LUT Sequence.
+    for name in ("vlut_04.dcm", "mlut_18.dcm"):
+        path = os.path.join(DATA, GAP_DIR, name)
+        ds = pydicom.dcmread(path)
+        modality = apply_modality_lut(ds.pixel_array, ds)
+        rec = {"modality": summary(as_frames(modality, ds))}
+        if ds.get("VOILUTSequence"):
+            rec["voi"] = summary(as_frames(apply_voi_lut(modality, ds, index=0, prefer_lut=True), ds))
+            rec["voi_bits"] = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        refs[GAP_DIR + name] = rec
+    # HTJ2K through OpenJPEG (pylibjpeg-openjpeg).
+    for name in ("HTJ2K_08_RGB.dcm", "HTJ2KLossless_08_RGB.dcm"):
+        path = os.path.join(DATA, GAP_DIR, name)
+        ds = pydicom.dcmread(path)
+        refs[GAP_DIR + name] = {"pixels": summary(as_frames(pixels_of(path, "pylibjpeg"), ds)),
+                                "transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}
+    # Deflated image frames and 1-bit RLE: pydicom decodes neither; the same
+    # segmentation stored natively is the reference.
+    for name, twin in (("liver_deflate.dcm", "liver.dcm"), ("liver_rle.dcm", "liver.dcm"),
+                       ("liver_nonbyte_aligned_deflate.dcm", "liver_nonbyte_aligned.dcm"),
+                       ("liver_nonbyte_aligned_rle.dcm", "liver_nonbyte_aligned.dcm")):
+        path, twin_path = os.path.join(DATA, GAP_DIR, name), os.path.join(DATA, GAP_DIR, twin)
+        ds = pydicom.dcmread(twin_path)
+        refs[GAP_DIR + name] = {"pixels": summary(as_frames(pixels_of(twin_path), ds)),
+                                "pixels_from": GAP_DIR + twin,
+                                "pydicom_error": error_text(lambda: pixels_of(path))}
+    # Toshiba JPEG 2000: the stream says signed, PixelRepresentation unsigned.
+    for name in ("TOSHIBA_J2K_SIZ1_PixRep0.dcm", "TOSHIBA_J2K_SIZ0_PixRep1.dcm"):
+        path = os.path.join(DATA, TOSHIBA, name)
+        ds = pydicom.dcmread(path)
+        rec = {"pixel_representation": int(ds.PixelRepresentation)}
+        for plugin in ("pylibjpeg", "gdcm", "pillow"):
+            rec[plugin] = summary(as_frames(pixels_of(path, plugin), ds))
+        # The same bits read as two's complement.
+        rec["pylibjpeg_as_int16"] = summary(as_frames(pixels_of(path, "pylibjpeg").view(np.int16), ds))
+        refs[TOSHIBA + name] = rec
+    # Files DCMTK refuses, as pydicom decodes them.
+    for path in (os.path.join(DATA, "dicom/pydicom/test_files/SC_rgb_jpeg.dcm"),
+                 os.path.join(DATA, GAP_DIR, "JLSL_08_07_0_1F.dcm")):
+        ds = pydicom.dcmread(path)  # ds.pixel_array: pixel_array(path) cannot read SC_rgb_jpeg's mixed VR
+        refs[rel(path)] = {"pixels": summary(as_frames(ds.pixel_array, ds)),
+                           "photometric": str(ds.PhotometricInterpretation)}
+    # YBR_PARTIAL_422: no file in the shared data has it; a fixture made here.
+    rgb = write_ybr_partial_422(os.path.join(DATA, GAP_DIR, "SC_rgb.dcm"), YBR_PARTIAL_FIXTURE)
+    refs["fixture:ybr_partial_422.dcm"] = {"source_rgb": summary(rgb.reshape((1,) + rgb.shape)),
+                                           "made_from": GAP_DIR + "SC_rgb.dcm"}
+    return refs
+
+
 # ---------------------------------------------------------------- NIfTI
 
 def nifti_reference(path):
@@ -225,12 +334,17 @@ def nifti_files():
 def main():
     os.makedirs(OUT, exist_ok=True)
     warnings.simplefilter("ignore")
-    which = sys.argv[1:] or ["dicom", "nifti"]
+    which = sys.argv[1:] or ["dicom", "dicom-gaps", "nifti"]
     if "dicom" in which:
         refs = {os.path.relpath(p, DATA): dicom_reference(p) for p in sorted(dicom_files())}
         with open(os.path.join(OUT, "dicom.json"), "w") as f:
             json.dump(refs, f, indent=0, sort_keys=True)
         print(f"dicom: {len(refs)} files")
+    if "dicom-gaps" in which:
+        refs = dicom_gaps()
+        with open(os.path.join(OUT, "dicom_gaps.json"), "w") as f:
+            json.dump(refs, f, indent=0, sort_keys=True)
+        print(f"dicom gaps: {len(refs)} files")
     if "nifti" in which:
         refs = {os.path.relpath(p, DATA): nifti_reference(p) for p in sorted(nifti_files())}
         with open(os.path.join(OUT, "nifti.json"), "w") as f:
