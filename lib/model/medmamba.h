@@ -12,26 +12,29 @@
 
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/model.h"
 #include "model/params.h"
 
 namespace mm {
 
 struct ModelActs;  // activations of one forward pass, kept for backward
 
-class MedMamba {
+class MedMamba : public Model {
  public:
   explicit MedMamba(ModelConfig cfg);  // parameters zeroed; call init_reference or load_state
-  ~MedMamba();
+  ~MedMamba() override;
   MedMamba(MedMamba&&) noexcept;
   MedMamba& operator=(MedMamba&&) noexcept;
 
-  const ModelConfig& config() const { return cfg_; }
-  const ParamTable& table() const { return table_; }
-  Tensor& params() { return params_; }  // (total_floats) float32
-  Tensor& grads() { return grads_; }    // same layout as params()
+  const ModelConfig& config() const override { return cfg_; }
+  const ParamTable& table() const override { return table_; }
+  Device device() const override { return Device::CPU; }
+  Tensor& params() override { return params_; }  // (total_floats) float32
+  Tensor& grads() override { return grads_; }    // same layout as params()
+  const Tensor& params() const { return params_; }
   Tensor param(const std::string& name);  // view into params()
   Tensor grad(const std::string& name);   // view into grads()
-  std::vector<int64_t>& batches_tracked() { return batches_tracked_; }  // one per BatchNorm
+  std::vector<int64_t>& batches_tracked() override { return batches_tracked_; }  // one per BatchNorm
 
   // The reference initialisation (see the architecture spec), deterministic in seed.
   void init_reference(uint64_t seed);
@@ -39,24 +42,24 @@ class MedMamba {
   // Copies a state dict in. Refuses missing, unexpected and mis-shaped tensors,
   // naming every one. Float16/bfloat16/float64 tensors are converted; the
   // `num_batches_tracked` entries are optional.
-  void load_state(const std::map<std::string, Tensor>& state);
+  void load_state(const std::map<std::string, Tensor>& state) override;
   // The state dict, float32 (plus int64 num_batches_tracked), under the reference keys.
-  std::map<std::string, Tensor> state() const;
+  std::map<std::string, Tensor> state() const override;
 
   // images: (B,in_chans,S,S) float32 NCHW with S divisible by 32. Returns logits (B,classes).
   // train: BatchNorm uses (and updates) batch statistics, drop path is active,
   // and activations are kept for backward().
   // keep_for_backward: in eval mode, keep activations so that backward() can
   // differentiate the eval-mode function (saliency maps, input gradients).
-  Tensor forward(const Tensor& images, bool train = false, bool keep_for_backward = false);
+  Tensor forward(const Tensor& images, bool train = false, bool keep_for_backward = false) override;
 
   // Backpropagates dlogits (B,classes) through the last forward that kept its
   // activations, accumulating into grads(). Returns dL/dimages (B,in_chans,S,S)
   // if want_input_grad.
-  Tensor backward(const Tensor& dlogits, bool want_input_grad = false);
+  Tensor backward(const Tensor& dlogits, bool want_input_grad = false) override;
 
-  void zero_grad() { grads_.zero_(); }
-  void seed_drop_path(uint64_t seed) { rng_.seed(seed); }
+  void zero_grad() override { grads_.zero_(); }
+  void seed_drop_path(uint64_t seed) override { rng_.seed(seed); }
 
  private:
   ModelConfig cfg_;

@@ -36,7 +36,7 @@ std::string ModelMeta::class_name(int64_t i) const {
   return "class_" + std::to_string(i);
 }
 
-void save_model(const std::string& path, const MedMamba& model, const ModelMeta& meta, DType storage) {
+void save_model(const std::string& path, const Model& model, const ModelMeta& meta, DType storage) {
   MM_CHECK(storage == DType::F32 || storage == DType::F16 || storage == DType::BF16,
            "save_model: storage must be F32, F16 or BF16");
   std::map<std::string, Tensor> tensors = model.state();

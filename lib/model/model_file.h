@@ -30,7 +30,7 @@ struct ModelMeta {
 };
 
 // storage: F32, F16 or BF16 for the float tensors (BatchNorm statistics included).
-void save_model(const std::string& path, const MedMamba& model, const ModelMeta& meta,
+void save_model(const std::string& path, const Model& model, const ModelMeta& meta,
                 DType storage = DType::F32);
 
 struct LoadedModel {

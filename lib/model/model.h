@@ -1,0 +1,53 @@
+#pragma once
+// The one model interface the tools drive, whatever the backend: the CPU
+// reference (MedMamba) today, the CUDA backend next (GPU training). A trainer,
+// an evaluator or a benchmark written against it runs on either.
+//
+// Parameters and gradients are one flat float32 buffer each, in the ParamTable
+// layout, in the backend's memory (params().device()). Batches cross the
+// interface as float32 CPU tensors; a GPU backend copies them in and out.
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace mm {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const ParamTable& table() const = 0;
+  virtual Device device() const = 0;
+
+  virtual Tensor& params() = 0;  // (total_floats) float32, ParamTable layout
+  virtual Tensor& grads() = 0;   // same layout as params()
+  virtual std::vector<int64_t>& batches_tracked() = 0;  // one per BatchNorm, in table().batchnorms() order
+  // Call after params() were changed from outside (an optimizer step, a copy):
+  // backends with derived inference forms (folded BatchNorm, packed weights) rebuild them.
+  virtual void params_changed() {}
+
+  // The state dict under the reference keys, float32 on the CPU (plus int64
+  // num_batches_tracked); load_state refuses missing, extra and mis-shaped tensors.
+  virtual void load_state(const std::map<std::string, Tensor>& state) = 0;
+  virtual std::map<std::string, Tensor> state() const = 0;
+
+  // images: (B,in_chans,S,S) float32 CPU. Returns logits (B,classes) float32 CPU.
+  // train: BatchNorm batch statistics (running statistics updated), drop path,
+  // activations kept for backward(). keep_for_backward: eval mode, but kept.
+  virtual Tensor forward(const Tensor& images, bool train = false, bool keep_for_backward = false) = 0;
+  // dlogits (B,classes) float32 CPU through the last kept forward, accumulating
+  // into grads(). Returns dL/dimages (CPU) when want_input_grad.
+  virtual Tensor backward(const Tensor& dlogits, bool want_input_grad = false) = 0;
+  virtual void zero_grad() = 0;
+  // Drop path draws from a generator seeded here; a trainer seeds it per step so
+  // that a resumed run draws what an uninterrupted one would.
+  virtual void seed_drop_path(uint64_t seed) = 0;
+};
+
+}  // namespace mm
