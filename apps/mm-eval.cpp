@@ -8,27 +8,11 @@
 #include "core/error.h"
 #include "eval/command.h"
 #include "ops/blas_tuning.h"
-#ifdef MM_HAVE_IMAGING
-#include "imaging/image_reader.h"
-#endif
+#include "labelled_sample_reader.h"
 
 namespace {
 
 enum ExitCode { kRuntimeError = 1, kUsage = 2 };  // 0 comes from run_eval_command
-
-// One image per labelled sample, from the reader the file's content calls for
-// (default options: a DICOM's own window, a NIfTI's middle axial slice).
-mm::Image read_sample_file(const std::string& file) {
-#ifdef MM_HAVE_IMAGING
-  std::vector<mm::Image> images = mm::read_images(file);
-  if (images.size() != 1)
-    throw mm::ImageError(mm::ImageError::Kind::BadOption, file,
-                         std::to_string(images.size()) + " frames or pages; a labelled sample needs exactly one image");
-  return std::move(images[0]);
-#else
-  throw mm::ImageError(mm::ImageError::Kind::Unsupported, file, "built without the image readers (DCMTK, ITK)");
-#endif
-}
 
 }  // namespace
 
@@ -73,7 +57,7 @@ int main(int argc, char** argv) {
     return kUsage;
   }
   try {
-    return mm::run_eval_command(a, read_sample_file);
+    return mm::run_eval_command(a, read_labelled_sample);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mm-eval: %s\n", e.what());
     return kRuntimeError;

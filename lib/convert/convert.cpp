@@ -210,6 +210,17 @@ ConvertReport convert_weights(const std::string& input, const std::string& outpu
   return report;
 }
 
+LoadedModel load_weights_as_model(const std::string& path) {
+  const InputWeights in = read_input(path);
+  try {
+    ModelMeta meta = output_meta(in, ConvertOptions{});
+    MedMamba model = build_model(in, meta.config);
+    return LoadedModel{std::move(model), std::move(meta)};
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+}
+
 std::string inspect_weights(const std::string& path) {
   const InputWeights in = read_input(path);
   std::ostringstream out;

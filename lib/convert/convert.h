@@ -32,6 +32,10 @@ struct ConvertReport {
 // Throws mm::Error naming the file and the reason; nothing is written on error.
 ConvertReport convert_weights(const std::string& input, const std::string& output, const ConvertOptions& options);
 
+// Any accepted weights file as a model in memory: what convert_weights would
+// write, without writing it (mm-train --init). Throws mm::Error naming the file.
+LoadedModel load_weights_as_model(const std::string& path);
+
 // A listing of every tensor (name, dtype, shape) and how the file was read,
 // plus whether the weights match a MedMamba architecture. Throws only when the
 // file cannot be read at all.

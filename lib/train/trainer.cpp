@@ -1,0 +1,348 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "convert/convert.h"
+#include "eval/bootstrap.h"
+#include "eval/evaluation.h"
+#include "eval/report_json.h"
+#include "model/medmamba.h"
+#include "model/model_file.h"
+#include "ops/cross_entropy.h"
+#include "train/batch_loader.h"
+#include "train/optimizer.h"
+#include "train/run_files.h"
+#include "train/run_state.h"
+#include "train/scoring.h"
+#include "train/train_splits.h"
+
+namespace mm {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// The options of the run to continue, with what the user set on this command
+// line checked against them (a resumed run must be the same run).
+TrainOptions options_to_resume(const TrainOptions& given, const TrainControl& control, const RunState& state) {
+  TrainOptions stored = TrainOptions::from_json(state.options_json);
+  std::vector<std::string> differ;
+  for (const std::string& key : differing_options(stored, given))
+    if (control.given.count(key)) differ.push_back(key);
+  if (!differ.empty())
+    throw TrainRefused(given.out + " holds a run with a different configuration (" + join(differ) +
+                       " differ); resume it with its own options, or train into a new --out");
+  stored.out = given.out;
+  if (control.given.count("threads")) stored.threads = given.threads;
+  return stored;
+}
+
+// The model to train and its metadata: the reference initialisation, or the
+// --init weights (with a new head when the class count differs).
+LoadedModel initial_model(const TrainOptions& o, const Dataset& d, const TrainEvents& ev) {
+  const int64_t K = d.num_classes();
+  ModelMeta meta;
+  meta.class_names = d.class_names;
+  meta.preprocess.input_size = o.image_size;
+  if (o.init.empty()) {
+    meta.config = o.model_config(K);
+    MedMamba model(meta.config);
+    model.init_reference(o.seed);
+    return LoadedModel{std::move(model), meta};
+  }
+  LoadedModel init = load_weights_as_model(o.init);
+  meta.config = init.meta.config;
+  meta.config.image_size = o.image_size;
+  meta.config.num_classes = K;
+  meta.config.drop_path_rate = float(o.drop_path);
+  meta.preprocess = init.meta.preprocess;
+  meta.preprocess.input_size = o.image_size;
+  if (d.labels_are_indices && int64_t(init.meta.class_names.size()) == K) meta.class_names = init.meta.class_names;
+  MedMamba model(meta.config);
+  model.init_reference(o.seed);
+  std::map<std::string, Tensor> state = init.model.state();
+  const bool new_head = init.meta.config.num_classes != K;
+  if (new_head) {
+    const std::map<std::string, Tensor> fresh = model.state();
+    state["head.weight"] = fresh.at("head.weight");
+    state["head.bias"] = fresh.at("head.bias");
+  }
+  model.load_state(state);
+  if (ev.note)
+    ev.note("fine-tuning from " + o.init + (new_head ? " (new " + std::to_string(K) + "-class head)" : "") +
+            "; its architecture replaces --variant/--dims");
+  return LoadedModel{std::move(model), meta};
+}
+
+ImageCache cache_split(const char* what, const Dataset& d, const std::vector<size_t>& samples, const ModelMeta& meta,
+                       const ImageFileReader& read_file, int threads, const TrainEvents& ev) {
+  const auto t0 = Clock::now();
+  ImageCache c = build_image_cache(d, samples, meta.preprocess, meta.config.in_chans, read_file, threads);
+  for (const ImageCache::Failure& f : c.failures)
+    if (ev.note) ev.note(std::string("unreadable ") + what + " sample skipped: " + f.id + ": " + f.reason);
+  if (ev.note && !samples.empty()) {
+    std::ostringstream s;
+    s << what << ": " << c.rows() << " images cached (" << (c.bytes() >> 20) << " MiB) in " << std::fixed
+      << std::setprecision(1) << seconds_since(t0) << " s";
+    ev.note(s.str());
+  }
+  return c;
+}
+
+void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta) {
+  save_model(path + ".partial", model, meta);
+  commit_file(path + ".partial", path);
+}
+
+// Bigger is better for every --select metric (the loss enters negated).
+std::optional<double> selection_value(const std::string& select, const EpochRecord& r) {
+  if (select == "loss") return r.val_loss ? std::optional<double>(-*r.val_loss) : std::optional<double>(-r.train_loss);
+  if (select == "auc" && r.val_auc) return r.val_auc;
+  return r.val_accuracy;  // accuracy, or an AUC that is undefined
+}
+
+int64_t predicted(const float* logits, int64_t K) {
+  return int64_t(std::max_element(logits, logits + K) - logits);
+}
+
+}  // namespace
+
+TrainResult train_model(TrainOptions o, const TrainControl& control, const ImageFileReader& read_file,
+                        const TrainEvents& ev) {
+  auto note = [&](const std::string& s) {
+    if (ev.note) ev.note(s);
+  };
+  const std::string state_path = (fs::path(o.out) / "state.safetensors").string();
+  std::optional<RunState> resumed;
+  if (control.resume) {
+    MM_CHECK(fs::exists(state_path), o.out + ": no state.safetensors to resume from");
+    resumed = load_run_state(state_path);
+    o = options_to_resume(o, control, *resumed);
+  }
+  try {
+    o.validate();
+  } catch (const Error& e) {
+    throw TrainRefused(e.what());
+  }
+  if (o.device == "cuda")
+    throw TrainRefused("--device cuda: training runs on the CPU backend for now (GPU training is the next step); "
+                       "use --device cpu or auto");
+  MM_CHECK(o.precision == "fp32", "--precision " + o.precision + ": the CPU trainer computes in fp32");
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  const int threads = resolve_thread_count(o.threads);
+
+  // Data: splits and their checks come before anything slow.
+  DatasetOptions dopt;
+  dopt.exclude_file = o.exclude;
+  const Dataset d = open_dataset(o.data, dopt);
+  const TrainSplits splits = split_for_training(d, o.val_fraction, o.seed);
+  try {
+    check_training_labels(d, splits);
+  } catch (const Error& e) {
+    throw TrainRefused(e.what());
+  }
+  note(d.source + ": " + std::to_string(d.num_classes()) + " classes; " + std::to_string(splits.train.size()) +
+       " train, " + std::to_string(splits.val.size()) + " val (" + splits.val_source + "), " +
+       std::to_string(splits.test.size()) + " test samples" +
+       (d.excluded ? "; " + std::to_string(d.excluded) + " excluded" : ""));
+
+  LoadedModel lm = initial_model(o, d, ev);
+  Model& model = lm.model;
+  const ModelMeta& meta = lm.meta;
+  const int64_t K = meta.config.num_classes;
+  note("model: " + meta.config.to_json() + ", " + std::to_string(model.table().trainable_count()) +
+       " parameters");
+
+  const ImageCache train_cache = cache_split("train", d, splits.train, meta, read_file, threads, ev);
+  const ImageCache val_cache = cache_split("val", d, splits.val, meta, read_file, threads, ev);
+  TrainResult result;
+  result.unreadable = int64_t(train_cache.failures.size() + val_cache.failures.size());
+  const double bad = double(result.unreadable) / double(std::max<size_t>(splits.train.size() + splits.val.size(), 1));
+  if (bad > o.max_bad)
+    throw TooManyUnreadable(std::to_string(result.unreadable) + " of " +
+                            std::to_string(splits.train.size() + splits.val.size()) +
+                            " samples are unreadable, more than --max-bad " + std::to_string(o.max_bad) +
+                            " (the first: " + (train_cache.failures.empty() ? val_cache.failures[0].id + ": " +
+                                                   val_cache.failures[0].reason : train_cache.failures[0].id +
+                                                   ": " + train_cache.failures[0].reason) + ")");
+  MM_CHECK(train_cache.rows() > 0, d.source + ": no readable training sample");
+
+  std::vector<float> class_weights;
+  CrossEntropyOptions ce;
+  ce.label_smoothing = float(o.label_smoothing);
+  if (o.class_weights == "balanced") {
+    class_weights = balanced_class_weights(d, splits.train);
+    ce.class_weights = class_weights.data();
+  }
+
+  const int64_t batches = (train_cache.rows() + o.batch_size - 1) / o.batch_size;
+  const int64_t steps_per_epoch = (batches + o.accumulate - 1) / o.accumulate;
+  const int64_t total_steps = o.epochs * steps_per_epoch;
+  const int64_t warmup_steps = std::min(total_steps, int64_t(std::llround(o.warmup_epochs * double(steps_per_epoch))));
+  AdamWOptions adam;
+  adam.weight_decay = float(o.weight_decay);
+  AdamW opt(model.table(), adam);
+
+  RunProgress p;
+  std::vector<EpochRecord> records;
+  const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
+  if (resumed) {
+    MM_CHECK(resumed->params.numel() == model.params().numel(), state_path + ": parameters do not fit the model");
+    std::memcpy(model.params().data(), resumed->params.data(), model.params().nbytes());
+    std::memcpy(opt.first_moment().data(), resumed->adam_m.data(), opt.first_moment().nbytes());
+    std::memcpy(opt.second_moment().data(), resumed->adam_v.data(), opt.second_moment().nbytes());
+    model.batches_tracked() = resumed->batches_tracked;
+    model.params_changed();
+    p = resumed->progress;
+    opt.set_steps(p.step);
+    records = read_metrics_file(metrics_path);
+    records.resize(std::min(records.size(), size_t(p.epoch)));  // epochs after the state were not kept
+    note("resuming at epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(p.batches_done) +
+         ", step " + std::to_string(p.step));
+  } else {
+    fs::create_directories(o.out);
+    MM_CHECK(!fs::exists(state_path), o.out + " already holds a run; continue it with --resume " + o.out +
+                                          ", or choose another --out");
+    write_file_atomically((fs::path(o.out) / "config.json").string(), o.to_json() + "\n");
+  }
+  auto save_state = [&] {
+    RunState s;
+    s.progress = p;
+    s.params = model.params();
+    s.adam_m = opt.first_moment();
+    s.adam_v = opt.second_moment();
+    s.batches_tracked = model.batches_tracked();
+    s.options_json = o.to_json();
+    save_run_state(state_path, s);
+  };
+
+  BatchLoader loader(train_cache, AugmentOptions::from_list(o.augment), meta.preprocess, threads);
+  Tensor probs = Tensor::empty({o.batch_size, K});
+  Tensor dlogits = Tensor::empty({o.batch_size, K});
+  while (p.epoch < o.epochs && !(control.stop_after_epoch > 0 && p.epoch >= control.stop_after_epoch)) {
+    const std::vector<int64_t> order = epoch_permutation(train_cache.rows(), o.seed, p.epoch);
+    loader.start_epoch(std::vector<int64_t>(order.begin() + std::min<int64_t>(p.batches_done * o.batch_size,
+                                                                              int64_t(order.size())),
+                                            order.end()),
+                       o.batch_size, o.seed, p.epoch);
+    const auto t0 = Clock::now();
+    const double seconds_before = p.train_seconds;
+    const int64_t seen_before = p.seen;
+    float lr = cosine_lr(p.step, total_steps, warmup_steps, float(o.lr), float(o.min_lr));
+    for (Batch b; loader.next(b);) {
+      const int64_t k = p.batches_done, B = int64_t(b.labels.size());
+      const int64_t group = std::min(o.accumulate, batches - (k - k % o.accumulate));
+      model.seed_drop_path(SplitMix64::at(o.seed ^ 0xD509D509ull, uint64_t(p.epoch * batches + k)).next());
+      Tensor logits = model.forward(b.images, /*train=*/true);
+      const float loss = cross_entropy_forward(probs.f32(), logits.f32(), b.labels.data(), B, K, ce);
+      if (!std::isfinite(loss))
+        throw LossNotFinite("the loss is " + std::to_string(loss) + " at step " + std::to_string(p.step + 1) +
+                            " (epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(k + 1) +
+                            "); the last good state is in " + state_path);
+      std::memset(dlogits.data(), 0, size_t(B * K) * sizeof(float));
+      cross_entropy_backward(dlogits.f32(), probs.f32(), b.labels.data(), B, K, 1.f / float(group), ce);
+      model.backward(dlogits.slice_view(0, {B, K}));
+      p.loss_sum += double(loss) * double(B);
+      for (int64_t i = 0; i < B; ++i) p.correct += predicted(logits.f32() + i * K, K) == b.labels[size_t(i)];
+      p.seen += B;
+      p.batches_done = k + 1;
+      if (p.batches_done % o.accumulate == 0 || p.batches_done == batches) {
+        const double norm = clip_grad_norm(model.grads(), model.table(), o.clip_grad);
+        if (!std::isfinite(norm))
+          throw LossNotFinite("the gradient norm is not finite at step " + std::to_string(p.step + 1) +
+                              "; the last good state is in " + state_path);
+        lr = cosine_lr(p.step, total_steps, warmup_steps, float(o.lr), float(o.min_lr));
+        opt.step(model.params(), model.grads(), lr);
+        model.params_changed();
+        model.zero_grad();
+        ++p.step;
+        if (o.save_every > 0 && p.step % o.save_every == 0 && p.batches_done < batches) {
+          p.train_seconds = seconds_before + seconds_since(t0);
+          save_state();
+        }
+      }
+      if (ev.batch) {
+        BatchProgress bp;
+        bp.epoch = p.epoch + 1; bp.epochs = o.epochs; bp.batch = p.batches_done; bp.batches = batches;
+        bp.loss = p.loss_sum / double(p.seen);
+        bp.accuracy = double(p.correct) / double(p.seen);
+        const double s = seconds_since(t0);
+        bp.images_per_second = s > 0 ? double(p.seen - seen_before) / s : 0;
+        bp.eta_seconds = bp.images_per_second > 0 ? double((batches - p.batches_done) * o.batch_size) /
+                                                        bp.images_per_second : 0;
+        ev.batch(bp);
+      }
+    }
+    p.train_seconds = seconds_before + seconds_since(t0);
+
+    EpochRecord r;
+    r.epoch = p.epoch + 1;
+    r.step = p.step;
+    r.lr = lr;
+    r.train_loss = p.loss_sum / double(std::max<int64_t>(p.seen, 1));
+    r.train_accuracy = double(p.correct) / double(std::max<int64_t>(p.seen, 1));
+    r.seconds = p.train_seconds;
+    r.images_per_second = p.train_seconds > 0 ? double(p.seen) / p.train_seconds : 0;
+    if (val_cache.rows() > 0) {
+      const CacheScores v = score_cache(model, val_cache, meta.preprocess, o.batch_size, threads);
+      const Metrics m = compute_metrics(v.scores);
+      r.val_loss = v.loss;
+      r.val_accuracy = m.accuracy;
+      r.val_balanced_accuracy = m.balanced_accuracy;
+      r.val_auc = m.macro.auc;
+    }
+    const std::optional<double> value = selection_value(o.select, r);
+    r.best = p.best_epoch < 0 || (value && *value > p.best_value);
+    if (r.best) {
+      p.best_epoch = p.epoch;
+      p.best_value = value.value_or(0.0);
+      save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta);
+    }
+    save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta);
+    records.push_back(r);
+    write_metrics_file(metrics_path, records);
+    write_file_atomically((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
+    ++p.epoch;
+    p.batches_done = 0;
+    p.loss_sum = 0;
+    p.correct = p.seen = 0;
+    p.train_seconds = 0;
+    save_state();
+    if (ev.epoch_end) ev.epoch_end(r);
+  }
+  result.epochs_done = p.epoch;
+
+  if (p.epoch == o.epochs && !splits.test.empty()) {
+    LoadedModel best = load_model((fs::path(o.out) / "best.safetensors").string());
+    const ImageCache test_cache = cache_split("test", d, splits.test, meta, read_file, threads, ev);
+    if (test_cache.rows() > 0) {
+      CacheScores t = score_cache(best.model, test_cache, meta.preprocess, o.batch_size, threads);
+      std::vector<std::string> ids;
+      for (const CachedImage& c : test_cache.images) ids.push_back(d.samples[c.sample].id);
+      Evaluation e = evaluate(std::move(t.scores), std::move(ids), meta.class_names, MetricOptions{});
+      e.about = {{"model", (fs::path(o.out) / "best.safetensors").string()}, {"data", d.source}, {"split", "test"}};
+      write_json_report((fs::path(o.out) / "test_metrics.json").string(), e);
+      result.test_accuracy = e.metrics.accuracy;
+      result.test_auc = e.metrics.macro.auc;
+    }
+  }
+  return result;
+}
+
+}  // namespace mm
