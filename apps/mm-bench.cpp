@@ -1,6 +1,7 @@
 // mm-bench: times MedMamba forward passes or training steps and prints images/s.
 // Optionally runs the PyTorch reference (test/reference/bench_reference.py) on the
-// same machine for a side-by-side ratio.
+// same machine for a side-by-side ratio. --input-pipeline DATA times the
+// training input pipeline (cache + augmenting batch loader) instead.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -9,6 +10,8 @@
 #include <memory>
 
 #include "bench/bench.h"
+#include "bench/input_pipeline_bench.h"
+#include "labelled_sample_reader.h"
 #include "core/error.h"
 #include "ops/blas_tuning.h"
 
@@ -19,7 +22,7 @@ int main(int argc, char** argv) {
   std::string torch_python;
   app.add_option("--variant", o.variant, "tiny | small | base")->capture_default_str();
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
-  app.add_option("--size", o.image_size, "image side (multiple of 32)")->capture_default_str();
+  app.add_option("--size,--image-size", o.image_size, "image side (multiple of 32)")->capture_default_str();
   app.add_option("--classes", o.num_classes, "number of classes")->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda")->capture_default_str();
   app.add_option("--precision", o.precision, "fp32 | bf16 | fp16")->capture_default_str();
@@ -29,8 +32,23 @@ int main(int argc, char** argv) {
   app.add_option("--threads", o.threads, "CPU threads (0: OpenMP default)")->capture_default_str();
   app.add_option("--torch", torch_python,
                  "also time the PyTorch reference with this Python (e.g. /usr/bin/python3)");
+  mm::InputPipelineBenchOptions pipeline;
+  app.add_option("--input-pipeline", pipeline.data,
+                 "time the training input pipeline on this dataset (folder, CSV or MedMNIST .npz) instead of the model");
+  app.add_option("--augment", pipeline.augment, "input pipeline: augmentations")->capture_default_str();
+  app.add_option("--split", pipeline.split, "input pipeline: the split to cache")->capture_default_str();
+  app.add_option("--limit", pipeline.limit, "input pipeline: cache at most this many samples (0: all)");
+  app.add_option("--seconds", pipeline.seconds, "input pipeline: time whole epochs for at least this long")
+      ->capture_default_str();
+  app.add_option("--in-chans", pipeline.in_chans, "input pipeline: model input channels")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (!pipeline.data.empty()) {
+      pipeline.threads = o.threads, pipeline.image_size = o.image_size;
+      pipeline.batch = app.count("--batch") ? o.batch : 64;  // a training batch, not the model benchmark's 8
+      std::printf("%s\n", mm::run_input_pipeline_benchmark(pipeline, read_labelled_sample).line.c_str());
+      return 0;
+    }
     const mm::BenchResult r = mm::run_benchmark(o);
     std::printf("%s blas=%s\n", r.line.c_str(), mm::blas_core_name());
     if (!torch_python.empty()) {
