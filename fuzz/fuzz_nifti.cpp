@@ -1,12 +1,9 @@
-// libFuzzer target: the NIfTI reader (our header checks, ITK's NiftiImageIO,
-// reorientation and slicing). The body is in fuzz_nifti_body.h (the doctest
-// suite replays regressions through it).
-// Debian's ITK 5.2 headers accept only GCC (itk_compiler_detection.h), hence
-// the flags that make clang present itself as GCC 10 for this target.
+// libFuzzer target: the NIfTI reader (header checks, voxel decoding,
+// orientation from the sform/qform, reorientation and slicing; no ITK). The
+// body is in fuzz_nifti_body.h (the doctest suite replays regressions through it).
 //
-// fuzz-sources: lib/imaging/nifti_reader.cpp lib/imaging/nifti_header.cpp lib/imaging/itk_io.cpp lib/data/image.cpp
-// fuzz-flags: -isystem /usr/include/ITK-5.2 -U__clang__ -fgnuc-version=10.2
-// fuzz-libs: -lITKIONIFTI-5.2 -lITKniftiio-5.2 -lITKznz-5.2 -lITKIOPNG-5.2 -lITKIOJPEG-5.2 -lITKIOTIFF-5.2 -lITKIOBMP-5.2 -lITKIOImageBase-5.2 -lITKCommon-5.2 -litksys-5.2 -lz
+// fuzz-sources: lib/imaging/nifti_reader.cpp lib/imaging/nifti_header.cpp lib/imaging/nifti_orientation.cpp lib/data/image.cpp
+// fuzz-libs: -lz
 // fuzz-seeds: fuzz/seeds/nifti
 #include "fuzz_nifti_body.h"
 

@@ -38,6 +38,9 @@ struct Image {
   std::string study_uid, series_uid, sop_uid, sop_class_uid;
   std::string modality;
   std::string photometric;  // as stored in the file, before conversion to grey or RGB
+  // What a caller may print beside the image: a reader's fallback (NIfTI: the
+  // orientation came from a weaker source than the header names, and why). Empty when none.
+  std::string warning;
 
   float& at(int64_t y, int64_t x, int64_t c = 0) { return pixels[size_t((y * width + x) * channels + c)]; }
   float at(int64_t y, int64_t x, int64_t c = 0) const { return pixels[size_t((y * width + x) * channels + c)]; }

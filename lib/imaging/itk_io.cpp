@@ -2,7 +2,6 @@
 
 #include <itkBMPImageIO.h>
 #include <itkJPEGImageIO.h>
-#include <itkNiftiImageIO.h>
 #include <itkPNGImageIO.h>
 #include <itkTIFFImageIO.h>
 
@@ -29,7 +28,6 @@ itk::ImageIOBase::Pointer make_io(Format f) {
   // Each format's ImageIO directly, not the factory: only the reader asked for
   // runs, and nothing depends on which factories a program registered.
   switch (f) {
-    case Format::Nifti: return itk::NiftiImageIO::New().GetPointer();
     case Format::Png: return itk::PNGImageIO::New().GetPointer();
     case Format::Jpeg: return itk::JPEGImageIO::New().GetPointer();
     case Format::Tiff: return itk::TIFFImageIO::New().GetPointer();
@@ -110,11 +108,6 @@ RawImage read_with_itk(const std::string& path, Format format, uint64_t max_byte
       throw ImageError(Kind::Unsupported, path, "voxels of type " + itk::ImageIOBase::GetPixelTypeAsString(pixel));
     r.complex = pixel == itk::IOPixelEnum::COMPLEX;
     r.component_type = itk::ImageIOBase::GetComponentTypeAsString(type);
-    for (unsigned axis = 0; axis < std::min(ndim, 3u); ++axis) {
-      const std::vector<double> d = io->GetDirection(axis);
-      for (unsigned row = 0; row < 3; ++row) r.direction[row][axis] = row < d.size() ? d[row] : (row == axis);
-    }
-
     itk::ImageIORegion region(ndim);
     for (unsigned i = 0; i < ndim; ++i) {
       region.SetIndex(i, 0);

@@ -1,22 +1,21 @@
 #pragma once
 // The one place that includes ITK (its headers are slow to compile): reads a
-// NIfTI/Analyze volume or a PNG/JPEG/TIFF/BMP picture through the ImageIO of
-// that format, into floats, with the geometry the other readers need.
+// PNG/JPEG/TIFF/BMP picture through the ImageIO of that format, into floats.
+// (NIfTI is decoded by nifti_header.h: ITK's NiftiImageIO could hang on a
+// hostile header.)
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace mm::itkio {
 
-enum class Format { Nifti, Png, Jpeg, Tiff, Bmp };
+enum class Format { Png, Jpeg, Tiff, Bmp };
 
 struct RawImage {
   std::vector<int64_t> dims;  // x fastest; as many as the file has
   int components = 1;         // per voxel: 1 grey, 2 complex (read as magnitude), 3 RGB, 4 RGBA
   bool complex = false;       // components were (re, im) pairs and data holds their magnitude
   std::vector<float> data;    // product(dims) * (complex ? 1 : components), components interleaved
-  // Direction cosines of the first three axes in ITK's LPS world: direction[row][axis].
-  double direction[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};
   // The stored component type's range (integers), or 0/0 for float data.
   double type_min = 0, type_max = 0;
   std::string component_type;  // ITK's name: "unsigned_char", "short", "float", ...

@@ -28,23 +28,16 @@ bool ends_with(const std::string& s, const char* suffix) {
 using GzFile = std::unique_ptr<std::remove_pointer_t<gzFile>, int (*)(gzFile)>;
 GzFile open_gz(const std::string& path) { return GzFile(gzopen(path.c_str(), "rb"), gzclose); }
 
-// How many bytes a (possibly gzipped) file holds, counting no further than `enough`.
-// Throws Corrupt when a gzip stream is damaged before that.
-uint64_t available_bytes(const std::string& path, uint64_t enough) {
-  GzFile f = open_gz(path);
-  if (!f) throw ImageError(Kind::Io, path, "cannot open");
-  std::vector<char> buf(1 << 20);
-  uint64_t total = 0;
-  while (total < enough) {
-    const int n = gzread(f.get(), buf.data(), unsigned(buf.size()));
-    if (n < 0) {
-      int code = 0;
-      throw ImageError(Kind::Corrupt, path, std::string("gzip: ") + gzerror(f.get(), &code));
-    }
-    if (n == 0) break;
-    total += uint64_t(n);
+// Bytes per voxel of a NIfTI datatype; 0 for those we do not decode.
+int datatype_bytes(int datatype) {
+  switch (datatype) {
+    case 2: case 256: return 1;           // uint8, int8
+    case 4: case 512: return 2;           // int16, uint16
+    case 128: return 3;                   // RGB24
+    case 8: case 16: case 768: return 4;  // int32, float32, uint32
+    case 32: case 64: case 1024: case 1280: return 8;  // complex64, float64, int64, uint64
+    default: return 0;
   }
-  return total;
 }
 
 }  // namespace
@@ -77,24 +70,38 @@ NiftiHeader read_nifti_header(const std::string& path, uint64_t max_bytes) {
   const bool nifti2 = hd.nifti2 = int32_t(rd(0, 4)) == 540;
   if (!nifti2 && int32_t(rd(0, 4)) != 348) throw ImageError(Kind::NotRecognized, path, "sizeof_hdr is neither 348 nor 540");
   if (nifti2 && got < 540) throw ImageError(Kind::Corrupt, path, "NIfTI-2 header shorter than 540 bytes");
-  const int64_t bitpix = int16_t(rd(nifti2 ? 14 : 72, 2));
   const int64_t ndim = nifti2 ? int64_t(rd(16, 8)) : int16_t(rd(40, 2));
   if (ndim < 1 || ndim > 7) throw ImageError(Kind::Corrupt, path, "dim[0] = " + std::to_string(ndim));
-  if (bitpix <= 0 || bitpix % 8 != 0 || bitpix > 256) throw ImageError(Kind::Corrupt, path, "bitpix " + std::to_string(bitpix));
   hd.ndim = ndim;
-  hd.bitpix = int(bitpix);
+  hd.bitpix = int16_t(rd(nifti2 ? 14 : 72, 2));
   hd.datatype = int16_t(rd(nifti2 ? 12 : 70, 2));
-  uint64_t bytes = uint64_t(bitpix / 8);
+  hd.item_bytes = datatype_bytes(hd.datatype);
+  if (hd.item_bytes == 0) throw ImageError(Kind::Unsupported, path, "NIfTI datatype " + std::to_string(hd.datatype));
+  const uint64_t floats_per_voxel = hd.datatype == 128 ? 3 : 1;
+  hd.magic = nifti2 ? h[4] == 'n' : (h[344] == 'n' && (h[345] == '+' || h[345] == 'i'));
+  int64_t stored[8] = {};
+  for (int64_t i = 1; i <= ndim; ++i) stored[i] = nifti2 ? int64_t(rd(16 + 8 * size_t(i), 8)) : int16_t(rd(40 + 2 * size_t(i), 2));
+  if (!nifti2 && hd.magic && ndim >= 3 && stored[2] == 1 && stored[3] == 1 && stored[1] == -1) {
+    // FreeSurfer's surface maps outgrow int16 dims: the length is in glmin (as nibabel reads them).
+    stored[1] = int32_t(rd(140, 4));
+    if (stored[1] <= 0) throw ImageError(Kind::Corrupt, path, "dim[1] = -1 (FreeSurfer) but glmin = " + std::to_string(stored[1]));
+  } else if (!nifti2 && hd.magic && ndim >= 3 && stored[1] == 27307 && stored[2] == 1 && stored[3] == 6) {
+    stored[1] = 163842, stored[3] = 1;  // FreeSurfer's ico7 surface (163842 vertices), nibabel's rule too
+  }
+  uint64_t voxels = 1;
   for (int64_t i = 1; i <= ndim; ++i) {
-    const int64_t d = nifti2 ? int64_t(rd(16 + 8 * size_t(i), 8)) : int16_t(rd(40 + 2 * size_t(i), 2));
+    const int64_t d = stored[i];
     hd.dim[i] = std::max<int64_t>(d, 1);
-    if (i >= 5 && d > 1)  // ITK reads dimensions 5+ as vector voxels, and its 5.2 reader frees memory it does not own then
+    if (i >= 5 && d > 1)  // a 5th dimension holds vectors or components per voxel: not an image we slice
       throw ImageError(Kind::Unsupported, path, std::to_string(ndim) + "-D data (dimension " + std::to_string(i) +
                                                     " has " + std::to_string(d) + " entries)");
-    bytes *= uint64_t(std::max<int64_t>(d, 1));
-    if (d > (int64_t(1) << 31) || bytes > max_bytes)
+    // Each factor is below 2^31 and the product so far below max_bytes, so
+    // the checks below see the true product unless max_bytes is near 2^64.
+    if (d > (int64_t(1) << 31) || __builtin_mul_overflow(voxels, uint64_t(hd.dim[i]), &voxels) ||
+        voxels > max_bytes / std::max<uint64_t>(uint64_t(hd.item_bytes), floats_per_voxel * sizeof(float)))
       throw ImageError(Kind::TooLarge, path, "header dimensions ask for more than " + std::to_string(max_bytes) + " bytes");
   }
+  const uint64_t bytes = voxels * uint64_t(hd.item_bytes);
   double offset;
   if (nifti2) {
     offset = double(int64_t(rd(168, 8)));
@@ -104,16 +111,10 @@ NiftiHeader read_nifti_header(const std::string& path, uint64_t max_bytes) {
     std::memcpy(&fo, &bits, 4);
     offset = fo;
   }
-  if (!(offset >= 0 && offset < 1e12)) throw ImageError(Kind::Corrupt, path, "vox_offset " + std::to_string(offset));
+  // Reading skips to the offset (inflating what precedes it), so it is bounded like the data.
+  if (!(offset >= 0 && offset <= double(max_bytes))) throw ImageError(Kind::Corrupt, path, "vox_offset " + std::to_string(offset));
   const bool single_file = data_path == header_path;
-  const uint64_t start = single_file ? uint64_t(std::max(offset, double(nifti2 ? 544 : 352))) : uint64_t(std::max(offset, 0.0));
-  const uint64_t have = available_bytes(data_path, start + bytes);
-  if (have < start + bytes)
-    throw ImageError(Kind::Corrupt, path,
-                     "truncated: the header describes " + std::to_string(bytes) + " bytes of data from offset " +
-                         std::to_string(start) + "; " + data_path + " holds " + std::to_string(have) + " bytes");
-  // VNL aborts the process on a non-finite matrix (ITK builds one from these
-  // fields), so non-finite geometry stops here. Only the fields in use count.
+  const uint64_t start = single_file ? uint64_t(std::max(offset, double(nifti2 ? 544 : 352))) : uint64_t(offset);
   auto real = [&](size_t nifti1_at, size_t nifti2_at) {
     if (!nifti2) {
       const uint32_t bits = uint32_t(rd(nifti1_at, 4));
@@ -128,15 +129,6 @@ NiftiHeader read_nifti_header(const std::string& path, uint64_t max_bytes) {
   };
   const int64_t qform_code = nifti2 ? int32_t(rd(344, 4)) : int16_t(rd(252, 2));
   const int64_t sform_code = nifti2 ? int32_t(rd(348, 4)) : int16_t(rd(254, 2));
-  std::vector<double> geometry;
-  for (size_t i = 0; i < 8; ++i) geometry.push_back(real(76 + 4 * i, 104 + 8 * i));  // pixdim
-  if (qform_code != 0)
-    for (size_t i = 0; i < 6; ++i) geometry.push_back(real(256 + 4 * i, 352 + 8 * i));  // quatern_*, qoffset_*
-  if (sform_code != 0)
-    for (size_t i = 0; i < 12; ++i) geometry.push_back(real(280 + 4 * i, 400 + 8 * i));  // srow_x/y/z
-  for (double g : geometry)
-    if (!std::isfinite(g)) throw ImageError(Kind::Corrupt, path, "non-finite voxel size, qform or sform");
-  hd.magic = nifti2 ? h[4] == 'n' : (h[344] == 'n' && (h[345] == '+' || h[345] == 'i'));
   hd.data_offset = start;
   hd.data_bytes = bytes;
   hd.qform_code = int(qform_code);
@@ -151,32 +143,6 @@ NiftiHeader read_nifti_header(const std::string& path, uint64_t max_bytes) {
 }
 
 
-void NiftiHeader::ras_directions(double (&out)[3][3]) const {
-  for (int r = 0; r < 3; ++r)
-    for (int c = 0; c < 3; ++c) out[r][c] = r == c;
-  if (sform_code > 0) {
-    for (int c = 0; c < 3; ++c) {
-      const double n = std::sqrt(srow[0][c] * srow[0][c] + srow[1][c] * srow[1][c] + srow[2][c] * srow[2][c]);
-      if (n > 0)
-        for (int r = 0; r < 3; ++r) out[r][c] = srow[r][c] / n;
-    }
-  } else if (qform_code > 0) {  // the NIfTI-1 quaternion, qfac from pixdim[0]
-    double b = quatern[0], c = quatern[1], d = quatern[2], a = 1 - (b * b + c * c + d * d);
-    if (a < 1e-7) {
-      const double n = std::sqrt(b * b + c * c + d * d);
-      b /= n, c /= n, d /= n, a = 0;
-    } else {
-      a = std::sqrt(a);
-    }
-    const double qfac = pixdim[0] < 0 ? -1 : 1;
-    const double m[3][3] = {{a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)},
-                            {2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)},
-                            {2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b}};
-    for (int r = 0; r < 3; ++r)
-      for (int k = 0; k < 3; ++k) out[r][k] = m[r][k] * (k == 2 ? qfac : 1);
-  }
-}
-
 namespace {
 
 template <class T>
@@ -189,44 +155,65 @@ T load(const uint8_t* p, bool swap) {
 }
 
 template <class T>
-void widen(const uint8_t* p, size_t n, bool swap, float* out, itkio::RawImage& r) {
+void widen(const uint8_t* p, size_t n, bool swap, float* out, NiftiVoxels& r) {
   for (size_t i = 0; i < n; ++i) out[i] = float(load<T>(p + i * sizeof(T), swap));
   if (std::is_integral<T>::value) r.type_min = double(std::numeric_limits<T>::lowest()), r.type_max = double(std::numeric_limits<T>::max());
 }
 
-}  // namespace
-
-int datatype_bytes(int datatype) {
-  switch (datatype) {
-    case 2: case 256: return 1;
-    case 4: case 512: return 2;
-    case 128: return 3;
-    case 8: case 16: case 768: return 4;
-    case 32: case 64: case 1024: case 1280: return 8;
-    default: return 0;
+// Reads up to n bytes (n < 2^31); 0 at the end of the file. Throws Corrupt on a damaged gzip stream.
+uint64_t read_some(gzFile f, uint8_t* into, uint64_t n, const std::string& path) {
+  const int got = gzread(f, into, unsigned(n));
+  if (got < 0) {
+    int code = 0;
+    throw ImageError(Kind::Corrupt, path, std::string("gzip: ") + gzerror(f, &code));
   }
+  return uint64_t(got);
 }
 
-itkio::RawImage read_nifti_data(const NiftiHeader& h, const std::string& path) {
-  const int item = datatype_bytes(h.datatype);
-  if (item == 0) throw ImageError(Kind::Unsupported, path, "NIfTI datatype " + std::to_string(h.datatype));
-  if (item * 8 != h.bitpix)  // every read below relies on it
-    throw ImageError(Kind::Corrupt, path, "bitpix " + std::to_string(h.bitpix) + " for datatype " + std::to_string(h.datatype));
-  itkio::RawImage r;
-  for (int64_t i = 1; i <= std::min<int64_t>(h.ndim, 4); ++i) r.dims.push_back(h.dim[i]);
-  const int64_t voxels = r.voxels();
-  std::vector<uint8_t> raw(h.data_bytes);
-  {
-    GzFile f = open_gz(h.data_path);
-    if (!f || gzseek(f.get(), z_off_t(h.data_offset), SEEK_SET) < 0 ||
-        gzread(f.get(), raw.data(), unsigned(raw.size())) != int(raw.size()))
-      throw ImageError(Kind::Corrupt, path, "cannot read the voxel data");
+// The header's data bytes, read in growing chunks so that memory follows what
+// the file holds. Throws Corrupt when it holds less.
+std::vector<uint8_t> read_voxel_bytes(const NiftiHeader& h, const std::string& path) {
+  GzFile f = open_gz(h.data_path);
+  if (!f) throw ImageError(Kind::Io, h.data_path, "cannot open");
+  uint64_t skipped = 0, got = 0;
+  std::vector<uint8_t> raw(size_t(std::min<uint64_t>(h.data_offset, 1 << 20)));
+  while (skipped < h.data_offset) {  // read, not gzseek, which would hide a damaged stream
+    const uint64_t n = read_some(f.get(), raw.data(), std::min<uint64_t>(raw.size(), h.data_offset - skipped), path);
+    if (n == 0) break;
+    skipped += n;
   }
+  raw.assign(size_t(std::min<uint64_t>(h.data_bytes, 1 << 20)), 0);
+  while (skipped == h.data_offset && got < h.data_bytes) {
+    if (got == raw.size()) raw.resize(size_t(std::min(h.data_bytes, 2 * got)));
+    const uint64_t n = read_some(f.get(), raw.data() + got, std::min<uint64_t>(raw.size() - got, 1 << 30), path);
+    if (n == 0) break;
+    got += n;
+  }
+  if (got < h.data_bytes)
+    throw ImageError(Kind::Corrupt, path,
+                     "truncated: the header describes " + std::to_string(h.data_bytes) + " bytes of data from offset " +
+                         std::to_string(h.data_offset) + "; " + h.data_path + " holds " + std::to_string(skipped + got) +
+                         " bytes");
+  return raw;
+}
+
+}  // namespace
+
+int64_t NiftiVoxels::voxels() const {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+NiftiVoxels read_nifti_data(const NiftiHeader& h, const std::string& path) {
+  NiftiVoxels r;
+  for (int64_t i = 1; i <= std::min<int64_t>(h.ndim, 4); ++i) r.dims.push_back(h.dim[i]);
+  const std::vector<uint8_t> raw = read_voxel_bytes(h, path);
   const uint8_t* p = raw.data();
   const bool sw = h.swap;
-  r.data.resize(size_t(voxels) * (h.datatype == 128 ? 3 : 1));
+  const size_t n = size_t(r.voxels());
+  r.data.resize(n * (h.datatype == 128 ? 3 : 1));
   float* out = r.data.data();
-  const size_t n = size_t(voxels);
   switch (h.datatype) {
     case 2: widen<uint8_t>(p, n, sw, out, r); break;
     case 4: widen<int16_t>(p, n, sw, out, r); break;
@@ -240,13 +227,12 @@ itkio::RawImage read_nifti_data(const NiftiHeader& h, const std::string& path) {
     case 1280: widen<uint64_t>(p, n, sw, out, r); break;
     case 128:  // RGB24: three bytes per voxel
       widen<uint8_t>(p, 3 * n, false, out, r);
-      r.components = 3;
+      r.channels = 3;
       break;
     case 32:  // complex64: magnitude
       for (size_t i = 0; i < n; ++i) out[i] = std::abs(std::complex<float>(load<float>(p + 8 * i, sw), load<float>(p + 8 * i + 4, sw)));
-      r.complex = true, r.components = 2;
       break;
-    default:
+    default:  // read_nifti_header refuses the others
       throw ImageError(Kind::Unsupported, path, "NIfTI datatype " + std::to_string(h.datatype));
   }
   if (h.scl_slope != 0 && std::isfinite(h.scl_slope) && h.datatype != 128 && !(h.scl_slope == 1 && h.scl_inter == 0)) {
@@ -254,10 +240,6 @@ itkio::RawImage read_nifti_data(const NiftiHeader& h, const std::string& path) {
     for (float& v : r.data) v = float(double(v) * h.scl_slope + inter);
     r.type_min = r.type_max = 0;  // scaled values have no type range
   }
-  double ras[3][3];
-  h.ras_directions(ras);
-  for (int row = 0; row < 3; ++row)
-    for (int c = 0; c < 3; ++c) r.direction[row][c] = (row < 2 ? -1 : 1) * ras[row][c];  // RAS -> ITK's LPS
   return r;
 }
 

@@ -2,80 +2,32 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 
-#include <cstring>
-
-#include "imaging/itk_io.h"
 #include "imaging/nifti_header.h"
+#include "imaging/nifti_orientation.h"
 
 namespace mm {
 
 using Kind = ImageError::Kind;
 
-namespace {
-
-// Which voxel axis runs along each RAS world axis, and whether it runs backwards.
-struct AxisMap {
-  std::array<int, 3> voxel_axis{0, 1, 2};
-  std::array<bool, 3> flipped{false, false, false};
-  std::string stored_codes;  // per voxel axis: the direction it points, e.g. "LPS"
-};
-
-// Greedy closest-axis assignment (as nibabel's io_orientation): repeatedly take
-// the largest remaining |cosine|, so each voxel axis maps to one world axis.
-AxisMap closest_canonical(const double (&lps)[3][3]) {
-  double ras[3][3];
-  for (int w = 0; w < 3; ++w)
-    for (int a = 0; a < 3; ++a) ras[w][a] = (w < 2 ? -1.0 : 1.0) * lps[w][a];  // ITK's LPS -> RAS
-  AxisMap m;
-  bool world_used[3] = {}, axis_used[3] = {};
-  for (int step = 0; step < 3; ++step) {
-    int best_w = -1, best_a = -1;
-    double best = -1;
-    for (int w = 0; w < 3; ++w)
-      for (int a = 0; a < 3; ++a)
-        if (!world_used[w] && !axis_used[a] && std::fabs(ras[w][a]) > best) best = std::fabs(ras[w][a]), best_w = w, best_a = a;
-    world_used[best_w] = axis_used[best_a] = true;
-    m.voxel_axis[size_t(best_w)] = best_a;
-    m.flipped[size_t(best_w)] = ras[best_w][best_a] < 0;
-  }
-  m.stored_codes = "???";
-  const char* letters[3][2] = {{"R", "L"}, {"A", "P"}, {"S", "I"}};
-  for (int w = 0; w < 3; ++w) m.stored_codes[size_t(m.voxel_axis[size_t(w)])] = letters[w][m.flipped[size_t(w)]][0];
-  return m;
-}
-
-}  // namespace
-
 NiftiVolume read_nifti_volume(const std::string& path, const NiftiOptions& opt) {
   const NiftiHeader header = read_nifti_header(path, opt.max_bytes);
-  // NIfTI-2 is ours to decode: Debian's ITK 5.2 links nifti_clib 1, which does not know it.
-  itkio::RawImage raw =
-      header.nifti2 ? read_nifti_data(header, path) : itkio::read_with_itk(path, itkio::Format::Nifti, opt.max_bytes);
-  if (header.without_orientation()) {
-    // NIfTI-1 "method 1": voxel axes are RAS (x = pixdim[1] * i, ...). ITK
-    // reads such files as LPS, nibabel's affine as LAS (Analyze's habit); the
-    // standard says RAS, and that is what we use.
-    const double lps_of_ras[3][3] = {{-1, 0, 0}, {0, -1, 0}, {0, 0, 1}};
-    std::memcpy(raw.direction, lps_of_ras, sizeof lps_of_ras);
-  }
-  const size_t ndim = raw.dims.size();
-  auto dim = [&](size_t i) { return i < ndim ? raw.dims[i] : int64_t(1); };
-  for (size_t i = 4; i < ndim; ++i)
-    if (raw.dims[i] != 1)
-      throw ImageError(Kind::Unsupported, path, std::to_string(ndim) + "-D data (dimension " + std::to_string(i + 1) +
-                                                    " has " + std::to_string(raw.dims[i]) + " entries)");
+  const int64_t volumes = header.ndim >= 4 ? header.dim[4] : 1;
+  if (opt.volume < 0 || opt.volume >= volumes)
+    throw ImageError(Kind::BadOption, path,
+                     "volume " + std::to_string(opt.volume) + " requested; the file has " + std::to_string(volumes));
+  const NiftiOrientation orientation = nifti_orientation(header);
+  const NiftiVoxels raw = read_nifti_data(header, path);
+  auto dim = [&](size_t i) { return i < raw.dims.size() ? raw.dims[i] : int64_t(1); };
   NiftiVolume v;
-  v.channels = raw.channels();
-  v.volumes = dim(3);
+  v.channels = raw.channels;
+  v.volumes = volumes;
   v.type_min = raw.type_min;
   v.type_max = raw.type_max;
-  if (opt.volume < 0 || opt.volume >= v.volumes)
-    throw ImageError(Kind::BadOption, path,
-                     "volume " + std::to_string(opt.volume) + " requested; the file has " + std::to_string(v.volumes));
-  const AxisMap map = closest_canonical(raw.direction);
-  v.stored_orientation = map.stored_codes;
+  v.stored_orientation = orientation.axes.stored_codes;
+  v.orientation_source = orientation.source;
+  v.warning = orientation.warning;
+  const AxisMap& map = orientation.axes;
   const std::array<int64_t, 3> in_size{dim(0), dim(1), dim(2)};
   const std::array<int64_t, 3> in_stride{v.channels, dim(0) * v.channels, dim(0) * dim(1) * v.channels};
   const int64_t base = opt.volume * dim(0) * dim(1) * dim(2) * v.channels;
@@ -161,6 +113,7 @@ std::vector<Image> slice_nifti(const NiftiVolume& v, const NiftiOptions& opt, co
   proto.format = "nifti";
   proto.slice_axis = opt.axis;
   proto.volume_index = v.volumes > 1 ? opt.volume : -1;
+  proto.warning = v.warning;
   std::vector<Image> out;
   for (int64_t s = first; s < last; ++s) {
     Image img = proto;

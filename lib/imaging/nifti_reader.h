@@ -1,11 +1,14 @@
 #pragma once
 // NIfTI-1/-2 and Analyze (.nii, .nii.gz, .hdr/.img, gzipped pairs) through ITK.
 //
+// Header and voxels are decoded by us (nifti_header.h), not by ITK.
 // A volume is reoriented to RAS+ (the closest canonical orientation: voxel axes
 // permuted and flipped so x runs to the patient's Right, y Anterior, z
 // Superior, as nibabel's as_closest_canonical) before slicing, so the same
-// anatomy stored in any of the 48 axis orders gives the same slices.
-// scl_slope/scl_inter are applied (by ITK), complex data becomes its magnitude.
+// anatomy stored in any of the 48 axis orders gives the same slices. The
+// orientation comes from the sform, else the qform, else none, skipping a
+// source that cannot give one (nifti_orientation.h; docs/input-formats.md).
+// scl_slope/scl_inter are applied, complex data becomes its magnitude.
 //
 // Slices are 2-D Images in neurological display order: the patient's right on
 // the image's right; anterior (axial) or superior (coronal, sagittal) at the top.
@@ -33,6 +36,8 @@ struct NiftiVolume {
   int64_t nx = 0, ny = 0, nz = 0, channels = 1;
   std::vector<float> data;
   std::string stored_orientation;  // axis codes of the file's voxel axes, e.g. "LPS", "RAS"
+  std::string orientation_source;  // "sform", "qform", "none (NIfTI-1 method 1: RAS)", "Analyze 7.5 (LAS)"
+  std::string warning;             // a source the header names was unusable and passed over (why); else empty
   double type_min = 0, type_max = 0;  // stored integer type's range; 0/0 for float data
   int64_t volumes = 1;                // in the file (4th dimension)
 };
