@@ -208,6 +208,24 @@ TEST_CASE("augment: colour jitter follows torchvision's brightness and contrast 
     for (size_t k = 0; k < x.size(); ++k) worst = std::max(worst, std::fabs(double(got[k]) - x[k]));
     CHECK(worst < 1e-5);
   }
+  // With a translation, the contrast's mean is over the whole image before
+  // the shift (pixels moved out of view included), and the uncovered pixels
+  // stay 0 (the shift comes after the jitter).
+  AugmentDraw d = g.identity();
+  d.shift_x = 4, d.shift_y = -3, d.brightness = 1.07, d.contrast = 0.83;
+  std::vector<double> x(g.img.u8.begin(), g.img.u8.end());
+  double mean = 0;
+  for (double& v : x) v = std::clamp(v / 255 * d.brightness, 0.0, 1.0), mean += v / double(x.size());
+  for (double& v : x) v = std::clamp(d.contrast * v + (1 - d.contrast) * mean, 0.0, 1.0);
+  const std::vector<float> got = g.run(d);
+  double worst = 0;
+  for (int64_t oy = 0; oy < 28; ++oy)
+    for (int64_t ox = 0; ox < 28; ++ox) {
+      const int64_t sy = oy + 3, sx = ox - 4;
+      const double want = sy >= 28 || sx < 0 ? 0.0 : x[size_t(sy * 28 + sx)];
+      worst = std::max(worst, std::fabs(double(got[size_t(oy * 28 + ox)]) - want));
+    }
+  CHECK(worst < 1e-5);
   CHECK(orders[0] > 150);
   CHECK(orders[1] > 150);
   CHECK(b_lo >= 0.9);
