@@ -12,9 +12,10 @@ PACKAGES=(
   libopenblas-openmp-dev libopenblas-dev   # BLAS for the CPU path (OpenMP build: see CMakeLists.txt)
   libomp-dev                               # OpenMP
   nlohmann-json3-dev libcli11-dev doctest-dev
-  libdcmtk-dev                             # DICOM (with JPEG, JPEG-LS, RLE codecs)
+  libdcmtk-dev                             # DICOM (with JPEG and RLE codecs)
   libinsighttoolkit5-dev                   # NIfTI, PNG, JPEG, TIFF, BMP (lib/imaging/itk_io.cpp)
   libopenjp2-7-dev                         # JPEG 2000 in DICOM (DCMTK has no decoder for it)
+  libcharls-dev                            # JPEG-LS in DICOM (DCMTK's CharLS fork rejects valid streams)
   python3 python3-numpy python3-pip        # the safetensors interop test
   python3-sklearn chromium                 # mm-eval: metric fixtures (sklearn); the HTML report test
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)

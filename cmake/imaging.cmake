@@ -6,20 +6,21 @@ file(GLOB_RECURSE MM_IMAGING_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/lib
 if(MM_IMAGING_SOURCES)
   find_package(DCMTK QUIET)
   find_package(OpenJPEG QUIET)
+  find_package(charls QUIET)  # JPEG-LS (CharLS 2; DCMTK's own fork rejects valid streams)
   find_package(ITK QUIET COMPONENTS ITKIOImageBase ITKIONIFTI ITKIOPNG ITKIOJPEG ITKIOTIFF ITKIOBMP)
-  if(DCMTK_FOUND AND OpenJPEG_FOUND AND ITK_FOUND)
+  if(DCMTK_FOUND AND OpenJPEG_FOUND AND charls_FOUND AND ITK_FOUND)
     add_library(medmamba_imaging STATIC ${MM_IMAGING_SOURCES})
     target_compile_options(medmamba_imaging PRIVATE ${MM_CPU_FLAGS} -Wall -Wextra)
     # ITK headers are heavy: only lib/imaging/itk_io.cpp includes them.
     target_include_directories(medmamba_imaging SYSTEM PRIVATE ${ITK_INCLUDE_DIRS} ${OPENJPEG_INCLUDE_DIRS})
     target_link_libraries(medmamba_imaging
       PUBLIC medmamba
-      PRIVATE DCMTK::dcmdata DCMTK::dcmimage DCMTK::dcmjpeg DCMTK::dcmjpls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES} ZLIB::ZLIB)
+      PRIVATE DCMTK::dcmdata DCMTK::dcmimage DCMTK::dcmjpeg charls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES} ZLIB::ZLIB)
     # Tests find the shared data set (../shared/data beside the repository) through this.
     target_compile_definitions(medmamba_imaging PUBLIC
       MM_HAVE_IMAGING=1
       MM_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data")
   else()
-    message(STATUS "DCMTK, OpenJPEG or ITK not found: building without the image readers")
+    message(STATUS "DCMTK, OpenJPEG, CharLS or ITK not found: building without the image readers")
   endif()
 endif()

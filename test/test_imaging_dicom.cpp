@@ -70,8 +70,6 @@ const std::map<std::string, std::string> kReferenceExceptions = {
     {"dicom/pylibjpeg-data/ds/JPEG2000Lossless/TOSHIBA_J2K_SIZ1_PixRep0.dcm",
      "the JPEG 2000 stream is signed, PixelRepresentation says unsigned: pydicom 2.3's Pillow shifts by 2^15 "
      "(air at 30720), we read them as signed (air at -2048 HU; test_imaging_dicom_gaps.cpp)"},
-    {"dicom/pydicom-data/data/JLSL_08_07_0_1F.dcm",
-     "JPEG-LS stream of precision 8 where BitsStored is 7: DCMTK and GDCM reject it (Corrupt)"},
     {"dicom/pydicom-data/data/liver_j2k.dcm",
      "1-bit JPEG 2000: Pillow scales the samples to 0/128; ours equals liver.dcm (test below)"},
     {"dicom/pydicom-data/data/liver_nonbyte_aligned_j2k.dcm", "as liver_j2k.dcm"},

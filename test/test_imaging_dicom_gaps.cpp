@@ -114,6 +114,11 @@ TEST_CASE("dicom gaps: the Toshiba JPEG 2000 whose stream is signed and PixelRep
   CHECK(pixel_min_max(ours.at(0)).first == -2048);
 }
 
+TEST_CASE("dicom gaps: a 7-bit JPEG-LS stream (DCMTK's CharLS fork refuses it) through CharLS 2") {
+  const std::string name = kData + "JLSL_08_07_0_1F.dcm";
+  check_exact(read_dicom(shared_data_path(name)), gaps().at(name).at("pixels"));
+}
+
 TEST_CASE("dicom gaps: YBR_PARTIAL_422 converts to RGB as DCMTK's renderer does") {
   // No file in the shared data has it: the fixture is SC_rgb.dcm turned into
   // native YBR_PARTIAL_422 by the reference script (PS3.3 C.7.6.3.1.2's forward transform).

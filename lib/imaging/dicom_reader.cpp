@@ -12,7 +12,6 @@
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmjpeg/djdecode.h>
-#include <dcmtk/dcmjpls/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 
 #include <sys/stat.h>
@@ -27,6 +26,7 @@
 #include "imaging/dicom_attributes.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
+#include "imaging/dicom_jpegls.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm {
@@ -43,7 +43,6 @@ void init_dcmtk_once() {
     // JPEG colour: YBR_* streams converted to RGB as the photometric says (the
     // standard's rule, and what pydicom's references do), RGB ones left alone.
     DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
-    DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
     // Problems reach the caller as ImageError; DCMTK's console log would only repeat them.
     OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
@@ -106,9 +105,9 @@ bool is_jpeg2000(E_TransferSyntax x) {
 // Who decodes the pixel data. DCMTK 3.6.7 parses a dataset whose transfer
 // syntax it does not know (HTJ2K, the 2023 deflated-frame syntax) as explicit
 // VR little endian, which those syntaxes are, and keeps the fragments of
-// encapsulated pixel data under that key: we decode those, and JPEG 2000 and
-// 1-bit RLE (which DCMTK lacks or refuses), from the fragments.
-enum class Route { Dcmtk, Jpeg2000, Deflated, RleBits };
+// encapsulated pixel data under that key: we decode those, and JPEG 2000,
+// JPEG-LS and 1-bit RLE (which DCMTK lacks, gets wrong or refuses), from the fragments.
+enum class Route { Dcmtk, Jpeg2000, JpegLs, Deflated, RleBits };
 
 struct Encoding {
   Route route = Route::Dcmtk;
@@ -128,14 +127,17 @@ Encoding encoding_of(DcmFileFormat& file, const PixelLayout& stored, const std::
     throw ImageError(Kind::Unsupported, what, "transfer syntax " + uid + " (no decoder for it)");
   }
   if (is_jpeg2000(parsed.getXfer())) return {Route::Jpeg2000, parsed.getXfer(), false};
+  if (parsed.getXfer() == EXS_JPEGLSLossless || parsed.getXfer() == EXS_JPEGLSLossy)
+    return {Route::JpegLs, parsed.getXfer(), false};
   if (parsed.getXfer() == EXS_RLELossless && stored.bits_allocated == 1) return {Route::RleBits, parsed.getXfer(), true};
   return {Route::Dcmtk, parsed.getXfer(), !parsed.isEncapsulated()};
 }
 
 // One buffer per frame from the encapsulated fragments: DCMTK finds each
 // frame's first fragment (offset table, or one fragment per frame); failing
-// that, for JPEG 2000, a fragment starting with a J2K SOC+SIZ marker pair or a
-// JP2 signature starts a frame.
+// that, a fragment starting with a J2K SOC+SIZ marker pair or a JP2 signature
+// (JPEG 2000), or with SOI and a marker (JPEG-LS, whose coded data cannot hold
+// FF D8), starts a frame.
 std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const Encoding& enc, int64_t frames,
                                                       const std::string& what) {
   auto* pd = dynamic_cast<DcmPixelData*>(pixels);
@@ -161,12 +163,13 @@ std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const 
     }
     starts.push_back(start);
   }
-  if (starts.empty() && enc.route == Route::Jpeg2000)
+  if (starts.empty() && (enc.route == Route::Jpeg2000 || enc.route == Route::JpegLs))
     for (unsigned long i = 1; i < items; ++i) {
       const auto& b = fragments[i];
       const bool soc = b.size() >= 4 && b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51;
       const bool jp2 = b.size() >= 8 && std::memcmp(b.data(), "\x00\x00\x00\x0cjP  ", 8) == 0;
-      if (soc || jp2 || i == 1) starts.push_back(Uint32(i));
+      const bool soi = b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF;
+      if ((enc.route == Route::Jpeg2000 ? soc || jp2 : soi) || i == 1) starts.push_back(Uint32(i));
     }
   if (int64_t(starts.size()) != frames)
     throw ImageError(Kind::Corrupt, what,
@@ -197,6 +200,7 @@ void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, D
   for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
   switch (enc.route) {
     case Route::Jpeg2000: d.owned = dicom::decode_j2k_frames(streams, d.layout, what); break;
+    case Route::JpegLs: d.owned = dicom::decode_jpegls_frames(streams, d.layout, what); break;
     case Route::Deflated: d.owned = dicom::inflate_frames(streams, d.layout, what); break;
     case Route::RleBits: d.owned = dicom::decode_rle_bit_frames(streams, d.layout, what); break;
     case Route::Dcmtk: break;
