@@ -10,6 +10,9 @@
 #include "data/preprocess.h"
 #include "train/batch_loader.h"
 #include "train/image_cache.h"
+#ifdef MM_HAVE_IMAGING
+#include "imaging/image_reader.h"
+#endif
 
 using namespace mm;
 
@@ -153,6 +156,35 @@ TEST_CASE("train data: without augmentation a row gives mm::preprocess's input u
     CHECK(err > 0);  // the rounding is there: the comparison is not vacuous
   }
 }
+
+#ifdef MM_HAVE_IMAGING
+TEST_CASE("train data: real files: a CT DICOM cached in 16 bits, a JPEG in 8, a truncated DICOM recorded") {
+  const std::string root = std::string(MM_SOURCE_DIR) + "/../shared/data/";
+  Dataset d;
+  for (const char* file : {"dicom/pydicom/test_files/CT_small.dcm", "brain-tumor-mri/Testing/notumor/Te-no_0379.jpg",
+                           "dicom/pydicom/test_files/MR_truncated.dcm"}) {
+    Sample s;
+    s.id = file, s.file = root + file, s.label = 0;
+    d.samples.push_back(s);
+  }
+  const ImageFileReader reader = [](const std::string& file) { return read_images(file).at(0); };
+  const Preprocess p = preprocess_for(64, 3);
+  const ImageCache c = build_image_cache(d, {0, 1, 2}, p, 3, reader, 2);
+  REQUIRE(c.rows() == 2);
+  REQUIRE(c.failures.size() == 1);
+  CHECK(c.failures[0].id == "dicom/pydicom/test_files/MR_truncated.dcm");
+  CHECK_FALSE(c.failures[0].reason.empty());
+  CHECK(c.images[0].wide);
+  CHECK_FALSE(c.images[1].wide);
+  for (int64_t row = 0; row < 2; ++row) {
+    const Image img = reader(d.samples[size_t(row)].file);
+    std::vector<float> got(size_t(3 * 64 * 64));
+    augment_into(c, row, AugmentOptions::none(), p, 0, got.data());
+    const Tensor want = preprocess(img, p);
+    CHECK(max_abs_diff(got.data(), want.f32(), want.numel()) <= 0.5 * (row == 0 ? 1 / 65535. : 1 / 255.) / 0.224 + 1e-6);
+  }
+}
+#endif
 
 TEST_CASE("train data: epoch_permutation is a seeded permutation that changes with the epoch") {
   const std::vector<int64_t> a = epoch_permutation(1000, 7, 0), b = epoch_permutation(1000, 7, 1);
