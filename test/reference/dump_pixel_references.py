@@ -10,6 +10,11 @@ can check our decoders without committing the arrays themselves.
 
 Needs Debian's python3-pydicom, python3-nibabel, python3-pil (and python3-gdcm
 for JPEG-LS and 12-bit/lossless JPEG, which neither numpy nor Pillow decode).
+dicom.json was made with Debian's pydicom 2.3: pydicom 3 routes the legacy
+handlers through its new decoders and converts YBR itself, which changes 40
+of its records. The `dicom-gaps` part (dicom_gaps.json, and the fixture
+test/fixtures/dicom/ybr_partial_422.dcm) needs pydicom 3.0 with
+pylibjpeg-openjpeg and python-gdcm.
 
 What "decoded" means, matching lib/imaging (see docs/input-formats.md):
 - DICOM: every frame, (frames, rows, columns, channels) float32; grey pixels
