@@ -4,12 +4,11 @@
 // a bilinear ramp rotated by hand, and the jitter formulas on real pixels.
 #include <doctest/doctest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "train/augment.h"
 
@@ -196,14 +195,18 @@ TEST_CASE("augment: colour jitter follows torchvision's brightness and contrast 
     const std::vector<float> got = g.run(d);
     std::vector<double> x(g.img.u8.begin(), g.img.u8.end());
     for (double& v : x) v /= 255;
-    auto brightness = [&] { for (double& v : x) v = std::clamp(v * d.brightness, 0.0, 1.0); };
+    auto brightness = [&] {
+      for (double& v : x) v = std::clamp(v * d.brightness, 0.0, 1.0);
+    };
     auto contrast = [&] {
       double mean = 0;
       for (double v : x) mean += v / double(x.size());
       for (double& v : x) v = std::clamp(d.contrast * v + (1 - d.contrast) * mean, 0.0, 1.0);
     };
-    if (d.contrast_first) contrast(), brightness();
-    else brightness(), contrast();
+    if (d.contrast_first)
+      contrast(), brightness();
+    else
+      brightness(), contrast();
     double worst = 0;
     for (size_t k = 0; k < x.size(); ++k) worst = std::max(worst, std::fabs(double(got[k]) - x[k]));
     CHECK(worst < 1e-5);

@@ -80,10 +80,11 @@ TEST_CASE("train data: the cache stores MedMNIST rows and records unreadable sam
   };
   std::vector<size_t> order = {13, 0, 5, 12, 7};
   int64_t last_done = -1, calls = 0;
-  const ImageCache c = build_image_cache(d, order, preprocess_for(32, 3), 3, reader, 2, [&](int64_t done, int64_t total) {
-    CHECK(total == 5);
-    last_done = done, ++calls;
-  });
+  const ImageCache c =
+      build_image_cache(d, order, preprocess_for(32, 3), 3, reader, 2, [&](int64_t done, int64_t total) {
+        CHECK(total == 5);
+        last_done = done, ++calls;
+      });
   CHECK(last_done == 5);
   CHECK(calls >= 1);
   REQUIRE(c.rows() == 3);
@@ -113,11 +114,11 @@ TEST_CASE("train data: the cache stores MedMNIST rows and records unreadable sam
 }
 
 TEST_CASE("train data: 8 or 16 bits by the window's levels") {
-  CHECK_FALSE(needs_wide_storage(synthetic(4, 4, 1, 0, 255, true)));     // 8-bit picture, MedMNIST
-  CHECK_FALSE(needs_wide_storage(synthetic(4, 4, 1, -40, 40, true)));    // CT brain window: 80 HU
-  CHECK(needs_wide_storage(synthetic(4, 4, 1, -1024, 3071, true)));      // 12-bit CT, min-max
-  CHECK(needs_wide_storage(synthetic(4, 4, 1, 0, 65535, true)));         // 16-bit PNG, full range
-  CHECK(needs_wide_storage(synthetic(4, 4, 1, 0, 1, false)));            // float pixels (NIfTI)
+  CHECK_FALSE(needs_wide_storage(synthetic(4, 4, 1, 0, 255, true)));   // 8-bit picture, MedMNIST
+  CHECK_FALSE(needs_wide_storage(synthetic(4, 4, 1, -40, 40, true)));  // CT brain window: 80 HU
+  CHECK(needs_wide_storage(synthetic(4, 4, 1, -1024, 3071, true)));    // 12-bit CT, min-max
+  CHECK(needs_wide_storage(synthetic(4, 4, 1, 0, 65535, true)));       // 16-bit PNG, full range
+  CHECK(needs_wide_storage(synthetic(4, 4, 1, 0, 1, false)));          // float pixels (NIfTI)
   const CachedImage wide = cache_image(synthetic(20, 24, 1, 0, 4095, true), 16, 3, "bilinear");
   CHECK(wide.wide);
   CHECK(wide.u16.size() == 16 * 16);
@@ -135,7 +136,8 @@ TEST_CASE("train data: without augmentation a row gives mm::preprocess's input u
     double step;  // the storage's rounding step in [0, 1] units
   };
   std::vector<Case> cases = {
-      {"MedMNIST grey, 3-channel model, upscaled", load_image(open_npz_dataset(kPneumonia, split("test")), 3, {}), 64, 3, 1 / 255.},
+      {"MedMNIST grey, 3-channel model, upscaled", load_image(open_npz_dataset(kPneumonia, split("test")), 3, {}), 64,
+       3, 1 / 255.},
       {"12-bit grey, 1-channel model, downscaled", synthetic(50, 70, 1, -1024, 3071, true), 32, 1, 1 / 65535.},
       {"8-bit RGB, 3-channel model", synthetic(40, 30, 3, 0, 255, true), 32, 3, 1 / 255.},
       {"8-bit RGB, 1-channel model (luma)", synthetic(40, 30, 3, 0, 255, true), 32, 1, 1 / 255.},
@@ -181,7 +183,8 @@ TEST_CASE("train data: real files: a CT DICOM cached in 16 bits, a JPEG in 8, a 
     std::vector<float> got(size_t(3 * 64 * 64));
     augment_into(c, row, AugmentOptions::none(), p, 0, got.data());
     const Tensor want = preprocess(img, p);
-    CHECK(max_abs_diff(got.data(), want.f32(), want.numel()) <= 0.5 * (row == 0 ? 1 / 65535. : 1 / 255.) / 0.224 + 1e-6);
+    CHECK(max_abs_diff(got.data(), want.f32(), want.numel()) <=
+          0.5 * (row == 0 ? 1 / 65535. : 1 / 255.) / 0.224 + 1e-6);
   }
 }
 #endif

@@ -52,8 +52,9 @@ InputPipelineBenchResult run_input_pipeline_benchmark(const InputPipelineBenchOp
   r.rows = cache.rows();
   r.failures = int64_t(cache.failures.size());
   r.cache_bytes = cache.bytes();
-  MM_CHECK(r.rows > 0, o.data + ": no readable image" +
-                           (cache.failures.empty() ? std::string() : " (first failure: " + cache.failures[0].reason + ")"));
+  MM_CHECK(r.rows > 0,
+           o.data + ": no readable image" +
+               (cache.failures.empty() ? std::string() : " (first failure: " + cache.failures[0].reason + ")"));
 
   const AugmentOptions augment = AugmentOptions::from_list(o.augment);
   BatchLoader loader(cache, augment, p, threads);
@@ -73,8 +74,8 @@ InputPipelineBenchResult run_input_pipeline_benchmark(const InputPipelineBenchOp
        << double(r.rows + r.failures) / r.cache_seconds << " img/s, "
        << double(r.rows + r.failures) / r.cache_cpu_seconds << " img per CPU s, " << double(r.cache_bytes) / (1 << 20)
        << " MiB"
-       << "\n  loader: " << r.images << " images in " << r.loader_seconds << " s, img/s=" << r.images_per_second
-       << ", " << double(r.images) / r.loader_cpu_seconds << " img per CPU s";
+       << "\n  loader: " << r.images << " images in " << r.loader_seconds << " s, img/s=" << r.images_per_second << ", "
+       << double(r.images) / r.loader_cpu_seconds << " img per CPU s";
   r.line = line.str();
   return r;
 }

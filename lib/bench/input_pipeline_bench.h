@@ -11,15 +11,15 @@
 namespace mm {
 
 struct InputPipelineBenchOptions {
-  std::string data;                // dataset: image folder, CSV manifest or MedMNIST .npz
-  std::string split = "train";     // used when the dataset has splits
-  int threads = 0;                 // cache and loader threads; 0: all cores
+  std::string data;             // dataset: image folder, CSV manifest or MedMNIST .npz
+  std::string split = "train";  // used when the dataset has splits
+  int threads = 0;              // cache and loader threads; 0: all cores
   int image_size = 224;
   int batch = 64;
-  int in_chans = 3;                // the model's input channels
+  int in_chans = 3;  // the model's input channels
   std::string augment = "crop,flip,rotate,jitter,translate";
-  int64_t limit = 0;               // cache at most this many samples (0: all)
-  double seconds = 5;              // time whole epochs until at least this long
+  int64_t limit = 0;   // cache at most this many samples (0: all)
+  double seconds = 5;  // time whole epochs until at least this long
 };
 
 struct InputPipelineBenchResult {

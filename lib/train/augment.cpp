@@ -17,20 +17,26 @@ AugmentOptions AugmentOptions::from_list(const std::string& list) {
   if (list.empty() || list == "none") return a;
   std::stringstream in(list);
   for (std::string name; std::getline(in, name, ',');) {
-    if (name == "crop") a.crop = true;
-    else if (name == "flip") a.flip = true;
-    else if (name == "rotate") a.rotate = true;
-    else if (name == "jitter") a.jitter = true;
-    else if (name == "translate") a.translate = true;
-    else throw Error("unknown augmentation '" + name + "' (crop, flip, rotate, jitter, translate, or none)");
+    if (name == "crop")
+      a.crop = true;
+    else if (name == "flip")
+      a.flip = true;
+    else if (name == "rotate")
+      a.rotate = true;
+    else if (name == "jitter")
+      a.jitter = true;
+    else if (name == "translate")
+      a.translate = true;
+    else
+      throw Error("unknown augmentation '" + name + "' (crop, flip, rotate, jitter, translate, or none)");
   }
   return a;
 }
 
 std::string AugmentOptions::to_list() const {
   std::string s;
-  for (auto [on, name] : {std::pair{crop, "crop"}, {flip, "flip"}, {rotate, "rotate"}, {jitter, "jitter"},
-                          {translate, "translate"}})
+  for (auto [on, name] :
+       {std::pair{crop, "crop"}, {flip, "flip"}, {rotate, "rotate"}, {jitter, "jitter"}, {translate, "translate"}})
     if (on) s += (s.empty() ? "" : ",") + std::string(name);
   return s.empty() ? "none" : s;
 }
@@ -48,9 +54,7 @@ SplitMix64 step_stream(uint64_t sample_seed, Step step) { return SplitMix64(mix(
 double uniform01(SplitMix64& rng) { return double(rng.next() >> 11) * 0x1p-53; }
 double uniform(SplitMix64& rng, double lo, double hi) { return lo + (hi - lo) * uniform01(rng); }
 // In [0, n): the high word of next() * n (bias below n / 2^64).
-int64_t uniform_int(SplitMix64& rng, int64_t n) {
-  return int64_t((unsigned __int128)rng.next() * uint64_t(n) >> 64);
-}
+int64_t uniform_int(SplitMix64& rng, int64_t n) { return int64_t((unsigned __int128)rng.next() * uint64_t(n) >> 64); }
 // Python's round(): halves to even, which nearbyint does in the default rounding mode.
 int64_t round_half_even(double v) { return int64_t(std::nearbyint(v)); }
 
@@ -60,8 +64,8 @@ uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t sample_index) {
   return mix(mix(mix(seed) ^ uint64_t(epoch)) ^ uint64_t(sample_index));
 }
 
-CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_min, double scale_max,
-                                double ratio_min, double ratio_max, SplitMix64& rng) {
+CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
+                                double ratio_max, SplitMix64& rng) {
   const double area = double(height) * double(width);
   const double log_lo = std::log(ratio_min), log_hi = std::log(ratio_max);
   for (int attempt = 0; attempt < 10; ++attempt) {
@@ -77,8 +81,10 @@ CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_min,
   }
   const double in_ratio = double(width) / double(height);
   int64_t w = width, h = height;
-  if (in_ratio < ratio_min) h = round_half_even(double(w) / ratio_min);
-  else if (in_ratio > ratio_max) w = round_half_even(double(h) * ratio_max);
+  if (in_ratio < ratio_min)
+    h = round_half_even(double(w) / ratio_min);
+  else if (in_ratio > ratio_max)
+    w = round_half_even(double(h) * ratio_max);
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
@@ -138,8 +144,8 @@ Geometry geometry_of(const AugmentDraw& d, int64_t size) {
     g.a[1][j] = float(ky * r[1][j] + (j == 2 ? gy : 0.0));
   }
   g.rotated = d.angle_degrees != 0;
-  g.identity = !g.rotated && !d.flip && d.crop.top == 0 && d.crop.left == 0 && d.crop.width == size &&
-               d.crop.height == size;
+  g.identity =
+      !g.rotated && !d.flip && d.crop.top == 0 && d.crop.left == 0 && d.crop.width == size && d.crop.height == size;
   return g;
 }
 
@@ -170,7 +176,8 @@ struct Sampler {
   };
   Row row(int64_t y) const {
     const float Y = float(y) + 0.5f;
-    return {g.a[0][1] * Y + g.a[0][2], g.a[1][1] * Y + g.a[1][2], g.r[0][1] * Y + g.r[0][2], g.r[1][1] * Y + g.r[1][2], y};
+    return {g.a[0][1] * Y + g.a[0][2], g.a[1][1] * Y + g.a[1][2], g.r[0][1] * Y + g.r[0][2], g.r[1][1] * Y + g.r[1][2],
+            y};
   }
   void at(const Row& r, int64_t x, float* v) const {
     if (g.identity) {
@@ -282,9 +289,11 @@ double sample_planes(const T* src, int64_t S, const Geometry& g, float scale, in
 void apply_augment(const CachedImage& img, int64_t S, const AugmentDraw& d, const Preprocess& p, float* out) {
   const int64_t out_c = int64_t(p.mean.size());
   MM_CHECK((out_c == 1 || out_c == 3) && p.std.size() == p.mean.size(), "augment: mean/std must have 1 or 3 entries");
-  MM_CHECK(img.channels == 1 || (img.channels == 3 && out_c == 3),
-           "augment: a " + std::to_string(img.channels) + "-channel image for a " + std::to_string(out_c) + "-channel model");
-  MM_CHECK(size_t(S * S * img.channels) == (img.wide ? img.u16.size() : img.u8.size()), "augment: cached image size mismatch");
+  MM_CHECK(img.channels == 1 || (img.channels == 3 && out_c == 3), "augment: a " + std::to_string(img.channels) +
+                                                                       "-channel image for a " + std::to_string(out_c) +
+                                                                       "-channel model");
+  MM_CHECK(size_t(S * S * img.channels) == (img.wide ? img.u16.size() : img.u8.size()),
+           "augment: cached image size mismatch");
   const Geometry g = geometry_of(d, S);
   Jitter jitter;
   jitter.on = d.brightness != 1 || d.contrast != 1;
@@ -297,8 +306,9 @@ void apply_augment(const CachedImage& img, int64_t S, const AugmentDraw& d, cons
   double mean_grey;
   if (img.wide) {
     const float scale = 1.f / 65535.f;
-    mean_grey = img.channels == 1 ? sample_planes<uint16_t, 1>(img.u16.data(), S, g, scale, tx, ty, mean_brightness, out)
-                                  : sample_planes<uint16_t, 3>(img.u16.data(), S, g, scale, tx, ty, mean_brightness, out);
+    mean_grey = img.channels == 1
+                    ? sample_planes<uint16_t, 1>(img.u16.data(), S, g, scale, tx, ty, mean_brightness, out)
+                    : sample_planes<uint16_t, 3>(img.u16.data(), S, g, scale, tx, ty, mean_brightness, out);
   } else {
     const float scale = 1.f / 255.f;
     mean_grey = img.channels == 1 ? sample_planes<uint8_t, 1>(img.u8.data(), S, g, scale, tx, ty, mean_brightness, out)
@@ -334,8 +344,8 @@ void apply_augment(const CachedImage& img, int64_t S, const AugmentDraw& d, cons
 void augment_into(const ImageCache& c, int64_t row, const AugmentOptions& a, const Preprocess& p, uint64_t seed,
                   float* out) {
   MM_CHECK(row >= 0 && row < c.rows(), "augment: row " + std::to_string(row) + " out of range");
-  MM_CHECK(p.input_size == c.size, "augment: the cache holds " + std::to_string(c.size) + " px images, the model takes " +
-                                       std::to_string(p.input_size));
+  MM_CHECK(p.input_size == c.size, "augment: the cache holds " + std::to_string(c.size) +
+                                       " px images, the model takes " + std::to_string(p.input_size));
   apply_augment(c.images[size_t(row)], c.size, draw_augment(a, c.size, seed), p, out);
 }
 

@@ -61,8 +61,8 @@ struct CropBox {
   int64_t top = 0, left = 0, height = 0, width = 0;
 };
 // torchvision's RandomResizedCrop.get_params on a height x width image.
-CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_min, double scale_max,
-                                double ratio_min, double ratio_max, SplitMix64& rng);
+CropBox random_resized_crop_box(int64_t height, int64_t width, double scale_min, double scale_max, double ratio_min,
+                                double ratio_max, SplitMix64& rng);
 
 // The random parameters of one sample; a switched-off step keeps its identity value.
 struct AugmentDraw {
@@ -80,7 +80,7 @@ AugmentDraw draw_augment(const AugmentOptions& a, int64_t size, uint64_t sample_
 void apply_augment(const CachedImage& img, int64_t size, const AugmentDraw& d, const Preprocess& p, float* out);
 
 // draw_augment + apply_augment for row `row` of the cache.
-void augment_into(const ImageCache& c, int64_t row, const AugmentOptions& a, const Preprocess& p,
-                  uint64_t sample_seed, float* out);
+void augment_into(const ImageCache& c, int64_t row, const AugmentOptions& a, const Preprocess& p, uint64_t sample_seed,
+                  float* out);
 
 }  // namespace mm

@@ -43,8 +43,7 @@ struct BatchLoader::State {
   std::exception_ptr error;
   std::vector<std::thread> pool;
 
-  State(const ImageCache& c, AugmentOptions a, Preprocess p)
-      : cache(c), augment(a), preprocess(std::move(p)) {}
+  State(const ImageCache& c, AugmentOptions a, Preprocess p) : cache(c), augment(a), preprocess(std::move(p)) {}
 
   int64_t batch_length(int64_t b) const { return std::min(batch_size, int64_t(rows.size()) - b * batch_size); }
   bool may_start() const {
@@ -80,11 +79,12 @@ BatchLoader::BatchLoader(const ImageCache& cache, AugmentOptions augment, Prepro
                          int prefetch)
     : state_(std::make_unique<State>(cache, augment, std::move(preprocess))) {
   MM_CHECK(prefetch >= 1, "batch loader: prefetch must be at least 1");
-  MM_CHECK(state_->preprocess.input_size == cache.size,
-           "batch loader: the cache holds " + std::to_string(cache.size) + " px images, the model takes " +
-               std::to_string(state_->preprocess.input_size));
+  MM_CHECK(state_->preprocess.input_size == cache.size, "batch loader: the cache holds " + std::to_string(cache.size) +
+                                                            " px images, the model takes " +
+                                                            std::to_string(state_->preprocess.input_size));
   const int64_t channels = int64_t(state_->preprocess.mean.size());
-  MM_CHECK(channels == cache.out_channels, "batch loader: the cache was built for " + std::to_string(cache.out_channels) +
+  MM_CHECK(channels == cache.out_channels, "batch loader: the cache was built for " +
+                                               std::to_string(cache.out_channels) +
                                                " channels, the preprocessing has " + std::to_string(channels));
   state_->per_image = channels * cache.size * cache.size;
   state_->ring.resize(size_t(prefetch) + 1);

@@ -43,8 +43,7 @@ namespace {
 template <class T>
 void quantise(const std::vector<float>& unit, double levels, std::vector<T>& out) {
   out.resize(unit.size());
-  for (size_t i = 0; i < unit.size(); ++i)
-    out[i] = T(std::clamp(double(unit[i]), 0.0, 1.0) * levels + 0.5);
+  for (size_t i = 0; i < unit.size(); ++i) out[i] = T(std::clamp(double(unit[i]), 0.0, 1.0) * levels + 0.5);
 }
 
 }  // namespace
@@ -54,7 +53,8 @@ CachedImage cache_image(const Image& img, int64_t size, int64_t in_chans, const 
            img.source_path + ": " + std::to_string(img.channels) + " channels (1 or 3 expected)");
   MM_CHECK(img.height > 0 && img.width > 0 && int64_t(img.pixels.size()) == img.numel(),
            img.source_path + ": empty image");
-  MM_CHECK(in_chans == 1 || in_chans == 3, "image cache: the model takes 1 or 3 channels, not " + std::to_string(in_chans));
+  MM_CHECK(in_chans == 1 || in_chans == 3,
+           "image cache: the model takes 1 or 3 channels, not " + std::to_string(in_chans));
   const Image unit = apply_window(img);
   std::vector<float> sized(size_t(size * size * img.channels));
   resize_pixels(unit.pixels.data(), img.height, img.width, img.channels, sized.data(), size, size,
@@ -69,8 +69,10 @@ CachedImage cache_image(const Image& img, int64_t size, int64_t in_chans, const 
     c.channels = 1;
   }
   c.wide = needs_wide_storage(img);
-  if (c.wide) quantise(sized, 65535.0, c.u16);
-  else quantise(sized, 255.0, c.u8);
+  if (c.wide)
+    quantise(sized, 65535.0, c.u16);
+  else
+    quantise(sized, 255.0, c.u8);
   return c;
 }
 
@@ -135,8 +137,10 @@ ImageCache build_image_cache(const Dataset& d, const std::vector<size_t>& sample
   cache.out_channels = in_chans;
   for (int64_t i = 0; i < total; ++i) {
     const size_t s = sample_indices[size_t(i)];
-    if (cached[size_t(i)]) cache.images.push_back(std::move(*cached[size_t(i)]));
-    else cache.failures.push_back({s, s < d.samples.size() ? d.samples[s].id : std::to_string(s), reasons[size_t(i)]});
+    if (cached[size_t(i)])
+      cache.images.push_back(std::move(*cached[size_t(i)]));
+    else
+      cache.failures.push_back({s, s < d.samples.size() ? d.samples[s].id : std::to_string(s), reasons[size_t(i)]});
   }
   return cache;
 }

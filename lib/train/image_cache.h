@@ -35,17 +35,17 @@
 namespace mm {
 
 struct CachedImage {
-  size_t sample = 0;   // index into Dataset::samples
-  int64_t label = -1;  // Sample::label
-  int channels = 1;    // 1 or 3, interleaved (H, W, C) like mm::Image
-  bool wide = false;   // pixels in u16 (else u8)
+  size_t sample = 0;          // index into Dataset::samples
+  int64_t label = -1;         // Sample::label
+  int channels = 1;           // 1 or 3, interleaved (H, W, C) like mm::Image
+  bool wide = false;          // pixels in u16 (else u8)
   std::vector<uint8_t> u8;    // size * size * channels when !wide
   std::vector<uint16_t> u16;  // size * size * channels when wide
 };
 
 struct ImageCache {
-  int64_t size = 0;          // side S of every cached image
-  int64_t out_channels = 0;  // the model's input channels (1 or 3)
+  int64_t size = 0;                 // side S of every cached image
+  int64_t out_channels = 0;         // the model's input channels (1 or 3)
   std::vector<CachedImage> images;  // one row per readable sample, in the order asked for
   struct Failure {
     size_t sample = 0;
