@@ -3,7 +3,7 @@
 
     /usr/bin/python3 test/reference/bench_reference.py --variant T --batch 8 --size 224 --threads 2
     /usr/bin/python3 test/reference/bench_reference.py --variant T --no-scan          # scan cost removed
-    /usr/bin/python3 test/reference/bench_reference.py --mode train                    # fwd+bwd+SGD step
+    /usr/bin/python3 test/reference/bench_reference.py --mode train                    # fwd+bwd+clip+AdamW step
     python bench_reference.py --device cuda --amp bf16 --batch 64                    # torch 2.x + CUDA
 
 Prints one line (extra key=value fields follow img/s):
@@ -11,7 +11,7 @@ Prints one line (extra key=value fields follow img/s):
 
 --mode infer: model.eval(), torch.no_grad(), forward only.
 --mode train: model.train() (BatchNorm batch stats, drop path 0.1 as in the
-  reference), cross-entropy on random labels, backward, SGD(momentum 0.9) step.
+  reference), cross-entropy on random labels, backward, clip_grad_norm_(1.0), AdamW step (mm-train's step).
 --no-scan (= --scan noop) replaces the selective scan by y = D*u (the x/dt
   projections, cross-scan and merge stay), to measure the scan's share.
 Works with Debian's torch 1.13 (CPU) and torch 2.x (CPU/CUDA).
@@ -80,7 +80,7 @@ def main():
                 return model(x)
     else:
         model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
 
         def step():
             opt.zero_grad(set_to_none=True)
@@ -88,10 +88,13 @@ def main():
                 loss = F.cross_entropy(model(x), labels)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
             return loss
 
