@@ -73,8 +73,6 @@ const std::map<std::string, std::string> kReferenceExceptions = {
     {"dicom/pydicom-data/data/liver_j2k.dcm",
      "1-bit JPEG 2000: Pillow scales the samples to 0/128; ours equals liver.dcm (test below)"},
     {"dicom/pydicom-data/data/liver_nonbyte_aligned_j2k.dcm", "as liver_j2k.dcm"},
-    {"dicom/pydicom/test_files/SC_rgb_jpeg.dcm",
-     "meta header says explicit VR, the dataset is implicit VR: DCMTK refuses the dataset (Corrupt)"},
 };
 
 bool decodes_or_image_error(const std::string& path) {

@@ -4,6 +4,7 @@
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
+#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcpixel.h>
@@ -62,6 +63,37 @@ void check_size(const PixelLayout& l, const DicomOptions& opt, const std::string
                          std::to_string(opt.max_decoded_bytes) + ")");
 }
 
+// A dataset written in another encoding than its file meta says (pydicom's
+// SC_rgb_jpeg.dcm: the meta says JPEG baseline, whose datasets are explicit VR,
+// the dataset is implicit VR): read again in the encoding DCMTK detects from
+// the first element, as pydicom does. The pixel fragments, which DCMTK then
+// files under that encoding, are filed again under the meta's syntax so that
+// its decoder is found. False when there is no meta to go by or that fails too.
+bool reread_in_detected_encoding(DcmFileFormat& file, const std::string& path, const uint8_t (&head)[132]) {
+  Uint32 group_length = 0;
+  OFString uid;
+  DcmMetaInfo& meta = *file.getMetaInfo();
+  if (std::memcmp(head + 128, "DICM", 4) != 0 ||
+      meta.findAndGetUint32(DCM_FileMetaInformationGroupLength, group_length).bad() ||
+      meta.findAndGetOFString(DCM_TransferSyntaxUID, uid).bad())
+    return false;
+  const E_TransferSyntax declared = DcmXfer(uid.c_str()).getXfer();
+  DcmInputFileStream in(path.c_str(), offile_off_t(132 + 12) + group_length);  // (0002,0000) is 12 bytes
+  DcmDataset& ds = *file.getDataset();
+  ds.clear();
+  ds.transferInit();
+  const OFCondition status = ds.read(in, EXS_Unknown, EGL_noChange, 4096);
+  ds.transferEnd();
+  if (status.bad() || declared == EXS_Unknown || ds.getOriginalXfer() == declared) return status.good();
+  DcmElement* pixels = nullptr;
+  DcmPixelSequence* fragments = nullptr;
+  auto* pd = ds.findAndGetElement(DCM_PixelData, pixels).good() ? dynamic_cast<DcmPixelData*>(pixels) : nullptr;
+  if (pd && DcmXfer(declared).isEncapsulated() &&
+      pd->getEncapsulatedRepresentation(ds.getOriginalXfer(), nullptr, fragments).good() && fragments)
+    pd->putOriginalRepresentation(declared, nullptr, new DcmPixelSequence(*fragments));
+  return true;
+}
+
 // Parses through a file stream, not a memory buffer: DCMTK then refuses element
 // lengths larger than what remains of the file instead of allocating them, and
 // defers loading values over 4 KiB (pixel data) until they are used, which is
@@ -79,7 +111,8 @@ std::unique_ptr<DcmFileFormat> parse(const std::string& path, const std::string&
   // EXS_Unknown and ERM_autoDetect: the meta header's transfer syntax, or for a
   // bare dataset (no preamble or meta) one guessed from the first element.
   const OFCondition status = file->loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
-  if (status.bad()) throw ImageError(Kind::Corrupt, what, std::string("DCMTK cannot parse it: ") + status.text());
+  if (status.bad() && !reread_in_detected_encoding(*file, path, head))
+    throw ImageError(Kind::Corrupt, what, std::string("DCMTK cannot parse it: ") + status.text());
   return file;
 }
 
@@ -115,7 +148,15 @@ struct Encoding {
   bool native_frames = false;                    // decoded frames are as stored natively (YBR 4:2:2 stays subsampled)
 };
 
-Encoding encoding_of(DcmFileFormat& file, const PixelLayout& stored, const std::string& what) {
+Encoding encoding_of_syntax(const DcmXfer& parsed, const PixelLayout& stored) {
+  if (is_jpeg2000(parsed.getXfer())) return {Route::Jpeg2000, parsed.getXfer(), false};
+  if (parsed.getXfer() == EXS_JPEGLSLossless || parsed.getXfer() == EXS_JPEGLSLossy)
+    return {Route::JpegLs, parsed.getXfer(), false};
+  if (parsed.getXfer() == EXS_RLELossless && stored.bits_allocated == 1) return {Route::RleBits, parsed.getXfer(), true};
+  return {Route::Dcmtk, parsed.getXfer(), !parsed.isEncapsulated()};
+}
+
+Encoding encoding_of(DcmFileFormat& file, DcmElement* pixels, const PixelLayout& stored, const std::string& what) {
   const DcmXfer parsed(file.getDataset()->getOriginalXfer());
   OFString meta_uid;
   if (file.getMetaInfo()->findAndGetOFString(DCM_TransferSyntaxUID, meta_uid).good() &&
@@ -126,11 +167,17 @@ Encoding encoding_of(DcmFileFormat& file, const PixelLayout& stored, const std::
     if (uid == "1.2.840.10008.1.2.8.1") return {Route::Deflated, EXS_LittleEndianExplicit, true};
     throw ImageError(Kind::Unsupported, what, "transfer syntax " + uid + " (no decoder for it)");
   }
-  if (is_jpeg2000(parsed.getXfer())) return {Route::Jpeg2000, parsed.getXfer(), false};
-  if (parsed.getXfer() == EXS_JPEGLSLossless || parsed.getXfer() == EXS_JPEGLSLossy)
-    return {Route::JpegLs, parsed.getXfer(), false};
-  if (parsed.getXfer() == EXS_RLELossless && stored.bits_allocated == 1) return {Route::RleBits, parsed.getXfer(), true};
-  return {Route::Dcmtk, parsed.getXfer(), !parsed.isEncapsulated()};
+  if (!meta_uid.empty() && DcmXfer(meta_uid.c_str()).isEncapsulated() && !parsed.isEncapsulated()) {
+    // Re-filed by reread_in_detected_encoding, or native data under an encapsulated syntax.
+    auto* pd = dynamic_cast<DcmPixelData*>(pixels);
+    DcmPixelSequence* fragments = nullptr;
+    if (!pd || pd->getEncapsulatedRepresentation(DcmXfer(meta_uid.c_str()).getXfer(), nullptr, fragments).bad())
+      throw ImageError(Kind::Corrupt, what,
+                       std::string("the file meta says ") + DcmXfer(meta_uid.c_str()).getXferName() +
+                           ", the pixel data is not encapsulated");
+    return encoding_of_syntax(DcmXfer(meta_uid.c_str()), stored);
+  }
+  return encoding_of_syntax(parsed, stored);
 }
 
 // One buffer per frame from the encapsulated fragments: DCMTK finds each
@@ -227,7 +274,7 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   stored.photometric = stored.samples == 3 ? "RGB" : "MONOCHROME2";  // any valid one: only sizes matter here
   check_size(stored, opt, what);
 
-  const Encoding enc = encoding_of(file, stored, what);
+  const Encoding enc = encoding_of(file, pixels, stored, what);
   if (enc.route != Route::Dcmtk) {
     decode_fragments(ds, pixels, enc, d, what);
     return d;
