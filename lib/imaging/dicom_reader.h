@@ -1,11 +1,13 @@
 #pragma once
-// DICOM files -> Images, through DCMTK (with its JPEG, JPEG-LS and RLE decoders)
-// and OpenJPEG for what DCMTK cannot decode (JPEG 2000).
+// DICOM files -> Images, through DCMTK (parsing; its JPEG and RLE decoders),
+// OpenJPEG (JPEG 2000, HTJ2K), CharLS (JPEG-LS) and zlib (deflated image
+// frames); 1-bit RLE is ours.
 //
 // Each frame becomes one Image holding modality values (the Modality LUT or
 // RescaleSlope/Intercept applied; MONOCHROME1 mirrored so that bright means
 // dense) or RGB (YBR_* and PALETTE COLOR converted), with the window chosen by
-// DicomOptions::window (default: the file's first window, else min-max; see
+// DicomOptions::window (default: the file's first VOI, else min-max; a VOI LUT
+// Sequence, when it is the VOI used, replaces the pixels by its output; see
 // docs/input-formats.md). Files without a preamble or file meta are read as a
 // bare dataset; files without pixel data (SR, RTSTRUCT, RTPLAN, ...) throw
 // ImageError with kind NoImage.
