@@ -12,6 +12,7 @@
 #include "bench/bench.h"
 #include "bench/input_pipeline_bench.h"
 #include "labelled_sample_reader.h"
+#include "model/config.h"
 #include "core/error.h"
 #include "ops/blas_tuning.h"
 
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   mm::BenchOptions o;
   std::string torch_python;
   app.add_option("--variant", o.variant, "tiny | small | base")->capture_default_str();
+  std::string dims, depths;
+  app.add_option("--dims", dims, "custom widths per stage, e.g. 32,64,128,256 (with --depths; replaces --variant)");
+  app.add_option("--depths", depths, "custom blocks per stage, e.g. 2,2,4,2");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--size,--image-size", o.image_size, "image side (multiple of 32)")->capture_default_str();
   app.add_option("--classes", o.num_classes, "number of classes")->capture_default_str();
@@ -43,6 +47,8 @@ int main(int argc, char** argv) {
   app.add_option("--in-chans", pipeline.in_chans, "input pipeline: model input channels")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    o.dims = mm::parse_int_list(dims, "--dims");
+    o.depths = mm::parse_int_list(depths, "--depths");
     if (!pipeline.data.empty()) {
       pipeline.threads = o.threads, pipeline.image_size = o.image_size;
       pipeline.batch = app.count("--batch") ? o.batch : 64;  // a training batch, not the model benchmark's 8

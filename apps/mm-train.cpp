@@ -14,29 +14,6 @@
 #include "ops/blas_tuning.h"
 #include "train/command.h"
 
-namespace {
-
-std::vector<int64_t> parse_ints(const std::string& s, const char* flag) {
-  std::vector<int64_t> v;
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    const size_t comma = s.find(',', pos);
-    const std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    try {
-      size_t used = 0;
-      v.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw std::invalid_argument(item);
-    } catch (const std::exception&) {
-      throw CLI::ValidationError(flag, "expected comma-separated integers, got '" + s + "'");
-    }
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return v;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   mm::reexec_with_best_blas_kernels(argv);
   CLI::App app{"mm-train: train or fine-tune a MedMamba model on a labelled dataset"};
@@ -85,8 +62,8 @@ int main(int argc, char** argv) {
   noaug->excludes(aug);
   try {
     app.parse(argc, argv);
-    if (!dims.empty()) o.dims = parse_ints(dims, "--dims");
-    if (!depths.empty()) o.depths = parse_ints(depths, "--depths");
+    o.dims = mm::parse_int_list(dims, "--dims");
+    o.depths = mm::parse_int_list(depths, "--depths");
     if (no_augment) o.augment = "";
     for (const auto& [op, key] : keyed)
       if (op->count() > 0) control.given.insert(key);
@@ -103,6 +80,9 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     app.exit(e);
+    return mm::kTrainUsage;
+  } catch (const mm::Error& e) {  // --dims/--depths
+    std::fprintf(stderr, "mm-train: %s\n", e.what());
     return mm::kTrainUsage;
   }
   try {

@@ -32,8 +32,20 @@ void check_bench_options(const BenchOptions& o) {
   MM_CHECK(o.batch >= 1 && o.iters >= 1 && o.warmup >= 0, "batch and iters must be positive");
 }
 
+static std::string ints(const std::vector<int64_t>& v) {
+  std::string s;
+  for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+// "tiny", or "dims=32,64,128,256:depths=2,2,4,2" for a custom architecture.
+static std::string arch_name(const BenchOptions& o) {
+  return o.dims.empty() ? o.variant : "dims=" + ints(o.dims) + ":depths=" + ints(o.depths);
+}
+
 MedMamba bench_model(const BenchOptions& o) {
   ModelConfig cfg = ModelConfig::variant(o.variant, o.num_classes);
+  if (!o.dims.empty()) cfg.dims = o.dims, cfg.depths = o.depths;
   cfg.image_size = o.image_size;
   cfg.validate();
   MedMamba model(cfg);
@@ -55,7 +67,7 @@ BenchResult make_bench_result(const BenchOptions& o, double dt, const std::strin
   r.seconds_per_iter = dt;
   r.images_per_second = o.batch / dt;
   std::ostringstream line;
-  line << "mm-bench variant=" << o.variant << " batch=" << o.batch << " size=" << o.image_size
+  line << "mm-bench variant=" << arch_name(o) << " batch=" << o.batch << " size=" << o.image_size
        << " device=" << device_field << " precision=" << o.precision << " mode=" << o.mode
        << " ms/iter=" << dt * 1e3 << " img/s=" << r.images_per_second << extra;
   r.line = line.str();
@@ -99,6 +111,7 @@ BenchResult run_benchmark(const BenchOptions& o) {
 double run_torch_reference(const BenchOptions& o, const std::string& python) {
   std::ostringstream cmd;
   cmd << python << " " << MM_SOURCE_DIR << "/test/reference/bench_reference.py --variant " << o.variant
+      << (o.dims.empty() ? "" : " --dims " + ints(o.dims) + " --depths " + ints(o.depths))
       << " --batch " << o.batch << " --size " << o.image_size << " --num-classes " << o.num_classes
       << " --mode " << (o.mode == "train" ? "train" : "infer") << " --iters " << o.iters << " --warmup "
       << o.warmup << " --device " << o.device;

@@ -2,11 +2,13 @@
 // Throughput measurement shared by mm-bench (and later the GPU benchmark).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mm {
 
 struct BenchOptions {
   std::string variant = "tiny";
+  std::vector<int64_t> dims, depths;  // a custom architecture instead of the variant (both or neither)
   int batch = 8;
   int image_size = 224;
   int num_classes = 1000;
@@ -31,7 +33,7 @@ class MedMamba;
 class Tensor;
 double bench_now_seconds();
 void check_bench_options(const BenchOptions& o);
-MedMamba bench_model(const BenchOptions& o);         // the variant at o.image_size, reference init (seed 0)
+MedMamba bench_model(const BenchOptions& o);  // the variant (or dims/depths) at o.image_size, reference init (seed 0)
 Tensor bench_images(const BenchOptions& o, int64_t in_chans);  // (B,C,S,S) standard normal, seed 1
 // The summary line: "mm-bench variant=... device=<device_field> ... ms/iter=... img/s=...<extra>".
 BenchResult make_bench_result(const BenchOptions& o, double seconds_per_iter, const std::string& device_field,

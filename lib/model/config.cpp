@@ -78,4 +78,24 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   return c;
 }
 
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what) {
+  std::vector<int64_t> v;
+  if (text.empty()) return v;
+  size_t pos = 0;
+  for (;;) {
+    const size_t comma = text.find(',', pos);
+    const std::string item = text.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    size_t used = 0;
+    try {
+      v.push_back(std::stoll(item, &used));
+    } catch (const std::exception&) {
+      used = std::string::npos;
+    }
+    MM_CHECK(used == item.size() && !item.empty(),
+             what + ": expected comma-separated integers, got '" + text + "'");
+    if (comma == std::string::npos) return v;
+    pos = comma + 1;
+  }
+}
+
 }  // namespace mm

@@ -31,4 +31,8 @@ struct ModelConfig {
   static ModelConfig from_json(const std::string& text);
 };
 
+// "48,96,192,384" -> {48, 96, 192, 384} (--dims, --depths); "" -> {}. Throws
+// mm::Error naming `what` on anything but comma-separated integers.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& what);
+
 }  // namespace mm

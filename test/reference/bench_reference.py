@@ -33,6 +33,8 @@ NAMES = {"t": "T", "tiny": "T", "s": "S", "small": "S", "b": "B", "base": "B"}
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="T", help="T|S|B (or tiny|small|base)")
+    ap.add_argument("--dims", help="custom widths, e.g. 32,64,128,256 (with --depths; replaces --variant)")
+    ap.add_argument("--depths", help="custom depths, e.g. 2,2,4,2")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
@@ -60,7 +62,13 @@ def main():
     scan = "noop" if a.no_scan else a.scan
     torch.manual_seed(a.seed)
 
-    model = medmamba.medmamba(variant, num_classes=a.num_classes).to(dev).set_scan_impl(scan)
+    if a.dims:
+        variant = f"dims={a.dims}:depths={a.depths}"
+        model = medmamba.VSSM(dims=[int(v) for v in a.dims.split(",")], depths=[int(v) for v in a.depths.split(",")],
+                              num_classes=a.num_classes)
+    else:
+        model = medmamba.medmamba(variant, num_classes=a.num_classes)
+    model = model.to(dev).set_scan_impl(scan)
     x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
     labels = torch.randint(0, a.num_classes, (a.batch,), device=dev)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.amp)
