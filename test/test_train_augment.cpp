@@ -239,6 +239,31 @@ TEST_CASE("augment: colour jitter follows torchvision's brightness and contrast 
   CHECK(c_hi <= 1.2);
 }
 
+TEST_CASE("augment: brightness and contrast equal Pillow's ImageEnhance (torchvision's PIL path) within its 8 bits") {
+  const GreyCase g = pneumonia_case();
+  const nlohmann::json m = manifest();
+  REQUIRE(m["jitters"].size() == 2);
+  for (const auto& j : m["jitters"]) {
+    AugmentDraw d = g.identity();
+    d.brightness = j["brightness"];
+    d.contrast = j["contrast"];
+    d.contrast_first = j["first"] == "contrast";
+    INFO("brightness " << d.brightness << " contrast " << d.contrast << " contrast first " << d.contrast_first);
+    const std::vector<uint8_t> want = read_raw<uint8_t>(j["output"], 28 * 28);
+    const std::vector<float> got = g.run(d);
+    double worst = 0, unchanged = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, std::fabs(double(got[i]) * 255 - double(want[i])));
+      unchanged = std::max(unchanged, std::fabs(double(g.img.u8[i]) - double(want[i])));
+    }
+    // Pillow truncates to 8 bits after each step (up to 1 level each, the
+    // first scaled by the second factor) and rounds the mean to a level:
+    // at most about 1.2 + 0.1 + 1 levels. A wrong mean (0.5) is 6 levels off.
+    CHECK(worst < 2.5);
+    CHECK(unchanged > 10);  // the factors change the image far more than that
+  }
+}
+
 TEST_CASE("augment: RandomResizedCrop boxes over many draws, and its centre-crop fallback") {
   SplitMix64 rng(42);
   double scale_sum = 0;
