@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include "imaging/dicom_reader.h"
 #include "pixel_reference.h"
@@ -160,6 +161,27 @@ TEST_CASE("dicom gaps: YBR_PARTIAL_422 converts to RGB as DCMTK's renderer does"
   } catch (const ImageError& e) {
     CHECK(e.kind == ImageError::Kind::Unsupported);
     CHECK(std::string(e.what()).find("YBR_PARTIAL_420") != std::string::npos);
+  }
+}
+
+TEST_CASE("dicom: the fuzz regressions give a clean error, each for its reason") {
+  // fuzz/regressions/fuzz_dicom/<name>: inputs that once crashed, hung or ran out of memory.
+  const std::string dir = std::string(MM_SOURCE_DIR) + "/fuzz/regressions/fuzz_dicom/";
+  const std::map<std::string, std::string> expected = {
+      // A meta element whose length the file cannot hold, read after the first parse
+      // failed (retrying in the detected encoding): it was allocated (4 GiB).
+      {"oom-meta-group-length-after-failed-parse", "Invalid stream"},
+  };
+  for (const auto& [name, reason] : expected) {
+    CAPTURE(name);
+    try {
+      read_dicom(dir + name);
+      FAIL("decoded");
+    } catch (const ImageError& e) {
+      CHECK(e.kind == ImageError::Kind::Corrupt);
+      CHECK(std::string(e.what()).find(reason) != std::string::npos);
+      CHECK(std::string(e.what()).find(name) != std::string::npos);
+    }
   }
 }
 

@@ -70,12 +70,17 @@ void check_size(const PixelLayout& l, const DicomOptions& opt, const std::string
 // files under that encoding, are filed again under the meta's syntax so that
 // its decoder is found. False when there is no meta to go by or that fails too.
 bool reread_in_detected_encoding(DcmFileFormat& file, const std::string& path, const uint8_t (&head)[132]) {
+  // After a failed parse an element may keep a length the file cannot hold,
+  // whose value DCMTK would allocate when read: check the lengths first.
   Uint32 group_length = 0;
   OFString uid;
   DcmMetaInfo& meta = *file.getMetaInfo();
+  DcmElement *length_element = nullptr, *uid_element = nullptr;
   if (std::memcmp(head + 128, "DICM", 4) != 0 ||
-      meta.findAndGetUint32(DCM_FileMetaInformationGroupLength, group_length).bad() ||
-      meta.findAndGetOFString(DCM_TransferSyntaxUID, uid).bad())
+      meta.findAndGetElement(DCM_FileMetaInformationGroupLength, length_element).bad() ||
+      length_element->getLength() != 4 || meta.findAndGetElement(DCM_TransferSyntaxUID, uid_element).bad() ||
+      uid_element->getLength() > 64 || length_element->getUint32(group_length).bad() ||
+      uid_element->getOFString(uid, 0).bad())
     return false;
   const E_TransferSyntax declared = DcmXfer(uid.c_str()).getXfer();
   DcmInputFileStream in(path.c_str(), offile_off_t(132 + 12) + group_length);  // (0002,0000) is 12 bytes
