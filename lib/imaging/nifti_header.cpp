@@ -174,7 +174,7 @@ uint64_t read_some(gzFile f, uint8_t* into, uint64_t n, const std::string& path)
 // the file holds. Throws Corrupt when it holds less.
 std::vector<uint8_t> read_voxel_bytes(const NiftiHeader& h, const std::string& path) {
   GzFile f = open_gz(h.data_path);
-  if (!f) throw ImageError(Kind::Io, h.data_path, "cannot open");
+  if (!f) throw ImageError(Kind::Io, path, h.data_path == path ? "cannot open" : "cannot open its data file " + h.data_path);
   uint64_t skipped = 0, got = 0;
   std::vector<uint8_t> raw(size_t(std::min<uint64_t>(h.data_offset, 1 << 20)));
   while (skipped < h.data_offset) {  // read, not gzseek, which would hide a damaged stream
