@@ -145,6 +145,22 @@ def unreoriented(path):
     return rec
 
 
+def write_fuzz_seeds(sform_rzs, qform_rzs):
+    """fuzz/seeds/nifti/: uncompressed (so mutations reach the header fields)
+    with both geometries set, one without the NIfTI magic (Analyze 7.5), and
+    one gzipped."""
+    seeds = os.path.join(ROOT, "fuzz", "seeds", "nifti")
+    img = nib.Nifti1Image(volume(), None)
+    img.header.set_sform(affine(sform_rzs), code=1)
+    img.header.set_qform(affine(qform_rzs), code=1)
+    img.update_header = lambda: None
+    nib.save(img, os.path.join(seeds, "sheared_sform_oblique_qform.nii"))
+    raw = bytearray(open(os.path.join(seeds, "sheared_sform_oblique_qform.nii"), "rb").read())
+    raw[344:348] = bytes(4)
+    open(os.path.join(seeds, "no_magic_analyze.nii"), "wb").write(raw)
+    nib.save(img, os.path.join(seeds, "sheared.nii.gz"))
+
+
 def main():
     warnings.simplefilter("ignore")
     os.makedirs(OUT, exist_ok=True)
@@ -189,6 +205,7 @@ def main():
     nib.save(analyze, p)
     add("", p, "Analyze 7.5 (LAS)")
 
+    write_fuzz_seeds(skew, oblique_q)
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1, sort_keys=True)
     for name, rec in sorted(expected.items()):
