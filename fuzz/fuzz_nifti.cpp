@@ -5,6 +5,7 @@
 // fuzz-sources: lib/imaging/nifti_reader.cpp lib/imaging/nifti_header.cpp lib/imaging/nifti_orientation.cpp lib/data/image.cpp
 // fuzz-libs: -lz
 // fuzz-seeds: fuzz/seeds/nifti
+// fuzz-runs: 200000
 #include "fuzz_nifti_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
