@@ -1,7 +1,9 @@
 // NIfTI decoding against nibabel (test/fixtures/pixels/nifti.json), the 48
 // stored orientations of one volume, and the slicing options.
 #ifdef MM_HAVE_IMAGING
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <dirent.h>
 #include <map>
 #include <set>
@@ -232,6 +234,71 @@ TEST_CASE("nifti: the polar factor ends and is orthogonal on hostile 3x3 matrice
   const double with_nan[3][3] = {{nan, 0, 0}, {0, 1, 0}, {0, 0, 1}};
   CHECK_FALSE(nearest_axis_permutation(with_nan, m, &why));
   CHECK(why == "non-finite entries");
+}
+
+namespace {
+
+// A committed fuzz seed with some header bytes overwritten, written to a temporary file.
+struct PatchedNifti {
+  std::string path = "/tmp/mm_test_patched_nifti.nii";
+  std::vector<char> bytes;
+  explicit PatchedNifti(const std::string& seed) {
+    std::ifstream in(std::string(MM_SOURCE_DIR) + "/fuzz/seeds/nifti/" + seed, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    REQUIRE(bytes.size() > 352);
+  }
+  template <class T>
+  PatchedNifti& set(size_t offset, T value) {
+    std::memcpy(bytes.data() + offset, &value, sizeof value);  // little-endian seeds on a little-endian machine
+    return *this;
+  }
+  std::string write() const {
+    std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+    return path;
+  }
+  ~PatchedNifti() { std::remove(path.c_str()); }
+};
+
+ImageError::Kind error_kind(const std::string& path) {
+  try {
+    read_nifti(path);
+  } catch (const ImageError& e) {
+    return e.kind;
+  }
+  FAIL("read without an error");
+  return ImageError::Kind::Io;
+}
+
+}  // namespace
+
+TEST_CASE("nifti: hostile header fields give a typed error or an image with a warning") {
+  using K = ImageError::Kind;
+  const char* seed = "sheared_sform_oblique_qform.nii";  // NIfTI-1, 5x6x7 uint8, sform and qform set
+  CHECK(error_kind(PatchedNifti(seed).set<float>(108, 1e30f).write()) == K::Corrupt);           // vox_offset
+  CHECK(error_kind(PatchedNifti(seed).set<float>(108, std::nanf("")).write()) == K::Corrupt);
+  CHECK(error_kind(PatchedNifti(seed).set<int16_t>(70, 1536).write()) == K::Unsupported);       // float128
+  CHECK(error_kind(PatchedNifti(seed).set<int16_t>(42, 32767).set<int16_t>(44, 32767).set<int16_t>(46, 32767).write()) ==
+        K::TooLarge);
+  // FreeSurfer's dim[1] = -1 needs the length in glmin.
+  CHECK(error_kind(PatchedNifti(seed).set<int16_t>(42, -1).set<int16_t>(44, 1).set<int16_t>(46, 1).set<int32_t>(140, 0).write()) ==
+        K::Corrupt);
+  CHECK(error_kind(PatchedNifti("nifti2.nii").set<int64_t>(24, int64_t(1) << 40).write()) == K::TooLarge);
+  CHECK(error_kind(PatchedNifti(seed).set<int16_t>(42, 60).write()) == K::Corrupt);  // truncated
+  {  // voxel sizes are not used: NaN and 1e38 change nothing
+    const NiftiVolume plain = read_nifti_volume(PatchedNifti(seed).write());
+    const NiftiVolume odd = read_nifti_volume(PatchedNifti(seed).set<float>(80, std::nanf("")).set<float>(84, 1e38f).write());
+    CHECK(odd.warning.empty());
+    CHECK(odd.data == plain.data);
+  }
+  {  // sform NaN, quaternion far out of range: no geometry left, voxel axes read as RAS
+    const NiftiVolume v =
+        read_nifti_volume(PatchedNifti(seed).set<float>(280, std::nanf("")).set<float>(256, 1e19f).write());
+    CHECK(v.orientation_source == "none (NIfTI-1 method 1: RAS)");
+    CHECK(v.stored_orientation == "RAS");
+    CHECK(v.warning ==
+          "orientation from none (NIfTI-1 method 1: RAS): sform unusable (non-finite entries); qform unusable "
+          "(quaternion (b, c, d) longer than 1)");
+  }
 }
 
 TEST_CASE("nifti: fuzz regressions give an image or an ImageError") {
