@@ -9,6 +9,7 @@
 // fuzz-flags: -isystem /usr/include/openjpeg-2.5
 // fuzz-libs: -lcharls -ldcmjpeg -lijg8 -lijg12 -lijg16 -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -lopenjp2 -lz
 // fuzz-seeds: fuzz/seeds/dicom
+// fuzz-runs: 100000
 #include "fuzz_dicom_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
