@@ -1,7 +1,7 @@
 // The NIfTI fuzz target's body, shared by fuzz/fuzz_nifti.cpp (libFuzzer) and
 // test/test_fuzz_regressions.cpp (replays fuzz/regressions/fuzz_nifti/ in the
 // doctest suite), so a committed regression input runs the same code either way.
-// ITK reads from a path, so each input is written to a per-process temporary
+// The reader reads from a path, so each input is written to a per-process temporary
 // file: .nii.gz when it starts like gzip, else .nii.
 #pragma once
 #include <unistd.h>
