@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/random.h"  // SplitMix64
 #include "eval/metrics.h"
 
 namespace mm {
@@ -39,22 +40,5 @@ BootstrapResult bootstrap_metrics(const ScoredSamples& s, const MetricOptions& o
 // numpy.percentile(values, q) with the default linear method; values need not be sorted.
 double percentile(std::vector<double> values, double q);
 
-// The SplitMix64 generator (Steele, Lea, Flood 2014).
-class SplitMix64 {
- public:
-  static constexpr uint64_t kIncrement = 0x9E3779B97F4A7C15ull;
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  // The generator as it is after `draws` calls to next() (wrapping arithmetic).
-  static SplitMix64 at(uint64_t seed, uint64_t draws) { return SplitMix64(seed + draws * kIncrement); }
-  uint64_t next() {
-    uint64_t z = (state_ += kIncrement);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-
- private:
-  uint64_t state_;
-};
 
 }  // namespace mm

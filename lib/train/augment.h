@@ -33,7 +33,7 @@
 #include <cstdint>
 #include <string>
 
-#include "eval/bootstrap.h"  // SplitMix64
+#include "core/random.h"
 #include "model/model_file.h"
 #include "train/image_cache.h"
 

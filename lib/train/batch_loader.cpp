@@ -10,16 +10,7 @@
 namespace mm {
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
-  MM_CHECK(n >= 0, "epoch_permutation: negative size");
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t(0));
-  // Keyed like the sample seeds, with an index no sample has.
-  SplitMix64 rng(sample_seed(seed, epoch, -1));
-  for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = int64_t((unsigned __int128)rng.next() * uint64_t(i + 1) >> 64);
-    std::swap(order[size_t(i)], order[size_t(j)]);
-  }
-  return order;
+  return seeded_permutation(n, sample_seed(seed, epoch, -1));  // keyed like the sample seeds, with an index no sample has
 }
 
 // Work is one sample: task t is slot t % B of batch t / B. Batch b lives in

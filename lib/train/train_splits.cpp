@@ -5,17 +5,9 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "eval/bootstrap.h"
+#include "core/random.h"
 
 namespace mm {
-
-std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed) {
-  std::vector<int64_t> p(static_cast<size_t>(n));
-  std::iota(p.begin(), p.end(), 0);
-  SplitMix64 rng(seed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(p[size_t(i)], p[size_t(rng.next() % uint64_t(i + 1))]);
-  return p;
-}
 
 TrainSplits split_for_training(const Dataset& d, double val_fraction, uint64_t seed) {
   TrainSplits s;

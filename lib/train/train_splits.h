@@ -25,7 +25,4 @@ void check_training_labels(const Dataset& d, const TrainSplits& s);
 // scikit-learn's compute_class_weight("balanced"): n / (classes * count[c]).
 std::vector<float> balanced_class_weights(const Dataset& d, const std::vector<size_t>& samples);
 
-// A Fisher-Yates shuffle of 0..n-1 drawn from SplitMix64(seed): the same on every platform.
-std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed);
-
 }  // namespace mm

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "convert/convert.h"
-#include "eval/bootstrap.h"
+#include "core/random.h"
 #include "eval/evaluation.h"
 #include "eval/report_json.h"
 #include "model/medmamba.h"
