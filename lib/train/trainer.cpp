@@ -9,6 +9,8 @@
 #include <iomanip>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "convert/convert.h"
 #include "core/random.h"
 #include "eval/evaluation.h"
@@ -117,6 +119,24 @@ std::optional<double> selection_value(const std::string& select, const EpochReco
   return r.val_accuracy;  // accuracy, or an AUC that is undefined
 }
 
+// config.json: every option, and what they resolved to for this data.
+std::string resolved_config_json(const TrainOptions& o, const ModelMeta& meta, const Dataset& d,
+                                 const TrainSplits& splits, int threads, int64_t steps_per_epoch,
+                                 int64_t total_steps, int64_t warmup_steps) {
+  nlohmann::ordered_json j;
+  j["options"] = nlohmann::json::parse(o.to_json());
+  j["resolved"] = {{"model", nlohmann::json::parse(meta.config.to_json())},
+                   {"class_names", meta.class_names},
+                   {"preprocess", nlohmann::json::parse(meta.preprocess.to_json())},
+                   {"augment", AugmentOptions::from_list(o.augment).to_list()},
+                   {"samples", {{"train", splits.train.size()}, {"val", splits.val.size()},
+                                {"test", splits.test.size()}, {"excluded", d.excluded}}},
+                   {"val_source", splits.val_source},
+                   {"steps_per_epoch", steps_per_epoch}, {"total_steps", total_steps},
+                   {"warmup_steps", warmup_steps}, {"threads", threads}};
+  return j.dump(2) + "\n";
+}
+
 int64_t predicted(const float* logits, int64_t K) {
   return int64_t(std::max_element(logits, logits + K) - logits);
 }
@@ -169,6 +189,11 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   note("model: " + meta.config.to_json() + ", " + std::to_string(model.table().trainable_count()) +
        " parameters");
 
+  if (!resumed) {
+    fs::create_directories(o.out);
+    MM_CHECK(!fs::exists(state_path), o.out + " already holds a run; continue it with --resume " + o.out +
+                                          ", or choose another --out");
+  }
   const ImageCache train_cache = cache_split("train", d, splits.train, meta, read_file, threads, ev);
   const ImageCache val_cache = cache_split("val", d, splits.val, meta, read_file, threads, ev);
   TrainResult result;
@@ -216,10 +241,8 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     note("resuming at epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(p.batches_done) +
          ", step " + std::to_string(p.step));
   } else {
-    fs::create_directories(o.out);
-    MM_CHECK(!fs::exists(state_path), o.out + " already holds a run; continue it with --resume " + o.out +
-                                          ", or choose another --out");
-    write_file_atomically((fs::path(o.out) / "config.json").string(), o.to_json() + "\n");
+    write_file_atomically((fs::path(o.out) / "config.json").string(),
+                          resolved_config_json(o, meta, d, splits, threads, steps_per_epoch, total_steps, warmup_steps));
   }
   auto save_state = [&] {
     RunState s;
