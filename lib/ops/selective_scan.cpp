@@ -69,7 +69,7 @@ inline float exp2_nonpos(float x) {
   // p·2^n by adding n to p's exponent field (p in [0.7, 1.42] has exponent -1 or 0).
   int32_t bits;
   std::memcpy(&bits, &p, sizeof bits);
-  bits += std::max(int32_t(n), int32_t(-125)) << 23;
+  bits += std::max(int32_t(n), int32_t(-125)) * (int32_t(1) << 23);  // not << : n < 0, UB before C++20
   float r;
   std::memcpy(&r, &bits, sizeof r);
   return r;
