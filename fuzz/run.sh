@@ -1,25 +1,39 @@
 #!/usr/bin/env bash
-# Builds every fuzz/fuzz_*.cpp as a libFuzzer target (clang, ASan + UBSan) and
-# runs each for a bounded time; exits non-zero on the first crash.
+# Builds every fuzz/fuzz_*.cpp as a libFuzzer target (clang, ASan + UBSan), then for each target
+#   1. replays the committed corpus, each file once: the target's seeds and fuzz/regressions/<target>/
+#      (every input that ever crashed, hung or ran out of memory);
+#   2. fuzzes. By default (CI) a fixed number of executions with a fixed -seed, starting from the
+#      committed corpus alone (new inputs go to a folder wiped first), so pass or fail depends on
+#      the code, not on luck or on earlier runs. With FUZZ_SECONDS, a long session by hand: a random
+#      seed, for that many seconds, growing a corpus kept in $FUZZ_BUILD_DIR/corpus-<target>.
+# Any input that crashes, takes over 1 s (-timeout=1), passes 2 GiB RSS or leaks fails the run.
 #
-#   fuzz/run.sh                  all targets, sharing FUZZ_TOTAL_SECONDS (default 120)
-#   fuzz/run.sh fuzz_torch_pickle [more targets]   only these
-#   FUZZ_SECONDS=600 fuzz/run.sh fuzz_torch_checkpoint   a longer session for one target
+#   fuzz/run.sh                                   all targets, CI mode (see docs/fuzzing.md)
+#   fuzz/run.sh fuzz_torch_pickle [more targets]  only these
+#   FUZZ_SECONDS=600 fuzz/run.sh fuzz_nifti       a 10-minute random session for one target
+#   FUZZ_REPLAY_ONLY=1 fuzz/run.sh                step 1 only
 #
 # A target declares what it needs in comment lines, so adding one needs no edit here:
 #   // fuzz-sources: lib/... .cpp files to compile with it (paths from the repository root)
 #   // fuzz-libs:    extra link arguments (e.g. -lz)
 #   // fuzz-flags:   extra compile arguments, shell-expanded (e.g. $(pkg-config --cflags dcmtk))
 #   // fuzz-seeds:   seed corpus directories (read, never written)
-# New inputs found go to $FUZZ_BUILD_DIR/corpus-<target>, crashes to $FUZZ_BUILD_DIR/crash-<target>-*;
-# reproduce one with: $FUZZ_BUILD_DIR/<target> <crash file>
+#   // fuzz-runs:    executions of the CI session, sized to about 30 s on 2 shared cores
+# A finding is written to $FUZZ_BUILD_DIR/crash-<target>-* (or leak-/timeout-/oom-); reproduce it
+# with $FUZZ_BUILD_DIR/<target> <file>, and once fixed commit it to fuzz/regressions/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CXX=${FUZZ_CXX:-clang++}
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
-TOTAL=${FUZZ_TOTAL_SECONDS:-120}
+CI_SEED=1  # any fixed value; changing it changes which inputs CI tries
 COMMON=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -Ilib)
+LIMITS=(-timeout=1 -rss_limit_mb=2048)
+
+# A fixed -seed alone does not repeat a session: the comparisons libFuzzer learns from include
+# pointer values, which address-space randomisation changes. CI runs without it where allowed.
+norandom=()
+if [ -z "${FUZZ_SECONDS:-}" ] && setarch "$(uname -m)" -R true 2>/dev/null; then norandom=(setarch "$(uname -m)" -R); fi
 
 if [ $# -gt 0 ]; then
   targets=("$@")
@@ -28,8 +42,6 @@ else
   for src in fuzz/fuzz_*.cpp; do targets+=("$(basename "$src" .cpp)"); done
 fi
 [ ${#targets[@]} -gt 0 ] || { echo "fuzz: no fuzz/fuzz_*.cpp targets"; exit 1; }
-# Whatever the number of targets, the whole run stays within TOTAL (CI's budget), at least 10 s each.
-per_target=${FUZZ_SECONDS:-$(( TOTAL / ${#targets[@]} > 10 ? TOTAL / ${#targets[@]} : 10 ))}
 
 declared() { sed -n "s|^// fuzz-$1:||p" "$2" | tr '\n' ' '; }
 
@@ -57,19 +69,45 @@ for name in "${targets[@]}"; do
   "$CXX" "${COMMON[@]}" -fsanitize=fuzzer $flags "$src" "${objs[@]}" $(declared libs "$src") -o "$BUILD/$name"
 done
 
+# Runs one libFuzzer command, logging to $log; on failure shows the report (without progress,
+# dictionary and per-file lines) and stops the script.
+run_logged() {
+  local status=0
+  "$@" > "$log" 2>&1 || status=$?
+  [ "$status" -ne 0 ] || return 0
+  grep -v -E '^(#[0-9]+|"|Running: |Executed )' "$log" | tail -n 40
+  echo "fuzz: $name failed (exit $status, log: $log); the input is named above, or in $BUILD/crash-$name-* (or leak-/timeout-/oom-)"
+  exit "$status"
+}
+
 for name in "${targets[@]}"; do
-  corpus="$BUILD/corpus-$name"
+  src="fuzz/$name.cpp"
+  read -r -a seeds <<< "$(declared seeds "$src")"
+  regressions="fuzz/regressions/$name"
+  mapfile -t committed < <(find "${seeds[@]}" "$regressions" -type f ! -name '.*' ! -name '*.md' ! -name '*.py' 2>/dev/null | sort)
+  [ ${#committed[@]} -gt 0 ] || { echo "fuzz: $name has no seeds or regressions to replay"; exit 1; }
+  log="$BUILD/$name-replay.log"
+  echo "fuzz: $name: replaying ${#committed[@]} committed inputs (log: $log)"
+  run_logged "$BUILD/$name" "${LIMITS[@]}" -artifact_prefix="$BUILD/crash-$name-" "${committed[@]}"
+  echo "fuzz: $name: all ${#committed[@]} ran clean"
+  [ -z "${FUZZ_REPLAY_ONLY:-}" ] || continue
+
   log="$BUILD/$name.log"
-  mkdir -p "$corpus"
-  echo "fuzz: running $name for ${per_target}s (log: $log)"
-  status=0
-  # shellcheck disable=SC2046
-  "$BUILD/$name" -max_total_time="$per_target" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="$BUILD/crash-$name-" "$corpus" $(declared seeds "fuzz/$name.cpp") > "$log" 2>&1 || status=$?
-  grep -v -E '^(#[0-9]+|")' "$log" | tail -n 40  # drop progress and dictionary lines
-  if [ "$status" -ne 0 ]; then
-    echo "fuzz: $name failed (exit $status); the input is in $BUILD/crash-$name-* (or leak-/timeout-/oom-)"
-    exit "$status"
+  if [ -n "${FUZZ_SECONDS:-}" ]; then
+    corpus="$BUILD/corpus-$name"  # kept: a later session starts where this one stopped
+    mode=(-max_total_time="$FUZZ_SECONDS")
+    echo "fuzz: $name: fuzzing for ${FUZZ_SECONDS}s, random seed (log: $log)"
+  else
+    corpus="$BUILD/new-$name"  # wiped: CI starts from the committed corpus alone
+    rm -rf "$corpus"
+    runs=$(declared runs "$src"); runs=${runs// }
+    mode=(-seed="$CI_SEED" -runs="${runs:-20000}" -reload=0)
+    echo "fuzz: $name: fuzzing ${runs:-20000} executions, -seed=$CI_SEED${norandom[*]:+, no ASLR} (log: $log)"
   fi
+  mkdir -p "$corpus"
+  # The first folder receives new inputs; the committed ones are only read.
+  run_logged "${norandom[@]}" "$BUILD/$name" "${LIMITS[@]}" "${mode[@]}" -print_final_stats=1 \
+    -artifact_prefix="$BUILD/crash-$name-" "$corpus" "${seeds[@]}" "$regressions"
+  echo "fuzz: $name: $(grep -E '^Done [0-9]+ runs' "$log"), clean; peak RSS $(sed -n 's/^stat::peak_rss_mb: *//p' "$log") MB"
 done
 echo "fuzz: all targets ran clean"
