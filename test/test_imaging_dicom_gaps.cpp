@@ -76,6 +76,39 @@ TEST_CASE("dicom gaps: the VOI LUT Sequence and the Modality LUT Sequence equal 
   check_exact(read_dicom(shared_data_path(mlut), modality_values()), gaps().at(mlut).at("modality"));
 }
 
+TEST_CASE("dicom gaps: the SIGMOID and LINEAR_EXACT VOI LUT Functions equal pydicom's apply_windowing") {
+  // Fixtures: CT_small.dcm's centre with windows 40/400 and -600/1500 (the script says why).
+  const std::string dir = std::string(MM_FIXTURE_DIR) + "/dicom/";
+  for (int window = 0; window < 2; ++window) {
+    CAPTURE(window);
+    DicomOptions o = file_voi();
+    o.window.mode = WindowOptions::Mode::File;
+    o.window.file_index = window;
+    const std::string key = "window" + std::to_string(window);
+    // SIGMOID replaces the pixels by its output over the full range, as pydicom does.
+    const Image sigmoid = read_dicom(dir + "voi_sigmoid.dcm", o).at(0);
+    CHECK(sigmoid.window_source == "file[" + std::to_string(window) + "] SIGMOID");
+    const auto& want_sigmoid = gaps().at("fixture:voi_sigmoid.dcm").at(key);
+    const auto cmp = compare_with_reference(sigmoid.pixels, want_sigmoid, 1e-6);
+    INFO(cmp.detail);
+    CHECK(cmp.close);
+    // LINEAR_EXACT stays a window on modality values: mapped through it onto
+    // pydicom's output range, the same values.
+    const Image exact = read_dicom(dir + "voi_linear_exact.dcm", o).at(0);
+    CHECK(exact.window_source == "file[" + std::to_string(window) + "] LINEAR_EXACT");
+    const auto& want_exact = gaps().at("fixture:voi_linear_exact.dcm").at(key);
+    const double y_min = sigmoid.window_low, y_max = sigmoid.window_high;  // the same full range
+    std::vector<float> shown(exact.pixels.size());
+    for (size_t i = 0; i < shown.size(); ++i) {
+      const double t = (exact.pixels[i] - exact.window_low) / (exact.window_high - exact.window_low);
+      shown[i] = float(std::clamp(t, 0.0, 1.0) * (y_max - y_min) + y_min);
+    }
+    const auto cmp_exact = compare_with_reference(shown, want_exact, 1e-6);
+    INFO(cmp_exact.detail);
+    CHECK(cmp_exact.close);
+  }
+}
+
 TEST_CASE("dicom gaps: HTJ2K (lossless and lossy) through OpenJPEG equals pydicom's") {
   for (const char* name : {"HTJ2KLossless_08_RGB.dcm", "HTJ2K_08_RGB.dcm"}) {
     CAPTURE(name);

@@ -135,6 +135,8 @@ FileVoi read_voi(DcmItem& ds, bool signed_pixels, const std::string& what) {
       if (width > 0) voi.windows.emplace_back(center, width);
     }
   }
+  const std::string function = get_string(ds, DCM_VOILUTFunction);
+  if (function == "LINEAR_EXACT" || function == "SIGMOID") voi.function = function;
   DcmSequenceOfItems* seq = nullptr;
   if (ds.findAndGetSequence(DCM_VOILUTSequence, seq).good() && seq) {
     for (unsigned long i = 0; i < seq->card(); ++i) {

@@ -308,6 +308,12 @@ void apply_voi_lut(Image& img, const Lut& lut) {
   }
 }
 
+// PS3.3 C.11.2.1.3.1, as pydicom's apply_windowing: onto the full output range.
+void apply_sigmoid(Image& img, double center, double width, std::pair<double, double> range) {
+  for (float& v : img.pixels)
+    v = float((range.second - range.first) / (1 + std::exp(-4 * (double(v) - center) / width)) + range.first);
+}
+
 }  // namespace
 
 void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt, const FileVoi& voi,
@@ -347,8 +353,20 @@ void finish_frame(Image& img, const PixelLayout& l, const WindowOptions& opt, co
         img.window_high = full.second;
         img.window_source = "file VOI LUT[" + std::to_string(k) + "]";
       } else {
-        set_window_center_width(img, voi.windows[k].first, voi.windows[k].second);
+        const auto [center, width] = voi.windows[k];
         img.window_source = "file[" + std::to_string(k) + "]";
+        if (voi.function == "SIGMOID" && l.monochrome()) {
+          apply_sigmoid(img, center, width, full);
+          img.window_low = full.first;
+          img.window_high = full.second;
+          img.window_source += " SIGMOID";
+        } else if (voi.function == "LINEAR_EXACT") {  // C.11.2.1.3.2: no half-pixel offsets
+          img.window_low = center - width / 2;
+          img.window_high = center + width / 2;
+          img.window_source += " LINEAR_EXACT";
+        } else {
+          set_window_center_width(img, center, width);
+        }
       }
       break;
     }

@@ -63,6 +63,8 @@ struct PixelLayout {
 struct FileVoi {
   std::vector<std::pair<double, double>> windows;
   std::vector<Lut> luts;
+  // VOILUTFunction for the windows: LINEAR (also when absent), LINEAR_EXACT or SIGMOID.
+  std::string function = "LINEAR";
 };
 
 // Throws ImageError (Unsupported/Corrupt) naming `what` when the layout is not
@@ -83,6 +85,8 @@ Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout
 // has one, as pydicom's apply_voi_lut prefers it to a window), replaces the
 // pixels by its output and the window by the output's range [0, 2^bits - 1]: a
 // table need not be linear, so no window on modality values could stand for it.
+// The same holds for a file window whose VOI LUT Function is SIGMOID: its
+// output (pydicom's apply_windowing) replaces the pixels, over the full range.
 void finish_frame(Image& img, const PixelLayout& layout, const WindowOptions& options, const FileVoi& voi,
                   bool invert_monochrome1);
 

@@ -230,6 +230,21 @@ def write_ybr_partial_422(rgb_path, out_path):
     return rgb  # the RGB it came from
 
 
+def write_voi_function(ct_path, out_path, function):
+    """CT_small.dcm's central 64 x 64 with a soft-tissue window (40/400) under
+    the VOI LUT Function given (no file in the shared data uses one but LINEAR)."""
+    import pydicom
+    ds = pydicom.dcmread(ct_path)
+    arr = ds.pixel_array[32:96, 32:96].copy()
+    ds.Rows, ds.Columns = arr.shape
+    ds.PixelData = arr.tobytes()
+    ds.WindowCenter, ds.WindowWidth = [40, -600], [400, 1500]
+    ds.VOILUTFunction = function
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    ds.save_as(out_path, enforce_file_format=True)
+    return out_path
+
+
 def dicom_gaps():
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -280,7 +295,16 @@ def dicom_gaps():
         ds = pydicom.dcmread(path)  # ds.pixel_array: pixel_array(path) cannot read SC_rgb_jpeg's mixed VR
         refs[rel(path)] = {"pixels": summary(as_frames(ds.pixel_array, ds)),
                            "photometric": str(ds.PhotometricInterpretation)}
-    # YBR_PARTIAL_422: no file in the shared data has it; a fixture made here.
+    # VOI LUT Functions SIGMOID and LINEAR_EXACT (apply_windowing), each window.
+    for function in ("SIGMOID", "LINEAR_EXACT"):
+        path = write_voi_function(os.path.join(DATA, "dicom/pydicom/test_files/CT_small.dcm"),
+                                  os.path.join(ROOT, "test", "fixtures", "dicom", f"voi_{function.lower()}.dcm"),
+                                  function)
+        ds = pydicom.dcmread(path)
+        modality = apply_modality_lut(ds.pixel_array, ds)
+        refs[f"fixture:voi_{function.lower()}.dcm"] = {
+            f"window{i}": summary(as_frames(apply_voi_lut(modality, ds, index=i), ds)) for i in (0, 1)}
+        # YBR_PARTIAL_422: no file in the shared data has it; a fixture made here.
     rgb = write_ybr_partial_422(os.path.join(DATA, GAP_DIR, "SC_rgb.dcm"), YBR_PARTIAL_FIXTURE)
     refs["fixture:ybr_partial_422.dcm"] = {"source_rgb": summary(rgb.reshape((1,) + rgb.shape)),
                                            "made_from": GAP_DIR + "SC_rgb.dcm"}
