@@ -7,6 +7,7 @@
 // fuzz-sources: lib/core/tensor.cpp lib/io/zip_reader.cpp lib/io/torch_pickle.cpp lib/io/torch_storage.cpp lib/io/torch_rebuild.cpp lib/io/torch_checkpoint.cpp lib/io/file_bytes.cpp
 // fuzz-libs: -lz
 // fuzz-seeds: fuzz/seeds/torch_checkpoint
+// fuzz-runs: 1000000
 #include "fuzz_torch_checkpoint_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

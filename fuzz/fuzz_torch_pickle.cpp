@@ -3,6 +3,7 @@
 //
 // fuzz-sources: lib/io/torch_pickle.cpp
 // fuzz-seeds: fuzz/seeds/torch_pickle
+// fuzz-runs: 1500000
 #include "fuzz_torch_pickle_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -18,7 +18,7 @@
 #   // fuzz-libs:    extra link arguments (e.g. -lz)
 #   // fuzz-flags:   extra compile arguments, shell-expanded (e.g. $(pkg-config --cflags dcmtk))
 #   // fuzz-seeds:   seed corpus directories (read, never written)
-#   // fuzz-runs:    executions of the CI session, sized to about 30 s on 2 shared cores
+#   // fuzz-runs:    executions of the CI session (default 20000), sized to under a minute on 2 cores
 # A finding is written to $FUZZ_BUILD_DIR/crash-<target>-* (or leak-/timeout-/oom-); reproduce it
 # with $FUZZ_BUILD_DIR/<target> <file>, and once fixed commit it to fuzz/regressions/<target>/.
 set -euo pipefail
