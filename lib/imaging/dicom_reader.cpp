@@ -3,8 +3,6 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
-#include <dcmtk/dcmdata/dcistrmb.h>
-#include <dcmtk/dcmdata/dcistrmf.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dccodec.h>
 #include <dcmtk/dcmdata/dcpixel.h>
@@ -19,12 +17,11 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <mutex>
 
-#include "data/file_kind.h"
 #include "imaging/dicom_attributes.h"
+#include "imaging/dicom_parse.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
 #include "imaging/dicom_jpegls.h"
@@ -61,64 +58,6 @@ void check_size(const PixelLayout& l, const DicomOptions& opt, const std::string
                      std::to_string(l.rows) + " x " + std::to_string(l.columns) + " x " + std::to_string(l.frames) +
                          " frames needs " + std::to_string(std::max(decoded, output)) + " bytes (limit " +
                          std::to_string(opt.max_decoded_bytes) + ")");
-}
-
-// A dataset written in another encoding than its file meta says (pydicom's
-// SC_rgb_jpeg.dcm: the meta says JPEG baseline, whose datasets are explicit VR,
-// the dataset is implicit VR): read again in the encoding DCMTK detects from
-// the first element, as pydicom does. The pixel fragments, which DCMTK then
-// files under that encoding, are filed again under the meta's syntax so that
-// its decoder is found. False when there is no meta to go by or that fails too.
-bool reread_in_detected_encoding(DcmFileFormat& file, const std::string& path, const uint8_t (&head)[132]) {
-  // After a failed parse an element may keep a length the file cannot hold,
-  // whose value DCMTK would allocate when read: check the lengths first.
-  Uint32 group_length = 0;
-  OFString uid;
-  DcmMetaInfo& meta = *file.getMetaInfo();
-  DcmElement *length_element = nullptr, *uid_element = nullptr;
-  if (std::memcmp(head + 128, "DICM", 4) != 0 ||
-      meta.findAndGetElement(DCM_FileMetaInformationGroupLength, length_element).bad() ||
-      length_element->getLength() != 4 || meta.findAndGetElement(DCM_TransferSyntaxUID, uid_element).bad() ||
-      uid_element->getLength() > 64 || length_element->getUint32(group_length).bad() ||
-      uid_element->getOFString(uid, 0).bad())
-    return false;
-  const E_TransferSyntax declared = DcmXfer(uid.c_str()).getXfer();
-  DcmInputFileStream in(path.c_str(), offile_off_t(132 + 12) + group_length);  // (0002,0000) is 12 bytes
-  DcmDataset& ds = *file.getDataset();
-  ds.clear();
-  ds.transferInit();
-  const OFCondition status = ds.read(in, EXS_Unknown, EGL_noChange, 4096);
-  ds.transferEnd();
-  if (status.bad() || declared == EXS_Unknown || ds.getOriginalXfer() == declared) return status.good();
-  DcmElement* pixels = nullptr;
-  DcmPixelSequence* fragments = nullptr;
-  auto* pd = ds.findAndGetElement(DCM_PixelData, pixels).good() ? dynamic_cast<DcmPixelData*>(pixels) : nullptr;
-  if (pd && DcmXfer(declared).isEncapsulated() &&
-      pd->getEncapsulatedRepresentation(ds.getOriginalXfer(), nullptr, fragments).good() && fragments)
-    pd->putOriginalRepresentation(declared, nullptr, new DcmPixelSequence(*fragments));
-  return true;
-}
-
-// Parses through a file stream, not a memory buffer: DCMTK then refuses element
-// lengths larger than what remains of the file instead of allocating them, and
-// defers loading values over 4 KiB (pixel data) until they are used, which is
-// after our own size checks.
-std::unique_ptr<DcmFileFormat> parse(const std::string& path, const std::string& what) {
-  uint8_t head[132] = {};
-  {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw ImageError(Kind::Io, what, "cannot open");
-    in.read(reinterpret_cast<char*>(head), sizeof head);
-    if (!looks_like_dicom(head, size_t(in.gcount())))
-      throw ImageError(Kind::NotRecognized, what, "no DICM prefix and no plausible first data element");
-  }
-  auto file = std::make_unique<DcmFileFormat>();
-  // EXS_Unknown and ERM_autoDetect: the meta header's transfer syntax, or for a
-  // bare dataset (no preamble or meta) one guessed from the first element.
-  const OFCondition status = file->loadFile(path.c_str(), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
-  if (status.bad() && !reread_in_detected_encoding(*file, path, head))
-    throw ImageError(Kind::Corrupt, what, std::string("DCMTK cannot parse it: ") + status.text());
-  return file;
 }
 
 // The DICOM identification attributes every frame carries.
@@ -342,7 +281,7 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
   if (stat(path.c_str(), &st) != 0) throw ImageError(Kind::Io, what, "cannot open");
   if (uint64_t(st.st_size) > opt.max_file_bytes)
     throw ImageError(Kind::TooLarge, what, "file of " + std::to_string(st.st_size) + " bytes");
-  std::unique_ptr<DcmFileFormat> file = parse(path, what);
+  std::unique_ptr<DcmFileFormat> file = dicom::parse_file(path, what);
   DcmDataset& ds = *file->getDataset();
   Decoded d = decode(*file, opt, what);
   dicom::validate(d.layout, what);
