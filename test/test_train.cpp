@@ -6,6 +6,7 @@
 
 #include "eval_test_util.h"
 #include "io/safetensors.h"
+#include "model/model_file.h"
 #include "train/run_files.h"
 #include "train/trainer.h"
 
@@ -161,4 +162,51 @@ TEST_CASE("mm-train refuses bad setups before training, and skips unreadable sam
     o.augment = "";
     CHECK_THROWS_WITH_AS(train_model(o, {}, fake_picture, {}), doctest::Contains("at step"), LossNotFinite);
   }
+}
+
+TEST_CASE("mm-train --init fine-tunes a checkpoint: its architecture is kept and the head replaced for new classes") {
+  ScratchDir dir;
+  // small.pth: the public code's state dict of a dims 16..128 model with 3 classes.
+  TrainOptions o = small_options(manifest(dir, 0, true), dir.path() + "/run");
+  o.init = std::string(MM_FIXTURE_DIR) + "/checkpoints/small.pth";
+  o.dims.clear();
+  o.depths.clear();
+  std::vector<std::string> notes;
+  TrainEvents ev;
+  ev.note = [&](const std::string& s) { notes.push_back(s); };
+  train_model(o, {}, fake_picture, ev);
+  const LoadedModel trained = load_model(dir.path() + "/run/last.safetensors");
+  CHECK(trained.meta.config.dims == std::vector<int64_t>{16, 32, 64, 128});
+  CHECK(trained.meta.config.num_classes == 2);
+  CHECK(trained.meta.class_names == std::vector<std::string>{"alpha", "beta"});
+  bool head_note = false;
+  for (const std::string& n : notes) head_note |= n.find("new 2-class head") != std::string::npos;
+  CHECK(head_note);
+
+  // With one micro-batch of learning rate ~0 the body stays the checkpoint's.
+  TrainOptions still = o;
+  still.out = dir.path() + "/still";
+  still.lr = 1e-30;
+  still.drop_path = 0;
+  train_model(still, {}, fake_picture, {});
+  const LoadedModel kept = load_model(dir.path() + "/still/last.safetensors");
+  const SafetensorsFile ref = read_safetensors(std::string(MM_FIXTURE_DIR) + "/model_small.safetensors");
+  const Tensor& w = ref.at("layers.1.blocks.0.self_attention.in_proj.weight");
+  const std::map<std::string, Tensor> state = kept.model.state();
+  const Tensor& got = state.at("layers.1.blocks.0.self_attention.in_proj.weight");
+  REQUIRE(got.numel() == w.numel());
+  CHECK(std::memcmp(got.data(), w.data(), w.nbytes()) == 0);
+}
+
+TEST_CASE("mm-train --accumulate takes one optimiser step per group of micro-batches") {
+  ScratchDir dir;
+  TrainOptions o = small_options(manifest(dir, 0, true), dir.path() + "/run");
+  o.batch_size = 4;  // 40 training samples: 10 micro-batches
+  o.accumulate = 3;  // steps after 3, 6, 9 and the last (10)
+  o.epochs = 2;
+  train_model(o, {}, fake_picture, {});
+  const std::vector<EpochRecord> rec = read_metrics_file(dir.path() + "/run/metrics.jsonl");
+  REQUIRE(rec.size() == 2);
+  CHECK(rec[0].step == 4);
+  CHECK(rec[1].step == 8);
 }
