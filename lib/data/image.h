@@ -51,8 +51,11 @@ struct Image {
 // docs/input-formats.md for what each format does and why.
 struct WindowOptions {
   enum class Mode {
-    Default,   // DICOM: File when the file has a window, else MinMax. NIfTI: MinMax over the volume. 8-bit images: FullRange.
-    File,      // DICOM: the file's n-th WindowCenter/WindowWidth (index below); error when absent
+    Default,   // DICOM: File when the file has a VOI (LUT or window), else MinMax. NIfTI: MinMax over the volume.
+               // 8-bit images: FullRange.
+    File,      // DICOM: the file's n-th VOI LUT (Sequence item: its output replaces the pixels, window
+               // [0, 2^bits-1]; preferred, as pydicom does) or else its n-th WindowCenter/WindowWidth pair
+               // (index below); error when the file has neither
     Explicit,  // center and width below, in the image's units (DICOM linear VOI function)
     MinMax,    // the data's minimum and maximum (per frame for DICOM, per volume for NIfTI)
     FullRange  // "none": no VOI window, the stored type's whole range (DICOM BitsStored through the
