@@ -19,6 +19,7 @@ PACKAGES=(
   python3 python3-numpy python3-pip        # the safetensors interop test
   python3-sklearn chromium                 # mm-eval: metric fixtures (sklearn); the HTML report test
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)
+  libdnnl-dev                              # oneDNN: bf16 CPU inference (AMX / AVX512_BF16)
   clang libclang-rt-dev                    # libFuzzer + sanitizers for fuzz/run.sh
 )
 missing=()

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "model/cpu_bf16_model.h"
 #include "model/cuda_model_bench.h"
 #include "model/medmamba.h"
 #include "ops/cross_entropy.h"
@@ -74,14 +75,28 @@ BenchResult make_bench_result(const BenchOptions& o, double dt, const std::strin
   return r;
 }
 
+// bf16 inference forward; throws (naming the reason) where the build or CPU has no bf16 path.
+static BenchResult run_cpu_bf16_benchmark(const BenchOptions& o, const MedMamba& model) {
+  CpuBf16Model bf16(model);
+  Tensor images = bench_images(o, model.config().in_chans);
+  for (int i = 0; i < o.warmup; ++i) bf16.forward(images);
+  const double t0 = bench_now_seconds();
+  for (int i = 0; i < o.iters; ++i) bf16.forward(images);
+  const double dt = (bench_now_seconds() - t0) / o.iters;
+  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()));
+}
+
 BenchResult run_benchmark(const BenchOptions& o) {
   check_bench_options(o);
   if (o.device == "cuda") return run_cuda_benchmark(o);
   MM_CHECK(o.device == "cpu", "device '" + o.device + "': expected cpu or cuda");
-  MM_CHECK(o.precision == "fp32", "precision '" + o.precision + "' is not available on the CPU backend yet");
+  MM_CHECK(o.precision == "fp32" || o.precision == "bf16",
+           "precision '" + o.precision + "' is not available on the CPU backend (fp32 or bf16)");
+  MM_CHECK(o.precision == "fp32" || o.mode == "forward", "the CPU's bf16 path is inference only (--mode forward)");
   if (o.threads > 0) omp_set_num_threads(o.threads);
 
   MedMamba model = bench_model(o);
+  if (o.precision == "bf16") return run_cpu_bf16_benchmark(o, model);
   const ModelConfig& cfg = model.config();
   const bool train = o.mode == "train";
   Tensor images = bench_images(o, cfg.in_chans);

@@ -644,7 +644,12 @@ void ss2d_scan_forward(const SS2DScanShape& s, const float* u, const SS2DScanWei
   }
   float* dbl = workspace;
   x_proj(s, u, w, dbl);
+  ss2d_scan_forward_from_dbl(s, u, w, dbl, out, states);
+}
 
+void ss2d_scan_forward_from_dbl(const SS2DScanShape& s, const float* u, const SS2DScanWeights& w,
+                                const float* dbl, float* out, float* states) {
+  check_shape(s);
   const Prepared pr = prepare(s, w);
   ScanCtx c = make_ctx(s, u, w, pr, dbl);
   c.states_out = states;

@@ -68,6 +68,11 @@ void ss2d_scan_forward(const SS2DScanShape& s,
                        float* workspace = nullptr,
                        float* states = nullptr);  // states: (B,4,ceil(L/32),N,D) or nullptr
 
+// The same recurrence from a given dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, for callers that
+// compute that product another way (the bf16 inference path); w.x_proj_weight is not read.
+void ss2d_scan_forward_from_dbl(const SS2DScanShape& s, const float* u, const SS2DScanWeights& w,
+                                const float* dbl, float* out, float* states = nullptr);
+
 // Gradients of sum(out·dout). Accumulates into du and every non-null pointer of g.
 // workspace: ss2d_scan_backward_workspace_floats(s) floats, or nullptr (allocated internally).
 // states: what ss2d_scan_forward wrote for the same u and weights, or nullptr to recompute.

@@ -1,0 +1,249 @@
+#include "ops/gemm_bf16.h"
+
+#include <immintrin.h>
+
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "core/error.h"
+#include "core/half.h"
+
+#ifdef MM_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace mm {
+
+namespace {
+
+__attribute__((target("avx512f,avx512bf16"))) void to_bf16_avx512(uint16_t* dst, const float* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), reinterpret_cast<const __m256i&>(v));
+  }
+  for (; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+}
+
+void to_bf16_scalar(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+}
+
+std::vector<uint16_t> bf16_copy(const float* src, int64_t n) {
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  to_bf16(out.data(), src, n);
+  return out;
+}
+
+}  // namespace
+
+void to_bf16(uint16_t* dst, const float* src, int64_t n) {
+  static const bool native = __builtin_cpu_supports("avx512bf16");
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+    if (native) to_bf16_avx512(dst + i0, src + i0, len);
+    else to_bf16_scalar(dst + i0, src + i0, len);
+  }
+}
+
+#ifdef MM_HAVE_DNNL
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& stream() {
+  static dnnl::stream s(engine());
+  return s;
+}
+
+dnnl::primitive_attr epilogue_attr(Bf16Epilogue e) {
+  dnnl::primitive_attr attr;
+  if (e == Bf16Epilogue::Relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return attr;
+}
+
+// One primitive for one input shape, with the weights reordered into its layout.
+template <class Primitive>
+struct Compiled {
+  Primitive primitive;
+  memory weights;
+};
+
+// Converts plain bf16 weights (plain_md over plain) into the layout a primitive chose.
+memory reorder_weights(const memory::desc& plain_md, const std::vector<uint16_t>& plain, const memory::desc& want) {
+  memory src(plain_md, engine(), const_cast<uint16_t*>(plain.data()));
+  memory dst(want, engine());
+  dnnl::reorder(src, dst).execute(stream(), src, dst);
+  stream().wait();
+  return dst;
+}
+
+void run(const dnnl::primitive& p, const memory& src, const memory& weights, const memory& bias, const memory& dst) {
+  p.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+  stream().wait();
+}
+
+}  // namespace
+
+std::string bf16_unavailable_reason() {
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  if (isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx) return "";
+  return "this CPU has neither AVX512_BF16 nor AMX (or ONEDNN_MAX_CPU_ISA excludes them)";
+}
+
+struct Bf16Linear::Impl {
+  int64_t K = 0, N = 0;
+  Bf16Epilogue epilogue = Bf16Epilogue::None;
+  std::vector<uint16_t> weight;  // (N,K) bf16
+  std::vector<float> bias;       // (N), zeros without a bias
+  memory bias_mem;
+  mutable std::map<std::pair<int64_t, bool>, Compiled<dnnl::matmul>> cache;  // (M, bf16 out)
+
+  const Compiled<dnnl::matmul>& compiled(int64_t M, bool bf16_out) const {
+    auto it = cache.find({M, bf16_out});
+    if (it != cache.end()) return it->second;
+    const memory::desc src_md({M, K}, dt::bf16, tag::ab), w_any({K, N}, dt::bf16, tag::any);
+    const memory::desc bias_md({1, N}, dt::f32, tag::ab), dst_md({M, N}, bf16_out ? dt::bf16 : dt::f32, tag::ab);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, bias_md, dst_md), epilogue_attr(epilogue),
+                                          engine());
+    const memory::desc plain({K, N}, dt::bf16, tag::ba);  // (N,K) row-major is (K,N) column-major
+    Compiled<dnnl::matmul> c{dnnl::matmul(pd), reorder_weights(plain, weight, pd.weights_desc())};
+    return cache.emplace(std::make_pair(M, bf16_out), std::move(c)).first->second;
+  }
+
+  void forward(void* out, const uint16_t* x, int64_t M, bool bf16_out) const {
+    if (M == 0) return;
+    const Compiled<dnnl::matmul>& c = compiled(M, bf16_out);
+    memory src({{M, K}, dt::bf16, tag::ab}, engine(), const_cast<uint16_t*>(x));
+    memory dst({{M, N}, bf16_out ? dt::bf16 : dt::f32, tag::ab}, engine(), out);
+    run(c.primitive, src, c.weights, bias_mem, dst);
+  }
+};
+
+Bf16Linear::Bf16Linear(const float* weight, const float* bias, int64_t K, int64_t N, Bf16Epilogue epilogue)
+    : impl_(std::make_unique<Impl>()) {
+  const std::string why = bf16_unavailable_reason();
+  MM_CHECK(why.empty(), "bf16 linear: " + why);
+  impl_->K = K;
+  impl_->N = N;
+  impl_->epilogue = epilogue;
+  impl_->weight = bf16_copy(weight, N * K);
+  impl_->bias.assign(size_t(N), 0.f);
+  if (bias) impl_->bias.assign(bias, bias + N);
+  impl_->bias_mem = memory({{1, N}, dt::f32, tag::ab}, engine(), impl_->bias.data());
+}
+
+void Bf16Linear::forward(float* out, const uint16_t* x, int64_t M) const { impl_->forward(out, x, M, false); }
+void Bf16Linear::forward_bf16(uint16_t* out, const uint16_t* x, int64_t M) const { impl_->forward(out, x, M, true); }
+
+struct Bf16Conv2d::Impl {
+  Conv2dShape g;
+  Bf16Epilogue epilogue = Bf16Epilogue::None;
+  std::vector<uint16_t> weight;  // (Cout,Cin,KH,KW) bf16, scale folded in
+  std::vector<float> bias;       // (Cout), scale and shift folded in
+  memory bias_mem;
+  mutable std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Compiled<dnnl::convolution_forward>> cache;
+
+  const Compiled<dnnl::convolution_forward>& compiled(int64_t B, int64_t H, int64_t W, bool bf16_out) const {
+    const auto key = std::make_tuple(B, H, W, bf16_out);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+    Conv2dShape s = g;
+    s.B = B; s.H = H; s.W = W;
+    const memory::desc src_md({B, s.Cin, H, W}, dt::bf16, tag::nhwc);
+    const memory::desc w_any({s.Cout, s.Cin, s.KH, s.KW}, dt::bf16, tag::any);
+    const memory::desc bias_md({s.Cout}, dt::f32, tag::a);
+    const memory::desc dst_md({B, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc);
+    const dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                            src_md, w_any, bias_md, dst_md, {s.stride, s.stride}, {s.pad, s.pad},
+                                            {s.pad, s.pad});
+    const dnnl::convolution_forward::primitive_desc pd(d, epilogue_attr(epilogue), engine());
+    const memory::desc plain({s.Cout, s.Cin, s.KH, s.KW}, dt::bf16, tag::oihw);
+    Compiled<dnnl::convolution_forward> c{dnnl::convolution_forward(pd),
+                                          reorder_weights(plain, weight, pd.weights_desc())};
+    return cache.emplace(key, std::move(c)).first->second;
+  }
+
+  void forward(void* out, const uint16_t* x, int64_t B, int64_t H, int64_t W, bool bf16_out) const {
+    Conv2dShape s = g;
+    s.B = B; s.H = H; s.W = W;
+    const Compiled<dnnl::convolution_forward>& c = compiled(B, H, W, bf16_out);
+    memory src({{B, s.Cin, H, W}, dt::bf16, tag::nhwc}, engine(), const_cast<uint16_t*>(x));
+    memory dst({{B, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc}, engine(), out);
+    run(c.primitive, src, c.weights, bias_mem, dst);
+  }
+};
+
+Bf16Conv2d::Bf16Conv2d(const Conv2dShape& geometry, const float* weight, const float* bias, const float* scale,
+                       const float* shift, Bf16Epilogue epilogue)
+    : impl_(std::make_unique<Impl>()) {
+  const std::string why = bf16_unavailable_reason();
+  MM_CHECK(why.empty(), "bf16 convolution: " + why);
+  Impl& m = *impl_;
+  m.g = geometry;
+  m.epilogue = epilogue;
+  const int64_t Cout = geometry.Cout, K = geometry.col_k();
+  std::vector<float> w(weight, weight + Cout * K);
+  m.bias.assign(size_t(Cout), 0.f);
+  for (int64_t o = 0; o < Cout; ++o) {
+    const float sc = scale ? scale[o] : 1.f;
+    for (int64_t k = 0; k < K; ++k) w[size_t(o * K + k)] *= sc;
+    m.bias[size_t(o)] = (bias ? bias[o] : 0.f) * sc + (shift ? shift[o] : 0.f);
+  }
+  m.weight = bf16_copy(w.data(), Cout * K);
+  m.bias_mem = memory({{Cout}, dt::f32, tag::a}, engine(), m.bias.data());
+}
+
+void Bf16Conv2d::forward(float* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const {
+  impl_->forward(out, x, B, H, W, false);
+}
+void Bf16Conv2d::forward_bf16(uint16_t* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const {
+  impl_->forward(out, x, B, H, W, true);
+}
+
+#else  // no oneDNN
+
+std::string bf16_unavailable_reason() { return "this build has no oneDNN (install libdnnl-dev and rebuild)"; }
+
+struct Bf16Linear::Impl {};
+struct Bf16Conv2d::Impl {};
+
+Bf16Linear::Bf16Linear(const float*, const float*, int64_t, int64_t, Bf16Epilogue) {
+  throw Error("bf16 linear: " + bf16_unavailable_reason());
+}
+void Bf16Linear::forward(float*, const uint16_t*, int64_t) const {}
+void Bf16Linear::forward_bf16(uint16_t*, const uint16_t*, int64_t) const {}
+Bf16Conv2d::Bf16Conv2d(const Conv2dShape&, const float*, const float*, const float*, const float*, Bf16Epilogue) {
+  throw Error("bf16 convolution: " + bf16_unavailable_reason());
+}
+void Bf16Conv2d::forward(float*, const uint16_t*, int64_t, int64_t, int64_t) const {}
+void Bf16Conv2d::forward_bf16(uint16_t*, const uint16_t*, int64_t, int64_t, int64_t) const {}
+
+#endif
+
+Bf16Linear::Bf16Linear() = default;
+Bf16Linear::~Bf16Linear() = default;
+Bf16Linear::Bf16Linear(Bf16Linear&&) noexcept = default;
+Bf16Linear& Bf16Linear::operator=(Bf16Linear&&) noexcept = default;
+Bf16Conv2d::Bf16Conv2d() = default;
+Bf16Conv2d::~Bf16Conv2d() = default;
+Bf16Conv2d::Bf16Conv2d(Bf16Conv2d&&) noexcept = default;
+Bf16Conv2d& Bf16Conv2d::operator=(Bf16Conv2d&&) noexcept = default;
+
+}  // namespace mm
