@@ -13,6 +13,7 @@ PACKAGES=(
   libomp-dev                               # OpenMP
   nlohmann-json3-dev libcli11-dev doctest-dev
   libdcmtk-dev                             # DICOM (with JPEG and RLE codecs)
+  dcmtk dicom3tools                        # mm-serve tests: storescu/dcmsend send, dsrdump/dciodvfy check SRs
   libinsighttoolkit5-dev                   # NIfTI, PNG, JPEG, TIFF, BMP (lib/imaging/itk_io.cpp)
   libopenjp2-7-dev                         # JPEG 2000 in DICOM (DCMTK has no decoder for it)
   libcharls-dev                            # JPEG-LS in DICOM (DCMTK's CharLS fork rejects valid streams)

@@ -20,6 +20,14 @@ if(MM_IMAGING_SOURCES)
     target_compile_definitions(medmamba_imaging PUBLIC
       MM_HAVE_IMAGING=1
       MM_SHARED_DATA_DIR="${PROJECT_SOURCE_DIR}/../shared/data")
+    # mm-serve's DICOM node (lib/serve): the readers plus DCMTK's network and SR modules.
+    file(GLOB MM_SERVE_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/lib/serve/*.cpp)
+    if(MM_SERVE_SOURCES)
+      add_library(medmamba_serve STATIC ${MM_SERVE_SOURCES})
+      target_compile_options(medmamba_serve PRIVATE ${MM_CPU_FLAGS} -Wall -Wextra)
+      target_link_libraries(medmamba_serve PUBLIC medmamba_imaging DCMTK::dcmnet DCMTK::dcmsr DCMTK::dcmdata)
+      target_compile_definitions(medmamba_serve PUBLIC MM_HAVE_SERVE=1)
+    endif()
   else()
     message(STATUS "DCMTK, OpenJPEG, CharLS or ITK not found: building without the image readers")
   endif()

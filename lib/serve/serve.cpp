@@ -1,0 +1,133 @@
+#include "serve/serve.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <thread>
+
+#include "core/error.h"
+#include "model/model_file.h"
+#include "predict/classifier.h"
+#include "serve/association_listener.h"
+#include "serve/classify_worker.h"
+#include "serve/durable_files.h"
+#include "serve/serve_log.h"
+
+namespace mm {
+
+using serve::serve_logger;
+
+void configure_serve_logging(const std::string& level) {
+  static const std::pair<const char*, OFLogger::LogLevel> levels[] = {
+      {"fatal", OFLogger::FATAL_LOG_LEVEL}, {"error", OFLogger::ERROR_LOG_LEVEL},
+      {"warn", OFLogger::WARN_LOG_LEVEL},   {"info", OFLogger::INFO_LOG_LEVEL},
+      {"debug", OFLogger::DEBUG_LOG_LEVEL}, {"trace", OFLogger::TRACE_LOG_LEVEL}};
+  for (const auto& [name, value] : levels)
+    if (level == name || (level.empty() && value == OFLogger::WARN_LOG_LEVEL)) {
+      OFLog::configure(value);
+      return;
+    }
+  throw Error("unknown log level '" + level + "' (fatal, error, warn, info, debug or trace)");
+}
+
+namespace {
+
+// SIGTERM/SIGINT are blocked in every thread and taken here, so no handler runs
+// inside dcmnet or the model.
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, &previous_);
+    waiter_ = std::thread([this] {
+      const timespec poll{0, 200 * 1000 * 1000};
+      while (!finished_) {
+        const int sig = sigtimedwait(&set_, nullptr, &poll);
+        if (sig == SIGTERM || sig == SIGINT) {
+          OFLOG_WARN(serve_logger(), (sig == SIGTERM ? "SIGTERM" : "SIGINT")
+                                         << ": no new associations; finishing the work in flight");
+          requested = true;
+        }
+      }
+    });
+  }
+  ~StopSignals() {
+    finished_ = true;
+    waiter_.join();
+    pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  std::atomic<bool> requested{false};
+
+ private:
+  sigset_t set_, previous_;
+  std::atomic<bool> finished_{false};
+  std::thread waiter_;
+};
+
+}  // namespace
+
+int run_serve(const ServeCommand& a, const ImagesReader& reader) {
+  MM_CHECK(!a.out.empty(), "give --out FOLDER");
+  MM_CHECK(a.max_associations >= 1, "--max-associations must be at least 1");
+  serve::WorkerFolders folders;
+  folders.incoming = a.incoming.empty() ? a.out + "/incoming" : a.incoming;
+  folders.done = a.out + "/done";
+  folders.records = a.out + "/records.jsonl";
+  folders.status = a.out + "/status.json";
+  for (const std::string& f : {a.out, folders.incoming, folders.done}) serve::make_folder(f);
+
+  const int threads = a.threads > 0 ? a.threads : std::max(1, int(std::thread::hardware_concurrency()));
+  omp_set_num_threads(threads);
+  LoadedModel loaded = load_model(a.model);
+  ClassifierOptions classifier_options;
+  classifier_options.device = device_choice_from_name(a.device);
+  classifier_options.precision = a.precision;
+  std::unique_ptr<Classifier> classifier = make_classifier(loaded.model, classifier_options);
+
+  StopSignals signals;  // before any thread starts, so that all of them inherit the mask
+  serve::ServeCounters counters;
+  serve::ClassifyWorker worker(folders, loaded, *classifier, reader, a.batch_size, threads, counters);
+  serve::StoreSetup setup;
+  setup.incoming = folders.incoming;
+  setup.allowed_callers.insert(a.allow.begin(), a.allow.end());
+  setup.counters = &counters;
+  setup.on_stored = [&worker] { worker.wake(); };
+  serve::ListenerOptions listen;
+  listen.ae_title = a.ae_title;
+  listen.bind = a.bind;
+  listen.port = a.port;
+  listen.max_associations = a.max_associations;
+  serve::AssociationListener listener(listen, setup);
+  worker.set_port(listener.bound_port());
+  worker.write_status("running");
+  OFLOG_WARN(serve_logger(), "mm-serve: " << a.ae_title << " listening on " << a.bind << ":" << listener.bound_port()
+                                          << "; model " << a.model << " on " << classifier->description());
+
+  std::atomic<bool> listener_stopped{false}, worker_abort{false};
+  std::exception_ptr worker_error;
+  std::thread classifying([&] {
+    try {
+      worker.run(listener_stopped, worker_abort);
+    } catch (...) {
+      worker_error = std::current_exception();
+      signals.requested = true;  // a folder that cannot be written: stop receiving too
+    }
+  });
+  listener.run(signals.requested);
+  listener_stopped = true;
+  worker.wake();
+  classifying.join();
+  if (worker_error) std::rethrow_exception(worker_error);
+  worker.write_status("stopped");
+  OFLOG_WARN(serve_logger(), "mm-serve: stopped; " << counters.received << " received, " << counters.classified
+                                                   << " classified, " << counters.failed << " failed");
+  return kServeStopped;
+}
+
+}  // namespace mm

@@ -1,0 +1,44 @@
+#pragma once
+// mm-serve as a library call: a DICOM C-STORE SCP that classifies what it
+// receives (docs/mm-serve.md). apps/mm-serve.cpp only parses flags into ServeCommand.
+//
+// Threads: the listener (the calling thread) accepts associations, each run on
+// a thread of its own (lib/serve/association_listener.h); one classifier
+// thread works from the incoming folder (lib/serve/classify_worker.h); one
+// thread waits for SIGTERM/SIGINT.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "predict/pipeline.h"
+
+namespace mm {
+
+struct ServeCommand {
+  std::string ae_title = "MM-SERVE";
+  int port = 11112;  // 0: a free port (written to the status file and the log)
+  std::string bind = "127.0.0.1";
+  std::vector<std::string> allow;  // calling AE titles; empty: any
+  int max_associations = 8;
+  std::string model, out, incoming;  // incoming: default <out>/incoming
+  std::string device = "auto", precision = "fp32";
+  int64_t batch_size = 16;
+  int threads = 0;
+  std::string log_level;  // fatal | error | warn | info | debug | trace ("" : warn, DCMTK's default)
+};
+
+// Exit codes (docs/mm-serve.md).
+enum ServeExitCode : int {
+  kServeStopped = 0,  // stopped by SIGTERM/SIGINT after finishing the work in flight
+  kServeFatal = 1,    // could not start (model, folders, address) or a folder became unwritable
+  kServeUsage = 2,    // bad command line
+};
+
+// Sets OFLog's level for our lines and DCMTK's; throws mm::Error for an unknown name.
+void configure_serve_logging(const std::string& level);
+
+// Runs until SIGTERM or SIGINT; returns kServeStopped then. Throws mm::Error
+// (or std::bad_alloc) for a fatal error: the caller maps it to kServeFatal.
+int run_serve(const ServeCommand& command, const ImagesReader& reader);
+
+}  // namespace mm

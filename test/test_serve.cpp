@@ -1,0 +1,164 @@
+// mm-serve end to end: the built binary on a free loopback port, fed by DCMTK's
+// dcmsend and storescu (Debian package dcmtk) with real files of ../shared/data, classifying
+// with a tiny model. Its JSONL records must equal mm-predict's on the same
+// files; refused calling AE titles and non-image SOP classes are refused and
+// logged; SIGTERM ends it with exit code 0.
+#include <doctest/doctest.h>
+
+#ifdef MM_HAVE_SERVE
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "eval_test_util.h"
+#include "io/csv.h"
+#include "model/model_file.h"
+#include "serve_test_util.h"
+#include "tiny_model.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using mm::test::ServeProcess;
+
+namespace {
+
+// Distinct SOP instances in many transfer syntaxes: explicit little and big
+// endian, deflate, JPEG baseline and extended, JPEG-LS lossless and near-
+// lossless, JPEG 2000, RLE (two frames), palette colour.
+const char* const kFiles[] = {
+    "CT_small.dcm",          "ExplVR_BigEnd.dcm",     "image_dfl.dcm",           "SC_rgb_jpeg_dcmtk.dcm",
+    "JPGExtended.dcm",       "MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_08.dcm", "JPEG2000.dcm",
+    "SC_rgb_rle_2frame.dcm", "examples_palette.dcm",
+};
+
+std::string file_list(const std::string& folder) {
+  std::string list;
+  for (const char* f : kFiles) list += " " + folder + "/" + f;
+  return list;
+}
+
+// Records keyed by SOP Instance UID and frame, without their path (the server's
+// name the file in done/, mm-predict's the file given).
+std::map<std::string, json> records_by_instance(const std::string& path) {
+  std::map<std::string, json> out;
+  std::istringstream lines(mm::read_text_file(path));
+  for (std::string line; std::getline(lines, line);) {
+    json r = json::parse(line);
+    const std::string key = r.value("sop_uid", "") + "#" + std::to_string(r.value("frame", -1));
+    r.erase("path");
+    REQUIRE_MESSAGE(out.emplace(key, r).second, "two records for " << key << " in " << path);
+  }
+  return out;
+}
+
+struct ServeFixture {
+  mm::test::ScratchDir dir;
+  std::string data, model, out, log;
+  ServeFixture() {
+    data = mm::test::shared_data_dir();
+    mm::LoadedModel tiny = mm::test::tiny_model({"normal", "benign", "malignant"}, 17);
+    model = dir.path() + "/tiny.safetensors";
+    mm::save_model(model, tiny.model, tiny.meta);
+    out = dir.path() + "/out";
+    log = dir.path() + "/serve.log";
+  }
+  std::string pydicom() const { return data + "/dicom/pydicom/test_files"; }
+  std::string log_text() const { return fs::exists(log) ? mm::read_text_file(log) : ""; }
+};
+
+bool usable(const ServeFixture& f) {
+  if (f.data.empty()) return false;
+  REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package (storescu): see setup.sh");
+  REQUIRE_MESSAGE(fs::exists(mm::test::kServeBinary), "build the mm-serve target");
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("mm-serve: instances sent by storescu get mm-predict's records, once each") {
+  ServeFixture f;
+  if (!usable(f)) return;
+  const size_t n = std::size(kFiles);
+  {
+    // One image per forward pass, here and for mm-predict below: a batch's
+    // composition moves float32 results in the last digits.
+    ServeProcess server(f.out, "--model " + f.model + " --threads 2 --batch-size 1 -v", f.log);
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", file_list(f.pydicom()), f.dir.path() + "/scu.log") == 0);
+    const bool all = mm::test::wait_until(
+        [&] {
+          const json s = mm::test::serve_status(f.out);
+          return s.is_object() && s.value("classified", 0) + s.value("failed", 0) == int(n);
+        },
+        120);
+    CHECK_MESSAGE(all, "status: " << mm::test::serve_status(f.out).dump() << "\nlog:\n" << f.log_text());
+    const json status = mm::test::serve_status(f.out);
+    CHECK(status["received"] == n);
+    CHECK(status["classified"] == n);
+    CHECK(status["failed"] == 0);
+    CHECK(status["queued"] == 0);
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  CHECK(mm::test::serve_status(f.out)["state"] == "stopped");
+  CHECK(fs::is_empty(f.out + "/incoming"));
+  CHECK(size_t(std::distance(fs::directory_iterator(f.out + "/done"), fs::directory_iterator())) == n);
+
+  const std::string reference = f.dir.path() + "/mm-predict.jsonl";
+  REQUIRE(mm::test::run_command(std::string(MM_BINARY_DIR) + "/mm-predict -q --threads 2 --batch-size 1 --model " +
+                                f.model + " --format jsonl -o " + reference + file_list(f.pydicom())) == 0);
+  const std::map<std::string, json> want = records_by_instance(reference);
+  const std::map<std::string, json> got = records_by_instance(f.out + "/records.jsonl");
+  CHECK(want.size() == n + 1);  // the RLE file has two frames
+  CHECK(got == want);
+  // The server's paths name the files in done/.
+  std::istringstream lines(mm::read_text_file(f.out + "/records.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const json r = json::parse(line);
+    CHECK(r["path"] == f.out + "/done/" + r["sop_uid"].get<std::string>() + ".dcm");
+    CHECK(fs::exists(r["path"].get<std::string>()));
+  }
+
+  SUBCASE("the same instances again: stored, not classified twice") {
+    ServeProcess server(f.out, "--model " + f.model + " --threads 2", f.log);
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", file_list(f.pydicom()), f.dir.path() + "/scu2.log") == 0);
+    CHECK(mm::test::wait_until(
+        [&] {
+          const json s = mm::test::serve_status(f.out);
+          return s.is_object() && s.value("duplicates", 0) == int(n);
+        },
+        60));
+    CHECK(server.stop(SIGINT) == 0);
+    CHECK(records_by_instance(f.out + "/records.jsonl") == want);
+  }
+}
+
+TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes that are not images") {
+  ServeFixture f;
+  if (!usable(f)) return;
+  ServeProcess server(f.out, "--model " + f.model + " --allow TESTER --allow OTHER -v", f.log);
+  const std::string ct = f.pydicom() + "/CT_small.dcm";
+
+  CHECK(mm::test::storescu(server.port(), "INTRUDER", ct, f.dir.path() + "/intruder.log") != 0);
+  CHECK(mm::read_text_file(f.dir.path() + "/intruder.log").find("Association Rejected") != std::string::npos);
+  CHECK(f.log_text().find("refusing association from AE 'INTRUDER' at 127.0.0.1: calling AE title not in --allow") !=
+        std::string::npos);
+
+  // A Basic Text SR: its presentation context, the only one proposed, is
+  // rejected, and with it the association.
+  const std::string sr = f.pydicom() + "/reportsi.dcm";
+  CHECK(mm::test::storescu(server.port(), "OTHER", sr, f.dir.path() + "/sr.log") != 0);
+  CHECK(mm::read_text_file(f.dir.path() + "/sr.log").find("Association Rejected") != std::string::npos);
+  CHECK(f.log_text().find("refusing presentation contexts of AE 'OTHER' at 127.0.0.1 for SOP classes that are not "
+                          "image storage: BasicTextSRStorage") != std::string::npos);
+
+  // An allowed sender's image still goes through.
+  CHECK(mm::test::storescu(server.port(), "TESTER", ct, f.dir.path() + "/ct.log") == 0);
+  CHECK(mm::test::wait_until([&] { return mm::test::serve_status(f.out).value("classified", 0) == 1; }, 60));
+  const json s = mm::test::serve_status(f.out);
+  CHECK(s["refused_associations"] == 1);
+  CHECK(s["received"] == 1);
+  CHECK(server.stop(SIGTERM) == 0);
+}
+
+#endif  // MM_HAVE_SERVE
