@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
                                              "series | study | series,study");
   app.add_option("--device", a.device, "cpu | cuda | auto")->capture_default_str()->check(
       CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--precision", a.precision, "GPU arithmetic: fp32 | tf32 | bf16 | fp16")->capture_default_str()->check(
+  app.add_option("--precision", a.precision, "arithmetic: fp32 | tf32 (GPU) | bf16 (GPU, or CPU) | fp16 (GPU)")->capture_default_str()->check(
       CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}));
   app.add_option("--batch-size", a.batch_size, "images per forward pass")->capture_default_str()->check(
       CLI::PositiveNumber);

@@ -6,11 +6,13 @@
 #include <cstdio>
 #include <functional>
 #include <iostream>
+#include <memory>
 
 #include "core/error.h"
 #include "eval/evaluate.h"
 #include "eval/evaluation.h"
 #include "eval/predictions_file.h"
+#include "predict/classifier.h"
 #include "eval/report_console.h"
 #include "eval/report_html.h"
 #include "eval/report_json.h"
@@ -56,6 +58,11 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
     ModelRunOptions run_options;
     run_options.batch_size = a.batch_size;
     if (!a.quiet && isatty(STDERR_FILENO)) run_options.progress = show_progress;
+    std::unique_ptr<Classifier> classifier;
+    if (a.precision != "fp32") {
+      classifier = make_classifier(lm.model, ClassifierOptions{DeviceChoice::Cpu, a.precision});
+      run_options.logits = [&](const Tensor& batch) { return classifier->logits(batch); };
+    }
     scores = run_model_on_dataset(lm.model, lm.meta, dataset, read_sample_file, run_options);
     for (size_t i = 0; i < dataset.samples.size(); ++i) {
       ids.push_back(dataset.samples[i].id);

@@ -15,6 +15,7 @@ struct EvalCommand {
   std::string model, data, split = "test", exclude;
   int64_t batch_size = 16;
   int threads = 0;
+  std::string precision = "fp32";  // the CPU's arithmetic: fp32 or bf16
   std::string predictions, labels, class_names;
   bool allow_missing = false;
   std::string json, report;

@@ -75,7 +75,7 @@ ScoredSamples run_model_on_dataset(MedMamba& model, const ModelMeta& meta, const
       preprocess_into(load_image(d, s, read_file), meta.preprocess, batch.f32() + i * item);
       out.labels[s] = model_class[size_t(d.samples[s].label)];
     }
-    const Tensor logits = model.forward(batch, /*train=*/false);
+    const Tensor logits = options.logits ? options.logits(batch) : model.forward(batch, /*train=*/false);
     for (int64_t i = 0; i < b; ++i)
       softmax_into(logits.f32() + i * k, k, out.probabilities.data() + (start + i) * k);
     if (options.progress) options.progress(start + b, n);

@@ -27,6 +27,8 @@ std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& m
 
 struct ModelRunOptions {
   int64_t batch_size = 16;
+  // Logits of a batch; empty: model.forward in eval mode (float32 on the CPU).
+  std::function<Tensor(const Tensor&)> logits;
   // Called after each batch with (samples done, total).
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -1,7 +1,11 @@
 #include "predict/classifier.h"
 
+#include <cstdio>
+
 #include "core/error.h"
+#include "model/cpu_bf16_model.h"
 #include "model/cuda_model.h"
+#include "ops/gemm_bf16.h"
 
 namespace mm {
 
@@ -16,6 +20,24 @@ class CpuClassifier : public Classifier {
  private:
   MedMamba& model_;
 };
+
+class CpuBf16Classifier : public Classifier {
+ public:
+  explicit CpuBf16Classifier(const MedMamba& model) : model_(model) {}
+  Tensor logits(const Tensor& images) override { return model_.forward(images); }
+  std::string description() const override { return "cpu (bf16)"; }
+
+ private:
+  CpuBf16Model model_;
+};
+
+// bf16 where this build and CPU have a bf16 path; float32, saying so once on stderr, where not.
+std::unique_ptr<Classifier> make_cpu_bf16_classifier(MedMamba& model) {
+  const std::string why = bf16_unavailable_reason();
+  if (why.empty()) return std::make_unique<CpuBf16Classifier>(model);
+  std::fprintf(stderr, "mm: --precision bf16 on the CPU: %s; computing in float32\n", why.c_str());
+  return std::make_unique<CpuClassifier>(model);
+}
 
 class CudaClassifier : public Classifier {
  public:
@@ -53,8 +75,9 @@ DeviceChoice device_choice_from_name(const std::string& name) {
 std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options) {
   const bool use_cuda = options.device == DeviceChoice::Cuda || (options.device == DeviceChoice::Auto && cuda_available());
   if (!use_cuda) {
+    if (options.precision == "bf16") return make_cpu_bf16_classifier(model);
     MM_CHECK(options.device == DeviceChoice::Auto || options.precision == "fp32",
-             "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32");
+             "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32 or bf16");
     return std::make_unique<CpuClassifier>(model);
   }
   MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");

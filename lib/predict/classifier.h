@@ -14,9 +14,11 @@ DeviceChoice device_choice_from_name(const std::string& name);  // "cpu" | "cuda
 
 struct ClassifierOptions {
   DeviceChoice device = DeviceChoice::Auto;
-  // GPU only: "fp32" (float32 GEMMs: agrees with the CPU to ~1e-6), "tf32"
+  // GPU: "fp32" (float32 GEMMs: agrees with the CPU to ~1e-6), "tf32"
   // (float32 data, TF32 tensor-core GEMMs: ~1e-3), "bf16" or "fp16" activations
   // and weights (~1e-2 / ~1e-3; see docs/benchmarks-gpu.md).
+  // CPU: "fp32", or "bf16" (CpuBf16Model; float32 with a note on stderr where the
+  // build has no oneDNN or the CPU neither AVX512_BF16 nor AMX).
   std::string precision = "fp32";
 };
 
@@ -31,8 +33,8 @@ class Classifier {
 
 // The CPU classifier keeps a reference to model, which must outlive it; the GPU
 // one copies the weights. Throws mm::Error when CUDA is asked for and cannot be
-// had (built without CUDA, no device), or a precision other than fp32 is asked
-// of the CPU.
+// had (built without CUDA, no device), or a precision other than fp32 or bf16
+// is asked of the CPU.
 std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options);
 
 }  // namespace mm
