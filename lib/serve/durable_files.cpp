@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -98,6 +99,29 @@ std::vector<std::string> folder_entries(const std::string& folder) {
   ::closedir(dir);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+FolderLock::FolderLock(const std::string& folder) {
+  const std::string path = folder + "/.lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail("open", path);
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd_);
+    throw Error(folder + ": another mm-serve uses this folder (" + path + " is locked)");
+  }
+}
+
+FolderLock::~FolderLock() { ::close(fd_); }
+
+int remove_with_prefix(const std::string& folder, const std::string& prefix) {
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) fail("opendir", folder);
+  std::vector<std::string> doomed;
+  while (const dirent* e = ::readdir(dir))
+    if (std::string(e->d_name).rfind(prefix, 0) == 0) doomed.push_back(folder + "/" + e->d_name);
+  ::closedir(dir);
+  for (const std::string& path : doomed) ::unlink(path.c_str());
+  return int(doomed.size());
 }
 
 std::vector<std::string> complete_lines(const std::string& path) {

@@ -19,6 +19,21 @@ void durable_append(const std::string& path, const std::string& bytes);
 void durable_replace(const std::string& path, const std::string& text);
 // The plain files of a folder whose names do not start with '.', sorted by name.
 std::vector<std::string> folder_entries(const std::string& folder);
+// Holds an exclusive flock on <folder>/.lock while alive: one server per
+// output folder. Throws mm::Error when another process holds it.
+class FolderLock {
+ public:
+  explicit FolderLock(const std::string& folder);
+  ~FolderLock();
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+// Removes the files of a folder whose names start with `prefix` (transfers a
+// crash cut short); returns how many.
+int remove_with_prefix(const std::string& folder, const std::string& prefix);
 // Cuts a partly written last line (a crash during durable_append) off a text
 // file; returns the complete lines. A missing file has none.
 std::vector<std::string> complete_lines(const std::string& path);

@@ -81,6 +81,10 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   folders.records = a.out + "/records.jsonl";
   folders.status = a.out + "/status.json";
   for (const std::string& f : {a.out, folders.incoming, folders.done}) serve::make_folder(f);
+  serve::FolderLock lock(a.out);
+  if (const int stale = serve::remove_with_prefix(folders.incoming, serve::kTemporaryPrefix))
+    OFLOG_WARN(serve_logger(), "removed " << stale << " partly received files left by a crash (their senders got no "
+                                                        "success status)");
 
   const int threads = a.threads > 0 ? a.threads : std::max(1, int(std::thread::hardware_concurrency()));
   omp_set_num_threads(threads);

@@ -49,7 +49,7 @@ std::string trimmed(const OFString& s) {
 // Names a temporary file uniquely among the threads of this process.
 std::string temporary_name(const std::string& folder, const std::string& uid) {
   static std::atomic<unsigned long long> counter{0};
-  return folder + "/.tmp-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" + uid;
+  return folder + "/" + kTemporaryPrefix + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" + uid;
 }
 
 // Reads the stored file's header (values over 1 KiB stay on disk) and checks it.

@@ -34,6 +34,9 @@ struct StoreSetup {
 bool is_image_storage_sop_class(const std::string& uid);
 DcmSCPConfig make_store_config(const std::string& ae_title);
 
+// Names of files being received start with this (folder_entries skips them).
+inline const char* const kTemporaryPrefix = ".tmp-";
+
 // SOP Instance UIDs name files: only digits and dots, at most 64 characters.
 bool is_safe_uid(const std::string& uid);
 

@@ -1,0 +1,97 @@
+// mm-serve's "nothing lost, nothing twice": SIGKILL during a storescu transfer
+// of 200 instances, a restart on the same folders, the whole set sent again:
+// every instance then has exactly one record and one file in done/.
+#include <doctest/doctest.h>
+
+#ifdef MM_HAVE_SERVE
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "eval_test_util.h"
+#include "io/csv.h"
+#include "model/model_file.h"
+#include "serve_test_util.h"
+#include "tiny_model.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using mm::test::ServeProcess;
+
+namespace {
+
+size_t files_in(const std::string& folder) {
+  size_t n = 0;
+  for (const auto& e : fs::directory_iterator(folder)) n += e.path().filename().string()[0] != '.';
+  return n;
+}
+
+// `count` copies of CT_small.dcm, each with a new SOP Instance UID (dcmodify -gin).
+std::string make_instances(const std::string& source, const std::string& folder, int count) {
+  fs::create_directories(folder);
+  std::string list;
+  for (int i = 0; i < count; ++i) {
+    const std::string path = folder + "/ct" + std::to_string(1000 + i) + ".dcm";
+    fs::copy_file(source, path);
+    list += " " + path;
+  }
+  REQUIRE(mm::test::run_command("dcmodify -q -nb -gin" + list) == 0);
+  return list;
+}
+
+}  // namespace
+
+TEST_CASE("mm-serve: SIGKILL during a 200-instance transfer, restart, resend: each instance classified once") {
+  const std::string data = mm::test::shared_data_dir();
+  if (data.empty()) return;
+  REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package (storescu): see setup.sh");
+  mm::test::ScratchDir dir;
+  const std::string model = dir.path() + "/tiny.safetensors";
+  mm::LoadedModel tiny = mm::test::tiny_model({"a", "b"}, 5);
+  mm::save_model(model, tiny.model, tiny.meta);
+  const int count = 200;
+  const std::string files =
+      make_instances(data + "/dicom/pydicom/test_files/CT_small.dcm", dir.path() + "/instances", count);
+  const std::string out = dir.path() + "/out", log = dir.path() + "/serve.log";
+  const std::string args = "--model " + model + " --threads 1 --batch-size 8 -v";
+
+  int first_send = 0;
+  {
+    ServeProcess server(out, args, log);
+    std::thread sender([&] { first_send = mm::test::storescu(server.port(), "TESTER", files, dir.path() + "/scu1.log"); });
+    const bool midway = mm::test::wait_until([&] { return files_in(out + "/incoming") + files_in(out + "/done") >= 20; }, 60);
+    CHECK(server.stop(SIGKILL) == 128 + SIGKILL);
+    sender.join();
+    REQUIRE(midway);
+  }
+  CHECK(first_send != 0);  // storescu saw the server die mid-transfer
+  const size_t stored_before = files_in(out + "/incoming") + files_in(out + "/done");
+  CHECK(stored_before < size_t(count));
+  MESSAGE(stored_before << " of " << count << " instances stored before SIGKILL");
+
+  {
+    ServeProcess server(out, args, log);
+    CHECK(mm::test::storescu(server.port(), "TESTER", files, dir.path() + "/scu2.log") == 0);
+    CHECK(mm::test::wait_until([&] { return files_in(out + "/done") == size_t(count); }, 120));
+    CHECK(mm::test::wait_until([&] { return mm::test::serve_status(out).value("queued", -1) == 0; }, 30));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  CHECK(files_in(out + "/incoming") == 0);
+  CHECK(files_in(out + "/done") == size_t(count));
+  std::set<std::string> uids;
+  size_t records = 0;
+  std::istringstream lines(mm::read_text_file(out + "/records.jsonl"));
+  for (std::string line; std::getline(lines, line); ++records) {
+    const json r = json::parse(line);
+    CHECK(r["status"] == "ok");
+    uids.insert(r["sop_uid"].get<std::string>());
+  }
+  CHECK(records == size_t(count));
+  CHECK(uids.size() == size_t(count));
+  CHECK(mm::test::serve_status(out)["received"] == count);  // the second run: all 200 again
+}
+
+#endif  // MM_HAVE_SERVE
