@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -75,15 +76,26 @@ BenchResult make_bench_result(const BenchOptions& o, double dt, const std::strin
   return r;
 }
 
+static double process_cpu_seconds() { return double(std::clock()) / CLOCKS_PER_SEC; }
+
+// On a machine shared with other work, wall time says little; CPU time spent says more
+// (it counts OpenMP's spin-waits too, so it is a pessimistic figure).
+static std::string images_per_cpu_second(const BenchOptions& o, double cpu_start) {
+  std::ostringstream s;
+  s << " img/cpu-s=" << o.batch * o.iters / (process_cpu_seconds() - cpu_start);
+  return s.str();
+}
+
 // bf16 inference forward; throws (naming the reason) where the build or CPU has no bf16 path.
 static BenchResult run_cpu_bf16_benchmark(const BenchOptions& o, const MedMamba& model) {
   CpuBf16Model bf16(model);
   Tensor images = bench_images(o, model.config().in_chans);
   for (int i = 0; i < o.warmup; ++i) bf16.forward(images);
-  const double t0 = bench_now_seconds();
+  const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();
   for (int i = 0; i < o.iters; ++i) bf16.forward(images);
   const double dt = (bench_now_seconds() - t0) / o.iters;
-  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()));
+  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
+                           images_per_cpu_second(o, c0));
 }
 
 BenchResult run_benchmark(const BenchOptions& o) {
@@ -117,10 +129,11 @@ BenchResult run_benchmark(const BenchOptions& o) {
     adamw.step(model.params(), model.grads(), 1e-4f);
   };
   for (int i = 0; i < o.warmup; ++i) step();
-  const double t0 = bench_now_seconds();
+  const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();
   for (int i = 0; i < o.iters; ++i) step();
   const double dt = (bench_now_seconds() - t0) / o.iters;
-  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()));
+  return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
+                           images_per_cpu_second(o, c0));
 }
 
 double run_torch_reference(const BenchOptions& o, const std::string& python) {

@@ -8,13 +8,13 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "model/block.h"
-#include "ops/activations.h"
 #include "ops/depthwise_conv.h"
 #include "ops/gemm_bf16.h"
 #include "ops/layernorm.h"
 #include "ops/layout.h"
 #include "ops/linear.h"
 #include "ops/selective_scan.h"
+#include "ops/vector_math.h"
 
 namespace mm {
 
@@ -33,16 +33,35 @@ void layernorm_to_bf16(uint16_t* out, const float* x, int64_t ld, const float* z
     for (int64_t p = 0; p < P; ++p) {
       const float* xr = x + p * ld;
       float m = 0.f;
+#pragma omp simd reduction(+ : m)
       for (int64_t c = 0; c < C; ++c) m += xr[c];
       m /= float(C);
       float v = 0.f;
+#pragma omp simd reduction(+ : v)
       for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
       const float r = 1.f / std::sqrt(v / float(C) + kNormEps);
-      for (int64_t c = 0; c < C; ++c) row[size_t(c)] = (xr[c] - m) * r * weight[c] + bias[c];
-      if (z)
-        for (int64_t c = 0; c < C; ++c) row[size_t(c)] *= silu(z[p * C + c]);
-      to_bf16(out + p * C, row.data(), C);
+      float* o = row.data();
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+      if (z) {
+        const float* zr = z + p * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] *= silu_vectorisable(zr[c]);
+      }
+      to_bf16(out + p * C, o, C);
     }
+  }
+}
+
+// u = silu(x) (P,C) in float32 (the scan's input) and in bf16 (x_proj's), in one pass.
+void silu_to_f32_and_bf16(float* u, uint16_t* u_bf16, const float* x, int64_t P, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
+    const float* xr = x + p * C;
+    float* ur = u + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) ur[c] = silu_vectorisable(xr[c]);
+    to_bf16(u_bf16 + p * C, ur, C);
   }
 }
 
@@ -162,8 +181,7 @@ struct CpuBf16Model::Impl {
     blk.in_proj_x.forward(b.xin.data(), b.act_a.data(), P);
     blk.in_proj_z.forward(b.z.data(), b.act_a.data(), P);
     dwconv3x3_forward(b.xconv.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
-    silu_forward(b.u.data(), b.xconv.data(), P * D);
-    to_bf16(b.act_a.data(), b.u.data(), P * D);
+    silu_to_f32_and_bf16(b.u.data(), b.act_a.data(), b.xconv.data(), P, D);
     blk.x_proj.forward(b.dbl.data(), b.act_a.data(), P);
     const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
     ss2d_scan_forward_from_dbl(ss, b.u.data(), SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},

@@ -41,6 +41,11 @@ std::vector<uint16_t> bf16_copy(const float* src, int64_t n) {
 void to_bf16(uint16_t* dst, const float* src, int64_t n) {
   static const bool native = __builtin_cpu_supports("avx512bf16");
   constexpr int64_t kChunk = 1 << 14;
+  if (n <= kChunk) {  // a row: no parallel region (callers convert rows inside their own)
+    if (native) to_bf16_avx512(dst, src, n);
+    else to_bf16_scalar(dst, src, n);
+    return;
+  }
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t c = 0; c < chunks; ++c) {

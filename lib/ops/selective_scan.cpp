@@ -38,6 +38,7 @@
 
 #include "core/error.h"
 #include "ops/gemm.h"
+#include "ops/vector_math.h"
 
 namespace mm {
 namespace {
@@ -52,28 +53,6 @@ constexpr float kLog2e = 1.44269504088896341f;
 // Vectorisable math. Written without float min/max, branches or libm calls so that gcc turns
 // `omp simd` loops calling them into AVX-512 code (glibc's expf only vectorises, through
 // libmvec, under -ffast-math).
-
-// 2^x for finite x <= 0 (max relative error ~1e-7). Below 2^-125 (x < -125) the result is not
-// exact but stays in [0.7, 1.5]·2^-125 ≈ 1e-38 (never a denormal), which is as good as 0 here.
-inline float exp2_nonpos(float x) {
-  const float n = std::nearbyint(x);
-  const float f = x - n;  // exact, in [-0.5, 0.5]
-  // Minimax polynomial for 2^f on [-0.5, 0.5] (relative error 2e-9 before float rounding).
-  float p = 1.534581243e-4f;
-  p = p * f + 1.339993090e-3f;
-  p = p * f + 9.618489072e-3f;
-  p = p * f + 5.550328642e-2f;
-  p = p * f + 2.402264625e-1f;
-  p = p * f + 6.931471825e-1f;
-  p = p * f + 1.0f;
-  // p·2^n by adding n to p's exponent field (p in [0.7, 1.42] has exponent -1 or 0).
-  int32_t bits;
-  std::memcpy(&bits, &p, sizeof bits);
-  bits += std::max(int32_t(n), int32_t(-125)) * (int32_t(1) << 23);  // not << : n < 0, UB before C++20
-  float r;
-  std::memcpy(&r, &bits, sizeof r);
-  return r;
-}
 
 inline float exp_nonpos(float x) { return exp2_nonpos(x * kLog2e); }
 

@@ -1,0 +1,41 @@
+#pragma once
+// Elementwise math written so that gcc vectorises `omp simd` loops calling it into AVX-512
+// code: no libm calls, float min/max or branches (glibc's expf only vectorises, through
+// libmvec, under -ffast-math). Shared by the selective scan and the bf16 inference path.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace mm {
+
+// 2^x for finite x <= 0 (max relative error ~1e-7). Below 2^-125 (x < -125) the result is not
+// exact but stays in [0.7, 1.5]·2^-125 ≈ 1e-38 (never a denormal), which is as good as 0 here.
+inline float exp2_nonpos(float x) {
+  const float n = std::nearbyint(x);
+  const float f = x - n;  // exact, in [-0.5, 0.5]
+  // Minimax polynomial for 2^f on [-0.5, 0.5] (relative error 2e-9 before float rounding).
+  float p = 1.534581243e-4f;
+  p = p * f + 1.339993090e-3f;
+  p = p * f + 9.618489072e-3f;
+  p = p * f + 5.550328642e-2f;
+  p = p * f + 2.402264625e-1f;
+  p = p * f + 6.931471825e-1f;
+  p = p * f + 1.0f;
+  // p·2^n by adding n to p's exponent field (p in [0.7, 1.42] has exponent -1 or 0).
+  int32_t bits;
+  std::memcpy(&bits, &p, sizeof bits);
+  bits += std::max(int32_t(n), int32_t(-125)) * (int32_t(1) << 23);  // not << : n < 0, UB before C++20
+  float r;
+  std::memcpy(&r, &bits, sizeof r);
+  return r;
+}
+
+// x·sigmoid(x), as silu() in activations.h to ~2e-7 relative.
+inline float silu_vectorisable(float x) {
+  const float e = exp2_nonpos(-std::fabs(x) * 1.44269504088896341f);  // exp(-|x|) in (0, 1]
+  const float r = 1.f / (1.f + e);
+  return x * (x >= 0.f ? r : e * r);
+}
+
+}  // namespace mm
