@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   (void)argv;
   return 1;
 #else
+  mm::reexec_with_passive_openmp_waits(argv);
   mm::reexec_with_best_blas_kernels(argv);
   CLI::App app{"mm-serve: a DICOM storage node (C-STORE SCP) that classifies what it receives"};
   mm::ServeCommand a;
