@@ -152,12 +152,21 @@ TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes th
   CHECK(f.log_text().find("refusing presentation contexts of AE 'OTHER' at 127.0.0.1 for SOP classes that are not "
                           "image storage: BasicTextSRStorage") != std::string::npos);
 
+  // A CT instance without pixel data: status 0xA900, nothing stored.
+  const std::string no_pixels = f.dir.path() + "/no_pixels.dcm";
+  fs::copy_file(ct, no_pixels);
+  REQUIRE(mm::test::run_command("dcmodify -q -nb -e '(7fe0,0010)' " + no_pixels) == 0);
+  CHECK(mm::test::storescu(server.port(), "TESTER", no_pixels, f.dir.path() + "/no_pixels.log") != 0);
+  CHECK(f.log_text().find("rejecting 1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 from AE 'TESTER' at 127.0.0.1: "
+                          "no pixel data in an image storage SOP instance (status 0xA900)") != std::string::npos);
+
   // An allowed sender's image still goes through.
   CHECK(mm::test::storescu(server.port(), "TESTER", ct, f.dir.path() + "/ct.log") == 0);
   CHECK(mm::test::wait_until([&] { return mm::test::serve_status(f.out).value("classified", 0) == 1; }, 60));
   const json s = mm::test::serve_status(f.out);
   CHECK(s["refused_associations"] == 1);
   CHECK(s["received"] == 1);
+  CHECK(s["rejected"] == 1);
   CHECK(server.stop(SIGTERM) == 0);
 }
 

@@ -81,7 +81,10 @@ void ClassifyWorker::write_status(const std::string& state) {
   s["latency_p50_s"] = percentile(latencies_, 0.50);
   s["latency_p99_s"] = percentile(latencies_, 0.99);
   s["latency_samples"] = latencies_.size();
-  durable_replace(folders_.status, s.dump(2) + "\n");
+  const std::string text = s.dump(2) + "\n";
+  if (text == last_status_) return;  // idle: no rewrite (and no fsync) every round
+  durable_replace(folders_.status, text);
+  last_status_ = text;
 }
 
 void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>& stop_now) {

@@ -54,6 +54,7 @@ class ClassifyWorker {
   RecordLayout layout_;
   std::set<std::string> recorded_;  // done/ paths that have records
   std::vector<double> latencies_;   // seconds from receipt (file time) to record, most recent 100000
+  std::string last_status_;
   size_t queued_ = 0;
   int port_ = 0;
   std::mutex mutex_;
