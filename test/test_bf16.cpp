@@ -20,6 +20,7 @@
 #include "ops/conv2d.h"
 #include "ops/gemm_bf16.h"
 #include "ops/linear.h"
+#include "ops/selective_scan.h"
 #include "test_util.h"
 #ifdef MM_HAVE_IMAGING
 #include "data/preprocess.h"
@@ -157,6 +158,23 @@ TEST_CASE("bf16: Bf16Conv2d (3x3 pad 1 with a folded BatchNorm and ReLU; 4x4 str
     conv.forward(out.data(), as_bf16(x).data(), s.B, s.H, s.W);
     check_within("conv against float32", out, ref, bound, 1.0 / 128);
   }
+}
+
+TEST_CASE("bf16: the scan with the coarse exp (2.7e-6 per factor) stays within 1e-5 (rel. L2) of the exact one") {
+  const SS2DScanShape s{2, 12, 12, 40, 16, 3};  // 40 channels: a full and a partial lane block
+  const int64_t BL = s.B * s.H * s.W, KC = 4 * (s.R + 2 * s.N);
+  const std::vector<float> u = normal_values(BL * s.D, 11), dbl = normal_values(BL * KC, 12, 0.5f);
+  const std::vector<float> dtw = normal_values(4 * s.D * s.R, 13, 0.3f), dtb = normal_values(4 * s.D, 14);
+  std::vector<float> A_logs(size_t(4 * s.D * s.N)), Ds(size_t(4 * s.D), 1.f);
+  for (size_t i = 0; i < A_logs.size(); ++i) A_logs[i] = std::log(float(i % size_t(s.N) + 1));  // the reference init
+  const SS2DScanWeights w{nullptr, dtw.data(), dtb.data(), A_logs.data(), Ds.data()};
+  std::vector<float> exact(size_t(BL * s.D)), coarse(size_t(BL * s.D));
+  ss2d_scan_forward_from_dbl(s, u.data(), w, dbl.data(), exact.data());
+  ss2d_scan_forward_from_dbl(s, u.data(), w, dbl.data(), coarse.data(), nullptr, /*coarse_exp=*/true);
+  const double err = rel_l2(coarse.data(), exact.data(), int64_t(exact.size()));
+  MESSAGE("scan, coarse against exact exp: relative L2 error " << err);
+  CHECK(err > 0);
+  CHECK(err < 1e-5);
 }
 
 TEST_CASE("bf16: the small fixture model's logits agree with float32") {

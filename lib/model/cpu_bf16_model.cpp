@@ -185,7 +185,7 @@ struct CpuBf16Model::Impl {
     blk.x_proj.forward(b.dbl.data(), b.act_a.data(), P);
     const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
     ss2d_scan_forward_from_dbl(ss, b.u.data(), SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},
-                               b.dbl.data(), b.y.data());
+                               b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
     layernorm_to_bf16(b.act_a.data(), b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
     blk.out_proj.forward(b.s.data(), b.act_a.data(), P);
     // Convolution branch on the left half.
@@ -194,9 +194,15 @@ struct CpuBf16Model::Impl {
     blk.conv4.forward_bf16(b.act_a.data(), b.act_b.data(), d.B, d.H, d.W);
     blk.conv7.forward(b.l.data(), b.act_a.data(), P);
 
-    concat_shuffle_forward(out, b.l.data(), b.s.data(), P, c);
-#pragma omp parallel for simd
-    for (int64_t i = 0; i < P * D; ++i) out[i] += x[i];
+    // out = channel_shuffle(concat(l, s)) + x in one pass (concat_shuffle_forward, then the residual).
+    const float *l = b.l.data(), *s = b.s.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < P; ++p)
+#pragma omp simd
+      for (int64_t m = 0; m < c; ++m) {
+        out[p * D + 2 * m] = l[p * c + m] + x[p * D + 2 * m];
+        out[p * D + 2 * m + 1] = s[p * c + m] + x[p * D + 2 * m + 1];
+      }
   }
 
   Tensor forward(const Tensor& images) {
