@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
       CLI::PositiveNumber);
   app.add_option("--threads", a.threads, "decoding threads, and CPU threads for the model (default: the CPUs)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--series-timeout", a.series_timeout, "write a DICOM SR per series once it has been idle this many "
+                                                        "seconds (0: none)")->capture_default_str()->check(
+      CLI::NonNegativeNumber);
   auto* q = app.add_flag("-q,--quiet", quiet, "quiet mode: print no warnings and errors");
   auto* v = app.add_flag("-v,--verbose", verbose, "verbose mode: print processing details");
   auto* d = app.add_flag("-d,--debug", debug, "debug mode: print debug information (dcmnet's too)");

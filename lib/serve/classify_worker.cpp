@@ -77,6 +77,7 @@ void ClassifyWorker::write_status(const std::string& state) {
   s["failed"] = counters_.failed.load();
   s["no_image"] = counters_.no_image.load();
   s["duplicates"] = counters_.duplicates.load();
+  s["series_reports"] = counters_.series_reports.load();
   s["queued"] = queued_;
   s["latency_p50_s"] = percentile(latencies_, 0.50);
   s["latency_p99_s"] = percentile(latencies_, 0.99);
@@ -95,6 +96,7 @@ void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>&
     std::vector<std::string> names = folder_entries(folders_.incoming);
     queued_ = names.size();
     if (names.empty()) {
+      report_series(bool(stop));
       write_status("running");
       if (stop) break;
       std::unique_lock<std::mutex> lock(mutex_);
@@ -106,7 +108,16 @@ void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>&
     settle_recorded(names);
     if (!names.empty()) process(names);
     queued_ = folder_entries(folders_.incoming).size();
+    report_series(false);
     write_status("running");
+  }
+}
+
+void ClassifyWorker::report_series(bool all) {
+  if (!series_) return;
+  for (const std::string& path : series_->write_idle(all)) {
+    ++counters_.series_reports;
+    OFLOG_INFO(serve_logger(), "series report " << path);
   }
 }
 
@@ -151,6 +162,7 @@ void ClassifyWorker::process(const std::vector<std::string>& names) {
     Prediction moved = p;
     if (next < inputs.size()) moved.path = done_paths[next];
     writer->write(moved);
+    if (series_) series_->add(moved);
     const int o = p.status == PredictionStatus::Ok ? 0 : p.status == PredictionStatus::Failed ? 1 : 2;
     if (next < inputs.size() && (outcome[next] < 0 || o == 1)) outcome[next] = o;
     if (p.status == PredictionStatus::Failed) OFLOG_WARN(serve_logger(), p.path << ": " << p.error);

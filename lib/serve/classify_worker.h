@@ -20,6 +20,7 @@
 #include "predict/classifier.h"
 #include "predict/pipeline.h"
 #include "predict/record_writer.h"
+#include "serve/series_report.h"
 #include "serve/store_scp.h"
 
 namespace mm::serve {
@@ -39,10 +40,13 @@ class ClassifyWorker {
   // Rewrites the status file (atomically) with the counts; `state` is "running" or "stopped".
   void write_status(const std::string& state);
   void set_port(int port) { port_ = port; }
+  // Reports series through `tracker` (none when null); it must outlive run().
+  void set_series_tracker(SeriesTracker* tracker) { series_ = tracker; }
 
  private:
   void process(const std::vector<std::string>& names);
   void settle_recorded(std::vector<std::string>& names);  // moves files that already have records
+  void report_series(bool all);
 
   WorkerFolders folders_;
   const LoadedModel& loaded_;
@@ -55,6 +59,7 @@ class ClassifyWorker {
   std::set<std::string> recorded_;  // done/ paths that have records
   std::vector<double> latencies_;   // seconds from receipt (file time) to record, most recent 100000
   std::string last_status_;
+  SeriesTracker* series_ = nullptr;
   size_t queued_ = 0;
   int port_ = 0;
   std::mutex mutex_;

@@ -9,6 +9,9 @@
 #include <cstdlib>
 
 #include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <exception>
 #include <memory>
 #include <thread>
@@ -45,6 +48,21 @@ void reexec_with_passive_openmp_waits(char** argv) {
 }
 
 namespace {
+
+// The model as a series report names it: the file's name, a digest of its
+// bytes (FNV-1a, 64 bits) that tells versions apart, classes and input size.
+std::string model_identity(const std::string& path, const ModelMeta& meta) {
+  std::ifstream in(path, std::ios::binary);
+  uint64_t hash = 1469598103934665603ull;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0)
+    for (std::streamsize i = 0; i < in.gcount(); ++i) hash = (hash ^ uint8_t(buffer[i])) * 1099511628211ull;
+  char digest[17];
+  std::snprintf(digest, sizeof digest, "%016llx", (unsigned long long)hash);
+  return std::filesystem::path(path).filename().string() + " (fnv1a64 " + digest + ", " +
+         std::to_string(meta.config.num_classes) + " classes, " + std::to_string(meta.preprocess.input_size) +
+         " px)";
+}
 
 // SIGTERM/SIGINT are blocked in every thread and taken here, so no handler runs
 // inside dcmnet or the model.
@@ -90,7 +108,9 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   folders.done = a.out + "/done";
   folders.records = a.out + "/records.jsonl";
   folders.status = a.out + "/status.json";
+  const std::string reports = a.out + "/reports";
   for (const std::string& f : {a.out, folders.incoming, folders.done}) serve::make_folder(f);
+  if (a.series_timeout > 0) serve::make_folder(reports);
   serve::FolderLock lock(a.out);
   if (const int stale = serve::remove_with_prefix(folders.incoming, serve::kTemporaryPrefix))
     OFLOG_WARN(serve_logger(), "removed " << stale << " partly received files left by a crash (their senders got no "
@@ -112,6 +132,15 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   StopSignals signals;  // before any thread starts, so that all of them inherit the mask
   serve::ServeCounters counters;
   serve::ClassifyWorker worker(folders, loaded, *classifier, reader, a.batch_size, threads, counters);
+  std::unique_ptr<serve::SeriesTracker> series;
+  if (a.series_timeout > 0) {
+    serve::ReportModel report_model;
+    for (int64_t c = 0; c < loaded.meta.config.num_classes; ++c)
+      report_model.class_names.push_back(loaded.meta.class_name(c));
+    report_model.name = model_identity(a.model, loaded.meta);
+    series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.series_timeout);
+    worker.set_series_tracker(series.get());
+  }
   serve::StoreSetup setup;
   setup.incoming = folders.incoming;
   setup.allowed_callers.insert(a.allow.begin(), a.allow.end());

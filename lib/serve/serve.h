@@ -24,6 +24,7 @@ struct ServeCommand {
   std::string device = "auto", precision = "fp32";
   int64_t batch_size = 16;
   int threads = 0;
+  double series_timeout = 0;  // seconds a series stays idle before its SR is written; 0: no SRs
   std::string log_level;  // fatal | error | warn | info | debug | trace ("" : warn, DCMTK's default)
 };
 

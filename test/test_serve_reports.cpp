@@ -1,0 +1,110 @@
+// mm-serve's series results: with --series-timeout, each series gets a DICOM
+// Comprehensive SR once idle, holding mm-predict's `--aggregate series` record
+// (class, every probability, image count). Every SR passes DCMTK's dsrdump and
+// dicom3tools' dciodvfy without errors.
+#include <doctest/doctest.h>
+
+#ifdef MM_HAVE_SERVE
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "eval_test_util.h"
+#include "io/csv.h"
+#include "model/model_file.h"
+#include "predict/record_writer.h"
+#include "serve_test_util.h"
+#include "tiny_model.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Several series: CT, MR, the RLE pair of frames, JPEG 2000, palette colour.
+const char* const kFiles[] = {"CT_small.dcm", "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle_2frame.dcm",
+                              "JPEG2000.dcm", "examples_palette.dcm"};
+
+std::string output_of(const std::string& command, const std::string& file) {
+  mm::test::run_command(command + " > " + file + " 2>&1");
+  return mm::read_text_file(file);
+}
+
+}  // namespace
+
+TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series means; dsrdump and dciodvfy accept it") {
+  const std::string data = mm::test::shared_data_dir();
+  if (data.empty()) return;
+  REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package: see setup.sh");
+  mm::test::ScratchDir dir;
+  const std::vector<std::string> classes = {"normal", "benign", "malignant"};
+  const std::string model = dir.path() + "/tiny.safetensors";
+  mm::LoadedModel tiny = mm::test::tiny_model(classes, 23);
+  mm::save_model(model, tiny.model, tiny.meta);
+  std::string files;
+  for (const char* f : kFiles) files += " " + data + "/dicom/pydicom/test_files/" + f;
+  const std::string out = dir.path() + "/out";
+
+  const std::string reference = dir.path() + "/series.jsonl";
+  REQUIRE(mm::test::run_command(std::string(MM_BINARY_DIR) + "/mm-predict -q --threads 2 --batch-size 1 --model " +
+                                model + " --aggregate series --format jsonl -o " + reference + files) == 0);
+  std::vector<json> series;
+  std::istringstream lines(mm::read_text_file(reference));
+  for (std::string line; std::getline(lines, line);) {
+    const json r = json::parse(line);
+    if (r["level"] == "series") series.push_back(r);
+  }
+  REQUIRE(series.size() >= 3);
+
+  {
+    mm::test::ServeProcess server(out, "--model " + model + " --threads 2 --batch-size 1 --series-timeout 1 -v",
+                                  dir.path() + "/serve.log");
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", files, dir.path() + "/send.log") == 0);
+    CHECK(mm::test::wait_until(
+        [&] { return mm::test::serve_status(out).value("series_reports", 0) == int(series.size()); }, 60));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+
+  std::vector<std::string> dumps;
+  const bool have_dciodvfy = mm::test::run_command("command -v dciodvfy > /dev/null") == 0;
+  for (const auto& e : fs::directory_iterator(out + "/reports")) {
+    const std::string sr = e.path().string();
+    const std::string dump = output_of("dsrdump +Pl " + sr, dir.path() + "/dsrdump.txt");
+    CHECK_MESSAGE(dump.find("E: ") == std::string::npos, dump);
+    // Warnings other than DCMTK's note that its VR checker skips UTF-8 (ISO_IR 192,
+    // copied from a source that uses it) would be findings too.
+    std::istringstream dump_lines(dump);
+    for (std::string line; std::getline(dump_lines, line);)
+      CHECK_MESSAGE((line.rfind("W: ", 0) != 0 || line.find("Specific Character Set") != std::string::npos), line);
+    CHECK(dump.find("Comprehensive SR Document") != std::string::npos);
+    CHECK(dump.find("Not for clinical use") != std::string::npos);
+    CHECK(dump.find("tiny.safetensors (fnv1a64 ") != std::string::npos);
+    dumps.push_back(dump);
+    if (have_dciodvfy) {
+      const std::string verdict = output_of("dciodvfy " + sr, dir.path() + "/dciodvfy.txt");
+      CHECK_MESSAGE(verdict.find("Error") == std::string::npos, sr << ":\n" << verdict);
+    } else {
+      MESSAGE("dciodvfy not installed (apt-get install dicom3tools): SRs checked with dsrdump only");
+    }
+  }
+  CHECK(dumps.size() == series.size());
+
+  // Each series record of mm-predict is in one SR: class, probabilities, image count.
+  for (const json& r : series) {
+    int matches = 0;
+    for (const std::string& dump : dumps) {
+      bool all = dump.find("\"Predicted class\")=\"" + r["label"].get<std::string>() + "\"") != std::string::npos &&
+                 dump.find("\"Images classified\")=\"" + std::to_string(r["images"].get<int>()) + "\"") !=
+                     std::string::npos;
+      for (const std::string& c : classes)
+        all = all && dump.find("\"Probability of " + c + "\")=\"" +
+                               mm::format_number(r["probabilities"][c].get<double>()) + "\"") != std::string::npos;
+      matches += all;
+    }
+    CHECK_MESSAGE(matches == 1, "series " << r["series_uid"] << " in " << matches << " SRs; SRs:\n"
+                                          << (dumps.empty() ? "" : dumps[0]));
+  }
+}
+
+#endif  // MM_HAVE_SERVE
