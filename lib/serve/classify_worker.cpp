@@ -89,9 +89,11 @@ void ClassifyWorker::write_status(const std::string& state) {
 }
 
 void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>& stop_now) {
-  // Files per round: enough to fill batches and keep the decode threads busy,
-  // few enough that records follow receipt closely.
-  const size_t files_per_round = size_t(std::max<int64_t>(batch_size_ * 2, 8));
+  // Files per round: a few batches when few wait, so that records follow
+  // receipt closely; up to 16 batches for a backlog, where each round's fixed
+  // costs (pipeline start and drain, fsyncs) would otherwise dominate.
+  const size_t round_min = size_t(std::max<int64_t>(batch_size_ * 2, 8));
+  const size_t round_max = size_t(std::max<int64_t>(batch_size_ * 16, 64));
   while (!stop_now) {
     std::vector<std::string> names = folder_entries(folders_.incoming);
     queued_ = names.size();
@@ -104,7 +106,7 @@ void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>&
       pending_ = false;
       continue;
     }
-    if (names.size() > files_per_round) names.resize(files_per_round);
+    names.resize(std::min(names.size(), std::clamp(names.size() / 4, round_min, round_max)));
     settle_recorded(names);
     if (!names.empty()) process(names);
     queued_ = folder_entries(folders_.incoming).size();

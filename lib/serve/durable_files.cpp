@@ -93,8 +93,13 @@ std::vector<std::string> folder_entries(const std::string& folder) {
   while (const dirent* e = ::readdir(dir)) {
     if (e->d_name[0] == '.') continue;
     const std::string name = e->d_name;
+    if (e->d_type == DT_REG) {  // no stat per entry: a backlog is listed once per round
+      names.push_back(name);
+      continue;
+    }
     struct stat st;
-    if (::stat((folder + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode)) names.push_back(name);
+    if (e->d_type == DT_UNKNOWN && ::stat((folder + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      names.push_back(name);
   }
   ::closedir(dir);
   std::sort(names.begin(), names.end());
