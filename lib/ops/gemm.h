@@ -1,5 +1,5 @@
 #pragma once
-// Row-major single-precision GEMM through BLAS:
+// Row-major single-precision GEMM, through oneDNN's sgemm when the build has oneDNN, else BLAS:
 //   C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C
 // with op(X) = X or X^T; lda/ldb/ldc are row strides of the stored matrices.
 #include <cstdint>
