@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   app.add_option("--series-timeout", a.series_timeout, "write a DICOM SR per series once it has been idle this many "
                                                         "seconds (0: none)")->capture_default_str()->check(
       CLI::NonNegativeNumber);
+  app.add_option("--forward-to", a.forward_to, "AE@host:port: send the series reports there (C-STORE)");
   auto* q = app.add_flag("-q,--quiet", quiet, "quiet mode: print no warnings and errors");
   auto* v = app.add_flag("-v,--verbose", verbose, "verbose mode: print processing details");
   auto* d = app.add_flag("-d,--debug", debug, "debug mode: print debug information (dcmnet's too)");
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
     if (verbose) a.log_level = "info";
     if (debug) a.log_level = "debug";
     mm::configure_serve_logging(a.log_level);
+    mm::check_serve_command(a);
   } catch (const CLI::Success& e) {  // --help
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

@@ -3,7 +3,10 @@
 // a free loopback port (--port 0; the port is read back from status.json),
 // stopped by a signal, killed on scope exit. Every wait is bounded.
 #include <doctest/doctest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,6 +107,36 @@ inline int storescu(int port, const std::string& calling_ae, const std::string& 
 }
 inline int dcmsend(int port, const std::string& calling_ae, const std::string& files, const std::string& log) {
   return run_scu("dcmsend -aet " + calling_ae + " -aec MM-SERVE 127.0.0.1 " + std::to_string(port) + " " + files, log);
+}
+
+// A free TCP port on 127.0.0.1 (bound and released: the caller starts its
+// server on it right away).
+inline int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  REQUIRE(ok);
+  return ntohs(addr.sin_port);
+}
+
+// A shell command in the background (its own process, for `end`).
+inline pid_t spawn(const std::string& command) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + command).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+inline void end(pid_t pid) {
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
 }
 
 inline bool have_storescu() { return std::system("storescu --version > /dev/null 2>&1") == 0; }

@@ -101,6 +101,9 @@ TEST_CASE("mm-serve: instances sent by storescu get mm-predict's records, once e
     CHECK(server.stop(SIGTERM) == 0);
   }
   CHECK(mm::test::serve_status(f.out)["state"] == "stopped");
+  // Logging survives the DICOM reader's reconfiguration of OFLog (the classifier's lines come after it).
+  CHECK(f.log_text().find("classified ") != std::string::npos);
+  CHECK(f.log_text().find("mm-serve: stopped; 10 received, 10 classified, 0 failed") != std::string::npos);
   CHECK(fs::is_empty(f.out + "/incoming"));
   CHECK(size_t(std::distance(fs::directory_iterator(f.out + "/done"), fs::directory_iterator())) == n);
 

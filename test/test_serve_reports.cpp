@@ -107,4 +107,52 @@ TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series
   }
 }
 
+TEST_CASE("mm-serve --forward-to: series reports reach a C-STORE SCP, and wait in a queue while it is down") {
+  const std::string data = mm::test::shared_data_dir();
+  if (data.empty()) return;
+  REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package: see setup.sh");
+  mm::test::ScratchDir dir;
+  const std::string model = dir.path() + "/tiny.safetensors";
+  mm::LoadedModel tiny = mm::test::tiny_model({"a", "b"}, 29);
+  mm::save_model(model, tiny.model, tiny.meta);
+  const std::string pyd = data + "/dicom/pydicom/test_files/";
+  const std::string out = dir.path() + "/out", received = dir.path() + "/received", log = dir.path() + "/serve.log";
+  fs::create_directories(received);
+  const int port = mm::test::free_port();
+  const std::string args = "--model " + model + " --series-timeout 0.3 --forward-to STORESCP@127.0.0.1:" +
+                           std::to_string(port) + " -v";
+  auto sr_files = [&] {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(received)) n += e.path().filename().string().rfind("SR", 0) == 0;
+    return n;
+  };
+
+  {  // Nothing listens yet: the report stays queued.
+    mm::test::ServeProcess server(out, args, log);
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", pyd + "CT_small.dcm", dir.path() + "/send1.log") == 0);
+    CHECK(mm::test::wait_until([&] { return mm::test::serve_status(out).value("series_reports", 0) == 1; }, 60));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  CHECK(mm::test::serve_status(out)["forwarded"] == 0);
+  CHECK(std::distance(fs::directory_iterator(out + "/forward-queue"), fs::directory_iterator()) == 1);
+  CHECK(mm::read_text_file(log).find("forwarding to STORESCP@127.0.0.1:" + std::to_string(port) + ": 0 of 1 sent") !=
+        std::string::npos);
+
+  // DCMTK's storescp receives; a restart sends the queued report, then the new one.
+  const pid_t storescp = mm::test::spawn("storescp -od " + received + " " + std::to_string(port) + " > " +
+                                         dir.path() + "/storescp.log 2>&1");
+  {
+    mm::test::ServeProcess server(out, args, log);
+    CHECK(mm::test::wait_until([&] { return sr_files() == 1; }, 30));
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", pyd + "MR_small.dcm", dir.path() + "/send2.log") == 0);
+    CHECK(mm::test::wait_until([&] { return sr_files() == 2; }, 60));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  mm::test::end(storescp);
+  CHECK(mm::test::serve_status(out)["forwarded"] == 2);
+  CHECK(fs::is_empty(out + "/forward-queue"));
+  for (const auto& e : fs::directory_iterator(received))
+    CHECK(mm::test::run_command("dsrdump -q " + e.path().string() + " > /dev/null") == 0);
+}
+
 #endif  // MM_HAVE_SERVE

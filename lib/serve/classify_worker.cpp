@@ -78,6 +78,7 @@ void ClassifyWorker::write_status(const std::string& state) {
   s["no_image"] = counters_.no_image.load();
   s["duplicates"] = counters_.duplicates.load();
   s["series_reports"] = counters_.series_reports.load();
+  s["forwarded"] = counters_.forwarded.load();
   s["queued"] = queued_;
   s["latency_p50_s"] = percentile(latencies_, 0.50);
   s["latency_p99_s"] = percentile(latencies_, 0.99);
@@ -120,7 +121,9 @@ void ClassifyWorker::report_series(bool all) {
   for (const std::string& path : series_->write_idle(all)) {
     ++counters_.series_reports;
     OFLOG_INFO(serve_logger(), "series report " << path);
+    if (forwarder_) forwarder_->enqueue(path);
   }
+  if (forwarder_) counters_.forwarded += forwarder_->send_queued(all);
 }
 
 void ClassifyWorker::settle_recorded(std::vector<std::string>& names) {

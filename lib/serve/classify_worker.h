@@ -20,6 +20,7 @@
 #include "predict/classifier.h"
 #include "predict/pipeline.h"
 #include "predict/record_writer.h"
+#include "serve/forwarder.h"
 #include "serve/series_report.h"
 #include "serve/store_scp.h"
 
@@ -42,6 +43,8 @@ class ClassifyWorker {
   void set_port(int port) { port_ = port; }
   // Reports series through `tracker` (none when null); it must outlive run().
   void set_series_tracker(SeriesTracker* tracker) { series_ = tracker; }
+  // Forwards the series reports through `forwarder` (none when null); it must outlive run().
+  void set_forwarder(Forwarder* forwarder) { forwarder_ = forwarder; }
 
  private:
   void process(const std::vector<std::string>& names);
@@ -60,6 +63,7 @@ class ClassifyWorker {
   std::vector<double> latencies_;   // seconds from receipt (file time) to record, most recent 100000
   std::string last_status_;
   SeriesTracker* series_ = nullptr;
+  Forwarder* forwarder_ = nullptr;
   size_t queued_ = 0;
   int port_ = 0;
   std::mutex mutex_;

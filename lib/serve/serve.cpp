@@ -22,6 +22,7 @@
 #include "serve/association_listener.h"
 #include "serve/classify_worker.h"
 #include "serve/durable_files.h"
+#include "serve/forwarder.h"
 #include "serve/serve_log.h"
 
 namespace mm {
@@ -36,6 +37,12 @@ void configure_serve_logging(const std::string& level) {
   for (const auto& [name, value] : levels)
     if (level == name || (level.empty() && value == OFLogger::WARN_LOG_LEVEL)) {
       OFLog::configure(value);
+      // Explicit levels on our logger and dcmnet's: the DICOM reader sets the
+      // root logger to FATAL when it first runs (lib/imaging/dicom_reader.cpp,
+      // to keep dcmdata quiet about files it reports itself), which would
+      // otherwise silence these too.
+      serve_logger().setLogLevel(value);
+      OFLog::getLogger("dcmtk.dcmnet").setLogLevel(value);
       return;
     }
   throw Error("unknown log level '" + level + "' (fatal, error, warn, info, debug or trace)");
@@ -100,9 +107,18 @@ class StopSignals {
 
 }  // namespace
 
-int run_serve(const ServeCommand& a, const ImagesReader& reader) {
+void check_serve_command(const ServeCommand& a) {
   MM_CHECK(!a.out.empty(), "give --out FOLDER");
   MM_CHECK(a.max_associations >= 1, "--max-associations must be at least 1");
+  MM_CHECK(a.series_timeout >= 0, "--series-timeout must not be negative");
+  if (!a.forward_to.empty()) {
+    serve::parse_forward_target(a.forward_to);
+    MM_CHECK(a.series_timeout > 0, "--forward-to sends the series reports: give --series-timeout too");
+  }
+}
+
+int run_serve(const ServeCommand& a, const ImagesReader& reader) {
+  check_serve_command(a);
   serve::WorkerFolders folders;
   folders.incoming = a.incoming.empty() ? a.out + "/incoming" : a.incoming;
   folders.done = a.out + "/done";
@@ -140,6 +156,12 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
     report_model.name = model_identity(a.model, loaded.meta);
     series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.series_timeout);
     worker.set_series_tracker(series.get());
+  }
+  std::unique_ptr<serve::Forwarder> forwarder;
+  if (!a.forward_to.empty()) {
+    forwarder = std::make_unique<serve::Forwarder>(serve::parse_forward_target(a.forward_to), a.ae_title,
+                                                   a.out + "/forward-queue");
+    worker.set_forwarder(forwarder.get());
   }
   serve::StoreSetup setup;
   setup.incoming = folders.incoming;

@@ -25,6 +25,7 @@ struct ServeCommand {
   int64_t batch_size = 16;
   int threads = 0;
   double series_timeout = 0;  // seconds a series stays idle before its SR is written; 0: no SRs
+  std::string forward_to;      // AE@host:port: C-STORE the series reports there
   std::string log_level;  // fatal | error | warn | info | debug | trace ("" : warn, DCMTK's default)
 };
 
@@ -45,6 +46,10 @@ void reexec_with_passive_openmp_waits(char** argv);
 
 // Sets OFLog's level for our lines and DCMTK's; throws mm::Error for an unknown name.
 void configure_serve_logging(const std::string& level);
+
+// Checks what can be checked before anything starts (a usage error):
+// throws mm::Error explaining it.
+void check_serve_command(const ServeCommand& command);
 
 // Runs until SIGTERM or SIGINT; returns kServeStopped then. Throws mm::Error
 // (or std::bad_alloc) for a fatal error: the caller maps it to kServeFatal.
