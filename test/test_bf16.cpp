@@ -7,7 +7,10 @@
 // and the ops are checked against 2^-7 of that sum, per element. Against a double
 // reference over the bf16-rounded operands they must agree to 1e-5 of the sum
 // (only the float32 accumulation differs). Whole-model figures are stated per case.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <random>
@@ -196,6 +199,31 @@ TEST_CASE("bf16: the small fixture model's logits agree with float32") {
   // A second call with another batch size reuses nothing stale.
   const Tensor one = bf16.forward(input.slice_view(0, {1, input.dim(1), input.dim(2), input.dim(3)}).clone());
   for (int64_t k = 0; k < one.dim(1); ++k) CHECK(one.f32()[k] == doctest::Approx(got.f32()[k]).epsilon(1e-5));
+}
+
+TEST_CASE("bf16: a model file stored in BF16 loads directly: the same logits as its float32 twin rounded to bf16") {
+  if (bf16_missing()) return;
+  const SafetensorsFile f = load_fixture("model_small.safetensors");
+  ModelMeta meta;
+  meta.config = ModelConfig::from_json(f.metadata.at("config"));
+  meta.preprocess.input_size = meta.config.image_size;
+  MedMamba model(meta.config);
+  std::map<std::string, Tensor> state;
+  for (const ParamEntry& e : model.table().entries()) state[e.name] = f.at(e.name);
+  model.load_state(state);
+  const std::string path = "/tmp/mm-test-bf16-" + std::to_string(::getpid()) + ".safetensors";
+  save_model(path, model, meta, DType::BF16);
+  LoadedModel stored = load_model(path);
+  std::remove(path.c_str());
+  // Every float32 parameter rounded to bf16, as the file holds it.
+  float* p = model.params().f32();
+  for (int64_t i = 0; i < model.params().numel(); ++i) p[i] = bf16_to_float(float_to_bf16(p[i]));
+  const Tensor& input = f.at("input");
+  const Tensor want = CpuBf16Model(model).forward(input), got = CpuBf16Model(stored.model).forward(input);
+  REQUIRE(got.numel() == want.numel());
+  int differ = 0;
+  for (int64_t i = 0; i < got.numel(); ++i) differ += got.f32()[i] != want.f32()[i];
+  CHECK(differ == 0);
 }
 
 #ifdef MM_HAVE_IMAGING
