@@ -70,11 +70,20 @@ for name in "${targets[@]}"; do
 done
 
 # Runs one libFuzzer command, logging to $log; on failure shows the report (without progress,
-# dictionary and per-file lines) and stops the script.
+# dictionary and per-file lines) and stops the script. -timeout is wall-clock time, so a stalled
+# machine can make a fast input look hung: an input that times out in the session but runs in time
+# alone gets the whole (deterministic) command once more, where a real hang times out again.
 run_logged() {
-  local status=0
-  "$@" > "$log" 2>&1 || status=$?
-  [ "$status" -ne 0 ] || return 0
+  local status attempt slow
+  for attempt in 1 2; do
+    status=0
+    "$@" > "$log" 2>&1 || status=$?
+    [ "$status" -ne 0 ] || return 0
+    slow=$(sed -n 's/.*Test unit written to \(.*timeout-.*\)$/\1/p' "$log")
+    if [ -z "$slow" ] && grep -q 'libFuzzer: timeout' "$log"; then slow=$(sed -n 's/^Running: //p' "$log" | tail -n 1); fi
+    [ "$attempt" -eq 1 ] && [ -n "$slow" ] && "$BUILD/$name" "${LIMITS[@]}" "$slow" > /dev/null 2>&1 || break
+    echo "fuzz: $name: $slow timed out, but not when run alone (a stalled machine?); running again"
+  done
   grep -v -E '^(#[0-9]+|"|Running: |Executed )' "$log" | tail -n 40
   echo "fuzz: $name failed (exit $status, log: $log); the input is named above, or in $BUILD/crash-$name-* (or leak-/timeout-/oom-)"
   exit "$status"
