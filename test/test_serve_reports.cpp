@@ -31,6 +31,23 @@ std::string output_of(const std::string& command, const std::string& file) {
   return mm::read_text_file(file);
 }
 
+// mm-predict's series records (--aggregate series) for the files.
+std::vector<json> series_records(const std::string& model, const std::string& files, const std::string& jsonl) {
+  REQUIRE(mm::test::run_command(std::string(MM_BINARY_DIR) + "/mm-predict -q --threads 2 --batch-size 1 --model " +
+                                model + " --aggregate series --format jsonl -o " + jsonl + files) == 0);
+  std::vector<json> series;
+  std::istringstream lines(mm::read_text_file(jsonl));
+  for (std::string line; std::getline(lines, line);) {
+    const json r = json::parse(line);
+    if (r["level"] == "series") series.push_back(r);
+  }
+  return series;
+}
+
+size_t reports_in(const std::string& folder) {
+  return fs::exists(folder) ? size_t(std::distance(fs::directory_iterator(folder), fs::directory_iterator())) : 0;
+}
+
 }  // namespace
 
 TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series means; dsrdump and dciodvfy accept it") {
@@ -46,15 +63,7 @@ TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series
   for (const char* f : kFiles) files += " " + data + "/dicom/pydicom/test_files/" + f;
   const std::string out = dir.path() + "/out";
 
-  const std::string reference = dir.path() + "/series.jsonl";
-  REQUIRE(mm::test::run_command(std::string(MM_BINARY_DIR) + "/mm-predict -q --threads 2 --batch-size 1 --model " +
-                                model + " --aggregate series --format jsonl -o " + reference + files) == 0);
-  std::vector<json> series;
-  std::istringstream lines(mm::read_text_file(reference));
-  for (std::string line; std::getline(lines, line);) {
-    const json r = json::parse(line);
-    if (r["level"] == "series") series.push_back(r);
-  }
+  const std::vector<json> series = series_records(model, files, dir.path() + "/series.jsonl");
   REQUIRE(series.size() >= 3);
 
   {
@@ -105,6 +114,51 @@ TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series
     CHECK_MESSAGE(matches == 1, "series " << r["series_uid"] << " in " << matches << " SRs; SRs:\n"
                                           << (dumps.empty() ? "" : dumps[0]));
   }
+}
+
+TEST_CASE("mm-serve: series classified before a SIGKILL are reported after the restart, once") {
+  const std::string data = mm::test::shared_data_dir();
+  if (data.empty()) return;
+  REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package: see setup.sh");
+  mm::test::ScratchDir dir;
+  const std::string model = dir.path() + "/tiny.safetensors";
+  mm::LoadedModel tiny = mm::test::tiny_model({"normal", "benign", "malignant"}, 23);
+  mm::save_model(model, tiny.model, tiny.meta);
+  std::string files;
+  for (const char* f : kFiles) files += " " + data + "/dicom/pydicom/test_files/" + f;
+  const std::vector<json> series = series_records(model, files, dir.path() + "/series.jsonl");
+  const std::string out = dir.path() + "/out", log = dir.path() + "/serve.log";
+  const std::string args = "--model " + model + " --threads 2 --batch-size 1 --series-timeout ";
+  {  // Classified, but the series are not idle long enough to be reported before the kill.
+    mm::test::ServeProcess server(out, args + "600", log);
+    CHECK(mm::test::dcmsend(server.port(), "TESTER", files, dir.path() + "/send.log") == 0);
+    CHECK(mm::test::wait_until([&] { return mm::test::serve_status(out).value("classified", 0) == 5; }, 60));
+    CHECK(server.stop(SIGKILL) == 128 + SIGKILL);
+  }
+  CHECK(reports_in(out + "/reports") == 0);
+  {
+    mm::test::ServeProcess server(out, args + "0.3", log);
+    CHECK(mm::test::wait_until(
+        [&] { return mm::test::serve_status(out).value("series_reports", 0) == int(series.size()); }, 60));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  CHECK(reports_in(out + "/reports") == series.size());
+  for (const auto& e : fs::directory_iterator(out + "/reports")) {
+    const std::string dump = output_of("dsrdump +Pl " + e.path().string(), dir.path() + "/dsrdump.txt");
+    bool found = false;
+    for (const json& r : series)
+      found = found || (dump.find("\"Predicted class\")=\"" + r["label"].get<std::string>() + "\"") != std::string::npos &&
+                        dump.find("\"Images classified\")=\"" + std::to_string(r["images"].get<int>()) + "\"") !=
+                            std::string::npos);
+    CHECK_MESSAGE(found, dump);
+  }
+  {  // Everything is reported: a third start writes nothing.
+    mm::test::ServeProcess server(out, args + "0.1", log);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    CHECK(server.stop(SIGTERM) == 0);
+  }
+  CHECK(mm::test::serve_status(out)["series_reports"] == 0);
+  CHECK(reports_in(out + "/reports") == series.size());
 }
 
 TEST_CASE("mm-serve --forward-to: series reports reach a C-STORE SCP, and wait in a queue while it is down") {

@@ -60,6 +60,11 @@ ClassifyWorker::ClassifyWorker(const WorkerFolders& folders, const LoadedModel& 
   }
 }
 
+void ClassifyWorker::set_series_tracker(SeriesTracker* tracker) {
+  series_ = tracker;
+  if (series_) series_->restore(complete_lines(folders_.records));
+}
+
 void ClassifyWorker::wake() {
   std::lock_guard<std::mutex> lock(mutex_);
   pending_ = true;

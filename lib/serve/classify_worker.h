@@ -21,7 +21,7 @@
 #include "predict/pipeline.h"
 #include "predict/record_writer.h"
 #include "serve/forwarder.h"
-#include "serve/series_report.h"
+#include "serve/series_tracker.h"
 #include "serve/store_scp.h"
 
 namespace mm::serve {
@@ -41,8 +41,9 @@ class ClassifyWorker {
   // Rewrites the status file (atomically) with the counts; `state` is "running" or "stopped".
   void write_status(const std::string& state);
   void set_port(int port) { port_ = port; }
-  // Reports series through `tracker` (none when null); it must outlive run().
-  void set_series_tracker(SeriesTracker* tracker) { series_ = tracker; }
+  // Reports series through `tracker` (none when null; restored from the records
+  // file here); it must outlive run().
+  void set_series_tracker(SeriesTracker* tracker);
   // Forwards the series reports through `forwarder` (none when null); it must outlive run().
   void set_forwarder(Forwarder* forwarder) { forwarder_ = forwarder; }
 

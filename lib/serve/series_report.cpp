@@ -119,32 +119,4 @@ std::string write_series_report(const SeriesResult& series, const ReportModel& m
   return path;
 }
 
-SeriesTracker::SeriesTracker(const ReportModel& model, const std::string& folder, double idle_seconds)
-    : model_(model), folder_(folder), idle_seconds_(idle_seconds) {}
-
-void SeriesTracker::add(const Prediction& image_record) {
-  if (image_record.status != PredictionStatus::Ok || image_record.series_uid.empty()) return;
-  Pending& s = pending_.try_emplace(image_record.series_uid, AggregateLevels{true, false}).first->second;
-  s.aggregator.add(image_record);
-  if (s.members.empty() || s.members.back() != image_record.path) s.members.push_back(image_record.path);
-  s.last = std::chrono::steady_clock::now();
-}
-
-std::vector<std::string> SeriesTracker::write_idle(bool all) {
-  std::vector<std::string> written;
-  const auto now = std::chrono::steady_clock::now();
-  for (auto it = pending_.begin(); it != pending_.end();) {
-    if (!all && std::chrono::duration<double>(now - it->second.last).count() < idle_seconds_) {
-      ++it;
-      continue;
-    }
-    SeriesResult result;
-    result.aggregate = it->second.aggregator.records().at(0);
-    result.members = it->second.members;
-    written.push_back(write_series_report(result, model_, folder_));
-    it = pending_.erase(it);
-  }
-  return written;
-}
-
 }  // namespace mm::serve

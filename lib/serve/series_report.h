@@ -6,12 +6,9 @@
 // items and the Current Requested Procedure Evidence Sequence). The SR joins
 // the source study as a new series; patient and study attributes are copied
 // from the first source instance.
-#include <chrono>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "predict/aggregate.h"
 #include "predict/prediction.h"
 
 namespace mm::serve {
@@ -29,31 +26,5 @@ struct ReportModel {
 // Writes <folder>/<SR SOP Instance UID>.dcm through a temporary name (fsync,
 // rename) and returns its path. Throws mm::Error naming the file on failure.
 std::string write_series_report(const SeriesResult& series, const ReportModel& model, const std::string& folder);
-
-// Series of classified images, each reported once it has been idle (no new
-// image) for `idle_seconds`; an image arriving later starts a new report, which
-// supersedes the earlier one. Held in memory: after a crash, series whose
-// images were classified before it are not reported (docs/mm-serve.md).
-class SeriesTracker {
- public:
-  SeriesTracker(const ReportModel& model, const std::string& folder, double idle_seconds);
-  // An image record of mm-predict's pipeline, its path the file in done/.
-  void add(const Prediction& image_record);
-  // Writes the reports of the idle series (of all when `all`); returns their paths.
-  std::vector<std::string> write_idle(bool all);
-  bool empty() const { return pending_.empty(); }
-
- private:
-  struct Pending {
-    explicit Pending(AggregateLevels levels) : aggregator(levels) {}
-    Aggregator aggregator;
-    std::vector<std::string> members;
-    std::chrono::steady_clock::time_point last;
-  };
-  ReportModel model_;
-  std::string folder_;
-  double idle_seconds_;
-  std::map<std::string, Pending> pending_;
-};
 
 }  // namespace mm::serve

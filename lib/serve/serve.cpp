@@ -154,7 +154,7 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
     for (int64_t c = 0; c < loaded.meta.config.num_classes; ++c)
       report_model.class_names.push_back(loaded.meta.class_name(c));
     report_model.name = model_identity(a.model, loaded.meta);
-    series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.series_timeout);
+    series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.out + "/reports.jsonl", a.series_timeout);
     worker.set_series_tracker(series.get());
   }
   std::unique_ptr<serve::Forwarder> forwarder;
