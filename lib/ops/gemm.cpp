@@ -1,5 +1,9 @@
 #include "ops/gemm.h"
 
+#include <string>
+
+#include "core/error.h"
+
 #ifdef MM_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #else
@@ -17,7 +21,10 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
            int64_t ldc) {
   if (M == 0 || N == 0) return;
 #ifdef MM_HAVE_DNNL
-  dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const dnnl_status_t status =
+      dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  MM_CHECK(status == dnnl_success, "sgemm (oneDNN) failed with status " + std::to_string(int(status)) + " for M=" +
+                                       std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
 #else
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
               trans_b ? CblasTrans : CblasNoTrans, int(M), int(N), int(K), alpha, A, int(lda), B,
