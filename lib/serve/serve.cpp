@@ -84,7 +84,12 @@ class StopSignals {
       const timespec poll{0, 200 * 1000 * 1000};
       while (!finished_) {
         const int sig = sigtimedwait(&set_, nullptr, &poll);
-        if (sig == SIGTERM || sig == SIGINT) {
+        if ((sig == SIGTERM || sig == SIGINT) && requested) {
+          OFLOG_WARN(serve_logger(), (sig == SIGTERM ? "SIGTERM" : "SIGINT")
+                                         << " again: stopping after the current round; what waits in incoming is "
+                                            "classified at the next start");
+          urgent = true;
+        } else if (sig == SIGTERM || sig == SIGINT) {
           OFLOG_WARN(serve_logger(), (sig == SIGTERM ? "SIGTERM" : "SIGINT")
                                          << ": no new associations; finishing the work in flight");
           requested = true;
@@ -97,7 +102,8 @@ class StopSignals {
     waiter_.join();
     pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
   }
-  std::atomic<bool> requested{false};
+  std::atomic<bool> requested{false};  // the first signal: stop receiving, finish the work
+  std::atomic<bool> urgent{false};     // a second one: stop classifying after the current round
 
  private:
   sigset_t set_, previous_;
@@ -179,11 +185,11 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   OFLOG_WARN(serve_logger(), "mm-serve: " << a.ae_title << " listening on " << a.bind << ":" << listener.bound_port()
                                           << "; model " << a.model << " on " << classifier->description());
 
-  std::atomic<bool> listener_stopped{false}, worker_abort{false};
+  std::atomic<bool> listener_stopped{false};
   std::exception_ptr worker_error;
   std::thread classifying([&] {
     try {
-      worker.run(listener_stopped, worker_abort);
+      worker.run(listener_stopped, signals.urgent);
     } catch (...) {
       worker_error = std::current_exception();
       signals.requested = true;  // a folder that cannot be written: stop receiving too
