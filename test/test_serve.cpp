@@ -163,6 +163,10 @@ TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes th
   CHECK(f.log_text().find("rejecting 1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 from AE 'TESTER' at 127.0.0.1: "
                           "no pixel data in an image storage SOP instance (status 0xA900)") != std::string::npos);
 
+  // C-ECHO (Verification) from an allowed sender.
+  CHECK(mm::test::run_scu("echoscu -aet TESTER -aec MM-SERVE 127.0.0.1 " + std::to_string(server.port()),
+                          f.dir.path() + "/echo.log") == 0);
+
   // An allowed sender's image still goes through.
   CHECK(mm::test::storescu(server.port(), "TESTER", ct, f.dir.path() + "/ct.log") == 0);
   CHECK(mm::test::wait_until([&] { return mm::test::serve_status(f.out).value("classified", 0) == 1; }, 60));
