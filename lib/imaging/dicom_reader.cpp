@@ -43,7 +43,11 @@ void init_dcmtk_once() {
     DJDecoderRegistration::registerCodecs(EDC_photometricInterpretation);
     DcmRLEDecoderRegistration::registerCodecs();
     // Problems reach the caller as ImageError; DCMTK's console log would only repeat them.
-    OFLog::configure(OFLogger::FATAL_LOG_LEVEL);
+    // Only the loggers of what the reader calls are quieted: the root logger stays the
+    // program's (mm-serve logs through OFLog, and dcmnet's lines must still show).
+    for (const char* name : {"dcmtk.dcmdata", "dcmtk.dcmjpeg", "dcmtk.dcmjpls", "dcmtk.dcmimgle", "dcmtk.dcmimage",
+                             "dcmtk.ofstd"})
+      OFLog::getLogger(name).setLogLevel(OFLogger::FATAL_LOG_LEVEL);
   });
 }
 
