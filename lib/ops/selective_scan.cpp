@@ -253,9 +253,6 @@ inline void dt_proj(const BlockParams& prm, int64_t R, const float* dt, float* p
   }
 }
 
-// One step of the recurrence: h_out = exp(Δ·A)⊙h_in + Δ·u·B (h_out may alias h_in).
-// dl = Δ and dlu = Δ·u per lane; Bl: the N values of B. If decay is set, exp(Δ·A) is stored
-// there (N, kLanes). If y is set, y += C·h_out.
 // exp(Δ·A) of the recurrence: exact to ~1e-7, or (inference that asks for it) to ~3e-6.
 template <bool kCoarseExp>
 inline float decay_exp2(float x) {
@@ -263,6 +260,9 @@ inline float decay_exp2(float x) {
   else return exp2_nonpos(x);
 }
 
+// One step of the recurrence: h_out = exp(Δ·A)⊙h_in + Δ·u·B (h_out may alias h_in).
+// dl = Δ and dlu = Δ·u per lane; Bl: the N values of B. If decay is set, exp(Δ·A) is stored
+// there (N, kLanes). If y is set, y += C·h_out.
 template <bool kCoarseExp = false>
 inline void scan_step(int64_t N, const float* A2, const float* dl, const float* dlu, const float* Bl,
                       const float* Cl, const float* h_in, float* h_out, float* decay, float* y) {
