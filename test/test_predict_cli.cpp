@@ -282,3 +282,15 @@ TEST_CASE("mm-predict --save-preprocessed, --saliency, --aggregate, --topk, --lo
 }
 
 #endif  // MM_HAVE_IMAGING
+
+TEST_CASE("mm-predict says when a reader fell back (a NIfTI oriented from its qform) and classifies the file") {
+  Fixture f;
+  if (f.data.empty()) return;
+  const std::string nifti = std::string(MM_FIXTURE_DIR) + "/nifti_affine/sform_nan_qform_fallback.nii.gz";
+  REQUIRE(run_command(f.predict(nifti + " -o " + f.out("w.csv") + " 2> " + f.out("w.err"))) == 0);
+  CHECK(read_all(f.out("w.err")).find("sform_nan_qform_fallback.nii.gz: orientation from qform: sform unusable") !=
+        std::string::npos);
+  CHECK(csv_of(f.out("w.csv")).rows.size() > 0);
+  REQUIRE(run_command(f.predict("-q " + nifti + " -o " + f.out("q.csv") + " 2> " + f.out("q.err"))) == 0);
+  CHECK(read_all(f.out("q.err")).empty());
+}

@@ -102,6 +102,11 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   options.derived_root = common_folder(listing.files);  // the whole listing: every shard names files alike
   options.saliency_model = &loaded.model;
   if (show_progress) options.progress = [&bar](const PredictProgress& p) { bar.update(p); };
+  if (!a.quiet)
+    options.warning = [&](const std::string& path, const std::string& warning) {
+      bar.clear();
+      std::fprintf(stderr, "mm-predict: %s: %s\n", path.c_str(), warning.c_str());
+    };
   if (a.verbose)
     options.skipped = [&](const std::string& path) {
       bar.clear();

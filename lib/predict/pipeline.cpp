@@ -39,6 +39,7 @@ struct DecodedFile {
   std::vector<PreparedImage> images;
   Prediction problem;  // status NoImage or Failed when images is empty
   bool skipped = false;
+  std::string warning;  // the reader's note on the file (e.g. NIfTI orientation from a fallback source)
   std::exception_ptr fatal;  // an error that stops the run (an output that cannot be written)
   double reading = 0, preparing = 0;
 };
@@ -87,6 +88,7 @@ class Decoder {
       return out;
     }
     out.reading = seconds_since(start);
+    out.warning = images.front().warning;
 
     const Clock::time_point prepare_start = Clock::now();
     const int64_t side = meta_.preprocess.input_size, item = int64_t(meta_.preprocess.mean.size()) * side * side;
@@ -337,6 +339,7 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
         ++(d.problem.status == PredictionStatus::NoImage ? summary.no_image_files : summary.failed_files);
         batcher.add_problem(std::move(d.problem));
       } else {
+        if (!d.warning.empty() && options.warning) options.warning(files[i].path, d.warning);
         for (PreparedImage& image : d.images) batcher.add_image(std::move(image));
       }
       if (options.progress) options.progress({int64_t(i + 1), int64_t(files.size()), batcher.images_done()});

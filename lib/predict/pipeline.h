@@ -50,6 +50,9 @@ struct PredictOptions {
   std::function<void(const PredictProgress&)> progress;
   // Files found under folders whose content is no image format: skipped, no record.
   std::function<void(const std::string& path)> skipped;
+  // A file read with a note from its reader (Image::warning: e.g. a NIfTI whose
+  // sform was unusable, oriented from its qform); its records are written as usual.
+  std::function<void(const std::string& path, const std::string& warning)> warning;
 };
 
 // Seconds. Reading and preparing are summed over the decode threads (thread
