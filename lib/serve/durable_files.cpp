@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 
 namespace mm::serve {
 
@@ -23,68 +24,8 @@ namespace {
   throw Error(path + ": " + what + " failed: " + std::strerror(errno));
 }
 
-std::string folder_of(const std::string& path) {
-  const std::string parent = std::filesystem::path(path).parent_path().string();
-  return parent.empty() ? "." : parent;
-}
 
 }  // namespace
-
-void make_folder(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  MM_CHECK(!ec && std::filesystem::is_directory(path), path + ": cannot create the folder: " + ec.message());
-}
-
-void sync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("open", path);
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) fail("fsync", path);
-}
-
-void durable_rename(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0) fail("rename to " + to, from);
-  sync_path(folder_of(to));
-  if (folder_of(from) != folder_of(to)) sync_path(folder_of(from));
-}
-
-void durable_append(const std::string& path, const std::string& bytes) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) fail("open", path);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int saved = errno;
-      ::close(fd);
-      errno = saved;
-      fail("write", path);
-    }
-    done += size_t(n);
-  }
-  const int rc = ::fsync(fd);
-  const int saved = errno;
-  ::close(fd);
-  errno = saved;
-  if (rc != 0) fail("fsync", path);
-}
-
-void durable_replace(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    MM_CHECK(out.good(), tmp + ": cannot write");
-  }
-  sync_path(tmp);
-  durable_rename(tmp, path);
-}
 
 std::vector<std::string> folder_entries(const std::string& folder) {
   std::vector<std::string> names;

@@ -1,22 +1,14 @@
 #pragma once
-// The file operations mm-serve's "nothing lost" promise rests on: a received
-// instance or a record is on disk (fsync'd, its folder entry too) before anyone
-// is told it is. POSIX only (Linux, macOS).
+// mm-serve's folder handling beside the durable writes it rests on
+// (io/durable_file.h: a received instance or a record is on disk, fsync'd, its
+// folder entry too, before anyone is told it is). POSIX only (Linux, macOS).
 #include <string>
 #include <vector>
 
+#include "io/durable_file.h"
+
 namespace mm::serve {
 
-// Makes the folder (and its parents); throws mm::Error naming it when that fails.
-void make_folder(const std::string& path);
-// fsync of a file or a folder (a folder: its entries, so renames survive a crash).
-void sync_path(const std::string& path);
-// rename(2) then fsync of the destination's folder (and the source's when another one).
-void durable_rename(const std::string& from, const std::string& to);
-// Appends bytes to a file (creating it) with one write, then fsync.
-void durable_append(const std::string& path, const std::string& bytes);
-// Writes a whole file through "<path>.tmp", fsync, rename: readers see the old or the new text.
-void durable_replace(const std::string& path, const std::string& text);
 // The plain files of a folder whose names do not start with '.', sorted by name.
 std::vector<std::string> folder_entries(const std::string& folder);
 // Holds an exclusive flock on <folder>/.lock while alive: one server per

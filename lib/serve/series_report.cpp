@@ -114,8 +114,7 @@ std::string write_series_report(const SeriesResult& series, const ReportModel& m
   const std::string path = folder + "/" + sr_uid.c_str() + ".dcm";
   const std::string tmp = folder + "/.tmp-" + sr_uid.c_str() + ".dcm";
   check(out.saveFile(tmp.c_str(), EXS_LittleEndianExplicit), tmp);
-  sync_path(tmp);
-  durable_rename(tmp, path);
+  durable_commit(tmp, path);
   return path;
 }
 

@@ -131,8 +131,8 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   folders.records = a.out + "/records.jsonl";
   folders.status = a.out + "/status.json";
   const std::string reports = a.out + "/reports";
-  for (const std::string& f : {a.out, folders.incoming, folders.done}) serve::make_folder(f);
-  if (a.series_timeout > 0) serve::make_folder(reports);
+  for (const std::string& f : {a.out, folders.incoming, folders.done}) make_folder(f);
+  if (a.series_timeout > 0) make_folder(reports);
   serve::FolderLock lock(a.out);
   if (const int stale = serve::remove_with_prefix(folders.incoming, serve::kTemporaryPrefix))
     OFLOG_WARN(serve_logger(), "removed " << stale << " partly received files left by a crash (their senders got no "

@@ -181,8 +181,7 @@ unsigned short StoreScp::store_instance(T_DIMSE_C_StoreRQ& request, T_ASC_Presen
   if (!safe) reason = "SOP Instance UID '" + sop_uid + "' is not a valid UID";
   if (status == kStatusSuccess) {
     try {
-      sync_path(tmp);
-      durable_rename(tmp, setup_.incoming + "/" + sop_uid + ".dcm");
+      durable_commit(tmp, setup_.incoming + "/" + sop_uid + ".dcm");
     } catch (const std::exception& e) {
       reason = e.what();
       status = kStatusOutOfResources;

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "train/run_state.h"
+#include "io/durable_file.h"
 
 namespace mm {
 
@@ -60,21 +60,10 @@ std::vector<EpochRecord> read_metrics_file(const std::string& path) {
   return out;
 }
 
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << text;
-    f.flush();
-    if (!f) throw Error(path + ": cannot write");
-  }
-  commit_file(tmp, path);
-}
-
 void write_metrics_file(const std::string& path, const std::vector<EpochRecord>& records) {
   std::string text;
   for (const EpochRecord& r : records) text += epoch_record_json(r) + "\n";
-  write_file_atomically(path, text);
+  durable_replace(path, text);
 }
 
 namespace {

@@ -14,13 +14,10 @@ EpochRecord epoch_record_from_json(const std::string& line);
 // The records of a metrics.jsonl (missing file: none). A torn last line (a
 // kill mid-write) is dropped.
 std::vector<EpochRecord> read_metrics_file(const std::string& path);
-// Rewrites the whole file (write, then rename).
+// Rewrites the whole file (durable_replace).
 void write_metrics_file(const std::string& path, const std::vector<EpochRecord>& records);
 
 // Two panels: train/val loss; val accuracy, balanced accuracy and AUC (and train accuracy).
 std::string training_curves_svg(const std::vector<EpochRecord>& records);
-
-// Writes text to path through a temporary file and a rename.
-void write_file_atomically(const std::string& path, const std::string& text);
 
 }  // namespace mm

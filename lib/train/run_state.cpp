@@ -1,25 +1,18 @@
 #include "train/run_state.h"
 
-#include <cstdio>
 #include <cstring>
 #include <map>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/durable_file.h"
 #include "io/safetensors.h"
 
 namespace mm {
 
 using json = nlohmann::json;
 static const char* kFormat = "medmamba-cpp-train-state/1";
-
-void commit_file(const std::string& tmp, const std::string& path) {
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot replace the file (" + std::strerror(errno) + ")");
-  }
-}
 
 void save_run_state(const std::string& path, const RunState& s) {
   const RunProgress& p = s.progress;
@@ -33,7 +26,7 @@ void save_run_state(const std::string& path, const RunState& s) {
   write_safetensors(tmp, {{"params", s.params}, {"adam.m", s.adam_m}, {"adam.v", s.adam_v},
                           {"batches_tracked", tracked}},
                     {{"format", kFormat}, {"progress", progress.dump()}, {"options", s.options_json}});
-  commit_file(tmp, path);
+  durable_commit(tmp, path);
 }
 
 RunState load_run_state(const std::string& path) {

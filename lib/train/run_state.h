@@ -30,12 +30,9 @@ struct RunState {
   std::string options_json;              // TrainOptions::to_json() of the run
 };
 
-// Written to a temporary file beside `path`, then renamed over it: a kill at
+// Written beside `path` and committed durably (io/durable_file.h): a kill at
 // any moment leaves either the previous state or the new one, never a torn file.
 void save_run_state(const std::string& path, const RunState& s);
 RunState load_run_state(const std::string& path);  // throws mm::Error naming the file
-
-// Renames tmp over path (throws naming path); the write-then-rename every run file uses.
-void commit_file(const std::string& tmp, const std::string& path);
 
 }  // namespace mm

@@ -15,6 +15,7 @@
 #include "core/random.h"
 #include "eval/evaluation.h"
 #include "eval/report_json.h"
+#include "io/durable_file.h"
 #include "model/medmamba.h"
 #include "model/model_file.h"
 #include "ops/cross_entropy.h"
@@ -109,7 +110,7 @@ ImageCache cache_split(const char* what, const Dataset& d, const std::vector<siz
 
 void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta) {
   save_model(path + ".partial", model, meta);
-  commit_file(path + ".partial", path);
+  durable_commit(path + ".partial", path);
 }
 
 // Bigger is better for every --select metric (the loss enters negated).
@@ -241,7 +242,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     note("resuming at epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(p.batches_done) +
          ", step " + std::to_string(p.step));
   } else {
-    write_file_atomically((fs::path(o.out) / "config.json").string(),
+    durable_replace((fs::path(o.out) / "config.json").string(),
                           resolved_config_json(o, meta, d, splits, threads, steps_per_epoch, total_steps, warmup_steps));
   }
   auto save_state = [&] {
@@ -340,7 +341,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta);
     records.push_back(r);
     write_metrics_file(metrics_path, records);
-    write_file_atomically((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
+    durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
     ++p.epoch;
     p.batches_done = 0;
     p.loss_sum = 0;

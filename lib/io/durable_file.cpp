@@ -1,0 +1,83 @@
+#include "io/durable_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace mm {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::string& path) {
+  throw Error(path + ": " + what + " failed: " + std::strerror(errno));
+}
+
+// Closes fd; a failed `rc` from the call before it is then reported with its own errno.
+void close_then_check(int fd, int rc, const std::string& what, const std::string& path) {
+  const int saved = errno;
+  ::close(fd);
+  errno = saved;
+  if (rc != 0) fail(what, path);
+}
+
+std::string folder_of(const std::string& path) {
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+}  // namespace
+
+void make_folder(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  MM_CHECK(!ec && std::filesystem::is_directory(path), path + ": cannot create the folder: " + ec.message());
+}
+
+void sync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("open", path);
+  close_then_check(fd, ::fsync(fd), "fsync", path);
+}
+
+void durable_rename(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) fail("rename to " + to, from);
+  sync_path(folder_of(to));
+  if (folder_of(from) != folder_of(to)) sync_path(folder_of(from));
+}
+
+void durable_commit(const std::string& tmp, const std::string& path) {
+  sync_path(tmp);
+  durable_rename(tmp, path);
+}
+
+void durable_append(const std::string& path, const std::string& bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) fail("open", path);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) close_then_check(fd, -1, "write", path);
+    done += size_t(n);
+  }
+  close_then_check(fd, ::fsync(fd), "fsync", path);
+}
+
+void durable_replace(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    MM_CHECK(out.good(), tmp + ": cannot write");
+  }
+  durable_commit(tmp, path);
+}
+
+}  // namespace mm
