@@ -58,9 +58,8 @@ struct ServeFixture {
   std::string data, model, out, log;
   ServeFixture() {
     data = mm::test::shared_data_dir();
-    mm::LoadedModel tiny = mm::test::tiny_model({"normal", "benign", "malignant"}, 17);
     model = dir.path() + "/tiny.safetensors";
-    mm::save_model(model, tiny.model, tiny.meta);
+    mm::test::save_tiny_model(model, {"normal", "benign", "malignant"}, 17);
     out = dir.path() + "/out";
     log = dir.path() + "/serve.log";
   }

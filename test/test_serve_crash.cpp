@@ -51,8 +51,7 @@ TEST_CASE("mm-serve: SIGKILL during a 200-instance transfer, restart, resend: ea
   REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package (storescu): see setup.sh");
   mm::test::ScratchDir dir;
   const std::string model = dir.path() + "/tiny.safetensors";
-  mm::LoadedModel tiny = mm::test::tiny_model({"a", "b"}, 5);
-  mm::save_model(model, tiny.model, tiny.meta);
+  mm::test::save_tiny_model(model, {"a", "b"}, 5);
   const int count = 200;
   const std::string files =
       make_instances(data + "/dicom/pydicom/test_files/CT_small.dcm", dir.path() + "/instances", count);
@@ -101,8 +100,7 @@ TEST_CASE("mm-serve: SIGTERM during a transfer finishes it; concurrent associati
   REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package (storescu): see setup.sh");
   mm::test::ScratchDir dir;
   const std::string model = dir.path() + "/tiny.safetensors";
-  mm::LoadedModel tiny = mm::test::tiny_model({"a", "b"}, 5);
-  mm::save_model(model, tiny.model, tiny.meta);
+  mm::test::save_tiny_model(model, {"a", "b"}, 5);
   const std::string ct = data + "/dicom/pydicom/test_files/CT_small.dcm";
   std::vector<std::string> lists;
   for (int k = 0; k < 4; ++k) lists.push_back(make_instances(ct, dir.path() + "/s" + std::to_string(k), 30));

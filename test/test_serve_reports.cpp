@@ -57,8 +57,7 @@ TEST_CASE("mm-serve --series-timeout: one SR per series with mm-predict's series
   mm::test::ScratchDir dir;
   const std::vector<std::string> classes = {"normal", "benign", "malignant"};
   const std::string model = dir.path() + "/tiny.safetensors";
-  mm::LoadedModel tiny = mm::test::tiny_model(classes, 23);
-  mm::save_model(model, tiny.model, tiny.meta);
+  mm::test::save_tiny_model(model, classes, 23);
   std::string files;
   for (const char* f : kFiles) files += " " + data + "/dicom/pydicom/test_files/" + f;
   const std::string out = dir.path() + "/out";
@@ -122,8 +121,7 @@ TEST_CASE("mm-serve: series classified before a SIGKILL are reported after the r
   REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package: see setup.sh");
   mm::test::ScratchDir dir;
   const std::string model = dir.path() + "/tiny.safetensors";
-  mm::LoadedModel tiny = mm::test::tiny_model({"normal", "benign", "malignant"}, 23);
-  mm::save_model(model, tiny.model, tiny.meta);
+  mm::test::save_tiny_model(model, {"normal", "benign", "malignant"}, 23);
   std::string files;
   for (const char* f : kFiles) files += " " + data + "/dicom/pydicom/test_files/" + f;
   const std::vector<json> series = series_records(model, files, dir.path() + "/series.jsonl");
@@ -167,8 +165,7 @@ TEST_CASE("mm-serve --forward-to: series reports reach a C-STORE SCP, and wait i
   REQUIRE_MESSAGE(mm::test::have_storescu(), "install Debian's dcmtk package: see setup.sh");
   mm::test::ScratchDir dir;
   const std::string model = dir.path() + "/tiny.safetensors";
-  mm::LoadedModel tiny = mm::test::tiny_model({"a", "b"}, 29);
-  mm::save_model(model, tiny.model, tiny.meta);
+  mm::test::save_tiny_model(model, {"a", "b"}, 29);
   const std::string pyd = data + "/dicom/pydicom/test_files/";
   const std::string out = dir.path() + "/out", received = dir.path() + "/received", log = dir.path() + "/serve.log";
   fs::create_directories(received);

@@ -23,4 +23,10 @@ inline LoadedModel tiny_model(const std::vector<std::string>& class_names, uint6
   return m;
 }
 
+// The same written as a model file at `path`, for the tests that run the tools.
+inline void save_tiny_model(const std::string& path, const std::vector<std::string>& class_names, uint64_t seed) {
+  const LoadedModel m = tiny_model(class_names, seed);
+  save_model(path, m.model, m.meta);
+}
+
 }  // namespace mm::test
