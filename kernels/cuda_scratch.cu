@@ -1,0 +1,30 @@
+#include "cuda_scratch.h"
+
+#include "cuda_common.cuh"
+
+namespace mm::cuda {
+
+namespace {
+struct ScratchBuffer {
+  void* ptr = nullptr;
+  int64_t bytes = 0;
+  ~ScratchBuffer() {
+    if (ptr) cudaFree(ptr);  // at thread exit: nothing useful to do on failure
+  }
+};
+}  // namespace
+
+void* reduction_scratch(int64_t bytes) {
+  thread_local ScratchBuffer buf;
+  if (bytes > buf.bytes) {
+    if (buf.ptr) MM_CUDA_CHECK(cudaFree(buf.ptr));  // synchronises: pending users finish first
+    buf.ptr = nullptr;
+    buf.bytes = 0;
+    const int64_t grown = bytes + bytes / 4;  // a little headroom for the next larger shape
+    MM_CUDA_CHECK(cudaMalloc(&buf.ptr, size_t(grown)));
+    buf.bytes = grown;
+  }
+  return buf.ptr;
+}
+
+}  // namespace mm::cuda

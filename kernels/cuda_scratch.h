@@ -1,0 +1,17 @@
+#pragma once
+// Device scratch for the partial sums of deterministic reductions inside one op call
+// (LayerNorm/BatchNorm/depthwise weight gradients, batch statistics, gradient norms).
+//
+// One grow-only buffer per host thread. An op takes it, uses it for its own launches on
+// its stream, and is done with it when it returns: ops run one after another on one
+// stream, so no two ops ever hold it at once. It grows (a synchronising cudaMalloc) only
+// when a larger shape first appears, which in training is the first step.
+#include <cstdint>
+
+namespace mm::cuda {
+
+// At least `bytes` bytes of device memory, 256-byte aligned, valid until the next call
+// from the same thread.
+void* reduction_scratch(int64_t bytes);
+
+}  // namespace mm::cuda

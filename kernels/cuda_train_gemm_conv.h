@@ -1,0 +1,54 @@
+#pragma once
+// Float32 GEMM, Linear and convolutions of the CUDA training backend (CudaModel), forward
+// and backward, mirroring lib/ops/linear.h, conv2d.h and depthwise_conv.h (same shapes,
+// same argument order, PyTorch weight layouts, channels-last activations).
+//
+// Conventions as in cuda_train_ops.h: device pointers; forward overwrites; backward
+// ACCUMULATES (+=); nullptr skips a gradient; asynchronous on `s`; no floating-point
+// atomics (bit-identical results on the same GPU).
+//
+// GEMMs run through cuBLAS in true float32 (no TF32): the gradients are checked against
+// the CPU backend to 1e-4 relative. Mixed precision is a separate path.
+#include <cstdint>
+
+#include "cuda_ops.h"  // Stream
+
+namespace mm::cuda {
+
+// Row-major C (M,N) = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ.
+// A is (M,K) row-major with row stride lda (or (K,M) when trans_a); B is (K,N) with ldb
+// (or (N,K) when trans_b); C has row stride ldc. beta = 1 accumulates.
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s);
+
+// Linear, PyTorch layout: out (N,Cout) = x (N,Cin) · weightᵀ + bias; bias may be nullptr.
+void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+                    int64_t Cout, Stream s);
+// dx (N,Cin) +=, dweight (Cout,Cin) +=, dbias (Cout) +=; any may be nullptr.
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s);
+
+// Dense convolution on channels-last x (B,H,W,Cin) -> out (B,OH,OW,Cout), weight (Cout,Cin,KH,KW),
+// zero padding; MedMamba uses 4x4 stride 4 (patch embedding), 3x3 pad 1 and 1x1.
+struct ConvShape {
+  int64_t B = 1, H = 1, W = 1, Cin = 1, Cout = 1, KH = 1, KW = 1, stride = 1, pad = 0;
+  int64_t out_h() const { return (H + 2 * pad - KH) / stride + 1; }
+  int64_t out_w() const { return (W + 2 * pad - KW) / stride + 1; }
+  int64_t col_k() const { return Cin * KH * KW; }
+};
+// Floats of device workspace conv2d_forward / conv2d_backward need (the im2col matrix;
+// 0 for a 1x1 stride-1 conv, which multiplies x directly).
+int64_t conv2d_workspace_floats(const ConvShape& c);
+void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
+                    float* workspace, Stream s);
+// dx (B,H,W,Cin) +=, dweight +=, dbias (Cout) +=; any may be nullptr.
+void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                     const float* weight, const ConvShape& c, float* workspace, Stream s);
+
+// Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
+void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
+                       int64_t W, int64_t C, Stream s);
+void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+
+}  // namespace mm::cuda

@@ -1,0 +1,116 @@
+#pragma once
+// Float32 training ops of the CUDA backend (CudaModel): norms, activations, layout moves,
+// loss and optimiser. Each mirrors the CPU op of the same name in lib/ops (same argument
+// order and shapes), so the CUDA model reads like the CPU one and every op is tested
+// against its CPU twin (test/test_cuda_train_ops.cpp).
+//
+// Conventions, as on the CPU: every pointer is a device pointer; forward overwrites its
+// outputs; backward ACCUMULATES (+=) into every gradient output, and a gradient pointer
+// may be nullptr to skip it. Every launch is asynchronous on `s`.
+//
+// Determinism: no floating-point atomics. Reductions over rows (weight and bias
+// gradients, batch statistics, norms) are written as per-block partial sums over a
+// fixed partition of the rows, then summed in a fixed order, so the same inputs give
+// bit-identical results on the same GPU, whatever the timing.
+#include <cstdint>
+
+#include "cuda_ops.h"  // Stream
+
+namespace mm::cuda {
+
+// ---------------------------------------------------------------------------
+// LayerNorm over the last dimension (eps 1e-5, biased variance).
+
+// out (N,C); mean, rstd (N) saved for backward (may be nullptr).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t N, int64_t C, Stream s);
+// dx (N,C) +=, dweight (C) +=, dbias (C) +=; any may be nullptr.
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                        Stream s);
+
+// ---------------------------------------------------------------------------
+// BatchNorm2d on channels-last rows (N,C), N = B·H·W (eps 1e-5, momentum 0.1), as lib/ops/batchnorm.h.
+
+// mean, rstd (C) overwritten (saved for backward); running_mean/var (C) updated in place
+// (running_var with the unbiased variance), both nullptr to skip.
+void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
+                             const float* x, const float* weight, const float* bias, int64_t N, int64_t C,
+                             Stream s);
+void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
+void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                              const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                              Stream s);
+void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                             const float* running_mean, const float* running_var, const float* weight, int64_t N,
+                             int64_t C, Stream s);
+
+// ---------------------------------------------------------------------------
+// Activations and elementwise steps on n floats. out may alias x in forward.
+
+void relu_forward(float* out, const float* x, int64_t n, Stream s);
+void silu_forward(float* out, const float* x, int64_t n, Stream s);
+void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s);  // dx += dout·relu'(x)
+void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s);  // dx += dout·silu'(x)
+
+// SS2D gate: g (n) = yn ⊙ SiLU(z).  Backward: dyn += dg ⊙ SiLU(z); dz += dg ⊙ yn ⊙ SiLU'(z).
+void gate_forward(float* g, const float* yn, const float* z, int64_t n, Stream s);
+void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s);
+
+// out (n) += x (n)
+void add_inplace(float* out, const float* x, int64_t n, Stream s);
+
+// Drop path: x (B, per) row b scaled by scale[b] (scale: (B) device floats), in place.
+// The backward is the same call on the gradient.
+void scale_rows(float* x, const float* scale, int64_t B, int64_t per, Stream s);
+
+// ---------------------------------------------------------------------------
+// Layout moves, as lib/ops/layout.h. Backward accumulates.
+
+void split_halves_forward(float* left, float* right, const float* x, int64_t P, int64_t c, Stream s);
+void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s);
+void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s);
+void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s);
+void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+void avgpool_forward(float* out, const float* x, int64_t B, int64_t P, int64_t C, Stream s);
+void avgpool_backward(float* dx, const float* dout, int64_t B, int64_t P, int64_t C, Stream s);
+void nchw_to_nhwc(float* out, const float* x, int64_t B, int64_t C, int64_t H, int64_t W, Stream s);
+void nhwc_to_nchw(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+
+// ---------------------------------------------------------------------------
+// Softmax cross-entropy, as lib/ops/cross_entropy.h (class weights, label smoothing,
+// weighted mean). logits (B,K), labels (B) int64, class_weights (K) or nullptr.
+// probs (B,K) overwritten; loss: one device float, overwritten.
+void cross_entropy_forward(float* loss, float* probs, const float* logits, const int64_t* labels,
+                           const float* class_weights, float label_smoothing, int64_t B, int64_t K, Stream s);
+// dlogits (B,K) += dloss · dloss/dlogits.
+void cross_entropy_backward(float* dlogits, const float* probs, const int64_t* labels, const float* class_weights,
+                            float label_smoothing, float dloss, int64_t B, int64_t K, Stream s);
+
+// ---------------------------------------------------------------------------
+// Optimiser over the flat buffers (n floats). `role` (n bytes) says per float:
+// 0 = trained with weight decay, 1 = trained without, 2 = buffer (never touched, not in norms).
+
+// Global L2 norm over the trained floats of g, into *norm (one device float), in float64
+// partials summed in a fixed order. Returns nothing: read *norm after a sync.
+void grad_norm(float* norm, const float* g, const uint8_t* role, int64_t n, Stream s);
+// g *= factor for trained floats, where factor = max_norm / (*norm + 1e-6) when *norm > max_norm,
+// else 1 (read on the device: no host round trip). max_norm <= 0: nothing.
+void clip_grads(float* g, const uint8_t* role, int64_t n, const float* norm, float max_norm, Stream s);
+// torch.optim.AdamW, the float operations of lib/train/optimizer.cpp in the same order:
+//   p *= 1 - lr*wd (role 0 only);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
+//   p -= lr/(1-b1^t) · m / (sqrt(v)/sqrt(1-b2^t) + eps)
+// t is the 1-based step count.
+struct AdamWStep {
+  float lr = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.05f;
+  int64_t t = 1;
+};
+void adamw_step(float* p, float* m, float* v, const float* g, const uint8_t* role, int64_t n, const AdamWStep& a,
+                Stream s);
+
+// *flag (one device int) = 1 if any of the n floats is NaN or Inf, else left as is.
+void flag_nonfinite(int* flag, const float* x, int64_t n, Stream s);
+
+}  // namespace mm::cuda

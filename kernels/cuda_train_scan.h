@@ -1,0 +1,48 @@
+#pragma once
+// The SS2D selective scan of the CUDA training backend, forward and backward, float32.
+// The same function as lib/ops/selective_scan.h (read its header for the recurrence, the
+// four directions and the shapes), with the same weight layouts:
+//   x_proj_weight (4, R+2N, D), dt_projs_weight (4, D, R), dt_projs_bias (4, D),
+//   A_logs (4·D, N), Ds (4·D);  u, out, dout, du: (B,H,W,D) channels-last.
+//
+// Forward saves the scan state every kScanChunk steps of every direction (`states`), and
+// backward runs the recurrence in reverse chunk by chunk from those checkpoints, so it
+// recomputes one chunk forward at a time instead of storing every step.
+//
+// Determinism: no floating-point atomics. Gradients summed over positions, batch and
+// channels (A_logs, Ds, dt_projs, x_proj, and dB/dC over channels) are written as partials
+// over a fixed partition and reduced in a fixed order.
+#include <cstdint>
+
+#include "cuda_ops.h"  // Stream
+
+namespace mm::cuda {
+
+constexpr int64_t kScanChunk = 32;
+
+struct ScanTrainShape {
+  int64_t B, H, W, D, N, R;  // N = 16 (d_state) is the only state size supported
+};
+struct ScanTrainWeights {
+  const float *x_proj_weight, *dt_projs_weight, *dt_projs_bias, *A_logs, *Ds;
+};
+struct ScanTrainGrads {  // each ACCUMULATED (+=); nullptr skips
+  float *x_proj_weight = nullptr, *dt_projs_weight = nullptr, *dt_projs_bias = nullptr, *A_logs = nullptr,
+        *Ds = nullptr;
+};
+
+// Floats of `states`: B·4·ceil(L/kScanChunk)·N·D.
+int64_t scan_train_states_floats(const ScanTrainShape& s);
+// Floats of device workspace forward and backward need (one buffer serves both; contents
+// need not persist between calls, but backward reads nothing from it that forward left).
+int64_t scan_train_workspace_floats(const ScanTrainShape& s);
+
+// out (B,H,W,D) overwritten; states overwritten when not nullptr.
+void scan_train_forward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, float* out,
+                        float* states, float* workspace, Stream st);
+// Gradients of sum(out·dout): du (may be nullptr) and g accumulate. states: what forward
+// wrote for the same u and weights.
+void scan_train_backward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, const float* dout,
+                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st);
+
+}  // namespace mm::cuda
