@@ -1,0 +1,349 @@
+// LayerNorm and BatchNorm training kernels (float32), mirroring lib/ops/layernorm.cpp and
+// lib/ops/batchnorm.cpp. Per-row work (LayerNorm statistics and dx) takes one warp per row.
+// Per-channel sums over the rows (LayerNorm dweight/dbias, BatchNorm statistics and
+// gradients) are deterministic: stage one gives each thread one channel of one fixed chunk of
+// kChunkRows rows and writes a double partial to the reduction scratch; stage two sums a
+// channel's partials in chunk order. As on the CPU, runs of kRowBlock rows are summed in
+// float before they are added into double, so accuracy does not degrade with N.
+#include "cuda_common.cuh"
+#include "cuda_scratch.h"
+#include "cuda_train_ops.h"
+
+namespace mm::cuda {
+
+namespace {
+
+constexpr float kEps = 1e-5f;
+constexpr float kMomentum = 0.1f;
+constexpr int kThreads = 256;
+constexpr int kWarpsPerBlock = kThreads / 32;
+constexpr int64_t kRowBlock = 64;     // rows summed in float (as lib/ops/batchnorm.cpp)
+constexpr int64_t kChunkRows = 1024;  // rows per stage-one partial
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float gamma_of(const float* weight, int64_t c) { return weight ? weight[c] : 1.f; }
+
+// ---------------------------------------------------------------------------
+// Per-channel sums s1[c] = sum_r term1(r,c), s2[c] = sum_r term2(r,c) in two stages.
+
+int64_t chunks_for(int64_t N) { return (N + kChunkRows - 1) / kChunkRows; }
+
+// Stage one: thread (chunk, c) writes part[chunk*C + c] and part[chunks*C + chunk*C + c].
+template <class Term>
+__global__ void channel_partials_kernel(double* part, int64_t N, int64_t C, int64_t chunks, Term term) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= chunks * C) return;
+  const int64_t chunk = idx / C, c = idx - chunk * C;
+  const int64_t r_end = min(N, (chunk + 1) * kChunkRows);
+  double p1 = 0.0, p2 = 0.0;
+  for (int64_t r0 = chunk * kChunkRows; r0 < r_end; r0 += kRowBlock) {
+    float a1 = 0.f, a2 = 0.f;
+    const int64_t r1 = min(r_end, r0 + kRowBlock);
+    for (int64_t r = r0; r < r1; ++r) term(r, c, a1, a2);
+    p1 += a1;
+    p2 += a2;
+  }
+  part[chunk * C + c] = p1;
+  part[chunks * C + chunk * C + c] = p2;
+}
+
+// Stage two: thread c sums its chunks in order and hands (c, s1, s2) to finish.
+template <class Finish>
+__global__ void channel_finish_kernel(const double* part, int64_t C, int64_t chunks, Finish finish) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double s1 = 0.0, s2 = 0.0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    s1 += part[k * C + c];
+    s2 += part[chunks * C + k * C + c];
+  }
+  finish(c, s1, s2);
+}
+
+// Scratch layout of one op: the partials, then `per_channel` float rows of C.
+struct ChannelScratch {
+  double* part;
+  float* rows;
+  int64_t chunks;
+};
+
+ChannelScratch take_scratch(int64_t N, int64_t C, int per_channel) {
+  const int64_t chunks = chunks_for(N);
+  const int64_t part_bytes = 2 * chunks * C * int64_t(sizeof(double));
+  char* base = static_cast<char*>(reduction_scratch(part_bytes + per_channel * C * int64_t(sizeof(float))));
+  return {reinterpret_cast<double*>(base), reinterpret_cast<float*>(base + part_bytes), chunks};
+}
+
+template <class Term, class Finish>
+void channel_sums(const ChannelScratch& sc, int64_t N, int64_t C, Term term, Finish finish, Stream s) {
+  channel_partials_kernel<<<grid_for(sc.chunks * C, kThreads), kThreads, 0, s>>>(sc.part, N, C, sc.chunks, term);
+  MM_CUDA_CHECK_LAUNCH("channel_partials_kernel");
+  channel_finish_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.part, C, sc.chunks, finish);
+  MM_CUDA_CHECK_LAUNCH("channel_finish_kernel");
+}
+
+// ---------------------------------------------------------------------------
+// LayerNorm
+
+__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                                         const float* bias, int64_t N, int64_t C) {
+  const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (n >= N) return;
+  const float* xr = x + n * C;
+  float m = 0.f;
+  for (int64_t c = lane; c < C; c += 32) m += xr[c];
+  m = warp_sum(m) / float(C);
+  float v = 0.f;
+  for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
+  v = warp_sum(v);
+  const float r = 1.f / sqrtf(v / float(C) + kEps);
+  float* o = out + n * C;
+  for (int64_t c = lane; c < C; c += 32) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+  if (lane == 0) {
+    if (mean) mean[n] = m;
+    if (rstd) rstd[n] = r;
+  }
+}
+
+__global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x, const float* weight,
+                                    const float* mean, const float* rstd, int64_t N, int64_t C) {
+  const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (n >= N) return;
+  const float* xr = x + n * C;
+  const float* g = dout + n * C;
+  const float m = mean[n], r = rstd[n];
+  float sum_g = 0.f, sum_gx = 0.f;  // sums of dxhat and dxhat*xhat
+  for (int64_t c = lane; c < C; c += 32) {
+    const float dxhat = g[c] * weight[c];
+    sum_g += dxhat;
+    sum_gx += dxhat * ((xr[c] - m) * r);
+  }
+  sum_g = warp_sum(sum_g);
+  sum_gx = warp_sum(sum_gx);
+  const float inv_c = 1.f / float(C);
+  for (int64_t c = lane; c < C; c += 32) {
+    const float xhat = (xr[c] - m) * r;
+    dx[n * C + c] += r * (g[c] * weight[c] - inv_c * (sum_g + xhat * sum_gx));
+  }
+}
+
+struct LayerNormParamTerm {  // a1 += dout*xhat, a2 += dout
+  const float *dout, *x, *mean, *rstd;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
+    const float g = dout[r * C + c];
+    a1 += g * ((x[r * C + c] - mean[r]) * rstd[r]);
+    a2 += g;
+  }
+};
+
+// Adds the sums into dweight / dbias (either may be nullptr). scale: (C) or nullptr (1).
+struct AddParamGrads {
+  float *dweight, *dbias;
+  const float* scale;
+  __device__ void operator()(int64_t c, double s1, double s2) const {
+    if (dweight) dweight[c] += float(scale ? s1 * double(scale[c]) : s1);
+    if (dbias) dbias[c] += float(s2);
+  }
+};
+
+// ---------------------------------------------------------------------------
+// BatchNorm
+
+struct SumTerm {  // a1 += x
+  const float* x;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float& a1, float&) const { a1 += x[r * C + c]; }
+};
+
+struct CentredSquareTerm {  // a1 += (x - mean)^2
+  const float *x, *mean;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float& a1, float&) const {
+    const float d = x[r * C + c] - mean[c];
+    a1 += d * d;
+  }
+};
+
+struct GradTerm {  // a1 += dout, a2 += dout*(x - centre)
+  const float *dout, *x, *centre;
+  int64_t C;
+  __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
+    const float g = dout[r * C + c];
+    a1 += g;
+    a2 += g * (x[r * C + c] - centre[c]);
+  }
+};
+
+struct StoreMean {
+  float* mean;
+  int64_t N;
+  __device__ void operator()(int64_t c, double s1, double) const { mean[c] = float(s1 / double(N)); }
+};
+
+// From the centred squares: rstd, the affine scale/shift of the output, the running statistics.
+struct FinishTrainStats {
+  float *rstd, *scale, *shift, *running_mean, *running_var;
+  const float *mean, *weight, *bias;
+  int64_t N;
+  __device__ void operator()(int64_t c, double sq, double) const {
+    const double var = sq / double(N);  // biased: used to normalise
+    rstd[c] = float(1.0 / sqrt(var + double(kEps)));
+    scale[c] = gamma_of(weight, c) * rstd[c];
+    shift[c] = (bias ? bias[c] : 0.f) - mean[c] * scale[c];
+    if (running_mean && running_var) {
+      const double unbiased = sq / double(N - 1);
+      running_mean[c] = float((1.0 - kMomentum) * running_mean[c] + kMomentum * double(mean[c]));
+      running_var[c] = float((1.0 - kMomentum) * running_var[c] + kMomentum * unbiased);
+    }
+  }
+};
+
+__device__ __forceinline__ float eval_rstd(const float* running_var, int64_t c) {
+  return float(1.0 / sqrt(double(running_var[c]) + double(kEps)));
+}
+
+__global__ void eval_scale_shift_kernel(float* scale, float* shift, const float* running_mean,
+                                        const float* running_var, const float* weight, const float* bias,
+                                        int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  scale[c] = gamma_of(weight, c) * eval_rstd(running_var, c);
+  shift[c] = (bias ? bias[c] : 0.f) - running_mean[c] * scale[c];
+}
+
+// out (N,C) = x * scale[c] + shift[c]
+__global__ void scale_shift_kernel(float* out, const float* x, const float* scale, const float* shift, int64_t N,
+                                   int64_t C) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= N * C) return;
+  const int64_t c = i % C;
+  out[i] = x[i] * scale[c] + shift[c];
+}
+
+// dx (N,C) += dout * a[c] + x * b[c] + d[c]; b, d nullptr for zero.
+__global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, const float* a, const float* b,
+                                   const float* d, int64_t N, int64_t C) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= N * C) return;
+  const int64_t c = i % C;
+  dx[i] += b ? dout[i] * a[c] + x[i] * b[c] + d[c] : dout[i] * a[c];
+}
+
+// With xhat = (x-mean)*rstd: dx = a*dout + b*x + d, a = gamma*rstd, b = -gamma*rstd^3*sum_gx/N,
+// d = -a*sum_g/N - b*mean; also the parameter gradients.
+struct FinishTrainBackward {
+  float *dweight, *dbias, *a, *b, *d;  // a, b, d nullptr when dx is not wanted
+  const float *weight, *mean, *rstd;
+  int64_t N;
+  __device__ void operator()(int64_t c, double sum_g, double sum_gx) const {
+    if (dbias) dbias[c] += float(sum_g);
+    if (dweight) dweight[c] += float(sum_gx * rstd[c]);
+    if (!a) return;
+    const double rs = rstd[c], ga = double(gamma_of(weight, c)) * rs;
+    const double gb = -double(gamma_of(weight, c)) * rs * rs * rs * sum_gx / double(N);
+    a[c] = float(ga);
+    b[c] = float(gb);
+    d[c] = float(-ga * sum_g / double(N) - gb * double(mean[c]));
+  }
+};
+
+__global__ void eval_dx_scale_kernel(float* a, const float* running_var, const float* weight, int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < C) a[c] = gamma_of(weight, c) * eval_rstd(running_var, c);
+}
+
+struct FinishEvalParamGrads {
+  float *dweight, *dbias;
+  const float* running_var;
+  __device__ void operator()(int64_t c, double sum_g, double sum_gx) const {
+    if (dbias) dbias[c] += float(sum_g);
+    if (dweight) dweight[c] += float(sum_gx * double(eval_rstd(running_var, c)));
+  }
+};
+
+void launch_add_affine2(float* dx, const float* dout, const float* x, const float* a, const float* b, const float* d,
+                        int64_t N, int64_t C, Stream s) {
+  add_affine2_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(dx, dout, x, a, b, d, N, C);
+  MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
+}
+
+}  // namespace
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
+                       int64_t N, int64_t C, Stream s) {
+  if (N <= 0) return;
+  layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C);
+  MM_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
+}
+
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s) {
+  if (N <= 0) return;
+  if (dx) {
+    layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C);
+    MM_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
+  }
+  if (dweight || dbias)
+    channel_sums(take_scratch(N, C, 0), N, C, LayerNormParamTerm{dout, x, mean, rstd, C},
+                 AddParamGrads{dweight, dbias, nullptr}, s);
+}
+
+void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
+                             const float* x, const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+  MM_CHECK(N > 1, "cuda batchnorm_forward_train: need more than one value per channel");
+  // Two passes (mean, then centred squares) for a variance free of cancellation.
+  const ChannelScratch sc = take_scratch(N, C, 2);
+  float *scale = sc.rows, *shift = sc.rows + C;
+  channel_sums(sc, N, C, SumTerm{x, C}, StoreMean{mean, N}, s);
+  channel_sums(sc, N, C, CentredSquareTerm{x, mean, C},
+               FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
+  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
+  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+}
+
+void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+  if (N <= 0) return;
+  const ChannelScratch sc = take_scratch(0, C, 2);
+  float *scale = sc.rows, *shift = sc.rows + C;
+  eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
+                                                                      weight, bias, C);
+  MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
+  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
+  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+}
+
+void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                              const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
+                              Stream s) {
+  if (N <= 0 || (!dx && !dweight && !dbias)) return;
+  const ChannelScratch sc = take_scratch(N, C, 3);
+  float *a = dx ? sc.rows : nullptr, *b = sc.rows + C, *d = sc.rows + 2 * C;
+  channel_sums(sc, N, C, GradTerm{dout, x, mean, C},
+               FinishTrainBackward{dweight, dbias, a, b, d, weight, mean, rstd, N}, s);
+  if (dx) launch_add_affine2(dx, dout, x, a, b, d, N, C, s);
+}
+
+void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                             const float* running_mean, const float* running_var, const float* weight, int64_t N,
+                             int64_t C, Stream s) {
+  if (N <= 0) return;
+  const ChannelScratch sc = take_scratch(N, C, 1);
+  if (dweight || dbias)
+    channel_sums(sc, N, C, GradTerm{dout, x, running_mean, C}, FinishEvalParamGrads{dweight, dbias, running_var},
+                 s);
+  if (!dx) return;
+  eval_dx_scale_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.rows, running_var, weight, C);
+  MM_CUDA_CHECK_LAUNCH("eval_dx_scale_kernel");
+  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, N, C, s);
+}
+
+}  // namespace mm::cuda
