@@ -1,0 +1,291 @@
+// The CUDA training ops (kernels/cuda_train_ops.h) against the CPU ops they mirror (lib/ops;
+// the loss and optimiser ops are in test_cuda_train_loss_optim.cpp), in float32, on random inputs of odd shapes. Every gradient buffer
+// starts non-zero, so each backward check also checks that backward accumulates. The
+// reductions (LayerNorm/BatchNorm parameter gradients and statistics, the gradient norm)
+// are also run twice and compared bit for bit.
+#include <array>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "cuda_train_test_util.h"
+
+#ifdef MM_HAVE_CUDA
+
+#include "ops/activations.h"
+#include "ops/batchnorm.h"
+#include "ops/layernorm.h"
+#include "ops/layout.h"
+
+using namespace mm;
+using namespace mm::test;
+
+TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(11);
+  for (const auto& shape : {std::pair<int64_t, int64_t>{3 * 13 * 11, 96}, {2 * 7 * 7 + 3, 40}, {5, 1536}}) {
+    const int64_t N = shape.first, C = shape.second;
+    CAPTURE(N);
+    CAPTURE(C);
+    const Vec x = random_vector(size_t(N * C), rng, 2.f, 0.5f), w = random_vector(size_t(C), rng, 0.3f, 1.f),
+              b = random_vector(size_t(C), rng, 0.2f), dout = random_vector(size_t(N * C), rng);
+    Vec out(x.size()), mean(size_t(N), 0), rstd(size_t(N), 0);
+    layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
+    const Tensor dx_in = dev(x), dw = dev(w), db = dev(b), ddout = dev(dout);
+    Tensor dout_t = dev_empty(N * C), dmean = dev_empty(N), drstd = dev_empty(N);
+    cuda::layernorm_forward(dout_t.as<float>(), dmean.as<float>(), drstd.as<float>(), in(dx_in), in(dw), in(db), N, C,
+                            kStream);
+    check_nmse("out", from_gpu(dout_t), out, kElementwise);
+    check_nmse("mean", from_gpu(dmean), mean, kElementwise);
+    check_nmse("rstd", from_gpu(drstd), rstd, kElementwise);
+
+    // Backward from the CPU's saved statistics, so both sides see the same inputs.
+    const Tensor smean = dev(mean), srstd = dev(rstd);
+    Grad gx(x.size(), rng), gw(w.size(), rng), gb(b.size(), rng);
+    const Vec gw0 = gw.result(), gb0 = gb.result();
+    layernorm_backward(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+    cuda::layernorm_backward(gx.d(), gw.d(), gb.d(), in(ddout), in(dx_in), in(dw), in(smean), in(srstd), N, C,
+                             kStream);
+    gx.check("dx", kElementwise);
+    gw.check("dweight", kReduction);
+    gb.check("dbias", kReduction);
+
+    // Deterministic: the same call from the same start gives the same bits.
+    Tensor again_w = dev(gw0), again_b = dev(gb0);
+    cuda::layernorm_backward(nullptr, again_w.as<float>(), again_b.as<float>(), in(ddout), in(dx_in), in(dw),
+                             in(smean), in(srstd), N, C, kStream);
+    CHECK(same_bits(from_gpu(again_w), gw.result()));
+    CHECK(same_bits(from_gpu(again_b), gb.result()));
+  }
+}
+
+TEST_CASE("cuda train op: batchnorm train forward, running statistics and backward match the CPU op") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(12);
+  // N > 1024 spans several partial-sum chunks, the last one short; the second case has no affine.
+  for (const auto& shape : {std::tuple<int64_t, int64_t, bool>{3 * 29 * 31, 48, true}, {2 * 5 * 7, 40, false}}) {
+    const int64_t N = std::get<0>(shape), C = std::get<1>(shape);
+    const bool affine = std::get<2>(shape);
+    CAPTURE(N);
+    CAPTURE(C);
+    const Vec x = random_vector(size_t(N * C), rng, 1.5f, 0.7f), w = random_vector(size_t(C), rng, 0.3f, 1.f),
+              b = random_vector(size_t(C), rng, 0.2f), dout = random_vector(size_t(N * C), rng);
+    const Vec rm0 = random_vector(size_t(C), rng, 0.1f), rv0 = random_vector(size_t(C), rng, 0.1f, 1.f);
+    const float* hw = affine ? w.data() : nullptr;
+    const float* hb = affine ? b.data() : nullptr;
+    Vec out(x.size()), mean(size_t(C), 0), rstd(size_t(C), 0), rm = rm0, rv = rv0;
+    batchnorm_forward_train(out.data(), mean.data(), rstd.data(), rm.data(), rv.data(), x.data(), hw, hb, N, C);
+
+    const Tensor tx = dev(x), tw = dev(w), tb = dev(b), tdout = dev(dout);
+    const float* dw = affine ? in(tw) : nullptr;
+    const float* db = affine ? in(tb) : nullptr;
+    Tensor tout = dev_empty(N * C), tmean = dev_empty(C), trstd = dev_empty(C), trm = dev(rm0), trv = dev(rv0);
+    auto forward = [&] {
+      cuda::batchnorm_forward_train(tout.as<float>(), tmean.as<float>(), trstd.as<float>(), trm.as<float>(),
+                                    trv.as<float>(), in(tx), dw, db, N, C, kStream);
+    };
+    forward();
+    check_nmse("out", from_gpu(tout), out, kElementwise);
+    check_nmse("mean", from_gpu(tmean), mean, kReduction);
+    check_nmse("rstd", from_gpu(trstd), rstd, kReduction);
+    check_nmse("running_mean", from_gpu(trm), rm, kReduction);
+    check_nmse("running_var", from_gpu(trv), rv, kReduction);
+    const Vec out1 = from_gpu(tout), mean1 = from_gpu(tmean), rstd1 = from_gpu(trstd);
+    forward();
+    CHECK(same_bits(from_gpu(tout), out1));
+    CHECK(same_bits(from_gpu(tmean), mean1));
+    CHECK(same_bits(from_gpu(trstd), rstd1));
+
+    const Tensor smean = dev(mean), srstd = dev(rstd);
+    Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);
+    const Vec gx0 = gx.result(), gw0 = gw.result(), gb0 = gb.result();
+    batchnorm_backward_train(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), hw, mean.data(), rstd.data(), N, C);
+    cuda::batchnorm_backward_train(gx.d(), gw.d(), gb.d(), in(tdout), in(tx), dw, in(smean), in(srstd), N, C,
+                                   kStream);
+    gx.check("dx", kReduction);
+    gw.check("dweight", kReduction);
+    gb.check("dbias", kReduction);
+    Tensor ax = dev(gx0), aw = dev(gw0), ab = dev(gb0);
+    cuda::batchnorm_backward_train(ax.as<float>(), aw.as<float>(), ab.as<float>(), in(tdout), in(tx), dw, in(smean),
+                                   in(srstd), N, C, kStream);
+    CHECK(same_bits(from_gpu(ax), gx.result()));
+    CHECK(same_bits(from_gpu(aw), gw.result()));
+    CHECK(same_bits(from_gpu(ab), gb.result()));
+
+    // Skipped gradients: dx alone still matches.
+    Tensor only_dx = dev(gx0);
+    cuda::batchnorm_backward_train(only_dx.as<float>(), nullptr, nullptr, in(tdout), in(tx), dw, in(smean),
+                                   in(srstd), N, C, kStream);
+    CHECK(same_bits(from_gpu(only_dx), gx.result()));
+  }
+}
+
+TEST_CASE("cuda train op: batchnorm eval forward and backward match the CPU op") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(13);
+  const int64_t N = 3 * 29 * 31, C = 96;
+  const Vec x = random_vector(size_t(N * C), rng, 1.5f, 0.7f), w = random_vector(size_t(C), rng, 0.3f, 1.f),
+            b = random_vector(size_t(C), rng, 0.2f), dout = random_vector(size_t(N * C), rng),
+            rm = random_vector(size_t(C), rng, 0.3f), rv = random_vector(size_t(C), rng, 0.2f, 1.5f);
+  Vec out(x.size());
+  batchnorm_forward_eval(out.data(), x.data(), rm.data(), rv.data(), w.data(), b.data(), N, C);
+  const Tensor tx = dev(x), tw = dev(w), tb = dev(b), tdout = dev(dout), trm = dev(rm), trv = dev(rv);
+  Tensor tout = dev_empty(N * C);
+  cuda::batchnorm_forward_eval(tout.as<float>(), in(tx), in(trm), in(trv), in(tw), in(tb), N, C, kStream);
+  check_nmse("out", from_gpu(tout), out, kElementwise);
+
+  Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);
+  const Vec gw0 = gw.result();
+  batchnorm_backward_eval(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), rm.data(), rv.data(), w.data(), N, C);
+  cuda::batchnorm_backward_eval(gx.d(), gw.d(), gb.d(), in(tdout), in(tx), in(trm), in(trv), in(tw), N, C, kStream);
+  gx.check("dx", kElementwise);
+  gw.check("dweight", kReduction);
+  gb.check("dbias", kReduction);
+  Tensor aw = dev(gw0);
+  cuda::batchnorm_backward_eval(nullptr, aw.as<float>(), nullptr, in(tdout), in(tx), in(trm), in(trv), in(tw), N, C,
+                                kStream);
+  CHECK(same_bits(from_gpu(aw), gw.result()));
+}
+
+TEST_CASE("cuda train op: relu, silu and the SS2D gate, forward and backward, match the CPU") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(14);
+  const int64_t n = 3 * 10007;
+  const Vec x = random_vector(size_t(n), rng, 3.f), z = random_vector(size_t(n), rng, 3.f),
+            dout = random_vector(size_t(n), rng);
+  const Tensor tx = dev(x), tz = dev(z), tdout = dev(dout);
+
+  Vec relu(x.size()), silu_out(x.size());
+  relu_forward(relu.data(), x.data(), n);
+  silu_forward(silu_out.data(), x.data(), n);
+  Tensor trelu = dev_empty(n);
+  cuda::relu_forward(trelu.as<float>(), in(tx), n, kStream);
+  check_nmse("relu", from_gpu(trelu), relu, kElementwise);
+  Tensor in_place = dev(x);  // out may alias x
+  cuda::silu_forward(in_place.as<float>(), in_place.as<float>(), n, kStream);
+  check_nmse("silu in place", from_gpu(in_place), silu_out, kElementwise);
+
+  Grad relu_dx(x.size(), rng), silu_dx(x.size(), rng);
+  relu_backward(relu_dx.h(), dout.data(), x.data(), n);
+  silu_backward(silu_dx.h(), dout.data(), x.data(), n);
+  cuda::relu_backward(relu_dx.d(), in(tdout), in(tx), n, kStream);
+  cuda::silu_backward(silu_dx.d(), in(tdout), in(tx), n, kStream);
+  relu_dx.check("relu dx", kElementwise);
+  silu_dx.check("silu dx", kElementwise);
+
+  // The gate of lib/model/block.cpp: g = yn·SiLU(z); dyn = dg·z·σ(z), dz = dg·yn·SiLU'(z).
+  const Vec& yn = x;
+  Vec g(size_t(n), 0);
+  Grad dyn(size_t(n), rng), dz(size_t(n), rng);
+  for (int64_t i = 0; i < n; ++i) {
+    g[size_t(i)] = yn[size_t(i)] * silu(z[size_t(i)]);
+    const float sg = sigmoid(z[size_t(i)]);
+    dyn.want[size_t(i)] += dout[size_t(i)] * z[size_t(i)] * sg;
+    dz.want[size_t(i)] += dout[size_t(i)] * yn[size_t(i)] * sg * (1.f + z[size_t(i)] * (1.f - sg));
+  }
+  Tensor tg = dev_empty(n);
+  cuda::gate_forward(tg.as<float>(), in(tx), in(tz), n, kStream);
+  check_nmse("gate", from_gpu(tg), g, kElementwise);
+  cuda::gate_backward(dyn.d(), dz.d(), in(tdout), in(tx), in(tz), n, kStream);
+  dyn.check("gate dyn", kElementwise);
+  dz.check("gate dz", kElementwise);
+}
+
+TEST_CASE("cuda train op: add_inplace and scale_rows (drop path)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(15);
+  const int64_t B = 5, per = 7 * 7 * 40;
+  const Vec a = random_vector(size_t(B * per), rng), x = random_vector(size_t(B * per), rng);
+  const Vec scale = {0.f, 1.25f, 1.25f, 0.f, 1.25f};
+  Vec want = a;
+  for (int64_t i = 0; i < B * per; ++i) want[size_t(i)] = (want[size_t(i)] + x[size_t(i)]) * scale[size_t(i / per)];
+  Tensor ta = dev(a);
+  const Tensor tx = dev(x), ts = dev(scale);
+  cuda::add_inplace(ta.as<float>(), in(tx), B * per, kStream);
+  cuda::scale_rows(ta.as<float>(), in(ts), B, per, kStream);
+  check_nmse("add then scale", from_gpu(ta), want, kElementwise);
+}
+
+TEST_CASE("cuda train op: split_halves and concat_shuffle, forward and backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(16);
+  const int64_t P = 2 * 7 * 7 + 1, c = 40;
+  const Vec x = random_vector(size_t(P * 2 * c), rng), l = random_vector(size_t(P * c), rng),
+            r = random_vector(size_t(P * c), rng);
+  const Tensor tx = dev(x), tl = dev(l), tr = dev(r);
+
+  Vec left(size_t(P * c), 0), right(size_t(P * c), 0), shuffled(size_t(P * 2 * c), 0);
+  split_halves_forward(left.data(), right.data(), x.data(), P, c);
+  concat_shuffle_forward(shuffled.data(), l.data(), r.data(), P, c);
+  Tensor tleft = dev_empty(P * c), tright = dev_empty(P * c), tshuf = dev_empty(P * 2 * c);
+  cuda::split_halves_forward(tleft.as<float>(), tright.as<float>(), in(tx), P, c, kStream);
+  cuda::concat_shuffle_forward(tshuf.as<float>(), in(tl), in(tr), P, c, kStream);
+  CHECK(same_bits(from_gpu(tleft), left));
+  CHECK(same_bits(from_gpu(tright), right));
+  CHECK(same_bits(from_gpu(tshuf), shuffled));
+
+  Grad dx(x.size(), rng), dx_left_only(x.size(), rng), dl(l.size(), rng), dr(r.size(), rng);
+  split_halves_backward(dx.h(), l.data(), r.data(), P, c);
+  split_halves_backward(dx_left_only.h(), l.data(), nullptr, P, c);
+  concat_shuffle_backward(dl.h(), dr.h(), x.data(), P, c);
+  cuda::split_halves_backward(dx.d(), in(tl), in(tr), P, c, kStream);
+  cuda::split_halves_backward(dx_left_only.d(), in(tl), nullptr, P, c, kStream);
+  cuda::concat_shuffle_backward(dl.d(), dr.d(), in(tx), P, c, kStream);
+  dx.check("split dx", kElementwise);
+  dx_left_only.check("split dx (left only)", kElementwise);
+  dl.check("shuffle dl", kElementwise);
+  dr.check("shuffle ds", kElementwise);
+}
+
+TEST_CASE("cuda train op: patch_gather, avgpool and the NCHW/NHWC moves, forward and backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(17);
+  // Odd H and W: the last row and column are not gathered, and their gradient stays as it was.
+  for (const auto& shape : {std::array<int64_t, 4>{2, 6, 10, 24}, {3, 7, 5, 40}}) {
+    const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3];
+    CAPTURE(H);
+    const int64_t Po = B * (H / 2) * (W / 2);
+    const Vec x = random_vector(size_t(B * H * W * C), rng), dout = random_vector(size_t(Po * 4 * C), rng);
+    Vec out(dout.size());
+    patch_gather_forward(out.data(), x.data(), B, H, W, C);
+    const Tensor tx = dev(x), tdout = dev(dout);
+    Tensor tout = dev_empty(Po * 4 * C);
+    cuda::patch_gather_forward(tout.as<float>(), in(tx), B, H, W, C, kStream);
+    CHECK(same_bits(from_gpu(tout), out));
+    Grad dx(x.size(), rng);
+    patch_gather_backward(dx.h(), dout.data(), B, H, W, C);
+    cuda::patch_gather_backward(dx.d(), in(tdout), B, H, W, C, kStream);
+    dx.check("patch_gather dx", kElementwise);
+  }
+
+  const int64_t B = 3, P = 7 * 7, C = 96;
+  const Vec x = random_vector(size_t(B * P * C), rng), dout = random_vector(size_t(B * C), rng);
+  Vec pooled(size_t(B * C), 0);
+  avgpool_forward(pooled.data(), x.data(), B, P, C);
+  const Tensor tx = dev(x), tdout = dev(dout);
+  Tensor tpooled = dev_empty(B * C);
+  cuda::avgpool_forward(tpooled.as<float>(), in(tx), B, P, C, kStream);
+  check_nmse("avgpool", from_gpu(tpooled), pooled, kElementwise);
+  Grad dx(x.size(), rng);
+  avgpool_backward(dx.h(), dout.data(), B, P, C);
+  cuda::avgpool_backward(dx.d(), in(tdout), B, P, C, kStream);
+  dx.check("avgpool dx", kElementwise);
+
+  const int64_t H = 17, W = 13, C3 = 3;
+  const Vec img = random_vector(size_t(2 * C3 * H * W), rng);
+  Vec nhwc(img.size()), back(img.size());
+  nchw_to_nhwc(nhwc.data(), img.data(), 2, C3, H, W);
+  nhwc_to_nchw(back.data(), nhwc.data(), 2, H, W, C3);
+  const Tensor timg = dev(img);
+  Tensor tnhwc = dev_empty(int64_t(img.size())), tback = dev_empty(int64_t(img.size()));
+  cuda::nchw_to_nhwc(tnhwc.as<float>(), in(timg), 2, C3, H, W, kStream);
+  cuda::nhwc_to_nchw(tback.as<float>(), in(tnhwc), 2, H, W, C3, kStream);
+  CHECK(same_bits(from_gpu(tnhwc), nhwc));
+  CHECK(same_bits(from_gpu(tback), img));
+}
+
+#else  // built without CUDA
+
+TEST_CASE("cuda train op: norms, activations, layout skipped, built without CUDA") { MESSAGE("skipped: this build has no CUDA backend"); }
+
+#endif  // MM_HAVE_CUDA
