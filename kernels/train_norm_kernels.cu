@@ -3,7 +3,7 @@
 // Per-channel sums over the rows (LayerNorm dweight/dbias, BatchNorm statistics and
 // gradients) are deterministic: stage one gives each thread one channel of one fixed chunk of
 // kChunkRows rows and writes a double partial to the reduction scratch; stage two sums a
-// channel's partials in chunk order. As on the CPU, runs of kRowBlock rows are summed in
+// channel's partials in a fixed order (one warp per channel). As on the CPU, runs of kRowBlock rows are summed in
 // float before they are added into double, so accuracy does not degrade with N.
 #include "cuda_common.cuh"
 #include "cuda_scratch.h"
@@ -18,7 +18,7 @@ constexpr float kMomentum = 0.1f;
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 constexpr int64_t kRowBlock = 64;     // rows summed in float (as lib/ops/batchnorm.cpp)
-constexpr int64_t kChunkRows = 1024;  // rows per stage-one partial
+constexpr int64_t kChunkRows = 256;   // rows per stage-one partial
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -52,17 +52,24 @@ __global__ void channel_partials_kernel(double* part, int64_t N, int64_t C, int6
   part[chunks * C + chunk * C + c] = p2;
 }
 
-// Stage two: thread c sums its chunks in order and hands (c, s1, s2) to finish.
+// Stage two: warp c sums its channel's chunks, lane j taking chunks j, j+32, ..., then a fixed
+// shuffle tree; lane 0 hands (c, s1, s2) to finish.
 template <class Finish>
 __global__ void channel_finish_kernel(const double* part, int64_t C, int64_t chunks, Finish finish) {
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t c = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
   if (c >= C) return;
   double s1 = 0.0, s2 = 0.0;
-  for (int64_t k = 0; k < chunks; ++k) {
+  for (int64_t k = lane; k < chunks; k += 32) {
     s1 += part[k * C + c];
     s2 += part[chunks * C + k * C + c];
   }
-  finish(c, s1, s2);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    s1 += __shfl_xor_sync(0xffffffffu, s1, o);
+    s2 += __shfl_xor_sync(0xffffffffu, s2, o);
+  }
+  if (lane == 0) finish(c, s1, s2);
 }
 
 // Scratch layout of one op: the partials, then `per_channel` float rows of C.
@@ -83,7 +90,7 @@ template <class Term, class Finish>
 void channel_sums(const ChannelScratch& sc, int64_t N, int64_t C, Term term, Finish finish, Stream s) {
   channel_partials_kernel<<<grid_for(sc.chunks * C, kThreads), kThreads, 0, s>>>(sc.part, N, C, sc.chunks, term);
   MM_CUDA_CHECK_LAUNCH("channel_partials_kernel");
-  channel_finish_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.part, C, sc.chunks, finish);
+  channel_finish_kernel<<<grid_for(C, kWarpsPerBlock), kThreads, 0, s>>>(sc.part, C, sc.chunks, finish);
   MM_CUDA_CHECK_LAUNCH("channel_finish_kernel");
 }
 
