@@ -27,9 +27,13 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", a.batch_size, "images per forward pass")->capture_default_str()->check(
       CLI::PositiveNumber);
   app.add_option("--threads", a.threads, "CPU threads (0: OpenMP default)")->capture_default_str();
-  app.add_option("--precision", a.precision, "CPU arithmetic: fp32 | bf16 (float32 where the CPU has no bf16)")
+  app.add_option("--device", a.device, "cpu | cuda | auto (cuda when a GPU is present)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--precision", a.precision,
+                 "fp32 | bf16 on the CPU (float32 where the CPU has no bf16); fp32 | tf32 | bf16 | fp16 on the GPU")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}));
   auto* predictions = app.add_option("--predictions", a.predictions, "mm-predict CSV/JSON/JSONL, or any CSV with "
                                                                      "a path column and one probability column per class");
   auto* labels = app.add_option("--labels", a.labels, "CSV path,label");

@@ -281,8 +281,6 @@ TEST_CASE("mm-predict --save-preprocessed, --saliency, --aggregate, --topk, --lo
   CHECK(p.failed == 3);
 }
 
-#endif  // MM_HAVE_IMAGING
-
 TEST_CASE("mm-predict says when a reader fell back (a NIfTI oriented from its qform) and classifies the file") {
   Fixture f;
   if (f.data.empty()) return;
@@ -294,3 +292,5 @@ TEST_CASE("mm-predict says when a reader fell back (a NIfTI oriented from its qf
   REQUIRE(run_command(f.predict("-q " + nifti + " -o " + f.out("q.csv") + " 2> " + f.out("q.err"))) == 0);
   CHECK(read_all(f.out("q.err")).empty());
 }
+
+#endif  // MM_HAVE_IMAGING

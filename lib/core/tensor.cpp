@@ -195,6 +195,25 @@ Tensor Tensor::clone() const {
   return out;
 }
 
+void Tensor::copy_from(const Tensor& src) {
+  MM_CHECK(src.dtype_ == dtype_ && src.numel() == numel(),
+           "copy_from: " + shape_str(src.shape_) + " " + dtype_name(src.dtype_) + " into " + shape_str(shape_) + " " +
+               dtype_name(dtype_));
+  if (!nbytes()) return;
+  if (device_ == Device::CPU && src.device_ == Device::CPU) {
+    std::memcpy(ptr_, src.ptr_, nbytes());
+    return;
+  }
+#ifdef MM_HAVE_CUDA
+  const cuda::Copy kind = src.device_ == Device::CPU ? cuda::Copy::HostToDevice
+                          : device_ == Device::CPU   ? cuda::Copy::DeviceToHost
+                                                     : cuda::Copy::DeviceToDevice;
+  cuda::copy(ptr_, src.ptr_, nbytes(), kind);
+#else
+  throw Error("this build has no CUDA backend");
+#endif
+}
+
 Tensor Tensor::reshape(Shape shape) const {
   MM_CHECK(shape_numel(shape) == numel(),
            "reshape " + shape_str(shape_) + " to " + shape_str(shape) + " changes numel");

@@ -50,6 +50,8 @@ class Tensor {
   Tensor to(DType dt) const;      // CPU only: converts between float types (and ints to float)
   Tensor to(Device dev) const;    // copies between host and CUDA memory
   Tensor clone() const;
+  // Copies src's bytes in, across devices; src must have this tensor's dtype and numel.
+  void copy_from(const Tensor& src);
   Tensor reshape(Shape shape) const;  // same storage, same numel
   void zero_();
 

@@ -16,6 +16,7 @@
 #include "eval/report_console.h"
 #include "eval/report_html.h"
 #include "eval/report_json.h"
+#include "model/medmamba_cuda.h"
 #include "model/model_file.h"
 
 namespace mm {
@@ -58,12 +59,22 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
     ModelRunOptions run_options;
     run_options.batch_size = a.batch_size;
     if (!a.quiet && isatty(STDERR_FILENO)) run_options.progress = show_progress;
+    const Device device = resolve_device(a.device);
+    std::unique_ptr<Model> model = std::make_unique<MedMamba>(std::move(lm.model));
     std::unique_ptr<Classifier> classifier;
-    if (a.precision != "fp32") {
-      classifier = make_classifier(lm.model, ClassifierOptions{DeviceChoice::Cpu, a.precision});
+    if (device == Device::CUDA) {
+      MedMambaCudaOptions gpu;
+      gpu.fast_eval = a.precision != "fp32";
+      if (gpu.fast_eval) gpu.fast = cuda_inference_options(a.precision);
+      model = model_on_device(std::move(model), device, gpu);
+      if (!a.quiet)
+        std::fprintf(stderr, "mm-eval: cuda (%s, %s)\n", static_cast<MedMambaCuda&>(*model).device_name().c_str(),
+                     a.precision.c_str());
+    } else if (a.precision != "fp32") {
+      classifier = make_classifier(static_cast<MedMamba&>(*model), ClassifierOptions{DeviceChoice::Cpu, a.precision});
       run_options.logits = [&](const Tensor& batch) { return classifier->logits(batch); };
     }
-    scores = run_model_on_dataset(lm.model, lm.meta, dataset, read_sample_file, run_options);
+    scores = run_model_on_dataset(*model, lm.meta, dataset, read_sample_file, run_options);
     for (size_t i = 0; i < dataset.samples.size(); ++i) {
       ids.push_back(dataset.samples[i].id);
       dataset_index.push_back(i);

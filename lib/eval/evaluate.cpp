@@ -51,7 +51,7 @@ void softmax_into(const float* logits, int64_t k, double* probabilities) {
   for (int64_t c = 0; c < k; ++c) probabilities[c] /= sum;
 }
 
-ScoredSamples run_model_on_dataset(MedMamba& model, const ModelMeta& meta, const Dataset& d,
+ScoredSamples run_model_on_dataset(Model& model, const ModelMeta& meta, const Dataset& d,
                                    const ImageFileReader& read_file, const ModelRunOptions& options) {
   MM_CHECK(options.batch_size >= 1, "batch size must be at least 1");
   const std::vector<int64_t> model_class = model_class_of_dataset_class(d, meta);

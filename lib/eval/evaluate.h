@@ -27,7 +27,7 @@ std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& m
 
 struct ModelRunOptions {
   int64_t batch_size = 16;
-  // Logits of a batch; empty: model.forward in eval mode (float32 on the CPU).
+  // Logits of a batch; empty: model.forward in eval mode, on the model's backend.
   std::function<Tensor(const Tensor&)> logits;
   // Called after each batch with (samples done, total).
   std::function<void(int64_t, int64_t)> progress;
@@ -35,7 +35,7 @@ struct ModelRunOptions {
 
 // Softmax probabilities for every sample of d, in dataset order; labels mapped
 // to the model's classes. An unreadable image is an error naming the file.
-ScoredSamples run_model_on_dataset(MedMamba& model, const ModelMeta& meta, const Dataset& d,
+ScoredSamples run_model_on_dataset(Model& model, const ModelMeta& meta, const Dataset& d,
                                    const ImageFileReader& read_file, const ModelRunOptions& options = {});
 
 // Softmax of one row of logits, in double.

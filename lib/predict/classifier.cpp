@@ -51,7 +51,10 @@ class CudaClassifier : public Classifier {
   std::string precision_;
 };
 
-CudaModelOptions cuda_options(const std::string& precision) {
+
+}  // namespace
+
+CudaModelOptions cuda_inference_options(const std::string& precision) {
   CudaModelOptions o;
   if (precision == "tf32") {
     o.precision = Precision::F32;
@@ -62,8 +65,6 @@ CudaModelOptions cuda_options(const std::string& precision) {
   }
   return o;
 }
-
-}  // namespace
 
 DeviceChoice device_choice_from_name(const std::string& name) {
   if (name == "cpu") return DeviceChoice::Cpu;
@@ -81,7 +82,7 @@ std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOpt
     return std::make_unique<CpuClassifier>(model);
   }
   MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");
-  return std::make_unique<CudaClassifier>(model, cuda_options(options.precision), options.precision);
+  return std::make_unique<CudaClassifier>(model, cuda_inference_options(options.precision), options.precision);
 }
 
 }  // namespace mm

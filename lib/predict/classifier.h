@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "model/cuda_model.h"
 #include "model/medmamba.h"
 
 namespace mm {
@@ -21,6 +22,9 @@ struct ClassifierOptions {
   // build has no oneDNN or the CPU neither AVX512_BF16 nor AMX).
   std::string precision = "fp32";
 };
+
+// The CudaMedMamba options for a GPU precision name: fp32 (no TF32), tf32, bf16 or fp16.
+CudaModelOptions cuda_inference_options(const std::string& precision);
 
 class Classifier {
  public:

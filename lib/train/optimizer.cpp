@@ -4,21 +4,36 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "train/optimizer_cuda.h"
 
 namespace mm {
 
-AdamW::AdamW(const ParamTable& table, const AdamWOptions& options)
+Tensor param_roles(const ParamTable& table) {
+  Tensor roles = Tensor::empty({table.total_floats()}, DType::U8);
+  std::fill(roles.as<uint8_t>(), roles.as<uint8_t>() + roles.numel(), uint8_t(2));
+  for (const ParamEntry& e : table.entries()) {
+    const uint8_t r = e.kind == ParamKind::Weight ? 0 : e.kind == ParamKind::NoDecay ? 1 : 2;
+    std::fill(roles.as<uint8_t>() + e.offset, roles.as<uint8_t>() + e.offset + e.numel(), r);
+  }
+  return roles;
+}
+
+AdamW::AdamW(const ParamTable& table, const AdamWOptions& options, Device device)
     : table_(table), options_(options) {
-  m_ = Tensor::zeros({table.total_floats()});
-  v_ = Tensor::zeros({table.total_floats()});
+  m_ = Tensor::zeros({table.total_floats()}, DType::F32, device);
+  v_ = Tensor::zeros({table.total_floats()}, DType::F32, device);
 }
 
 void AdamW::step(Tensor& params, const Tensor& grads, float lr) {
-  MM_CHECK(params.device() == Device::CPU && grads.device() == Device::CPU,
-           "AdamW: the CPU optimiser got device tensors");
+  MM_CHECK(params.device() == m_.device() && grads.device() == m_.device(),
+           "AdamW: the parameters, gradients and moments are on different devices");
   MM_CHECK(params.numel() == table_.total_floats() && grads.numel() == table_.total_floats(),
            "AdamW: buffers do not match the parameter table");
   ++steps_;
+  if (m_.device() == Device::CUDA) {
+    adamw_step_cuda(params, grads, m_, v_, device_roles(table_), lr, options_, steps_);
+    return;
+  }
   const float b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps;
   // torch computes the bias corrections in double (Python floats) and passes them as scalars.
   const double bc1 = 1.0 - std::pow(double(b1), double(steps_));
@@ -46,6 +61,7 @@ void AdamW::step(Tensor& params, const Tensor& grads, float lr) {
 }
 
 double clip_grad_norm(Tensor& grads, const ParamTable& table, double max_norm) {
+  if (grads.device() == Device::CUDA) return clip_grad_norm_cuda(grads, device_roles(table), max_norm);
   float* G = grads.f32();
   double sum_sq = 0.0;
   for (const ParamEntry& e : table.entries()) {

@@ -21,9 +21,11 @@ struct AdamWOptions {
 //   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 class AdamW {
  public:
-  AdamW(const ParamTable& table, const AdamWOptions& options);
+  // The moments live on `device`, beside the parameters they update.
+  AdamW(const ParamTable& table, const AdamWOptions& options, Device device = Device::CPU);
 
-  // params, grads: (table.total_floats()) float32 CPU.
+  // params, grads: (table.total_floats()) float32 on the optimiser's device. On CUDA one
+  // fused kernel (kernels/cuda_train_ops.h) does the same float operations.
   void step(Tensor& params, const Tensor& grads, float lr);
 
   int64_t steps() const { return steps_; }
@@ -39,9 +41,14 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
+// One byte per float of the flat buffers: 0 trained with weight decay, 1 trained without,
+// 2 not trained (BatchNorm running statistics and the alignment gaps between tensors).
+Tensor param_roles(const ParamTable& table);
+
 // torch.nn.utils.clip_grad_norm_: the L2 norm over every trained gradient; when
 // above max_norm, all of them are scaled by max_norm / (norm + 1e-6).
-// Returns the norm before clipping. max_norm <= 0 only measures.
+// Returns the norm before clipping. max_norm <= 0 only measures. grads may be on the CPU
+// or a CUDA device; the CUDA sum is in float64 partials in a fixed order (deterministic).
 double clip_grad_norm(Tensor& grads, const ParamTable& table, double max_norm);
 
 // Linear warm-up from base_lr/warmup_steps to base_lr over warmup_steps, then

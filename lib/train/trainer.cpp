@@ -17,6 +17,7 @@
 #include "eval/report_json.h"
 #include "io/durable_file.h"
 #include "model/medmamba.h"
+#include "model/medmamba_cuda.h"
 #include "model/model_file.h"
 #include "ops/cross_entropy.h"
 #include "train/batch_loader.h"
@@ -161,10 +162,14 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   } catch (const Error& e) {
     throw TrainRefused(e.what());
   }
-  if (o.device == "cuda")
-    throw TrainRefused("--device cuda: training runs on the CPU backend for now (GPU training is the next step); "
-                       "use --device cpu or auto");
-  MM_CHECK(o.precision == "fp32", "--precision " + o.precision + ": the CPU trainer computes in fp32");
+  Device device = Device::CPU;
+  try {
+    device = resolve_device(o.device);
+  } catch (const Error& e) {
+    throw TrainRefused(e.what());
+  }
+  if (o.precision != "fp32")
+    throw TrainRefused("--precision " + o.precision + ": training computes in fp32 on the CPU and the GPU");
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const int threads = resolve_thread_count(o.threads);
 
@@ -184,8 +189,11 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
        (d.excluded ? "; " + std::to_string(d.excluded) + " excluded" : ""));
 
   LoadedModel lm = initial_model(o, d, ev);
-  Model& model = lm.model;
   const ModelMeta& meta = lm.meta;
+  const std::unique_ptr<Model> model_owner =
+      model_on_device(std::make_unique<MedMamba>(std::move(lm.model)), device);
+  Model& model = *model_owner;
+  if (device == Device::CUDA) note("device: " + static_cast<MedMambaCuda&>(model).device_name());
   const int64_t K = meta.config.num_classes;
   note("model: " + meta.config.to_json() + ", " + std::to_string(model.table().trainable_count()) +
        " parameters");
@@ -223,16 +231,16 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   const int64_t warmup_steps = std::min(total_steps, int64_t(std::llround(o.warmup_epochs * double(steps_per_epoch))));
   AdamWOptions adam;
   adam.weight_decay = float(o.weight_decay);
-  AdamW opt(model.table(), adam);
+  AdamW opt(model.table(), adam, model.device());
 
   RunProgress p;
   std::vector<EpochRecord> records;
   const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
   if (resumed) {
     MM_CHECK(resumed->params.numel() == model.params().numel(), state_path + ": parameters do not fit the model");
-    std::memcpy(model.params().data(), resumed->params.data(), model.params().nbytes());
-    std::memcpy(opt.first_moment().data(), resumed->adam_m.data(), opt.first_moment().nbytes());
-    std::memcpy(opt.second_moment().data(), resumed->adam_v.data(), opt.second_moment().nbytes());
+    model.params().copy_from(resumed->params);
+    opt.first_moment().copy_from(resumed->adam_m);
+    opt.second_moment().copy_from(resumed->adam_v);
     model.batches_tracked() = resumed->batches_tracked;
     model.params_changed();
     p = resumed->progress;
@@ -248,9 +256,9 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   auto save_state = [&] {
     RunState s;
     s.progress = p;
-    s.params = model.params();
-    s.adam_m = opt.first_moment();
-    s.adam_v = opt.second_moment();
+    s.params = model.params().to(Device::CPU);
+    s.adam_m = opt.first_moment().to(Device::CPU);
+    s.adam_v = opt.second_moment().to(Device::CPU);
     s.batches_tracked = model.batches_tracked();
     s.options_json = o.to_json();
     save_run_state(state_path, s);
@@ -354,9 +362,11 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
 
   if (p.epoch == o.epochs && !splits.test.empty()) {
     LoadedModel best = load_model((fs::path(o.out) / "best.safetensors").string());
+    const std::unique_ptr<Model> best_model =
+        model_on_device(std::make_unique<MedMamba>(std::move(best.model)), device);
     const ImageCache test_cache = cache_split("test", d, splits.test, meta, read_file, threads, ev);
     if (test_cache.rows() > 0) {
-      CacheScores t = score_cache(best.model, test_cache, meta.preprocess, o.batch_size, threads);
+      CacheScores t = score_cache(*best_model, test_cache, meta.preprocess, o.batch_size, threads);
       std::vector<std::string> ids;
       for (const CachedImage& c : test_cache.images) ids.push_back(d.samples[c.sample].id);
       Evaluation e = evaluate(std::move(t.scores), std::move(ids), meta.class_names, MetricOptions{});

@@ -1,0 +1,360 @@
+// MedMambaCuda: the CUDA backend of mm::Model. The forward and backward passes follow
+// MedMamba::forward / backward (medmamba.cpp) step for step, on device buffers.
+#include "model/medmamba_cuda.h"
+
+#include "core/error.h"
+#include "model/medmamba.h"
+
+namespace mm {
+
+std::unique_ptr<Model> model_on_device(std::unique_ptr<Model> cpu, Device device, MedMambaCudaOptions opts) {
+  if (device == Device::CPU || cpu->device() == device) return cpu;
+  return MedMambaCuda::copy_of(*cpu, opts);
+}
+
+Device resolve_device(const std::string& name) {
+  if (name == "cpu") return Device::CPU;
+  if (name == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
+  MM_CHECK(name == "cuda", "unknown device '" + name + "' (expected cpu, cuda or auto)");
+  MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");
+  return Device::CUDA;
+}
+
+}  // namespace mm
+
+#ifndef MM_HAVE_CUDA
+
+namespace mm {
+struct MedMambaCuda::Impl {};
+[[noreturn]] static void no_cuda() { throw Error("MedMambaCuda: built without CUDA"); }
+MedMambaCuda::MedMambaCuda(ModelConfig, MedMambaCudaOptions) { no_cuda(); }
+std::unique_ptr<MedMambaCuda> MedMambaCuda::copy_of(const Model&, MedMambaCudaOptions) { no_cuda(); }
+MedMambaCuda::~MedMambaCuda() = default;
+const ModelConfig& MedMambaCuda::config() const { no_cuda(); }
+const ParamTable& MedMambaCuda::table() const { no_cuda(); }
+Tensor& MedMambaCuda::params() { no_cuda(); }
+Tensor& MedMambaCuda::grads() { no_cuda(); }
+std::vector<int64_t>& MedMambaCuda::batches_tracked() { no_cuda(); }
+void MedMambaCuda::params_changed() { no_cuda(); }
+void MedMambaCuda::load_state(const std::map<std::string, Tensor>&) { no_cuda(); }
+std::map<std::string, Tensor> MedMambaCuda::state() const { no_cuda(); }
+Tensor MedMambaCuda::forward(const Tensor&, bool, bool) { no_cuda(); }
+Tensor MedMambaCuda::backward(const Tensor&, bool) { no_cuda(); }
+void MedMambaCuda::zero_grad() { no_cuda(); }
+void MedMambaCuda::seed_drop_path(uint64_t) { no_cuda(); }
+std::string MedMambaCuda::device_name() const { no_cuda(); }
+}  // namespace mm
+
+#else  // MM_HAVE_CUDA
+
+#include <algorithm>
+
+#include "cuda_ops.h"
+#include "cuda_train_gemm_conv.h"
+#include "cuda_train_ops.h"
+#include "model/block_cuda.h"
+
+namespace mm {
+
+namespace c = cuda;
+
+namespace {
+
+Tensor device_floats(int64_t n) { return Tensor::empty({std::max<int64_t>(n, 1)}, DType::F32, Device::CUDA); }
+float* F(Tensor& t) { return t.as<float>(); }
+
+struct StageActsCuda {
+  std::vector<Tensor> xs;              // depth+1 (P,C): block inputs, then the stage output
+  std::vector<BlockActsCuda> blocks;   // one per block when kept; one shared otherwise
+  std::vector<Tensor> drop_scale;      // (B) per block, training only
+  Tensor gathered, merged_ln, merge_mean, merge_rstd;  // patch merging after this stage
+};
+
+struct ModelActsCuda {
+  int64_t B = -1, S = -1;
+  bool train = false, keep = false;
+  Tensor images, image_nhwc, embed, embed_mean, embed_rstd;
+  std::vector<StageActsCuda> stages;
+  Tensor pooled, logits, conv_workspace, scan_workspace;
+};
+
+c::ConvShape patch_embed_shape(const ModelConfig& cfg, int64_t B, int64_t S) {
+  c::ConvShape s;
+  s.B = B; s.H = S; s.W = S; s.Cin = cfg.in_chans; s.Cout = cfg.dims[0];
+  s.KH = s.KW = 4; s.stride = 4; s.pad = 0;
+  return s;
+}
+
+BlockDims stage_dims(const ModelConfig& cfg, int64_t i, int64_t B, int64_t S) {
+  const int64_t side = (S / 4) >> i;
+  return BlockDims{B, side, side, cfg.dims[i], cfg.d_state, cfg.dt_rank(i)};
+}
+
+std::string block_prefix(int64_t i, int64_t j) {
+  return "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
+}
+
+void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return;
+  a = ModelActsCuda{};
+  a.B = B; a.S = S; a.train = train; a.keep = keep;
+  a.images = device_floats(B * cfg.in_chans * S * S);
+  a.image_nhwc = device_floats(B * S * S * cfg.in_chans);
+  const int64_t side0 = S / 4, P0 = B * side0 * side0;
+  a.embed = device_floats(P0 * cfg.dims[0]);
+  a.embed_mean = device_floats(P0);
+  a.embed_rstd = device_floats(P0);
+  int64_t conv_ws = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scan_ws = 0;
+  a.stages.resize(size_t(cfg.num_stages()));
+  for (int64_t i = 0; i < cfg.num_stages(); ++i) {
+    StageActsCuda& st = a.stages[size_t(i)];
+    const BlockDims d = stage_dims(cfg, i, B, S);
+    const int64_t P = d.P(), C = d.C;
+    for (int64_t j = 0; j <= cfg.depths[i]; ++j) st.xs.push_back(device_floats(P * C));
+    st.blocks.resize(keep ? size_t(cfg.depths[i]) : 1);
+    if (train)
+      for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(device_floats(B));
+    if (i + 1 < cfg.num_stages()) {
+      st.gathered = device_floats(P * C);
+      st.merged_ln = device_floats(P * C);
+      st.merge_mean = device_floats(P / 4);
+      st.merge_rstd = device_floats(P / 4);
+    }
+    conv_ws = std::max(conv_ws, block_cuda_conv_workspace_floats(d));
+    scan_ws = std::max(scan_ws, block_cuda_scan_workspace_floats(d));
+  }
+  a.pooled = device_floats(B * cfg.dims.back());
+  a.logits = device_floats(B * cfg.num_classes);
+  a.conv_workspace = device_floats(conv_ws);
+  a.scan_workspace = device_floats(scan_ws);
+}
+
+}  // namespace
+
+struct MedMambaCuda::Impl {
+  MedMambaCudaOptions opts;
+  ModelConfig cfg;
+  ParamTable table;
+  Tensor params, grads;  // device
+  std::vector<int64_t> batches_tracked;
+  ModelActsCuda acts;
+  std::mt19937_64 rng{0};
+  std::unique_ptr<CudaMedMamba> fast;  // the eval engine, built on demand
+  c::Stream stream = nullptr;          // the legacy stream: Tensor copies order after the kernels
+
+  float* w(const std::string& name) { return F(params) + table.at(name).offset; }
+  float* g(const std::string& name) { return F(grads) + table.at(name).offset; }
+};
+
+MedMambaCuda::MedMambaCuda(ModelConfig cfg, MedMambaCudaOptions opts) : impl_(std::make_unique<Impl>()) {
+  MM_CHECK(cuda_available(), "MedMambaCuda: no CUDA GPU is available");
+  MM_CHECK(cfg.d_state == c::kScanStates, "MedMambaCuda: the CUDA scan supports d_state " +
+                                              std::to_string(c::kScanStates) + ", the model has " +
+                                              std::to_string(cfg.d_state));
+  Impl& m = *impl_;
+  m.opts = opts;
+  m.cfg = std::move(cfg);
+  m.table = ParamTable::for_config(m.cfg);
+  m.params = Tensor::zeros({m.table.total_floats()}, DType::F32, Device::CUDA);
+  m.grads = Tensor::zeros({m.table.total_floats()}, DType::F32, Device::CUDA);
+  m.batches_tracked.assign(m.table.batchnorms().size(), 0);
+}
+
+std::unique_ptr<MedMambaCuda> MedMambaCuda::copy_of(const Model& cpu, MedMambaCudaOptions opts) {
+  auto m = std::make_unique<MedMambaCuda>(cpu.config(), opts);
+  Model& src = const_cast<Model&>(cpu);  // params() is non-const in the interface; only read here
+  m->impl_->params.copy_from(src.params());
+  m->impl_->batches_tracked = src.batches_tracked();
+  return m;
+}
+
+MedMambaCuda::~MedMambaCuda() = default;
+
+const ModelConfig& MedMambaCuda::config() const { return impl_->cfg; }
+const ParamTable& MedMambaCuda::table() const { return impl_->table; }
+Tensor& MedMambaCuda::params() { return impl_->params; }
+Tensor& MedMambaCuda::grads() { return impl_->grads; }
+std::vector<int64_t>& MedMambaCuda::batches_tracked() { return impl_->batches_tracked; }
+void MedMambaCuda::params_changed() { impl_->fast.reset(); }
+void MedMambaCuda::zero_grad() { impl_->grads.zero_(); }
+void MedMambaCuda::seed_drop_path(uint64_t seed) { impl_->rng.seed(seed); }
+std::string MedMambaCuda::device_name() const { return c::device_name(); }
+
+// State goes through a CPU MedMamba, which validates keys and shapes and converts dtypes.
+void MedMambaCuda::load_state(const std::map<std::string, Tensor>& state) {
+  MedMamba cpu(impl_->cfg);
+  cpu.load_state(state);
+  impl_->params.copy_from(cpu.params());
+  impl_->batches_tracked = cpu.batches_tracked();
+  params_changed();
+}
+
+std::map<std::string, Tensor> MedMambaCuda::state() const {
+  MedMamba cpu(impl_->cfg);
+  cpu.params().copy_from(impl_->params);
+  cpu.batches_tracked() = impl_->batches_tracked;
+  return cpu.state();
+}
+
+Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_backward) {
+  Impl& m = *impl_;
+  const ModelConfig& cfg = m.cfg;
+  keep_for_backward = keep_for_backward || train;
+  MM_CHECK(images.dtype() == DType::F32 && images.ndim() == 4,
+           "forward expects a float32 tensor (B,C,H,W), got " + shape_str(images.shape()));
+  const int64_t B = images.dim(0), S = images.dim(2);
+  MM_CHECK(images.dim(1) == cfg.in_chans, "forward: expected " + std::to_string(cfg.in_chans) +
+                                              " input channels, got " + std::to_string(images.dim(1)));
+  const int64_t div = 4 << (cfg.num_stages() - 1);
+  MM_CHECK(images.dim(3) == S && S % div == 0 && S > 0,
+           "forward: input must be square with a side divisible by " + std::to_string(div) + ", got " +
+               shape_str(images.shape()));
+  if (m.opts.fast_eval && !train && !keep_for_backward) {
+    if (!m.fast) {
+      MedMamba cpu(cfg);
+      cpu.params().copy_from(m.params);
+      cpu.batches_tracked() = m.batches_tracked;
+      m.fast = std::make_unique<CudaMedMamba>(cpu, m.opts.fast);
+    }
+    return m.fast->forward(images);
+  }
+  ModelActsCuda& a = m.acts;
+  allocate_acts(a, cfg, B, S, train, keep_for_backward);
+  const c::Stream s = m.stream;
+  a.images.reshape(images.shape()).copy_from(images);
+
+  // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0)
+  c::nchw_to_nhwc(F(a.image_nhwc), F(a.images), B, cfg.in_chans, S, S, s);
+  const c::ConvShape pe = patch_embed_shape(cfg, B, S);
+  c::conv2d_forward(F(a.embed), F(a.image_nhwc), m.w("patch_embed.proj.weight"), m.w("patch_embed.proj.bias"), pe,
+                    F(a.conv_workspace), s);
+  const int64_t P0 = B * pe.out_h() * pe.out_w();
+  c::layernorm_forward(F(a.stages[0].xs[0]), F(a.embed_mean), F(a.embed_rstd), F(a.embed),
+                       m.w("patch_embed.norm.weight"), m.w("patch_embed.norm.bias"), P0, cfg.dims[0], s);
+
+  // Drop-path rates rise linearly over all blocks, drawn on the host exactly as the CPU model draws them.
+  const int64_t nblocks = cfg.num_blocks();
+  int64_t block_index = 0;
+  size_t bn_counter = 0;
+  std::vector<float> scale(size_t(B), 1.f);
+  for (int64_t i = 0; i < cfg.num_stages(); ++i) {
+    StageActsCuda& st = a.stages[size_t(i)];
+    const BlockDims d = stage_dims(cfg, i, B, S);
+    for (int64_t j = 0; j < cfg.depths[i]; ++j, ++block_index) {
+      BlockContextCuda ctx;
+      ctx.train = train;
+      ctx.keep = keep_for_backward;
+      ctx.conv_workspace = F(a.conv_workspace);
+      ctx.scan_workspace = F(a.scan_workspace);
+      ctx.stream = s;
+      if (train) {
+        const float rate = nblocks > 1 ? cfg.drop_path_rate * float(block_index) / float(nblocks - 1) : 0.f;
+        std::bernoulli_distribution keep(1.0 - rate);
+        for (int64_t b = 0; b < B; ++b) scale[size_t(b)] = rate > 0.f ? (keep(m.rng) ? 1.f / (1.f - rate) : 0.f) : 1.f;
+        Tensor& dev = st.drop_scale[size_t(j)];
+        dev.copy_from(Tensor::wrap(scale.data(), {B}));
+        ctx.drop_scale = F(dev);
+        for (int k = 0; k < 3; ++k) ++m.batches_tracked[bn_counter + size_t(k)];
+      }
+      bn_counter += 3;
+      BlockActsCuda& ba = st.blocks[keep_for_backward ? size_t(j) : 0];
+      const std::string prefix = block_prefix(i, j);
+      block_forward_cuda(F(st.xs[size_t(j) + 1]), F(st.xs[size_t(j)]), block_weights(F(m.params), m.table, prefix),
+                         ba, d, ctx);
+    }
+    if (i + 1 < cfg.num_stages()) {
+      const std::string p = "layers." + std::to_string(i) + ".downsample.";
+      const int64_t Pi = d.P(), C = d.C;
+      c::patch_gather_forward(F(st.gathered), F(st.xs.back()), B, d.H, d.W, C, s);
+      c::layernorm_forward(F(st.merged_ln), F(st.merge_mean), F(st.merge_rstd), F(st.gathered),
+                           m.w(p + "norm.weight"), m.w(p + "norm.bias"), Pi / 4, 4 * C, s);
+      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), F(st.merged_ln), m.w(p + "reduction.weight"), nullptr,
+                        Pi / 4, 4 * C, 2 * C, s);
+    }
+  }
+
+  const BlockDims last = stage_dims(cfg, cfg.num_stages() - 1, B, S);
+  c::avgpool_forward(F(a.pooled), F(a.stages.back().xs.back()), B, last.H * last.W, last.C, s);
+  c::linear_forward(F(a.logits), F(a.pooled), m.w("head.weight"), m.w("head.bias"), B, last.C, cfg.num_classes, s);
+  Tensor logits = Tensor::empty({B, cfg.num_classes});
+  logits.copy_from(a.logits.slice_view(0, {B, cfg.num_classes}));
+  return logits;
+}
+
+Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) {
+  Impl& m = *impl_;
+  const ModelConfig& cfg = m.cfg;
+  ModelActsCuda& a = m.acts;
+  MM_CHECK(a.keep, "backward needs a preceding forward that kept its activations (train or keep_for_backward)");
+  const int64_t B = a.B, S = a.S, K = cfg.num_classes;
+  MM_CHECK(dlogits_host.numel() == B * K, "backward: dlogits shape " + shape_str(dlogits_host.shape()) +
+                                              " does not match the forward batch");
+  const c::Stream s = m.stream;
+  Tensor dlogits = device_floats(B * K);
+  dlogits.copy_from(dlogits_host.reshape({B * K}));
+
+  const int64_t ns = cfg.num_stages();
+  const BlockDims last = stage_dims(cfg, ns - 1, B, S);
+  Tensor dpooled = Tensor::zeros({B * last.C}, DType::F32, Device::CUDA);
+  c::linear_backward(F(dpooled), m.g("head.weight"), m.g("head.bias"), F(dlogits), F(a.pooled), m.w("head.weight"), B,
+                     last.C, K, s);
+
+  // Two gradient buffers per stage, ping-ponged through its blocks.
+  Tensor dcur = Tensor::zeros({last.P() * last.C}, DType::F32, Device::CUDA);
+  c::avgpool_backward(F(dcur), F(dpooled), B, last.H * last.W, last.C, s);
+  for (int64_t i = ns - 1; i >= 0; --i) {
+    StageActsCuda& st = a.stages[size_t(i)];
+    const BlockDims d = stage_dims(cfg, i, B, S);
+    Tensor dnext = device_floats(d.P() * d.C);
+    for (int64_t j = cfg.depths[i] - 1; j >= 0; --j) {
+      BlockContextCuda ctx;
+      ctx.train = a.train;
+      ctx.keep = true;
+      ctx.conv_workspace = F(a.conv_workspace);
+      ctx.scan_workspace = F(a.scan_workspace);
+      ctx.stream = s;
+      ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
+      c::memset_zero_async(dnext.data(), dnext.nbytes(), s);
+      const std::string prefix = block_prefix(i, j);
+      block_backward_cuda(F(dnext), F(dcur), block_weights(F(m.params), m.table, prefix),
+                          block_weights(F(m.grads), m.table, prefix), st.blocks[size_t(j)], d, ctx);
+      std::swap(dcur, dnext);
+    }
+    if (i > 0) {  // back through the patch merging that produced this stage's input
+      StageActsCuda& prev = a.stages[size_t(i) - 1];
+      const BlockDims dp = stage_dims(cfg, i - 1, B, S);
+      const int64_t Pi = d.P(), Cp = dp.C;
+      const std::string p = "layers." + std::to_string(i - 1) + ".downsample.";
+      Tensor dln = Tensor::zeros({Pi * 4 * Cp}, DType::F32, Device::CUDA);
+      c::linear_backward(F(dln), m.g(p + "reduction.weight"), nullptr, F(dcur), F(prev.merged_ln),
+                         m.w(p + "reduction.weight"), Pi, 4 * Cp, 2 * Cp, s);
+      Tensor dgathered = Tensor::zeros({Pi * 4 * Cp}, DType::F32, Device::CUDA);
+      c::layernorm_backward(F(dgathered), m.g(p + "norm.weight"), m.g(p + "norm.bias"), F(dln), F(prev.gathered),
+                            m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s);
+      dcur = Tensor::zeros({dp.P() * Cp}, DType::F32, Device::CUDA);
+      c::patch_gather_backward(F(dcur), F(dgathered), B, dp.H, dp.W, Cp, s);
+    }
+  }
+
+  const c::ConvShape pe = patch_embed_shape(cfg, B, S);
+  const int64_t P0 = B * pe.out_h() * pe.out_w();
+  Tensor dembed = Tensor::zeros({P0 * cfg.dims[0]}, DType::F32, Device::CUDA);
+  c::layernorm_backward(F(dembed), m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(dcur), F(a.embed),
+                        m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s);
+  Tensor dimg_nhwc;
+  if (want_input_grad) dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
+  c::conv2d_backward(want_input_grad ? F(dimg_nhwc) : nullptr, m.g("patch_embed.proj.weight"),
+                     m.g("patch_embed.proj.bias"), F(dembed), F(a.image_nhwc), m.w("patch_embed.proj.weight"), pe,
+                     F(a.conv_workspace), s);
+  if (!want_input_grad) {
+    c::stream_sync(s);  // surface asynchronous faults here, naming backward
+    return Tensor();
+  }
+  Tensor dimg = device_floats(B * cfg.in_chans * S * S);
+  c::nhwc_to_nchw(F(dimg), F(dimg_nhwc), B, S, S, cfg.in_chans, s);
+  return dimg.reshape({B, cfg.in_chans, S, S}).to(Device::CPU);
+}
+
+}  // namespace mm
+
+#endif  // MM_HAVE_CUDA
