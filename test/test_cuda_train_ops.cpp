@@ -1,8 +1,8 @@
-// The CUDA training ops (kernels/cuda_train_ops.h) against the CPU ops they mirror (lib/ops;
-// the loss and optimiser ops are in test_cuda_train_loss_optim.cpp), in float32, on random inputs of odd shapes. Every gradient buffer
-// starts non-zero, so each backward check also checks that backward accumulates. The
-// reductions (LayerNorm/BatchNorm parameter gradients and statistics, the gradient norm)
-// are also run twice and compared bit for bit.
+// The CUDA training ops (kernels/cuda_train_ops.h) against the CPU ops they mirror (lib/ops),
+// in float32, on random inputs of odd shapes; the loss and optimiser ops are in
+// test_cuda_train_loss_optim.cpp. Every gradient buffer starts non-zero, so each backward
+// check also checks that backward accumulates. The reductions (LayerNorm/BatchNorm parameter
+// gradients and statistics) are also run twice and compared bit for bit.
 #include <array>
 #include <random>
 #include <tuple>
@@ -31,20 +31,20 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
               b = random_vector(size_t(C), rng, 0.2f), dout = random_vector(size_t(N * C), rng);
     Vec out(x.size()), mean(size_t(N), 0), rstd(size_t(N), 0);
     layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C);
-    const Tensor dx_in = dev(x), dw = dev(w), db = dev(b), ddout = dev(dout);
-    Tensor dout_t = dev_empty(N * C), dmean = dev_empty(N), drstd = dev_empty(N);
-    cuda::layernorm_forward(dout_t.as<float>(), dmean.as<float>(), drstd.as<float>(), in(dx_in), in(dw), in(db), N, C,
+    const Tensor tx = dev(x), tw = dev(w), tb = dev(b), tdout = dev(dout);
+    Tensor tout = dev_empty(N * C), tmean = dev_empty(N), trstd = dev_empty(N);
+    cuda::layernorm_forward(tout.as<float>(), tmean.as<float>(), trstd.as<float>(), in(tx), in(tw), in(tb), N, C,
                             kStream);
-    check_nmse("out", from_gpu(dout_t), out, kElementwise);
-    check_nmse("mean", from_gpu(dmean), mean, kElementwise);
-    check_nmse("rstd", from_gpu(drstd), rstd, kElementwise);
+    check_nmse("out", from_gpu(tout), out, kElementwise);
+    check_nmse("mean", from_gpu(tmean), mean, kElementwise);
+    check_nmse("rstd", from_gpu(trstd), rstd, kElementwise);
 
     // Backward from the CPU's saved statistics, so both sides see the same inputs.
     const Tensor smean = dev(mean), srstd = dev(rstd);
     Grad gx(x.size(), rng), gw(w.size(), rng), gb(b.size(), rng);
     const Vec gw0 = gw.result(), gb0 = gb.result();
     layernorm_backward(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
-    cuda::layernorm_backward(gx.d(), gw.d(), gb.d(), in(ddout), in(dx_in), in(dw), in(smean), in(srstd), N, C,
+    cuda::layernorm_backward(gx.d(), gw.d(), gb.d(), in(tdout), in(tx), in(tw), in(smean), in(srstd), N, C,
                              kStream);
     gx.check("dx", kElementwise);
     gw.check("dweight", kReduction);
@@ -52,7 +52,7 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
 
     // Deterministic: the same call from the same start gives the same bits.
     Tensor again_w = dev(gw0), again_b = dev(gb0);
-    cuda::layernorm_backward(nullptr, again_w.as<float>(), again_b.as<float>(), in(ddout), in(dx_in), in(dw),
+    cuda::layernorm_backward(nullptr, again_w.as<float>(), again_b.as<float>(), in(tdout), in(tx), in(tw),
                              in(smean), in(srstd), N, C, kStream);
     CHECK(same_bits(from_gpu(again_w), gw.result()));
     CHECK(same_bits(from_gpu(again_b), gb.result()));
@@ -62,7 +62,7 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
 TEST_CASE("cuda train op: batchnorm train forward, running statistics and backward match the CPU op") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(12);
-  // N > 1024 spans several partial-sum chunks, the last one short; the second case has no affine.
+  // N > 1024 spans several 256-row partial-sum chunks, the last one short; the second case has no affine.
   for (const auto& shape : {std::tuple<int64_t, int64_t, bool>{3 * 29 * 31, 48, true}, {2 * 5 * 7, 40, false}}) {
     const int64_t N = std::get<0>(shape), C = std::get<1>(shape);
     const bool affine = std::get<2>(shape);
@@ -71,18 +71,18 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics and backwa
     const Vec x = random_vector(size_t(N * C), rng, 1.5f, 0.7f), w = random_vector(size_t(C), rng, 0.3f, 1.f),
               b = random_vector(size_t(C), rng, 0.2f), dout = random_vector(size_t(N * C), rng);
     const Vec rm0 = random_vector(size_t(C), rng, 0.1f), rv0 = random_vector(size_t(C), rng, 0.1f, 1.f);
-    const float* hw = affine ? w.data() : nullptr;
-    const float* hb = affine ? b.data() : nullptr;
+    const float* w_host = affine ? w.data() : nullptr;
+    const float* b_host = affine ? b.data() : nullptr;
     Vec out(x.size()), mean(size_t(C), 0), rstd(size_t(C), 0), rm = rm0, rv = rv0;
-    batchnorm_forward_train(out.data(), mean.data(), rstd.data(), rm.data(), rv.data(), x.data(), hw, hb, N, C);
+    batchnorm_forward_train(out.data(), mean.data(), rstd.data(), rm.data(), rv.data(), x.data(), w_host, b_host, N, C);
 
     const Tensor tx = dev(x), tw = dev(w), tb = dev(b), tdout = dev(dout);
-    const float* dw = affine ? in(tw) : nullptr;
-    const float* db = affine ? in(tb) : nullptr;
+    const float* w_dev = affine ? in(tw) : nullptr;
+    const float* b_dev = affine ? in(tb) : nullptr;
     Tensor tout = dev_empty(N * C), tmean = dev_empty(C), trstd = dev_empty(C), trm = dev(rm0), trv = dev(rv0);
     auto forward = [&] {
       cuda::batchnorm_forward_train(tout.as<float>(), tmean.as<float>(), trstd.as<float>(), trm.as<float>(),
-                                    trv.as<float>(), in(tx), dw, db, N, C, kStream);
+                                    trv.as<float>(), in(tx), w_dev, b_dev, N, C, kStream);
     };
     forward();
     check_nmse("out", from_gpu(tout), out, kElementwise);
@@ -99,14 +99,14 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics and backwa
     const Tensor smean = dev(mean), srstd = dev(rstd);
     Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);
     const Vec gx0 = gx.result(), gw0 = gw.result(), gb0 = gb.result();
-    batchnorm_backward_train(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), hw, mean.data(), rstd.data(), N, C);
-    cuda::batchnorm_backward_train(gx.d(), gw.d(), gb.d(), in(tdout), in(tx), dw, in(smean), in(srstd), N, C,
+    batchnorm_backward_train(gx.h(), gw.h(), gb.h(), dout.data(), x.data(), w_host, mean.data(), rstd.data(), N, C);
+    cuda::batchnorm_backward_train(gx.d(), gw.d(), gb.d(), in(tdout), in(tx), w_dev, in(smean), in(srstd), N, C,
                                    kStream);
     gx.check("dx", kReduction);
     gw.check("dweight", kReduction);
     gb.check("dbias", kReduction);
     Tensor ax = dev(gx0), aw = dev(gw0), ab = dev(gb0);
-    cuda::batchnorm_backward_train(ax.as<float>(), aw.as<float>(), ab.as<float>(), in(tdout), in(tx), dw, in(smean),
+    cuda::batchnorm_backward_train(ax.as<float>(), aw.as<float>(), ab.as<float>(), in(tdout), in(tx), w_dev, in(smean),
                                    in(srstd), N, C, kStream);
     CHECK(same_bits(from_gpu(ax), gx.result()));
     CHECK(same_bits(from_gpu(aw), gw.result()));
@@ -114,7 +114,7 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics and backwa
 
     // Skipped gradients: dx alone still matches.
     Tensor only_dx = dev(gx0);
-    cuda::batchnorm_backward_train(only_dx.as<float>(), nullptr, nullptr, in(tdout), in(tx), dw, in(smean),
+    cuda::batchnorm_backward_train(only_dx.as<float>(), nullptr, nullptr, in(tdout), in(tx), w_dev, in(smean),
                                    in(srstd), N, C, kStream);
     CHECK(same_bits(from_gpu(only_dx), gx.result()));
   }
@@ -286,6 +286,8 @@ TEST_CASE("cuda train op: patch_gather, avgpool and the NCHW/NHWC moves, forward
 
 #else  // built without CUDA
 
-TEST_CASE("cuda train op: norms, activations, layout skipped, built without CUDA") { MESSAGE("skipped: this build has no CUDA backend"); }
+TEST_CASE("cuda train op: norms, activations, layout skipped, built without CUDA") {
+  MESSAGE("skipped: this build has no CUDA backend");
+}
 
 #endif  // MM_HAVE_CUDA
