@@ -1,0 +1,182 @@
+// Backward of the SS2D training scan (overview at the top of scan_train_forward.cu).
+#include "cuda_train_gemm_conv.h"
+#include "scan_train_common.cuh"
+
+namespace mm::cuda {
+namespace scan_train {
+namespace {
+
+// Each lane holds v[0..31]; afterwards lane j returns Σ over the 32 lanes of v[j]. Five
+// butterfly stages: at each a lane keeps half of its values (the half its lane bit selects)
+// and sends the other half to its partner, so 16+8+4+2+1 = 31 shuffles instead of 32·5.
+// The order of additions is fixed, so the result is deterministic.
+__device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane) {
+#pragma unroll
+  for (int stage = 4; stage >= 0; --stage) {
+    const int half = 1 << stage;
+    const bool upper = (lane & half) != 0;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? v[i] : v[i + half];
+      const float keep = upper ? v[i + half] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+    }
+  }
+  return v[0];
+}
+
+// grid (ndblk, 4·B), block kWarp: blockIdx.y = b·4 + k, the warp is channels
+// [32·blockIdx.x, +32) of (b, k). Lanes past D run the loop on zeros (the shuffles need all
+// 32 lanes) and write nothing of their own.
+// Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
+// Workspace); per (b, k, d): pgrad.
+__global__ void __launch_bounds__(kWarp)
+scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
+                     const float* states, float* dpre_out, float* du_dir, float* dbc_part, float* pgrad) {
+  const int lane = threadIdx.x;
+  const int d = blockIdx.x * kWarp + lane;
+  const int bk = blockIdx.y, b = bk / 4, k = bk % 4;
+  const bool active = d < s.D;
+  const int dc = active ? d : s.D - 1;  // inactive lanes read a valid channel's parameters
+  const Channel c = load_channel(s, w, u, dbl, b, k, dc);
+  const float* dout_b = dout + int64_t(b) * s.L * s.D + dc;
+  const float* st = states + int64_t(bk) * s.nseg * kN * s.D + dc;
+  const int64_t dir_row0 = (int64_t(k) * s.B + b) * s.L;  // row of (k, b, p=0) in (4, B·L)
+  float* part = dbc_part + (int64_t(blockIdx.x) * s.BL + int64_t(b) * s.L) * 4 * (2 * kN) + k * (2 * kN) + lane;
+
+  float dh[kN], dA[kN];  // dL/dh carried backwards; Σ over steps of dL/d(Δ·A_n)·Δ
+#pragma unroll
+  for (int n = 0; n < kN; ++n) dh[n] = dA[n] = 0.f;
+  float dD = 0.f, dbias = 0.f;
+  float hs[kChunk + 1][kN];  // states of one chunk: hs[0] before it, hs[i+1] after step i
+
+  for (int chunk = s.nseg - 1; chunk >= 0; --chunk) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
+    for (int i = 0; i < len; ++i) {  // recompute the chunk, as forward did
+      const int p = scan_position(k, l0 + i, s.H, s.W);
+      const float* row = c.dbl_b + int64_t(p) * s.KC;
+      const float ul = active ? c.u_b[int64_t(p) * s.D] : 0.f;
+      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      const float dlu = delta * ul;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) hs[i + 1][n] = __expf(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
+    }
+    for (int i = len - 1; i >= 0; --i) {
+      const int p = scan_position(k, l0 + i, s.H, s.W);
+      const float* row = c.dbl_b + int64_t(p) * s.KC;  // dt (R), B (N), C (N)
+      const float ul = active ? c.u_b[int64_t(p) * s.D] : 0.f;
+      const float dy = active ? dout_b[int64_t(p) * s.D] : 0.f;
+      const float pre = delta_pre(c.wrow, c.bias, row, s.R);
+      const float delta = softplus(pre);
+      const float dlu = delta * ul;
+      float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
+      float ddl = 0.f;     // dL/dΔ
+      float gB = 0.f;      // Σ_n dL/dh_n · B_n
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        const float a = __expf(delta * c.A[n]);
+        const float dhn = dh[n] + dy * row[s.R + kN + n];  // dL/dh_l
+        const float t = dhn * hs[i][n] * a;                 // dL/d(Δ·A_n)
+        v[kN + n] = dy * hs[i + 1][n];
+        v[n] = dhn * dlu;
+        ddl += t * c.A[n];
+        dA[n] += t * delta;
+        gB += dhn * row[s.R + n];
+        dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
+      }
+      ddl += gB * ul;
+      const float dpre = ddl * softplus_grad(pre);
+      dD += dy * ul;
+      dbias += dpre;
+      if (active) {
+        const int64_t o = (dir_row0 + p) * s.D + d;
+        dpre_out[o] = dpre;
+        du_dir[o] = gB * delta + c.Dk * dy;
+      }
+      part[int64_t(p) * 4 * (2 * kN)] = warp_transpose_sum(v, lane);
+    }
+  }
+  if (active) {
+    float* pg = pgrad + ((int64_t(b) * 4 + k) * s.D + d) * (kN + 2);
+#pragma unroll
+    for (int n = 0; n < kN; ++n) pg[n] = dA[n] * c.A[n];  // through A = -exp(A_logs): dA_logs = dA·A
+    pg[kN] = dD;
+    pg[kN + 1] = dbias;
+  }
+}
+
+// ddbl[row, k·RN + R + j] = Σ over channel blocks (in order) of dbc_part[blk, row, k, j].
+__global__ void reduce_dbc_kernel(Dims s, const float* dbc_part, float* ddbl) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (row, k, j)
+  const int64_t n = s.BL * 4 * (2 * kN);
+  if (i >= n) return;
+  float acc = dbc_part[i];
+  for (int blk = 1; blk < s.ndblk; ++blk) acc += dbc_part[int64_t(blk) * n + i];
+  const int64_t row = i / (4 * 2 * kN);
+  const int kj = int(i % (4 * 2 * kN)), k = kj / (2 * kN), j = kj % (2 * kN);
+  ddbl[row * s.KC + k * s.RN + s.R + j] = acc;
+}
+
+// Adds the per-batch parameter sums to the gradients, b = 0, 1, ... in order (the CPU's order).
+__global__ void reduce_params_kernel(Dims s, const float* pgrad, ScanTrainGrads g) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (k·D + d, j)
+  const int64_t per_b = int64_t(4) * s.D * (kN + 2);
+  if (i >= per_b) return;
+  const int64_t kd = i / (kN + 2);
+  const int j = int(i % (kN + 2));
+  float* dst = j < kN ? (g.A_logs ? g.A_logs + kd * kN + j : nullptr)
+               : j == kN ? (g.Ds ? g.Ds + kd : nullptr)
+                         : (g.dt_projs_bias ? g.dt_projs_bias + kd : nullptr);
+  if (!dst) return;
+  float acc = *dst;
+  for (int b = 0; b < s.B; ++b) acc += pgrad[b * per_b + i];
+  *dst = acc;
+}
+
+}  // namespace
+}  // namespace scan_train
+
+using namespace scan_train;
+
+void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
+                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
+  const Dims s = make_dims(shape);
+  MM_CHECK(states, "scan_train_backward: needs the states forward saved");
+  const Workspace ws = carve(s, workspace);
+  gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
+
+  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(4 * s.B)), kWarp, 0, st>>>(
+      s, u, ws.dbl, w, dout, states, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
+  MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
+
+  constexpr int kThreads = 256;
+  const int64_t dbc = s.BL * 4 * (2 * kN);
+  reduce_dbc_kernel<<<grid_for(dbc, kThreads), kThreads, 0, st>>>(s, ws.dbc_part, ws.ddbl);
+  MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce dB/dC");
+  const int64_t params = int64_t(4) * s.D * (kN + 2);
+  reduce_params_kernel<<<grid_for(params, kThreads), kThreads, 0, st>>>(s, ws.pgrad, g);
+  MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce parameters");
+
+  // Through dt_proj, per direction: d dt = dΔ_pre · W_k into ddbl's dt columns, and
+  // d W_k += dΔ_preᵀ · dt.
+  const int64_t dir_floats = s.BL * s.D;
+  for (int k = 0; k < 4; ++k) {
+    const float* dpre_k = ws.dir0 + k * dir_floats;  // (B·L, D)
+    gemm_f32(false, false, s.BL, s.R, s.D, 1.f, dpre_k, s.D, w.dt_projs_weight + int64_t(k) * s.D * s.R, s.R,
+             0.f, ws.ddbl + k * s.RN, s.KC, st);
+    if (g.dt_projs_weight)
+      gemm_f32(true, false, s.D, s.R, s.BL, 1.f, dpre_k, s.D, ws.dbl + k * s.RN, s.KC, 1.f,
+               g.dt_projs_weight + int64_t(k) * s.D * s.R, s.R, st);
+  }
+  // Through x_proj: d x_proj_weight += ddblᵀ · u; du += (direct terms) + ddbl · x_proj_weight.
+  if (g.x_proj_weight)
+    gemm_f32(true, false, s.KC, s.D, s.BL, 1.f, ws.ddbl, s.KC, u, s.D, 1.f, g.x_proj_weight, s.D, st);
+  if (du) {
+    sum_directions(du, ws.dir1, dir_floats, true, st);
+    gemm_f32(false, false, s.BL, s.D, s.KC, 1.f, ws.ddbl, s.KC, w.x_proj_weight, s.D, 1.f, du, s.D, st);
+  }
+}
+
+}  // namespace mm::cuda

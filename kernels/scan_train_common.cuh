@@ -1,0 +1,86 @@
+#pragma once
+// Shared by scan_train_forward.cu and scan_train_backward.cu (the SS2D training scan; the
+// overview is at the top of scan_train_forward.cu): sizes, the workspace layout and the
+// per-step maths both passes must compute identically.
+#include <cstdint>
+
+#include "cuda_common.cuh"
+#include "cuda_train_scan.h"
+
+namespace mm::cuda::scan_train {
+
+constexpr int kN = 16;  // d_state: the warp transpose-reduction of 2N values needs 2N == 32
+constexpr int kChunk = int(kScanChunk);
+constexpr int kWarp = 32;
+static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
+
+struct Dims {
+  int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
+  int64_t BL;
+};
+Dims make_dims(const ScanTrainShape& s);  // checks the shape
+
+// Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
+struct Workspace {
+  float *dbl, *ddbl;  // (B·L, KC): x_proj output [dt | B | C] per direction, and its gradient
+  float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre
+  float *dir1;        // (4, B·L, D): backward direct du terms per direction
+  float *dbc_part;    // (ndblk, B·L, 4, 2N): [dB | dC] summed over one 32-channel block
+  float *pgrad;       // (B, 4·D, N+2): per batch element [dA_logs (N) | dDs | d dt_projs_bias]
+  int64_t total;      // floats
+};
+Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
+
+// dst[i] (= or +=) ((src[i] + src[n+i]) + src[2n+i]) + src[3n+i]: the four directions of a
+// (4, n) buffer in the CPU's order.
+void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st);
+
+// Spatial position p of sequence index l in direction k (see selective_scan.h).
+__device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
+  if (k >= 2) l = H * W - 1 - l;
+  return (k & 1) ? (l % H) * W + l / H : l;
+}
+
+// Δ's pre-activation, dt_projs_bias + dt_projs_weight[k,d,:]·dt, summed in the CPU's order.
+__device__ __forceinline__ float delta_pre(const float* wrow, float bias, const float* dt, int R) {
+  float pre = bias;
+  for (int r = 0; r < R; ++r) pre += dt[r] * wrow[r];
+  return pre;
+}
+
+// PyTorch softplus (threshold 20) and its derivative (exactly 1 above the threshold).
+__device__ __forceinline__ float softplus(float x) {
+  return x > 20.f ? x : fmaxf(x, 0.f) + log1pf(__expf(-fabsf(x)));
+}
+__device__ __forceinline__ float softplus_grad(float x) {
+  if (x > 20.f) return 1.f;
+  const float e = __expf(-fabsf(x));
+  const float inv = 1.f / (1.f + e);
+  return x >= 0.f ? inv : e * inv;
+}
+
+// What a (b, k, d) thread reads once: its channel's parameters and base pointers.
+struct Channel {
+  float A[kN];         // -exp(A_logs)
+  float Dk, bias;
+  const float* wrow;   // dt_projs_weight[k, d, :]
+  const float* u_b;    // u[b, :, d]  (stride D per position)
+  const float* dbl_b;  // dbl[b·L, k·RN]  (stride KC per position)
+};
+
+// A = -exp(A_logs) in double: as accurate as the CPU's std::exp, and only once per thread.
+__device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWeights& w, const float* u,
+                                                const float* dbl, int b, int k, int d) {
+  Channel c;
+  const int64_t kd = int64_t(k) * s.D + d;
+#pragma unroll
+  for (int n = 0; n < kN; ++n) c.A[n] = -float(exp(double(w.A_logs[kd * kN + n])));
+  c.Dk = w.Ds[kd];
+  c.bias = w.dt_projs_bias[kd];
+  c.wrow = w.dt_projs_weight + kd * s.R;
+  c.u_b = u + int64_t(b) * s.L * s.D + d;
+  c.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  return c;
+}
+
+}  // namespace mm::cuda::scan_train

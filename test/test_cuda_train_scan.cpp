@@ -1,0 +1,230 @@
+// The SS2D selective scan of the CUDA training backend (kernels/cuda_train_scan.h) against
+// the CPU scan (lib/ops/selective_scan.h, itself checked against PyTorch fixtures and finite
+// differences in test_ops_ss2d_scan.cpp): forward output and saved states, du and every
+// weight gradient, by normalized MSE; accumulation into non-zero gradients; determinism.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "test_cuda_util.h"
+
+#ifdef MM_HAVE_CUDA
+
+#include "cuda_ops.h"
+#include "cuda_train_scan.h"
+#include "ops/selective_scan.h"
+
+using namespace mm;
+using namespace mm::test;
+
+namespace {
+
+cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies order after the ops
+
+// The GPU uses __expf where the CPU uses a polynomial exp (both ~1e-7 relative).
+constexpr double kForwardNmse = 1e-8;
+constexpr double kGradNmse = 1e-7;
+
+struct ScanProblem {
+  SS2DScanShape s;
+  std::vector<float> u, xpw, dtw, dtb, A_logs, Ds, dout;
+  int64_t act() const { return s.B * s.H * s.W * s.D; }
+  SS2DScanWeights weights() const { return {xpw.data(), dtw.data(), dtb.data(), A_logs.data(), Ds.data()}; }
+};
+
+// Weights as MedMamba's SS2D initialises them: x_proj and dt_proj uniform ±1/sqrt(fan_in),
+// dt_projs_bias the inverse softplus of Δ log-uniform in [1e-3, 0.1], A_logs = log(1..N).
+// Ds varies around 1 so that its gradient is not the same sum for every channel.
+ScanProblem make_problem(SS2DScanShape s, unsigned seed) {
+  std::mt19937 rng(seed);
+  auto uniform = [&](int64_t n, float bound) {
+    std::uniform_real_distribution<float> ud(-bound, bound);
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = ud(rng);
+    return v;
+  };
+  ScanProblem p;
+  p.s = s;
+  const int64_t D = s.D, N = s.N, R = s.R;
+  p.u = random_vector(size_t(p.act()), rng);
+  p.xpw = uniform(4 * (R + 2 * N) * D, 1.f / std::sqrt(float(D)));
+  p.dtw = uniform(4 * D * R, 1.f / std::sqrt(float(R)));
+  std::uniform_real_distribution<double> log_dt(std::log(1e-3), std::log(0.1));
+  for (int64_t i = 0; i < 4 * D; ++i) {
+    const double dt = std::exp(log_dt(rng));
+    p.dtb.push_back(float(dt + std::log(-std::expm1(-dt))));
+  }
+  for (int64_t i = 0; i < 4 * D * N; ++i) p.A_logs.push_back(std::log(float(i % N + 1)));
+  p.Ds = random_vector(size_t(4 * D), rng, 0.3f, 1.f);
+  p.dout = random_vector(size_t(p.act()), rng);
+  return p;
+}
+
+// du and the weight gradients, in this order.
+constexpr const char* kGradNames[] = {"du", "x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"};
+using Grads = std::vector<std::vector<float>>;
+
+Grads zero_grads(const SS2DScanShape& s) {
+  const int64_t D = s.D, N = s.N, R = s.R;
+  return {std::vector<float>(size_t(s.B * s.H * s.W * D)), std::vector<float>(size_t(4 * (R + 2 * N) * D)),
+          std::vector<float>(size_t(4 * D * R)),           std::vector<float>(size_t(4 * D)),
+          std::vector<float>(size_t(4 * D * N)),           std::vector<float>(size_t(4 * D))};
+}
+
+struct CpuResult {
+  std::vector<float> out, states;
+  Grads grads;
+};
+
+CpuResult cpu_scan(const ScanProblem& p, Grads init) {
+  CpuResult r;
+  r.out.resize(size_t(p.act()));
+  r.states.resize(size_t(ss2d_scan_states_floats(p.s)));
+  ss2d_scan_forward(p.s, p.u.data(), p.weights(), r.out.data(), nullptr, r.states.data());
+  SS2DScanGrads g{init[1].data(), init[2].data(), init[3].data(), init[4].data(), init[5].data()};
+  ss2d_scan_backward(p.s, p.u.data(), p.weights(), p.dout.data(), init[0].data(), g, nullptr, r.states.data());
+  r.grads = std::move(init);
+  return r;
+}
+
+// Device copies of a problem, with the states and workspace buffers.
+struct GpuScan {
+  cuda::ScanTrainShape shape;
+  Tensor u, xpw, dtw, dtb, A_logs, Ds, dout, states, workspace;
+
+  explicit GpuScan(const ScanProblem& p)
+      : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R},
+        u(to_gpu(p.u, DType::F32)), xpw(to_gpu(p.xpw, DType::F32)), dtw(to_gpu(p.dtw, DType::F32)),
+        dtb(to_gpu(p.dtb, DType::F32)), A_logs(to_gpu(p.A_logs, DType::F32)), Ds(to_gpu(p.Ds, DType::F32)),
+        dout(to_gpu(p.dout, DType::F32)),
+        states(Tensor::empty({cuda::scan_train_states_floats(shape)}, DType::F32, Device::CUDA)),
+        workspace(Tensor::empty({cuda::scan_train_workspace_floats(shape)}, DType::F32, Device::CUDA)) {}
+
+  cuda::ScanTrainWeights weights() const {
+    return {xpw.as<float>(), dtw.as<float>(), dtb.as<float>(), A_logs.as<float>(), Ds.as<float>()};
+  }
+  // Returns out; leaves the states for backward.
+  std::vector<float> forward() {
+    Tensor out = Tensor::empty({u.numel()}, DType::F32, Device::CUDA);
+    cuda::scan_train_forward(shape, u.as<float>(), weights(), out.as<float>(), states.as<float>(),
+                             workspace.as<float>(), kDefaultStream);
+    return from_gpu(out);
+  }
+  Grads backward(const Grads& init) {
+    std::vector<Tensor> g;
+    for (const auto& v : init) g.push_back(to_gpu(v, DType::F32));
+    cuda::ScanTrainGrads dg;
+    dg.x_proj_weight = g[1].as<float>();
+    dg.dt_projs_weight = g[2].as<float>();
+    dg.dt_projs_bias = g[3].as<float>();
+    dg.A_logs = g[4].as<float>();
+    dg.Ds = g[5].as<float>();
+    cuda::scan_train_backward(shape, u.as<float>(), weights(), dout.as<float>(), g[0].as<float>(), dg,
+                              states.as<float>(), workspace.as<float>(), kDefaultStream);
+    Grads result;
+    for (const Tensor& t : g) result.push_back(from_gpu(t));
+    return result;
+  }
+};
+
+double rms(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * x;
+  return std::sqrt(s / double(std::max<size_t>(v.size(), 1)));
+}
+
+// Forward (out and states) and backward of the GPU against the CPU. With nonzero_init the
+// gradient buffers start at random values as large as the gradients themselves, so a
+// backward that overwrote instead of accumulating would miss by about half.
+void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init) {
+  const ScanProblem p = make_problem(s, seed);
+  Grads init = zero_grads(s);
+  if (nonzero_init) {
+    const CpuResult fresh = cpu_scan(p, zero_grads(s));
+    std::mt19937 rng(seed + 1000);
+    for (size_t i = 0; i < init.size(); ++i)
+      init[i] = random_vector(init[i].size(), rng, float(rms(fresh.grads[i])));
+  }
+  const CpuResult want = cpu_scan(p, init);
+  GpuScan gpu(p);
+  check_nmse("out", gpu.forward(), want.out, kForwardNmse);
+  check_nmse("states", from_gpu(gpu.states), want.states, kForwardNmse);
+  const Grads got = gpu.backward(init);
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(rms(want.grads[i]) > 0);
+    check_nmse(kGradNames[i], got[i], want.grads[i], kGradNmse);
+  }
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan on a 5x7 grid, D=40 (a part channel block), R=3") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_against_cpu({2, 5, 7, 40, 16, 3}, 1, false);
+}
+
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan on an 8x8 grid (exactly two chunks), D=64, R=4") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_against_cpu({1, 8, 8, 64, 16, 4}, 2, false);
+}
+
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan on a 9x9 grid (a part last chunk), D=48, R=6") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_against_cpu({3, 9, 9, 48, 16, 6}, 3, false);
+}
+
+TEST_CASE("cuda train op: ss2d scan backward accumulates into non-zero du and gradients") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_against_cpu({2, 6, 5, 40, 16, 3}, 4, true);
+}
+
+TEST_CASE("cuda train op: ss2d scan forward and backward are bit-for-bit deterministic") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const SS2DScanShape s{2, 9, 7, 72, 16, 5};
+  GpuScan gpu(make_problem(s, 5));
+  const std::vector<float> out1 = gpu.forward();
+  const std::vector<float> states1 = from_gpu(gpu.states);
+  const Grads g1 = gpu.backward(zero_grads(s));
+  const std::vector<float> out2 = gpu.forward();
+  CHECK(same_bits(out1, out2));
+  CHECK(same_bits(states1, from_gpu(gpu.states)));
+  const Grads g2 = gpu.backward(zero_grads(s));
+  for (size_t i = 0; i < g1.size(); ++i) {
+    INFO(kGradNames[i]);
+    CHECK(same_bits(g1[i], g2[i]));
+  }
+}
+
+// MedMamba-T's first stage (56x56, d_inner 192, dt_rank 12) at batch 4: large indices, many
+// chunks; also reports the GPU times (after a warm-up call).
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan at MedMamba-T stage-1 size (B=4, 56x56, D=192)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const SS2DScanShape s{4, 56, 56, 192, 16, 12};
+  const ScanProblem p = make_problem(s, 6);
+  const CpuResult want = cpu_scan(p, zero_grads(s));
+  GpuScan gpu(p);
+  gpu.forward();
+  gpu.backward(zero_grads(s));
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<float> out = gpu.forward();
+  const auto t1 = std::chrono::steady_clock::now();
+  const Grads got = gpu.backward(zero_grads(s));
+  const auto t2 = std::chrono::steady_clock::now();
+  MESSAGE("B=4 56x56 D=192: forward " << std::chrono::duration<double, std::milli>(t1 - t0).count()
+                                      << " ms, backward " << std::chrono::duration<double, std::milli>(t2 - t1).count()
+                                      << " ms (each including host<->device copies of the test)");
+  check_nmse("out", out, want.out, kForwardNmse);
+  check_nmse("states", from_gpu(gpu.states), want.states, kForwardNmse);
+  for (size_t i = 0; i < got.size(); ++i) check_nmse(kGradNames[i], got[i], want.grads[i], kGradNmse);
+}
+
+#endif  // MM_HAVE_CUDA
