@@ -1,0 +1,166 @@
+// Float32 GEMM through cuBLAS and the Linear layer of the CUDA training backend.
+//
+// cuBLAS is column-major. A row-major (R,C) matrix with row stride ld is the column-major
+// (C,R) matrix with leading dimension ld, i.e. its transpose. So the row-major product
+//   C (M,N) = op(A) · op(B)
+// is computed as the column-major product
+//   Cᵀ (N,M) = op(B)ᵀ · op(A)ᵀ
+// where the stored B and A, read column-major, already are Bᵀ and Aᵀ: cuBLAS gets B first,
+// A second, the same transpose flags, and m = N, n = M.
+//
+// Determinism: cuBLAS returns bit-identical results run to run on one GPU model when it
+// does not pick its workspace from the per-stream default pool (which depends on what else
+// runs), so every handle owns its workspace and sets it on every call (cublasSetStream
+// resets it to the pool). Pedantic math keeps float32 GEMMs off TF32 tensor cores, also
+// when NVIDIA_TF32_OVERRIDE asks for them.
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <climits>
+#include <string>
+
+#include "cuda_common.cuh"
+#include "cuda_scratch.h"
+#include "cuda_train_gemm_conv.h"
+
+namespace mm::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // what NVIDIA recommends for Hopper
+
+void check_cublas(cublasStatus_t st, const char* what) {
+  if (st != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cuBLAS: ") + what + " failed: " + cublasGetStatusString(st) + " (status " +
+                std::to_string(int(st)) + ")");
+}
+
+// One handle and workspace per host thread, made on first use, released at thread exit.
+struct ThreadBlas {
+  cublasHandle_t handle = nullptr;
+  void* workspace = nullptr;
+
+  ThreadBlas() {
+    MM_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
+    try {
+      check_cublas(cublasCreate(&handle), "cublasCreate");
+      check_cublas(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
+      check_cublas(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+    } catch (...) {  // a half-made object runs no destructor
+      if (handle) cublasDestroy(handle);
+      cudaFree(workspace);
+      throw;
+    }
+  }
+  ~ThreadBlas() {  // at thread exit: nothing useful to do on failure
+    if (handle) cublasDestroy(handle);
+    if (workspace) cudaFree(workspace);
+  }
+  ThreadBlas(const ThreadBlas&) = delete;
+  ThreadBlas& operator=(const ThreadBlas&) = delete;
+};
+
+cublasHandle_t blas_on(Stream s) {
+  thread_local ThreadBlas blas;
+  check_cublas(cublasSetStream(blas.handle, s), "cublasSetStream");
+  check_cublas(cublasSetWorkspace(blas.handle, blas.workspace, kWorkspaceBytes), "cublasSetWorkspace");
+  return blas.handle;
+}
+
+// out (rows,C) = bias broadcast over rows.
+__global__ void fill_rows_kernel(float* __restrict__ out, const float* __restrict__ bias, int64_t rows, int64_t C) {
+  const int64_t n = rows * C;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = bias[i % C];
+}
+
+// Column sums in two passes over a partition of the rows that depends on the shape only:
+// block (32 columns, 8 row lanes) per (column tile, row part) writes the part's partial sum,
+// then one thread per column adds the parts in order. No atomics: bit-identical reruns.
+constexpr int kSumCols = 32, kSumLanes = 8;
+constexpr int64_t kRowsPerPart = 256, kMaxParts = 1024;
+
+__global__ void column_partials_kernel(float* __restrict__ partial, const float* __restrict__ a, int64_t rows,
+                                       int64_t C, int64_t rows_per_part) {
+  __shared__ float lane_sums[kSumLanes][kSumCols + 1];
+  const int64_t c = int64_t(blockIdx.x) * kSumCols + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * rows_per_part;
+  const int64_t r1 = min(rows, r0 + rows_per_part);
+  float sum = 0.f;
+  if (c < C)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumLanes) sum += a[r * C + c];
+  lane_sums[threadIdx.y][threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float total = 0.f;
+    for (int l = 0; l < kSumLanes; ++l) total += lane_sums[l][threadIdx.x];
+    partial[int64_t(blockIdx.y) * C + c] = total;
+  }
+}
+
+__global__ void add_parts_kernel(float* __restrict__ acc, const float* __restrict__ partial, int64_t parts,
+                                 int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double sum = 0.0;
+  for (int64_t p = 0; p < parts; ++p) sum += partial[p * C + c];
+  acc[c] += float(sum);
+}
+
+// acc (C) += column sums of a (rows,C).
+void add_column_sums(float* acc, const float* a, int64_t rows, int64_t C, Stream s) {
+  if (rows <= 0 || C <= 0) return;
+  const int64_t parts = std::min<int64_t>((rows + kRowsPerPart - 1) / kRowsPerPart, kMaxParts);
+  const int64_t rows_per_part = (rows + parts - 1) / parts;
+  float* partial = static_cast<float*>(reduction_scratch(parts * C * int64_t(sizeof(float))));
+  const dim3 block(kSumCols, kSumLanes), grid(grid_for(C, kSumCols), unsigned(parts));
+  column_partials_kernel<<<grid, block, 0, s>>>(partial, a, rows, C, rows_per_part);
+  MM_CUDA_CHECK_LAUNCH("column_partials_kernel");
+  add_parts_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(acc, partial, parts, C);
+  MM_CUDA_CHECK_LAUNCH("add_parts_kernel");
+}
+
+unsigned capped_grid(int64_t n) { return std::min<unsigned>(grid_for(n, kThreads), 1u << 20); }
+
+}  // namespace
+
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
+  const auto dims = [&] {
+    return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
+           " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc) +
+           (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "");
+  };
+  MM_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm_f32: negative size, " + dims());
+  for (int64_t v : {M, N, K, lda, ldb, ldc})
+    MM_CHECK(v <= INT_MAX, "gemm_f32: a size or stride exceeds cuBLAS's 32-bit range, " + dims());
+  if (M == 0 || N == 0) return;
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasStatus_t st = cublasSgemm(blas_on(s), op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A,
+                                        int(lda), &beta, C, int(ldc));
+  if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublasSgemm " + dims()).c_str());
+}
+
+void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+                    int64_t Cout, Stream s) {
+  if (N <= 0 || Cout <= 0) return;
+  if (bias) {
+    fill_rows_kernel<<<capped_grid(N * Cout), kThreads, 0, s>>>(out, bias, N, Cout);
+    MM_CUDA_CHECK_LAUNCH("fill_rows_kernel");
+  }
+  // out (N,Cout) (+)= x (N,Cin) · weightᵀ (Cin,Cout)
+  gemm_f32(false, true, N, Cout, Cin, 1.f, x, Cin, weight, Cin, bias ? 1.f : 0.f, out, Cout, s);
+}
+
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s) {
+  // dx (N,Cin) += dout (N,Cout) · weight (Cout,Cin)
+  if (dx) gemm_f32(false, false, N, Cin, Cout, 1.f, dout, Cout, weight, Cin, 1.f, dx, Cin, s);
+  // dweight (Cout,Cin) += doutᵀ (Cout,N) · x (N,Cin)
+  if (dweight) gemm_f32(true, false, Cout, Cin, N, 1.f, dout, Cout, x, Cin, 1.f, dweight, Cin, s);
+  if (dbias) add_column_sums(dbias, dout, N, Cout, s);
+}
+
+}  // namespace mm::cuda

@@ -1,0 +1,310 @@
+// The CUDA training backend's GEMM, Linear, dense and depthwise convolutions against the CPU
+// ops they mirror (lib/ops/linear, conv2d, depthwise_conv; gemm_f32 against a naive double
+// loop), forward and every gradient, in float32 by normalized MSE.
+//
+// Gradient buffers start non-zero on both sides, and what is compared is the increment
+// (final - initial): an op that overwrote instead of accumulating would fail. Each backward
+// also runs a second time from the same start and must give the same bits (no atomics).
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "test_cuda_util.h"
+
+#ifdef MM_HAVE_CUDA
+
+#include "cuda_train_gemm_conv.h"
+#include "ops/conv2d.h"
+#include "ops/depthwise_conv.h"
+#include "ops/linear.h"
+
+using namespace mm;
+using namespace mm::test;
+
+namespace {
+
+cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies order after the ops
+
+constexpr double kGemmNmse = 1e-9;      // fp32 GEMMs and sums in another order than the CPU's
+constexpr double kElementNmse = 1e-10;  // depthwise conv: short sums per element
+
+float* gpu_f32(Tensor& t) { return t.as<float>(); }
+
+// A gradient buffer: the same non-zero start on the CPU and the GPU.
+struct GradBuffer {
+  std::vector<float> start, cpu;
+  Tensor gpu;
+  GradBuffer(size_t n, std::mt19937& rng) : start(random_vector(n, rng, 0.5f)), cpu(start), gpu(to_gpu(start, DType::F32)) {}
+  float* cpu_ptr() { return cpu.data(); }
+  float* gpu_ptr() { return gpu.as<float>(); }
+  std::vector<float> gpu_result() const { return from_gpu(gpu); }
+  void reset_gpu() { gpu = to_gpu(start, DType::F32); }
+  // The increments of both sides, compared.
+  void check(const std::string& what, double threshold) const {
+    std::vector<float> got = gpu_result(), want = cpu;
+    for (size_t i = 0; i < start.size(); ++i) {
+      got[i] -= start[i];
+      want[i] -= start[i];
+    }
+    check_nmse(what + " (increment over a non-zero start)", got, want, threshold);
+  }
+};
+
+// Bit-for-bit equality of two runs' outputs.
+void check_same_bits(const std::string& what, const std::vector<float>& a, const std::vector<float>& b) {
+  INFO(what << ": two runs from the same start must give identical bits");
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// Runs a backward that accumulates into the given GPU buffers twice from their start and
+// checks the two results are bit-identical; leaves the first run's results in place.
+void check_backward_deterministic(const std::string& what, std::vector<GradBuffer*> grads,
+                                  const std::function<void()>& backward) {
+  std::vector<std::vector<float>> first;
+  for (GradBuffer* g : grads) first.push_back(g->gpu_result());
+  for (GradBuffer* g : grads) g->reset_gpu();
+  backward();
+  for (size_t i = 0; i < grads.size(); ++i) check_same_bits(what, grads[i]->gpu_result(), first[i]);
+}
+
+}  // namespace
+
+TEST_CASE("cuda train op: gemm_f32 matches a naive loop for every transpose pair, beta 0 and 1, padded strides") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(11);
+  const int64_t M = 37, N = 53, K = 29;
+  const float alpha = 0.75f;
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      for (float beta : {0.f, 1.f}) {
+        CAPTURE(ta);
+        CAPTURE(tb);
+        CAPTURE(beta);
+        // Stored shapes: A (M,K) or (K,M); B (K,N) or (N,K); every row stride padded.
+        const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K, lda = a_cols + 3;
+        const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N, ldb = b_cols + 5;
+        const int64_t ldc = N + 2;
+        const auto A = random_vector(size_t(a_rows * lda), rng), B = random_vector(size_t(b_rows * ldb), rng);
+        const auto C0 = random_vector(size_t(M * ldc), rng);
+        std::vector<float> want = C0;  // padding columns stay as they were
+        for (int64_t i = 0; i < M; ++i) {
+          for (int64_t j = 0; j < N; ++j) {
+            double sum = 0;
+            for (int64_t k = 0; k < K; ++k) {
+              const double a = ta ? A[size_t(k * lda + i)] : A[size_t(i * lda + k)];
+              const double b = tb ? B[size_t(j * ldb + k)] : B[size_t(k * ldb + j)];
+              sum += a * b;
+            }
+            want[size_t(i * ldc + j)] = float(alpha * sum + beta * double(C0[size_t(i * ldc + j)]));
+          }
+        }
+        Tensor dA = to_gpu(A, DType::F32), dB = to_gpu(B, DType::F32), dC = to_gpu(C0, DType::F32);
+        cuda::gemm_f32(ta, tb, M, N, K, alpha, dA.as<float>(), lda, dB.as<float>(), ldb, beta, gpu_f32(dC), ldc,
+                       kDefaultStream);
+        check_nmse("gemm_f32", from_gpu(dC), want, kGemmNmse);
+      }
+    }
+  }
+}
+
+namespace {
+
+void check_linear(int64_t N, int64_t Cin, int64_t Cout, uint32_t seed) {
+  CAPTURE(N);
+  std::mt19937 rng(seed);
+  const auto x = random_vector(size_t(N * Cin), rng), w = random_vector(size_t(Cout * Cin), rng, 0.2f);
+  const auto bias = random_vector(size_t(Cout), rng, 0.1f), dout = random_vector(size_t(N * Cout), rng);
+  const Tensor gx = to_gpu(x, DType::F32), gw = to_gpu(w, DType::F32), gb = to_gpu(bias, DType::F32);
+  const Tensor gdout = to_gpu(dout, DType::F32);
+
+  for (bool with_bias : {true, false}) {
+    CAPTURE(with_bias);
+    std::vector<float> want(size_t(N * Cout));
+    linear_forward(want.data(), x.data(), w.data(), with_bias ? bias.data() : nullptr, N, Cin, Cout);
+    Tensor gout = Tensor::empty({N * Cout}, DType::F32, Device::CUDA);
+    cuda::linear_forward(gpu_f32(gout), gx.as<float>(), gw.as<float>(), with_bias ? gb.as<float>() : nullptr, N,
+                         Cin, Cout, kDefaultStream);
+    check_nmse("linear forward", from_gpu(gout), want, kGemmNmse);
+  }
+
+  GradBuffer dx(size_t(N * Cin), rng), dw(size_t(Cout * Cin), rng), db(size_t(Cout), rng);
+  linear_backward(dx.cpu_ptr(), dw.cpu_ptr(), db.cpu_ptr(), dout.data(), x.data(), w.data(), N, Cin, Cout);
+  const auto backward = [&] {
+    cuda::linear_backward(dx.gpu_ptr(), dw.gpu_ptr(), db.gpu_ptr(), gdout.as<float>(), gx.as<float>(),
+                          gw.as<float>(), N, Cin, Cout, kDefaultStream);
+  };
+  backward();
+  dx.check("linear dx", kGemmNmse);
+  dw.check("linear dweight", kGemmNmse);
+  db.check("linear dbias", kGemmNmse);
+  check_backward_deterministic("linear backward", {&dx, &dw, &db}, backward);
+
+  // One gradient at a time gives the same bits as all three together.
+  const std::vector<float> dw_all = dw.gpu_result(), db_all = db.gpu_result();
+  dw.reset_gpu();
+  db.reset_gpu();
+  cuda::linear_backward(nullptr, dw.gpu_ptr(), nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), N, Cin,
+                        Cout, kDefaultStream);
+  cuda::linear_backward(nullptr, nullptr, db.gpu_ptr(), gdout.as<float>(), nullptr, nullptr, N, Cin, Cout,
+                        kDefaultStream);
+  check_same_bits("linear dweight alone", dw.gpu_result(), dw_all);
+  check_same_bits("linear dbias alone", db.gpu_result(), db_all);
+}
+
+}  // namespace
+
+TEST_CASE("cuda train op: linear forward and backward match linear_forward/linear_backward (N=77, Cin=40, Cout=96)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_linear(77, 40, 96, 21);
+}
+
+TEST_CASE("cuda train op: linear over many rows (several partial-sum parts for dbias) matches the CPU") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_linear(3001, 48, 40, 22);  // 12 parts of 251 rows
+}
+
+namespace {
+
+Conv2dShape cpu_shape(const cuda::ConvShape& c) {
+  Conv2dShape s;
+  s.B = c.B, s.H = c.H, s.W = c.W, s.Cin = c.Cin, s.Cout = c.Cout, s.KH = c.KH, s.KW = c.KW, s.stride = c.stride,
+  s.pad = c.pad;
+  return s;
+}
+
+void check_conv(const cuda::ConvShape& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const Conv2dShape s = cpu_shape(c);
+  const int64_t in_n = c.B * c.H * c.W * c.Cin, out_n = c.B * c.out_h() * c.out_w() * c.Cout;
+  const int64_t w_n = c.Cout * c.col_k();
+  const auto x = random_vector(size_t(in_n), rng), w = random_vector(size_t(w_n), rng, 0.2f);
+  const auto bias = random_vector(size_t(c.Cout), rng, 0.1f), dout = random_vector(size_t(out_n), rng);
+  const Tensor gx = to_gpu(x, DType::F32), gw = to_gpu(w, DType::F32), gb = to_gpu(bias, DType::F32);
+  const Tensor gdout = to_gpu(dout, DType::F32);
+  const int64_t ws_n = cuda::conv2d_workspace_floats(c);
+  if (c.KH == 1 && c.KW == 1 && c.stride == 1 && c.pad == 0) CHECK(ws_n == 0);
+  else CHECK(ws_n == c.B * c.out_h() * c.out_w() * c.col_k());
+  Tensor ws = Tensor::empty({std::max<int64_t>(ws_n, 1)}, DType::F32, Device::CUDA);
+
+  std::vector<float> want(static_cast<size_t>(out_n));
+  conv2d_forward(want.data(), x.data(), w.data(), bias.data(), s, nullptr);
+  Tensor gout = Tensor::empty({out_n}, DType::F32, Device::CUDA);
+  cuda::conv2d_forward(gpu_f32(gout), gx.as<float>(), gw.as<float>(), gb.as<float>(), c, gpu_f32(ws), kDefaultStream);
+  check_nmse("conv2d forward", from_gpu(gout), want, kGemmNmse);
+
+  GradBuffer dx(size_t(in_n), rng), dw(size_t(w_n), rng), db(size_t(c.Cout), rng);
+  conv2d_backward(dx.cpu_ptr(), dw.cpu_ptr(), db.cpu_ptr(), dout.data(), x.data(), w.data(), s, nullptr);
+  const auto backward = [&] {
+    cuda::conv2d_backward(dx.gpu_ptr(), dw.gpu_ptr(), db.gpu_ptr(), gdout.as<float>(), gx.as<float>(),
+                          gw.as<float>(), c, gpu_f32(ws), kDefaultStream);
+  };
+  backward();
+  dx.check("conv2d dx", kGemmNmse);
+  dw.check("conv2d dweight", kGemmNmse);
+  db.check("conv2d dbias", kGemmNmse);
+  check_backward_deterministic("conv2d backward", {&dx, &dw, &db}, backward);
+
+  // dx alone (no im2col of x before it) gives the same bits.
+  const std::vector<float> dx_all = dx.gpu_result();
+  dx.reset_gpu();
+  cuda::conv2d_backward(dx.gpu_ptr(), nullptr, nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), c,
+                        gpu_f32(ws), kDefaultStream);
+  check_same_bits("conv2d dx alone", dx.gpu_result(), dx_all);
+}
+
+cuda::ConvShape conv_shape(int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,
+                           int64_t pad) {
+  cuda::ConvShape c;
+  c.B = B, c.H = H, c.W = W, c.Cin = Cin, c.Cout = Cout, c.KH = k, c.KW = k, c.stride = stride, c.pad = pad;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("cuda train op: conv2d 4x4 stride 4 patch embedding (Cin=3, S=32) matches conv2d_forward/backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_conv(conv_shape(2, 32, 32, 3, 48, 4, 4, 0), 31);
+}
+
+TEST_CASE("cuda train op: conv2d 3x3 pad 1 (C=24, 7x7, B=2) matches conv2d_forward/backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_conv(conv_shape(2, 7, 7, 24, 24, 3, 1, 1), 32);
+}
+
+TEST_CASE("cuda train op: conv2d 1x1 (Cin=40, Cout=96, 5x7, B=2) matches conv2d_forward/backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_conv(conv_shape(2, 5, 7, 40, 96, 1, 1, 0), 33);
+}
+
+TEST_CASE("cuda train op: conv2d 3x3 stride 2 pad 1 on odd sizes and 3x3 on 28x28 match conv2d_forward/backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  SUBCASE("stride 2, 9x7") { check_conv(conv_shape(1, 9, 7, 8, 12, 3, 2, 1), 34); }
+  SUBCASE("28x28, C=48, several dbias parts") { check_conv(conv_shape(2, 28, 28, 48, 40, 3, 1, 1), 35); }
+  SUBCASE("4x4 stride 4 on 30x30 (the last rows and columns unread)") { check_conv(conv_shape(1, 30, 30, 3, 16, 4, 4, 0), 36); }
+}
+
+namespace {
+
+void check_dwconv(int64_t B, int64_t H, int64_t W, int64_t C, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t n = B * H * W * C;
+  const auto x = random_vector(size_t(n), rng), w = random_vector(size_t(C * 9), rng, 0.3f);
+  const auto bias = random_vector(size_t(C), rng, 0.1f), dout = random_vector(size_t(n), rng);
+  const Tensor gx = to_gpu(x, DType::F32), gw = to_gpu(w, DType::F32), gb = to_gpu(bias, DType::F32);
+  const Tensor gdout = to_gpu(dout, DType::F32);
+
+  for (bool with_bias : {true, false}) {
+    CAPTURE(with_bias);
+    std::vector<float> want(static_cast<size_t>(n));
+    dwconv3x3_forward(want.data(), x.data(), w.data(), with_bias ? bias.data() : nullptr, B, H, W, C);
+    Tensor gout = Tensor::empty({n}, DType::F32, Device::CUDA);
+    cuda::dwconv3x3_forward(gpu_f32(gout), gx.as<float>(), gw.as<float>(), with_bias ? gb.as<float>() : nullptr, B,
+                            H, W, C, kDefaultStream);
+    check_nmse("dwconv3x3 forward", from_gpu(gout), want, kElementNmse);
+  }
+
+  GradBuffer dx(size_t(n), rng), dw(size_t(C * 9), rng), db(size_t(C), rng);
+  dwconv3x3_backward(dx.cpu_ptr(), dw.cpu_ptr(), db.cpu_ptr(), dout.data(), x.data(), w.data(), B, H, W, C);
+  const auto backward = [&] {
+    cuda::dwconv3x3_backward(dx.gpu_ptr(), dw.gpu_ptr(), db.gpu_ptr(), gdout.as<float>(), gx.as<float>(),
+                             gw.as<float>(), B, H, W, C, kDefaultStream);
+  };
+  backward();
+  dx.check("dwconv3x3 dx", kElementNmse);
+  dw.check("dwconv3x3 dweight", kElementNmse);
+  db.check("dwconv3x3 dbias", kElementNmse);
+  check_backward_deterministic("dwconv3x3 backward", {&dx, &dw, &db}, backward);
+
+  // dbias alone and dweight alone give the same bits as together.
+  const std::vector<float> dw_all = dw.gpu_result(), db_all = db.gpu_result();
+  dw.reset_gpu();
+  db.reset_gpu();
+  cuda::dwconv3x3_backward(nullptr, dw.gpu_ptr(), nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), B, H,
+                           W, C, kDefaultStream);
+  cuda::dwconv3x3_backward(nullptr, nullptr, db.gpu_ptr(), gdout.as<float>(), gx.as<float>(), gw.as<float>(), B, H,
+                           W, C, kDefaultStream);
+  check_same_bits("dwconv3x3 dweight alone", dw.gpu_result(), dw_all);
+  check_same_bits("dwconv3x3 dbias alone", db.gpu_result(), db_all);
+}
+
+}  // namespace
+
+TEST_CASE("cuda train op: dwconv3x3 (C=40, 9x7, B=2) matches dwconv3x3_forward/backward") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_dwconv(2, 9, 7, 40, 41);
+}
+
+TEST_CASE("cuda train op: dwconv3x3 over many pixels (several partial-sum parts, C=48, 28x28, B=4) matches the CPU") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_dwconv(4, 28, 28, 48, 42);
+}
+
+TEST_CASE("cuda train op: dwconv3x3 on a 1-pixel-wide image (every tap but the centre column clipped)") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_dwconv(3, 5, 1, 40, 43);
+}
+
+#endif  // MM_HAVE_CUDA
