@@ -61,7 +61,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
       const float dlu = delta * ul;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) hs[i + 1][n] = __expf(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
+      for (int n = 0; n < kN; ++n) hs[i + 1][n] = exp_nonpos(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
     }
     for (int i = len - 1; i >= 0; --i) {
       const int p = scan_position(k, l0 + i, s.H, s.W);
@@ -76,7 +76,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       float gB = 0.f;      // Σ_n dL/dh_n · B_n
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        const float a = __expf(delta * c.A[n]);
+        const float a = exp_nonpos(delta * c.A[n]);
         const float dhn = dh[n] + dy * row[s.R + kN + n];  // dL/dh_l
         const float t = dhn * hs[i][n] * a;                 // dL/d(Δ·A_n)
         v[kN + n] = dy * hs[i + 1][n];
