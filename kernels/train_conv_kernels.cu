@@ -15,8 +15,11 @@
 // partial sums over a partition of the pixels that depends only on the shape, added up
 // part by part in order (again no atomics).
 //
-// Indices are int64 throughout: the im2col matrix of a large batch passes 2^31 elements.
+// Indices are int64 wherever a buffer may pass 2^31 elements (a large batch's im2col matrix),
+// int32 in a launch whose buffers are all smaller.
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <string>
 
 #include "cuda_common.cuh"
@@ -32,10 +35,25 @@ constexpr int kThreads = 256;
 // Grid-stride kernels: a bounded grid covers any n.
 unsigned capped_grid(int64_t n) { return std::min<unsigned>(grid_for(n, kThreads), 1u << 20); }
 
+// 64-bit division costs the GPU several times what 32-bit division does, so the index math
+// of a launch runs in int32 when the largest index of its buffers fits: f(int32_t{}) or f(int64_t{}).
+template <class F>
+void with_index_type(int64_t largest, F&& f) {
+  if (largest <= INT32_MAX) f(int32_t{});
+  else f(int64_t{});
+}
+
 // What the conv kernels need of a ConvShape, as plain data (its methods are host-only).
-struct ConvDims {
-  int64_t B, H, W, Cin, KH, KW, stride, pad, OH, OW, K;
+template <class I>
+struct ConvDimsT {
+  I B, H, W, Cin, KH, KW, stride, pad, OH, OW, K;
 };
+using ConvDims = ConvDimsT<int64_t>;
+
+template <class I>
+ConvDimsT<I> narrowed(const ConvDims& d) {
+  return {I(d.B), I(d.H), I(d.W), I(d.Cin), I(d.KH), I(d.KW), I(d.stride), I(d.pad), I(d.OH), I(d.OW), I(d.K)};
+}
 
 std::string describe(const ConvShape& c) {
   return "B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " W=" + std::to_string(c.W) +
@@ -59,32 +77,36 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
 }
 
 // col (P,K), P = B·OH·OW pixels, K = Cin·KH·KW columns ordered (ci,kh,kw); zero outside the image.
-__global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, ConvDims d) {
-  const int64_t KK = d.KH * d.KW, n = d.B * d.OH * d.OW * d.K;
+// n = P·K. The loop counter stays int64 (i + stride must not wrap); I holds every index below.
+template <class I>
+__global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, ConvDimsT<I> d, int64_t n) {
+  const I KK = d.KH * d.KW;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t p = i / d.K, k = i - p * d.K;
-    const int64_t ci = k / KK, tap = k - ci * KK, kh = tap / d.KW, kw = tap - kh * d.KW;
-    const int64_t ow = p % d.OW, q = p / d.OW, oh = q % d.OH, b = q / d.OH;
-    const int64_t ih = oh * d.stride - d.pad + kh, iw = ow * d.stride - d.pad + kw;
+    const I idx = I(i), p = idx / d.K, k = idx - p * d.K;
+    const I ci = k / KK, tap = k - ci * KK, kh = tap / d.KW, kw = tap - kh * d.KW;
+    const I ow = p % d.OW, q = p / d.OW, oh = q % d.OH, b = q / d.OH;
+    const I ih = oh * d.stride - d.pad + kh, iw = ow * d.stride - d.pad + kw;
     col[i] = (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) ? x[((b * d.H + ih) * d.W + iw) * d.Cin + ci] : 0.f;
   }
 }
 
 // dx (B,H,W,Cin) += the entries of dcol (P,K) that im2col copied from each input element:
 // input row ih is read by kernel row kh of output row oh when oh·stride - pad + kh = ih.
-__global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __restrict__ dcol, ConvDims d) {
-  const int64_t n = d.B * d.H * d.W * d.Cin;
+// n = B·H·W·Cin.
+template <class I>
+__global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __restrict__ dcol, ConvDimsT<I> d,
+                                     int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t ci = i % d.Cin, q = i / d.Cin, iw = q % d.W, r = q / d.W, ih = r % d.H, b = r / d.H;
+    const I idx = I(i), ci = idx % d.Cin, q = idx / d.Cin, iw = q % d.W, r = q / d.W, ih = r % d.H, b = r / d.H;
     float sum = 0.f;
-    for (int64_t kh = 0; kh < d.KH; ++kh) {
-      const int64_t oh_s = ih + d.pad - kh;  // oh · stride
+    for (I kh = 0; kh < d.KH; ++kh) {
+      const I oh_s = ih + d.pad - kh;  // oh · stride
       if (oh_s < 0 || oh_s % d.stride != 0 || oh_s / d.stride >= d.OH) continue;
-      const int64_t oh = oh_s / d.stride;
-      for (int64_t kw = 0; kw < d.KW; ++kw) {
-        const int64_t ow_s = iw + d.pad - kw;
+      const I oh = oh_s / d.stride;
+      for (I kw = 0; kw < d.KW; ++kw) {
+        const I ow_s = iw + d.pad - kw;
         if (ow_s < 0 || ow_s % d.stride != 0 || ow_s / d.stride >= d.OW) continue;
-        const int64_t ow = ow_s / d.stride;
+        const I ow = ow_s / d.stride;
         sum += dcol[((b * d.OH + oh) * d.OW + ow) * d.K + (ci * d.KH + kh) * d.KW + kw];
       }
     }
@@ -92,9 +114,25 @@ __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __rest
   }
 }
 
+int64_t input_floats(const ConvDims& d) { return d.B * d.H * d.W * d.Cin; }
+int64_t col_floats(const ConvDims& d) { return d.B * d.OH * d.OW * d.K; }
+
 void im2col(float* col, const float* x, const ConvDims& d, Stream s) {
-  im2col_kernel<<<capped_grid(d.B * d.OH * d.OW * d.K), kThreads, 0, s>>>(col, x, d);
+  const int64_t n = col_floats(d);
+  with_index_type(std::max(n, input_floats(d)), [&](auto index) {
+    using I = decltype(index);
+    im2col_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(col, x, narrowed<I>(d), n);
+  });
   MM_CUDA_CHECK_LAUNCH("im2col_kernel");
+}
+
+void col2im_gather(float* dx, const float* dcol, const ConvDims& d, Stream s) {
+  const int64_t n = input_floats(d);
+  with_index_type(std::max(n, col_floats(d)), [&](auto index) {
+    using I = decltype(index);
+    col2im_gather_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
+  });
+  MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
 }
 
 // ---------------------------------------------------------------------------
@@ -102,16 +140,16 @@ void im2col(float* col, const float* x, const ConvDims& d, Stream s) {
 
 // acc + sum over the 9 taps of in (B,H,W,C) around pixel (b,h,w) times weight (C,1,3,3),
 // tap k = kh·3+kw; flipped reads weight tap 8-k (the transposed conv of the backward pass).
+template <class I>
 __device__ __forceinline__ float dw3x3_taps(float acc, const float* __restrict__ in, const float* __restrict__ weight,
-                                            int64_t b, int64_t h, int64_t w, int64_t c, int64_t H, int64_t W,
-                                            int64_t C, bool flipped) {
+                                            I b, I h, I w, I c, I H, I W, I C, bool flipped) {
 #pragma unroll
   for (int kh = 0; kh < 3; ++kh) {
-    const int64_t hh = h + kh - 1;
+    const I hh = h + kh - 1;
     if (hh < 0 || hh >= H) continue;
 #pragma unroll
     for (int kw = 0; kw < 3; ++kw) {
-      const int64_t ww = w + kw - 1;
+      const I ww = w + kw - 1;
       if (ww < 0 || ww >= W) continue;
       const int k = kh * 3 + kw;
       acc += in[((b * H + hh) * W + ww) * C + c] * weight[c * 9 + (flipped ? 8 - k : k)];
@@ -121,12 +159,12 @@ __device__ __forceinline__ float dw3x3_taps(float acc, const float* __restrict__
 }
 
 // forward: out = bias + taps(x, weight); backward (accumulate): out += taps(dout, flipped weight).
+// n = B·H·W·C.
+template <class I>
 __global__ void dw3x3_kernel(float* __restrict__ out, const float* __restrict__ in, const float* __restrict__ weight,
-                             const float* __restrict__ bias, int64_t B, int64_t H, int64_t W, int64_t C,
-                             bool backward) {
-  const int64_t n = B * H * W * C;
+                             const float* __restrict__ bias, I H, I W, I C, int64_t n, bool backward) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = i % C, q = i / C, w = q % W, r = q / W, h = r % H, b = r / H;
+    const I idx = I(i), c = idx % C, q = idx / C, w = q % W, r = q / W, h = r % H, b = r / H;
     if (backward) {
       out[i] += dw3x3_taps(0.f, in, weight, b, h, w, c, H, W, C, true);
     } else {
@@ -193,6 +231,16 @@ __global__ void dw3x3_grad_combine_kernel(float* __restrict__ dweight, float* __
   }
 }
 
+void dw3x3(float* out, const float* in, const float* weight, const float* bias, int64_t B, int64_t H, int64_t W,
+           int64_t C, bool backward, Stream s) {
+  const int64_t n = B * H * W * C;
+  with_index_type(n, [&](auto index) {
+    using I = decltype(index);
+    dw3x3_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(out, in, weight, bias, I(H), I(W), I(C), n, backward);
+  });
+  MM_CUDA_CHECK_LAUNCH(backward ? "dw3x3_kernel (backward dx)" : "dw3x3_kernel (forward)");
+}
+
 void check_dw_shape(int64_t B, int64_t H, int64_t W, int64_t C, const char* op) {
   MM_CHECK(B > 0 && H > 0 && W > 0 && C > 0, std::string(op) + ": bad shape B=" + std::to_string(B) + " H=" +
                                                  std::to_string(H) + " W=" + std::to_string(W) +
@@ -203,7 +251,7 @@ void check_dw_shape(int64_t B, int64_t H, int64_t W, int64_t C, const char* op) 
 
 int64_t conv2d_workspace_floats(const ConvShape& c) {
   const ConvDims d = checked_dims(c);
-  return is_pointwise(c) ? 0 : d.B * d.OH * d.OW * d.K;
+  return is_pointwise(c) ? 0 : col_floats(d);
 }
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
@@ -234,25 +282,20 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   if (dx) {
     // dcol (P,K) = dout (P,Cout) · weight (Cout,K), over col: the stream orders it after dweight's GEMM.
     gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, weight, d.K, 0.f, workspace, d.K, s);
-    col2im_gather_kernel<<<capped_grid(d.B * d.H * d.W * d.Cin), kThreads, 0, s>>>(dx, workspace, d);
-    MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
+    col2im_gather(dx, workspace, d, s);
   }
 }
 
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
                        int64_t W, int64_t C, Stream s) {
   check_dw_shape(B, H, W, C, "dwconv3x3_forward");
-  dw3x3_kernel<<<capped_grid(B * H * W * C), kThreads, 0, s>>>(out, x, weight, bias, B, H, W, C, false);
-  MM_CUDA_CHECK_LAUNCH("dw3x3_kernel (forward)");
+  dw3x3(out, x, weight, bias, B, H, W, C, false, s);
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
   check_dw_shape(B, H, W, C, "dwconv3x3_backward");
-  if (dx) {
-    dw3x3_kernel<<<capped_grid(B * H * W * C), kThreads, 0, s>>>(dx, dout, weight, nullptr, B, H, W, C, true);
-    MM_CUDA_CHECK_LAUNCH("dw3x3_kernel (backward dx)");
-  }
+  if (dx) dw3x3(dx, dout, weight, nullptr, B, H, W, C, true, s);
   if (!dweight && !dbias) return;
   const int64_t P = B * H * W;
   const int64_t parts = std::min<int64_t>((P + kPixelsPerPart - 1) / kPixelsPerPart, kMaxParts);
