@@ -28,11 +28,16 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane)
 // grid (ndblk, 4·B), block kWarp: blockIdx.y = b·4 + k, the warp is channels
 // [32·blockIdx.x, +32) of (b, k). Lanes past D run the loop on zeros (the shuffles need all
 // 32 lanes) and write nothing of their own.
+// Dynamic shared memory: stage_bytes(s).
 // Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
 // Workspace); per (b, k, d): pgrad.
 __global__ void __launch_bounds__(kWarp)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, float* dpre_out, float* du_dir, float* dbc_part, float* pgrad) {
+  extern __shared__ float smem[];
+  float* srow = smem;                     // (kChunk, RN)
+  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
   const int bk = blockIdx.y, b = bk / 4, k = bk % 4;
@@ -54,10 +59,10 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
 #pragma unroll
     for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
+    stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
     for (int i = 0; i < len; ++i) {  // recompute the chunk, as forward did
-      const int p = scan_position(k, l0 + i, s.H, s.W);
-      const float* row = c.dbl_b + int64_t(p) * s.KC;
-      const float ul = active ? c.u_b[int64_t(p) * s.D] : 0.f;
+      const float* row = srow + i * s.RN;
+      const float ul = su[i * kWarp + lane];
       const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
       const float dlu = delta * ul;
 #pragma unroll
@@ -65,9 +70,9 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     }
     for (int i = len - 1; i >= 0; --i) {
       const int p = scan_position(k, l0 + i, s.H, s.W);
-      const float* row = c.dbl_b + int64_t(p) * s.KC;  // dt (R), B (N), C (N)
-      const float ul = active ? c.u_b[int64_t(p) * s.D] : 0.f;
-      const float dy = active ? dout_b[int64_t(p) * s.D] : 0.f;
+      const float* row = srow + i * s.RN;  // dt (R), B (N), C (N)
+      const float ul = su[i * kWarp + lane];
+      const float dy = sdy[i * kWarp + lane];
       const float pre = delta_pre(c.wrow, c.bias, row, s.R);
       const float delta = softplus(pre);
       const float dlu = delta * ul;
@@ -147,7 +152,7 @@ void scan_train_backward(const ScanTrainShape& shape, const float* u, const Scan
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
 
-  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(4 * s.B)), kWarp, 0, st>>>(
+  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(4 * s.B)), kWarp, stage_bytes(s), st>>>(
       s, u, ws.dbl, w, dout, states, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 

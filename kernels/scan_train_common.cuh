@@ -11,7 +11,8 @@ namespace mm::cuda::scan_train {
 
 constexpr int kN = 16;  // d_state: the warp transpose-reduction of 2N values needs 2N == 32
 constexpr int kChunk = int(kScanChunk);
-constexpr int kWarp = 32;
+constexpr int kWarp = 32;  // threads per block of both scan kernels: one warp of 32 channels
+constexpr int kMaxR = 256;  // keeps the staged rows of a chunk in 48 KB of shared memory
 static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
 struct Dims {
@@ -101,6 +102,31 @@ __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWe
   c.u_b = u + int64_t(b) * s.L * s.D + d;
   c.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
   return c;
+}
+
+// Shared memory of a scan block: a chunk's x_proj rows (kChunk, RN) and two per-channel
+// inputs (kChunk, kWarp) each (u, and dout in backward).
+inline size_t stage_bytes(const Dims& s) { return sizeof(float) * kChunk * size_t(s.RN + 2 * kWarp); }
+
+// Stages steps [l0, l0+len) of direction k for one warp, so that the recurrence then waits on
+// shared memory instead of one global load round trip per step: the rows [dt | B | C] (the
+// same for all the warp's channels) into rows (len, RN), and the lane's channel of u_b and
+// (if not nullptr) dout_b into su / sdy (len, kWarp), zero for lanes past D. The __syncwarp
+// before makes sure no lane still reads the previous chunk; the one after publishes this one.
+__device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int len, const float* dbl_b,
+                                            const float* u_b, const float* dout_b, bool active, int lane,
+                                            float* rows, float* su, float* sdy) {
+  __syncwarp();
+  for (int idx = lane; idx < len * s.RN; idx += kWarp) {
+    const int i = idx / s.RN, j = idx - i * s.RN;
+    rows[idx] = dbl_b[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j];
+  }
+  for (int i = 0; i < len; ++i) {
+    const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+    su[i * kWarp + lane] = active ? u_b[p * s.D] : 0.f;
+    if (dout_b) sdy[i * kWarp + lane] = active ? dout_b[p * s.D] : 0.f;
+  }
+  __syncwarp();
 }
 
 }  // namespace mm::cuda::scan_train

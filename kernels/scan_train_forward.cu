@@ -6,7 +6,9 @@
 //   1. dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, one GEMM (rows are spatial positions
 //      p = h·W + w; every direction reads the same rows in its own order).
 //   2. scan: one thread per (b, k, d) keeps its N = 16 states in registers and walks the L
-//      positions of direction k, computing Δ from dt in place (R multiply-adds). It writes
+//      positions of direction k, computing Δ from dt in place (R multiply-adds); a block is
+//      one warp (32 channels of one (b, k)), which stages each chunk's x_proj rows and u in
+//      shared memory first (stage_chunk), so the steps don't wait on global memory. It writes
 //      y into its direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
 //      kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): exactly the layout
 //      and meaning of the CPU's optional states buffer.
@@ -45,8 +47,8 @@ namespace scan_train {
 Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(s.B > 0 && s.H > 0 && s.W > 0 && s.D > 0 && s.R > 0, "scan_train: all sizes must be positive");
   MM_CHECK(s.N == kN, "scan_train: only d_state N = 16 is supported, got " + std::to_string(s.N));
-  MM_CHECK(s.H * s.W < (int64_t(1) << 30) && s.D < (int64_t(1) << 30) && s.R < 4096,
-           "scan_train: H·W, D or R too large");
+  MM_CHECK(s.H * s.W < (int64_t(1) << 30) && s.D < (int64_t(1) << 30), "scan_train: H·W or D too large");
+  MM_CHECK(s.R <= kMaxR, "scan_train: dt rank " + std::to_string(s.R) + " above " + std::to_string(kMaxR));
   MM_CHECK(4 * s.B <= 65535, "scan_train: batch too large for one grid (4·B > 65535)");
   Dims d;
   d.B = int(s.B); d.H = int(s.H); d.W = int(s.W); d.L = d.H * d.W; d.D = int(s.D); d.R = int(s.R);
@@ -78,37 +80,44 @@ Workspace carve(const Dims& d, float* base) {
 
 namespace {
 
-constexpr int kForwardThreads = 64;
-
-// grid (ceil(D / kForwardThreads), 4·B), block kForwardThreads; blockIdx.y = b·4 + k.
-__global__ void __launch_bounds__(kForwardThreads)
+// grid (ndblk, 4·B), block kWarp: blockIdx.y = b·4 + k, the warp is channels
+// [32·blockIdx.x, +32) of (b, k); lanes past D stage and wait with the others, nothing more.
+// Dynamic shared memory: stage_bytes(s).
+__global__ void __launch_bounds__(kWarp)
 scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* ys, float* states) {
-  const int d = blockIdx.x * kForwardThreads + threadIdx.x;
+  extern __shared__ float smem[];
+  float* srow = smem;                     // (kChunk, RN)
+  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  const int lane = threadIdx.x;
+  const int d = blockIdx.x * kWarp + lane;
   const int bk = blockIdx.y, b = bk / 4, k = bk % 4;
-  if (d >= s.D) return;
-  const Channel c = load_channel(s, w, u, dbl, b, k, d);
+  const bool active = d < s.D;
+  const Channel c = load_channel(s, w, u, dbl, b, k, active ? d : s.D - 1);
   float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
   float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + d : nullptr;
   float h[kN];
 #pragma unroll
   for (int n = 0; n < kN; ++n) h[n] = 0.f;
-  for (int l = 0; l < s.L; ++l) {
-    if (st && l % kChunk == 0) {
+  for (int chunk = 0; chunk < s.nseg; ++chunk) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    if (st && active) {
 #pragma unroll
-      for (int n = 0; n < kN; ++n) st[(int64_t(l / kChunk) * kN + n) * s.D] = h[n];
+      for (int n = 0; n < kN; ++n) st[(int64_t(chunk) * kN + n) * s.D] = h[n];
     }
-    const int p = scan_position(k, l, s.H, s.W);
-    const float* row = c.dbl_b + int64_t(p) * s.KC;  // dt (R), B (N), C (N)
-    const float ul = c.u_b[int64_t(p) * s.D];
-    const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
-    const float dlu = delta * ul;
-    float y = c.Dk * ul;
+    stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, nullptr, active, lane, srow, su, nullptr);
+    for (int i = 0; i < len; ++i) {
+      const float* row = srow + i * s.RN;  // dt (R), B (N), C (N)
+      const float ul = su[i * kWarp + lane];
+      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      const float dlu = delta * ul;
+      float y = c.Dk * ul;
 #pragma unroll
-    for (int n = 0; n < kN; ++n) {
-      h[n] = exp_nonpos(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
-      y += row[s.R + kN + n] * h[n];
+      for (int n = 0; n < kN; ++n) {
+        h[n] = exp_nonpos(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
+        y += row[s.R + kN + n] * h[n];
+      }
+      if (active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
     }
-    ys_bk[int64_t(p) * s.D] = y;
   }
 }
 
@@ -143,8 +152,8 @@ void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanT
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
-  const dim3 grid(unsigned((s.D + kForwardThreads - 1) / kForwardThreads), unsigned(4 * s.B));
-  scan_forward_kernel<<<grid, kForwardThreads, 0, st>>>(s, u, ws.dbl, w, ws.dir0, states);
+  const dim3 grid(unsigned(s.ndblk), unsigned(4 * s.B));
+  scan_forward_kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.dir0, states);
   MM_CUDA_CHECK_LAUNCH("scan_train_forward");
   sum_directions(out, ws.dir0, s.BL * s.D, false, st);
 }
