@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "model/cpu_bf16_model.h"
 #include "model/cuda_model_bench.h"
+#include "model/medmamba_cuda.h"
 #include "model/medmamba.h"
 #include "ops/cross_entropy.h"
 #include "train/optimizer.h"
@@ -100,38 +101,48 @@ static BenchResult run_cpu_bf16_benchmark(const BenchOptions& o, const MedMamba&
 
 BenchResult run_benchmark(const BenchOptions& o) {
   check_bench_options(o);
-  if (o.device == "cuda") return run_cuda_benchmark(o);
-  MM_CHECK(o.device == "cpu", "device '" + o.device + "': expected cpu or cuda");
-  MM_CHECK(o.precision == "fp32" || o.precision == "bf16",
-           "precision '" + o.precision + "' is not available on the CPU backend (fp32 or bf16)");
-  MM_CHECK(o.precision == "fp32" || o.mode == "forward", "the CPU's bf16 path is inference only (--mode forward)");
-  if (o.threads > 0) omp_set_num_threads(o.threads);
-
-  MedMamba model = bench_model(o);
-  if (o.precision == "bf16") return run_cpu_bf16_benchmark(o, model);
-  const ModelConfig& cfg = model.config();
+  MM_CHECK(o.device == "cpu" || o.device == "cuda", "device '" + o.device + "': expected cpu or cuda");
   const bool train = o.mode == "train";
+  if (o.device == "cuda" && !train) return run_cuda_benchmark(o);  // the CudaMedMamba inference engine
+  if (o.device == "cuda") {
+    MM_CHECK(o.precision == "fp32", "GPU training computes in fp32 (--precision fp32)");
+  } else {
+    MM_CHECK(o.precision == "fp32" || o.precision == "bf16",
+             "precision '" + o.precision + "' is not available on the CPU backend (fp32 or bf16)");
+    MM_CHECK(o.precision == "fp32" || !train, "the CPU's bf16 path is inference only (--mode forward)");
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+  }
+
+  auto cpu_model = std::make_unique<MedMamba>(bench_model(o));
+  if (o.precision == "bf16") return run_cpu_bf16_benchmark(o, *cpu_model);
+  const std::unique_ptr<Model> model =
+      model_on_device(std::move(cpu_model), o.device == "cuda" ? Device::CUDA : Device::CPU);
+  const ModelConfig& cfg = model->config();
   Tensor images = bench_images(o, cfg.in_chans);
   std::vector<int64_t> labels(size_t(o.batch));
   for (int b = 0; b < o.batch; ++b) labels[size_t(b)] = b % cfg.num_classes;
   Tensor probs = Tensor::empty({o.batch, cfg.num_classes}), dlogits = Tensor::empty({o.batch, cfg.num_classes});
 
-  AdamW adamw(model.table(), AdamWOptions{});
+  AdamW adamw(model->table(), AdamWOptions{}, model->device());
   auto step = [&] {
-    Tensor logits = model.forward(images, train);
+    Tensor logits = model->forward(images, train);
     if (!train) return;
     cross_entropy_forward(probs.f32(), logits.f32(), labels.data(), o.batch, cfg.num_classes);
     dlogits.zero_();
     cross_entropy_backward(dlogits.f32(), probs.f32(), labels.data(), o.batch, cfg.num_classes);
-    model.zero_grad();
-    model.backward(dlogits);
-    clip_grad_norm(model.grads(), model.table(), 1.0);  // mm-train's optimiser step
-    adamw.step(model.params(), model.grads(), 1e-4f);
+    model->zero_grad();
+    model->backward(dlogits);
+    clip_grad_norm(model->grads(), model->table(), 1.0);  // mm-train's optimiser step
+    adamw.step(model->params(), model->grads(), 1e-4f);
   };
   for (int i = 0; i < o.warmup; ++i) step();
   const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();
   for (int i = 0; i < o.iters; ++i) step();
+  // The last AdamW step may still run on the GPU: reading a parameter back waits for it.
+  if (model->device() == Device::CUDA) (void)model->params().slice_view(0, {1}).to(Device::CPU);
   const double dt = (bench_now_seconds() - t0) / o.iters;
+  if (model->device() == Device::CUDA)
+    return make_bench_result(o, dt, "cuda", "");
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
                            images_per_cpu_second(o, c0));
 }

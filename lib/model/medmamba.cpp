@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -115,13 +116,15 @@ void MedMamba::init_reference(uint64_t seed) {
   };
   params_.zero_();
   float* base = params_.f32();
+  std::set<std::string> batchnorm_weights;  // BatchNorm2d's default affine init: weight 1, bias 0
+  for (const std::string& bn : table_.batchnorms()) batchnorm_weights.insert(bn + ".weight");
   for (const ParamEntry& e : table_.entries()) {
     float* p = base + e.offset;
     const int64_t n = e.numel();
     const std::string& k = e.name;
     auto fill = [&](auto gen) { for (int64_t i = 0; i < n; ++i) p[i] = gen(i); };
     if (ends_with(k, "running_var") || ends_with(k, "norm.weight") || ends_with(k, "ln_1.weight") ||
-        ends_with(k, ".Ds")) {
+        ends_with(k, ".Ds") || batchnorm_weights.count(k)) {
       fill([](int64_t) { return 1.f; });
     } else if (ends_with(k, "running_mean") || ends_with(k, "norm.bias") || ends_with(k, "ln_1.bias")) {
       // zeros
