@@ -52,8 +52,8 @@ int main(int argc, char** argv) {
   CLI::Option* noaug = app.add_flag("--no-augment", no_augment, "no augmentation");
   opt("--select", o.select, "which epoch is best: auc | accuracy | loss (on the val set)", "select");
   opt("--seed", o.seed, "seed of the split, the shuffles, the augmentation, drop path and the initialisation", "seed");
-  opt("--device", o.device, "cpu | cuda | auto", "device");
-  opt("--precision", o.precision, "fp32 (the CPU trainer's only precision)", "precision");
+  opt("--device", o.device, "cpu | cuda | auto (cuda when a GPU is present)", "device");
+  opt("--precision", o.precision, "fp32 (on the CPU and the GPU)", "precision");
   opt("--threads", o.threads, "CPU threads (0: every core)", "threads");
   opt("--save-every", o.save_every, "also save the resumable state every N optimiser steps (0: at epoch ends)", "save_every");
   app.add_option("--resume", resume, "continue the interrupted run in this directory (its config.json is the configuration)");

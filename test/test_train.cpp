@@ -206,3 +206,19 @@ TEST_CASE("mm-train --accumulate takes one optimiser step per group of micro-bat
   CHECK(rec[0].step == 4);
   CHECK(rec[1].step == 8);
 }
+
+TEST_CASE("mm-train without a validation set keeps the last epoch as best.safetensors") {
+  ScratchDir dir;
+  std::string csv = "path,label,split\n";
+  for (int i = 0; i < 12; ++i) csv += "a" + std::to_string(i) + ".png,alpha,train\nb" + std::to_string(i) + ".png,beta,train\n";
+  TrainOptions o = small_options(dir.write("data.csv", csv), dir.path() + "/run");
+  o.val_fraction = 0;
+  o.epochs = 3;
+  train_model(o, {}, fake_picture, {});
+  const std::vector<EpochRecord> rec = read_metrics_file(dir.path() + "/run/metrics.jsonl");
+  REQUIRE(rec.size() == 3);
+  for (const EpochRecord& r : rec) CHECK(r.best);
+  const LoadedModel best = load_model(dir.path() + "/run/best.safetensors");
+  const LoadedModel last = load_model(dir.path() + "/run/last.safetensors");
+  CHECK(std::memcmp(best.model.params().data(), last.model.params().data(), last.model.params().nbytes()) == 0);
+}

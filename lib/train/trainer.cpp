@@ -340,7 +340,8 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
       r.val_auc = m.macro.auc;
     }
     const std::optional<double> value = selection_value(o.select, r);
-    r.best = p.best_epoch < 0 || (value && *value > p.best_value);
+    // Without a value to select by (no validation set), the latest epoch is the best one.
+    r.best = p.best_epoch < 0 || !value || *value > p.best_value;
     if (r.best) {
       p.best_epoch = p.epoch;
       p.best_value = value.value_or(0.0);
