@@ -29,12 +29,13 @@ TrainOptions small_options(const std::string& data, const std::string& out) {
   return o;
 }
 
-// BreastMNIST on that model: a few seconds an epoch on 2 cores.
+// BreastMNIST on that model: about a second an epoch on 2 cores.
 TrainOptions breast_options(const std::string& out) {
   TrainOptions o = small_options(test::shared_data_dir() + "/medmnist/breastmnist.npz", out);
-  o.epochs = 3;
+  o.epochs = 6;
   o.batch_size = 32;
   o.lr = 2e-3;
+  o.augment = "flip";  // the full set needs more epochs than CI can give a model this small
   o.warmup_epochs = 0.5;
   o.seed = 7;
   o.save_every = 5;
@@ -58,13 +59,14 @@ TEST_CASE("mm-train on BreastMNIST: the loss falls, the test AUC is reached, and
   ScratchDir dir;
   const std::string full = dir.path() + "/full", parts = dir.path() + "/parts";
   const TrainResult r = train_model(breast_options(full), {}, {}, {});
-  CHECK(r.epochs_done == 3);
+  CHECK(r.epochs_done == 6);
   const std::vector<EpochRecord> rec = read_metrics_file(full + "/metrics.jsonl");
-  REQUIRE(rec.size() == 3);
-  CHECK(rec[2].train_loss < rec[0].train_loss);
+  REQUIRE(rec.size() == 6);
+  CHECK(rec[5].train_loss < rec[0].train_loss);
   REQUIRE(r.test_auc.has_value());
-  MESSAGE("BreastMNIST, 3 epochs, dims 8..64 at 32 px: test accuracy " << *r.test_accuracy << ", AUC " << *r.test_auc);
-  CHECK(*r.test_auc > 0.70);  // the published MedMamba figure is 0.825 (224 px, 100 epochs)
+  MESSAGE("BreastMNIST, 6 epochs, dims 8..64 at 32 px: test accuracy " << *r.test_accuracy << ", AUC " << *r.test_auc);
+  CHECK(*r.test_auc > 0.72);  // the published MedMamba figure is 0.825 (224 px, 100 epochs)
+  CHECK(*r.test_accuracy > 0.74);  // above the majority class's 0.731
   for (const char* f : {"config.json", "curves.svg", "best.safetensors", "last.safetensors", "state.safetensors",
                         "test_metrics.json"})
     CHECK(std::filesystem::exists(full + "/" + f));
@@ -75,10 +77,10 @@ TEST_CASE("mm-train on BreastMNIST: the loss falls, the test AUC is reached, and
   CHECK(train_model(breast_options(parts), stop, {}, {}).epochs_done == 1);
   TrainControl resume;
   resume.resume = true;
-  CHECK(train_model(breast_options(parts), resume, {}, {}).epochs_done == 3);
+  CHECK(train_model(breast_options(parts), resume, {}, {}).epochs_done == 6);
   const std::vector<EpochRecord> rec2 = read_metrics_file(parts + "/metrics.jsonl");
-  REQUIRE(rec2.size() == 3);
-  for (size_t i = 0; i < 3; ++i) {
+  REQUIRE(rec2.size() == 6);
+  for (size_t i = 0; i < 6; ++i) {
     CHECK(rec2[i].train_loss == rec[i].train_loss);
     CHECK(rec2[i].val_loss == rec[i].val_loss);
   }
