@@ -21,6 +21,7 @@
 #include <mutex>
 
 #include "imaging/dicom_attributes.h"
+#include "imaging/dicom_dictionary.h"
 #include "imaging/dicom_parse.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
@@ -285,6 +286,7 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
   if (stat(path.c_str(), &st) != 0) throw ImageError(Kind::Io, what, "cannot open");
   if (uint64_t(st.st_size) > opt.max_file_bytes)
     throw ImageError(Kind::TooLarge, what, "file of " + std::to_string(st.st_size) + " bytes");
+  dicom::require_data_dictionary(what);
   std::unique_ptr<DcmFileFormat> file = dicom::parse_file(path, what);
   DcmDataset& ds = *file->getDataset();
   Decoded d = decode(*file, opt, what);
