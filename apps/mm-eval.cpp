@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "eval/command.h"
+#include "model/default_model.h"
 #include "ops/blas_tuning.h"
 #include "labelled_sample_reader.h"
 
@@ -20,7 +21,8 @@ int main(int argc, char** argv) {
   mm::reexec_with_best_blas_kernels(argv);
   CLI::App app{"mm-eval: score a MedMamba model on a labelled dataset, or a predictions file against labels"};
   mm::EvalCommand a;
-  auto* model = app.add_option("--model", a.model, "model file (.safetensors, from mm-convert)");
+  auto* model = app.add_option("--model", a.model, "model file (.safetensors, from mm-convert; default with --data: the "
+                                                     "shipped " + std::string(mm::kDefaultModelName) + ")");
   auto* data = app.add_option("--data", a.data, "class folder, CSV manifest path,label[,split], or MedMNIST .npz");
   app.add_option("--split", a.split, "train | val | test (ignored by data without splits)")->capture_default_str();
   app.add_option("--exclude", a.exclude, "file listing samples to leave out, relative to the data folder");
@@ -49,14 +51,14 @@ int main(int argc, char** argv) {
   app.add_option("--mistakes", a.mistakes, "confident mistakes listed in the HTML report")->capture_default_str();
   app.add_flag("-q,--quiet", a.quiet, "no progress or notes on stderr");
   model->needs(data);
-  data->needs(model);
+  data->excludes(predictions);
   predictions->needs(labels);
   labels->needs(predictions);
   model->excludes(predictions);
   try {
     app.parse(argc, argv);
-    if (a.model.empty() && a.predictions.empty())
-      throw CLI::ValidationError("give --model M --data D, or --predictions P --labels L");
+    if (a.data.empty() && a.predictions.empty())
+      throw CLI::ValidationError("give --data D [--model M], or --predictions P --labels L");
   } catch (const CLI::Success& e) {  // --help
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

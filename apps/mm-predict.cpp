@@ -8,6 +8,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "model/default_model.h"
 #include "ops/blas_tuning.h"
 #include "predict/command.h"
 #ifdef MM_HAVE_IMAGING
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
   CLI::App app{"mm-predict: classify DICOM, NIfTI and picture files with a MedMamba model"};
   mm::PredictCommand a;
   ReaderChoice reader_choice;
-  app.add_option("--model", a.model, "model file (.safetensors, from mm-convert)")->required();
+  app.add_option("--model", a.model, "model file (.safetensors, from mm-convert; default: the shipped " +
+                                       std::string(mm::kDefaultModelName) + ")");
   app.add_option("paths", a.paths, "files or folders (searched recursively)");
   app.add_option("--list", a.lists, "text file naming one input per line ('-': stdin); repeatable");
   app.add_option("--format", a.format, "csv | json | jsonl (default: from --output's extension, else csv)")

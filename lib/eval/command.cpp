@@ -17,6 +17,7 @@
 #include "eval/report_html.h"
 #include "eval/report_json.h"
 #include "model/medmamba_cuda.h"
+#include "model/default_model.h"
 #include "model/model_file.h"
 
 namespace mm {
@@ -48,8 +49,10 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
   Dataset dataset;  // the model run's data, or the labels file; sample_image reads from it
   std::vector<size_t> dataset_index;  // scored sample -> dataset sample
 
-  if (!a.model.empty()) {
-    LoadedModel lm = load_model(a.model);
+  if (!a.data.empty()) {
+    const std::string model_path = a.model.empty() ? find_default_model() : a.model;
+    if (a.model.empty() && !a.quiet) std::fprintf(stderr, "mm-eval: model %s (the default)\n", model_path.c_str());
+    LoadedModel lm = load_model(model_path);
     dataset = open_dataset(a.data, {a.split, a.exclude});
     if (!a.quiet)
       std::fprintf(stderr, "mm-eval: %s (%s): %zu samples%s%s, %lld classes\n", a.data.c_str(), dataset.kind.c_str(),
@@ -80,7 +83,7 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
       dataset_index.push_back(i);
     }
     class_names = report_class_names(dataset, lm.meta);
-    about = {{"model", a.model}, {"data", a.data}, {"split", dataset.split.empty() ? "(all)" : dataset.split}};
+    about = {{"model", model_path}, {"data", a.data}, {"split", dataset.split.empty() ? "(all)" : dataset.split}};
     if (!a.exclude.empty())
       about.emplace_back("excluded", std::to_string(dataset.excluded) + " samples listed in " + a.exclude);
   } else {

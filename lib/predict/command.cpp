@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "model/default_model.h"
 #include "model/model_file.h"
 #include "predict/classifier.h"
 #include "predict/progress.h"
@@ -57,7 +58,9 @@ PredictPlan plan_predict(const PredictCommand& a) {
 
 int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const ImagesReader& reader) {
   omp_set_num_threads(plan.threads);
-  LoadedModel loaded = load_model(a.model);
+  const std::string model_path = a.model.empty() ? find_default_model() : a.model;
+  if (a.model.empty() && !a.quiet) std::fprintf(stderr, "mm-predict: model %s (the default)\n", model_path.c_str());
+  LoadedModel loaded = load_model(model_path);
   ClassifierOptions classifier_options;
   classifier_options.device = device_choice_from_name(a.device);
   classifier_options.precision = a.precision;
@@ -67,7 +70,7 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   const std::vector<InputFile> files = select_shard(listing.files, plan.shard);
   if (a.verbose) {
     std::fprintf(stderr, "mm-predict: %s: %lld classes, %lld px input; running on %s with %d threads\n",
-                 a.model.c_str(), (long long)loaded.meta.config.num_classes,
+                 model_path.c_str(), (long long)loaded.meta.config.num_classes,
                  (long long)loaded.meta.preprocess.input_size, classifier->description().c_str(), plan.threads);
     std::fprintf(stderr, "mm-predict: %zu input files%s\n", files.size(),
                  plan.shard.count > 1 ? (" in shard " + a.shard + " of " + std::to_string(listing.files.size())).c_str()
