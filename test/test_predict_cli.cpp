@@ -176,7 +176,7 @@ TEST_CASE("mm-predict exit codes: 0 all classified, 3 some failed, 4 none classi
   CHECK(run_command(f.predict(s + "notes.txt" + quiet)) == 4);       // named: not an image format, a failure
   CHECK(run_command(f.predict(f.root + "/no-such-file.dcm" + quiet)) == 4);
   CHECK(run_command(f.predict("" + quiet)) == 2);  // no inputs
-  CHECK(run_command(kBinary + " " + s + "ct.dcm" + quiet) == 2);  // no --model
+  CHECK(run_command(kBinary + " " + s + "ct.dcm" + quiet) == 0);  // no --model: the shipped default model
   CHECK(run_command(f.predict("--shard 0/2 " + s + quiet)) == 2);
   CHECK(run_command(f.predict("--format xml " + s + quiet)) == 2);
   CHECK(run_command(f.predict("--aggregate patient " + s + quiet)) == 2);
