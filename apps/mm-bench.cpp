@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   app.add_option("--size,--image-size", o.image_size, "image side (multiple of 32)")->capture_default_str();
   app.add_option("--classes", o.num_classes, "number of classes")->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda")->capture_default_str();
-  app.add_option("--precision", o.precision, "fp32 | bf16 | fp16")->capture_default_str();
+  app.add_option("--precision", o.precision, "fp32 | bf16 | fp16 (GPU) | int8 (CPU)")->capture_default_str();
   app.add_option("--mode", o.mode, "forward | train (forward+backward+clip+AdamW: mm-train's step)")->capture_default_str();
   app.add_option("--iters", o.iters, "timed iterations")->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed warm-up iterations")->capture_default_str();

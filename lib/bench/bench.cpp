@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "model/cpu_bf16_model.h"
+#include "model/cpu_int8_model.h"
 #include "model/cuda_model_bench.h"
 #include "model/medmamba_cuda.h"
 #include "model/medmamba.h"
@@ -87,13 +88,15 @@ static std::string images_per_cpu_second(const BenchOptions& o, double cpu_start
   return s.str();
 }
 
-// bf16 inference forward; throws (naming the reason) where the build or CPU has no bf16 path.
-static BenchResult run_cpu_bf16_benchmark(const BenchOptions& o, const MedMamba& model) {
-  CpuBf16Model bf16(model);
+// bf16 or int8 inference forward (CpuBf16Model, CpuInt8Model); throws (naming the
+// reason) where the build or CPU has no such path.
+template <class LowPrecisionModel>
+static BenchResult run_cpu_low_precision_benchmark(const BenchOptions& o, const MedMamba& model) {
+  LowPrecisionModel fast(model);
   Tensor images = bench_images(o, model.config().in_chans);
-  for (int i = 0; i < o.warmup; ++i) bf16.forward(images);
+  for (int i = 0; i < o.warmup; ++i) fast.forward(images);
   const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();
-  for (int i = 0; i < o.iters; ++i) bf16.forward(images);
+  for (int i = 0; i < o.iters; ++i) fast.forward(images);
   const double dt = (bench_now_seconds() - t0) / o.iters;
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
                            images_per_cpu_second(o, c0));
@@ -103,18 +106,20 @@ BenchResult run_benchmark(const BenchOptions& o) {
   check_bench_options(o);
   MM_CHECK(o.device == "cpu" || o.device == "cuda", "device '" + o.device + "': expected cpu or cuda");
   const bool train = o.mode == "train";
+  MM_CHECK(o.device == "cpu" || o.precision != "int8", "--precision int8 runs on the CPU only (--device cpu)");
   if (o.device == "cuda" && !train) return run_cuda_benchmark(o);  // the CudaMedMamba inference engine
   if (o.device == "cuda") {
     MM_CHECK(o.precision == "fp32", "GPU training computes in fp32 (--precision fp32)");
   } else {
-    MM_CHECK(o.precision == "fp32" || o.precision == "bf16",
-             "precision '" + o.precision + "' is not available on the CPU backend (fp32 or bf16)");
-    MM_CHECK(o.precision == "fp32" || !train, "the CPU's bf16 path is inference only (--mode forward)");
+    MM_CHECK(o.precision == "fp32" || o.precision == "bf16" || o.precision == "int8",
+             "precision '" + o.precision + "' is not available on the CPU backend (fp32, bf16 or int8)");
+    MM_CHECK(o.precision == "fp32" || !train, "the CPU's " + o.precision + " path is inference only (--mode forward)");
     if (o.threads > 0) omp_set_num_threads(o.threads);
   }
 
   auto cpu_model = std::make_unique<MedMamba>(bench_model(o));
-  if (o.precision == "bf16") return run_cpu_bf16_benchmark(o, *cpu_model);
+  if (o.precision == "bf16") return run_cpu_low_precision_benchmark<CpuBf16Model>(o, *cpu_model);
+  if (o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
   const std::unique_ptr<Model> model =
       model_on_device(std::move(cpu_model), o.device == "cuda" ? Device::CUDA : Device::CPU);
   const ModelConfig& cfg = model->config();

@@ -10,7 +10,7 @@
 #include "core/half.h"
 
 #ifdef MM_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
+#include "ops/dnnl_context.h"
 #endif
 
 namespace mm {
@@ -63,15 +63,8 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-dnnl::stream& stream() {
-  static dnnl::stream s(engine());
-  return s;
-}
+dnnl::engine& engine() { return dnnl_engine(); }
+dnnl::stream& stream() { return dnnl_stream(); }
 
 dnnl::primitive_attr epilogue_attr(Bf16Epilogue e) {
   dnnl::primitive_attr attr;

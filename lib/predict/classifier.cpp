@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "model/cpu_bf16_model.h"
+#include "model/cpu_int8_model.h"
 #include "model/cuda_model.h"
 #include "ops/gemm_bf16.h"
 
@@ -36,6 +37,24 @@ std::unique_ptr<Classifier> make_cpu_bf16_classifier(MedMamba& model) {
   const std::string why = bf16_unavailable_reason();
   if (why.empty()) return std::make_unique<CpuBf16Classifier>(model);
   std::fprintf(stderr, "mm: --precision bf16 on the CPU: %s; computing in float32\n", why.c_str());
+  return std::make_unique<CpuClassifier>(model);
+}
+
+class CpuInt8Classifier : public Classifier {
+ public:
+  CpuInt8Classifier(const MedMamba& model, const ActivationScales& scales) : model_(model, scales) {}
+  Tensor logits(const Tensor& images) override { return model_.forward(images); }
+  std::string description() const override { return "cpu (int8)"; }
+
+ private:
+  CpuInt8Model model_;
+};
+
+// int8 where this build and CPU have an int8 path; float32, saying so once on stderr, where not.
+std::unique_ptr<Classifier> make_cpu_int8_classifier(MedMamba& model, const ActivationScales& scales) {
+  const std::string why = int8_model_unavailable_reason();
+  if (why.empty()) return std::make_unique<CpuInt8Classifier>(model, scales);
+  std::fprintf(stderr, "mm: --precision int8 on the CPU: %s; computing in float32\n", why.c_str());
   return std::make_unique<CpuClassifier>(model);
 }
 
@@ -74,13 +93,16 @@ DeviceChoice device_choice_from_name(const std::string& name) {
 }
 
 std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options) {
-  const bool use_cuda = options.device == DeviceChoice::Cuda || (options.device == DeviceChoice::Auto && cuda_available());
+  const bool use_cuda = options.device == DeviceChoice::Cuda ||
+                        (options.device == DeviceChoice::Auto && options.precision != "int8" && cuda_available());
   if (!use_cuda) {
     if (options.precision == "bf16") return make_cpu_bf16_classifier(model);
+    if (options.precision == "int8") return make_cpu_int8_classifier(model, options.int8_scales);
     MM_CHECK(options.device == DeviceChoice::Auto || options.precision == "fp32",
-             "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32 or bf16");
+             "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32, bf16 or int8");
     return std::make_unique<CpuClassifier>(model);
   }
+  MM_CHECK(options.precision != "int8", "--precision int8 runs on the CPU only (use --device cpu)");
   MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");
   return std::make_unique<CudaClassifier>(model, cuda_inference_options(options.precision), options.precision);
 }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "model/cpu_int8_model.h"
 #include "model/cuda_model.h"
 #include "model/medmamba.h"
 
@@ -20,7 +21,10 @@ struct ClassifierOptions {
   // and weights (~1e-2 / ~1e-3; see docs/benchmarks-gpu.md).
   // CPU: "fp32", or "bf16" (CpuBf16Model; float32 with a note on stderr where the
   // build has no oneDNN or the CPU neither AVX512_BF16 nor AMX).
+  // "int8" (CPU only; CpuInt8Model; float32 with a note on stderr where the build
+  // has no oneDNN or the CPU neither AVX512_VNNI nor AMX).
   std::string precision = "fp32";
+  ActivationScales int8_scales;  // calibrated scales for "int8" (ModelMeta's); empty: per batch
 };
 
 // The CudaMedMamba options for a GPU precision name: fp32 (no TF32), tf32, bf16 or fp16.
@@ -37,8 +41,8 @@ class Classifier {
 
 // The CPU classifier keeps a reference to model, which must outlive it; the GPU
 // one copies the weights. Throws mm::Error when CUDA is asked for and cannot be
-// had (built without CUDA, no device), or a precision other than fp32 or bf16
-// is asked of the CPU.
+// had (built without CUDA, no device), or a precision other than fp32, bf16 or
+// int8 is asked of the CPU, or int8 of the GPU.
 std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOptions& options);
 
 }  // namespace mm

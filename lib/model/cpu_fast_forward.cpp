@@ -1,0 +1,111 @@
+#include "model/cpu_fast_forward.h"
+
+#include <cmath>
+
+#include "core/half.h"
+#include "ops/vector_math.h"
+
+namespace mm::fast_forward {
+
+namespace {
+constexpr float kNormEps = 1e-5f;  // LayerNorm and BatchNorm, as the reference
+}
+
+ChannelAffine batchnorm_affine(const BatchNormWeights& bn, int64_t c) {
+  ChannelAffine a{std::vector<float>(size_t(c)), std::vector<float>(size_t(c))};
+  for (int64_t i = 0; i < c; ++i) {
+    const float s = bn.weight[i] / std::sqrt(bn.running_var[i] + kNormEps);
+    a.scale[size_t(i)] = s;
+    a.shift[size_t(i)] = bn.bias[i] - bn.running_mean[i] * s;
+  }
+  return a;
+}
+
+void affine_to_bf16(uint16_t* out, const float* x, int64_t C, const ChannelAffine& a, int64_t P, int64_t c) {
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(c));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < P; ++p) {
+      for (int64_t i = 0; i < c; ++i) row[size_t(i)] = x[p * C + i] * a.scale[size_t(i)] + a.shift[size_t(i)];
+      to_bf16(out + p * c, row.data(), c);
+    }
+  }
+}
+
+Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad) {
+  Conv2dShape s;
+  s.Cin = cin; s.Cout = cout; s.KH = s.KW = k; s.stride = stride; s.pad = pad;
+  return s;
+}
+
+// The float32 normalisation, the gate and the caller's store (rounding to bf16, say) in one pass.
+void layernorm_rows(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
+                    int64_t C, const std::function<void(int64_t, const float*)>& store) {
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < P; ++p) {
+      const float* xr = x + p * ld;
+      float m = 0.f;
+#pragma omp simd reduction(+ : m)
+      for (int64_t c = 0; c < C; ++c) m += xr[c];
+      m /= float(C);
+      float v = 0.f;
+#pragma omp simd reduction(+ : v)
+      for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
+      const float r = 1.f / std::sqrt(v / float(C) + kNormEps);
+      float* o = row.data();
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+      if (z) {
+        const float* zr = z + p * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] *= silu_vectorisable(zr[c]);
+      }
+      store(p, o);
+    }
+  }
+}
+
+void silu_rows(float* u, const float* x, int64_t P, int64_t C, const std::function<void(int64_t, const float*)>& store) {
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
+    const float* xr = x + p * C;
+    float* ur = u + p * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) ur[c] = silu_vectorisable(xr[c]);
+    if (store) store(p, ur);
+  }
+}
+
+void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c) {
+  const int64_t D = 2 * c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p)
+#pragma omp simd
+    for (int64_t m = 0; m < c; ++m) {
+      out[p * D + 2 * m] = l[p * c + m] + x[p * D + 2 * m];
+      out[p * D + 2 * m + 1] = s[p * c + m] + x[p * D + 2 * m + 1];
+    }
+}
+
+void images_to_nhwc_bf16(uint16_t* out, const float* img, int64_t B, int64_t Cin, int64_t S) {
+#pragma omp parallel for
+  for (int64_t bh = 0; bh < B * S; ++bh)
+    for (int64_t x = 0; x < S; ++x)
+      for (int64_t ch = 0; ch < Cin; ++ch)
+        out[size_t((bh * S + x) * Cin + ch)] = float_to_bf16(img[(((bh / S) * Cin + ch) * S + bh % S) * S + x]);
+}
+
+void check_images(const Tensor& images, const ModelConfig& cfg, const char* precision) {
+  const int64_t multiple = 4 << (cfg.num_stages() - 1);
+  MM_CHECK(images.dtype() == DType::F32 && images.device() == Device::CPU && images.ndim() == 4 &&
+               images.dim(1) == cfg.in_chans && images.dim(2) == images.dim(3) && images.dim(2) % multiple == 0 &&
+               images.dim(2) > 0,
+           std::string(precision) + " forward expects a float32 CPU tensor (B," + std::to_string(cfg.in_chans) +
+               ",S,S) with S divisible by " + std::to_string(multiple) + ", got " + shape_str(images.shape()));
+}
+
+}  // namespace mm::fast_forward

@@ -1,0 +1,230 @@
+#pragma once
+// The inference forward shared by CpuBf16Model and CpuInt8Model (internal to lib/model).
+//
+// Both compute MedMamba::forward in eval mode with the same skeleton: the convs in
+// bf16 (Bf16Conv2d, BatchNorms folded in), the scan, norms, depthwise conv and head
+// in float32. They differ in the Linear layers (in_proj, x_proj, out_proj, the 1x1
+// conv, patch merging), which a Precision policy supplies:
+//   using Act = ...;      // what its Linears read: uint16_t (bf16) or float
+//   using Linear = ...;   // forward(float* out, const Act* x, int64_t M) const
+//   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu);
+//   static void store_row(Act* dst, const float* row, int64_t n);
+//   static void conv_out(const Bf16Conv2d&, Act* out, const uint16_t* x, int64_t B, int64_t H, int64_t W);
+#include <algorithm>
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "model/block.h"
+#include "model/medmamba.h"
+#include "ops/depthwise_conv.h"
+#include "ops/gemm_bf16.h"
+#include "ops/layernorm.h"
+#include "ops/layout.h"
+#include "ops/linear.h"
+#include "ops/selective_scan.h"
+
+namespace mm::fast_forward {
+
+// Eval-mode BatchNorm as out = x * scale + shift.
+struct ChannelAffine {
+  std::vector<float> scale, shift;
+};
+ChannelAffine batchnorm_affine(const BatchNormWeights& bn, int64_t c);
+// out (P,c) bf16 = x[:, :c] * scale + shift, x rows C floats apart (the block's left half).
+void affine_to_bf16(uint16_t* out, const float* x, int64_t C, const ChannelAffine& a, int64_t P, int64_t c);
+Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad);
+// Each row of out (P,C) = LayerNorm(row of x) [* silu(row of z)], x rows ld floats apart,
+// z (P,C) or nullptr; store(p, row) takes the float32 result of row p.
+void layernorm_rows(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
+                    int64_t C, const std::function<void(int64_t, const float*)>& store);
+// u = silu(x) (P,C); then store(p, row of u) for each row, where store is set.
+void silu_rows(float* u, const float* x, int64_t P, int64_t C, const std::function<void(int64_t, const float*)>& store);
+// out = channel_shuffle(concat(l, s)) + x, all (P, 2c) but l, s (P,c).
+void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c);
+// NCHW float32 images (B,Cin,S,S) to NHWC bf16.
+void images_to_nhwc_bf16(uint16_t* out, const float* images, int64_t B, int64_t Cin, int64_t S);
+void check_images(const Tensor& images, const ModelConfig& cfg, const char* precision);
+
+template <class Precision>
+struct Block {
+  using Linear = typename Precision::Linear;
+  BlockWeights w;
+  Linear in_proj_x, in_proj_z, x_proj, out_proj, conv7;
+  Bf16Conv2d conv1, conv4;  // BatchNorm 2 / 5 and the ReLU after each folded in
+  ChannelAffine bn0;
+
+  Block(const BlockWeights& bw, int64_t C, int64_t N, int64_t R) : w(bw) {
+    const int64_t c = C / 2, D = C;
+    in_proj_x = Precision::linear(w.in_proj, nullptr, c, D, false);
+    in_proj_z = Precision::linear(w.in_proj + D * c, nullptr, c, D, false);
+    x_proj = Precision::linear(w.x_proj, nullptr, D, 4 * (R + 2 * N), false);
+    out_proj = Precision::linear(w.out_proj, nullptr, D, c, false);
+    conv7 = Precision::linear(w.conv7_w, w.conv7_b, c, c, true);
+    const ChannelAffine bn2 = batchnorm_affine(w.bn2, c), bn5 = batchnorm_affine(w.bn5, c);
+    conv1 = Bf16Conv2d(conv_geometry(c, c, 3, 1, 1), w.conv1_w, w.conv1_b, bn2.scale.data(), bn2.shift.data(),
+                       Bf16Epilogue::Relu);
+    conv4 = Bf16Conv2d(conv_geometry(c, c, 3, 1, 1), w.conv4_w, w.conv4_b, bn5.scale.data(), bn5.shift.data(),
+                       Bf16Epilogue::Relu);
+    bn0 = batchnorm_affine(w.bn0, c);
+  }
+};
+
+// Scratch for one batch size, sized for stage 0 (later stages have P·C halved per stage).
+template <class Act>
+struct Buffers {
+  int64_t B = -1, S = -1;
+  std::vector<Act> act;                    // a Linear's input
+  std::vector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
+  std::vector<float> embed, x0, x1, xin, z, xconv, u, y, dbl, s, l, pooled;
+
+  void ensure(const ModelConfig& cfg, int64_t batch, int64_t side) {
+    if (B == batch && S == side) return;
+    B = batch; S = side;
+    const int64_t P0 = B * (S / 4) * (S / 4), C0 = cfg.dims[0];
+    int64_t dbl_floats = 0;
+    for (int64_t i = 0; i < cfg.num_stages(); ++i)
+      dbl_floats = std::max(dbl_floats, (P0 >> (2 * i)) * 4 * (cfg.dt_rank(i) + 2 * cfg.d_state));
+    image.resize(size_t(B * S * S * cfg.in_chans));
+    act.resize(size_t(P0 * C0));
+    for (auto* v : {&conv_a, &conv_b}) v->resize(size_t(P0 * C0));
+    for (auto* v : {&embed, &x0, &x1, &xin, &z, &xconv, &u, &y, &s, &l}) v->resize(size_t(P0 * C0));
+    dbl.resize(size_t(dbl_floats));
+    pooled.resize(size_t(B * cfg.dims.back()));
+  }
+};
+
+template <class Precision>
+class Forward {
+ public:
+  using Act = typename Precision::Act;
+  using Linear = typename Precision::Linear;
+
+  // Reads model's float32 parameters in every call: model must outlive this object.
+  explicit Forward(const MedMamba& m) : model_(m) {
+    const ModelConfig& cfg = m.config();
+    patch_embed_ = Bf16Conv2d(conv_geometry(cfg.in_chans, cfg.dims[0], 4, 4, 0), w("patch_embed.proj.weight"),
+                              w("patch_embed.proj.bias"), nullptr, nullptr);
+    float* base = const_cast<float*>(m.params().f32());
+    blocks_.resize(size_t(cfg.num_stages()));
+    for (int64_t i = 0; i < cfg.num_stages(); ++i) {
+      for (int64_t j = 0; j < cfg.depths[i]; ++j)
+        blocks_[size_t(i)].emplace_back(block_weights(base, m.table(), block_prefix(i, j)), cfg.dims[i], cfg.d_state,
+                                        cfg.dt_rank(i));
+      if (i + 1 < cfg.num_stages())
+        merge_.push_back(Precision::linear(w(merge_prefix(i) + "reduction.weight"), nullptr, 4 * cfg.dims[i],
+                                           2 * cfg.dims[i], false));
+    }
+  }
+
+  const MedMamba& model() const { return model_; }
+
+  // Every Linear with a name ("layers.0.blocks.1.in_proj_x", "layers.0.downsample.reduction").
+  void for_each_linear(const std::function<void(const std::string&, Linear&)>& fn) {
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      for (size_t j = 0; j < blocks_[i].size(); ++j) {
+        Block<Precision>& b = blocks_[i][j];
+        const std::string p = block_prefix(int64_t(i), int64_t(j));
+        fn(p + "in_proj_x", b.in_proj_x);
+        fn(p + "in_proj_z", b.in_proj_z);
+        fn(p + "x_proj", b.x_proj);
+        fn(p + "out_proj", b.out_proj);
+        fn(p + "conv7", b.conv7);
+      }
+      if (i < merge_.size()) fn(merge_prefix(int64_t(i)) + "reduction", merge_[i]);
+    }
+  }
+
+  Tensor operator()(const Tensor& images, const char* precision_name) {
+    const ModelConfig& cfg = model_.config();
+    check_images(images, cfg, precision_name);
+    const int64_t B = images.dim(0), S = images.dim(2);
+    buf_.ensure(cfg, B, S);
+    Buffers<Act>& b = buf_;
+    images_to_nhwc_bf16(b.image.data(), images.f32(), B, cfg.in_chans, S);
+    patch_embed_.forward(b.embed.data(), b.image.data(), B, S, S);
+    const int64_t side0 = S / 4;
+    float *cur = b.x0.data(), *next = b.x1.data();
+    layernorm_forward(cur, nullptr, nullptr, b.embed.data(), w("patch_embed.norm.weight"), w("patch_embed.norm.bias"),
+                      B * side0 * side0, cfg.dims[0]);
+    for (int64_t i = 0; i < cfg.num_stages(); ++i) {
+      const int64_t side = side0 >> i, C = cfg.dims[i], P = B * side * side;
+      const BlockDims d{B, side, side, C, cfg.d_state, cfg.dt_rank(i)};
+      for (const Block<Precision>& blk : blocks_[size_t(i)]) {
+        block(next, cur, blk, d);
+        std::swap(cur, next);
+      }
+      if (i + 1 < cfg.num_stages()) {
+        const std::string m = merge_prefix(i);
+        patch_gather_forward(b.embed.data(), cur, B, side, side, C);
+        normalize_to_act(b.embed.data(), 4 * C, nullptr, w(m + "norm.weight"), w(m + "norm.bias"), P / 4, 4 * C);
+        merge_[size_t(i)].forward(next, b.act.data(), P / 4);
+        std::swap(cur, next);
+      }
+    }
+    const int64_t side_last = side0 >> (cfg.num_stages() - 1), C_last = cfg.dims.back();
+    avgpool_forward(b.pooled.data(), cur, B, side_last * side_last, C_last);
+    Tensor logits = Tensor::empty({B, cfg.num_classes});
+    linear_forward(logits.f32(), b.pooled.data(), w("head.weight"), w("head.bias"), B, C_last, cfg.num_classes);
+    return logits;
+  }
+
+ private:
+  static std::string block_prefix(int64_t i, int64_t j) {
+    return "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
+  }
+  static std::string merge_prefix(int64_t i) { return "layers." + std::to_string(i) + ".downsample."; }
+  const float* w(const std::string& name) const { return model_.params().f32() + model_.table().at(name).offset; }
+
+  void normalize_to_act(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
+                        int64_t C) {
+    Act* act = buf_.act.data();
+    layernorm_rows(x, ld, z, weight, bias, P, C,
+                   [&](int64_t p, const float* row) { Precision::store_row(act + p * C, row, C); });
+  }
+
+  // out, x: (B,H,W,C) float32.
+  void block(float* out, const float* x, const Block<Precision>& blk, const BlockDims& d) {
+    const int64_t P = d.P(), c = d.c(), D = d.C;
+    const BlockWeights& bw = blk.w;
+    Buffers<Act>& b = buf_;
+    // SS2D branch on the right half.
+    normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c);
+    blk.in_proj_x.forward(b.xin.data(), b.act.data(), P);
+    blk.in_proj_z.forward(b.z.data(), b.act.data(), P);
+    dwconv3x3_forward(b.xconv.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
+    const Act* u_act;
+    if constexpr (std::is_same_v<Act, float>) {
+      silu_rows(b.u.data(), b.xconv.data(), P, D, nullptr);
+      u_act = b.u.data();
+    } else {
+      Act* act = b.act.data();
+      silu_rows(b.u.data(), b.xconv.data(), P, D,
+                [&](int64_t p, const float* row) { Precision::store_row(act + p * D, row, D); });
+      u_act = act;
+    }
+    blk.x_proj.forward(b.dbl.data(), u_act, P);
+    const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
+    ss2d_scan_forward_from_dbl(ss, b.u.data(), SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},
+                               b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
+    normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
+    blk.out_proj.forward(b.s.data(), b.act.data(), P);
+    // Convolution branch on the left half.
+    affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c);
+    blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
+    Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
+    blk.conv7.forward(b.l.data(), b.act.data(), P);
+    shuffle_residual(out, b.l.data(), b.s.data(), x, P, c);
+  }
+
+  const MedMamba& model_;
+  Bf16Conv2d patch_embed_;
+  std::vector<std::vector<Block<Precision>>> blocks_;  // [stage][block]
+  std::vector<Linear> merge_;                          // patch merging reduction after stage i
+  Buffers<Act> buf_;
+};
+
+}  // namespace mm::fast_forward

@@ -1,0 +1,52 @@
+#pragma once
+// MedMamba inference on the CPU with int8 Linear layers.
+//
+// The skeleton of CpuBf16Model (lib/model/cpu_fast_forward.h) with every Linear
+// layer int8 (in_proj, x_proj, out_proj, the 1x1 conv of the conv branch, patch
+// merging): weights per output channel, activations per tensor with a scale from
+// each batch or from calibration (lib/ops/gemm_int8.h). The 3x3 and patch-embedding
+// convolutions stay bf16, as in CpuBf16Model; the scan, norms, depthwise conv,
+// activations and the head float32. Agreement with float32 on the shipped
+// brain-MRI model: see test/test_int8.cpp and docs/benchmarks.md.
+//
+// Inference only. Throws mm::Error at construction when the build or the CPU has
+// no int8 path or no bf16 path (int8_model_unavailable_reason()).
+#include <map>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "model/medmamba.h"
+
+namespace mm {
+
+// Empty when CpuInt8Model can run here (oneDNN, and AVX512_VNNI with AVX512_BF16, or AMX).
+std::string int8_model_unavailable_reason();
+
+// Static activation scales by Linear name ("layers.0.blocks.1.in_proj_x", ...): a
+// Linear's input is quantised as round(x / scale), saturating.
+using ActivationScales = std::map<std::string, float>;
+
+class CpuInt8Model {
+ public:
+  // Quantises model's Linear weights; reads its float32 parameters again in every
+  // forward, so model must outlive this object. Without scales (or for a Linear
+  // they do not name) each batch sets its own scale.
+  explicit CpuInt8Model(const MedMamba& model, const ActivationScales& scales = {});
+  ~CpuInt8Model();
+  CpuInt8Model(CpuInt8Model&&) noexcept;
+
+  const ModelConfig& config() const;
+  // images: (B,in_chans,S,S) float32 CPU, S divisible by 32. Returns logits (B,classes).
+  Tensor forward(const Tensor& images);
+
+  // Calibration: run forward over real images, then read max|x| / 127 per Linear
+  // (the largest input seen by each, over every call so far).
+  ActivationScales observed_scales() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mm
