@@ -24,11 +24,8 @@
 #include "ops/gemm_bf16.h"
 #include "ops/linear.h"
 #include "ops/selective_scan.h"
+#include "brain_mri_agreement.h"
 #include "test_util.h"
-#ifdef MM_HAVE_IMAGING
-#include "data/preprocess.h"
-#include "imaging/image_reader.h"
-#endif
 
 using namespace mm;
 using namespace mm::test;
@@ -227,71 +224,15 @@ TEST_CASE("bf16: a model file stored in BF16 loads directly: the same logits as 
 }
 
 #ifdef MM_HAVE_IMAGING
-namespace {
-
-// The shipped brain-MRI model over every `stride`-th image of its test split (sorted
-// paths): top-1 agreement between bf16 and float32, and each one's accuracy.
-struct Agreement {
-  int64_t images = 0, agree = 0, correct_fp32 = 0, correct_bf16 = 0;
-};
-
-Agreement brain_mri_agreement(size_t stride) {
-  namespace fs = std::filesystem;
-  LoadedModel lm = load_model(std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors");
-  const std::string root = std::string(MM_SHARED_DATA_DIR) + "/brain-tumor-mri/Testing";
-  std::vector<std::pair<std::string, int64_t>> files;  // path, class index
-  for (size_t k = 0; k < lm.meta.class_names.size(); ++k)
-    for (const auto& e : fs::directory_iterator(root + "/" + lm.meta.class_names[k]))
-      files.emplace_back(e.path().string(), int64_t(k));
-  std::sort(files.begin(), files.end());
-  std::vector<std::pair<std::string, int64_t>> chosen;
-  for (size_t i = 0; i < files.size(); i += stride) chosen.push_back(files[i]);
-
-  CpuBf16Model bf16(lm.model);
-  const ModelConfig& cfg = lm.model.config();
-  const int64_t side = lm.meta.preprocess.input_size, item = cfg.in_chans * side * side, K = cfg.num_classes;
-  Agreement a;
-  constexpr int64_t kBatch = 16;
-  for (size_t start = 0; start < chosen.size(); start += kBatch) {
-    const int64_t b = std::min<int64_t>(kBatch, int64_t(chosen.size() - start));
-    Tensor batch = Tensor::empty({b, cfg.in_chans, side, side});
-    for (int64_t i = 0; i < b; ++i)
-      preprocess_into(read_images(chosen[start + size_t(i)].first).at(0), lm.meta.preprocess, batch.f32() + i * item);
-    const Tensor want = lm.model.forward(batch, /*train=*/false), got = bf16.forward(batch);
-    for (int64_t i = 0; i < b; ++i) {
-      const float *w = want.f32() + i * K, *g = got.f32() + i * K;
-      const int64_t top_w = std::max_element(w, w + K) - w, top_g = std::max_element(g, g + K) - g;
-      const int64_t label = chosen[start + size_t(i)].second;
-      a.agree += top_w == top_g;
-      a.correct_fp32 += top_w == label;
-      a.correct_bf16 += top_g == label;
-      ++a.images;
-    }
-  }
-  return a;
-}
-
-void check_agreement(const Agreement& a) {
-  const double agree = 100.0 * double(a.agree) / double(a.images);
-  const double acc32 = 100.0 * double(a.correct_fp32) / double(a.images);
-  const double acc16 = 100.0 * double(a.correct_bf16) / double(a.images);
-  MESSAGE(a.images << " brain-MRI test images: top-1 agreement " << agree << "%, accuracy fp32 " << acc32
-                   << "%, bf16 " << acc16 << "%");
-  CHECK(agree >= 99.5);
-  CHECK(std::fabs(acc32 - acc16) <= 0.5);
-}
-
-}  // namespace
-
 TEST_CASE("bf16: brain-MRI model, every 13th test image (101): top-1 agreement with float32 >= 99.5%") {
   if (bf16_missing()) return;
-  check_agreement(brain_mri_agreement(13));
+  check_agreement(brain_mri_agreement<CpuBf16Model>(13), "bf16", 99.5);
 }
 
 // The full test split (1,311 images, 2.5 minutes on this shared 2-core machine): mm-tests -tc='*all 1?311*' --no-skip
 TEST_CASE("bf16: brain-MRI model, all 1,311 test images: agreement >= 99.5%, accuracy within 0.5 points" *
           doctest::skip()) {
   if (bf16_missing()) return;
-  check_agreement(brain_mri_agreement(1));
+  check_agreement(brain_mri_agreement<CpuBf16Model>(1), "bf16", 99.5);
 }
 #endif

@@ -17,6 +17,7 @@
 #include "model/medmamba.h"
 #include "ops/gemm_int8.h"
 #include "ops/linear.h"
+#include "brain_mri_agreement.h"
 #include "test_util.h"
 
 using namespace mm;
@@ -115,3 +116,44 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
     for (int64_t i = 0; i < (M / 2) * N; ++i) CHECK(half[size_t(i)] == out[size_t(i)]);
   }
 }
+
+TEST_CASE("int8: the small fixture model's logits agree with float32; calibrated scales give the same logits") {
+  if (int8_missing()) return;
+  const SafetensorsFile f = load_fixture("model_small.safetensors");
+  ModelConfig cfg = ModelConfig::from_json(f.metadata.at("config"));
+  MedMamba model(cfg);
+  std::map<std::string, Tensor> state;
+  for (const ParamEntry& e : model.table().entries()) state[e.name] = f.at(e.name);
+  model.load_state(state);
+  const Tensor& input = f.at("input");
+  const Tensor want = model.forward(input, /*train=*/false);
+  CpuInt8Model int8(model);
+  const Tensor got = int8.forward(input);
+  REQUIRE(got.shape() == want.shape());
+  const double err = rel_l2(got.f32(), want.f32(), want.numel());
+  MESSAGE("fixture logits, int8 against float32: relative L2 error " << err);
+  CHECK(err < 5e-2);
+  // Calibrated on this very batch, each Linear's static scale is the dynamic one it used.
+  const ActivationScales scales = int8.observed_scales();
+  int64_t blocks = 0;
+  for (int64_t d : cfg.depths) blocks += d;
+  CHECK(scales.size() == size_t(5 * blocks + cfg.num_stages() - 1));
+  const Tensor calibrated = CpuInt8Model(model, scales).forward(input);
+  for (int64_t k = 0; k < got.numel(); ++k) CHECK(calibrated.f32()[k] == doctest::Approx(got.f32()[k]).epsilon(1e-6));
+  CHECK_THROWS_WITH_AS(CpuInt8Model(model, ActivationScales{{"layers.9.blocks.0.x_proj", 1.f}}),
+                       doctest::Contains("name no Linear layer"), Error);
+}
+
+#ifdef MM_HAVE_IMAGING
+TEST_CASE("int8: brain-MRI model, every 13th test image (101): top-1 agreement with float32 >= 99%") {
+  if (int8_missing()) return;
+  check_agreement(brain_mri_agreement<CpuInt8Model>(13), "int8", 99.0);
+}
+
+// The full test split (1,311 images): mm-tests -tc='int8*all 1?311*' --no-skip
+TEST_CASE("int8: brain-MRI model, all 1,311 test images: agreement >= 99%, accuracy within 0.5 points" *
+          doctest::skip()) {
+  if (int8_missing()) return;
+  check_agreement(brain_mri_agreement<CpuInt8Model>(1), "int8", 99.0);
+}
+#endif
