@@ -29,6 +29,7 @@ void copy_async(void* dst, const void* src, size_t bytes, Stream s);  // any dir
 void memset_zero_async(void* p, size_t bytes, Stream s);
 int sm_count();
 std::string device_name();
+void memory_info(size_t* free_bytes, size_t* total_bytes);  // of the current device
 
 // One stream capture replayed as a CUDA graph (for fixed shapes and buffers).
 class CapturedGraph {

@@ -29,6 +29,8 @@ int sm_count() {
   return n;
 }
 
+void memory_info(size_t* free_bytes, size_t* total_bytes) { MM_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes)); }
+
 std::string device_name() {
   int dev = 0;
   MM_CUDA_CHECK(cudaGetDevice(&dev));

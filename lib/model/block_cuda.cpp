@@ -13,19 +13,32 @@ namespace mm {
 
 namespace c = cuda;
 
-void BlockActsCuda::ensure(const BlockDims& d, bool keep) {
+// One list of the buffers and their sizes, for allocating and for counting.
+template <class Alloc>
+static void block_buffers(BlockActsCuda& a, const BlockDims& d, bool keep, Alloc&& alloc) {
   const int64_t P = d.P(), ch = d.c(), D = d.C;
-  if (capacity >= P * D && (kept || !keep)) return;
-  auto dev = [](int64_t n) { return Tensor::empty({n}, DType::F32, Device::CUDA); };
-  for (Tensor* t : {&left, &right, &ln1, &s, &a0, &a1, &a2, &a3, &a4, &a5, &a6, &a7, &l}) *t = dev(P * ch);
-  for (Tensor* t : {&xin, &z, &xconv, &u, &y, &yn, &g}) *t = dev(P * D);
-  for (Tensor* t : {&ln1_mean, &ln1_rstd, &on_mean, &on_rstd}) *t = dev(P);
-  bn_mean = dev(3 * ch);
-  bn_rstd = dev(3 * ch);
-  scratch = dev(P * 5 * D);
+  for (Tensor* t : {&a.left, &a.right, &a.ln1, &a.s, &a.a0, &a.a1, &a.a2, &a.a3, &a.a4, &a.a5, &a.a6, &a.a7, &a.l})
+    *t = alloc(P * ch);
+  for (Tensor* t : {&a.xin, &a.z, &a.xconv, &a.u, &a.y, &a.yn, &a.g}) *t = alloc(P * D);
+  for (Tensor* t : {&a.ln1_mean, &a.ln1_rstd, &a.on_mean, &a.on_rstd}) *t = alloc(P);
+  a.bn_mean = alloc(3 * ch);
+  a.bn_rstd = alloc(3 * ch);
+  a.scratch = alloc(P * 5 * D);
   const c::ScanTrainShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
-  scan_states = keep ? dev(c::scan_train_states_floats(ss)) : Tensor();
-  capacity = P * D;
+  a.scan_states = keep ? alloc(c::scan_train_states_floats(ss)) : Tensor();
+}
+
+int64_t BlockActsCuda::floats(const BlockDims& d, bool keep) {
+  BlockActsCuda dry;
+  int64_t n = 0;
+  block_buffers(dry, d, keep, [&n](int64_t k) { n += k; return Tensor(); });
+  return n;
+}
+
+void BlockActsCuda::ensure(const BlockDims& d, bool keep) {
+  if (capacity >= d.P() * d.C && (kept || !keep)) return;
+  block_buffers(*this, d, keep, [](int64_t n) { return Tensor::empty({n}, DType::F32, Device::CUDA); });
+  capacity = d.P() * d.C;
   kept = keep;
 }
 

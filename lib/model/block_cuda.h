@@ -15,6 +15,7 @@ namespace mm {
 // Device activations a block keeps for backward (the CPU BlockActs' twin).
 struct BlockActsCuda {
   void ensure(const BlockDims& d, bool keep);
+  static int64_t floats(const BlockDims& d, bool keep);  // what ensure allocates
   Tensor left, right, ln1, ln1_mean, ln1_rstd;          // (P,c), (P)
   Tensor xin, z, xconv, u, y, yn, on_mean, on_rstd, g;  // (P,D), (P)
   Tensor s;                                             // (P,c)

@@ -48,6 +48,7 @@ std::string MedMambaCuda::device_name() const { no_cuda(); }
 #else  // MM_HAVE_CUDA
 
 #include <algorithm>
+#include <cstdio>
 
 #include "cuda_ops.h"
 #include "cuda_train_gemm_conv.h"
@@ -94,39 +95,81 @@ std::string block_prefix(int64_t i, int64_t j) {
   return "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
 }
 
-void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
-  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return;
-  a = ModelActsCuda{};
-  a.B = B; a.S = S; a.train = train; a.keep = keep;
-  a.images = device_floats(B * cfg.in_chans * S * S);
-  a.image_nhwc = device_floats(B * S * S * cfg.in_chans);
+// One list of the model-level buffers and their sizes, for allocating and for counting.
+template <class Alloc>
+void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep,
+                   Alloc&& alloc) {
+  a.images = alloc(B * cfg.in_chans * S * S);
+  a.image_nhwc = alloc(B * S * S * cfg.in_chans);
   const int64_t side0 = S / 4, P0 = B * side0 * side0;
-  a.embed = device_floats(P0 * cfg.dims[0]);
-  a.embed_mean = device_floats(P0);
-  a.embed_rstd = device_floats(P0);
+  a.embed = alloc(P0 * cfg.dims[0]);
+  a.embed_mean = alloc(P0);
+  a.embed_rstd = alloc(P0);
   int64_t conv_ws = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scan_ws = 0;
   a.stages.resize(size_t(cfg.num_stages()));
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     StageActsCuda& st = a.stages[size_t(i)];
     const BlockDims d = stage_dims(cfg, i, B, S);
     const int64_t P = d.P(), C = d.C;
-    for (int64_t j = 0; j <= cfg.depths[i]; ++j) st.xs.push_back(device_floats(P * C));
+    for (int64_t j = 0; j <= cfg.depths[i]; ++j) st.xs.push_back(alloc(P * C));
     st.blocks.resize(keep ? size_t(cfg.depths[i]) : 1);
     if (train)
-      for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(device_floats(B));
+      for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(alloc(B));
     if (i + 1 < cfg.num_stages()) {
-      st.gathered = device_floats(P * C);
-      st.merged_ln = device_floats(P * C);
-      st.merge_mean = device_floats(P / 4);
-      st.merge_rstd = device_floats(P / 4);
+      st.gathered = alloc(P * C);
+      st.merged_ln = alloc(P * C);
+      st.merge_mean = alloc(P / 4);
+      st.merge_rstd = alloc(P / 4);
     }
     conv_ws = std::max(conv_ws, block_cuda_conv_workspace_floats(d));
     scan_ws = std::max(scan_ws, block_cuda_scan_workspace_floats(d));
   }
-  a.pooled = device_floats(B * cfg.dims.back());
-  a.logits = device_floats(B * cfg.num_classes);
-  a.conv_workspace = device_floats(conv_ws);
-  a.scan_workspace = device_floats(scan_ws);
+  a.pooled = alloc(B * cfg.dims.back());
+  a.logits = alloc(B * cfg.num_classes);
+  a.conv_workspace = alloc(conv_ws);
+  a.scan_workspace = alloc(scan_ws);
+}
+
+// Device floats one forward (and its backward) of this shape holds: the model-level
+// buffers, the blocks' activations, and backward's gradient buffers (a few stage-sized ones).
+int64_t activation_floats(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+  ModelActsCuda dry;
+  int64_t n = 0;
+  model_buffers(dry, cfg, B, S, train, keep, [&n](int64_t k) { n += std::max<int64_t>(k, 1); return Tensor(); });
+  for (int64_t i = 0; i < cfg.num_stages(); ++i)
+    n += BlockActsCuda::floats(stage_dims(cfg, i, B, S), keep) * (keep ? cfg.depths[i] : 1);
+  const BlockDims first = stage_dims(cfg, 0, B, S);
+  if (keep) n += 4 * first.P() * first.C;  // backward's dcur/dnext/dln/dgathered at their largest
+  return n;
+}
+
+// Refuses a batch whose activations cannot fit in the GPU's memory, naming a batch that would.
+void check_fits(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, int64_t held_floats) {
+  size_t free_bytes = 0, total_bytes = 0;
+  c::memory_info(&free_bytes, &total_bytes);
+  const double need = 4.0 * double(activation_floats(cfg, B, S, train, keep));
+  const double have = double(free_bytes) + 4.0 * double(held_floats);  // what this model holds now is freed first
+  if (need <= 0.95 * have) return;
+  const double per_image = need / double(B);
+  const int64_t fits = int64_t(0.9 * have / per_image);
+  auto gib = [](double bytes) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.1f", bytes / double(1 << 30));
+    return std::string(s);
+  };
+  throw Error("a batch of " + std::to_string(B) + " at " + std::to_string(S) + " px needs about " + gib(need) +
+              " GiB of GPU memory for " + (keep ? "training" : "inference") + ", and " + gib(have) + " GiB of " +
+              gib(double(total_bytes)) + " GiB are free on " + c::device_name() + "; " +
+              (fits > 0 ? "a batch of " + std::to_string(fits) + " fits" : "not even one image fits"));
+}
+
+void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return;
+  const int64_t held = a.B > 0 ? activation_floats(cfg, a.B, a.S, a.train, a.keep) : 0;
+  check_fits(cfg, B, S, train, keep, held);
+  a = ModelActsCuda{};
+  a.B = B; a.S = S; a.train = train; a.keep = keep;
+  model_buffers(a, cfg, B, S, train, keep, device_floats);
 }
 
 }  // namespace
