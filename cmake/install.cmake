@@ -80,6 +80,9 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
+# cpack (and make install) package what is built, without building "all" first: the
+# package-install test must not start a serial rebuild of a stale tree. Build, then package.
+set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY TRUE)
 include(CPack)
 
 if(MM_BUILD_TESTS AND TARGET medmamba_imaging)
