@@ -6,8 +6,17 @@ include(GNUInstallDirs)
 set(MM_INSTALL_SHARE_DIR ${CMAKE_INSTALL_DATADIR}/medmamba)
 set(MM_TOOLS mm-predict mm-eval mm-train mm-convert mm-bench mm-serve)
 set(MM_INSTALLED_TOOLS "")
+# The OpenMP build of OpenBLAS is found through the build's RUNPATH (CMakeLists.txt says why
+# it matters); installed tools keep that path, or they would load whichever variant the
+# libopenblas.so.0 alternative names (Debian installs the pthread one by default).
+if(MM_OPENBLAS_OPENMP)
+  get_filename_component(MM_OPENBLAS_OPENMP_DIR ${MM_OPENBLAS_OPENMP} DIRECTORY)
+endif()
 foreach(tool ${MM_TOOLS})
   if(TARGET ${tool})
+    if(MM_OPENBLAS_OPENMP_DIR)
+      set_target_properties(${tool} PROPERTIES INSTALL_RPATH ${MM_OPENBLAS_OPENMP_DIR})
+    endif()
     install(TARGETS ${tool} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
     list(APPEND MM_INSTALLED_TOOLS ${tool})
   endif()
@@ -66,23 +75,27 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME medmamba-tools)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "MedMamba medical image classifier: command-line tools and models")
-set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION_SUMMARY}
- mm-predict classifies DICOM, NIfTI and picture files with a MedMamba model;
- mm-eval scores a model on labelled data; mm-train trains one; mm-convert
- converts PyTorch checkpoints; mm-bench measures speed; mm-serve is a DICOM
- storage node that classifies what it receives. Ships the default brain MRI
- model. Not for clinical use.")
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "mm-predict classifies DICOM, NIfTI and picture files with a MedMamba model;
+mm-eval scores a model on labelled data; mm-train trains one; mm-convert
+converts PyTorch checkpoints; mm-bench measures speed; mm-serve is a DICOM
+storage node that classifies what it receives. Ships the default brain MRI
+model. Not for clinical use.")
 set(MM_PACKAGE_MAINTAINER "MedMamba C++ maintainers <maintainers@users.noreply.r-seed-de20aa0a.example>"
     CACHE STRING "Maintainer field of the .deb")
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "${MM_PACKAGE_MAINTAINER}")
 set(CPACK_DEBIAN_PACKAGE_SECTION science)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# libopenblas0's shlibs name the package, not the variant: ask for the one the RUNPATH above expects.
+if(MM_OPENBLAS_OPENMP_DIR)
+  execute_process(COMMAND dpkg-query -S ${MM_OPENBLAS_OPENMP_DIR}/libopenblas.so.0 OUTPUT_VARIABLE blas_owner ERROR_QUIET)
+  string(REGEX MATCH "^[^:,]+" MM_OPENBLAS_OPENMP_PACKAGE "${blas_owner}")
+  if(MM_OPENBLAS_OPENMP_PACKAGE)
+    set(CPACK_DEBIAN_PACKAGE_DEPENDS ${MM_OPENBLAS_OPENMP_PACKAGE})
+  endif()
+endif()
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
-# cpack (and make install) package what is built, without building "all" first: the
-# package-install test must not start a serial rebuild of a stale tree. Build, then package.
-set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY TRUE)
 include(CPack)
 
 if(MM_BUILD_TESTS AND TARGET medmamba_imaging)

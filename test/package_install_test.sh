@@ -42,6 +42,7 @@ done
 [ -f "$root/usr/share/medmamba/models/brain-mri-96.safetensors" ] || fail "default model not installed"
 [ -f "$root/usr/share/medmamba/docs/mm-predict.md" ] || fail "docs not installed"
 echo "bin/: $(ls "$bin" | tr '\n' ' '); --help and man pages ok"
+if command -v ldd >/dev/null && ldd "$bin/mm-predict" | grep "not found"; then fail "the installed mm-predict misses libraries"; fi
 
 # The true class is in the folder name; the build tree's run with --model is the reference.
 jpeg=$data/brain-tumor-mri/Testing/pituitary/Te-piTr_0000.jpg
