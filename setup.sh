@@ -22,6 +22,7 @@ PACKAGES=(
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)
   libdnnl-dev                              # oneDNN: bf16 CPU inference (AMX / AVX512_BF16)
   clang libclang-rt-dev                    # libFuzzer + sanitizers for fuzz/run.sh
+  libopenmpi-dev openmpi-bin               # data-parallel mm-train across processes (mpirun)
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

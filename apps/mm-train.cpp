@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <memory>
 #include <new>
 #include <utility>
 #include <vector>
 
 #include "core/error.h"
+#include "dist/communicator.h"
 #include "labelled_sample_reader.h"
 #include "ops/blas_tuning.h"
 #include "train/command.h"
@@ -55,6 +57,9 @@ int main(int argc, char** argv) {
   opt("--device", o.device, "cpu | cuda | auto (cuda when a GPU is present)", "device");
   opt("--precision", o.precision, "fp32 (on the CPU and the GPU)", "precision");
   opt("--threads", o.threads, "CPU threads (0: every core)", "threads");
+  CLI::Option* sync_bn = app.add_flag("--sync-bn", o.sync_bn,
+                                     "data-parallel runs: BatchNorm statistics over the global batch (all processes)");
+  keyed.push_back({sync_bn, "sync_bn"});
   opt("--save-every", o.save_every, "also save the resumable state every N optimiser steps (0: at epoch ends)", "save_every");
   app.add_option("--resume", resume, "continue the interrupted run in this directory (its config.json is the configuration)");
   app.add_option("--stop-after-epoch", control.stop_after_epoch, "stop after this many epochs, resumable (0: run them all)");
@@ -85,13 +90,19 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "mm-train: %s\n", e.what());
     return mm::kTrainUsage;
   }
+  // One process per worker under mpirun/srun (docs/mm-train.md, "Several processes").
+  std::unique_ptr<mm::Communicator> world;
+  int code = mm::kTrainFatal;
   try {
-    return mm::run_train_command(o, control, quiet, read_labelled_sample);
+    world = mm::world_communicator();
+    control.comm = world.get();
+    code = mm::run_train_command(o, control, quiet, read_labelled_sample);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "mm-train: out of memory (try a smaller --batch-size or --image-size)\n");
-    return mm::kTrainFatal;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mm-train: %s\n", e.what());
-    return mm::kTrainFatal;
   }
+  // A process that failed ends the whole run, so that no other waits for it in a collective.
+  if (code != mm::kTrainOk && world && world->size() > 1) world->abort(code);
+  return code;
 }

@@ -73,9 +73,10 @@ static Conv2dShape conv_shape(const BlockDims& d, int64_t k) {
 }
 
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean,
-                          float* rstd, int64_t P, int64_t c, bool train) {
+                          float* rstd, int64_t P, int64_t c, bool train, const BatchNormSync* sync) {
   if (train)
-    batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, c);
+    batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, c, 1e-5f, 0.1f,
+                            sync);
   else
     batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, c);
 }
@@ -119,12 +120,12 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
 
   // Convolution branch: (P,c) -> (P,c)
   float *bm = a.bn_mean.f32(), *br = a.bn_rstd.f32();
-  batchnorm_fwd(a.a0.f32(), a.left.f32(), w.bn0, bm, br, P, c, ctx.train);
+  batchnorm_fwd(a.a0.f32(), a.left.f32(), w.bn0, bm, br, P, c, ctx.train, ctx.batchnorm_sync);
   conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace);
-  batchnorm_fwd(a.a2.f32(), a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train);
+  batchnorm_fwd(a.a2.f32(), a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train, ctx.batchnorm_sync);
   relu_forward(a.a3.f32(), a.a2.f32(), P * c);
   conv2d_forward(a.a4.f32(), a.a3.f32(), w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace);
-  batchnorm_fwd(a.a5.f32(), a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train);
+  batchnorm_fwd(a.a5.f32(), a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train, ctx.batchnorm_sync);
   relu_forward(a.a6.f32(), a.a5.f32(), P * c);
   conv2d_forward(a.a7.f32(), a.a6.f32(), w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace);
   relu_forward(a.l.f32(), a.a7.f32(), P * c);
@@ -136,9 +137,9 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
 
 static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dout, const float* x,
                           const BatchNormWeights& w, const float* mean, const float* rstd, int64_t P,
-                          int64_t c, bool train) {
+                          int64_t c, bool train, const BatchNormSync* sync) {
   if (train)
-    batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, c);
+    batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, c, sync);
   else
     batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, c);
 }
@@ -167,17 +168,17 @@ void block_backward(float* dx, const float* dout, const BlockWeights& w, const B
   zero(pa, P * c);
   relu_backward(pa, pb, a.a5.f32(), P * c);
   zero(pb, P * c);
-  batchnorm_bwd(pb, g.bn5, pa, a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train);
+  batchnorm_bwd(pb, g.bn5, pa, a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train, ctx.batchnorm_sync);
   zero(pa, P * c);
   conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, a.a3.f32(), w.conv4_w, conv_shape(d, 3), ctx.conv_workspace);
   zero(pb, P * c);
   relu_backward(pb, pa, a.a2.f32(), P * c);
   zero(pa, P * c);
-  batchnorm_bwd(pa, g.bn2, pb, a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train);
+  batchnorm_bwd(pa, g.bn2, pb, a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train, ctx.batchnorm_sync);
   zero(pb, P * c);
   conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, a.a0.f32(), w.conv1_w, conv_shape(d, 3), ctx.conv_workspace);
   zero(pa, P * c);
-  batchnorm_bwd(pa, g.bn0, pb, a.left.f32(), w.bn0, bm, br, P, c, ctx.train);
+  batchnorm_bwd(pa, g.bn0, pb, a.left.f32(), w.bn0, bm, br, P, c, ctx.train, ctx.batchnorm_sync);
   split_halves_backward(dx, pa, nullptr, P, c);
 
   // SS2D branch.

@@ -9,6 +9,7 @@
 
 #include "core/tensor.h"
 #include "model/params.h"
+#include "ops/batchnorm.h"  // BatchNormSync
 
 namespace mm {
 
@@ -55,6 +56,7 @@ struct BlockContext {
   bool keep = false;                  // activations are kept for block_backward (train or saliency)
   const float* drop_scale = nullptr;  // (B): per-sample drop-path factor (0 or 1/keep), or nullptr
   float* conv_workspace = nullptr;    // conv2d_workspace_floats() of the 3x3 conv
+  const BatchNormSync* batchnorm_sync = nullptr;  // train mode: statistics over every process
 };
 
 // out, x: (B,H,W,C). out must not alias x.

@@ -260,6 +260,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
       ctx.train = train;
       ctx.keep = keep_for_backward;
       ctx.conv_workspace = a.conv_workspace.f32();
+      ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;
       if (train) {
         const float rate = nblocks > 1 ? cfg_.drop_path_rate * float(block_index) / float(nblocks - 1) : 0.f;
         float* scale = st.drop_scale[size_t(j)].f32();
@@ -321,6 +322,7 @@ Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
       ctx.keep = true;
       ctx.conv_workspace = a.conv_workspace.f32();
       ctx.drop_scale = a.train ? st.drop_scale[size_t(j)].f32() : nullptr;
+      ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;
       dnext.zero_();
       block_backward(dnext.f32(), dcur.f32(), block_weights(P, table_, prefix), block_weights(G, table_, prefix),
                      st.blocks[size_t(j)], d, ctx);

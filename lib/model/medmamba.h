@@ -60,6 +60,7 @@ class MedMamba : public Model {
 
   void zero_grad() override { grads_.zero_(); }
   void seed_drop_path(uint64_t seed) override { rng_.seed(seed); }
+  void set_batchnorm_sync(BatchNormSync sync) override { batchnorm_sync_ = std::move(sync); }
 
  private:
   ModelConfig cfg_;
@@ -68,6 +69,7 @@ class MedMamba : public Model {
   std::vector<int64_t> batches_tracked_;
   std::unique_ptr<ModelActs> acts_;
   std::mt19937_64 rng_{0};
+  BatchNormSync batchnorm_sync_;
 };
 
 }  // namespace mm

@@ -11,9 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "ops/batchnorm.h"  // BatchNormSync
 
 namespace mm {
 
@@ -48,6 +50,12 @@ class Model {
   // Drop path draws from a generator seeded here; a trainer seeds it per step so
   // that a resumed run draws what an uninterrupted one would.
   virtual void seed_drop_path(uint64_t seed) = 0;
+  // Synchronised BatchNorm for data-parallel training: train-mode statistics summed over
+  // every process through `sync` (empty: this process's batch alone). Backends that cannot
+  // synchronise throw.
+  virtual void set_batchnorm_sync(BatchNormSync sync) {
+    if (sync) throw Error("this backend cannot synchronise BatchNorm across processes");
+  }
 };
 
 }  // namespace mm

@@ -74,28 +74,34 @@ float gamma_of(const float* weight, int64_t c) { return weight ? weight[c] : 1.0
 
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean,
                              float* running_var, const float* x, const float* weight,
-                             const float* bias, int64_t N, int64_t C, float eps, float momentum) {
-  MM_CHECK(N > 1, "batchnorm_forward_train: need more than one value per channel");
-  // Two passes (mean, then centred squares) for a variance free of cancellation.
-  std::vector<double> sum(C), sq(C), unused(C);
+                             const float* bias, int64_t N, int64_t C, float eps, float momentum,
+                             const BatchNormSync* sync) {
+  // Two passes (mean, then centred squares) for a variance free of cancellation. Synchronised,
+  // each pass's sums (and the row count) are summed over the processes.
+  std::vector<double> sum(size_t(C) + 1), sq(C), unused(C);
   channel_sums(sum.data(), unused.data(), N, C, [&](int64_t r, float* a1, float*) {
     const float* xr = x + r * C;
     for (int64_t c = 0; c < C; ++c) a1[c] += xr[c];
   });
-  for (int64_t c = 0; c < C; ++c) mean[c] = float(sum[size_t(c)] / double(N));
+  sum[size_t(C)] = double(N);
+  if (sync) (*sync)(sum.data(), C + 1);
+  const double rows = sum[size_t(C)];
+  MM_CHECK(rows > 1, "batchnorm_forward_train: need more than one value per channel");
+  for (int64_t c = 0; c < C; ++c) mean[c] = float(sum[size_t(c)] / rows);
   channel_sums(sq.data(), unused.data(), N, C, [&](int64_t r, float* a1, float*) {
     const float* xr = x + r * C;
     for (int64_t c = 0; c < C; ++c) { const float d = xr[c] - mean[c]; a1[c] += d * d; }
   });
+  if (sync) (*sync)(sq.data(), C);
 
   std::vector<float> scale(C), shift(C);
   for (int64_t c = 0; c < C; ++c) {
-    const double var = sq[size_t(c)] / double(N);  // biased: used to normalise
+    const double var = sq[size_t(c)] / rows;  // biased: used to normalise
     rstd[c] = float(1.0 / std::sqrt(var + double(eps)));
     scale[size_t(c)] = gamma_of(weight, c) * rstd[c];
     shift[size_t(c)] = (bias ? bias[c] : 0.0f) - mean[c] * scale[size_t(c)];
     if (running_mean && running_var) {
-      const double unbiased = sq[size_t(c)] / double(N - 1);
+      const double unbiased = sq[size_t(c)] / (rows - 1);
       running_mean[c] = float((1.0 - momentum) * running_mean[c] + momentum * double(mean[c]));
       running_var[c] = float((1.0 - momentum) * running_var[c] + momentum * unbiased);
     }
@@ -117,7 +123,7 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout,
                               const float* x, const float* weight, const float* mean,
-                              const float* rstd, int64_t N, int64_t C) {
+                              const float* rstd, int64_t N, int64_t C, const BatchNormSync* sync) {
   // With xhat = (x-mean)*rstd:  dbias = sum dout,  dweight = sum dout*xhat,
   //   dx = gamma*rstd * (dout - mean(dout) - xhat * mean(dout*xhat)).
   std::vector<double> sum_g(C), sum_gx(C);  // sum dout, sum dout*(x-mean)
@@ -130,16 +136,27 @@ void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const flo
     for (int64_t c = 0; c < C; ++c) dbias[c] += float(sum_g[size_t(c)]);
   if (dweight)
     for (int64_t c = 0; c < C; ++c) dweight[c] += float(sum_gx[size_t(c)] * rstd[c]);
+  double rows = double(N);
+  if (sync) {  // dx needs the means over the global batch
+    std::vector<double> all(size_t(2 * C) + 1);
+    std::copy(sum_g.begin(), sum_g.end(), all.begin());
+    std::copy(sum_gx.begin(), sum_gx.end(), all.begin() + C);
+    all[size_t(2 * C)] = double(N);
+    (*sync)(all.data(), 2 * C + 1);
+    std::copy(all.begin(), all.begin() + C, sum_g.begin());
+    std::copy(all.begin() + C, all.begin() + 2 * C, sum_gx.begin());
+    rows = all[size_t(2 * C)];
+  }
   if (!dx) return;
   // dx = a*dout + b*x + d with a = gamma*rstd, b = -gamma*rstd^3*sum_gx/N,
   // d = -a*sum_g/N - b*mean.
   std::vector<float> a(C), b(C), d(C);
   for (int64_t c = 0; c < C; ++c) {
     const double rs = rstd[c], ga = double(gamma_of(weight, c)) * rs;
-    const double gb = -double(gamma_of(weight, c)) * rs * rs * rs * sum_gx[size_t(c)] / double(N);
+    const double gb = -double(gamma_of(weight, c)) * rs * rs * rs * sum_gx[size_t(c)] / rows;
     a[size_t(c)] = float(ga);
     b[size_t(c)] = float(gb);
-    d[size_t(c)] = float(-ga * sum_g[size_t(c)] / double(N) - gb * double(mean[c]));
+    d[size_t(c)] = float(-ga * sum_g[size_t(c)] / rows - gb * double(mean[c]));
   }
   add_affine2(dx, dout, x, a.data(), b.data(), d.data(), N, C);
 }

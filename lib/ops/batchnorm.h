@@ -14,7 +14,14 @@
 // dbias, any of which may be nullptr to skip it.
 #include <cstdint>
 
+#include <functional>
+
 namespace mm {
+
+// Synchronised BatchNorm (data-parallel training, mm-train --sync-bn): replaces each of the n
+// doubles by its sum over every process, so the statistics are those of the whole global
+// batch. Every process must call it in the same order. nullptr: this process's batch alone.
+using BatchNormSync = std::function<void(double* values, int64_t n)>;
 
 // out:          (N,C) = (B,H,W,C)   overwritten
 // mean, rstd:   (C)   overwritten: batch mean and 1/sqrt(var+eps), saved for backward
@@ -22,10 +29,11 @@ namespace mm {
 // x:            (N,C)
 // weight, bias: (C) or nullptr
 // Requires N > 1 (like PyTorch in training).
+// sync: mean and variance over every process's rows (N may then be 0 or 1 locally).
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean,
                              float* running_var, const float* x, const float* weight,
                              const float* bias, int64_t N, int64_t C, float eps = 1e-5f,
-                             float momentum = 0.1f);
+                             float momentum = 0.1f, const BatchNormSync* sync = nullptr);
 
 // out:          (N,C)   overwritten
 // x:            (N,C)
@@ -40,9 +48,12 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
 // dout, x:       (N,C)
 // weight:        (C) or nullptr
 // mean, rstd:    (C) as saved by batchnorm_forward_train
+// sync: dx through the global statistics (the same sync as forward's); dweight and dbias
+// stay this process's share (the data-parallel gradient sum adds the shares).
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout,
                               const float* x, const float* weight, const float* mean,
-                              const float* rstd, int64_t N, int64_t C);
+                              const float* rstd, int64_t N, int64_t C,
+                              const BatchNormSync* sync = nullptr);
 
 // Backward of batchnorm_forward_eval (statistics are constants).
 // dx:            (N,C)  +=   dweight, dbias: (C) +=   (each may be nullptr)

@@ -28,6 +28,11 @@ std::string duration(double s) {
 
 int run_train_command(const TrainOptions& options, const TrainControl& control, bool quiet,
                       const ImageFileReader& read_file) {
+  // In a data-parallel run rank 0 reports (train_model gives the events to it alone); the
+  // others print only their errors, named by rank.
+  const int rank = control.comm ? control.comm->rank() : 0;
+  const std::string who = rank > 0 ? "mm-train: rank " + std::to_string(rank) + ": " : "mm-train: ";
+  quiet = quiet || rank > 0;
   const bool tty = isatty(fileno(stderr)) && !quiet;
   bool bar_drawn = false;
   auto last_draw = std::chrono::steady_clock::now();
@@ -65,6 +70,7 @@ int run_train_command(const TrainOptions& options, const TrainControl& control, 
   try {
     const TrainResult res = train_model(options, control, read_file, ev);
     clear_bar();
+    if (rank > 0) return kTrainOk;
     if (res.unreadable > 0)
       std::fprintf(stderr, "mm-train: %lld unreadable samples were skipped (listed above)\n", (long long)res.unreadable);
     if (res.test_accuracy)
@@ -75,15 +81,15 @@ int run_train_command(const TrainOptions& options, const TrainControl& control, 
     return kTrainOk;
   } catch (const TrainRefused& e) {
     clear_bar();
-    std::fprintf(stderr, "mm-train: %s\n", e.what());
+    std::fprintf(stderr, "%s%s\n", who.c_str(), e.what());
     return kTrainUsage;
   } catch (const TooManyUnreadable& e) {
     clear_bar();
-    std::fprintf(stderr, "mm-train: %s\n", e.what());
+    std::fprintf(stderr, "%s%s\n", who.c_str(), e.what());
     return kTrainUnreadable;
   } catch (const LossNotFinite& e) {
     clear_bar();
-    std::fprintf(stderr, "mm-train: %s\n", e.what());
+    std::fprintf(stderr, "%s%s\n", who.c_str(), e.what());
     return kTrainNotFinite;
   }
 }

@@ -21,7 +21,7 @@ void save_run_state(const std::string& path, const RunState& s) {
   const json progress{{"epoch", p.epoch}, {"batches_done", p.batches_done}, {"step", p.step},
                       {"loss_sum", p.loss_sum}, {"correct", p.correct}, {"seen", p.seen},
                       {"train_seconds", p.train_seconds}, {"best_value", p.best_value},
-                      {"best_epoch", p.best_epoch}};
+                      {"best_epoch", p.best_epoch}, {"processes", p.processes}};
   const std::string tmp = path + ".partial";
   write_safetensors(tmp, {{"params", s.params}, {"adam.m", s.adam_m}, {"adam.v", s.adam_v},
                           {"batches_tracked", tracked}},
@@ -40,6 +40,7 @@ RunState load_run_state(const std::string& path) {
     p.epoch = j.at("epoch"); p.batches_done = j.at("batches_done"); p.step = j.at("step");
     p.loss_sum = j.at("loss_sum"); p.correct = j.at("correct"); p.seen = j.at("seen");
     p.train_seconds = j.at("train_seconds"); p.best_value = j.at("best_value"); p.best_epoch = j.at("best_epoch");
+    p.processes = j.value("processes", int64_t(1));  // states from before data parallelism: one process
     s.options_json = f.metadata.at("options");
   } catch (const std::exception& e) {
     throw Error(path + ": damaged progress record (" + e.what() + ")");

@@ -21,6 +21,8 @@ struct RunProgress {
   double train_seconds = 0;    // this epoch so far
   double best_value = 0;       // the --select metric of the best epoch so far
   int64_t best_epoch = -1;     // -1: none yet
+  int64_t processes = 1;       // data-parallel processes of the run: batches_done counts global batches of
+                               // batch_size x processes samples
 };
 
 struct RunState {

@@ -17,7 +17,7 @@ static json as_json(const TrainOptions& o) {
               {"label_smoothing", o.label_smoothing}, {"clip_grad", o.clip_grad},
               {"class_weights", o.class_weights}, {"augment", o.augment}, {"select", o.select},
               {"out", o.out}, {"seed", o.seed}, {"device", o.device}, {"precision", o.precision},
-              {"threads", o.threads}, {"save_every", o.save_every}};
+              {"threads", o.threads}, {"save_every", o.save_every}, {"sync_bn", o.sync_bn}};
 }
 
 std::string TrainOptions::to_json() const { return as_json(*this).dump(2); }
@@ -37,7 +37,7 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
     get("label_smoothing", o.label_smoothing); get("clip_grad", o.clip_grad);
     get("class_weights", o.class_weights); get("augment", o.augment); get("select", o.select);
     get("out", o.out); get("seed", o.seed); get("device", o.device); get("precision", o.precision);
-    get("threads", o.threads); get("save_every", o.save_every);
+    get("threads", o.threads); get("save_every", o.save_every); get("sync_bn", o.sync_bn);
   } catch (const json::exception& e) {
     throw Error(std::string("training config: ") + e.what());
   }

@@ -21,6 +21,7 @@
 #include "model/model_file.h"
 #include "ops/cross_entropy.h"
 #include "train/batch_loader.h"
+#include "train/data_parallel.h"
 #include "train/optimizer.h"
 #include "train/run_files.h"
 #include "train/run_state.h"
@@ -146,7 +147,12 @@ int64_t predicted(const float* logits, int64_t K) {
 }  // namespace
 
 TrainResult train_model(TrainOptions o, const TrainControl& control, const ImageFileReader& read_file,
-                        const TrainEvents& ev) {
+                        const TrainEvents& events) {
+  std::unique_ptr<Communicator> single;
+  Communicator& comm = control.comm ? *control.comm : *(single = single_process_communicator());
+  const int rank = comm.rank(), world = comm.size();
+  const bool lead = rank == 0;  // writes the run directory and reports
+  const TrainEvents ev = lead ? events : TrainEvents{};
   auto note = [&](const std::string& s) {
     if (ev.note) ev.note(s);
   };
@@ -170,6 +176,10 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   }
   if (o.precision != "fp32")
     throw TrainRefused("--precision " + o.precision + ": training computes in fp32 on the CPU and the GPU");
+  if (world > 1 && device == Device::CUDA)
+    throw TrainRefused("several processes on GPUs need NCCL, which this build does not use yet; run one GPU process, "
+                       "or data-parallel CPU processes with --device cpu");
+  if (o.sync_bn && world == 1) note("--sync-bn: one process, nothing to synchronise");
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const int threads = resolve_thread_count(o.threads);
 
@@ -193,6 +203,10 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   const std::unique_ptr<Model> model_owner =
       model_on_device(std::make_unique<MedMamba>(std::move(lm.model)), device);
   Model& model = *model_owner;
+  if (o.sync_bn && world > 1)
+    model.set_batchnorm_sync([&comm](double* values, int64_t n) { comm.allreduce_sum(values, n); });
+  if (world > 1) note("data parallel: " + comm.description() + ", " + std::to_string(o.batch_size) +
+                      " images each per micro-batch" + (o.sync_bn ? ", synchronised BatchNorm" : ""));
   if (device == Device::CUDA) note("device: " + static_cast<MedMambaCuda&>(model).device_name());
   const int64_t K = meta.config.num_classes;
   note("model: " + meta.config.to_json() + ", " + std::to_string(model.table().trainable_count()) +
@@ -225,7 +239,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     ce.class_weights = class_weights.data();
   }
 
-  const int64_t batches = (train_cache.rows() + o.batch_size - 1) / o.batch_size;
+  const int64_t batches = global_batches(train_cache.rows(), o.batch_size, world);
   const int64_t steps_per_epoch = (batches + o.accumulate - 1) / o.accumulate;
   const int64_t total_steps = o.epochs * steps_per_epoch;
   const int64_t warmup_steps = std::min(total_steps, int64_t(std::llround(o.warmup_epochs * double(steps_per_epoch))));
@@ -234,6 +248,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   AdamW opt(model.table(), adam, model.device());
 
   RunProgress p;
+  p.processes = world;
   std::vector<EpochRecord> records;
   const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
   if (resumed) {
@@ -244,16 +259,22 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     model.batches_tracked() = resumed->batches_tracked;
     model.params_changed();
     p = resumed->progress;
+    try {
+      adapt_progress_to_world(p, o.batch_size, world);
+    } catch (const Error& e) {
+      throw TrainRefused(e.what());
+    }
     opt.set_steps(p.step);
     records = read_metrics_file(metrics_path);
     records.resize(std::min(records.size(), size_t(p.epoch)));  // epochs after the state were not kept
     note("resuming at epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(p.batches_done) +
          ", step " + std::to_string(p.step));
-  } else {
+  } else if (lead) {
     durable_replace((fs::path(o.out) / "config.json").string(),
                           resolved_config_json(o, meta, d, splits, threads, steps_per_epoch, total_steps, warmup_steps));
   }
   auto save_state = [&] {
+    if (!lead) return;
     RunState s;
     s.progress = p;
     s.params = model.params().to(Device::CPU);
@@ -269,10 +290,8 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   Tensor dlogits = Tensor::empty({o.batch_size, K});
   while (p.epoch < o.epochs && !(control.stop_after_epoch > 0 && p.epoch >= control.stop_after_epoch)) {
     const std::vector<int64_t> order = epoch_permutation(train_cache.rows(), o.seed, p.epoch);
-    loader.start_epoch(std::vector<int64_t>(order.begin() + std::min<int64_t>(p.batches_done * o.batch_size,
-                                                                              int64_t(order.size())),
-                                            order.end()),
-                       o.batch_size, o.seed, p.epoch);
+    loader.start_epoch(shard_of_epoch(order, p.batches_done, o.batch_size, rank, world), o.batch_size, o.seed,
+                       p.epoch);
     const auto t0 = Clock::now();
     const double seconds_before = p.train_seconds;
     const int64_t seen_before = p.seen;
@@ -282,19 +301,31 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
       const int64_t group = std::min(o.accumulate, batches - (k - k % o.accumulate));
       model.seed_drop_path(SplitMix64::at(o.seed ^ 0xD509D509ull, uint64_t(p.epoch * batches + k)).next());
       Tensor logits = model.forward(b.images, /*train=*/true);
-      const float loss = cross_entropy_forward(probs.f32(), logits.f32(), b.labels.data(), B, K, ce);
+      const float local_loss = cross_entropy_forward(probs.f32(), logits.f32(), b.labels.data(), B, K, ce);
+      // Over the processes: the loss weight (B without class weights), the loss, correct and seen.
+      double sums[4] = {0, double(local_loss) * double(B), 0, double(B)};
+      for (int64_t i = 0; i < B; ++i) {
+        sums[0] += ce.class_weights ? double(ce.class_weights[b.labels[size_t(i)]]) : 1.0;
+        sums[2] += predicted(logits.f32() + i * K, K) == b.labels[size_t(i)];
+      }
+      const double local_weight = sums[0];
+      comm.allreduce_sum(sums, 4);
+      const float loss = float(sums[1] / sums[3]);
       if (!std::isfinite(loss))
         throw LossNotFinite("the loss is " + std::to_string(loss) + " at step " + std::to_string(p.step + 1) +
                             " (epoch " + std::to_string(p.epoch + 1) + ", batch " + std::to_string(k + 1) +
                             "); the last good state is in " + state_path);
       std::memset(dlogits.data(), 0, size_t(B * K) * sizeof(float));
-      cross_entropy_backward(dlogits.f32(), probs.f32(), b.labels.data(), B, K, 1.f / float(group), ce);
+      // This process's share of the global weighted mean (1 with one process).
+      const float share = world > 1 ? float(local_weight / sums[0]) : 1.f;
+      cross_entropy_backward(dlogits.f32(), probs.f32(), b.labels.data(), B, K, share / float(group), ce);
       model.backward(dlogits.slice_view(0, {B, K}));
-      p.loss_sum += double(loss) * double(B);
-      for (int64_t i = 0; i < B; ++i) p.correct += predicted(logits.f32() + i * K, K) == b.labels[size_t(i)];
-      p.seen += B;
+      p.loss_sum += sums[1];
+      p.correct += int64_t(sums[2]);
+      p.seen += int64_t(sums[3]);
       p.batches_done = k + 1;
       if (p.batches_done % o.accumulate == 0 || p.batches_done == batches) {
+        if (world > 1) comm.allreduce_sum(model.grads().as<float>(), model.grads().numel());
         const double norm = clip_grad_norm(model.grads(), model.table(), o.clip_grad);
         if (!std::isfinite(norm))
           throw LossNotFinite("the gradient norm is not finite at step " + std::to_string(p.step + 1) +
@@ -331,26 +362,28 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     r.train_accuracy = double(p.correct) / double(std::max<int64_t>(p.seen, 1));
     r.seconds = p.train_seconds;
     r.images_per_second = p.train_seconds > 0 ? double(p.seen) / p.train_seconds : 0;
-    if (val_cache.rows() > 0) {
-      const CacheScores v = score_cache(model, val_cache, meta.preprocess, o.batch_size, threads);
-      const Metrics m = compute_metrics(v.scores);
-      r.val_loss = v.loss;
-      r.val_accuracy = m.accuracy;
-      r.val_balanced_accuracy = m.balanced_accuracy;
-      r.val_auc = m.macro.auc;
+    if (lead) {  // validation, model files and metrics: rank 0's alone
+      if (val_cache.rows() > 0) {
+        const CacheScores v = score_cache(model, val_cache, meta.preprocess, o.batch_size, threads);
+        const Metrics m = compute_metrics(v.scores);
+        r.val_loss = v.loss;
+        r.val_accuracy = m.accuracy;
+        r.val_balanced_accuracy = m.balanced_accuracy;
+        r.val_auc = m.macro.auc;
+      }
+      const std::optional<double> value = selection_value(o.select, r);
+      // Without a value to select by (no validation set), the latest epoch is the best one.
+      r.best = p.best_epoch < 0 || !value || *value > p.best_value;
+      if (r.best) {
+        p.best_epoch = p.epoch;
+        p.best_value = value.value_or(0.0);
+        save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta);
+      }
+      save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta);
+      records.push_back(r);
+      write_metrics_file(metrics_path, records);
+      durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
     }
-    const std::optional<double> value = selection_value(o.select, r);
-    // Without a value to select by (no validation set), the latest epoch is the best one.
-    r.best = p.best_epoch < 0 || !value || *value > p.best_value;
-    if (r.best) {
-      p.best_epoch = p.epoch;
-      p.best_value = value.value_or(0.0);
-      save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta);
-    }
-    save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta);
-    records.push_back(r);
-    write_metrics_file(metrics_path, records);
-    durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
     ++p.epoch;
     p.batches_done = 0;
     p.loss_sum = 0;
@@ -361,6 +394,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   }
   result.epochs_done = p.epoch;
 
+  if (!lead) return result;  // rank 0 scores the test split
   if (p.epoch == o.epochs && !splits.test.empty()) {
     LoadedModel best = load_model((fs::path(o.out) / "best.safetensors").string());
     const std::unique_ptr<Model> best_model =

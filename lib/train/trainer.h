@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "data/dataset.h"
+#include "dist/communicator.h"
 #include "train/train_options.h"
 
 namespace mm {
@@ -44,6 +45,9 @@ struct TrainControl {
   bool resume = false;             // continue the run in options.out from its state file
   std::set<std::string> given;     // option keys the user set explicitly (checked against the run on resume)
   int64_t stop_after_epoch = 0;    // > 0: return after this many epochs, as if interrupted (tests, time slots)
+  // The processes of a data-parallel run (lib/dist); nullptr: this process alone. Rank 0
+  // writes the run directory and reports; every rank trains on its shard of each batch.
+  Communicator* comm = nullptr;
 };
 
 struct TrainResult {
