@@ -9,6 +9,8 @@
 
 #include "convert/convert.h"
 #include "core/error.h"
+#include "labelled_sample_reader.h"
+#include "model/int8_calibration.h"
 
 namespace {
 constexpr int kExitConversion = 1, kExitUsage = 2;
@@ -30,6 +32,15 @@ int main(int argc, char** argv) {
   app.add_option("--mean", mean, "normalisation mean per channel, e.g. 0.5,0.5,0.5")->delimiter(',');
   app.add_option("--std", std_dev, "normalisation std per channel, e.g. 0.5,0.5,0.5")->delimiter(',');
   app.add_option("--precision", precision, "float tensors written as fp32 | fp16 | bf16")->capture_default_str();
+  std::string quantize, calibrate;
+  int64_t calibrate_images = 300;
+  app.add_option("--quantize", quantize, "int8: Linear weights as int8 per output channel (safetensors output)")
+      ->check(CLI::IsMember({"int8"}));
+  app.add_option("--calibrate", calibrate,
+                 "with --quantize int8: static activation scales from the images under this folder "
+                 "(default: each batch's own scale at run time)");
+  app.add_option("--calibrate-images", calibrate_images, "how many images --calibrate reads, spread over the folder")
+      ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(100000)));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -43,6 +54,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   };
   if (!mm::weights_format_for(input)) return usage("cannot tell INPUT's format from its extension: " + input);
+  if (!calibrate.empty() && quantize.empty()) return usage("--calibrate needs --quantize int8");
   if (inspect) {
     if (!output.empty()) return usage("--inspect takes no OUTPUT");
   } else {
@@ -65,6 +77,15 @@ int main(int argc, char** argv) {
     if (image_size) o.image_size = image_size;
     if (!mean.empty()) o.mean = mean;
     if (!std_dev.empty()) o.std = std_dev;
+    o.quantize_int8 = quantize == "int8";
+    if (!calibrate.empty())
+      o.calibrate = [&](const mm::MedMamba& model, const mm::ModelMeta& meta) {
+        const mm::CalibrationReport c =
+            mm::calibrate_int8_scales(model, meta, calibrate, calibrate_images, read_labelled_sample);
+        std::fprintf(stderr, "mm-convert: int8 activation scales from %lld images under %s (%lld files skipped)\n",
+                     (long long)c.images, calibrate.c_str(), (long long)c.skipped);
+        return c.scales;
+      };
     const mm::ConvertReport r = mm::convert_weights(input, output, o);
     for (const std::string& n : r.notes) std::fprintf(stderr, "mm-convert: %s\n", n.c_str());
     std::printf("wrote %s (%s)\n", output.c_str(), r.meta.config.to_json().c_str());

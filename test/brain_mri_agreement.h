@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -20,13 +21,17 @@ struct Agreement {
   int64_t images = 0, agree = 0, correct_fp32 = 0, correct_low = 0;
 };
 
+inline std::string brain_mri_model_path() { return std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors"; }
+
 // share/models/brain-mri-96.safetensors over every `stride`-th image of its test split
-// (sorted paths): top-1 agreement between LowPrecisionModel(model) and float32, and
-// each one's accuracy.
+// (sorted paths): top-1 agreement between LowPrecisionModel and float32, and each
+// one's accuracy. LowPrecisionModel runs the model in low_precision_file (a converted
+// copy, say; default: the same file), with the file's int8 activation scales where
+// it takes them.
 template <class LowPrecisionModel>
-Agreement brain_mri_agreement(size_t stride) {
+Agreement brain_mri_agreement(size_t stride, const std::string& low_precision_file = brain_mri_model_path()) {
   namespace fs = std::filesystem;
-  LoadedModel lm = load_model(std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors");
+  LoadedModel lm = load_model(brain_mri_model_path()), low_lm = load_model(low_precision_file);
   const std::string root = std::string(MM_SHARED_DATA_DIR) + "/brain-tumor-mri/Testing";
   std::vector<std::pair<std::string, int64_t>> files;  // path, class index
   for (size_t k = 0; k < lm.meta.class_names.size(); ++k)
@@ -36,7 +41,12 @@ Agreement brain_mri_agreement(size_t stride) {
   std::vector<std::pair<std::string, int64_t>> chosen;
   for (size_t i = 0; i < files.size(); i += stride) chosen.push_back(files[i]);
 
-  LowPrecisionModel low(lm.model);
+  LowPrecisionModel low = [&] {
+    if constexpr (std::is_constructible_v<LowPrecisionModel, const MedMamba&, const ActivationScales&>)
+      return LowPrecisionModel(low_lm.model, low_lm.meta.int8_activation_scales);
+    else
+      return LowPrecisionModel(low_lm.model);
+  }();
   const ModelConfig& cfg = lm.model.config();
   const int64_t side = lm.meta.preprocess.input_size, item = cfg.in_chans * side * side, K = cfg.num_classes;
   Agreement a;

@@ -9,6 +9,7 @@
 #include "convert/infer_config.h"
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "model/quantization.h"
 #include "io/torch_checkpoint.h"
 
 namespace mm {
@@ -50,6 +51,10 @@ InputWeights read_input(const std::string& path) {
     if (f.metadata.count("config")) {
       in.description = "medmamba-cpp model file (safetensors with metadata)";
       in.meta = load_model(path).meta;
+      if (in.meta->int8_weights) {  // an int8 file: its weights as load_model reads them
+        const std::map<std::string, Tensor> dequantized = dequantize_state_int8(f.tensors);
+        in.listing.assign(dequantized.begin(), dequantized.end());
+      }
     } else {
       in.description = "safetensors file without medmamba-cpp metadata (architecture inferred)";
       const std::string stripped = strip_wrapper_prefixes(in.listing);
@@ -86,6 +91,8 @@ ModelMeta output_meta(const InputWeights& in, const ConvertOptions& o) {
   MM_CHECK(int64_t(meta.preprocess.mean.size()) == chans && int64_t(meta.preprocess.std.size()) == chans,
            "mean and std need one value per input channel (" + std::to_string(chans) + ")");
   for (float s : meta.preprocess.std) MM_CHECK(s > 0.f, "std values must be positive");
+  meta.int8_weights = o.quantize_int8;
+  if (!o.quantize_int8) meta.int8_activation_scales.clear();
   return meta;
 }
 
@@ -191,6 +198,8 @@ ConvertReport convert_weights(const std::string& input, const std::string& outpu
            output + ": unknown output extension (expected .pth, .pt, .bin, .ckpt or .safetensors)");
   MM_CHECK(options.precision == DType::F32 || options.precision == DType::F16 || options.precision == DType::BF16,
            "output precision must be fp32, fp16 or bf16");
+  MM_CHECK(!options.quantize_int8 || *weights_format_for(output) == WeightsFormat::Safetensors,
+           output + ": int8 weights are written as safetensors only (.safetensors)");
   const InputWeights in = read_input(input);
   ConvertReport report;
   report.notes = in.notes;
@@ -206,6 +215,10 @@ ConvertReport convert_weights(const std::string& input, const std::string& outpu
       throw Error(input + ": " + e.what());
     }
   }();
+  if (options.calibrate) {
+    MM_CHECK(options.quantize_int8, "calibration is for int8 output (--quantize int8)");
+    report.meta.int8_activation_scales = options.calibrate(model, report.meta);
+  }
   write_output(output, model, report.meta, options.precision);
   return report;
 }

@@ -3,6 +3,7 @@
 // (PyTorch checkpoint, our safetensors model file, a foreign safetensors
 // file), check them against the MedMamba architecture, and write our model
 // file or a PyTorch checkpoint.
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@ struct ConvertOptions {
   std::optional<int64_t> image_size;         // sets the config's and the preprocessing's input size
   std::optional<std::vector<float>> mean, std;
   DType precision = DType::F32;              // of the float tensors written
+  // int8 Linear weights per output channel (model/quantization.h); safetensors output only.
+  bool quantize_int8 = false;
+  // Static activation scales for the int8 file, from the model about to be written
+  // (calibrate_int8_scales); unset: CpuInt8Model takes each batch's own scale.
+  std::function<ActivationScales(const MedMamba&, const ModelMeta&)> calibrate;
 };
 
 struct ConvertReport {

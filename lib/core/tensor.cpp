@@ -18,6 +18,7 @@ size_t dtype_size(DType dt) {
     case DType::I64: return 8;
     case DType::I32: return 4;
     case DType::U8: return 1;
+    case DType::I8: return 1;
   }
   return 0;
 }
@@ -31,6 +32,7 @@ const char* dtype_name(DType dt) {
     case DType::I64: return "I64";
     case DType::I32: return "I32";
     case DType::U8: return "U8";
+    case DType::I8: return "I8";
   }
   return "?";
 }
@@ -43,6 +45,7 @@ DType dtype_from_name(const std::string& n) {
   if (n == "I64") return DType::I64;
   if (n == "I32") return DType::I32;
   if (n == "U8") return DType::U8;
+  if (n == "I8") return DType::I8;
   throw Error("unsupported dtype '" + n + "'");
 }
 

@@ -9,7 +9,7 @@
 
 namespace mm {
 
-enum class DType : uint8_t { F32, F16, BF16, F64, I64, I32, U8 };
+enum class DType : uint8_t { F32, F16, BF16, F64, I64, I32, U8, I8 };  // I8: quantised weights
 enum class Device : uint8_t { CPU, CUDA };
 
 size_t dtype_size(DType dt);

@@ -17,15 +17,12 @@
 
 #include "core/tensor.h"
 #include "model/medmamba.h"
+#include "model/quantization.h"
 
 namespace mm {
 
 // Empty when CpuInt8Model can run here (oneDNN, and AVX512_VNNI with AVX512_BF16, or AMX).
 std::string int8_model_unavailable_reason();
-
-// Static activation scales by Linear name ("layers.0.blocks.1.in_proj_x", ...): a
-// Linear's input is quantised as round(x / scale), saturating.
-using ActivationScales = std::map<std::string, float>;
 
 class CpuInt8Model {
  public:

@@ -41,11 +41,13 @@ void save_model(const std::string& path, const Model& model, const ModelMeta& me
            "save_model: storage must be F32, F16 or BF16");
   std::map<std::string, Tensor> tensors = model.state();
   for (auto& [name, t] : tensors)
-    if (t.dtype() == DType::F32) t = t.to(storage);
+    if (t.dtype() == DType::F32 && !(meta.int8_weights && is_int8_weight(name))) t = t.to(storage);
+  if (meta.int8_weights) tensors = quantize_state_int8(tensors);  // its scales are F32
   std::map<std::string, std::string> md{{"format", kFormat},
                                         {"config", model.config().to_json()},
                                         {"class_names", json(meta.class_names).dump()},
                                         {"preprocess", meta.preprocess.to_json()}};
+  if (meta.int8_weights) md["quantization"] = quantization_metadata(meta.int8_activation_scales);
   write_safetensors(path, tensors, md);
 }
 
@@ -63,6 +65,11 @@ LoadedModel load_model(const std::string& path) {
       MM_CHECK(meta.class_names.empty() || int64_t(meta.class_names.size()) == meta.config.num_classes,
                "class_names has " + std::to_string(meta.class_names.size()) + " entries for " +
                    std::to_string(meta.config.num_classes) + " classes");
+    }
+    if (f.metadata.count("quantization")) {
+      meta.int8_activation_scales = parse_quantization_metadata(f.metadata.at("quantization"));
+      meta.int8_weights = true;
+      f.tensors = dequantize_state_int8(f.tensors);
     }
     if (f.metadata.count("preprocess")) meta.preprocess = Preprocess::from_json(f.metadata.at("preprocess"));
     else meta.preprocess.input_size = meta.config.image_size;

@@ -5,10 +5,12 @@
 //   "config":      ModelConfig as JSON (dims, depths, d_state, num_classes, in_chans, image_size)
 //   "class_names": JSON list of strings, one per class
 //   "preprocess":  JSON {"input_size", "mean", "std", "interpolation"}
+//   "quantization": only in int8 files (mm-convert --quantize int8): see model/quantization.h
 #include <string>
 #include <vector>
 
 #include "model/medmamba.h"
+#include "model/quantization.h"
 
 namespace mm {
 
@@ -26,10 +28,15 @@ struct ModelMeta {
   ModelConfig config;
   std::vector<std::string> class_names;  // empty: "class_0", "class_1", ... are used
   Preprocess preprocess;
+  // int8 files: the Linear weights are stored as int8 (load_model dequantises them, so
+  // a float32 or bf16 run reads such a file too); scales for CpuInt8Model when calibrated.
+  bool int8_weights = false;
+  ActivationScales int8_activation_scales;
   std::string class_name(int64_t i) const;
 };
 
-// storage: F32, F16 or BF16 for the float tensors (BatchNorm statistics included).
+// storage: F32, F16 or BF16 for the float tensors (BatchNorm statistics included);
+// with meta.int8_weights the Linear weights are int8 whatever the storage.
 void save_model(const std::string& path, const Model& model, const ModelMeta& meta,
                 DType storage = DType::F32);
 
