@@ -9,14 +9,18 @@ set(MM_INSTALLED_TOOLS "")
 # The OpenMP build of OpenBLAS is found through the build's RUNPATH (CMakeLists.txt says why
 # it matters); installed tools keep that path, or they would load whichever variant the
 # libopenblas.so.0 alternative names (Debian installs the pthread one by default).
+# A CUDA build keeps the toolkit's library folder too (/usr/local/cuda is no system path).
+set(MM_INSTALL_RPATH "")
 if(MM_OPENBLAS_OPENMP)
   get_filename_component(MM_OPENBLAS_OPENMP_DIR ${MM_OPENBLAS_OPENMP} DIRECTORY)
+  list(APPEND MM_INSTALL_RPATH ${MM_OPENBLAS_OPENMP_DIR})
+endif()
+if(MM_HAVE_CUDA AND CUDAToolkit_LIBRARY_DIR)
+  list(APPEND MM_INSTALL_RPATH ${CUDAToolkit_LIBRARY_DIR})
 endif()
 foreach(tool ${MM_TOOLS})
   if(TARGET ${tool})
-    if(MM_OPENBLAS_OPENMP_DIR)
-      set_target_properties(${tool} PROPERTIES INSTALL_RPATH ${MM_OPENBLAS_OPENMP_DIR})
-    endif()
+    set_target_properties(${tool} PROPERTIES INSTALL_RPATH "${MM_INSTALL_RPATH}")
     install(TARGETS ${tool} RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
     list(APPEND MM_INSTALLED_TOOLS ${tool})
   endif()
