@@ -33,9 +33,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--precision", a.precision,
-                 "fp32 | bf16 on the CPU (float32 where the CPU has no bf16); fp32 | tf32 | bf16 | fp16 on the GPU")
+                 "fp32 | bf16 | int8 on the CPU (float32 where the CPU has no bf16 / int8); fp32 | tf32 | bf16 | fp16 on the GPU")
       ->capture_default_str()
-      ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}));
+      ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16", "int8"}));
   auto* predictions = app.add_option("--predictions", a.predictions, "mm-predict CSV/JSON/JSONL, or any CSV with "
                                                                      "a path column and one probability column per class");
   auto* labels = app.add_option("--labels", a.labels, "CSV path,label");

@@ -56,8 +56,8 @@ int main(int argc, char** argv) {
                                              "series | study | series,study");
   app.add_option("--device", a.device, "cpu | cuda | auto")->capture_default_str()->check(
       CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--precision", a.precision, "arithmetic: fp32 | tf32 (GPU) | bf16 (GPU, or CPU) | fp16 (GPU)")->capture_default_str()->check(
-      CLI::IsMember({"fp32", "tf32", "bf16", "fp16"}));
+  app.add_option("--precision", a.precision, "arithmetic: fp32 | tf32 (GPU) | bf16 (GPU, or CPU) | fp16 (GPU) | int8 (CPU)")->capture_default_str()->check(
+      CLI::IsMember({"fp32", "tf32", "bf16", "fp16", "int8"}));
   app.add_option("--batch-size", a.batch_size, "images per forward pass")->capture_default_str()->check(
       CLI::PositiveNumber);
   app.add_option("--threads", a.threads, "decoding threads, and CPU threads for the model (default: the CPUs this "

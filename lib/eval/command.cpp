@@ -62,7 +62,8 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
     ModelRunOptions run_options;
     run_options.batch_size = a.batch_size;
     if (!a.quiet && isatty(STDERR_FILENO)) run_options.progress = show_progress;
-    const Device device = resolve_device(a.device);
+    MM_CHECK(a.precision != "int8" || a.device != "cuda", "--precision int8 runs on the CPU only (use --device cpu)");
+    const Device device = a.precision == "int8" ? Device::CPU : resolve_device(a.device);
     std::unique_ptr<Model> model = std::make_unique<MedMamba>(std::move(lm.model));
     std::unique_ptr<Classifier> classifier;
     if (device == Device::CUDA) {
@@ -74,7 +75,8 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
         std::fprintf(stderr, "mm-eval: cuda (%s, %s)\n", static_cast<MedMambaCuda&>(*model).device_name().c_str(),
                      a.precision.c_str());
     } else if (a.precision != "fp32") {
-      classifier = make_classifier(static_cast<MedMamba&>(*model), ClassifierOptions{DeviceChoice::Cpu, a.precision});
+      classifier = make_classifier(static_cast<MedMamba&>(*model),
+                                   ClassifierOptions{DeviceChoice::Cpu, a.precision, lm.meta.int8_activation_scales});
       run_options.logits = [&](const Tensor& batch) { return classifier->logits(batch); };
     }
     scores = run_model_on_dataset(*model, lm.meta, dataset, read_sample_file, run_options);

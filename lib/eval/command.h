@@ -16,7 +16,7 @@ struct EvalCommand {
   int64_t batch_size = 16;
   int threads = 0;
   std::string device = "auto";     // cpu | cuda | auto (CUDA when a GPU is present)
-  // fp32 or bf16 on the CPU; fp32, tf32, bf16 or fp16 on the GPU (fp32: the float32 backend
+  // fp32, bf16 or int8 on the CPU (int8: auto picks the CPU); fp32, tf32, bf16 or fp16 on the GPU (fp32: the float32 backend
   // that training uses; the others: the CudaMedMamba inference engine).
   std::string precision = "fp32";
   std::string predictions, labels, class_names;

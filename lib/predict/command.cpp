@@ -64,6 +64,7 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   ClassifierOptions classifier_options;
   classifier_options.device = device_choice_from_name(a.device);
   classifier_options.precision = a.precision;
+  classifier_options.int8_scales = loaded.meta.int8_activation_scales;
   std::unique_ptr<Classifier> classifier = make_classifier(loaded.model, classifier_options);
 
   const InputListing listing = find_inputs(a.paths, a.lists);
