@@ -6,6 +6,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_train_scan.h"
+#include "ops/vector_math.h"  // exp2_fraction
 
 namespace mm::cuda::scan_train {
 
@@ -58,13 +59,7 @@ __device__ __forceinline__ float exp_nonpos(float x) {
   const float y = x * 1.44269504088896341f;
   const float n = rintf(y);
   const float f = y - n;  // exact, in [-0.5, 0.5]
-  float p = 1.534581243e-4f;
-  p = p * f + 1.339993090e-3f;
-  p = p * f + 9.618489072e-3f;
-  p = p * f + 5.550328642e-2f;
-  p = p * f + 2.402264625e-1f;
-  p = p * f + 6.931471825e-1f;
-  p = p * f + 1.0f;
+  const float p = exp2_fraction(f);
   // p·2^n by adding n to the exponent field; n >= -125 keeps the result normal (~1e-38 is 0 here)
   return __int_as_float(__float_as_int(p) + max(int(n), -125) * (1 << 23));
 }

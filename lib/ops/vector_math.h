@@ -7,7 +7,26 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__CUDACC__)
+#define MM_HOST_DEVICE __host__ __device__
+#else
+#define MM_HOST_DEVICE
+#endif
+
 namespace mm {
+
+// Minimax polynomial for 2^f on [-0.5, 0.5] (relative error 2e-9 before float rounding).
+// Shared with the CUDA training scan (kernels/scan_train_common.cuh), so both backends
+// compute the same exp(Δ·A).
+MM_HOST_DEVICE inline float exp2_fraction(float f) {
+  float p = 1.534581243e-4f;
+  p = p * f + 1.339993090e-3f;
+  p = p * f + 9.618489072e-3f;
+  p = p * f + 5.550328642e-2f;
+  p = p * f + 2.402264625e-1f;
+  p = p * f + 6.931471825e-1f;
+  return p * f + 1.0f;
+}
 
 // p·2^n for p in [0.7, 1.42] (exponent -1 or 0) by adding n to p's exponent field; n is
 // clamped at -125, so tiny results stay in [0.7, 1.5]·2^-125 (never a denormal).
@@ -25,15 +44,7 @@ inline float times_pow2(float p, float n) {
 inline float exp2_nonpos(float x) {
   const float n = std::nearbyint(x);
   const float f = x - n;  // exact, in [-0.5, 0.5]
-  // Minimax polynomial for 2^f on [-0.5, 0.5] (relative error 2e-9 before float rounding).
-  float p = 1.534581243e-4f;
-  p = p * f + 1.339993090e-3f;
-  p = p * f + 9.618489072e-3f;
-  p = p * f + 5.550328642e-2f;
-  p = p * f + 2.402264625e-1f;
-  p = p * f + 6.931471825e-1f;
-  p = p * f + 1.0f;
-  return times_pow2(p, n);
+  return times_pow2(exp2_fraction(f), n);
 }
 
 // The same to 2.7e-6 relative with a degree-4 polynomial (near-minimax in relative error,
