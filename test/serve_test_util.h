@@ -18,6 +18,8 @@
 #include <string>
 #include <thread>
 
+#include "eval_test_util.h"
+
 namespace mm::test {
 
 inline const std::string kServeBinary = std::string(MM_BINARY_DIR) + "/mm-serve";
@@ -101,8 +103,11 @@ inline int run_scu(const std::string& command, const std::string& log) {
   const int status = std::system(("timeout 120 " + command + " > " + log + " 2>&1").c_str());
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
-inline int storescu(int port, const std::string& calling_ae, const std::string& files, const std::string& log) {
-  return run_scu("storescu -R -aet " + calling_ae + " -aec MM-SERVE 127.0.0.1 " + std::to_string(port) + " " + files,
+// nodelay: TCP_NODELAY=1 for storescu, which otherwise waits on delayed ACKs
+// (200 instances: 10.6 s instead of 0.6 s); off, a SIGKILL lands mid-transfer more surely.
+inline int storescu(int port, const std::string& calling_ae, const std::string& files, const std::string& log,
+                    bool nodelay = false) {
+  return run_scu(std::string(nodelay ? "env TCP_NODELAY=1 " : "") + "storescu -R -aet " + calling_ae + " -aec MM-SERVE 127.0.0.1 " + std::to_string(port) + " " + files,
                  log);
 }
 inline int dcmsend(int port, const std::string& calling_ae, const std::string& files, const std::string& log) {
@@ -137,6 +142,28 @@ inline pid_t spawn(const std::string& command) {
 inline void end(pid_t pid) {
   ::kill(pid, SIGTERM);
   ::waitpid(pid, nullptr, 0);
+}
+
+// Files in `folder` that are not hidden (the server's temporary files start with a dot).
+inline size_t files_in(const std::string& folder) {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(folder)) n += e.path().filename().string()[0] != '.';
+  return n;
+}
+
+// `count` copies of `source` in `folder`, each with a new SOP Instance UID
+// (dcmodify -gin); returns their paths, each after a space.
+inline std::string make_instances(const std::string& source, const std::string& folder, int count,
+                                  const std::string& prefix = "ct") {
+  std::filesystem::create_directories(folder);
+  std::string list;
+  for (int i = 0; i < count; ++i) {
+    const std::string path = folder + "/" + prefix + std::to_string(1000 + i) + ".dcm";
+    std::filesystem::copy_file(source, path);
+    list += " " + path;
+  }
+  REQUIRE(run_command("dcmodify -q -nb -gin" + list) == 0);
+  return list;
 }
 
 inline bool have_storescu() { return std::system("storescu --version > /dev/null 2>&1") == 0; }

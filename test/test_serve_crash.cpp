@@ -22,28 +22,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using mm::test::ServeProcess;
 
-namespace {
-
-size_t files_in(const std::string& folder) {
-  size_t n = 0;
-  for (const auto& e : fs::directory_iterator(folder)) n += e.path().filename().string()[0] != '.';
-  return n;
-}
-
-// `count` copies of CT_small.dcm, each with a new SOP Instance UID (dcmodify -gin).
-std::string make_instances(const std::string& source, const std::string& folder, int count) {
-  fs::create_directories(folder);
-  std::string list;
-  for (int i = 0; i < count; ++i) {
-    const std::string path = folder + "/ct" + std::to_string(1000 + i) + ".dcm";
-    fs::copy_file(source, path);
-    list += " " + path;
-  }
-  REQUIRE(mm::test::run_command("dcmodify -q -nb -gin" + list) == 0);
-  return list;
-}
-
-}  // namespace
+using mm::test::files_in;
+using mm::test::make_instances;
 
 TEST_CASE("mm-serve: SIGKILL during a 200-instance transfer, restart, resend: each instance classified once") {
   const std::string data = mm::test::shared_data_dir();
