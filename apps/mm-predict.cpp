@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
                                          "process may use)")->check(CLI::PositiveNumber);
   app.add_option("--shard", a.shard, "i/N: classify only the i-th of N equal runs of the sorted inputs (1 <= i <= N)");
   app.add_option("--save-preprocessed", a.save_preprocessed, "write each model input as float32 (C,S,S) .npy here");
+  app.add_flag("--table", a.table, "also print a readable table (file, predicted class, probability) on stdout; needs -o");
   app.add_option("--saliency", a.saliency, "write a gradient x input heat-map PNG per image here (CPU backward pass)");
   app.add_option("--slices", reader_choice.slices, "NIfTI: all | middle")->capture_default_str()->check(
       CLI::IsMember({"all", "middle"}));

@@ -293,4 +293,37 @@ TEST_CASE("mm-predict says when a reader fell back (a NIfTI oriented from its qf
   CHECK(read_all(f.out("q.err")).empty());
 }
 
+
+TEST_CASE("mm-predict --table prints a readable row per image, failures with their reason, and the counts") {
+  Fixture f;
+  if (f.data.empty()) return;
+  const std::string in = f.root + "/pictures/glioma.jpg " + f.root + "/pictures/gradient.png " + f.root +
+                         "/study/truncated.dcm";
+  REQUIRE(run_command(f.predict(in + " -o " + f.out("t.csv") + " --table > " + f.out("t.txt") + " 2> " +
+                                f.out("t.err"))) == 3);  // one file failed
+  const std::string table = read_all(f.out("t.txt"));
+  INFO(table);
+  const mm::CsvTable csv = csv_of(f.out("t.csv"));
+  // Names relative to the inputs' common folder; the class and probability the CSV holds.
+  for (size_t r = 0; r < csv.rows.size(); ++r) {
+    if (field(csv, r, "status") != "ok") continue;
+    const std::string name = fs::path(field(csv, r, "path")).parent_path().filename().string() + "/" +
+                             fs::path(field(csv, r, "path")).filename().string();
+    char prob[16];
+    std::snprintf(prob, sizeof prob, "%.3f", std::stod(field(csv, r, "probability")));
+    const size_t at = table.find(name);
+    REQUIRE(at != std::string::npos);
+    const std::string line = table.substr(at, table.find('\n', at) - at);
+    CHECK(line.find(field(csv, r, "label")) != std::string::npos);
+    CHECK(line.find(prob) != std::string::npos);
+  }
+  CHECK(table.rfind("file", 0) == 0);
+  CHECK(table.find("study/truncated.dcm") != std::string::npos);
+  CHECK(table.find("not classified: ") != std::string::npos);
+  CHECK(table.find("predicted: ") != std::string::npos);
+  CHECK(table.find("not classified 1") != std::string::npos);
+  // Without -o the records themselves go to stdout: --table is refused as a usage error.
+  CHECK(run_command(f.predict(in + " --table > /dev/null 2> " + f.out("u.err"))) == 2);
+}
+
 #endif  // MM_HAVE_IMAGING

@@ -16,6 +16,7 @@
 #include "model/model_file.h"
 #include "predict/classifier.h"
 #include "predict/progress.h"
+#include "predict/table_view.h"
 
 namespace mm {
 
@@ -52,6 +53,7 @@ PredictPlan plan_predict(const PredictCommand& a) {
     p.aggregating = true;
   }
   MM_CHECK(!a.paths.empty() || !a.lists.empty(), "give PATH... or --list FILE");
+  MM_CHECK(!a.table || !a.output.empty(), "--table prints to stdout: write the records to a file with -o");
   p.threads = a.threads > 0 ? a.threads : available_cpus();
   return p;
 }
@@ -116,8 +118,18 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
       bar.clear();
       std::fprintf(stderr, "mm-predict: skipped %s: not an image format\n", path.c_str());
     };
+  std::unique_ptr<TableView> table;
+  if (a.table) {
+    std::vector<std::string> paths;
+    for (const InputFile& f : files) paths.push_back(f.path);
+    table = std::make_unique<TableView>(stdout, options.derived_root, paths, layout.class_names);
+  }
   auto sink = [&](const Prediction& p) {
     writer->write(p);
+    if (table) {
+      bar.clear();
+      table->add(p);
+    }
     aggregator.add(p);
     const bool failed = p.status == PredictionStatus::Failed;
     if (failed || (a.verbose && p.status == PredictionStatus::NoImage)) {
@@ -129,7 +141,11 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   const PredictSummary summary =
       run_predictions(files, reader, *classifier, loaded.meta, options, sink);
   bar.finish();
-  for (const Prediction& p : aggregator.records()) writer->write(p);
+  if (table) table->finish();
+  for (const Prediction& p : aggregator.records()) {
+    writer->write(p);
+    if (table) table->add(p);
+  }
   writer->finish();
   MM_CHECK(out.good(), (a.output.empty() ? std::string("stdout") : a.output) + ": writing the records failed");
 

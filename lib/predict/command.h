@@ -27,6 +27,7 @@ struct PredictCommand {
   std::string shard;
   std::string save_preprocessed, saliency;
   bool quiet = false, verbose = false, timing = false;
+  bool table = false;  // a readable table on stdout (needs -o for the records)
 };
 
 // What the command line asks for, checked before anything heavy runs.
