@@ -46,7 +46,11 @@ int main(int argc, char** argv) {
   app.add_option("--series-timeout", a.series_timeout, "write a DICOM SR per series once it has been idle this many "
                                                         "seconds (0: none)")->capture_default_str()->check(
       CLI::NonNegativeNumber);
-  app.add_option("--forward-to", a.forward_to, "AE@host:port: send the series reports there (C-STORE)");
+  app.add_option("--forward-to", a.forward_to,
+                 "AE@host:port: send the series reports and saliency captures there (C-STORE)");
+  app.add_flag("--saliency-sc", a.saliency_sc,
+               "write mm-predict's saliency overlay of each classified image as a DICOM Secondary Capture to "
+               "OUT/saliency (CPU backward pass; not for clinical use)");
   auto* q = app.add_flag("-q,--quiet", quiet, "quiet mode: print no warnings and errors");
   auto* v = app.add_flag("-v,--verbose", verbose, "verbose mode: print processing details");
   auto* d = app.add_flag("-d,--debug", debug, "debug mode: print debug information (dcmnet's too)");

@@ -83,6 +83,7 @@ void ClassifyWorker::write_status(const std::string& state) {
   s["no_image"] = counters_.no_image.load();
   s["duplicates"] = counters_.duplicates.load();
   s["series_reports"] = counters_.series_reports.load();
+  s["saliency_captures"] = counters_.saliency_captures.load();
   s["forwarded"] = counters_.forwarded.load();
   s["queued"] = queued_;
   s["latency_p50_s"] = percentile(latencies_, 0.50);
@@ -122,13 +123,29 @@ void ClassifyWorker::run(const std::atomic<bool>& stop, const std::atomic<bool>&
 }
 
 void ClassifyWorker::report_series(bool all) {
-  if (!series_) return;
-  for (const std::string& path : series_->write_idle(all)) {
-    ++counters_.series_reports;
-    OFLOG_INFO(serve_logger(), "series report " << path);
-    if (forwarder_) forwarder_->enqueue(path);
+  if (series_) {
+    for (const std::string& path : series_->write_idle(all)) {
+      ++counters_.series_reports;
+      OFLOG_INFO(serve_logger(), "series report " << path);
+      if (forwarder_) forwarder_->enqueue(path);
+    }
   }
   if (forwarder_) counters_.forwarded += forwarder_->send_queued(all);
+}
+
+// A capture that cannot be written is logged and skipped: the records, already
+// durable, are what the server guarantees.
+void ClassifyWorker::write_captures(const std::vector<SaliencyItem>& items) {
+  for (const SaliencyItem& item : items) {
+    try {
+      const std::string path = saliency_->write(item);
+      ++counters_.saliency_captures;
+      OFLOG_DEBUG(serve_logger(), "saliency capture " << path << " of " << item.source);
+      if (forwarder_) forwarder_->enqueue(path);
+    } catch (const std::exception& e) {
+      OFLOG_WARN(serve_logger(), "no saliency capture of " << item.source << ": " << e.what());
+    }
+  }
 }
 
 void ClassifyWorker::settle_recorded(std::vector<std::string>& names) {
@@ -166,6 +183,7 @@ void ClassifyWorker::process(const std::vector<std::string>& names) {
   std::vector<std::string> done_paths;
   for (const std::string& name : names) done_paths.push_back(folders_.done + "/" + name);
   std::vector<int> outcome(names.size(), -1);  // -1 none, 0 ok, 1 failed, 2 no image
+  std::vector<SaliencyItem> captures;
   size_t next = 0;
   auto sink = [&](const Prediction& p) {
     while (next < inputs.size() && inputs[next].path != p.path) ++next;  // records come in input order
@@ -176,10 +194,18 @@ void ClassifyWorker::process(const std::vector<std::string>& names) {
     const int o = p.status == PredictionStatus::Ok ? 0 : p.status == PredictionStatus::Failed ? 1 : 2;
     if (next < inputs.size() && (outcome[next] < 0 || o == 1)) outcome[next] = o;
     if (p.status == PredictionStatus::Failed) OFLOG_WARN(serve_logger(), p.path << ": " << p.error);
+    if (saliency_ && p.status == PredictionStatus::Ok && next < inputs.size())
+      captures.push_back({done_paths[next], p.frame, saliency_->png_of(folders_.incoming, p),
+                          layout_.class_names.at(size_t(p.class_index)), p.series_uid});
   };
   PredictOptions options;
   options.batch_size = batch_size_;
   options.decode_threads = decode_threads_;
+  if (saliency_) {  // mm-predict --saliency's overlays, as PNGs in the work folder
+    options.saliency_dir = saliency_->work_folder();
+    options.derived_root = folders_.incoming;
+    options.saliency_model = &saliency_->model();
+  }
   run_predictions(inputs, reader_, classifier_, loaded_.meta, options, sink);
   writer->finish();
   durable_append(folders_.records, text.str());
@@ -197,6 +223,7 @@ void ClassifyWorker::process(const std::vector<std::string>& names) {
   sync_path(folders_.done);
   sync_path(folders_.incoming);
   OFLOG_INFO(serve_logger(), "classified " << names.size() << " files");
+  if (saliency_) write_captures(captures);
 }
 
 }  // namespace mm::serve

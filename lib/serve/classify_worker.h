@@ -21,6 +21,7 @@
 #include "predict/pipeline.h"
 #include "predict/record_writer.h"
 #include "serve/forwarder.h"
+#include "serve/saliency_capture.h"
 #include "serve/series_tracker.h"
 #include "serve/store_scp.h"
 
@@ -44,13 +45,17 @@ class ClassifyWorker {
   // Reports series through `tracker` (none when null; restored from the records
   // file here); it must outlive run().
   void set_series_tracker(SeriesTracker* tracker);
-  // Forwards the series reports through `forwarder` (none when null); it must outlive run().
+  // Forwards the series reports and saliency captures through `forwarder` (none when null); it must outlive run().
   void set_forwarder(Forwarder* forwarder) { forwarder_ = forwarder; }
+  // Writes a saliency Secondary Capture per classified image through `captures`
+  // (none when null); it must outlive run().
+  void set_saliency_captures(SaliencyCaptures* captures) { saliency_ = captures; }
 
  private:
   void process(const std::vector<std::string>& names);
   void settle_recorded(std::vector<std::string>& names);  // moves files that already have records
   void report_series(bool all);
+  void write_captures(const std::vector<SaliencyItem>& items);
 
   WorkerFolders folders_;
   const LoadedModel& loaded_;
@@ -65,6 +70,7 @@ class ClassifyWorker {
   std::string last_status_;
   SeriesTracker* series_ = nullptr;
   Forwarder* forwarder_ = nullptr;
+  SaliencyCaptures* saliency_ = nullptr;
   size_t queued_ = 0;
   int port_ = 0;
   std::mutex mutex_;

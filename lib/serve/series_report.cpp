@@ -9,7 +9,7 @@
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
 #include "predict/record_writer.h"
-#include "serve/durable_files.h"
+#include "serve/dicom_output.h"
 
 namespace mm::serve {
 
@@ -19,14 +19,7 @@ namespace {
 const char* const kScheme = "99MEDMAMBA";
 DSRCodedEntryValue code(const char* value, const char* meaning) { return DSRCodedEntryValue(value, kScheme, meaning); }
 
-void check(const OFCondition& c, const std::string& what) {
-  if (c.bad()) throw Error("series report: " + what + ": " + c.text());
-}
-
-// The attributes of the patient and study modules the SR shares with its source.
-const DcmTagKey kCopied[] = {DCM_PatientName,      DCM_PatientID,         DCM_PatientBirthDate, DCM_PatientSex,
-                             DCM_StudyDate,        DCM_StudyTime,         DCM_StudyID,          DCM_AccessionNumber,
-                             DCM_ReferringPhysicianName, DCM_StudyDescription, DCM_SpecificCharacterSet};
+void check(const OFCondition& c, const std::string& what) { check_dicom(c, "series report: " + what); }
 
 struct Member {
   std::string sop_class, sop_uid;
@@ -104,18 +97,8 @@ std::string write_series_report(const SeriesResult& series, const ReportModel& m
   DcmFileFormat out;
   DcmDataset& ds = *out.getDataset();
   check(doc.write(ds), "writing the document");
-  DcmDataset& source = *first.getDataset();
-  for (const DcmTagKey& tag : kCopied) {
-    OFString value;
-    if (source.findAndGetOFStringArray(tag, value).good()) ds.putAndInsertOFStringArray(tag, value);
-  }
-  OFString sr_uid;
-  ds.findAndGetOFString(DCM_SOPInstanceUID, sr_uid);
-  const std::string path = folder + "/" + sr_uid.c_str() + ".dcm";
-  const std::string tmp = folder + "/.tmp-" + sr_uid.c_str() + ".dcm";
-  check(out.saveFile(tmp.c_str(), EXS_LittleEndianExplicit), tmp);
-  durable_commit(tmp, path);
-  return path;
+  copy_patient_and_study(*first.getDataset(), ds, /*with_study_uid=*/false);
+  return save_durably(out, folder);
 }
 
 }  // namespace mm::serve

@@ -119,7 +119,8 @@ void check_serve_command(const ServeCommand& a) {
   MM_CHECK(a.series_timeout >= 0, "--series-timeout must not be negative");
   if (!a.forward_to.empty()) {
     serve::parse_forward_target(a.forward_to);
-    MM_CHECK(a.series_timeout > 0, "--forward-to sends the series reports: give --series-timeout too");
+    MM_CHECK(a.series_timeout > 0 || a.saliency_sc,
+             "--forward-to sends the series reports and saliency captures: give --series-timeout or --saliency-sc too");
   }
 }
 
@@ -162,6 +163,15 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
     report_model.name = model_identity(a.model, loaded.meta);
     series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.out + "/reports.jsonl", a.series_timeout);
     worker.set_series_tracker(series.get());
+  }
+  std::unique_ptr<serve::SaliencyCaptures> captures;
+  if (a.saliency_sc) {
+    // The work folder holds only the PNGs of the round in flight: what a crash left is stale.
+    std::filesystem::remove_all(a.out + "/.saliency-work");
+    make_folder(a.out + "/saliency");
+    captures = std::make_unique<serve::SaliencyCaptures>(loaded.model, model_identity(a.model, loaded.meta),
+                                                         a.out + "/.saliency-work", a.out + "/saliency");
+    worker.set_saliency_captures(captures.get());
   }
   std::unique_ptr<serve::Forwarder> forwarder;
   if (!a.forward_to.empty()) {

@@ -25,7 +25,8 @@ struct ServeCommand {
   int64_t batch_size = 16;
   int threads = 0;
   double series_timeout = 0;  // seconds a series stays idle before its SR is written; 0: no SRs
-  std::string forward_to;      // AE@host:port: C-STORE the series reports there
+  std::string forward_to;      // AE@host:port: C-STORE the series reports (and saliency captures) there
+  bool saliency_sc = false;    // a saliency Secondary Capture per classified image, in <out>/saliency
   std::string log_level;  // fatal | error | warn | info | debug | trace ("" : warn, DCMTK's default)
 };
 

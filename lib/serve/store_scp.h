@@ -20,7 +20,7 @@ namespace mm::serve {
 struct ServeCounters {
   std::atomic<long long> received{0}, rejected{0}, refused_associations{0};
   std::atomic<long long> classified{0}, failed{0}, no_image{0}, duplicates{0}, series_reports{0},
-      forwarded{0};
+      saliency_captures{0}, forwarded{0};
 };
 
 struct StoreSetup {
