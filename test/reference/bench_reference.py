@@ -5,6 +5,7 @@
     /usr/bin/python3 test/reference/bench_reference.py --variant T --no-scan          # scan cost removed
     /usr/bin/python3 test/reference/bench_reference.py --mode train                    # fwd+bwd+clip+AdamW step
     python bench_reference.py --device cuda --amp bf16 --batch 64                    # torch 2.x + CUDA
+    /usr/bin/python3 test/reference/bench_reference.py --quantize int8 --threads 1    # dynamic int8 Linears
 
 Prints one line (extra key=value fields follow img/s):
     torch-reference variant=T batch=8 size=224 threads=2 img/s=12.34 mode=infer device=cpu amp=none scan=loop ...
@@ -46,6 +47,8 @@ def main():
                     help="selective-scan implementation (auto: loop on CPU; on CUDA chunked for a small "
                          "per-step state Bt*K*D*N < 2^18, else loop)")
     ap.add_argument("--no-scan", action="store_true", help="same as --scan noop")
+    ap.add_argument("--quantize", choices=["none", "int8"], default="none",
+                    help="int8: torch.ao.quantization.quantize_dynamic on every nn.Linear (CPU, --mode infer)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=3, help="minimum timed iterations")
     ap.add_argument("--min-time", type=float, default=0.0, help="keep iterating until this many seconds")
@@ -82,6 +85,8 @@ def main():
 
     if a.mode == "infer":
         model.eval()
+        if a.quantize == "int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
         def step():
             with torch.no_grad(), autocast():
@@ -126,7 +131,7 @@ def main():
         extra = f" gpu={torch.cuda.get_device_name(dev).replace(' ', '_')}" \
                 f" peak_mem_MiB={torch.cuda.max_memory_allocated(dev) / 2**20:.0f}"
     print(f"torch-reference variant={variant} batch={a.batch} size={a.size} threads={threads} img/s={ips:.3f}"
-          f" mode={a.mode} device={dev.type} amp={a.amp} scan={scan} iters={n} sec/iter={dt / n:.4f}"
+          f" mode={a.mode} device={dev.type} amp={a.amp} quantize={a.quantize} scan={scan} iters={n} sec/iter={dt / n:.4f}"
           f" torch={torch.__version__}{extra}", flush=True)
 
 
