@@ -1,6 +1,12 @@
 #pragma once
 // Whole-model agreement of a low-precision CPU model (CpuBf16Model, CpuInt8Model)
 // with float32 on the shipped brain-MRI model's test split (test_bf16.cpp, test_int8.cpp).
+#include <string>
+
+namespace mm::test {
+inline std::string brain_mri_model_path() { return std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors"; }
+}  // namespace mm::test
+
 #ifdef MM_HAVE_IMAGING
 #include <algorithm>
 #include <cmath>
@@ -20,8 +26,6 @@ namespace mm::test {
 struct Agreement {
   int64_t images = 0, agree = 0, correct_fp32 = 0, correct_low = 0;
 };
-
-inline std::string brain_mri_model_path() { return std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors"; }
 
 // share/models/brain-mri-96.safetensors over every `stride`-th image of its test split
 // (sorted paths): top-1 agreement between LowPrecisionModel and float32, and each

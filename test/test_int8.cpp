@@ -14,6 +14,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <vector>
 
@@ -26,6 +28,7 @@
 #include "ops/gemm_int8.h"
 #include "ops/linear.h"
 #include "brain_mri_agreement.h"
+#include "eval_test_util.h"
 #include "test_util.h"
 
 using namespace mm;
@@ -301,3 +304,46 @@ TEST_CASE("int8: calibration refuses a folder without a readable image, naming i
                        doctest::Contains("is a readable image"), Error);
 }
 #endif
+
+namespace {
+
+std::string sibling_binary(const std::string& name) {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  REQUIRE(n > 0);
+  const std::string self(buf, size_t(n));
+  return self.substr(0, self.find_last_of('/')) + "/" + name;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+TEST_CASE("int8: mm-convert --quantize int8 and --calibrate exit codes; --precision int8 is refused on the GPU") {
+  const std::string convert = sibling_binary("mm-convert"), predict = sibling_binary("mm-predict");
+  if (::access(convert.c_str(), X_OK) != 0 || ::access(predict.c_str(), X_OK) != 0) {
+    MESSAGE("skipped: mm-convert or mm-predict not built");
+    return;
+  }
+  const std::string out = temp_path("cli"), log = out + ".log", model = brain_mri_model_path();
+  auto run = [&](const std::string& bin, const std::string& args) {
+    return run_command(bin + " " + args + " >" + log + " 2>&1");
+  };
+  CHECK(run(convert, model + " " + out + " --quantize int8") == 0);
+  CHECK(read_safetensors(out).metadata.at("quantization").find("dynamic per tensor") != std::string::npos);
+  CHECK(run(convert, model + " " + out + " --calibrate " + MM_SOURCE_DIR) == 2);  // no --quantize
+  CHECK(run(convert, model + " " + out + " --quantize int4") == 2);
+  CHECK(run(convert, model + " " + out + ".pth --quantize int8") == 1);
+  CHECK(slurp(log).find("safetensors only") != std::string::npos);
+  if (int8_model_unavailable_reason().empty()) {
+    CHECK(run(convert, model + " " + out + " --quantize int8 --calibrate " + MM_SOURCE_DIR + "/lib/model") == 1);
+    CHECK(slurp(log).find("is a readable image") != std::string::npos);
+  }
+  CHECK(run(predict, "--model " + out + " --device cuda --precision int8 " + MM_SOURCE_DIR + "/README.md") != 0);
+  CHECK(slurp(log).find("int8 runs on the CPU only") != std::string::npos);
+  std::remove(out.c_str());
+  std::remove(log.c_str());
+}
