@@ -6,21 +6,32 @@
 #include "model/cpu_bf16_model.h"
 #include "model/cpu_int8_model.h"
 #include "model/cuda_model.h"
+#include "model/medmamba_cuda.h"
 #include "ops/gemm_bf16.h"
 
 namespace mm {
 
 namespace {
 
-class CpuClassifier : public Classifier {
+// Any backend of the model interface: the CPU MedMamba (borrowed), or a device model this
+// classifier owns (MedMambaCuda, whose eval forwards run the CudaMedMamba inference engine).
+class ModelClassifier : public Classifier {
  public:
-  explicit CpuClassifier(MedMamba& model) : model_(model) {}
+  ModelClassifier(Model& model, std::string description) : model_(model), description_(std::move(description)) {}
+  ModelClassifier(std::unique_ptr<Model> owned, std::string description)
+      : owned_(std::move(owned)), model_(*owned_), description_(std::move(description)) {}
   Tensor logits(const Tensor& images) override { return model_.forward(images, /*train=*/false); }
-  std::string description() const override { return "cpu"; }
+  std::string description() const override { return description_; }
 
  private:
-  MedMamba& model_;
+  std::unique_ptr<Model> owned_;
+  Model& model_;
+  std::string description_;
 };
+
+std::unique_ptr<Classifier> cpu_fp32_classifier(MedMamba& model) {
+  return std::make_unique<ModelClassifier>(model, "cpu");
+}
 
 class CpuBf16Classifier : public Classifier {
  public:
@@ -37,7 +48,7 @@ std::unique_ptr<Classifier> make_cpu_bf16_classifier(MedMamba& model) {
   const std::string why = bf16_unavailable_reason();
   if (why.empty()) return std::make_unique<CpuBf16Classifier>(model);
   std::fprintf(stderr, "mm: --precision bf16 on the CPU: %s; computing in float32\n", why.c_str());
-  return std::make_unique<CpuClassifier>(model);
+  return cpu_fp32_classifier(model);
 }
 
 class CpuInt8Classifier : public Classifier {
@@ -55,21 +66,8 @@ std::unique_ptr<Classifier> make_cpu_int8_classifier(MedMamba& model, const Acti
   const std::string why = int8_model_unavailable_reason();
   if (why.empty()) return std::make_unique<CpuInt8Classifier>(model, scales);
   std::fprintf(stderr, "mm: --precision int8 on the CPU: %s; computing in float32\n", why.c_str());
-  return std::make_unique<CpuClassifier>(model);
+  return cpu_fp32_classifier(model);
 }
-
-class CudaClassifier : public Classifier {
- public:
-  CudaClassifier(const MedMamba& model, const CudaModelOptions& options, std::string precision)
-      : model_(model, options), precision_(std::move(precision)) {}
-  Tensor logits(const Tensor& images) override { return model_.forward(images); }
-  std::string description() const override { return "cuda (" + model_.device_name() + ", " + precision_ + ")"; }
-
- private:
-  CudaMedMamba model_;
-  std::string precision_;
-};
-
 
 }  // namespace
 
@@ -100,11 +98,16 @@ std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOpt
     if (options.precision == "int8") return make_cpu_int8_classifier(model, options.int8_scales);
     MM_CHECK(options.device == DeviceChoice::Auto || options.precision == "fp32",
              "--precision " + options.precision + " is for --device cuda; the CPU computes in fp32, bf16 or int8");
-    return std::make_unique<CpuClassifier>(model);
+    return cpu_fp32_classifier(model);
   }
   MM_CHECK(options.precision != "int8", "--precision int8 runs on the CPU only (use --device cpu)");
   MM_CHECK(cuda_available(), "--device cuda: no CUDA GPU is available (or this build has no CUDA backend)");
-  return std::make_unique<CudaClassifier>(model, cuda_inference_options(options.precision), options.precision);
+  MedMambaCudaOptions gpu;
+  gpu.fast_eval = true;
+  gpu.fast = cuda_inference_options(options.precision);
+  auto device_model = MedMambaCuda::copy_of(model, gpu);
+  const std::string description = "cuda (" + device_model->device_name() + ", " + options.precision + ")";
+  return std::make_unique<ModelClassifier>(std::move(device_model), description);
 }
 
 }  // namespace mm

@@ -1,6 +1,8 @@
 #pragma once
-// Where mm-predict runs the model: the CPU backend (MedMamba) or the GPU
-// (CudaMedMamba), behind one call from a batch of model inputs to logits.
+// Where mm-predict runs the model, behind one call from a batch of model inputs to logits:
+// a backend of the model interface (the CPU MedMamba; on a GPU, MedMambaCuda, whose eval
+// forwards run the CudaMedMamba inference engine at the chosen precision), or one of the
+// CPU's inference-only bf16/int8 engines (CpuBf16Model, CpuInt8Model).
 #include <memory>
 #include <string>
 
