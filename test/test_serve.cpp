@@ -162,6 +162,18 @@ TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes th
   CHECK(f.log_text().find("rejecting 1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322 from AE 'TESTER' at 127.0.0.1: "
                           "no pixel data in an image storage SOP instance (status 0xA900)") != std::string::npos);
 
+  // Absurd headers over uncompressed pixel data: refused at receipt with the reader's checks.
+  const std::string bits12 = f.dir.path() + "/bits12.dcm", tall = f.dir.path() + "/tall.dcm";
+  fs::copy_file(ct, bits12);
+  fs::copy_file(ct, tall);
+  REQUIRE(mm::test::run_command("dcmodify -q -nb -m '(0028,0100)=12' " + bits12) == 0);
+  REQUIRE(mm::test::run_command("dcmodify -q -nb -m '(0028,0010)=4096' " + tall) == 0);
+  CHECK(mm::test::storescu(server.port(), "TESTER", bits12, f.dir.path() + "/bits12.log") != 0);
+  CHECK(mm::test::storescu(server.port(), "TESTER", tall, f.dir.path() + "/tall.log") != 0);
+  CHECK(f.log_text().find("BitsAllocated 12 (status 0xA900)") != std::string::npos);
+  CHECK(f.log_text().find("pixel data of 32768 bytes, where the header's Rows, Columns, frames and bits need "
+                          "1048576 (status 0xA900)") != std::string::npos);
+
   // C-ECHO (Verification) from an allowed sender.
   CHECK(mm::test::run_scu("echoscu -aet TESTER -aec MM-SERVE 127.0.0.1 " + std::to_string(server.port()),
                           f.dir.path() + "/echo.log") == 0);
@@ -172,7 +184,7 @@ TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes th
   const json s = mm::test::serve_status(f.out);
   CHECK(s["refused_associations"] == 1);
   CHECK(s["received"] == 1);
-  CHECK(s["rejected"] == 1);
+  CHECK(s["rejected"] == 3);
   CHECK(server.stop(SIGTERM) == 0);
 }
 

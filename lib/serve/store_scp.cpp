@@ -10,6 +10,7 @@
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcuid.h"
 #include "dcmtk/dcmnet/diutil.h"
+#include "imaging/dicom_attributes.h"
 #include "serve/durable_files.h"
 #include "serve/serve_log.h"
 
@@ -52,6 +53,8 @@ std::string temporary_name(const std::string& folder, const std::string& uid) {
   return folder + "/" + kTemporaryPrefix + std::to_string(::getpid()) + "-" + std::to_string(++counter) + "-" + uid;
 }
 
+unsigned short check_native_pixel_header(DcmDataset& ds, const std::string& uid, std::string& reason);
+
 // Reads the stored file's header (values over 1 KiB stay on disk) and checks it.
 unsigned short check_stored(const std::string& path, const std::string& request_uid, std::string& reason) {
   DcmFileFormat file;
@@ -68,6 +71,34 @@ unsigned short check_stored(const std::string& path, const std::string& request_
   }
   if (!ds.tagExists(DCM_PixelData) && !ds.tagExists(DCM_FloatPixelData) && !ds.tagExists(DCM_DoubleFloatPixelData)) {
     reason = "no pixel data in an image storage SOP instance";
+    return kStatusDatasetMismatch;
+  }
+  return check_native_pixel_header(ds, request_uid, reason);
+}
+
+// Uncompressed pixel data is described by its header alone: absurd values (no Rows, 12
+// bits allocated, 4 samples per pixel, a frame count the data cannot hold) are refused at
+// receipt with the reader's own checks, not queued to fail later. Compressed data is left
+// to the decoders, whose output the header describes.
+unsigned short check_native_pixel_header(DcmDataset& ds, const std::string& uid, std::string& reason) {
+  if (DcmXfer(ds.getOriginalXfer()).isEncapsulated()) return kStatusSuccess;
+  const dicom::PixelLayout::Kind kind = ds.tagExists(DCM_FloatPixelData)         ? dicom::PixelLayout::Kind::Float32
+                                        : ds.tagExists(DCM_DoubleFloatPixelData) ? dicom::PixelLayout::Kind::Float64
+                                                                                 : dicom::PixelLayout::Kind::Integer;
+  try {
+    const dicom::PixelLayout layout = dicom::read_layout(ds, kind, "instance " + uid);
+    dicom::validate(layout, "instance " + uid);
+    DcmElement* pixels = nullptr;
+    const DcmTagKey tag = kind == dicom::PixelLayout::Kind::Float32   ? DCM_FloatPixelData
+                          : kind == dicom::PixelLayout::Kind::Float64 ? DCM_DoubleFloatPixelData
+                                                                      : DCM_PixelData;
+    if (ds.findAndGetElement(tag, pixels).good() && pixels && int64_t(pixels->getLength()) < layout.total_bytes()) {
+      reason = "pixel data of " + std::to_string(pixels->getLength()) + " bytes, where the header's Rows, Columns, " +
+               "frames and bits need " + std::to_string(layout.total_bytes());
+      return kStatusDatasetMismatch;
+    }
+  } catch (const ImageError& e) {
+    reason = e.what();
     return kStatusDatasetMismatch;
   }
   return kStatusSuccess;
