@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <vector>
 
 #include "core/error.h"
 #include "data/preprocess.h"
@@ -70,9 +72,22 @@ ScoredSamples run_model_on_dataset(Model& model, const ModelMeta& meta, const Da
   for (int64_t start = 0; start < n; start += options.batch_size) {
     const int64_t b = std::min(options.batch_size, n - start);
     Tensor batch = Tensor::empty({b, cfg.in_chans, side, side});
+    // The batch's images are decoded and preprocessed in parallel (the readers are
+    // thread-safe: mm-train's cache reads with them the same way); the first failure in
+    // sample order is the one reported.
+    std::vector<std::exception_ptr> failed(static_cast<size_t>(b));
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < b; ++i) {
+      try {
+        preprocess_into(load_image(d, size_t(start + i), read_file), meta.preprocess, batch.f32() + i * item);
+      } catch (...) {
+        failed[size_t(i)] = std::current_exception();
+      }
+    }
+    for (const std::exception_ptr& e : failed)
+      if (e) std::rethrow_exception(e);
     for (int64_t i = 0; i < b; ++i) {
       const size_t s = size_t(start + i);
-      preprocess_into(load_image(d, s, read_file), meta.preprocess, batch.f32() + i * item);
       out.labels[s] = model_class[size_t(d.samples[s].label)];
     }
     const Tensor logits = options.logits ? options.logits(batch) : model.forward(batch, /*train=*/false);
