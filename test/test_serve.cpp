@@ -14,6 +14,7 @@
 
 #include "eval_test_util.h"
 #include "io/csv.h"
+#include "model/default_model.h"
 #include "model/model_file.h"
 #include "serve_test_util.h"
 #include "tiny_model.h"
@@ -186,6 +187,15 @@ TEST_CASE("mm-serve refuses calling AE titles outside --allow and SOP classes th
   CHECK(s["received"] == 1);
   CHECK(s["rejected"] == 3);
   CHECK(server.stop(SIGTERM) == 0);
+}
+
+
+TEST_CASE("mm-serve without --model serves the shipped default model, as mm-predict does") {
+  ServeFixture f;
+  if (!usable(f)) return;
+  ServeProcess server(f.out, "", f.log);
+  CHECK(server.stop(SIGTERM) == 0);
+  CHECK(f.log_text().find("model " + mm::find_default_model() + " on cpu") != std::string::npos);
 }
 
 #endif  // MM_HAVE_SERVE

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "model/default_model.h"
 #include "model/model_file.h"
 #include "predict/classifier.h"
 #include "serve/association_listener.h"
@@ -141,7 +142,8 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
 
   const int threads = a.threads > 0 ? a.threads : std::max(1, int(std::thread::hardware_concurrency()));
   omp_set_num_threads(threads);
-  LoadedModel loaded = load_model(a.model);
+  const std::string model_path = a.model.empty() ? find_default_model() : a.model;  // as mm-predict
+  LoadedModel loaded = load_model(model_path);
   ClassifierOptions classifier_options;
   classifier_options.device = device_choice_from_name(a.device);
   classifier_options.precision = a.precision;
@@ -160,7 +162,7 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
     serve::ReportModel report_model;
     for (int64_t c = 0; c < loaded.meta.config.num_classes; ++c)
       report_model.class_names.push_back(loaded.meta.class_name(c));
-    report_model.name = model_identity(a.model, loaded.meta);
+    report_model.name = model_identity(model_path, loaded.meta);
     series = std::make_unique<serve::SeriesTracker>(report_model, reports, a.out + "/reports.jsonl", a.series_timeout);
     worker.set_series_tracker(series.get());
   }
@@ -169,7 +171,7 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
     // The work folder holds only the PNGs of the round in flight: what a crash left is stale.
     std::filesystem::remove_all(a.out + "/.saliency-work");
     make_folder(a.out + "/saliency");
-    captures = std::make_unique<serve::SaliencyCaptures>(loaded.model, model_identity(a.model, loaded.meta),
+    captures = std::make_unique<serve::SaliencyCaptures>(loaded.model, model_identity(model_path, loaded.meta),
                                                          a.out + "/.saliency-work", a.out + "/saliency");
     worker.set_saliency_captures(captures.get());
   }
@@ -193,7 +195,7 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   worker.set_port(listener.bound_port());
   worker.write_status("running");
   OFLOG_WARN(serve_logger(), "mm-serve: " << a.ae_title << " listening on " << a.bind << ":" << listener.bound_port()
-                                          << "; model " << a.model << " on " << classifier->description());
+                                          << "; model " << model_path << " on " << classifier->description());
 
   std::atomic<bool> listener_stopped{false};
   std::exception_ptr worker_error;
