@@ -223,15 +223,8 @@ std::map<std::string, Tensor> MedMamba::state() const {
 
 Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backward) {
   keep_for_backward = keep_for_backward || train;
-  MM_CHECK(images.dtype() == DType::F32 && images.device() == Device::CPU && images.ndim() == 4,
-           "forward expects a float32 CPU tensor (B,C,H,W), got " + shape_str(images.shape()));
-  const int64_t B = images.dim(0), S = images.dim(2);
-  MM_CHECK(images.dim(1) == cfg_.in_chans, "forward: expected " + std::to_string(cfg_.in_chans) +
-                                               " input channels, got " + std::to_string(images.dim(1)));
-  const int64_t div = 4 << (cfg_.num_stages() - 1);
-  MM_CHECK(images.dim(3) == S && S % div == 0 && S > 0,
-           "forward: input must be square with a side divisible by " + std::to_string(div) + ", got " +
-               shape_str(images.shape()));
+  MM_CHECK(images.device() == Device::CPU, "forward: the CPU backend takes CPU tensors");
+  const int64_t B = images.dim(0), S = check_forward_input(cfg_, images);
   ModelActs& a = *acts_;
   allocate_acts(a, cfg_, B, S, train, keep_for_backward);
   float* P = params_.f32();
@@ -246,8 +239,6 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
   layernorm_forward(a.stages[0].xs[0].f32(), a.embed_mean.f32(), a.embed_rstd.f32(), a.embed.f32(),
                     w("patch_embed.norm.weight"), w("patch_embed.norm.bias"), P0, cfg_.dims[0]);
 
-  // Drop-path rates rise linearly over all blocks, as torch.linspace(0, rate, n).
-  const int64_t nblocks = cfg_.num_blocks();
   int64_t block_index = 0;
   size_t bn_counter = 0;
   for (int64_t i = 0; i < cfg_.num_stages(); ++i) {
@@ -262,10 +253,8 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
       ctx.conv_workspace = a.conv_workspace.f32();
       ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;
       if (train) {
-        const float rate = nblocks > 1 ? cfg_.drop_path_rate * float(block_index) / float(nblocks - 1) : 0.f;
         float* scale = st.drop_scale[size_t(j)].f32();
-        std::bernoulli_distribution keep(1.0 - rate);
-        for (int64_t b = 0; b < B; ++b) scale[b] = rate > 0.f ? (keep(rng_) ? 1.f / (1.f - rate) : 0.f) : 1.f;
+        draw_drop_path(scale, B, cfg_, block_index, rng_);
         ctx.drop_scale = scale;
         for (int k = 0; k < 3; ++k) ++batches_tracked_[bn_counter + size_t(k)];
       }

@@ -243,15 +243,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   Impl& m = *impl_;
   const ModelConfig& cfg = m.cfg;
   keep_for_backward = keep_for_backward || train;
-  MM_CHECK(images.dtype() == DType::F32 && images.ndim() == 4,
-           "forward expects a float32 tensor (B,C,H,W), got " + shape_str(images.shape()));
-  const int64_t B = images.dim(0), S = images.dim(2);
-  MM_CHECK(images.dim(1) == cfg.in_chans, "forward: expected " + std::to_string(cfg.in_chans) +
-                                              " input channels, got " + std::to_string(images.dim(1)));
-  const int64_t div = 4 << (cfg.num_stages() - 1);
-  MM_CHECK(images.dim(3) == S && S % div == 0 && S > 0,
-           "forward: input must be square with a side divisible by " + std::to_string(div) + ", got " +
-               shape_str(images.shape()));
+  const int64_t B = images.dim(0), S = check_forward_input(cfg, images);
   if (m.opts.fast_eval && !train && !keep_for_backward) {
     if (!m.fast) {
       MedMamba cpu(cfg);
@@ -275,8 +267,6 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   c::layernorm_forward(F(a.stages[0].xs[0]), F(a.embed_mean), F(a.embed_rstd), F(a.embed),
                        m.w("patch_embed.norm.weight"), m.w("patch_embed.norm.bias"), P0, cfg.dims[0], s);
 
-  // Drop-path rates rise linearly over all blocks, drawn on the host exactly as the CPU model draws them.
-  const int64_t nblocks = cfg.num_blocks();
   int64_t block_index = 0;
   size_t bn_counter = 0;
   std::vector<float> scale(size_t(B), 1.f);
@@ -291,9 +281,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
       ctx.scan_workspace = F(a.scan_workspace);
       ctx.stream = s;
       if (train) {
-        const float rate = nblocks > 1 ? cfg.drop_path_rate * float(block_index) / float(nblocks - 1) : 0.f;
-        std::bernoulli_distribution keep(1.0 - rate);
-        for (int64_t b = 0; b < B; ++b) scale[size_t(b)] = rate > 0.f ? (keep(m.rng) ? 1.f / (1.f - rate) : 0.f) : 1.f;
+        draw_drop_path(scale.data(), B, cfg, block_index, m.rng);
         Tensor& dev = st.drop_scale[size_t(j)];
         dev.copy_from(Tensor::wrap(scale.data(), {B}));
         ctx.drop_scale = F(dev);

@@ -1,13 +1,14 @@
 #pragma once
 // The one model interface the tools drive, whatever the backend: the CPU
-// reference (MedMamba) today, the CUDA backend next (GPU training). A trainer,
-// an evaluator or a benchmark written against it runs on either.
+// reference (MedMamba) and the CUDA backend (MedMambaCuda). A trainer, an
+// evaluator or a benchmark written against it runs on either.
 //
 // Parameters and gradients are one flat float32 buffer each, in the ParamTable
 // layout, in the backend's memory (params().device()). Batches cross the
 // interface as float32 CPU tensors; a GPU backend copies them in and out.
 #include <cstdint>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -57,5 +58,16 @@ class Model {
     if (sync) throw Error("this backend cannot synchronise BatchNorm across processes");
   }
 };
+
+// What every backend's forward asks of its input: float32 (B, in_chans, S, S) with S a
+// positive multiple of the model's downsampling (4 x 2 per stage after the first).
+// Returns S; throws mm::Error naming the shape otherwise.
+int64_t check_forward_input(const ModelConfig& cfg, const Tensor& images);
+
+// Drop path's per-sample factors for block `block_index` (0-based over all blocks) in
+// training: 0 or 1/(1-rate), drawn from rng, the rate rising linearly over the blocks as
+// torch.linspace(0, drop_path_rate, n). Every backend draws through here, so one seed
+// drops the same samples on the CPU and the GPU. scale: (B).
+void draw_drop_path(float* scale, int64_t B, const ModelConfig& cfg, int64_t block_index, std::mt19937_64& rng);
 
 }  // namespace mm
