@@ -23,11 +23,14 @@ struct StepFixture {
     cfg = ModelConfig::from_json(f.metadata.at("config"));
     cfg.drop_path_rate = 0.f;
   }
-  std::map<std::string, Tensor> state(const ParamTable& table) const {
+  // The CPU model holding the fixture's starting weights.
+  MedMamba cpu_model() const {
+    MedMamba m(cfg);
     std::map<std::string, Tensor> s;
     for (const auto& [k, t] : start.tensors)
-      if (table.find(k) || k.find("num_batches_tracked") != std::string::npos) s[k] = t;
-    return s;
+      if (m.table().find(k) || k.find("num_batches_tracked") != std::string::npos) s[k] = t;
+    m.load_state(s);
+    return m;
   }
   CrossEntropyOptions ce() const {
     CrossEntropyOptions o;
@@ -70,8 +73,7 @@ bool gradient_is_noise(const std::string& name) {
 TEST_CASE("cuda train model: logits, every gradient and the running statistics equal the CPU backend's") {
   MM_REQUIRE_GPU_OR_SKIP();
   StepFixture fx;
-  MedMamba cpu(fx.cfg);
-  cpu.load_state(fx.state(cpu.table()));
+  MedMamba cpu = fx.cpu_model();
   auto gpu = MedMambaCuda::copy_of(cpu);
   const Tensor& images = fx.f.at("images");
   const int64_t* labels = fx.f.at("labels").as<int64_t>();
@@ -99,8 +101,7 @@ TEST_CASE("cuda train model: logits, every gradient and the running statistics e
 TEST_CASE("cuda train model: one clipped AdamW step equals PyTorch's and the CPU backend's") {
   MM_REQUIRE_GPU_OR_SKIP();
   StepFixture fx;
-  MedMamba cpu(fx.cfg);
-  cpu.load_state(fx.state(cpu.table()));
+  MedMamba cpu = fx.cpu_model();
   auto gpu = MedMambaCuda::copy_of(cpu);
   const Tensor before = cpu.params().clone();
   const double clip = std::stod(fx.f.metadata.at("clip_grad"));
@@ -143,8 +144,7 @@ TEST_CASE("cuda train model: one clipped AdamW step equals PyTorch's and the CPU
 TEST_CASE("cuda train model: eval logits and input gradients equal the CPU backend's") {
   MM_REQUIRE_GPU_OR_SKIP();
   StepFixture fx;
-  MedMamba cpu(fx.cfg);
-  cpu.load_state(fx.state(cpu.table()));
+  MedMamba cpu = fx.cpu_model();
   auto gpu = MedMambaCuda::copy_of(cpu);
   const Tensor& images = fx.f.at("images");
   const int64_t B = images.dim(0), K = fx.cfg.num_classes;
@@ -172,8 +172,7 @@ TEST_CASE("cuda train model: the same seed and data give bit-identical weights a
   MM_REQUIRE_GPU_OR_SKIP();
   StepFixture fx;
   fx.cfg.drop_path_rate = 0.2f;  // drop path drawn from the seeded generator
-  MedMamba cpu(fx.cfg);
-  cpu.load_state(fx.state(cpu.table()));
+  MedMamba cpu = fx.cpu_model();
   const Tensor& images = fx.f.at("images");
   const int64_t* labels = fx.f.at("labels").as<int64_t>();
   std::vector<Tensor> finals;

@@ -42,14 +42,6 @@ bool int8_missing() {
   return !why.empty();
 }
 
-std::vector<float> normal_values(int64_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, scale);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = normal(rng);
-  return v;
-}
-
 }  // namespace
 
 TEST_CASE("int8: quantize_per_channel and quantize_s8 round to nearest and saturate at +-127") {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,15 @@ inline void check_close(const std::string& what, const Tensor& got, const Tensor
   REQUIRE(got.numel() == want.numel());
   Tensor g = got.to(DType::F32), w = want.to(DType::F32);
   check_close(what, g.f32(), w.f32(), got.numel(), rtol, atol);
+}
+
+// n values drawn from N(0, scale^2) by mt19937(seed): reproducible test inputs.
+inline std::vector<float> normal_values(int64_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = normal(rng);
+  return v;
 }
 
 // Relative error ||a-b|| / max(||b||, tiny): a whole-tensor measure used for model-level checks.
