@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   opt("--select", o.select, "which epoch is best: auc | accuracy | loss (on the val set)", "select");
   opt("--seed", o.seed, "seed of the split, the shuffles, the augmentation, drop path and the initialisation", "seed");
   opt("--device", o.device, "cpu | cuda | auto (cuda when a GPU is present)", "device");
-  opt("--precision", o.precision, "fp32 (on the CPU and the GPU)", "precision");
+  opt("--precision", o.precision,
+      "fp32 | tf32 | bf16: the GEMMs' compute (tf32, bf16: GPU tensor cores; every buffer stays fp32)", "precision");
   opt("--threads", o.threads, "CPU threads (0: every core)", "threads");
   CLI::Option* sync_bn = app.add_flag("--sync-bn", o.sync_bn,
                                      "data-parallel runs: BatchNorm statistics over the global batch (all processes)");

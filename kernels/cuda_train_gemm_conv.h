@@ -7,13 +7,24 @@
 // ACCUMULATES (+=); nullptr skips a gradient; asynchronous on `s`; no floating-point
 // atomics (bit-identical results on the same GPU).
 //
-// GEMMs run through cuBLAS in true float32 (no TF32): the gradients are checked against
-// the CPU backend to 1e-4 relative. Mixed precision is a separate path.
+// GEMMs run through cuBLAS, by default in true float32 (no TF32): the gradients are
+// checked against the CPU backend to 1e-4 relative. set_gemm_compute lets them use tensor
+// cores instead, with the operands rounded to TF32 or bf16 and float32 accumulation; every
+// buffer stays float32.
 #include <cstdint>
 
 #include "cuda_ops.h"  // Stream
 
 namespace mm::cuda {
+
+enum class GemmCompute {
+  F32,   // float32 FMA units, CUBLAS_PEDANTIC_MATH
+  TF32,  // tensor cores, operands rounded to TF32 (10-bit mantissa)
+  BF16,  // tensor cores, operands rounded to bf16 (7-bit mantissa), as PyTorch's bf16 autocast
+};
+// The compute of the GEMMs this host thread issues from now on (every thread starts at F32).
+void set_gemm_compute(GemmCompute c);
+GemmCompute gemm_compute();
 
 // Row-major C (M,N) = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ.
 // A is (M,K) row-major with row stride lda (or (K,M) when trans_a); B is (K,N) with ldb

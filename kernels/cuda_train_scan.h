@@ -22,6 +22,10 @@ constexpr int64_t kScanChunk = 32;
 
 struct ScanTrainShape {
   int64_t B, H, W, D, N, R;  // N = 16 (d_state) is the only state size supported
+  // Chunks per segment: the steps of a direction are cut into segments scanned in parallel
+  // (see scan_train_forward.cu). 0 picks enough segments to fill the GPU; tests set it to
+  // reach every path on small shapes. The results depend on it only by rounding.
+  int64_t segment_chunks = 0;
 };
 struct ScanTrainWeights {
   const float *x_proj_weight, *dt_projs_weight, *dt_projs_bias, *A_logs, *Ds;

@@ -25,22 +25,65 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane)
   return v[0];
 }
 
-// grid (ndblk, 4·B), block kWarp: blockIdx.y = b·4 + k, the warp is channels
-// [32·blockIdx.x, +32) of (b, k). Lanes past D run the loop on zeros (the shuffles need all
-// 32 lanes) and write nothing of their own.
-// Dynamic shared memory: stage_bytes(s).
-// Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
-// Workspace); per (b, k, d): pgrad.
+// grid (ndblk, segments - 1, 4·B), block kWarp: segment blockIdx.y + 1 (segment 0's result
+// is never used) of (b, k) = blockIdx.z, walked backwards from a zero dh. Writes the dh that
+// leaves its start, and ΣΔ, to seg_state and seg_dsum. Dynamic shared memory: stage_bytes(s).
 __global__ void __launch_bounds__(kWarp)
-scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
-                     const float* states, float* dpre_out, float* du_dir, float* dbc_part, float* pgrad) {
+scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
+                             float* seg_state, float* seg_dsum) {
   extern __shared__ float smem[];
   float* srow = smem;                     // (kChunk, RN)
   float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
   float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
-  const int bk = blockIdx.y, b = bk / 4, k = bk % 4;
+  const int seg = blockIdx.y + 1, bk = blockIdx.z, b = bk / 4, k = bk % 4;
+  const bool active = d < s.D;
+  const int dc = active ? d : s.D - 1;
+  const Channel c = load_channel(s, w, u, dbl, b, k, dc);
+  const float* dout_b = dout + int64_t(b) * s.L * s.D + dc;
+  float dh[kN];
+#pragma unroll
+  for (int n = 0; n < kN; ++n) dh[n] = 0.f;
+  float dsum = 0.f;
+  int first, end;
+  segment_chunks(s, seg, first, end);
+  for (int chunk = end - 1; chunk >= first; --chunk) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
+    for (int i = len - 1; i >= 0; --i) {
+      const float* row = srow + i * s.RN;
+      const float dy = sdy[i * kWarp + lane];
+      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      dsum += delta;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) dh[n] = (dh[n] + dy * row[s.R + kN + n]) * exp_nonpos(delta * c.A[n]);
+    }
+  }
+  if (active) {
+#pragma unroll
+    for (int n = 0; n < kN; ++n) seg_state[seg_state_index(s, bk, seg, n, d)] = dh[n];
+    seg_dsum[seg_dsum_index(s, bk, seg, d)] = dsum;
+  }
+}
+
+// grid (ndblk, segments, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the segment,
+// the warp is channels [32·blockIdx.x, +32) of (b, k). Lanes past D run the loop on zeros
+// (the shuffles need all 32 lanes) and write nothing of their own.
+// Dynamic shared memory: stage_bytes(s).
+// Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
+// Workspace); per (b, segment, k, d): pgrad.
+__global__ void __launch_bounds__(kWarp)
+scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
+                     const float* states, const float* seg_dh, float* dpre_out, float* du_dir, float* dbc_part,
+                     float* pgrad) {
+  extern __shared__ float smem[];
+  float* srow = smem;                     // (kChunk, RN)
+  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
+  const int lane = threadIdx.x;
+  const int d = blockIdx.x * kWarp + lane;
+  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
   const bool active = d < s.D;
   const int dc = active ? d : s.D - 1;  // inactive lanes read a valid channel's parameters
   const Channel c = load_channel(s, w, u, dbl, b, k, dc);
@@ -51,11 +94,16 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
 
   float dh[kN], dA[kN];  // dL/dh carried backwards; Σ over steps of dL/d(Δ·A_n)·Δ
 #pragma unroll
-  for (int n = 0; n < kN; ++n) dh[n] = dA[n] = 0.f;
+  for (int n = 0; n < kN; ++n) {
+    dh[n] = active ? seg_dh[seg_state_index(s, bk, seg, n, d)] : 0.f;
+    dA[n] = 0.f;
+  }
   float dD = 0.f, dbias = 0.f;
   float hs[kChunk + 1][kN];  // states of one chunk: hs[0] before it, hs[i+1] after step i
 
-  for (int chunk = s.nseg - 1; chunk >= 0; --chunk) {
+  int first, end;
+  segment_chunks(s, seg, first, end);
+  for (int chunk = end - 1; chunk >= first; --chunk) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
 #pragma unroll
     for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
@@ -104,7 +152,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     }
   }
   if (active) {
-    float* pg = pgrad + ((int64_t(b) * 4 + k) * s.D + d) * (kN + 2);
+    float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + d) * (kN + 2);
 #pragma unroll
     for (int n = 0; n < kN; ++n) pg[n] = dA[n] * c.A[n];  // through A = -exp(A_logs): dA_logs = dA·A
     pg[kN] = dD;
@@ -124,7 +172,8 @@ __global__ void reduce_dbc_kernel(Dims s, const float* dbc_part, float* ddbl) {
   ddbl[row * s.KC + k * s.RN + s.R + j] = acc;
 }
 
-// Adds the per-batch parameter sums to the gradients, b = 0, 1, ... in order (the CPU's order).
+// Adds the per-segment parameter sums to the gradients, b = 0, 1, ... in order (the CPU's
+// order), the segments of each in order.
 __global__ void reduce_params_kernel(Dims s, const float* pgrad, ScanTrainGrads g) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (k·D + d, j)
   const int64_t per_b = int64_t(4) * s.D * (kN + 2);
@@ -136,7 +185,7 @@ __global__ void reduce_params_kernel(Dims s, const float* pgrad, ScanTrainGrads 
                          : (g.dt_projs_bias ? g.dt_projs_bias + kd : nullptr);
   if (!dst) return;
   float acc = *dst;
-  for (int b = 0; b < s.B; ++b) acc += pgrad[b * per_b + i];
+  for (int64_t bs = 0; bs < int64_t(s.B) * s.nsegs; ++bs) acc += pgrad[bs * per_b + i];
   *dst = acc;
 }
 
@@ -152,8 +201,16 @@ void scan_train_backward(const ScanTrainShape& shape, const float* u, const Scan
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
 
-  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(4 * s.B)), kWarp, stage_bytes(s), st>>>(
-      s, u, ws.dbl, w, dout, states, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
+  if (s.nsegs > 1) {
+    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
+    scan_backward_segment_kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, ws.seg_state,
+                                                                      ws.seg_dsum);
+    MM_CUDA_CHECK_LAUNCH("scan_train_backward segments");
+  }
+  join_segments(s, w.A_logs, ws.seg_state, ws.seg_dsum, true, st);
+  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B)), kWarp, stage_bytes(s),
+                         st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state, ws.dir0, ws.dir1, ws.dbc_part,
+                               ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 
   constexpr int kThreads = 256;

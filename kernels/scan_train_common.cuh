@@ -18,6 +18,7 @@ static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
 struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
+  int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int64_t BL;
 };
 Dims make_dims(const ScanTrainShape& s);  // checks the shape
@@ -28,7 +29,10 @@ struct Workspace {
   float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre
   float *dir1;        // (4, B·L, D): backward direct du terms per direction
   float *dbc_part;    // (ndblk, B·L, 4, 2N): [dB | dC] summed over one 32-channel block
-  float *pgrad;       // (B, 4·D, N+2): per batch element [dA_logs (N) | dDs | d dt_projs_bias]
+  float *pgrad;       // (B, nsegs, 4·D, N+2): per segment [dA_logs (N) | dDs | d dt_projs_bias]
+  float *seg_state;   // (B·4, nsegs, N, D): a segment's local end state, then its start state
+                      // (forward); its local dh, then the dh entering its end (backward)
+  float *seg_dsum;    // (B·4, nsegs, D): Σ Δ over a segment, its decay being exp(A·ΣΔ)
   int64_t total;      // floats
 };
 Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
@@ -36,6 +40,11 @@ Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
 // dst[i] (= or +=) ((src[i] + src[n+i]) + src[2n+i]) + src[3n+i]: the four directions of a
 // (4, n) buffer in the CPU's order.
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st);
+
+// A_n = -exp(A_logs) in double: as accurate as the CPU's std::exp.
+__device__ __forceinline__ float decay_rate(const float* A_logs, int64_t kd, int n) {
+  return -float(exp(double(A_logs[kd * kN + n])));
+}
 
 // Spatial position p of sequence index l in direction k (see selective_scan.h).
 __device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
@@ -84,13 +93,12 @@ struct Channel {
   const float* dbl_b;  // dbl[b·L, k·RN]  (stride KC per position)
 };
 
-// A = -exp(A_logs) in double: as accurate as the CPU's std::exp, and only once per thread.
 __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWeights& w, const float* u,
                                                 const float* dbl, int b, int k, int d) {
   Channel c;
   const int64_t kd = int64_t(k) * s.D + d;
 #pragma unroll
-  for (int n = 0; n < kN; ++n) c.A[n] = -float(exp(double(w.A_logs[kd * kN + n])));
+  for (int n = 0; n < kN; ++n) c.A[n] = decay_rate(w.A_logs, kd, n);
   c.Dk = w.Ds[kd];
   c.bias = w.dt_projs_bias[kd];
   c.wrow = w.dt_projs_weight + kd * s.R;
@@ -123,5 +131,26 @@ __device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int le
   }
   __syncwarp();
 }
+
+// The warp's chunk range [first, end) of segment `seg`.
+__device__ __forceinline__ void segment_chunks(const Dims& s, int seg, int& first, int& end) {
+  first = seg * s.seg_chunks;
+  end = min(first + s.seg_chunks, s.nseg);
+}
+
+// Index of (bk, seg, n, d) in seg_state, and of (bk, seg, d) in seg_dsum.
+__device__ __forceinline__ int64_t seg_state_index(const Dims& s, int bk, int seg, int n, int d) {
+  return ((int64_t(bk) * s.nsegs + seg) * kN + n) * s.D + d;
+}
+__device__ __forceinline__ int64_t seg_dsum_index(const Dims& s, int bk, int seg, int d) {
+  return (int64_t(bk) * s.nsegs + seg) * s.D + d;
+}
+
+// Joins the segments in order, one thread per (b·4+k, n, d): `seg_state` holds each segment's
+// local result (its end state from a zero start, or in reverse its dh from a zero dh at its
+// end), and is overwritten with what enters each segment. `reverse` runs from the last
+// segment back, as dh flows.
+void join_segments(const Dims& s, const float* A_logs, float* seg_state, const float* seg_dsum, bool reverse,
+                   Stream st);
 
 }  // namespace mm::cuda::scan_train

@@ -5,37 +5,50 @@
 // Forward
 //   1. dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, one GEMM (rows are spatial positions
 //      p = h·W + w; every direction reads the same rows in its own order).
-//   2. scan: one thread per (b, k, d) keeps its N = 16 states in registers and walks the L
+//   2. scan: one thread per (b, k, d) keeps its N = 16 states in registers and walks
 //      positions of direction k, computing Δ from dt in place (R multiply-adds); a block is
 //      one warp (32 channels of one (b, k)), which stages each chunk's x_proj rows and u in
-//      shared memory first (stage_chunk), so the steps don't wait on global memory. It writes
-//      y into its direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
-//      kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): exactly the layout
-//      and meaning of the CPU's optional states buffer.
+//      shared memory first (stage_chunk), so the steps don't wait on global memory.
+//      One (b, k, d) walking all L steps leaves the GPU nearly idle (at batch 64 the first
+//      stage has 512 warps for 3,136 steps), so the steps are cut into segments of
+//      seg_chunks chunks, scanned in parallel. The state is linear in its start, h_end =
+//      exp(A·ΣΔ)·h_start + (h_end from a zero start), so:
+//        a. each segment but the last is scanned from a zero state, keeping its end state
+//           and ΣΔ (scan_forward_segment_kernel<false>);
+//        b. join_segments walks the segments in order, turning those into each segment's
+//           true start state;
+//        c. each segment is scanned again from its start state, writing y into its
+//           direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
+//           kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): the layout and
+//           meaning of the CPU's optional states buffer.
 //   3. out = ((ys[0] + ys[1]) + ys[2]) + ys[3], the CPU's order of adding the directions.
 //
 // Backward (dbl is recomputed; nothing is kept from forward except `states`)
 //   1. scan: one thread per (b, k, d) again, one warp = 32 consecutive channels of one
-//      (b, k) walking the same steps in lockstep. Chunks from the last: the chunk's 33 states
+//      (b, k) walking the same steps in lockstep, in the same segments as forward: dh
+//      flows backwards linearly too (dh_start = exp(A·ΣΔ)·dh_end + local), so a pass from a
+//      zero dh per segment and join_segments in reverse give each segment the dh entering
+//      its end. Then per segment, chunks from the last: the chunk's 33 states
 //      are recomputed from the saved one into local memory, then walked backwards carrying
 //      dh. Per step it writes dΔ_pre (the gradient of Δ's pre-activation) and its channel's
 //      direct du terms to (4, B·L, D) buffers, and the warp's sum of the per-channel dB_l and
 //      dC_l terms (2N = 32 values, one per lane after a transpose-reduction) to a partial
 //      per 32-channel block. Sums over positions (dA, dD, dt bias) stay in registers and are
-//      written per (b, k, d) at the end.
+//      written per (b, segment, k, d) at the end.
 //   2. fixed-order reductions: the dB/dC partials over channel blocks into ddbl, the
-//      per-batch parameter sums over b into the gradients, the direct du terms over k.
+//      per-segment parameter sums over b and segments into the gradients, the direct du terms over k.
 //   3. GEMMs: ddbl's dt columns = dΔ_pre · dt_projs_weight[k]; d dt_projs_weight[k] +=
 //      dΔ_preᵀ · dt; d x_proj_weight += ddblᵀ · u; du += ddbl · x_proj_weight.
 //
 // Error against the CPU: exp(Δ·A) and softplus use the CPU's exp polynomial (exp_nonpos),
 // softplus log1pf where the CPU has a series (both ~1e-7 relative); the rest is summation
-// order (GEMMs, the dB/dC warp reduction). A = -exp(A_logs) is computed in double once per
+// order (GEMMs, the dB/dC warp reduction, the segment joins). A = -exp(A_logs) is computed in double once per
 // thread, as accurate as the CPU's std::exp.
 //
 // Memory: the workspace (layout in scan_train_common.cuh) is about (2·KC + 8·D + 4·2N·⌈D/32⌉)
 // floats per position: 2.1 GB for MedMamba-T's first stage at batch 64 (B·L = 200,704,
 // D = 192, R = 12); the saved states are D·N·4/32 = 384 floats per position.
+#include <algorithm>
 #include <string>
 
 #include "cuda_train_gemm_conv.h"
@@ -56,6 +69,17 @@ Dims make_dims(const ScanTrainShape& s) {
   d.nseg = (d.L + kChunk - 1) / kChunk;
   d.ndblk = (d.D + kWarp - 1) / kWarp;
   d.BL = s.B * d.L;
+  // Enough segments for ~16k warps (H200: 132 SMs of at most 32 resident warps each, fewer
+  // for the shared memory), without going below one chunk per segment.
+  int64_t chunks = s.segment_chunks;
+  if (chunks <= 0) {
+    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B;
+    const int64_t wanted = std::min<int64_t>(d.nseg, (16384 + warps_per_segment - 1) / warps_per_segment);
+    chunks = (d.nseg + wanted - 1) / wanted;
+  }
+  d.seg_chunks = int(std::min<int64_t>(chunks, d.nseg));
+  d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
+  MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
   return d;
 }
 
@@ -73,34 +97,44 @@ Workspace carve(const Dims& d, float* base) {
   w.dir0 = take(dirs);
   w.dir1 = take(dirs);
   w.dbc_part = take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
-  w.pgrad = take(int64_t(d.B) * 4 * d.D * (kN + 2));
+  w.pgrad = take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
+  w.seg_state = take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
+  w.seg_dsum = take(int64_t(d.B) * 4 * d.nsegs * d.D);
   w.total = off;
   return w;
 }
 
 namespace {
 
-// grid (ndblk, 4·B), block kWarp: blockIdx.y = b·4 + k, the warp is channels
-// [32·blockIdx.x, +32) of (b, k); lanes past D stage and wait with the others, nothing more.
-// Dynamic shared memory: stage_bytes(s).
+// grid (ndblk, segments, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the segment,
+// the warp is channels [32·blockIdx.x, +32) of (b, k); lanes past D stage and wait with the
+// others, nothing more. Dynamic shared memory: stage_bytes(s).
+// kFinal false: from a zero state, writes the segment's end state and ΣΔ to seg_state and
+// seg_dsum (pass a). kFinal true: from seg_state's start state, writes ys and `states`.
+template <bool kFinal>
 __global__ void __launch_bounds__(kWarp)
-scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* ys, float* states) {
+scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
+                            float* seg_dsum, float* ys, float* states) {
   extern __shared__ float smem[];
   float* srow = smem;                     // (kChunk, RN)
   float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
-  const int bk = blockIdx.y, b = bk / 4, k = bk % 4;
+  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
   const bool active = d < s.D;
-  const Channel c = load_channel(s, w, u, dbl, b, k, active ? d : s.D - 1);
+  const int dc = active ? d : s.D - 1;
+  const Channel c = load_channel(s, w, u, dbl, b, k, dc);
   float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
   float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + d : nullptr;
   float h[kN];
 #pragma unroll
-  for (int n = 0; n < kN; ++n) h[n] = 0.f;
-  for (int chunk = 0; chunk < s.nseg; ++chunk) {
+  for (int n = 0; n < kN; ++n) h[n] = kFinal ? seg_state[seg_state_index(s, bk, seg, n, dc)] : 0.f;
+  float dsum = 0.f;
+  int first, end;
+  segment_chunks(s, seg, first, end);
+  for (int chunk = first; chunk < end; ++chunk) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    if (st && active) {
+    if (kFinal && st && active) {
 #pragma unroll
       for (int n = 0; n < kN; ++n) st[(int64_t(chunk) * kN + n) * s.D] = h[n];
     }
@@ -110,14 +144,37 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
       const float ul = su[i * kWarp + lane];
       const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
       const float dlu = delta * ul;
+      dsum += delta;
       float y = c.Dk * ul;
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
         h[n] = exp_nonpos(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
-        y += row[s.R + kN + n] * h[n];
+        if (kFinal) y += row[s.R + kN + n] * h[n];
       }
-      if (active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
+      if (kFinal && active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
     }
+  }
+  if (!kFinal && active) {
+#pragma unroll
+    for (int n = 0; n < kN; ++n) seg_state[seg_state_index(s, bk, seg, n, d)] = h[n];
+    seg_dsum[seg_dsum_index(s, bk, seg, d)] = dsum;
+  }
+}
+
+// One thread per (bk, n, d); see join_segments.
+__global__ void join_segments_kernel(Dims s, const float* A_logs, float* seg_state, const float* seg_dsum,
+                                     bool reverse) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= int64_t(4) * s.B * kN * s.D) return;
+  const int d = int(i % s.D), n = int(i / s.D % kN), bk = int(i / (int64_t(kN) * s.D)), k = bk % 4;
+  const float A = decay_rate(A_logs, int64_t(k) * s.D + d, n);
+  float carry = 0.f;  // what enters the next segment in walking order
+  for (int j = 0; j < s.nsegs; ++j) {
+    const int seg = reverse ? s.nsegs - 1 - j : j;
+    float& slot = seg_state[seg_state_index(s, bk, seg, n, d)];
+    const float local = slot;
+    slot = carry;
+    if (j + 1 < s.nsegs) carry = exp_nonpos(A * seg_dsum[seg_dsum_index(s, bk, seg, d)]) * carry + local;
   }
 }
 
@@ -130,6 +187,14 @@ __global__ void sum_directions_kernel(float* dst, const float* src, int64_t n, b
 }
 
 }  // namespace
+
+void join_segments(const Dims& s, const float* A_logs, float* seg_state, const float* seg_dsum, bool reverse,
+                   Stream st) {
+  constexpr int kThreads = 256;
+  join_segments_kernel<<<grid_for(int64_t(4) * s.B * kN * s.D, kThreads), kThreads, 0, st>>>(s, A_logs, seg_state,
+                                                                                           seg_dsum, reverse);
+  MM_CUDA_CHECK_LAUNCH("scan_train join_segments");
+}
 
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st) {
   constexpr int kThreads = 256;
@@ -152,8 +217,16 @@ void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanT
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
-  const dim3 grid(unsigned(s.ndblk), unsigned(4 * s.B));
-  scan_forward_kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.dir0, states);
+  if (s.nsegs > 1) {  // the last segment's end state is never used
+    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
+    scan_forward_segment_kernel<false><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
+                                                                            ws.seg_dsum, nullptr, nullptr);
+    MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
+  }
+  join_segments(s, w.A_logs, ws.seg_state, ws.seg_dsum, false, st);
+  const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
+  scan_forward_segment_kernel<true><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state, nullptr,
+                                                                        ws.dir0, states);
   MM_CUDA_CHECK_LAUNCH("scan_train_forward");
   sum_directions(out, ws.dir0, s.BL * s.D, false, st);
 }

@@ -12,7 +12,9 @@
 // does not pick its workspace from the per-stream default pool (which depends on what else
 // runs), so every handle owns its workspace and sets it on every call (cublasSetStream
 // resets it to the pool). Pedantic math keeps float32 GEMMs off TF32 tensor cores, also
-// when NVIDIA_TF32_OVERRIDE asks for them.
+// when NVIDIA_TF32_OVERRIDE asks for them; GemmCompute::TF32 and BF16 name their compute
+// type in cublasGemmEx instead (cuBLAS picks the same algorithm for the same shapes, so
+// these are deterministic too).
 #include <cublas_v2.h>
 
 #include <algorithm>
@@ -60,6 +62,8 @@ struct ThreadBlas {
   ThreadBlas(const ThreadBlas&) = delete;
   ThreadBlas& operator=(const ThreadBlas&) = delete;
 };
+
+thread_local GemmCompute t_gemm_compute = GemmCompute::F32;
 
 cublasHandle_t blas_on(Stream s) {
   thread_local ThreadBlas blas;
@@ -125,6 +129,9 @@ unsigned capped_grid(int64_t n) { return std::min<unsigned>(grid_for(n, kThreads
 
 }  // namespace
 
+void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
+GemmCompute gemm_compute() { return t_gemm_compute; }
+
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
               int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
   const auto dims = [&] {
@@ -138,9 +145,19 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   if (M == 0 || N == 0) return;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-  const cublasStatus_t st = cublasSgemm(blas_on(s), op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A,
-                                        int(lda), &beta, C, int(ldc));
-  if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublasSgemm " + dims()).c_str());
+  cublasHandle_t h = blas_on(s);
+  cublasStatus_t st;
+  if (t_gemm_compute == GemmCompute::F32) {
+    check_cublas(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
+    st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A, int(lda), &beta, C, int(ldc));
+  } else {
+    check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
+    const cublasComputeType_t compute =
+        t_gemm_compute == GemmCompute::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
+    st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F,
+                      int(lda), &beta, C, CUDA_R_32F, int(ldc), compute, CUBLAS_GEMM_DEFAULT);
+  }
+  if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublas GEMM " + dims()).c_str());
 }
 
 void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t Cin,

@@ -97,8 +97,8 @@ struct GpuScan {
   cuda::ScanTrainShape shape;
   Tensor u, xpw, dtw, dtb, A_logs, Ds, dout, states, workspace;
 
-  explicit GpuScan(const ScanProblem& p)
-      : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R},
+  explicit GpuScan(const ScanProblem& p, int64_t segment_chunks = 0)
+      : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R, segment_chunks},
         u(to_gpu(p.u, DType::F32)), xpw(to_gpu(p.xpw, DType::F32)), dtw(to_gpu(p.dtw, DType::F32)),
         dtb(to_gpu(p.dtb, DType::F32)), A_logs(to_gpu(p.A_logs, DType::F32)), Ds(to_gpu(p.Ds, DType::F32)),
         dout(to_gpu(p.dout, DType::F32)),
@@ -141,7 +141,8 @@ double rms(const std::vector<float>& v) {
 // Forward (out and states) and backward of the GPU against the CPU. With nonzero_init the
 // gradient buffers start at random values as large as the gradients themselves, so a
 // backward that overwrote instead of accumulating would miss by about half.
-void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init) {
+// segment_chunks: as in cuda::ScanTrainShape (0: the kernels' choice).
+void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_t segment_chunks = 0) {
   const ScanProblem p = make_problem(s, seed);
   Grads init = zero_grads(s);
   if (nonzero_init) {
@@ -151,7 +152,7 @@ void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init) {
       init[i] = random_vector(init[i].size(), rng, float(rms(fresh.grads[i])));
   }
   const CpuResult want = cpu_scan(p, init);
-  GpuScan gpu(p);
+  GpuScan gpu(p, segment_chunks);
   check_nmse("out", gpu.forward(), want.out, kForwardNmse);
   check_nmse("states", from_gpu(gpu.states), want.states, kForwardNmse);
   const Grads got = gpu.backward(init);
@@ -180,6 +181,16 @@ TEST_CASE("cuda train op: ss2d scan matches the CPU scan on an 8x8 grid (exactly
 TEST_CASE("cuda train op: ss2d scan matches the CPU scan on a 9x9 grid (a part last chunk), D=48, R=6") {
   MM_REQUIRE_GPU_OR_SKIP();
   check_against_cpu({3, 9, 9, 48, 16, 6}, 3, false);
+}
+
+// The kernels' own choice gives one chunk per segment on shapes this small; these join
+// segments of several chunks, the last one shorter than the others.
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan with segments of 2 and 3 chunks on a 12x11 grid") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  for (int64_t chunks : {2, 3, 5}) {
+    INFO("segment_chunks " << chunks);
+    check_against_cpu({2, 12, 11, 40, 16, 3}, 7, false, chunks);
+  }
 }
 
 TEST_CASE("cuda train op: ss2d scan backward accumulates into non-zero du and gradients") {

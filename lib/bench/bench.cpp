@@ -109,7 +109,8 @@ BenchResult run_benchmark(const BenchOptions& o) {
   MM_CHECK(o.device == "cpu" || o.precision != "int8", "--precision int8 runs on the CPU only (--device cpu)");
   if (o.device == "cuda" && !train) return run_cuda_benchmark(o);  // the CudaMedMamba inference engine
   if (o.device == "cuda") {
-    MM_CHECK(o.precision == "fp32", "GPU training computes in fp32 (--precision fp32)");
+    MM_CHECK(o.precision == "fp32" || o.precision == "tf32" || o.precision == "bf16",
+             "GPU training: --precision fp32, tf32 or bf16 (the GEMMs' compute)");
   } else {
     MM_CHECK(o.precision == "fp32" || o.precision == "bf16" || o.precision == "int8",
              "precision '" + o.precision + "' is not available on the CPU backend (fp32, bf16 or int8)");
@@ -120,8 +121,10 @@ BenchResult run_benchmark(const BenchOptions& o) {
   auto cpu_model = std::make_unique<MedMamba>(bench_model(o));
   if (o.precision == "bf16") return run_cpu_low_precision_benchmark<CpuBf16Model>(o, *cpu_model);
   if (o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
+  MedMambaCudaOptions gpu;
+  if (o.device == "cuda") gpu.math = parse_gemm_math(o.precision, "--precision");
   const std::unique_ptr<Model> model =
-      model_on_device(std::move(cpu_model), o.device == "cuda" ? Device::CUDA : Device::CPU);
+      model_on_device(std::move(cpu_model), o.device == "cuda" ? Device::CUDA : Device::CPU, gpu);
   const ModelConfig& cfg = model->config();
   Tensor images = bench_images(o, cfg.in_chans);
   std::vector<int64_t> labels(size_t(o.batch));

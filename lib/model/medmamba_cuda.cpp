@@ -20,6 +20,13 @@ Device resolve_device(const std::string& name) {
   return Device::CUDA;
 }
 
+GemmMath parse_gemm_math(const std::string& name, const std::string& what) {
+  if (name == "fp32") return GemmMath::FP32;
+  if (name == "tf32") return GemmMath::TF32;
+  if (name == "bf16") return GemmMath::BF16;
+  throw Error(what + " '" + name + "': expected fp32, tf32 or bf16");
+}
+
 }  // namespace mm
 
 #ifndef MM_HAVE_CUDA
@@ -174,6 +181,23 @@ void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
 
 }  // namespace
 
+// Sets this thread's GEMM compute for one model call and restores it after, so that two
+// models with different settings can share a thread.
+class GemmMathScope {
+ public:
+  explicit GemmMathScope(GemmMath m) : previous_(c::gemm_compute()) {
+    c::set_gemm_compute(m == GemmMath::TF32   ? c::GemmCompute::TF32
+                        : m == GemmMath::BF16 ? c::GemmCompute::BF16
+                                              : c::GemmCompute::F32);
+  }
+  ~GemmMathScope() { c::set_gemm_compute(previous_); }
+  GemmMathScope(const GemmMathScope&) = delete;
+  GemmMathScope& operator=(const GemmMathScope&) = delete;
+
+ private:
+  c::GemmCompute previous_;
+};
+
 struct MedMambaCuda::Impl {
   MedMambaCudaOptions opts;
   ModelConfig cfg;
@@ -253,6 +277,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
     }
     return m.fast->forward(images);
   }
+  const GemmMathScope math(m.opts.math);
   ModelActsCuda& a = m.acts;
   allocate_acts(a, cfg, B, S, train, keep_for_backward);
   const c::Stream s = m.stream;
@@ -321,6 +346,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   MM_CHECK(dlogits_host.numel() == B * K, "backward: dlogits shape " + shape_str(dlogits_host.shape()) +
                                               " does not match the forward batch");
   const c::Stream s = m.stream;
+  const GemmMathScope math(m.opts.math);
   Tensor dlogits = device_floats(B * K);
   dlogits.copy_from(dlogits_host.reshape({B * K}));
 

@@ -3,8 +3,8 @@
 //
 // Parameters and gradients are one float32 device buffer each, in the ParamTable layout;
 // forward and backward run the CUDA twins of the CPU ops (kernels/cuda_train_*.h) in
-// float32, without TF32, and with no floating-point atomics: the same seed and data on the
-// same GPU give bit-identical weights. The CPU MedMamba is the reference it is tested
+// float32 (GEMMs optionally on tensor cores: GemmMath), with no floating-point atomics: the
+// same seed and data on the same GPU give bit-identical weights. The CPU MedMamba is the reference it is tested
 // against (test/test_cuda_train_model.cpp).
 //
 // Eval forwards can instead go through CudaMedMamba (folded BatchNorm, packed 16-bit
@@ -24,9 +24,21 @@
 
 namespace mm {
 
+// The compute of the GEMMs (Linear, convolutions, the scan's projections) in training and
+// in eval forwards that don't go to CudaMedMamba. Every buffer stays float32 in all three:
+// parameters, gradients, optimizer state, activations and the scan state.
+enum class GemmMath {
+  FP32,  // float32 units, no TF32: the CPU-matching reference
+  TF32,  // tensor cores, operands rounded to TF32
+  BF16,  // tensor cores, operands rounded to bf16 with float32 accumulation (as bf16 autocast)
+};
+// "fp32" | "tf32" | "bf16"; throws mm::Error naming `what` otherwise.
+GemmMath parse_gemm_math(const std::string& name, const std::string& what);
+
 struct MedMambaCudaOptions {
   bool fast_eval = false;      // eval forwards (no backward wanted) through CudaMedMamba
   CudaModelOptions fast;       // its precision and options
+  GemmMath math = GemmMath::FP32;
 };
 
 class MedMambaCuda : public Model {

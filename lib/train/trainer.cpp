@@ -174,8 +174,15 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   } catch (const Error& e) {
     throw TrainRefused(e.what());
   }
-  if (o.precision != "fp32")
-    throw TrainRefused("--precision " + o.precision + ": training computes in fp32 on the CPU and the GPU");
+  MedMambaCudaOptions gpu;
+  try {
+    gpu.math = parse_gemm_math(o.precision, "--precision");
+  } catch (const Error& e) {
+    throw TrainRefused(e.what());
+  }
+  if (o.precision != "fp32" && device != Device::CUDA)
+    throw TrainRefused("--precision " + o.precision + ": the CPU backend trains in fp32 only (tf32 and bf16 GEMMs are "
+                       "GPU tensor-core modes)");
   if (world > 1 && device == Device::CUDA)
     throw TrainRefused("several processes on GPUs need NCCL, which this build does not use yet; run one GPU process, "
                        "or data-parallel CPU processes with --device cpu");
@@ -201,7 +208,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   LoadedModel lm = initial_model(o, d, ev);
   const ModelMeta& meta = lm.meta;
   const std::unique_ptr<Model> model_owner =
-      model_on_device(std::make_unique<MedMamba>(std::move(lm.model)), device);
+      model_on_device(std::make_unique<MedMamba>(std::move(lm.model)), device, gpu);
   Model& model = *model_owner;
   if (o.sync_bn && world > 1)
     model.set_batchnorm_sync([&comm](double* values, int64_t n) { comm.allreduce_sum(values, n); });
@@ -398,7 +405,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   if (p.epoch == o.epochs && !splits.test.empty()) {
     LoadedModel best = load_model((fs::path(o.out) / "best.safetensors").string());
     const std::unique_ptr<Model> best_model =
-        model_on_device(std::make_unique<MedMamba>(std::move(best.model)), device);
+        model_on_device(std::make_unique<MedMamba>(std::move(best.model)), device, gpu);
     const ImageCache test_cache = cache_split("test", d, splits.test, meta, read_file, threads, ev);
     if (test_cache.rows() > 0) {
       CacheScores t = score_cache(*best_model, test_cache, meta.preprocess, o.batch_size, threads);

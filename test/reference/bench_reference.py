@@ -42,7 +42,8 @@ def main():
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--mode", choices=["infer", "train"], default="infer")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    ap.add_argument("--amp", choices=["none", "bf16", "fp16", "tf32"], default="none",
+                    help="tf32: no autocast, float32 matmuls and convolutions on TF32 tensor cores")
     ap.add_argument("--scan", choices=["auto", "loop", "chunked", "noop"], default="auto",
                     help="selective-scan implementation (auto: loop on CPU; on CUDA chunked for a small "
                          "per-step state Bt*K*D*N < 2^18, else loop)")
@@ -62,6 +63,9 @@ def main():
         torch.set_num_threads(a.threads)
     threads = torch.get_num_threads()
     dev = torch.device(a.device)
+    if a.amp == "tf32":  # (cuDNN convolutions already default to TF32; matmuls do not)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     scan = "noop" if a.no_scan else a.scan
     torch.manual_seed(a.seed)
 
