@@ -119,8 +119,8 @@ BenchResult run_benchmark(const BenchOptions& o) {
   }
 
   auto cpu_model = std::make_unique<MedMamba>(bench_model(o));
-  if (o.precision == "bf16") return run_cpu_low_precision_benchmark<CpuBf16Model>(o, *cpu_model);
-  if (o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
+  if (o.device == "cpu" && o.precision == "bf16") return run_cpu_low_precision_benchmark<CpuBf16Model>(o, *cpu_model);
+  if (o.device == "cpu" && o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
   MedMambaCudaOptions gpu;
   if (o.device == "cuda") gpu.math = parse_gemm_math(o.precision, "--precision");
   const std::unique_ptr<Model> model =
