@@ -27,10 +27,12 @@ __device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane)
 
 // grid (ndblk, segments - 1, 4·B), block kWarp: segment blockIdx.y + 1 (segment 0's result
 // is never used) of (b, k) = blockIdx.z, walked backwards from a zero dh. Writes the dh that
-// leaves its start, and ΣΔ, to seg_state and seg_dsum. Dynamic shared memory: stage_bytes(s).
+// leaves its start, and its decay, to seg_state and seg_decay. Dynamic shared memory:
+// stage_bytes(s).
+template <bool kFast>
 __global__ void __launch_bounds__(kWarp)
 scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
-                             float* seg_state, float* seg_dsum) {
+                             float* seg_state, float* seg_decay) {
   extern __shared__ float smem[];
   float* srow = smem;                     // (kChunk, RN)
   float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
@@ -54,16 +56,18 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
     for (int i = len - 1; i >= 0; --i) {
       const float* row = srow + i * s.RN;
       const float dy = sdy[i * kWarp + lane];
-      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
       dsum += delta;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) dh[n] = (dh[n] + dy * row[s.R + kN + n]) * exp_nonpos(delta * c.A[n]);
+      for (int n = 0; n < kN; ++n) dh[n] = (dh[n] + dy * row[s.R + kN + n]) * step_exp<kFast>(delta * c.A[n]);
     }
   }
   if (active) {
 #pragma unroll
-    for (int n = 0; n < kN; ++n) seg_state[seg_state_index(s, bk, seg, n, d)] = dh[n];
-    seg_dsum[seg_dsum_index(s, bk, seg, d)] = dsum;
+    for (int n = 0; n < kN; ++n) {
+      seg_state[seg_index(s, bk, seg, n, d)] = dh[n];
+      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp<kFast>(c.A[n] * dsum);
+    }
   }
 }
 
@@ -73,10 +77,11 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
 // Dynamic shared memory: stage_bytes(s).
 // Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
 // Workspace); per (b, segment, k, d): pgrad.
+template <bool kFast>
 __global__ void __launch_bounds__(kWarp)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
-                     const float* states, const float* seg_dh, float* dpre_out, float* du_dir, float* dbc_part,
-                     float* pgrad) {
+                     const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
+                     float* du_dir, float* dbc_part, float* pgrad) {
   extern __shared__ float smem[];
   float* srow = smem;                     // (kChunk, RN)
   float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
@@ -93,9 +98,10 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   float* part = dbc_part + (int64_t(blockIdx.x) * s.BL + int64_t(b) * s.L) * 4 * (2 * kN) + k * (2 * kN) + lane;
 
   float dh[kN], dA[kN];  // dL/dh carried backwards; Σ over steps of dL/d(Δ·A_n)·Δ
+  join_segments(s, seg_state, seg_decay, bk, seg, dc, true, dh);
 #pragma unroll
   for (int n = 0; n < kN; ++n) {
-    dh[n] = active ? seg_dh[seg_state_index(s, bk, seg, n, d)] : 0.f;
+    if (!active) dh[n] = 0.f;
     dA[n] = 0.f;
   }
   float dD = 0.f, dbias = 0.f;
@@ -111,10 +117,10 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     for (int i = 0; i < len; ++i) {  // recompute the chunk, as forward did
       const float* row = srow + i * s.RN;
       const float ul = su[i * kWarp + lane];
-      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
       const float dlu = delta * ul;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) hs[i + 1][n] = exp_nonpos(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
+      for (int n = 0; n < kN; ++n) hs[i + 1][n] = step_exp<kFast>(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
     }
     for (int i = len - 1; i >= 0; --i) {
       const int p = scan_position(k, l0 + i, s.H, s.W);
@@ -122,14 +128,14 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       const float ul = su[i * kWarp + lane];
       const float dy = sdy[i * kWarp + lane];
       const float pre = delta_pre(c.wrow, c.bias, row, s.R);
-      const float delta = softplus(pre);
+      const float delta = softplus<kFast>(pre);
       const float dlu = delta * ul;
       float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
       float ddl = 0.f;     // dL/dΔ
       float gB = 0.f;      // Σ_n dL/dh_n · B_n
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        const float a = exp_nonpos(delta * c.A[n]);
+        const float a = step_exp<kFast>(delta * c.A[n]);
         const float dhn = dh[n] + dy * row[s.R + kN + n];  // dL/dh_l
         const float t = dhn * hs[i][n] * a;                 // dL/d(Δ·A_n)
         v[kN + n] = dy * hs[i + 1][n];
@@ -140,7 +146,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
       }
       ddl += gB * ul;
-      const float dpre = ddl * softplus_grad(pre);
+      const float dpre = ddl * softplus_grad<kFast>(pre);
       dD += dy * ul;
       dbias += dpre;
       if (active) {
@@ -189,6 +195,22 @@ __global__ void reduce_params_kernel(Dims s, const float* pgrad, ScanTrainGrads 
   *dst = acc;
 }
 
+template <bool kFast>
+void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, const float* dout,
+                     const float* states, const Workspace& ws, Stream st) {
+  if (s.nsegs > 1) {
+    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
+    scan_backward_segment_kernel<kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, ws.seg_state,
+                                                                             ws.seg_decay);
+    MM_CUDA_CHECK_LAUNCH("scan_train_backward segments");
+  }
+  const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
+  scan_backward_kernel<kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state,
+                                                                   ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part,
+                                                                   ws.pgrad);
+  MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
+}
+
 }  // namespace
 }  // namespace scan_train
 
@@ -201,17 +223,11 @@ void scan_train_backward(const ScanTrainShape& shape, const float* u, const Scan
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
 
-  if (s.nsegs > 1) {
-    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
-    scan_backward_segment_kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, ws.seg_state,
-                                                                      ws.seg_dsum);
-    MM_CUDA_CHECK_LAUNCH("scan_train_backward segments");
-  }
-  join_segments(s, w.A_logs, ws.seg_state, ws.seg_dsum, true, st);
-  scan_backward_kernel<<<dim3(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B)), kWarp, stage_bytes(s),
-                         st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state, ws.dir0, ws.dir1, ws.dbc_part,
-                               ws.pgrad);
-  MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
+  if (fast_step_math())
+    launch_backward<true>(s, u, w, dout, states, ws, st);
+  else
+    launch_backward<false>(s, u, w, dout, states, ws, st);
+
 
   constexpr int kThreads = 256;
   const int64_t dbc = s.BL * 4 * (2 * kN);

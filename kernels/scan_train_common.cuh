@@ -32,7 +32,7 @@ struct Workspace {
   float *pgrad;       // (B, nsegs, 4·D, N+2): per segment [dA_logs (N) | dDs | d dt_projs_bias]
   float *seg_state;   // (B·4, nsegs, N, D): a segment's local end state, then its start state
                       // (forward); its local dh, then the dh entering its end (backward)
-  float *seg_dsum;    // (B·4, nsegs, D): Σ Δ over a segment, its decay being exp(A·ΣΔ)
+  float *seg_decay;   // (B·4, nsegs, N, D): a segment's decay of its start, exp(A_n·ΣΔ)
   int64_t total;      // floats
 };
 Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
@@ -73,13 +73,27 @@ __device__ __forceinline__ float exp_nonpos(float x) {
   return __int_as_float(__float_as_int(p) + max(int(n), -125) * (1 << 23));
 }
 
-// PyTorch softplus (threshold 20) and its derivative (exactly 1 above the threshold).
-__device__ __forceinline__ float softplus(float x) {
-  return x > 20.f ? x : fmaxf(x, 0.f) + log1pf(exp_nonpos(-fabsf(x)));
+// exp of the steps. kFast (the tensor-core GEMM modes, whose bf16 or TF32 operands already
+// differ from float32 by 1e-3 or 1e-4): the hardware's ex2.approx through __expf, one
+// instruction on the special-function unit instead of a dozen (the scan is bound by
+// instruction issue); its ~2e-7 relative error is not unbiased, which is why the float32
+// mode keeps exp_nonpos.
+template <bool kFast>
+__device__ __forceinline__ float step_exp(float x) {
+  return kFast ? __expf(x) : exp_nonpos(x);
 }
+
+// PyTorch softplus (threshold 20) and its derivative (exactly 1 above the threshold).
+template <bool kFast>
+__device__ __forceinline__ float softplus(float x) {
+  if (x > 20.f) return x;
+  const float e = step_exp<kFast>(-fabsf(x));
+  return fmaxf(x, 0.f) + (kFast ? __logf(1.f + e) : log1pf(e));
+}
+template <bool kFast>
 __device__ __forceinline__ float softplus_grad(float x) {
   if (x > 20.f) return 1.f;
-  const float e = exp_nonpos(-fabsf(x));
+  const float e = step_exp<kFast>(-fabsf(x));
   const float inv = 1.f / (1.f + e);
   return x >= 0.f ? inv : e * inv;
 }
@@ -138,19 +152,30 @@ __device__ __forceinline__ void segment_chunks(const Dims& s, int seg, int& firs
   end = min(first + s.seg_chunks, s.nseg);
 }
 
-// Index of (bk, seg, n, d) in seg_state, and of (bk, seg, d) in seg_dsum.
-__device__ __forceinline__ int64_t seg_state_index(const Dims& s, int bk, int seg, int n, int d) {
+// Index of (bk, seg, n, d) in seg_state and seg_decay.
+__device__ __forceinline__ int64_t seg_index(const Dims& s, int bk, int seg, int n, int d) {
   return ((int64_t(bk) * s.nsegs + seg) * kN + n) * s.D + d;
 }
-__device__ __forceinline__ int64_t seg_dsum_index(const Dims& s, int bk, int seg, int d) {
-  return (int64_t(bk) * s.nsegs + seg) * s.D + d;
+
+// What enters segment `seg` of (bk, channel d): the segments' local results (seg_state: end
+// states from a zero start, or in reverse dh from a zero dh) joined through their decays,
+// from segment 0 up to seg-1, or with `reverse` from the last down to seg+1, as dh flows.
+// Each thread joins for itself: up to nsegs-1 multiply-adds per state, no extra kernel.
+__device__ __forceinline__ void join_segments(const Dims& s, const float* seg_state, const float* seg_decay,
+                                              int bk, int seg, int d, bool reverse, float (&carry)[kN]) {
+#pragma unroll
+  for (int n = 0; n < kN; ++n) carry[n] = 0.f;
+  const int from = reverse ? s.nsegs - 1 : 0, step = reverse ? -1 : 1;
+  for (int j = from; j != seg; j += step) {
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      const int64_t i = seg_index(s, bk, j, n, d);
+      carry[n] = seg_decay[i] * carry[n] + seg_state[i];
+    }
+  }
 }
 
-// Joins the segments in order, one thread per (b·4+k, n, d): `seg_state` holds each segment's
-// local result (its end state from a zero start, or in reverse its dh from a zero dh at its
-// end), and is overwritten with what enters each segment. `reverse` runs from the last
-// segment back, as dh flows.
-void join_segments(const Dims& s, const float* A_logs, float* seg_state, const float* seg_dsum, bool reverse,
-                   Stream st);
+// Host side: the step maths of the scan kernels follows this thread's GEMM compute.
+bool fast_step_math();
 
 }  // namespace mm::cuda::scan_train

@@ -14,10 +14,9 @@
 //      seg_chunks chunks, scanned in parallel. The state is linear in its start, h_end =
 //      exp(A·ΣΔ)·h_start + (h_end from a zero start), so:
 //        a. each segment but the last is scanned from a zero state, keeping its end state
-//           and ΣΔ (scan_forward_segment_kernel<false>);
-//        b. join_segments walks the segments in order, turning those into each segment's
-//           true start state;
-//        c. each segment is scanned again from its start state, writing y into its
+//           and its decay exp(A·ΣΔ) (scan_forward_segment_kernel<false>);
+//        b. each segment is scanned again from its start state, which its threads first
+//           join from the earlier segments' results (join_segments), writing y into its
 //           direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
 //           kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): the layout and
 //           meaning of the CPU's optional states buffer.
@@ -27,8 +26,8 @@
 //   1. scan: one thread per (b, k, d) again, one warp = 32 consecutive channels of one
 //      (b, k) walking the same steps in lockstep, in the same segments as forward: dh
 //      flows backwards linearly too (dh_start = exp(A·ΣΔ)·dh_end + local), so a pass from a
-//      zero dh per segment and join_segments in reverse give each segment the dh entering
-//      its end. Then per segment, chunks from the last: the chunk's 33 states
+//      zero dh per segment, joined in reverse, gives each segment the dh entering its end.
+//      Then per segment, chunks from the last: the chunk's 33 states
 //      are recomputed from the saved one into local memory, then walked backwards carrying
 //      dh. Per step it writes dΔ_pre (the gradient of Δ's pre-activation) and its channel's
 //      direct du terms to (4, B·L, D) buffers, and the warp's sum of the per-channel dB_l and
@@ -42,7 +41,9 @@
 //
 // Error against the CPU: exp(Δ·A) and softplus use the CPU's exp polynomial (exp_nonpos),
 // softplus log1pf where the CPU has a series (both ~1e-7 relative); the rest is summation
-// order (GEMMs, the dB/dC warp reduction, the segment joins). A = -exp(A_logs) is computed in double once per
+// order (GEMMs, the dB/dC warp reduction, the segment joins). With TF32 or bf16 GEMMs the
+// kernels take exp from the hardware instead (step_exp<true>): every kernel is templated
+// on kFast. A = -exp(A_logs) is computed in double once per
 // thread, as accurate as the CPU's std::exp.
 //
 // Memory: the workspace (layout in scan_train_common.cuh) is about (2·KC + 8·D + 4·2N·⌈D/32⌉)
@@ -99,7 +100,7 @@ Workspace carve(const Dims& d, float* base) {
   w.dbc_part = take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
   w.pgrad = take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
   w.seg_state = take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
-  w.seg_dsum = take(int64_t(d.B) * 4 * d.nsegs * d.D);
+  w.seg_decay = take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
   w.total = off;
   return w;
 }
@@ -109,12 +110,12 @@ namespace {
 // grid (ndblk, segments, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the segment,
 // the warp is channels [32·blockIdx.x, +32) of (b, k); lanes past D stage and wait with the
 // others, nothing more. Dynamic shared memory: stage_bytes(s).
-// kFinal false: from a zero state, writes the segment's end state and ΣΔ to seg_state and
-// seg_dsum (pass a). kFinal true: from seg_state's start state, writes ys and `states`.
-template <bool kFinal>
+// kFinal false: from a zero state, writes the segment's end state and decay to seg_state and
+// seg_decay (pass a). kFinal true: from the joined start state, writes ys and `states`.
+template <bool kFinal, bool kFast>
 __global__ void __launch_bounds__(kWarp)
 scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
-                            float* seg_dsum, float* ys, float* states) {
+                            float* seg_decay, float* ys, float* states) {
   extern __shared__ float smem[];
   float* srow = smem;                     // (kChunk, RN)
   float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
@@ -127,8 +128,12 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
   float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
   float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + d : nullptr;
   float h[kN];
+  if (kFinal) {
+    join_segments(s, seg_state, seg_decay, bk, seg, dc, false, h);
+  } else {
 #pragma unroll
-  for (int n = 0; n < kN; ++n) h[n] = kFinal ? seg_state[seg_state_index(s, bk, seg, n, dc)] : 0.f;
+    for (int n = 0; n < kN; ++n) h[n] = 0.f;
+  }
   float dsum = 0.f;
   int first, end;
   segment_chunks(s, seg, first, end);
@@ -142,13 +147,13 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
     for (int i = 0; i < len; ++i) {
       const float* row = srow + i * s.RN;  // dt (R), B (N), C (N)
       const float ul = su[i * kWarp + lane];
-      const float delta = softplus(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
       const float dlu = delta * ul;
       dsum += delta;
       float y = c.Dk * ul;
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        h[n] = exp_nonpos(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
+        h[n] = step_exp<kFast>(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
         if (kFinal) y += row[s.R + kN + n] * h[n];
       }
       if (kFinal && active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
@@ -156,26 +161,26 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
   }
   if (!kFinal && active) {
 #pragma unroll
-    for (int n = 0; n < kN; ++n) seg_state[seg_state_index(s, bk, seg, n, d)] = h[n];
-    seg_dsum[seg_dsum_index(s, bk, seg, d)] = dsum;
+    for (int n = 0; n < kN; ++n) {
+      seg_state[seg_index(s, bk, seg, n, d)] = h[n];
+      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp<kFast>(c.A[n] * dsum);
+    }
   }
 }
 
-// One thread per (bk, n, d); see join_segments.
-__global__ void join_segments_kernel(Dims s, const float* A_logs, float* seg_state, const float* seg_dsum,
-                                     bool reverse) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= int64_t(4) * s.B * kN * s.D) return;
-  const int d = int(i % s.D), n = int(i / s.D % kN), bk = int(i / (int64_t(kN) * s.D)), k = bk % 4;
-  const float A = decay_rate(A_logs, int64_t(k) * s.D + d, n);
-  float carry = 0.f;  // what enters the next segment in walking order
-  for (int j = 0; j < s.nsegs; ++j) {
-    const int seg = reverse ? s.nsegs - 1 - j : j;
-    float& slot = seg_state[seg_state_index(s, bk, seg, n, d)];
-    const float local = slot;
-    slot = carry;
-    if (j + 1 < s.nsegs) carry = exp_nonpos(A * seg_dsum[seg_dsum_index(s, bk, seg, d)]) * carry + local;
+template <bool kFast>
+void launch_forward(const Dims& s, const float* u, const ScanTrainWeights& w, const Workspace& ws, float* states,
+                    Stream st) {
+  if (s.nsegs > 1) {  // the last segment's end state is never used
+    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
+    scan_forward_segment_kernel<false, kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
+                                                                                  ws.seg_decay, nullptr, nullptr);
+    MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
   }
+  const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
+  scan_forward_segment_kernel<true, kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
+                                                                               ws.seg_decay, ws.dir0, states);
+  MM_CUDA_CHECK_LAUNCH("scan_train_forward");
 }
 
 // dst[i] (= or +=) ((src[i] + src[n+i]) + src[2n+i]) + src[3n+i]: the four directions.
@@ -188,13 +193,7 @@ __global__ void sum_directions_kernel(float* dst, const float* src, int64_t n, b
 
 }  // namespace
 
-void join_segments(const Dims& s, const float* A_logs, float* seg_state, const float* seg_dsum, bool reverse,
-                   Stream st) {
-  constexpr int kThreads = 256;
-  join_segments_kernel<<<grid_for(int64_t(4) * s.B * kN * s.D, kThreads), kThreads, 0, st>>>(s, A_logs, seg_state,
-                                                                                           seg_dsum, reverse);
-  MM_CUDA_CHECK_LAUNCH("scan_train join_segments");
-}
+bool fast_step_math() { return gemm_compute() != GemmCompute::F32; }
 
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st) {
   constexpr int kThreads = 256;
@@ -217,17 +216,10 @@ void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanT
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
-  if (s.nsegs > 1) {  // the last segment's end state is never used
-    const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
-    scan_forward_segment_kernel<false><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
-                                                                            ws.seg_dsum, nullptr, nullptr);
-    MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
-  }
-  join_segments(s, w.A_logs, ws.seg_state, ws.seg_dsum, false, st);
-  const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_forward_segment_kernel<true><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state, nullptr,
-                                                                        ws.dir0, states);
-  MM_CUDA_CHECK_LAUNCH("scan_train_forward");
+  if (fast_step_math())
+    launch_forward<true>(s, u, w, ws, states, st);
+  else
+    launch_forward<false>(s, u, w, ws, states, st);
   sum_directions(out, ws.dir0, s.BL * s.D, false, st);
 }
 

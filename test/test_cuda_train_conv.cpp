@@ -28,6 +28,20 @@ namespace {
 cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies order after the ops
 
 constexpr double kGemmNmse = 1e-9;      // fp32 GEMMs and sums in another order than the CPU's
+
+// The GEMM tolerance per compute: operands rounded to TF32 (2^-11 relative) or bf16 (2^-8),
+// products summed in float32.
+double gemm_nmse(cuda::GemmCompute c) {
+  return c == cuda::GemmCompute::F32 ? kGemmNmse : c == cuda::GemmCompute::TF32 ? 1e-6 : 1e-4;
+}
+
+// Sets this thread's GEMM compute for a scope (the library's default is F32).
+struct GemmComputeScope {
+  explicit GemmComputeScope(cuda::GemmCompute c) { cuda::set_gemm_compute(c); }
+  ~GemmComputeScope() { cuda::set_gemm_compute(cuda::GemmCompute::F32); }
+};
+constexpr cuda::GemmCompute kAllComputes[] = {cuda::GemmCompute::F32, cuda::GemmCompute::TF32,
+                                              cuda::GemmCompute::BF16};
 constexpr double kElementNmse = 1e-10;  // depthwise conv: short sums per element
 
 float* gpu_f32(Tensor& t) { return t.as<float>(); }
@@ -112,8 +126,12 @@ TEST_CASE("cuda train op: gemm_f32 matches a naive loop for every transpose pair
 
 namespace {
 
-void check_linear(int64_t N, int64_t Cin, int64_t Cout, uint32_t seed) {
+void check_linear(int64_t N, int64_t Cin, int64_t Cout, uint32_t seed,
+                  cuda::GemmCompute compute = cuda::GemmCompute::F32) {
   CAPTURE(N);
+  CAPTURE(int(compute));
+  const GemmComputeScope scope(compute);
+  const double kGemmNmse = gemm_nmse(compute);
   std::mt19937 rng(seed);
   const auto x = random_vector(size_t(N * Cin), rng), w = random_vector(size_t(Cout * Cin), rng, 0.2f);
   const auto bias = random_vector(size_t(Cout), rng, 0.1f), dout = random_vector(size_t(N * Cout), rng);
@@ -175,7 +193,10 @@ Conv2dShape cpu_shape(const cuda::ConvShape& c) {
   return s;
 }
 
-void check_conv(const cuda::ConvShape& c, uint32_t seed) {
+void check_conv(const cuda::ConvShape& c, uint32_t seed, cuda::GemmCompute compute = cuda::GemmCompute::F32) {
+  CAPTURE(int(compute));
+  const GemmComputeScope scope(compute);
+  const double kGemmNmse = gemm_nmse(compute);
   std::mt19937 rng(seed);
   const Conv2dShape s = cpu_shape(c);
   const int64_t in_n = c.B * c.H * c.W * c.Cin, out_n = c.B * c.out_h() * c.out_w() * c.Cout;
@@ -244,6 +265,16 @@ TEST_CASE("cuda train op: conv2d 3x3 stride 2 pad 1 on odd sizes and 3x3 on 28x2
   SUBCASE("stride 2, 9x7") { check_conv(conv_shape(1, 9, 7, 8, 12, 3, 2, 1), 34); }
   SUBCASE("28x28, C=48, several dbias parts") { check_conv(conv_shape(2, 28, 28, 48, 40, 3, 1, 1), 35); }
   SUBCASE("4x4 stride 4 on 30x30 (the last rows and columns unread)") { check_conv(conv_shape(1, 30, 30, 3, 16, 4, 4, 0), 36); }
+}
+
+TEST_CASE("cuda train op: linear and conv2d with TF32 and bf16 tensor-core GEMMs stay within their tolerance of the CPU") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  for (cuda::GemmCompute compute : kAllComputes) {
+    check_linear(301, 96, 40, 23, compute);
+    check_conv(conv_shape(2, 14, 14, 48, 48, 3, 1, 1), 37, compute);
+    check_conv(conv_shape(2, 32, 32, 3, 48, 4, 4, 0), 38, compute);
+  }
+  CHECK(cuda::gemm_compute() == cuda::GemmCompute::F32);
 }
 
 namespace {

@@ -98,6 +98,39 @@ TEST_CASE("cuda train model: logits, every gradient and the running statistics e
   CHECK(gpu->batches_tracked() == cpu.batches_tracked());
 }
 
+// Mixed precision: bf16 or TF32 operands in every GEMM and the hardware exp in the scan.
+// The whole model's loss and gradients stay within what rounding the operands explains
+// (bf16: 2^-8 relative per operand), and every gradient keeps its direction.
+TEST_CASE("cuda train model: with TF32 and bf16 GEMMs, the loss and every gradient stay near the float32 CPU's") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  StepFixture fx;
+  MedMamba cpu = fx.cpu_model();
+  const Tensor& images = fx.f.at("images");
+  const int64_t* labels = fx.f.at("labels").as<int64_t>();
+  const float loss_cpu = forward_backward(cpu, images, labels, fx.ce());
+  for (GemmMath math : {GemmMath::TF32, GemmMath::BF16}) {
+    const bool bf16 = math == GemmMath::BF16;
+    const std::string mode = bf16 ? "bf16" : "tf32";
+    INFO(mode);
+    MedMambaCudaOptions opts;
+    opts.math = math;
+    auto gpu = MedMambaCuda::copy_of(fx.cpu_model(), opts);
+    const float loss_gpu = forward_backward(*gpu, images, labels, fx.ce());
+    CHECK(loss_gpu == doctest::Approx(loss_cpu).epsilon(bf16 ? 1e-2 : 1e-3));
+    double worst = 0;
+    std::string worst_name;
+    for (const ParamEntry& e : cpu.table().entries()) {
+      if (e.kind == ParamKind::Buffer || gradient_is_noise(e.name)) continue;
+      const double r = rel_err(host_floats(gpu->grads(), e), host_floats(cpu.grads(), e));
+      if (r > worst) worst = r, worst_name = e.name;
+    }
+    INFO("worst gradient: " << worst_name << ", relative L2 error " << worst);
+    MESSAGE(mode << ": loss " << loss_gpu << " vs " << loss_cpu << ", worst gradient "
+                                     << worst_name << " at relative L2 " << worst);
+    CHECK(worst <= (bf16 ? 0.1 : 0.02));
+  }
+}
+
 TEST_CASE("cuda train model: one clipped AdamW step equals PyTorch's and the CPU backend's") {
   MM_REQUIRE_GPU_OR_SKIP();
   StepFixture fx;

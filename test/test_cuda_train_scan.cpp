@@ -16,6 +16,7 @@
 #ifdef MM_HAVE_CUDA
 
 #include "cuda_ops.h"
+#include "cuda_train_gemm_conv.h"
 #include "cuda_train_scan.h"
 #include "ops/selective_scan.h"
 
@@ -26,9 +27,13 @@ namespace {
 
 cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies order after the ops
 
-// The GPU uses __expf where the CPU uses a polynomial exp (both ~1e-7 relative).
+// The float32 mode's exp is the CPU's polynomial; the sums run in another order.
 constexpr double kForwardNmse = 1e-8;
 constexpr double kGradNmse = 1e-7;
+// With TF32/bf16 GEMMs the steps take exp from the hardware (~2e-7 relative, biased), and
+// the scan's own GEMMs round their operands to bf16 (2^-8).
+constexpr double kFastForwardNmse = 1e-4;
+constexpr double kFastGradNmse = 1e-4;
 
 struct ScanProblem {
   SS2DScanShape s;
@@ -141,8 +146,12 @@ double rms(const std::vector<float>& v) {
 // Forward (out and states) and backward of the GPU against the CPU. With nonzero_init the
 // gradient buffers start at random values as large as the gradients themselves, so a
 // backward that overwrote instead of accumulating would miss by about half.
-// segment_chunks: as in cuda::ScanTrainShape (0: the kernels' choice).
-void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_t segment_chunks = 0) {
+// segment_chunks: as in cuda::ScanTrainShape (0: the kernels' choice). compute: the GEMM
+// compute the GPU runs under (the scan's step maths follows it).
+void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_t segment_chunks = 0,
+                       cuda::GemmCompute compute = cuda::GemmCompute::F32) {
+  const bool fast = compute != cuda::GemmCompute::F32;
+  const double forward_nmse = fast ? kFastForwardNmse : kForwardNmse, grad_nmse = fast ? kFastGradNmse : kGradNmse;
   const ScanProblem p = make_problem(s, seed);
   Grads init = zero_grads(s);
   if (nonzero_init) {
@@ -153,12 +162,15 @@ void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_
   }
   const CpuResult want = cpu_scan(p, init);
   GpuScan gpu(p, segment_chunks);
-  check_nmse("out", gpu.forward(), want.out, kForwardNmse);
-  check_nmse("states", from_gpu(gpu.states), want.states, kForwardNmse);
+  cuda::set_gemm_compute(compute);
+  const std::vector<float> out = gpu.forward();
   const Grads got = gpu.backward(init);
+  cuda::set_gemm_compute(cuda::GemmCompute::F32);
+  check_nmse("out", out, want.out, forward_nmse);
+  check_nmse("states", from_gpu(gpu.states), want.states, forward_nmse);
   for (size_t i = 0; i < got.size(); ++i) {
     CHECK(rms(want.grads[i]) > 0);
-    check_nmse(kGradNames[i], got[i], want.grads[i], kGradNmse);
+    check_nmse(kGradNames[i], got[i], want.grads[i], grad_nmse);
   }
 }
 
@@ -190,6 +202,15 @@ TEST_CASE("cuda train op: ss2d scan matches the CPU scan with segments of 2 and 
   for (int64_t chunks : {2, 3, 5}) {
     INFO("segment_chunks " << chunks);
     check_against_cpu({2, 12, 11, 40, 16, 3}, 7, false, chunks);
+  }
+}
+
+TEST_CASE("cuda train op: ss2d scan in the TF32 and bf16 modes (hardware exp, tensor-core GEMMs) stays near the CPU scan") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  for (cuda::GemmCompute compute : {cuda::GemmCompute::TF32, cuda::GemmCompute::BF16}) {
+    INFO("compute " << int(compute));
+    check_against_cpu({2, 12, 11, 40, 16, 3}, 8, false, 2, compute);
+    check_against_cpu({2, 28, 28, 64, 16, 4}, 9, true, 0, compute);
   }
 }
 
