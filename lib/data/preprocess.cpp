@@ -1,7 +1,11 @@
 #include "data/preprocess.h"
 
+#include "data/input_stages.h"
+#include "data/vectorise.h"
+
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 namespace mm {
 
@@ -172,13 +176,92 @@ Image resize(const Image& img, int64_t out_h, int64_t out_w, Interpolation metho
   return out;
 }
 
+namespace {
+
+// [lo, hi] -> [0, 1], clamped, NaN -> 0; a step where hi <= lo. In double,
+// times the reciprocal of the width (a division per pixel cost more than the
+// rest of the pass; the float result moves by at most one ulp, rarely); the
+// comparisons (not std::clamp, not isnan) let the compiler vectorise it.
+MM_VECTORISE_COMPARISONS void window_into(const float* src, size_t n, double lo, double hi, float* dst) {
+  const double span = hi - lo, scale = 1.0 / span;
+  if (span > 0) {
+    for (size_t i = 0; i < n; ++i) {
+      double t = (double(src[i]) - lo) * scale;
+      t = t > 0.0 ? t : 0.0;  // NaN fails the comparison: 0
+      dst[i] = float(t < 1.0 ? t : 1.0);
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = double(src[i]) > lo ? 1.f : 0.f;
+  }
+}
+
+// One output line of a separable pass: acc[i] = sum over output out_index's taps j
+// of k[j] * src[(first + j) * len + i], i.e. the filter applied to whole source
+// lines of `len` floats at once (contiguous, so it vectorises).
+void taps_over_lines(const float* src, int64_t len, const AxisWeights& a, int64_t out_index, double* acc) {
+  const double* k = &a.weights[size_t(out_index * a.stride)];
+  const float* line = src + a.first[size_t(out_index)] * len;
+  std::fill(acc, acc + len, 0.0);
+  for (int64_t j = 0; j < a.count[size_t(out_index)]; ++j, line += len)
+    for (int64_t i = 0; i < len; ++i) acc[i] += double(line[i]) * k[j];
+}
+
+// dst (cols x rows) = src (rows x cols) transposed, in tiles that stay in cache.
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += kTile)
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t r1 = std::min(rows, r0 + kTile), c1 = std::min(cols, c0 + kTile);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
+// Per-thread buffers: a 512 x 512 slice needs about 1 MB in some, every image.
+struct ResizeScratch {
+  std::vector<float> rows, columns, columns_out;
+  std::vector<double> acc;
+};
+
+// Grey resize with both passes as multiply-adds over contiguous lines (so they
+// vectorise): the vertical pass first, then, on its result transposed, the
+// horizontal pass, whose result is transposed back into dst (out_h x out_w).
+// Double accumulation and a float intermediate as Pillow; Pillow runs the
+// horizontal pass first, so the intermediate rounds at another point: about
+// one float ulp, well inside the 1e-6 its references are held to.
+void resize_grey(const float* src, int64_t h, int64_t w, float* dst, int64_t out_h, int64_t out_w,
+                 Interpolation method, ResizeScratch& s) {
+  const AxisWeights wy = axis_weights(h, out_h, method), wx = axis_weights(w, out_w, method);
+  s.rows.resize(size_t(out_h * w));
+  s.columns.resize(size_t(w * out_h));
+  s.columns_out.resize(size_t(out_w * out_h));
+  s.acc.resize(size_t(std::max(w, out_h)));
+  for (int64_t yy = 0; yy < out_h; ++yy) {
+    taps_over_lines(src, w, wy, yy, s.acc.data());
+    std::copy(s.acc.begin(), s.acc.begin() + w, s.rows.begin() + yy * w);
+  }
+  transpose(s.rows.data(), out_h, w, s.columns.data());
+  for (int64_t xx = 0; xx < out_w; ++xx) {
+    taps_over_lines(s.columns.data(), out_h, wx, xx, s.acc.data());
+    std::copy(s.acc.begin(), s.acc.begin() + out_h, s.columns_out.begin() + xx * out_h);
+  }
+  transpose(s.columns_out.data(), out_w, out_h, dst);
+}
+
+struct PreprocessScratch {
+  std::vector<float> unit, sized;
+  ResizeScratch resize;
+};
+PreprocessScratch& preprocess_scratch() {
+  thread_local PreprocessScratch s;
+  return s;
+}
+
+}  // namespace
+
 Image apply_window(const Image& img) {
   Image out = img;
-  const double lo = img.window_low, span = img.window_high - img.window_low;
-  for (float& v : out.pixels) {
-    const double t = span > 0 ? (double(v) - lo) / span : (double(v) > lo ? 1.0 : 0.0);
-    v = float(std::isnan(t) ? 0.0 : std::clamp(t, 0.0, 1.0));
-  }
+  window_into(img.pixels.data(), img.pixels.size(), img.window_low, img.window_high, out.pixels.data());
   out.window_low = 0;
   out.window_high = 1;
   return out;
@@ -192,14 +275,23 @@ void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
   const int64_t out_c = int64_t(p.mean.size());
   MM_CHECK((out_c == 1 || out_c == 3) && p.std.size() == p.mean.size(),
            "preprocess: mean/std must have 1 or 3 entries");
-  const int64_t s = p.input_size;
-  const Image unit = apply_window(img);
-  // Resizing before the channel conversion resizes grey once instead of three
-  // times; both steps are linear, so the order does not change the result.
-  std::vector<float> sized(size_t(s * s * img.channels));
-  resize_pixels(unit.pixels.data(), img.height, img.width, img.channels, sized.data(), s, s,
-                interpolation_from_name(p.interpolation));
-  const int64_t plane = s * s;
+  const int64_t s = p.input_size, plane = s * s;
+  const Interpolation method = interpolation_from_name(p.interpolation);
+  PreprocessScratch& scratch = preprocess_scratch();
+  std::optional<TimedStage> stage(std::in_place, InputStage::Window);
+  scratch.unit.resize(img.pixels.size());
+  window_into(img.pixels.data(), img.pixels.size(), img.window_low, img.window_high, scratch.unit.data());
+  stage.emplace(InputStage::Resize);
+  scratch.sized.resize(size_t(plane * img.channels));
+  // Grey images take the vectorised resize. Resizing before the channel
+  // conversion resizes grey once instead of three times; both steps are
+  // linear, so the order does not change the result.
+  if (img.channels == 1 && (img.height != s || img.width != s))
+    resize_grey(scratch.unit.data(), img.height, img.width, scratch.sized.data(), s, s, method, scratch.resize);
+  else
+    resize_pixels(scratch.unit.data(), img.height, img.width, img.channels, scratch.sized.data(), s, s, method);
+  stage.emplace(InputStage::Normalise);
+  const float* sized = scratch.sized.data();
   for (int64_t oc = 0; oc < out_c; ++oc) {
     const float mean = p.mean[size_t(oc)], inv_std = 1.f / p.std[size_t(oc)];
     float* out = dst + oc * plane;

@@ -19,13 +19,16 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 
+#include "data/input_stages.h"
 #include "imaging/dicom_attributes.h"
 #include "imaging/dicom_dictionary.h"
 #include "imaging/dicom_parse.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
 #include "imaging/dicom_jpegls.h"
+#include "imaging/dicom_native.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm {
@@ -280,35 +283,73 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
 
 std::vector<Image> read_dicom(const std::string& path, const DicomOptions& opt) { return read_dicom_as(path, path, opt); }
 
+namespace {
+
+// Every frame (or the one asked for) of decoded pixel bytes as Images.
+std::vector<Image> frames_as_images(const uint8_t* bytes, size_t size, const PixelLayout& layout,
+                                    const dicom::FileVoi& voi, const Image& proto, const DicomOptions& opt,
+                                    const std::string& what, std::optional<TimedStage>& stage) {
+  dicom::validate(layout, what);
+  check_size(layout, opt, what);
+  if (opt.frame >= layout.frames)
+    throw ImageError(Kind::BadOption, what,
+                     "frame " + std::to_string(opt.frame) + " requested; the file has " + std::to_string(layout.frames));
+  std::vector<Image> out;
+  const int64_t first = opt.frame >= 0 ? opt.frame : 0, last = opt.frame >= 0 ? opt.frame + 1 : layout.frames;
+  for (int64_t f = first; f < last; ++f) {
+    stage.emplace(InputStage::Convert);
+    Image img = dicom::convert_frame(bytes, size, layout, f, what);
+    Image meta = proto;
+    meta.height = img.height, meta.width = img.width, meta.channels = img.channels;
+    meta.pixels = std::move(img.pixels);
+    meta.frame_index = layout.frames > 1 ? f : -1;
+    stage.emplace(InputStage::Voi);
+    dicom::finish_frame(meta, layout, opt.window, voi, opt.invert_monochrome1);
+    out.push_back(std::move(meta));
+  }
+  return out;
+}
+
+// Files past this size are left to DCMTK, which loads pixel data only when used.
+constexpr uint64_t kNativePathMaxBytes = uint64_t(256) << 20;
+
+}  // namespace
+
 std::vector<Image> read_dicom_as(const std::string& path, const std::string& what, const DicomOptions& opt) {
   init_dcmtk_once();
+  std::optional<TimedStage> stage(std::in_place, InputStage::Parse);
   struct stat st;
   if (stat(path.c_str(), &st) != 0) throw ImageError(Kind::Io, what, "cannot open");
   if (uint64_t(st.st_size) > opt.max_file_bytes)
     throw ImageError(Kind::TooLarge, what, "file of " + std::to_string(st.st_size) + " bytes");
   dicom::require_data_dictionary(what);
+  if (opt.native_fast_path) {
+    stage.reset();  // read_native_file times its own stages
+    std::optional<dicom::NativeFile> native =
+        dicom::read_native_file(path, std::min<uint64_t>(opt.max_file_bytes, kNativePathMaxBytes));
+    if (native) {
+      Image proto;
+      proto.source_path = what;
+      proto.format = "dicom";
+      proto.study_uid = std::move(native->study_uid);
+      proto.series_uid = std::move(native->series_uid);
+      proto.sop_uid = std::move(native->sop_uid);
+      proto.sop_class_uid = std::move(native->sop_class_uid);
+      proto.modality = std::move(native->modality);
+      proto.photometric = native->layout.photometric;
+      return frames_as_images(native->bytes.data() + native->pixel_offset, native->pixel_length, native->layout,
+                              native->voi, proto, opt, what, stage);
+    }
+    stage.emplace(InputStage::Parse);
+  }
   std::unique_ptr<DcmFileFormat> file = dicom::parse_file(path, what);
   DcmDataset& ds = *file->getDataset();
+  stage.emplace(InputStage::PixelData);
   Decoded d = decode(*file, opt, what);
-  dicom::validate(d.layout, what);
-  check_size(d.layout, opt, what);
-  if (opt.frame >= d.layout.frames)
-    throw ImageError(Kind::BadOption, what,
-                     "frame " + std::to_string(opt.frame) + " requested; the file has " + std::to_string(d.layout.frames));
+  stage.emplace(InputStage::Parse);
   const Image proto = frame_template(ds, what);
   const dicom::FileVoi voi = dicom::read_voi(ds, d.layout.is_signed, what);
-  std::vector<Image> out;
-  const int64_t first = opt.frame >= 0 ? opt.frame : 0, last = opt.frame >= 0 ? opt.frame + 1 : d.layout.frames;
-  for (int64_t f = first; f < last; ++f) {
-    Image img = dicom::convert_frame(d.bytes, d.size, d.layout, f, what);
-    Image meta = proto;
-    meta.height = img.height, meta.width = img.width, meta.channels = img.channels;
-    meta.pixels = std::move(img.pixels);
-    meta.frame_index = d.layout.frames > 1 ? f : -1;
-    dicom::finish_frame(meta, d.layout, opt.window, voi, opt.invert_monochrome1);
-    out.push_back(std::move(meta));
-  }
-  return out;
+  return frames_as_images(d.bytes, d.size, d.layout, voi, proto, opt, what, stage);
 }
 
 std::vector<Image> read_dicom_bytes(const uint8_t* data, size_t size, const std::string& what,

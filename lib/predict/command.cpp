@@ -40,6 +40,21 @@ void print_predict_timing(const PredictSummary& s) {
                t.wall, t.model, share(t.model), t.waiting, share(t.waiting), t.saliency, t.output, t.reading,
                t.preparing, s.decode_threads,
                t.wall > 0 ? 100.0 * (t.reading + t.preparing) / (t.wall * s.decode_threads) : 0.0);
+  // CPU time per decoded image, by stage: what a core costs per image, whatever the other threads did.
+  const double per_image = s.images > 0 ? 1e3 / double(s.images) : 0.0;
+  std::string stages;
+  for (int i = 0; i < int(InputStage::Count); ++i) {
+    char part[64];
+    std::snprintf(part, sizeof part, "%s%s %.3f", i ? ", " : "", input_stage_name(InputStage(i)),
+                  t.stages.seconds[i] * per_image);
+    stages += part;
+  }
+  const double unattributed = t.reading_cpu + t.preparing_cpu - t.stages.total();
+  std::fprintf(stderr,
+               "mm-predict: timing: CPU ms per image: decoding %.3f + preprocessing %.3f; by stage: %s; other %.3f; "
+               "batch assembly %.3f (calling thread)\n",
+               t.reading_cpu * per_image, t.preparing_cpu * per_image, stages.c_str(), unattributed * per_image,
+               t.batching * per_image);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "data/file_kind.h"
+#include "data/input_stages.h"
 #include "data/preprocess.h"
 #include "eval/evaluate.h"
 #include "io/npy_writer.h"
@@ -41,7 +42,9 @@ struct DecodedFile {
   bool skipped = false;
   std::string warning;  // the reader's note on the file (e.g. NIfTI orientation from a fallback source)
   std::exception_ptr fatal;  // an error that stops the run (an output that cannot be written)
-  double reading = 0, preparing = 0;
+  double reading = 0, preparing = 0;          // wall time of the decode thread
+  double reading_cpu = 0, preparing_cpu = 0;  // its CPU time
+  InputStageTimes stages;                     // CPU time per stage
 };
 
 // "<kind>: <reason>" from an error message "<path>: <kind>: <reason>".
@@ -67,6 +70,8 @@ class Decoder {
   DecodedFile decode(const InputFile& file) const {
     DecodedFile out;
     out.problem.path = file.path;
+    const InputStageTimes stages_before = this_thread_input_stages();
+    const double cpu_start = thread_cpu_seconds();
     const Clock::time_point start = Clock::now();
     std::vector<Image> images;
     try {
@@ -88,6 +93,8 @@ class Decoder {
       return out;
     }
     out.reading = seconds_since(start);
+    const double cpu_read = thread_cpu_seconds();
+    out.reading_cpu = cpu_read - cpu_start;
     out.warning = images.front().warning;
 
     const Clock::time_point prepare_start = Clock::now();
@@ -122,6 +129,8 @@ class Decoder {
       }
     }
     out.preparing = seconds_since(prepare_start);
+    out.preparing_cpu = thread_cpu_seconds() - cpu_read;
+    out.stages = this_thread_input_stages() - stages_before;
     return out;
   }
 
@@ -220,8 +229,10 @@ class OrderedBatcher {
   }
 
   void add_image(PreparedImage&& image) {
+    const Clock::time_point start = Clock::now();
     const int64_t item = channels_ * side_ * side_;
     std::memcpy(batch_.f32() + int64_t(rows_.size()) * item, image.input.data(), size_t(item) * sizeof(float));
+    summary_.timing.batching += seconds_since(start);
     rows_.push_back(first_seq_ + pending_.size());
     pending_.push_back({std::move(image.record), false});
     if (int64_t(rows_.size()) == options_.batch_size) run_batch();
@@ -332,6 +343,9 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
       if (d.fatal) std::rethrow_exception(d.fatal);
       summary.timing.reading += d.reading;
       summary.timing.preparing += d.preparing;
+      summary.timing.reading_cpu += d.reading_cpu;
+      summary.timing.preparing_cpu += d.preparing_cpu;
+      summary.timing.stages += d.stages;
       if (d.skipped) {
         ++summary.skipped_files;
         if (options.skipped) options.skipped(files[i].path);

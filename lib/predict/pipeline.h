@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "data/image.h"
+#include "data/input_stages.h"
 #include "model/medmamba.h"
 #include "model/model_file.h"
 #include "predict/classifier.h"
@@ -61,6 +62,12 @@ struct PredictTiming {
   double wall = 0;
   double reading = 0;    // decoding files into images
   double preparing = 0;  // preprocessing into model inputs (and writing .npy)
+  // The same as the decode threads' CPU time (without the time they waited
+  // for a core), and that CPU time per stage (InputStage) where a reader or
+  // preprocessing says which stage it is in.
+  double reading_cpu = 0, preparing_cpu = 0;
+  InputStageTimes stages;
+  double batching = 0;   // copying model inputs into the batch
   double model = 0;      // the forward passes, transfers included
   double waiting = 0;    // the calling thread idle, waiting for decoded files
   double saliency = 0;   // backward passes and PNGs
