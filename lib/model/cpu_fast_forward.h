@@ -12,6 +12,7 @@
 //   static void conv_out(const Bf16Conv2d&, Act* out, const uint16_t* x, int64_t B, int64_t H, int64_t W);
 #include <algorithm>
 #include <functional>
+#include <new>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "ops/layernorm.h"
 #include "ops/layout.h"
 #include "ops/linear.h"
+#include "ops/op_profile.h"
 #include "ops/selective_scan.h"
 
 namespace mm::fast_forward {
@@ -73,13 +75,29 @@ struct Block {
   }
 };
 
+// std::allocator's large blocks start 16 bytes past a page: every 64-byte row of 16 channels
+// would straddle two cache lines (measured: the scan's loads of u stalled on the second).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  friend bool operator==(const CacheLineAllocator&, const CacheLineAllocator&) { return true; }
+  friend bool operator!=(const CacheLineAllocator&, const CacheLineAllocator&) { return false; }
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 // Scratch for one batch size, sized for stage 0 (later stages have P·C halved per stage).
 template <class Act>
 struct Buffers {
   int64_t B = -1, S = -1;
-  std::vector<Act> act;                    // a Linear's input
-  std::vector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
-  std::vector<float> embed, x0, x1, xin, z, xconv, u, y, dbl, s, l, pooled;
+  AlignedVector<Act> act;                       // a Linear's input
+  AlignedVector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
+  AlignedVector<float> embed, x0, x1, xin, z, xconv, u, y, dbl, s, l, pooled;
 
   void ensure(const ModelConfig& cfg, int64_t batch, int64_t side) {
     if (B == batch && S == side) return;
@@ -144,12 +162,14 @@ class Forward {
     const int64_t B = images.dim(0), S = images.dim(2);
     buf_.ensure(cfg, B, S);
     Buffers<Act>& b = buf_;
-    images_to_nhwc_bf16(b.image.data(), images.f32(), B, cfg.in_chans, S);
-    patch_embed_.forward(b.embed.data(), b.image.data(), B, S, S);
     const int64_t side0 = S / 4;
     float *cur = b.x0.data(), *next = b.x1.data();
-    layernorm_forward(cur, nullptr, nullptr, b.embed.data(), w("patch_embed.norm.weight"), w("patch_embed.norm.bias"),
-                      B * side0 * side0, cfg.dims[0]);
+    timed("patch_embed", [&] {
+      images_to_nhwc_bf16(b.image.data(), images.f32(), B, cfg.in_chans, S);
+      patch_embed_.forward(b.embed.data(), b.image.data(), B, S, S);
+      layernorm_forward(cur, nullptr, nullptr, b.embed.data(), w("patch_embed.norm.weight"),
+                        w("patch_embed.norm.bias"), B * side0 * side0, cfg.dims[0]);
+    });
     for (int64_t i = 0; i < cfg.num_stages(); ++i) {
       const int64_t side = side0 >> i, C = cfg.dims[i], P = B * side * side;
       const BlockDims d{B, side, side, C, cfg.d_state, cfg.dt_rank(i)};
@@ -159,16 +179,20 @@ class Forward {
       }
       if (i + 1 < cfg.num_stages()) {
         const std::string m = merge_prefix(i);
-        patch_gather_forward(b.embed.data(), cur, B, side, side, C);
-        normalize_to_act(b.embed.data(), 4 * C, nullptr, w(m + "norm.weight"), w(m + "norm.bias"), P / 4, 4 * C);
-        merge_[size_t(i)].forward(next, b.act.data(), P / 4);
+        timed("patch_merge", [&] {
+          patch_gather_forward(b.embed.data(), cur, B, side, side, C);
+          normalize_to_act(b.embed.data(), 4 * C, nullptr, w(m + "norm.weight"), w(m + "norm.bias"), P / 4, 4 * C);
+          merge_[size_t(i)].forward(next, b.act.data(), P / 4);
+        });
         std::swap(cur, next);
       }
     }
     const int64_t side_last = side0 >> (cfg.num_stages() - 1), C_last = cfg.dims.back();
-    avgpool_forward(b.pooled.data(), cur, B, side_last * side_last, C_last);
     Tensor logits = Tensor::empty({B, cfg.num_classes});
-    linear_forward(logits.f32(), b.pooled.data(), w("head.weight"), w("head.bias"), B, C_last, cfg.num_classes);
+    timed("head", [&] {
+      avgpool_forward(b.pooled.data(), cur, B, side_last * side_last, C_last);
+      linear_forward(logits.f32(), b.pooled.data(), w("head.weight"), w("head.bias"), B, C_last, cfg.num_classes);
+    });
     return logits;
   }
 
@@ -192,32 +216,41 @@ class Forward {
     const BlockWeights& bw = blk.w;
     Buffers<Act>& b = buf_;
     // SS2D branch on the right half.
-    normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c);
-    blk.in_proj_x.forward(b.xin.data(), b.act.data(), P);
-    blk.in_proj_z.forward(b.z.data(), b.act.data(), P);
-    dwconv3x3_forward(b.xconv.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
+    timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
+    timed("in_proj", [&] {
+      blk.in_proj_x.forward(b.xin.data(), b.act.data(), P);
+      blk.in_proj_z.forward(b.z.data(), b.act.data(), P);
+    });
+    timed("dwconv3x3", [&] { dwconv3x3_forward(b.xconv.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D); });
     const Act* u_act;
-    if constexpr (std::is_same_v<Act, float>) {
-      silu_rows(b.u.data(), b.xconv.data(), P, D, nullptr);
-      u_act = b.u.data();
-    } else {
-      Act* act = b.act.data();
-      silu_rows(b.u.data(), b.xconv.data(), P, D,
-                [&](int64_t p, const float* row) { Precision::store_row(act + p * D, row, D); });
-      u_act = act;
-    }
-    blk.x_proj.forward(b.dbl.data(), u_act, P);
+    timed("silu", [&] {
+      if constexpr (std::is_same_v<Act, float>) {
+        silu_rows(b.u.data(), b.xconv.data(), P, D, nullptr);
+        u_act = b.u.data();
+      } else {
+        Act* act = b.act.data();
+        silu_rows(b.u.data(), b.xconv.data(), P, D,
+                  [&](int64_t p, const float* row) { Precision::store_row(act + p * D, row, D); });
+        u_act = act;
+      }
+    });
+    timed("x_proj", [&] { blk.x_proj.forward(b.dbl.data(), u_act, P); });
     const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
-    ss2d_scan_forward_from_dbl(ss, b.u.data(), SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},
-                               b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
-    normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
-    blk.out_proj.forward(b.s.data(), b.act.data(), P);
+    timed("scan", [&] {
+      ss2d_scan_forward_from_dbl(ss, b.u.data(),
+                                 SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},
+                                 b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
+    });
+    timed("out_norm_gate", [&] { normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D); });
+    timed("out_proj", [&] { blk.out_proj.forward(b.s.data(), b.act.data(), P); });
     // Convolution branch on the left half.
-    affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c);
-    blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
-    Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
-    blk.conv7.forward(b.l.data(), b.act.data(), P);
-    shuffle_residual(out, b.l.data(), b.s.data(), x, P, c);
+    timed("bn0", [&] { affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c); });
+    timed("conv3x3", [&] {
+      blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
+      Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
+    });
+    timed("conv1x1", [&] { blk.conv7.forward(b.l.data(), b.act.data(), P); });
+    timed("shuffle_residual", [&] { shuffle_residual(out, b.l.data(), b.s.data(), x, P, c); });
   }
 
   const MedMamba& model_;

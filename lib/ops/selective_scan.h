@@ -15,6 +15,9 @@
 //  * x_proj for all positions and directions is one sgemm; dt_proj (rank R) is folded into the
 //    recurrence, which runs over blocks of 32 channels (contiguous in channels-last u) with the
 //    state vectorised over channels, using a polynomial exp (~1e-7 relative).
+//  * On CPUs with AVX-512 the forward recurrence runs in selective_scan_avx512.cpp (intrinsics,
+//    the same results bit for bit with the exact exp); elsewhere, and for backward, the portable
+//    `omp simd` kernels of selective_scan.cpp.
 //  * OpenMP over (batch, channel block); BLAS calls are made outside parallel regions.
 //  * Backward recomputes what it needs from u: the state every 32 steps (one forward pass of
 //    the recurrence, unless forward saved them in `states`), then each 32-step segment is

@@ -16,11 +16,11 @@
 namespace mm {
 
 // Minimax polynomial for 2^f on [-0.5, 0.5] (relative error 2e-9 before float rounding).
-// Shared with the CUDA training scan (kernels/scan_train_common.cuh), so both backends
-// compute the same exp(Δ·A).
-MM_HOST_DEVICE inline float exp2_fraction(float f) {
-  float p = 1.534581243e-4f;
-  p = p * f + 1.339993090e-3f;
+// Shared with the CUDA training scan (kernels/scan_train_common.cuh) and the AVX-512 scan
+// (T = __m512, GCC's vector arithmetic), so every backend computes the same exp(Δ·A).
+template <class T>
+MM_HOST_DEVICE inline T exp2_fraction(T f) {
+  T p = 1.534581243e-4f * f + 1.339993090e-3f;
   p = p * f + 9.618489072e-3f;
   p = p * f + 5.550328642e-2f;
   p = p * f + 2.402264625e-1f;
