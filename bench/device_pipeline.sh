@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The end-to-end pipeline benchmark (issue 14) on the GPU machine, from a
+# bundle built here: no DCMTK, ITK, pydicom or encoders needed there.
+#
+# Here, first (about 1 minute when the CUDA build is current; the first CUDA
+# build takes 30+ minutes on 2 cores):
+#
+#   bench/make_device_bundle.sh            # -> .device-data/bundle (see its top)
+#
+# Then on the device, from the repository root, carrying the bundle:
+#
+#   run(command="bench/device_pipeline.sh", carry=[".device-data/bundle"], timeout_s=600)
+#
+# What it does: unpacks the libraries into /tmp, sets LD_LIBRARY_PATH and
+# DCMDICTPATH, checks that ldd resolves everything, clones the CT templates
+# into folders (bench/make_ct_folder.py --templates: plain python3), makes a
+# MedMamba-T model with one mm-train epoch on the GPU, and runs
+# bench/pipeline.sh on each folder. Results: $OUT/pipeline.md (tables),
+# $OUT/pipeline.log (every run's --timing output).
+#
+# Environment (defaults in brackets):
+#   DEVICE [cuda]  PRECISION [bf16]  BATCH [128]  THREADS [all CPUs]  RUNS [2]
+#   N_EXPLICIT [10000]  N_JPEG [4000]  N_JPEGLS [2000]  N_J2K [1000]   files per syntax
+#   MODELS ["dims48 tiny"]  dims48: the bundle's dims 48..384 224 px model;
+#                           tiny: MedMamba-T, 224 px, made by one mm-train epoch there;
+#                           default: share/models/brain-mri-96 (96 px); or a model file
+#   BRAIN_DIR [unset]  a brain-MRI class folder (e.g. Testing/): also mm-eval on it
+#   WORK [/tmp/mm-device-pipeline]  where the folders go (10,000 files: 5.3 GB)
+#   OUT [./device-pipeline-out]
+# Expected time on the H200 machine (16 cores): about 3 minutes (cloning the
+# files ~1 min, the runs 1-2 min).
+#
+# Tested here end to end with the same bundle and LD_LIBRARY_PATH:
+#   DEVICE=cpu PRECISION=fp32 BATCH=16 N_EXPLICIT=60 N_JPEG=40 N_JPEGLS=20 N_J2K=20 \
+#     MODELS=dims48 bench/device_pipeline.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=$PWD/.device-data/bundle
+DEVICE=${DEVICE:-cuda} PRECISION=${PRECISION:-bf16} BATCH=${BATCH:-128} RUNS=${RUNS:-2}
+THREADS=${THREADS:-$(nproc)}
+N_EXPLICIT=${N_EXPLICIT:-10000} N_JPEG=${N_JPEG:-4000} N_JPEGLS=${N_JPEGLS:-2000} N_J2K=${N_J2K:-1000}
+MODELS=${MODELS:-dims48 tiny}
+WORK=${WORK:-/tmp/mm-device-pipeline}
+OUT=${OUT:-$PWD/device-pipeline-out}
+mkdir -p "$OUT" "$WORK"
+log=$OUT/pipeline.log report=$OUT/pipeline.md
+start=$(date +%s)
+say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$log"; }
+
+[ -d "$bundle/bin" ] || { echo "no bundle at $bundle: run bench/make_device_bundle.sh here first" >&2; exit 1; }
+rm -rf "$WORK/lib" && tar -xJf "$bundle/lib.tar.xz" -C "$WORK"
+export LD_LIBRARY_PATH=$WORK/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export DCMDICTPATH=$bundle/share/dicom.dic
+bin=$bundle/bin
+missing=$(ldd "$bin/mm-predict" "$bin/mm-eval" "$bin/mm-train" | grep "not found" | sort -u || true)
+if [ -n "$missing" ]; then printf 'unresolved libraries:\n%s\n' "$missing" | tee -a "$log"; exit 1; fi
+say "$(nproc) CPUs; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'no GPU')"
+
+rm -rf "$WORK/ct"
+for spec in explicit:$N_EXPLICIT jpeg-lossless:$N_JPEG jpeg-ls:$N_JPEGLS j2k:$N_J2K; do
+  syntax=${spec%%:*} count=${spec##*:}
+  [ "$count" -gt 0 ] || continue
+  python3 bench/make_ct_folder.py --templates "$bundle/templates" --syntax "$syntax" --count "$count" \
+    --out "$WORK/ct" | tee -a "$log"
+done
+say "folders made: $(du -sh "$WORK/ct" | cut -f1)"
+
+model_file() {
+  case $1 in
+    dims48) echo "$bundle/models/dims48-224.safetensors" ;;
+    default) echo "$PWD/share/models/brain-mri-96.safetensors" ;;
+    tiny)
+      local m=$WORK/tiny/best.safetensors
+      if [ ! -f "$m" ]; then
+        # MedMamba-T at 224 px, 2 classes; one short epoch: the weights do not matter for speed.
+        local csv=$WORK/tiny.csv
+        { echo path,label; ls "$WORK/ct/explicit"/*.dcm | head -64 | awk '{ print $0 "," (NR % 2 ? "a" : "b") }'; } >"$csv"
+        "$bin/mm-train" --data "$csv" --out "$WORK/tiny" --variant tiny --image-size 224 --epochs 1 \
+          --batch-size 16 --val-fraction 0.25 --device "$DEVICE" -q >>"$log" 2>&1
+      fi
+      echo "$m" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+{
+  echo "# Pipeline benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "$(nproc) CPUs, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'no GPU');" \
+    "device $DEVICE, precision $PRECISION, batch $BATCH, $THREADS threads, best of $RUNS runs; files in the page cache."
+} >"$report"
+folders=()
+for s in explicit jpeg-lossless jpeg-ls j2k; do [ -d "$WORK/ct/$s" ] && folders+=("$WORK/ct/$s"); done
+for m in $MODELS; do
+  file=$(model_file "$m")
+  say "model $m: $file"
+  { echo; echo "## model $m ($(basename "$file"))"; echo; } >>"$report"
+  bench/pipeline.sh --bin "$bin" --model "$file" --device "$DEVICE" --precision "$PRECISION" --batch "$BATCH" \
+    --threads "$THREADS" --runs "$RUNS" "${folders[@]}" >>"$report" 2>>"$log"
+  say "model $m done"
+done
+if [ -n "${BRAIN_DIR:-}" ] && [ -d "$BRAIN_DIR" ]; then
+  say "mm-eval on $BRAIN_DIR"
+  { echo; echo "## mm-eval, brain-MRI JPEGs ($BRAIN_DIR)"; echo; echo '```'; } >>"$report"
+  t0=$(date +%s.%N)
+  "$bin/mm-eval" --model share/models/brain-mri-96.safetensors --data "$BRAIN_DIR" --device "$DEVICE" \
+    --precision "$PRECISION" --batch-size "$BATCH" --threads "$THREADS" >>"$report" 2>&1 || true
+  awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "mm-eval wall time: %.2f s\n", b - a }' >>"$report"
+  echo '```' >>"$report"
+fi
+cat "$report"
+say "done"
