@@ -2,6 +2,7 @@
 // reference, finite differences, and (skipped by default) a timing of stage 1's 3x3 conv.
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -9,6 +10,8 @@
 
 #include "ops/conv2d.h"
 #include "ops/depthwise_conv.h"
+#include "ops/gemm_bf16.h"
+#include "ops/vector_math.h"
 #include "test_util.h"
 
 using namespace mm;
@@ -265,6 +268,31 @@ TEST_CASE("dwconv3x3 fd and naive reference") {
     dwconv3x3_backward(dx2.data(), nullptr, nullptr, dout.data(), nullptr, w.data(), B, H, W, C);
     for (size_t i = 0; i < dx.size(); ++i) dx[i] *= 2.0f;
     check_close("dx accumulates", dx2.data(), dx.data(), int64_t(dx.size()), 1e-6f, 1e-6f);
+  }
+}
+
+TEST_CASE("dwconv3x3_silu_forward equals dwconv3x3_forward then SiLU, bit for bit, and its bf16 copy is to_bf16 of it") {
+  // C: one full 32-channel chunk and a tail (40), tails only (17), several chunks (96); edges.
+  for (auto [B, H, W, C] : std::vector<std::array<int64_t, 4>>{{2, 4, 5, 40}, {1, 1, 3, 17}, {1, 6, 7, 96}, {1, 3, 1, 2}}) {
+    INFO("B " << B << " H " << H << " W " << W << " C " << C);
+    const auto x = randn(B * H * W * C, 17), w = randn(C * 9, 18, 0.5f), bias = randn(C, 19);
+    std::vector<float> conv(x.size()), want(x.size()), got(x.size(), 1e30f);
+    dwconv3x3_forward(conv.data(), x.data(), w.data(), bias.data(), B, H, W, C);
+    for (size_t i = 0; i < conv.size(); ++i) want[i] = silu_vectorisable(conv[i]);
+    std::vector<uint16_t> got_bf16(x.size(), 0xFFFF), want_bf16(x.size());
+    dwconv3x3_silu_forward(got.data(), got_bf16.data(), x.data(), w.data(), bias.data(), B, H, W, C);
+    check_close("u", got.data(), want.data(), int64_t(want.size()), 0.f, 0.f);
+    to_bf16(want_bf16.data(), want.data(), int64_t(want.size()));
+    CHECK(got_bf16 == want_bf16);
+    // silu_vectorisable is SiLU to ~2e-7: against x·sigmoid(x) in double.
+    for (size_t i = 0; i < conv.size(); ++i) {
+      const double z = conv[i], ref = z / (1.0 + std::exp(-z));
+      REQUIRE(std::fabs(got[i] - ref) <= 1e-6 * std::fabs(ref) + 1e-30);
+    }
+    // Without a bias and without the bf16 copy.
+    dwconv3x3_forward(conv.data(), x.data(), w.data(), nullptr, B, H, W, C);
+    dwconv3x3_silu_forward(got.data(), nullptr, x.data(), w.data(), nullptr, B, H, W, C);
+    for (size_t i = 0; i < conv.size(); ++i) REQUIRE(got[i] == silu_vectorisable(conv[i]));
   }
 }
 

@@ -69,17 +69,6 @@ void layernorm_rows(const float* x, int64_t ld, const float* z, const float* wei
   }
 }
 
-void silu_rows(float* u, const float* x, int64_t P, int64_t C, const std::function<void(int64_t, const float*)>& store) {
-#pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < P; ++p) {
-    const float* xr = x + p * C;
-    float* ur = u + p * C;
-#pragma omp simd
-    for (int64_t c = 0; c < C; ++c) ur[c] = silu_vectorisable(xr[c]);
-    if (store) store(p, ur);
-  }
-}
-
 void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c) {
   const int64_t D = 2 * c;
 #pragma omp parallel for schedule(static)

@@ -43,8 +43,6 @@ Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, 
 // z (P,C) or nullptr; store(p, row) takes the float32 result of row p.
 void layernorm_rows(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
                     int64_t C, const std::function<void(int64_t, const float*)>& store);
-// u = silu(x) (P,C); then store(p, row of u) for each row, where store is set.
-void silu_rows(float* u, const float* x, int64_t P, int64_t C, const std::function<void(int64_t, const float*)>& store);
 // out = channel_shuffle(concat(l, s)) + x, all (P, 2c) but l, s (P,c).
 void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c);
 // NCHW float32 images (B,Cin,S,S) to NHWC bf16.
@@ -97,7 +95,7 @@ struct Buffers {
   int64_t B = -1, S = -1;
   AlignedVector<Act> act;                       // a Linear's input
   AlignedVector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
-  AlignedVector<float> embed, x0, x1, xin, z, xconv, u, y, dbl, s, l, pooled;
+  AlignedVector<float> embed, x0, x1, xin, z, u, y, dbl, s, l, pooled;
 
   void ensure(const ModelConfig& cfg, int64_t batch, int64_t side) {
     if (B == batch && S == side) return;
@@ -109,7 +107,7 @@ struct Buffers {
     image.resize(size_t(B * S * S * cfg.in_chans));
     act.resize(size_t(P0 * C0));
     for (auto* v : {&conv_a, &conv_b}) v->resize(size_t(P0 * C0));
-    for (auto* v : {&embed, &x0, &x1, &xin, &z, &xconv, &u, &y, &s, &l}) v->resize(size_t(P0 * C0));
+    for (auto* v : {&embed, &x0, &x1, &xin, &z, &u, &y, &s, &l}) v->resize(size_t(P0 * C0));
     dbl.resize(size_t(dbl_floats));
     pooled.resize(size_t(B * cfg.dims.back()));
   }
@@ -221,17 +219,16 @@ class Forward {
       blk.in_proj_x.forward(b.xin.data(), b.act.data(), P);
       blk.in_proj_z.forward(b.z.data(), b.act.data(), P);
     });
-    timed("dwconv3x3", [&] { dwconv3x3_forward(b.xconv.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D); });
+    // u = silu(dwconv(xin)) in float32 for the scan; the bf16 path also gets bf16(u) for x_proj.
     const Act* u_act;
-    timed("silu", [&] {
+    timed("dwconv3x3_silu", [&] {
       if constexpr (std::is_same_v<Act, float>) {
-        silu_rows(b.u.data(), b.xconv.data(), P, D, nullptr);
+        dwconv3x3_silu_forward(b.u.data(), nullptr, b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
         u_act = b.u.data();
       } else {
-        Act* act = b.act.data();
-        silu_rows(b.u.data(), b.xconv.data(), P, D,
-                  [&](int64_t p, const float* row) { Precision::store_row(act + p * D, row, D); });
-        u_act = act;
+        static_assert(std::is_same_v<Act, uint16_t>, "a Linear reads float32 or bf16");
+        dwconv3x3_silu_forward(b.u.data(), b.act.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
+        u_act = b.act.data();
       }
     });
     timed("x_proj", [&] { blk.x_proj.forward(b.dbl.data(), u_act, P); });

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/gemm_bf16.h"
+#include "ops/vector_math.h"
+
 namespace mm {
 
 namespace {
@@ -51,6 +54,57 @@ void dwconv3x3_forward(float* out, const float* x, const float* weight, const fl
     else std::fill(out + p * C, out + (p + 1) * C, 0.0f);
   }
   dw3x3_accumulate(out, x, taps.data(), B, H, W, C);
+}
+
+namespace {
+
+constexpr int64_t kSiluChunk = 32;  // channels summed in registers at once
+
+// One position's channels [c0, c0+n) of dwconv3x3_silu_forward (n <= kSiluChunk; kN = n, or 0
+// for a tail of run-time length), the sum in registers: bias, then the taps in
+// dw3x3_accumulate's order (so the same roundings), then SiLU.
+template <int64_t kN>
+inline void dw3x3_silu_chunk(float* u, uint16_t* u_bf16, const float* x, const float* taps, const float* bias,
+                             int64_t C, int64_t W, int64_t c0, int64_t n, int64_t kh0, int64_t kh1, int64_t kw0,
+                             int64_t kw1) {
+  alignas(64) float acc[kSiluChunk];
+  const int64_t len = kN > 0 ? kN : n;  // a constant trip count lets gcc keep acc in registers
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) acc[j] = bias ? bias[c0 + j] : 0.0f;
+  for (int64_t kh = kh0; kh < kh1; ++kh)
+    for (int64_t kw = kw0; kw < kw1; ++kw) {
+      const float* xi = x + ((kh - 1) * W + (kw - 1)) * C + c0;
+      const float* t = taps + (kh * 3 + kw) * C + c0;
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) acc[j] += xi[j] * t[j];
+    }
+#pragma omp simd
+  for (int64_t j = 0; j < len; ++j) u[c0 + j] = silu_vectorisable(acc[j]);
+  if (u_bf16) to_bf16(u_bf16 + c0, u + c0, len);
+}
+
+}  // namespace
+
+void dwconv3x3_silu_forward(float* u, uint16_t* u_bf16, const float* x, const float* weight, const float* bias,
+                            int64_t B, int64_t H, int64_t W, int64_t C) {
+  constexpr int64_t kChunk = kSiluChunk;
+  const std::vector<float> taps = taps_channels_last(weight, C, false);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kh0 = h == 0 ? 1 : 0, kh1 = h == H - 1 ? 2 : 3;
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
+        const int64_t p = (b * H + h) * W + w;
+        float* up = u + p * C;
+        uint16_t* bp = u_bf16 ? u_bf16 + p * C : nullptr;
+        int64_t c0 = 0;
+        for (; c0 + kChunk <= C; c0 += kChunk)
+          dw3x3_silu_chunk<kChunk>(up, bp, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
+        if (c0 < C) dw3x3_silu_chunk<0>(up, bp, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+      }
+    }
+  }
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout,

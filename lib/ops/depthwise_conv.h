@@ -19,6 +19,11 @@ namespace mm {
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias,
                        int64_t B, int64_t H, int64_t W, int64_t C);
 
+// Inference: u = silu(dwconv3x3_forward(x)) in one pass over x, equal to the two ops one after
+// the other bit for bit, and bf16(u) into u_bf16 (same layout) unless it is nullptr.
+void dwconv3x3_silu_forward(float* u, uint16_t* u_bf16, const float* x, const float* weight, const float* bias,
+                            int64_t B, int64_t H, int64_t W, int64_t C);
+
 // dx:      (B,H,W,C)   += dL/dx       (nullptr: skip)
 // dweight: (C,1,3,3)   += dL/dweight  (nullptr: skip)
 // dbias:   (C)         += dL/dbias    (nullptr: skip)
