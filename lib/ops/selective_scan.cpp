@@ -497,6 +497,9 @@ Prepared prepare(const SS2DScanShape& s, const SS2DScanWeights& w) {
   Prepared pr;
   pr.A.resize(size_t(4 * N * D));
   pr.dtw.resize(size_t(4 * R * D));
+  // Parallel: 4·D·N exps (49k at MedMamba-T's last stage) would otherwise be a serial part of
+  // every call, as long as the scan itself at 16 threads.
+#pragma omp parallel for collapse(2) schedule(static) if (4 * D * N >= 4096)
   for (int64_t k = 0; k < 4; ++k)
     for (int64_t d = 0; d < D; ++d) {
       for (int64_t n = 0; n < N; ++n) pr.A[(k * N + n) * D + d] = -std::exp(w.A_logs[(k * D + d) * N + n]);

@@ -44,8 +44,10 @@ inline __m512 exp2_nonpos_avx512(__m512 x) {
     p = p * f + 1.0000026f;
     return _mm512_scalef_ps(p, x);  // p·2^floor(x)
   } else {
-    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm512_scalef_ps(exp2_fraction(x - n), n);  // exp2_nonpos's arithmetic
+    // exp2_nonpos's arithmetic: f = x - nearbyint(x) (vreduceps: one uop, vrndscaleps is two),
+    // then its polynomial, then p·2^n.
+    const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_scalef_ps(exp2_fraction(f), x - f);
   }
 }
 
