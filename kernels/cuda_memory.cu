@@ -34,4 +34,10 @@ void copy(void* dst, const void* src, size_t bytes, Copy kind) {
 
 void memset_zero(void* p, size_t bytes) { check(cudaMemset(p, 0, bytes), "cudaMemset"); }
 
+size_t device_bytes_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  check(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo");
+  return total_bytes - free_bytes;
+}
+
 }  // namespace mm::cuda

@@ -14,8 +14,8 @@ struct ScratchBuffer {
 };
 }  // namespace
 
-void* reduction_scratch(int64_t bytes) {
-  thread_local ScratchBuffer buf;
+namespace {
+void* grown_to(ScratchBuffer& buf, int64_t bytes) {
   if (bytes > buf.bytes) {
     if (buf.ptr) MM_CUDA_CHECK(cudaFree(buf.ptr));  // synchronises: pending users finish first
     buf.ptr = nullptr;
@@ -25,6 +25,17 @@ void* reduction_scratch(int64_t bytes) {
     buf.bytes = grown;
   }
   return buf.ptr;
+}
+}  // namespace
+
+void* reduction_scratch(int64_t bytes) {
+  thread_local ScratchBuffer buf;
+  return grown_to(buf, bytes);
+}
+
+void* gemm_operand_scratch(int64_t bytes) {
+  thread_local ScratchBuffer buf;
+  return grown_to(buf, bytes);
 }
 
 }  // namespace mm::cuda

@@ -14,4 +14,8 @@ namespace mm::cuda {
 // from the same thread.
 void* reduction_scratch(int64_t bytes);
 
+// The same kind of buffer, a second one: the bf16 copies of a GEMM's operands, which the
+// ops that call GEMMs may do while they hold reduction_scratch.
+void* gemm_operand_scratch(int64_t bytes);
+
 }  // namespace mm::cuda

@@ -12,10 +12,13 @@
 // does not pick its workspace from the per-stream default pool (which depends on what else
 // runs), so every handle owns its workspace and sets it on every call (cublasSetStream
 // resets it to the pool). Pedantic math keeps float32 GEMMs off TF32 tensor cores, also
-// when NVIDIA_TF32_OVERRIDE asks for them; GemmCompute::TF32 and BF16 name their compute
-// type in cublasGemmEx instead (cuBLAS picks the same algorithm for the same shapes, so
-// these are deterministic too).
+// when NVIDIA_TF32_OVERRIDE asks for them; GemmCompute::TF32 names its compute type in
+// cublasGemmEx instead. GemmCompute::BF16 rounds both operands into bf16 copies first:
+// cuBLAS's 32F_FAST_16BF compute type only allows bf16, and on the H200 it ran TF32 kernels
+// (the same bits as TF32). cuBLAS picks the same algorithm for the same shapes, so all three
+// are deterministic.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 
 #include <algorithm>
 #include <climits>
@@ -127,6 +130,34 @@ void add_column_sums(float* acc, const float* a, int64_t rows, int64_t C, Stream
 
 unsigned capped_grid(int64_t n) { return std::min<unsigned>(grid_for(n, kThreads), 1u << 20); }
 
+// dst (rows, cols) packed = src (rows, cols) with row stride ld, rounded to bf16 (nearest even).
+__global__ void to_bf16_kernel(__nv_bfloat16* __restrict__ dst, const float* __restrict__ src, int64_t rows,
+                               int64_t cols, int64_t ld) {
+  const int64_t n = rows * cols;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i / cols * ld + i % cols]);
+}
+
+// The bf16 GEMM: both operands rounded into packed copies, products summed in float32.
+cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cublasOperation_t op_b, int64_t M,
+                                  int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
+                                  int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
+  const int64_t a_rows = op_a == CUBLAS_OP_T ? K : M, a_cols = op_a == CUBLAS_OP_T ? M : K;
+  const int64_t b_rows = op_b == CUBLAS_OP_T ? N : K, b_cols = op_b == CUBLAS_OP_T ? K : N;
+  const int64_t a_n = (a_rows * a_cols + 127) / 128 * 128;  // keeps B's copy 256-byte aligned
+  auto* a16 = static_cast<__nv_bfloat16*>(gemm_operand_scratch((a_n + b_rows * b_cols) * 2));
+  __nv_bfloat16* b16 = a16 + a_n;
+  if (K > 0) {  // K = 0: C = beta·C, no operand is read
+    to_bf16_kernel<<<capped_grid(a_rows * a_cols), kThreads, 0, s>>>(a16, A, a_rows, a_cols, lda);
+    MM_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+    to_bf16_kernel<<<capped_grid(b_rows * b_cols), kThreads, 0, s>>>(b16, B, b_rows, b_cols, ldb);
+    MM_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+  }
+  return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, b16, CUDA_R_16BF, int(b_cols), a16,
+                      CUDA_R_16BF, int(a_cols), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+                      CUBLAS_GEMM_DEFAULT);
+}
+
 }  // namespace
 
 void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
@@ -150,12 +181,13 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   if (t_gemm_compute == GemmCompute::F32) {
     check_cublas(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
     st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A, int(lda), &beta, C, int(ldc));
+  } else if (t_gemm_compute == GemmCompute::TF32) {
+    check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
+    st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F,
+                      int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
   } else {
     check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
-    const cublasComputeType_t compute =
-        t_gemm_compute == GemmCompute::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F_FAST_16BF;
-    st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F,
-                      int(lda), &beta, C, CUDA_R_32F, int(ldc), compute, CUBLAS_GEMM_DEFAULT);
+    st = gemm_bf16_operands(h, op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, s);
   }
   if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublas GEMM " + dims()).c_str());
 }

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/cuda_memory.h"
 #include "core/error.h"
 #include "model/cpu_bf16_model.h"
 #include "model/cpu_int8_model.h"
@@ -102,6 +103,14 @@ static BenchResult run_cpu_low_precision_benchmark(const BenchOptions& o, const 
                            images_per_cpu_second(o, c0));
 }
 
+static size_t gpu_bytes_in_use() {
+#ifdef MM_HAVE_CUDA
+  return cuda::device_bytes_in_use();
+#else
+  return 0;
+#endif
+}
+
 BenchResult run_benchmark(const BenchOptions& o) {
   check_bench_options(o);
   MM_CHECK(o.device == "cpu" || o.device == "cuda", "device '" + o.device + "': expected cpu or cuda");
@@ -123,6 +132,8 @@ BenchResult run_benchmark(const BenchOptions& o) {
   if (o.device == "cpu" && o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
   MedMambaCudaOptions gpu;
   if (o.device == "cuda") gpu.math = parse_gemm_math(o.precision, "--precision");
+  const bool on_gpu = o.device == "cuda";
+  const size_t gpu_bytes_before = on_gpu ? gpu_bytes_in_use() : 0;  // the context, nothing of ours
   const std::unique_ptr<Model> model =
       model_on_device(std::move(cpu_model), o.device == "cuda" ? Device::CUDA : Device::CPU, gpu);
   const ModelConfig& cfg = model->config();
@@ -149,8 +160,10 @@ BenchResult run_benchmark(const BenchOptions& o) {
   // The last AdamW step may still run on the GPU: reading a parameter back waits for it.
   if (model->device() == Device::CUDA) (void)model->params().slice_view(0, {1}).to(Device::CPU);
   const double dt = (bench_now_seconds() - t0) / o.iters;
-  if (model->device() == Device::CUDA)
-    return make_bench_result(o, dt, "cuda", "");
+  if (on_gpu) {  // what the model, its activations and the library scratch hold after the steps
+    const double mib = double(gpu_bytes_in_use() - gpu_bytes_before) / (1 << 20);
+    return make_bench_result(o, dt, "cuda", " gpu_mem_MiB=" + std::to_string(int64_t(mib)));
+  }
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
                            images_per_cpu_second(o, c0));
 }
