@@ -18,7 +18,9 @@ constexpr float kMomentum = 0.1f;
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 constexpr int64_t kRowBlock = 64;     // rows summed in float (as lib/ops/batchnorm.cpp)
-constexpr int64_t kChunkRows = 256;   // rows per stage-one partial
+// Rows per stage-one partial: one float run, so that a thread's loads can all be in flight
+// at once (with 256 rows per thread, too few threads walked too long a dependent chain).
+constexpr int64_t kChunkRows = kRowBlock;
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -44,6 +46,7 @@ __global__ void channel_partials_kernel(double* part, int64_t N, int64_t C, int6
   for (int64_t r0 = chunk * kChunkRows; r0 < r_end; r0 += kRowBlock) {
     float a1 = 0.f, a2 = 0.f;
     const int64_t r1 = min(r_end, r0 + kRowBlock);
+#pragma unroll 8
     for (int64_t r = r0; r < r1; ++r) term(r, c, a1, a2);
     p1 += a1;
     p2 += a2;
