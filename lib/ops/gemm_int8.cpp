@@ -137,9 +137,14 @@ struct Int8Linear::Impl {
 
   void forward(float* out, const float* x, int64_t M) const {
     if (M == 0) return;
-    const float m = abs_max(x, M * K);
-    seen_max = std::max(seen_max, m);
-    const float x_scale = static_scale > 0.f ? static_scale : (m > 0.f ? m / 127.f : 1.f);
+    // A calibrated scale needs no pass over x for its range (observed_abs_max is for the
+    // calibration runs, which use per-batch scales).
+    float x_scale = static_scale;
+    if (x_scale <= 0.f) {
+      const float m = abs_max(x, M * K);
+      seen_max = std::max(seen_max, m);
+      x_scale = m > 0.f ? m / 127.f : 1.f;
+    }
     xq.resize(size_t(M * K));
     quantize_s8(xq.data(), x, M * K, x_scale);
     batch_scale = x_scale;

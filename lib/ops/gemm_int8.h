@@ -49,7 +49,8 @@ class Int8Linear {
   // 0 (the default): a scale from each batch; > 0: this scale for every batch.
   void set_input_scale(float scale);
   float input_scale() const;
-  // The largest |x| seen by forward since construction (what a calibration run records).
+  // The largest |x| seen by forward since construction (what a calibration run records),
+  // over the calls made while the scale was per batch (a fixed scale skips that pass).
   float observed_abs_max() const;
 
   // x float32, quantised to s8 inside the call.
