@@ -34,8 +34,8 @@ __global__ void __launch_bounds__(kWarp)
 scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                              float* seg_state, float* seg_decay) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, RN)
-  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  float* srow = smem;                     // (kChunk, SR)
+  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
   float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
@@ -54,19 +54,21 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
     stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
     for (int i = len - 1; i >= 0; --i) {
-      const float* row = srow + i * s.RN;
+      const float* row = srow + i * s.SR;
+      float Bs[kN], Cs[kN];
+      load_bc(row, Bs, Cs);
       const float dy = sdy[i * kWarp + lane];
-      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
       dsum += delta;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) dh[n] = (dh[n] + dy * row[s.R + kN + n]) * step_exp<kFast>(delta * c.A[n]);
+      for (int n = 0; n < kN; ++n) dh[n] = (dh[n] + dy * Cs[n]) * step_exp2<kFast>(delta * c.A2[n]);
     }
   }
   if (active) {
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
       seg_state[seg_index(s, bk, seg, n, d)] = dh[n];
-      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp<kFast>(c.A[n] * dsum);
+      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp2<kFast>(c.A2[n] * dsum);
     }
   }
 }
@@ -83,8 +85,8 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
                      float* du_dir, float* dbc_part, float* pgrad) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, RN)
-  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  float* srow = smem;                     // (kChunk, SR)
+  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
   float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
@@ -115,19 +117,23 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
     stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
     for (int i = 0; i < len; ++i) {  // recompute the chunk, as forward did
-      const float* row = srow + i * s.RN;
+      const float* row = srow + i * s.SR;
+      float Bs[kN], Cs[kN];
+      load_bc(row, Bs, Cs);
       const float ul = su[i * kWarp + lane];
-      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
       const float dlu = delta * ul;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) hs[i + 1][n] = step_exp<kFast>(delta * c.A[n]) * hs[i][n] + dlu * row[s.R + n];
+      for (int n = 0; n < kN; ++n) hs[i + 1][n] = step_exp2<kFast>(delta * c.A2[n]) * hs[i][n] + dlu * Bs[n];
     }
     for (int i = len - 1; i >= 0; --i) {
       const int p = scan_position(k, l0 + i, s.H, s.W);
-      const float* row = srow + i * s.RN;  // dt (R), B (N), C (N)
+      const float* row = srow + i * s.SR;
+      float Bs[kN], Cs[kN];
+      load_bc(row, Bs, Cs);
       const float ul = su[i * kWarp + lane];
       const float dy = sdy[i * kWarp + lane];
-      const float pre = delta_pre(c.wrow, c.bias, row, s.R);
+      const float pre = delta_pre(c.wrow, c.bias, staged_dt(row), s.R);
       const float delta = softplus<kFast>(pre);
       const float dlu = delta * ul;
       float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
@@ -135,14 +141,14 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       float gB = 0.f;      // Σ_n dL/dh_n · B_n
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        const float a = step_exp<kFast>(delta * c.A[n]);
-        const float dhn = dh[n] + dy * row[s.R + kN + n];  // dL/dh_l
+        const float a = step_exp2<kFast>(delta * c.A2[n]);
+        const float dhn = dh[n] + dy * Cs[n];               // dL/dh_l
         const float t = dhn * hs[i][n] * a;                 // dL/d(Δ·A_n)
         v[kN + n] = dy * hs[i + 1][n];
         v[n] = dhn * dlu;
         ddl += t * c.A[n];
         dA[n] += t * delta;
-        gB += dhn * row[s.R + n];
+        gB += dhn * Bs[n];
         dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
       }
       ddl += gB * ul;

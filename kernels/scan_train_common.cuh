@@ -19,6 +19,7 @@ static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
+  int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
   int64_t BL;
 };
 Dims make_dims(const ScanTrainShape& s);  // checks the shape
@@ -41,11 +42,6 @@ Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
 // (4, n) buffer in the CPU's order.
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st);
 
-// A_n = -exp(A_logs) in double: as accurate as the CPU's std::exp.
-__device__ __forceinline__ float decay_rate(const float* A_logs, int64_t kd, int n) {
-  return -float(exp(double(A_logs[kd * kN + n])));
-}
-
 // Spatial position p of sequence index l in direction k (see selective_scan.h).
 __device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
   if (k >= 2) l = H * W - 1 - l;
@@ -64,14 +60,14 @@ __device__ __forceinline__ float delta_pre(const float* wrow, float bias, const 
 // error. Not __expf (ex2.approx: 2 ulp plus ~1 per unit of |x|, of unknown bias): the decay
 // exp(Δ·A) multiplies into the state every step, and with Δ ~ 1e-3 a state remembers ~1000
 // steps, so a systematic 1e-7 would grow to ~1e-4 in it.
-__device__ __forceinline__ float exp_nonpos(float x) {
-  const float y = x * 1.44269504088896341f;
+__device__ __forceinline__ float pow2_nonpos(float y) {
   const float n = rintf(y);
   const float f = y - n;  // exact, in [-0.5, 0.5]
   const float p = exp2_fraction(f);
   // p·2^n by adding n to the exponent field; n >= -125 keeps the result normal (~1e-38 is 0 here)
   return __int_as_float(__float_as_int(p) + max(int(n), -125) * (1 << 23));
 }
+__device__ __forceinline__ float exp_nonpos(float x) { return pow2_nonpos(x * 1.44269504088896341f); }
 
 // exp of the steps. kFast (the tensor-core GEMM modes, whose bf16 or TF32 operands already
 // differ from float32 by 1e-3 or 1e-4): the hardware's ex2.approx through __expf, one
@@ -81,6 +77,15 @@ __device__ __forceinline__ float exp_nonpos(float x) {
 template <bool kFast>
 __device__ __forceinline__ float step_exp(float x) {
   return kFast ? __expf(x) : exp_nonpos(x);
+}
+// 2^y for y <= 0, the same two ways: the decays exp(Δ·A_n) = 2^(Δ·A_n·log2 e) take y from
+// Channel::A2, which saves the scaling multiply per state and step.
+template <bool kFast>
+__device__ __forceinline__ float step_exp2(float y) {
+  if (!kFast) return pow2_nonpos(y);
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(y));
+  return r;
 }
 
 // PyTorch softplus (threshold 20) and its derivative (exactly 1 above the threshold).
@@ -101,6 +106,7 @@ __device__ __forceinline__ float softplus_grad(float x) {
 // What a (b, k, d) thread reads once: its channel's parameters and base pointers.
 struct Channel {
   float A[kN];         // -exp(A_logs)
+  float A2[kN];        // A·log2(e)
   float Dk, bias;
   const float* wrow;   // dt_projs_weight[k, d, :]
   const float* u_b;    // u[b, :, d]  (stride D per position)
@@ -112,7 +118,11 @@ __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWe
   Channel c;
   const int64_t kd = int64_t(k) * s.D + d;
 #pragma unroll
-  for (int n = 0; n < kN; ++n) c.A[n] = decay_rate(w.A_logs, kd, n);
+  for (int n = 0; n < kN; ++n) {  // in double: as accurate as the CPU's std::exp
+    const double a = -exp(double(w.A_logs[kd * kN + n]));
+    c.A[n] = float(a);
+    c.A2[n] = float(a * 1.4426950408889634);
+  }
   c.Dk = w.Ds[kd];
   c.bias = w.dt_projs_bias[kd];
   c.wrow = w.dt_projs_weight + kd * s.R;
@@ -121,13 +131,27 @@ __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWe
   return c;
 }
 
-// Shared memory of a scan block: a chunk's x_proj rows (kChunk, RN) and two per-channel
+// Shared memory of a scan block: a chunk's x_proj rows (kChunk, SR) and two per-channel
 // inputs (kChunk, kWarp) each (u, and dout in backward).
-inline size_t stage_bytes(const Dims& s) { return sizeof(float) * kChunk * size_t(s.RN + 2 * kWarp); }
+inline size_t stage_bytes(const Dims& s) { return sizeof(float) * kChunk * size_t(s.SR + 2 * kWarp); }
+
+// A staged step's B and C into registers, four at a time: every lane reads the same
+// addresses (a broadcast), and B and C lead the row so that they are 16-byte aligned.
+__device__ __forceinline__ void load_bc(const float* row, float (&B)[kN], float (&C)[kN]) {
+  const float4* v = reinterpret_cast<const float4*>(row);
+#pragma unroll
+  for (int q = 0; q < kN / 4; ++q) {
+    const float4 b = v[q], c = v[kN / 4 + q];
+    B[4 * q] = b.x, B[4 * q + 1] = b.y, B[4 * q + 2] = b.z, B[4 * q + 3] = b.w;
+    C[4 * q] = c.x, C[4 * q + 1] = c.y, C[4 * q + 2] = c.z, C[4 * q + 3] = c.w;
+  }
+}
+__device__ __forceinline__ const float* staged_dt(const float* row) { return row + 2 * kN; }
 
 // Stages steps [l0, l0+len) of direction k for one warp, so that the recurrence then waits on
-// shared memory instead of one global load round trip per step: the rows [dt | B | C] (the
-// same for all the warp's channels) into rows (len, RN), and the lane's channel of u_b and
+// shared memory instead of one global load round trip per step: the rows [dt | B | C] of dbl
+// (the same for all the warp's channels) into rows (len, SR) reordered [B | C | dt], and the
+// lane's channel of u_b and
 // (if not nullptr) dout_b into su / sdy (len, kWarp), zero for lanes past D. The __syncwarp
 // before makes sure no lane still reads the previous chunk; the one after publishes this one.
 __device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int len, const float* dbl_b,
@@ -136,7 +160,7 @@ __device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int le
   __syncwarp();
   for (int idx = lane; idx < len * s.RN; idx += kWarp) {
     const int i = idx / s.RN, j = idx - i * s.RN;
-    rows[idx] = dbl_b[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j];
+    rows[i * s.SR + (j < s.R ? 2 * kN + j : j - s.R)] = dbl_b[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j];
   }
   for (int i = 0; i < len; ++i) {
     const int64_t p = scan_position(k, l0 + i, s.H, s.W);

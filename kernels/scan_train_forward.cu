@@ -42,7 +42,7 @@
 // Error against the CPU: exp(Δ·A) and softplus use the CPU's exp polynomial (exp_nonpos),
 // softplus log1pf where the CPU has a series (both ~1e-7 relative); the rest is summation
 // order (GEMMs, the dB/dC warp reduction, the segment joins). With TF32 or bf16 GEMMs the
-// kernels take exp from the hardware instead (step_exp<true>): every kernel is templated
+// kernels take exp from the hardware instead (step_exp2<true>): every kernel is templated
 // on kFast. A = -exp(A_logs) is computed in double once per
 // thread, as accurate as the CPU's std::exp.
 //
@@ -79,6 +79,7 @@ Dims make_dims(const ScanTrainShape& s) {
     chunks = (d.nseg + wanted - 1) / wanted;
   }
   d.seg_chunks = int(std::min<int64_t>(chunks, d.nseg));
+  d.SR = 2 * kN + (d.R + 3) / 4 * 4;
   d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
   MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
   return d;
@@ -117,8 +118,8 @@ __global__ void __launch_bounds__(kWarp)
 scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
                             float* seg_decay, float* ys, float* states) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, RN)
-  float* su = srow + kChunk * s.RN;       // (kChunk, kWarp)
+  float* srow = smem;                     // (kChunk, SR)
+  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
   const int lane = threadIdx.x;
   const int d = blockIdx.x * kWarp + lane;
   const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
@@ -145,16 +146,18 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
     }
     stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, nullptr, active, lane, srow, su, nullptr);
     for (int i = 0; i < len; ++i) {
-      const float* row = srow + i * s.RN;  // dt (R), B (N), C (N)
+      const float* row = srow + i * s.SR;
+      float Bs[kN], Cs[kN];
+      load_bc(row, Bs, Cs);
       const float ul = su[i * kWarp + lane];
-      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, row, s.R));
+      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
       const float dlu = delta * ul;
       dsum += delta;
       float y = c.Dk * ul;
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        h[n] = step_exp<kFast>(delta * c.A[n]) * h[n] + dlu * row[s.R + n];
-        if (kFinal) y += row[s.R + kN + n] * h[n];
+        h[n] = step_exp2<kFast>(delta * c.A2[n]) * h[n] + dlu * Bs[n];
+        if (kFinal) y += Cs[n] * h[n];
       }
       if (kFinal && active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
     }
@@ -163,7 +166,7 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
       seg_state[seg_index(s, bk, seg, n, d)] = h[n];
-      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp<kFast>(c.A[n] * dsum);
+      seg_decay[seg_index(s, bk, seg, n, d)] = step_exp2<kFast>(c.A2[n] * dsum);
     }
   }
 }
