@@ -84,6 +84,10 @@ struct ModelActsCuda {
   Tensor images, image_nhwc, embed, embed_mean, embed_rstd;
   std::vector<StageActsCuda> stages;
   Tensor pooled, logits, conv_workspace, scan_workspace;
+  // Backward's gradients (kept): of the logits and the pooled features, and four buffers of
+  // the largest stage activation (block ping-pong, patch merging, the patch embedding), so
+  // that a step allocates nothing (a cudaFree waits for the whole device).
+  Tensor dlogits, dpooled, grad_bufs[4];
 };
 
 c::ConvShape patch_embed_shape(const ModelConfig& cfg, int64_t B, int64_t S) {
@@ -135,6 +139,13 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
   a.logits = alloc(B * cfg.num_classes);
   a.conv_workspace = alloc(conv_ws);
   a.scan_workspace = alloc(scan_ws);
+  if (keep) {
+    a.dlogits = alloc(B * cfg.num_classes);
+    a.dpooled = alloc(B * cfg.dims.back());
+    // Stage 0 holds the most: every later stage has a quarter of the positions and twice
+    // the channels, and a patch merging's (P_i, 4·C_{i-1}) is stage i-1's size.
+    for (Tensor& t : a.grad_bufs) t = alloc(P0 * cfg.dims[0]);
+  }
 }
 
 // Device floats one forward (and its backward) of this shape holds: the model-level
@@ -145,8 +156,6 @@ int64_t activation_floats(const ModelConfig& cfg, int64_t B, int64_t S, bool tra
   model_buffers(dry, cfg, B, S, train, keep, [&n](int64_t k) { n += std::max<int64_t>(k, 1); return Tensor(); });
   for (int64_t i = 0; i < cfg.num_stages(); ++i)
     n += BlockActsCuda::floats(stage_dims(cfg, i, B, S), keep) * (keep ? cfg.depths[i] : 1);
-  const BlockDims first = stage_dims(cfg, 0, B, S);
-  if (keep) n += 4 * first.P() * first.C;  // backward's dcur/dnext/dln/dgathered at their largest
   return n;
 }
 
@@ -347,22 +356,26 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
                                               " does not match the forward batch");
   const c::Stream s = m.stream;
   const GemmMathScope math(m.opts.math);
-  Tensor dlogits = device_floats(B * K);
-  dlogits.copy_from(dlogits_host.reshape({B * K}));
+  float* dlogits = F(a.dlogits);
+  a.dlogits.copy_from(dlogits_host.reshape({B * K}));
+  auto zeroed = [&](Tensor& t, int64_t n) {
+    c::memset_zero_async(t.data(), size_t(n) * sizeof(float), s);
+    return F(t);
+  };
 
   const int64_t ns = cfg.num_stages();
   const BlockDims last = stage_dims(cfg, ns - 1, B, S);
-  Tensor dpooled = Tensor::zeros({B * last.C}, DType::F32, Device::CUDA);
-  c::linear_backward(F(dpooled), m.g("head.weight"), m.g("head.bias"), F(dlogits), F(a.pooled), m.w("head.weight"), B,
+  float* dpooled = zeroed(a.dpooled, B * last.C);
+  c::linear_backward(dpooled, m.g("head.weight"), m.g("head.bias"), dlogits, F(a.pooled), m.w("head.weight"), B,
                      last.C, K, s);
 
-  // Two gradient buffers per stage, ping-ponged through its blocks.
-  Tensor dcur = Tensor::zeros({last.P() * last.C}, DType::F32, Device::CUDA);
-  c::avgpool_backward(F(dcur), F(dpooled), B, last.H * last.W, last.C, s);
+  // grad_bufs[0] and [1] ping-pong through the blocks; [2] and [3] serve the patch mergings.
+  Tensor* dcur = &a.grad_bufs[0];
+  Tensor* dnext = &a.grad_bufs[1];
+  c::avgpool_backward(zeroed(*dcur, last.P() * last.C), dpooled, B, last.H * last.W, last.C, s);
   for (int64_t i = ns - 1; i >= 0; --i) {
     StageActsCuda& st = a.stages[size_t(i)];
     const BlockDims d = stage_dims(cfg, i, B, S);
-    Tensor dnext = device_floats(d.P() * d.C);
     for (int64_t j = cfg.depths[i] - 1; j >= 0; --j) {
       BlockContextCuda ctx;
       ctx.train = a.train;
@@ -371,9 +384,8 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       ctx.scan_workspace = F(a.scan_workspace);
       ctx.stream = s;
       ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
-      c::memset_zero_async(dnext.data(), dnext.nbytes(), s);
       const std::string prefix = block_prefix(i, j);
-      block_backward_cuda(F(dnext), F(dcur), block_weights(F(m.params), m.table, prefix),
+      block_backward_cuda(zeroed(*dnext, d.P() * d.C), F(*dcur), block_weights(F(m.params), m.table, prefix),
                           block_weights(F(m.grads), m.table, prefix), st.blocks[size_t(j)], d, ctx);
       std::swap(dcur, dnext);
     }
@@ -382,26 +394,26 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       const BlockDims dp = stage_dims(cfg, i - 1, B, S);
       const int64_t Pi = d.P(), Cp = dp.C;
       const std::string p = "layers." + std::to_string(i - 1) + ".downsample.";
-      Tensor dln = Tensor::zeros({Pi * 4 * Cp}, DType::F32, Device::CUDA);
-      c::linear_backward(F(dln), m.g(p + "reduction.weight"), nullptr, F(dcur), F(prev.merged_ln),
+      float* dln = zeroed(a.grad_bufs[2], Pi * 4 * Cp);
+      c::linear_backward(dln, m.g(p + "reduction.weight"), nullptr, F(*dcur), F(prev.merged_ln),
                          m.w(p + "reduction.weight"), Pi, 4 * Cp, 2 * Cp, s);
-      Tensor dgathered = Tensor::zeros({Pi * 4 * Cp}, DType::F32, Device::CUDA);
-      c::layernorm_backward(F(dgathered), m.g(p + "norm.weight"), m.g(p + "norm.bias"), F(dln), F(prev.gathered),
+      float* dgathered = zeroed(a.grad_bufs[3], Pi * 4 * Cp);
+      c::layernorm_backward(dgathered, m.g(p + "norm.weight"), m.g(p + "norm.bias"), dln, F(prev.gathered),
                             m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s);
-      dcur = Tensor::zeros({dp.P() * Cp}, DType::F32, Device::CUDA);
-      c::patch_gather_backward(F(dcur), F(dgathered), B, dp.H, dp.W, Cp, s);
+      c::patch_gather_backward(zeroed(*dnext, dp.P() * Cp), dgathered, B, dp.H, dp.W, Cp, s);
+      std::swap(dcur, dnext);
     }
   }
 
   const c::ConvShape pe = patch_embed_shape(cfg, B, S);
   const int64_t P0 = B * pe.out_h() * pe.out_w();
-  Tensor dembed = Tensor::zeros({P0 * cfg.dims[0]}, DType::F32, Device::CUDA);
-  c::layernorm_backward(F(dembed), m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(dcur), F(a.embed),
+  float* dembed = zeroed(a.grad_bufs[2], P0 * cfg.dims[0]);
+  c::layernorm_backward(dembed, m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(*dcur), F(a.embed),
                         m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s);
   Tensor dimg_nhwc;
   if (want_input_grad) dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
   c::conv2d_backward(want_input_grad ? F(dimg_nhwc) : nullptr, m.g("patch_embed.proj.weight"),
-                     m.g("patch_embed.proj.bias"), F(dembed), F(a.image_nhwc), m.w("patch_embed.proj.weight"), pe,
+                     m.g("patch_embed.proj.bias"), dembed, F(a.image_nhwc), m.w("patch_embed.proj.weight"), pe,
                      F(a.conv_workspace), s);
   if (!want_input_grad) {
     c::stream_sync(s);  // surface asynchronous faults here, naming backward
