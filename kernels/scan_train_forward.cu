@@ -113,8 +113,10 @@ namespace {
 // others, nothing more. Dynamic shared memory: stage_bytes(s).
 // kFinal false: from a zero state, writes the segment's end state and decay to seg_state and
 // seg_decay (pass a). kFinal true: from the joined start state, writes ys and `states`.
+// Occupancy: 20 one-warp blocks per SM caps the registers at 96 without spilling (left to
+// itself the compiler took 128, for 16 warps: too few to hide the steps' latency chains).
 template <bool kFinal, bool kFast>
-__global__ void __launch_bounds__(kWarp)
+__global__ void __launch_bounds__(kWarp, 20)
 scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
                             float* seg_decay, float* ys, float* states) {
   extern __shared__ float smem[];
