@@ -102,6 +102,16 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_STRIP_FILES ON)
 include(CPack)
 
+if(MM_BUILD_TESTS)
+  # Every option in each tool's --help appears on its page in docs/.
+  set(MM_TOOL_FILES "")
+  foreach(tool ${MM_INSTALLED_TOOLS})
+    list(APPEND MM_TOOL_FILES $<TARGET_FILE:${tool}>)
+  endforeach()
+  add_test(NAME docs-options COMMAND ${PROJECT_SOURCE_DIR}/test/docs_options_test.sh ${PROJECT_SOURCE_DIR}/docs
+                                     ${MM_TOOL_FILES})
+endif()
+
 if(MM_BUILD_TESTS AND TARGET medmamba_imaging)
   # mm-predict on an implicit-VR DICOM file with DCMTK's data dictionary made unavailable.
   add_test(NAME dicom-dictionary
