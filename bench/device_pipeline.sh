@@ -13,16 +13,16 @@
 #
 # What it does: unpacks the libraries into /tmp, sets LD_LIBRARY_PATH and
 # DCMDICTPATH, checks that ldd resolves everything, clones the CT templates
-# into folders (bench/make_ct_folder.py --templates: plain python3), makes a
-# MedMamba-T model with one mm-train epoch on the GPU, and runs
+# into folders (bench/make_ct_folder.py --templates: plain python3), makes the
+# models with one mm-train epoch each on the GPU, and runs
 # bench/pipeline.sh on each folder. Results: $OUT/pipeline.md (tables),
 # $OUT/pipeline.log (every run's --timing output).
 #
 # Environment (defaults in brackets):
 #   DEVICE [cuda]  PRECISION [bf16]  BATCH [128]  THREADS [all CPUs]  RUNS [2]
 #   N_EXPLICIT [10000]  N_JPEG [4000]  N_JPEGLS [2000]  N_J2K [1000]   files per syntax
-#   MODELS ["dims48 tiny"]  dims48: the bundle's dims 48..384 224 px model;
-#                           tiny: MedMamba-T, 224 px, made by one mm-train epoch there;
+#   MODELS ["dims48 tiny"]  dims48: dims 48..384, depths 2,2,4,2; tiny: MedMamba-T
+#                           (both 224 px, made by one mm-train epoch there);
 #                           default: share/models/brain-mri-96 (96 px); or a model file
 #   BRAIN_DIR [unset]  a brain-MRI class folder (e.g. Testing/): also mm-eval on it
 #   WORK [/tmp/mm-device-pipeline]  where the folders go (10,000 files: 5.3 GB)
@@ -45,40 +45,48 @@ OUT=${OUT:-$PWD/device-pipeline-out}
 mkdir -p "$OUT" "$WORK"
 log=$OUT/pipeline.log report=$OUT/pipeline.md
 start=$(date +%s)
+gpu_name() { nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sed -n 1p || echo 'no GPU'; }
 say() { echo "[$(($(date +%s) - start)) s] $*" | tee -a "$log"; }
 
-[ -d "$bundle/bin" ] || { echo "no bundle at $bundle: run bench/make_device_bundle.sh here first" >&2; exit 1; }
-rm -rf "$WORK/lib" && tar -xJf "$bundle/lib.tar.xz" -C "$WORK"
+[ -f "$bundle/payload.tar.xz" ] || { echo "no bundle at $bundle: run bench/make_device_bundle.sh here first" >&2; exit 1; }
+unxz_to_stdout() {  # python's lzma where xz is not installed
+  if command -v xz >/dev/null; then xz -dc "$1"
+  else python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' "$1"; fi
+}
+rm -rf "$WORK/bin" "$WORK/lib" && unxz_to_stdout "$bundle/payload.tar.xz" | tar -x -C "$WORK"
 export LD_LIBRARY_PATH=$WORK/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DCMDICTPATH=$bundle/share/dicom.dic
-bin=$bundle/bin
+bin=$WORK/bin
 missing=$(ldd "$bin/mm-predict" "$bin/mm-eval" "$bin/mm-train" | grep "not found" | sort -u || true)
 if [ -n "$missing" ]; then printf 'unresolved libraries:\n%s\n' "$missing" | tee -a "$log"; exit 1; fi
-say "$(nproc) CPUs; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'no GPU')"
+{ echo "libraries from the system, not the bundle:"; ldd "$bin/mm-predict" | grep -v "$WORK/lib" || true; } >>"$log"
+say "$(nproc) CPUs; $(gpu_name)"
 
 rm -rf "$WORK/ct"
 for spec in explicit:$N_EXPLICIT jpeg-lossless:$N_JPEG jpeg-ls:$N_JPEGLS j2k:$N_J2K; do
   syntax=${spec%%:*} count=${spec##*:}
   [ "$count" -gt 0 ] || continue
-  python3 bench/make_ct_folder.py --templates "$bundle/templates" --syntax "$syntax" --count "$count" \
+  env -u LD_LIBRARY_PATH python3 bench/make_ct_folder.py --templates "$bundle/templates" --syntax "$syntax" --count "$count" \
     --out "$WORK/ct" | tee -a "$log"
 done
 say "folders made: $(du -sh "$WORK/ct" | cut -f1)"
 
+# A model for speed measurements: one mm-train epoch on 32 of the CT files
+# (two made-up classes); its weights do not matter.
+train_model() {  # NAME, then mm-train's architecture options
+  local name=$1 csv=$WORK/train.csv files=("$WORK/ct/explicit"/*.dcm)
+  shift
+  { echo path,label; printf '%s\n' "${files[@]:0:32}" | awk '{ print $0 "," (NR % 2 ? "a" : "b") }'; } >"$csv"
+  rm -rf "$WORK/$name"
+  "$bin/mm-train" --data "$csv" --out "$WORK/$name" "$@" --image-size 224 --epochs 1 --batch-size 8 \
+    --val-fraction 0.25 --device "$DEVICE" -q >>"$log" 2>&1
+  echo "$WORK/$name/best.safetensors"
+}
 model_file() {
   case $1 in
-    dims48) echo "$bundle/models/dims48-224.safetensors" ;;
+    dims48) train_model dims48 --dims 48,96,192,384 --depths 2,2,4,2 ;;
+    tiny) train_model tiny --variant tiny ;;
     default) echo "$PWD/share/models/brain-mri-96.safetensors" ;;
-    tiny)
-      local m=$WORK/tiny/best.safetensors
-      if [ ! -f "$m" ]; then
-        # MedMamba-T at 224 px, 2 classes; one short epoch: the weights do not matter for speed.
-        local csv=$WORK/tiny.csv
-        { echo path,label; ls "$WORK/ct/explicit"/*.dcm | head -64 | awk '{ print $0 "," (NR % 2 ? "a" : "b") }'; } >"$csv"
-        "$bin/mm-train" --data "$csv" --out "$WORK/tiny" --variant tiny --image-size 224 --epochs 1 \
-          --batch-size 16 --val-fraction 0.25 --device "$DEVICE" -q >>"$log" 2>&1
-      fi
-      echo "$m" ;;
     *) echo "$1" ;;
   esac
 }
@@ -86,7 +94,7 @@ model_file() {
 {
   echo "# Pipeline benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "$(nproc) CPUs, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'no GPU');" \
+  echo "$(nproc) CPUs, $(gpu_name);" \
     "device $DEVICE, precision $PRECISION, batch $BATCH, $THREADS threads, best of $RUNS runs; files in the page cache."
 } >"$report"
 folders=()

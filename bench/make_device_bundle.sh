@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Builds mm-predict, mm-eval and mm-train HERE with CUDA and the image readers,
 # and gathers what bench/device_pipeline.sh needs on a GPU machine that has
-# CUDA but no DCMTK, ITK, OpenBLAS, pydicom or encoders:
+# CUDA but no DCMTK, ITK, OpenBLAS, pydicom or encoders, into .device-data/bundle
+# (about 25 MB):
 #
-#   .device-data/bundle/bin       the three executables, stripped
-#   .device-data/bundle/lib.tar.xz  the shared libraries ldd lists that are not
-#                                 glibc, the GCC runtime (libstdc++, libgcc_s)
-#                                 or CUDA's (libcudart, libcublas*: the device
-#                                 has them in /usr/local/cuda/lib64); xz, as
-#                                 OpenBLAS and ICU's data are 66 MB unpacked
-#   .device-data/bundle/share/dicom.dic  DCMTK's data dictionary (DCMDICTPATH)
-#   .device-data/bundle/templates  the CT slice per transfer syntax, for
-#                                 bench/make_ct_folder.py --templates (no pydicom)
-#   .device-data/bundle/models    a dims 48..384, 224 px model (one epoch on
-#                                 16 brain-MRI JPEGs: the weights do not matter)
+#   payload.tar.xz  bin/: the three executables, stripped; lib/: the shared
+#                   libraries ldd lists that are not glibc, the GCC runtime
+#                   (libstdc++, libgcc_s) or CUDA's (libcudart, libcublas*: the
+#                   device has them in /usr/local/cuda/lib64). xz -9: unpacked
+#                   they are 150 MB (OpenBLAS 37 MB, ICU's data 31 MB, through
+#                   DCMTK's libxml2; each executable 17 MB, mostly the same
+#                   CUDA kernels, which xz's 64 MB window stores once)
+#   share/dicom.dic DCMTK's data dictionary (DCMDICTPATH)
+#   templates/      the CT slice per transfer syntax, for
+#                   bench/make_ct_folder.py --templates (no pydicom needed)
+#
+# No model file: device_pipeline.sh makes its models with one mm-train epoch
+# there (the weights do not matter for speed).
 #
 #   bench/make_device_bundle.sh [BUILD_DIR]      (default build-h14-cuda)
 #
@@ -31,7 +34,9 @@ bundle=.device-data/bundle
 export PATH=/usr/local/cuda/bin:$PATH
 
 src=/tmp/mm-device-bundle-src
-rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src"
+if [ "$(cat "$src/.head" 2>/dev/null)" != "$(git rev-parse HEAD)" ]; then  # else keep it (and the build's timestamps)
+  rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src" && git rev-parse HEAD >"$src/.head"
+fi
 echo "building HEAD $(git rev-parse --short HEAD) from $src"
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMM_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DMM_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=x86-64-v3" -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON \
@@ -40,35 +45,26 @@ cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMM_WITH_CUDA=ON -DCMAKE
 cmake --build "$build" -j2 --target mm-predict mm-eval mm-train
 
 rm -rf "$bundle"
-mkdir -p "$bundle"/{bin,lib,share,templates,models}
+mkdir -p "$bundle"/{share,templates} "$bundle/payload"/{bin,lib}
 for exe in mm-predict mm-eval mm-train; do
-  strip -o "$bundle/bin/$exe" "$build/$exe"
+  strip -o "$bundle/payload/bin/$exe" "$build/$exe"
 done
 # Everything the loader resolves, less what the device has of its own.
 system='^(linux-vdso|ld-linux|libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libnvidia)\.'
-for exe in "$bundle"/bin/*; do
+for exe in "$bundle"/payload/bin/*; do
   ldd "$exe" | awk '$3 ~ /^\// { print $1, $3 }'
 done | sort -u | while read -r name path; do
   [[ $name =~ $system ]] && continue
-  cp -L "$path" "$bundle/lib/$name"
+  cp -L "$path" "$bundle/payload/lib/$name"
 done
-(cd "$bundle" && tar -cJf lib.tar.xz lib && rm -rf lib)
-dict=$(ls /usr/share/libdcmtk*/dicom.dic | head -1)
-cp "$dict" "$bundle/share/dicom.dic"
+du -sh "$bundle/payload/bin" "$bundle/payload/lib"
+tar -C "$bundle/payload" -cf - bin lib | xz -9 -T1 >"$bundle/payload.tar.xz"
+rm -rf "$bundle/payload"
+dict=$(ls /usr/share/libdcmtk*/dicom.dic)
+cp "${dict%%$'\n'*}" "$bundle/share/dicom.dic"
 
 /usr/bin/python3 bench/make_ct_folder.py --write-templates "$bundle/templates" \
   --syntax explicit,jpeg-lossless,jpeg-ls,j2k
-
-# A 224 px model with the issue's dims: one epoch on 16 brain-MRI JPEGs.
-data=../shared/data/brain-tumor-mri/Training
-work=$(mktemp -d)
-{ echo path,label
-  for c in glioma meningioma notumor pituitary; do ls "$data/$c"/*.jpg | head -4 | sed "s|\$|,$c|"; done
-} >"$work/tiny.csv"
-"$build/mm-train" --data "$work/tiny.csv" --out "$work/m48" --dims 48,96,192,384 --depths 2,2,4,2 \
-  --image-size 224 --epochs 1 --batch-size 8 --val-fraction 0.25 --device cpu -q >/dev/null
-cp "$work/m48/best.safetensors" "$bundle/models/dims48-224.safetensors"
-rm -rf "$work"
 
 du -sh "$bundle" "$bundle"/*
 size=$(du -sm "$bundle" | cut -f1)

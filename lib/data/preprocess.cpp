@@ -309,6 +309,10 @@ void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
   for (int64_t oc = 0; oc < out_c; ++oc) {
     const float mean = p.mean[size_t(oc)], inv_std = 1.f / p.std[size_t(oc)];
     float* out = dst + oc * plane;
+    if (img.channels == 1) {  // grey into every channel: one branch-free loop
+      for (int64_t i = 0; i < plane; ++i) out[i] = (sized[i] - mean) * inv_std;
+      continue;
+    }
     for (int64_t i = 0; i < plane; ++i) {
       float v;
       if (img.channels == out_c) v = sized[size_t(i * img.channels + oc)];

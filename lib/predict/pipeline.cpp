@@ -10,6 +10,7 @@
 #include <exception>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -32,7 +33,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 // One image of a file, ready for the model.
 struct PreparedImage {
   Prediction record;  // identification filled; the model's outputs come later
-  std::vector<float> input;  // (C,S,S)
+  std::unique_ptr<float[]> input;  // (C,S,S); not zero-filled first: preprocessing writes it whole
 };
 
 // One input file after decoding: its images, or the record saying why there are none.
@@ -98,7 +99,7 @@ class Decoder {
     out.warning = images.front().warning;
 
     const Clock::time_point prepare_start = Clock::now();
-    const int64_t side = meta_.preprocess.input_size, item = int64_t(meta_.preprocess.mean.size()) * side * side;
+    const int64_t side = meta_.preprocess.input_size;
     try {
       for (Image& img : images) {
         PreparedImage p;
@@ -108,8 +109,8 @@ class Decoder {
         p.record.study_uid = img.study_uid;
         p.record.series_uid = img.series_uid;
         p.record.sop_uid = img.sop_uid;
-        p.input.resize(size_t(item));
-        preprocess_into(img, meta_.preprocess, p.input.data());
+        p.input.reset(new float[size_t(int64_t(meta_.preprocess.mean.size()) * side * side)]);
+        preprocess_into(img, meta_.preprocess, p.input.get());
         img = Image();  // the decoded pixels are no longer needed
         out.images.push_back(std::move(p));
       }
@@ -123,7 +124,7 @@ class Decoder {
         for (const PreparedImage& p : out.images)
           write_npy_f32(options_.save_preprocessed_dir + "/" +
                             derived_file_name(options_.derived_root, file.path, p.record.frame, p.record.slice, ".npy"),
-                        p.input.data(), {int64_t(meta_.preprocess.mean.size()), side, side});
+                        p.input.get(), {int64_t(meta_.preprocess.mean.size()), side, side});
       } catch (...) {
         out.fatal = std::current_exception();
       }
@@ -231,7 +232,7 @@ class OrderedBatcher {
   void add_image(PreparedImage&& image) {
     const Clock::time_point start = Clock::now();
     const int64_t item = channels_ * side_ * side_;
-    std::memcpy(batch_.f32() + int64_t(rows_.size()) * item, image.input.data(), size_t(item) * sizeof(float));
+    std::memcpy(batch_.f32() + int64_t(rows_.size()) * item, image.input.get(), size_t(item) * sizeof(float));
     summary_.timing.batching += seconds_since(start);
     rows_.push_back(first_seq_ + pending_.size());
     pending_.push_back({std::move(image.record), false});
