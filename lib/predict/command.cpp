@@ -52,7 +52,7 @@ void print_predict_timing(const PredictSummary& s) {
   const double unattributed = t.reading_cpu + t.preparing_cpu - t.stages.total();
   std::fprintf(stderr,
                "mm-predict: timing: CPU ms per image: decoding %.3f + preprocessing %.3f; by stage: %s; other %.3f; "
-               "batch assembly %.3f (calling thread)\n",
+               "batch assembly %.3f (wall time of the calling thread)\n",
                t.reading_cpu * per_image, t.preparing_cpu * per_image, stages.c_str(), unattributed * per_image,
                t.batching * per_image);
 }

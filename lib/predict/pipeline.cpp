@@ -21,6 +21,7 @@
 #include "data/preprocess.h"
 #include "eval/evaluate.h"
 #include "io/npy_writer.h"
+#include "predict/row_copies.h"
 #include "predict/saliency.h"
 
 namespace mm {
@@ -149,8 +150,9 @@ class Decoder {
 // Decode threads handing decoded files to one consumer in input order.
 class DecodePool {
  public:
-  DecodePool(const std::vector<InputFile>& files, const Decoder& decoder, int threads, int64_t images_ahead)
-      : files_(files), decoder_(decoder), images_ahead_(images_ahead) {
+  DecodePool(const std::vector<InputFile>& files, const Decoder& decoder, int threads, int64_t images_ahead,
+             RowCopies& copies)
+      : files_(files), decoder_(decoder), images_ahead_(images_ahead), copies_(copies) {
     for (int t = 0; t < threads; ++t) threads_.emplace_back([this] { work(); });
   }
   ~DecodePool() {
@@ -183,6 +185,8 @@ class DecodePool {
     // thread that would start a team per thread, competing with the model.
     omp_set_num_threads(1);
     for (;;) {
+      while (copies_.run_one()) {
+      }
       size_t index;
       {
         std::unique_lock<std::mutex> lock(mutex_);
@@ -205,6 +209,7 @@ class DecodePool {
   const std::vector<InputFile>& files_;
   const Decoder& decoder_;
   const int64_t images_ahead_;
+  RowCopies& copies_;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::map<size_t, DecodedFile> ready_;
@@ -219,8 +224,8 @@ class DecodePool {
 class OrderedBatcher {
  public:
   OrderedBatcher(Classifier& classifier, const ModelMeta& meta, const PredictOptions& options,
-                 const std::function<void(const Prediction&)>& sink, PredictSummary& summary)
-      : classifier_(classifier), meta_(meta), options_(options), sink_(sink), summary_(summary),
+                 const std::function<void(const Prediction&)>& sink, PredictSummary& summary, RowCopies& copies)
+      : classifier_(classifier), meta_(meta), options_(options), sink_(sink), summary_(summary), copies_(copies),
         channels_(int64_t(meta.preprocess.mean.size())), side_(meta.preprocess.input_size),
         batch_(Tensor::empty({options.batch_size, channels_, side_, side_})) {}
 
@@ -230,10 +235,8 @@ class OrderedBatcher {
   }
 
   void add_image(PreparedImage&& image) {
-    const Clock::time_point start = Clock::now();
     const int64_t item = channels_ * side_ * side_;
-    std::memcpy(batch_.f32() + int64_t(rows_.size()) * item, image.input.get(), size_t(item) * sizeof(float));
-    summary_.timing.batching += seconds_since(start);
+    copies_.post(batch_.f32() + int64_t(rows_.size()) * item, std::move(image.input), size_t(item));
     rows_.push_back(first_seq_ + pending_.size());
     pending_.push_back({std::move(image.record), false});
     if (int64_t(rows_.size()) == options_.batch_size) run_batch();
@@ -254,8 +257,11 @@ class OrderedBatcher {
 
   void run_batch() {
     const int64_t b = int64_t(rows_.size()), k = meta_.config.num_classes;
-    const Tensor images = b == options_.batch_size ? batch_ : batch_.slice_view(0, {b, channels_, side_, side_});
     Clock::time_point start = Clock::now();
+    copies_.finish_all();  // the rows the decode threads have not copied yet
+    summary_.timing.batching += seconds_since(start);
+    const Tensor images = b == options_.batch_size ? batch_ : batch_.slice_view(0, {b, channels_, side_, side_});
+    start = Clock::now();
     const Tensor logits = classifier_.logits(images);
     summary_.timing.model += seconds_since(start);
     MM_CHECK(logits.dim(0) == b && logits.dim(1) == k, "the model returned logits of shape " + shape_str(logits.shape()));
@@ -308,6 +314,7 @@ class OrderedBatcher {
   const PredictOptions& options_;
   const std::function<void(const Prediction&)>& sink_;
   PredictSummary& summary_;
+  RowCopies& copies_;  // model inputs into batch_'s rows
   const int64_t channels_, side_;
   Tensor batch_;
   std::deque<Pending> pending_;
@@ -334,9 +341,10 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
   const int64_t images_ahead = options.images_ahead > 0 ? options.images_ahead : 4 * options.batch_size;
 
   const Decoder decoder(read, meta, options);
-  OrderedBatcher batcher(classifier, meta, options, sink, summary);
+  RowCopies copies;
+  OrderedBatcher batcher(classifier, meta, options, sink, summary, copies);
   {
-    DecodePool pool(files, decoder, summary.decode_threads, images_ahead);
+    DecodePool pool(files, decoder, summary.decode_threads, images_ahead, copies);
     for (size_t i = 0; i < files.size(); ++i) {
       const Clock::time_point wait_start = Clock::now();
       DecodedFile d = pool.take(i);

@@ -4,10 +4,12 @@
 //
 //   decode threads (options.decode_threads): each claims the next file in
 //     order, reads it (every frame / slice), preprocesses each image into a
-//     model input, and writes --save-preprocessed arrays;
-//   the calling thread: takes decoded files in input order, fills batches,
-//     runs the model (CPU or GPU) and saliency, and hands records to `sink` in
-//     input order (files in the given order, frames and slices in index order).
+//     model input, and writes --save-preprocessed arrays; between files, it
+//     copies model inputs into batch rows (predict/row_copies.h);
+//   the calling thread: takes decoded files in input order, assigns their
+//     images to batch rows, runs the model (CPU or GPU) and saliency, and hands
+//     records to `sink` in input order (files in the given order, frames and
+//     slices in index order).
 //
 // Decoding overlaps inference. Memory stays bounded: a thread claims a new file
 // only while fewer than `images_ahead` decoded images wait for the model (or
@@ -67,7 +69,7 @@ struct PredictTiming {
   // preprocessing says which stage it is in.
   double reading_cpu = 0, preparing_cpu = 0;
   InputStageTimes stages;
-  double batching = 0;   // copying model inputs into the batch
+  double batching = 0;   // waiting for (and doing) the copies of model inputs into the batch
   double model = 0;      // the forward passes, transfers included
   double waiting = 0;    // the calling thread idle, waiting for decoded files
   double saliency = 0;   // backward passes and PNGs
