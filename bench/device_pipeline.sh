@@ -2,8 +2,8 @@
 # The end-to-end pipeline benchmark (issue 14) on the GPU machine, from a
 # bundle built here: no DCMTK, ITK, pydicom or encoders needed there.
 #
-# Here, first (about 1 minute when the CUDA build is current; the first CUDA
-# build takes 30+ minutes on 2 cores):
+# Here, first (a few minutes when the CUDA build is current; the first CUDA
+# build takes about 20 minutes on 2 cores):
 #
 #   bench/make_device_bundle.sh            # -> .device-data/bundle (see its top)
 #
@@ -24,7 +24,8 @@
 #   MODELS ["dims48 tiny"]  dims48: dims 48..384, depths 2,2,4,2; tiny: MedMamba-T
 #                           (both 224 px, made by one mm-train epoch there);
 #                           default: share/models/brain-mri-96 (96 px); or a model file
-#   BRAIN_DIR [unset]  a brain-MRI class folder (e.g. Testing/): also mm-eval on it
+#   BRAIN_DIR [unset]  a folder of class folders of brain-MRI JPEGs (the shared
+#                      data's Testing/, carried): also mm-eval on it, default model
 #   WORK [/tmp/mm-device-pipeline]  where the folders go (10,000 files: 5.3 GB)
 #   OUT [./device-pipeline-out]
 # Expected time on the H200 machine (16 cores): about 3 minutes (cloning the
@@ -100,11 +101,12 @@ model_file() {
 folders=()
 for s in explicit jpeg-lossless jpeg-ls j2k; do [ -d "$WORK/ct/$s" ] && folders+=("$WORK/ct/$s"); done
 for m in $MODELS; do
-  file=$(model_file "$m")
+  file=$(model_file "$m") || { say "model $m: mm-train failed (see pipeline.log)"; continue; }
   say "model $m: $file"
   { echo; echo "## model $m ($(basename "$file"))"; echo; } >>"$report"
   bench/pipeline.sh --bin "$bin" --model "$file" --device "$DEVICE" --precision "$PRECISION" --batch "$BATCH" \
-    --threads "$THREADS" --runs "$RUNS" "${folders[@]}" >>"$report" 2>>"$log"
+    --threads "$THREADS" --runs "$RUNS" "${folders[@]}" >>"$report" 2>>"$log" ||
+    say "model $m: bench/pipeline.sh failed (see pipeline.log)"
   say "model $m done"
 done
 if [ -n "${BRAIN_DIR:-}" ] && [ -d "$BRAIN_DIR" ]; then

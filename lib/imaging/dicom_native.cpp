@@ -58,6 +58,11 @@ class Walker {
     return true;
   }
 
+  // An undefined length this walker can follow: a sequence, or encapsulated
+  // data inside an item. Not UN: its items are implicit VR whatever the
+  // dataset's encoding (PS3.5 6.2.2), which DCMTK handles and this walker does not.
+  bool followable(const Element& e) const { return !(explicit_ && e.vr[0] == 'U' && e.vr[1] == 'N'); }
+
   // Past a defined-length value; false when it runs past the end.
   bool skip_value(const Element& e, size_t& at) const {
     if (e.length > b_.size() - e.value) return false;
@@ -88,7 +93,8 @@ class Walker {
           break;
         }
         at = e.value;
-        if (e.length == kUndefined ? !skip_undefined(at, depth + 1) : !skip_value(e, at)) return false;
+        if (e.length == kUndefined ? !followable(e) || !skip_undefined(at, depth + 1) : !skip_value(e, at))
+          return false;
       }
     }
   }
@@ -181,7 +187,7 @@ std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes) {
     }
     if (e.length == kUndefined) {
       at = e.value;
-      if (!walker.skip_undefined(at, 0)) return std::nullopt;
+      if (!walker.followable(e) || !walker.skip_undefined(at, 0)) return std::nullopt;
       continue;
     }
     if (!walker.skip_value(e, at)) return std::nullopt;
