@@ -34,14 +34,11 @@ __global__ void __launch_bounds__(kWarp)
 scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                              float* seg_state, float* seg_decay) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, SR)
-  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
-  float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
-  const int lane = threadIdx.x;
-  const int d = blockIdx.x * kWarp + lane;
-  const int seg = blockIdx.y + 1, bk = blockIdx.z, b = bk / 4, k = bk % 4;
-  const bool active = d < s.D;
-  const int dc = active ? d : s.D - 1;
+  const StageSmem sm = stage_smem(s, smem);
+  const WarpPlace wp = warp_place(s, 1);
+  const int lane = wp.lane, d = wp.d, dc = wp.dc, seg = wp.seg, bk = wp.bk, b = wp.b, k = wp.k;
+  const bool active = wp.active;
+  float *srow = sm.rows, *su = sm.u, *sdy = sm.dy;
   const Channel c = load_channel(s, w, u, dbl, b, k, dc);
   const float* dout_b = dout + int64_t(b) * s.L * s.D + dc;
   float dh[kN];
@@ -87,14 +84,11 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
                      float* du_dir, float* dbc_part, float* pgrad) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, SR)
-  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
-  float* sdy = su + kChunk * kWarp;       // (kChunk, kWarp)
-  const int lane = threadIdx.x;
-  const int d = blockIdx.x * kWarp + lane;
-  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
-  const bool active = d < s.D;
-  const int dc = active ? d : s.D - 1;  // inactive lanes read a valid channel's parameters
+  const StageSmem sm = stage_smem(s, smem);
+  const WarpPlace wp = warp_place(s, 0);
+  const int lane = wp.lane, d = wp.d, dc = wp.dc, seg = wp.seg, bk = wp.bk, b = wp.b, k = wp.k;
+  const bool active = wp.active;
+  float *srow = sm.rows, *su = sm.u, *sdy = sm.dy;
   const Channel c = load_channel(s, w, u, dbl, b, k, dc);
   const float* dout_b = dout + int64_t(b) * s.L * s.D + dc;
   const float* st = states + int64_t(bk) * s.nseg * kN * s.D + dc;

@@ -170,6 +170,34 @@ __device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int le
   __syncwarp();
 }
 
+// Where a scan block's warp works: grid (ndblk, segments, 4·B), block kWarp. blockIdx.z is
+// b·4 + k, blockIdx.y + seg_offset the segment, and the lanes are channels
+// [32·blockIdx.x, +32); lanes past D (inactive) read channel D-1's parameters (dc) and
+// write nothing of their own.
+struct WarpPlace {
+  int lane, d, dc, seg, bk, b, k;
+  bool active;
+};
+__device__ __forceinline__ WarpPlace warp_place(const Dims& s, int seg_offset) {
+  WarpPlace p;
+  p.lane = threadIdx.x;
+  p.d = blockIdx.x * kWarp + p.lane;
+  p.active = p.d < s.D;
+  p.dc = p.active ? p.d : s.D - 1;
+  p.seg = blockIdx.y + seg_offset;
+  p.bk = blockIdx.z, p.b = p.bk / 4, p.k = p.bk % 4;
+  return p;
+}
+
+// The dynamic shared memory of a scan block (stage_bytes): a chunk's staged rows
+// (kChunk, SR), then u and dout (kChunk, kWarp) each.
+struct StageSmem {
+  float *rows, *u, *dy;
+};
+__device__ __forceinline__ StageSmem stage_smem(const Dims& s, float* smem) {
+  return {smem, smem + kChunk * s.SR, smem + kChunk * s.SR + kChunk * kWarp};
+}
+
 // The warp's chunk range [first, end) of segment `seg`.
 __device__ __forceinline__ void segment_chunks(const Dims& s, int seg, int& first, int& end) {
   first = seg * s.seg_chunks;

@@ -120,13 +120,11 @@ __global__ void __launch_bounds__(kWarp, 20)
 scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
                             float* seg_decay, float* ys, float* states) {
   extern __shared__ float smem[];
-  float* srow = smem;                     // (kChunk, SR)
-  float* su = srow + kChunk * s.SR;       // (kChunk, kWarp)
-  const int lane = threadIdx.x;
-  const int d = blockIdx.x * kWarp + lane;
-  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
-  const bool active = d < s.D;
-  const int dc = active ? d : s.D - 1;
+  const StageSmem sm = stage_smem(s, smem);
+  const WarpPlace wp = warp_place(s, 0);
+  const int lane = wp.lane, d = wp.d, dc = wp.dc, seg = wp.seg, bk = wp.bk, b = wp.b, k = wp.k;
+  const bool active = wp.active;
+  float *srow = sm.rows, *su = sm.u;
   const Channel c = load_channel(s, w, u, dbl, b, k, dc);
   float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
   float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + d : nullptr;
