@@ -13,12 +13,12 @@
 // kernel's coarse exp (test/reference/fit_exp2_unit.py).
 #include <immintrin.h>
 
-#include <algorithm>
-#include <array>
-#include <utility>
 
 #include "ops/selective_scan_detail.h"
 
+// Everything from here to pop_options is compiled for AVX-512 and runs only where
+// avx512_forward_available() says so. No std:: templates are instantiated in it: an AVX-512
+// instance of, say, std::min<long> could be the copy the linker keeps for the whole program.
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,prefer-vector-width=512")
 // gcc 12's unmasked AVX-512 intrinsics pass an undefined vector as the unused merge source,
@@ -78,7 +78,7 @@ struct Masks {
   __mmask16 m[kV];
   explicit Masks(int64_t cw) {
     for (int v = 0; v < kV; ++v) {
-      const int64_t n = std::clamp<int64_t>(cw - 16 * v, 0, 16);
+      const int64_t rest = cw - 16 * v, n = rest < 0 ? 0 : rest > 16 ? 16 : rest;
       m[v] = __mmask16((1u << n) - 1);
     }
   }
@@ -194,7 +194,7 @@ void run_recurrence(int64_t N, int64_t R, const float* A2, const float* const* r
 template <bool kCoarse>
 void forward_block(const ScanCtx& c, int64_t b, int64_t d0, float* out, float* scratch) {
   const int64_t L = c.L, D = c.D, N = c.N, R = c.R;
-  const Masks mk(std::min(kL, D - d0));
+  const Masks mk(D - d0 < kL ? D - d0 : kL);
   float* A2 = scratch;        // (N, kL) A·log2(e): exp(Δ·A) = 2^(Δ·A2)
   float* h = A2 + N * kL;     // (N, kL) the state
   float* W = h + N * kL;      // (R, kL)
@@ -228,7 +228,7 @@ void forward_block(const ScanCtx& c, int64_t b, int64_t d0, float* out, float* s
     float* states_bk = c.states_out ? c.states_out + (b * 4 + k) * c.nseg * N * D + d0 : nullptr;
 
     for (int64_t seg = 0; seg < c.nseg; ++seg) {
-      const int64_t l0 = seg * kSeg, len = std::min(kSeg, L - l0);
+      const int64_t l0 = seg * kSeg, len = L - l0 < kSeg ? L - l0 : kSeg;
       if (states_bk)
         for (int64_t n = 0; n < N; ++n)
           for (int v = 0; v < kV; ++v)
