@@ -12,6 +12,7 @@
 #include "data/preprocess.h"
 #include "imaging/dicom_native.h"
 #include "imaging/dicom_reader.h"
+#include "imaging/image_reader.h"
 #include "pixel_reference.h"
 #include "test_util.h"
 
@@ -142,29 +143,47 @@ TEST_CASE("dicom native path: damaged files are left to DCMTK's path, which repo
   }
 }
 
-TEST_CASE("preprocess: the vectorised grey resize equals resize_pixels (Pillow-checked) within 1e-6") {
-  const Image ct = read_dicom(shared_data_path(kCt)).at(0);
-  REQUIRE(ct.channels == 1);
+namespace {
+
+// preprocess() against its reference steps: apply_window, resize_pixels (tested
+// against Pillow), the channel conversion and normalisation, within 1e-6 on [0, 1].
+void check_preprocess_against_reference(const Image& img, int64_t out_c) {
   for (const char* method : {"bilinear", "bicubic", "nearest", "bilinear-no-antialias"})
     for (int64_t size : {96, 224, 640}) {
       CAPTURE(method);
       CAPTURE(size);
+      CAPTURE(out_c);
       Preprocess p;
       p.input_size = size;
-      p.mean = {0.485f, 0.456f, 0.406f};
-      p.std = {0.229f, 0.224f, 0.225f};
+      p.mean = out_c == 3 ? std::vector<float>{0.485f, 0.456f, 0.406f} : std::vector<float>{0.5f};
+      p.std = out_c == 3 ? std::vector<float>{0.229f, 0.224f, 0.225f} : std::vector<float>{0.25f};
       p.interpolation = method;
-      const Tensor got = preprocess(ct, p);
-      // The reference: window, resize_pixels (tested against Pillow), normalise.
-      const Image unit = apply_window(ct);
-      const Image sized = resize(unit, size, size, interpolation_from_name(method));
-      Tensor want = Tensor::empty({3, size, size});
-      for (int64_t c = 0; c < 3; ++c)
-        for (int64_t i = 0; i < size * size; ++i)
-          want.f32()[c * size * size + i] = (sized.pixels[size_t(i)] - p.mean[size_t(c)]) * (1.f / p.std[size_t(c)]);
-      // 1e-6 on [0, 1] values is 1e-6 / 0.224 after normalising.
+      const Tensor got = preprocess(img, p);
+      const Image sized = resize(apply_window(img), size, size, interpolation_from_name(method));
+      Tensor want = Tensor::empty({out_c, size, size});
+      for (int64_t c = 0; c < out_c; ++c)
+        for (int64_t i = 0; i < size * size; ++i) {
+          const float* px = &sized.pixels[size_t(i * img.channels)];
+          const float v = img.channels == 1 ? px[0]
+                          : out_c == 3     ? px[c]
+                                           : 0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2];
+          want.f32()[c * size * size + i] = (v - p.mean[size_t(c)]) * (1.f / p.std[size_t(c)]);
+        }
       mm::test::check_close(std::string(method), got, want, 0.f, 1e-6f / 0.224f);
     }
+}
+
+}  // namespace
+
+TEST_CASE("preprocess: the vectorised resize equals resize_pixels (Pillow-checked) within 1e-6, grey and RGB") {
+  const Image ct = read_dicom(shared_data_path(kCt)).at(0);
+  REQUIRE(ct.channels == 1);
+  check_preprocess_against_reference(ct, 3);
+  check_preprocess_against_reference(ct, 1);
+  const Image rgb = read_images(shared_data_path("brain-tumor-mri/Training/glioma/Tr-glTr_0000.jpg")).at(0);
+  REQUIRE(rgb.channels == 3);
+  check_preprocess_against_reference(rgb, 3);
+  check_preprocess_against_reference(rgb, 1);
 }
 
 #endif  // MM_HAVE_IMAGING

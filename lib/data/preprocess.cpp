@@ -263,7 +263,7 @@ void resize_grey(const float* src, int64_t h, int64_t w, float* dst, int64_t out
 }
 
 struct PreprocessScratch {
-  std::vector<float> unit, sized;
+  std::vector<float> unit, sized, channel;
   ResizeScratch resize;
 };
 PreprocessScratch& preprocess_scratch() {
@@ -297,20 +297,37 @@ void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
   window_into(img.pixels.data(), img.pixels.size(), img.window_low, img.window_high, scratch.unit.data());
   stage.emplace(InputStage::Resize);
   scratch.sized.resize(size_t(plane * img.channels));
-  // Grey images take the vectorised resize. Resizing before the channel
-  // conversion resizes grey once instead of three times; both steps are
-  // linear, so the order does not change the result.
-  if (img.channels == 1 && (img.height != s || img.width != s))
+  // A resize takes the vectorised grey resize, channel by channel, into planes
+  // (RGB: deinterleaved first). Resizing before the channel conversion resizes
+  // grey once instead of three times; both steps are linear, so the order does
+  // not change the result.
+  const bool planar = img.height != s || img.width != s;
+  if (planar && img.channels == 1) {
     resize_grey(scratch.unit.data(), img.height, img.width, scratch.sized.data(), s, s, method, scratch.resize);
-  else
-    resize_pixels(scratch.unit.data(), img.height, img.width, img.channels, scratch.sized.data(), s, s, method);
+  } else if (planar) {
+    const int64_t n = img.height * img.width;
+    scratch.channel.resize(size_t(n));
+    for (int64_t c = 0; c < 3; ++c) {
+      for (int64_t i = 0; i < n; ++i) scratch.channel[size_t(i)] = scratch.unit[size_t(i * 3 + c)];
+      resize_grey(scratch.channel.data(), img.height, img.width, scratch.sized.data() + c * plane, s, s, method,
+                  scratch.resize);
+    }
+  } else {
+    std::copy(scratch.unit.begin(), scratch.unit.end(), scratch.sized.begin());  // interleaved, as Pillow copies
+  }
   stage.emplace(InputStage::Normalise);
   const float* sized = scratch.sized.data();
   for (int64_t oc = 0; oc < out_c; ++oc) {
     const float mean = p.mean[size_t(oc)], inv_std = 1.f / p.std[size_t(oc)];
     float* out = dst + oc * plane;
-    if (img.channels == 1) {  // grey into every channel: one branch-free loop
-      for (int64_t i = 0; i < plane; ++i) out[i] = (sized[i] - mean) * inv_std;
+    if (img.channels == 1 || (planar && img.channels == out_c)) {  // one plane: one branch-free loop
+      const float* in = sized + (img.channels == 1 ? 0 : oc * plane);
+      for (int64_t i = 0; i < plane; ++i) out[i] = (in[i] - mean) * inv_std;
+      continue;
+    }
+    if (planar) {  // RGB -> grey for a 1-channel model: ITU-R 601-2 luma, as PIL's convert("L")
+      for (int64_t i = 0; i < plane; ++i)
+        out[i] = (0.299f * sized[i] + 0.587f * sized[plane + i] + 0.114f * sized[2 * plane + i] - mean) * inv_std;
       continue;
     }
     for (int64_t i = 0; i < plane; ++i) {
