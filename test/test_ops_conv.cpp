@@ -271,7 +271,7 @@ TEST_CASE("dwconv3x3 fd and naive reference") {
   }
 }
 
-TEST_CASE("dwconv3x3_silu_forward equals dwconv3x3_forward then SiLU, bit for bit, and its bf16 copy is to_bf16 of it") {
+TEST_CASE("dwconv3x3_silu_forward equals dwconv3x3_forward then SiLU, bit for bit, and hands over every finished row") {
   // C: one full 32-channel chunk and a tail (40), tails only (17), several chunks (96); edges.
   for (auto [B, H, W, C] : std::vector<std::array<int64_t, 4>>{{2, 4, 5, 40}, {1, 1, 3, 17}, {1, 6, 7, 96}, {1, 3, 1, 2}}) {
     INFO("B " << B << " H " << H << " W " << W << " C " << C);
@@ -280,7 +280,8 @@ TEST_CASE("dwconv3x3_silu_forward equals dwconv3x3_forward then SiLU, bit for bi
     dwconv3x3_forward(conv.data(), x.data(), w.data(), bias.data(), B, H, W, C);
     for (size_t i = 0; i < conv.size(); ++i) want[i] = silu_vectorisable(conv[i]);
     std::vector<uint16_t> got_bf16(x.size(), 0xFFFF), want_bf16(x.size());
-    dwconv3x3_silu_forward(got.data(), got_bf16.data(), x.data(), w.data(), bias.data(), B, H, W, C);
+    dwconv3x3_silu_forward(got.data(), x.data(), w.data(), bias.data(), B, H, W, C,
+                           [&](int64_t p, const float* row) { to_bf16(got_bf16.data() + p * C, row, C); });
     check_close("u", got.data(), want.data(), int64_t(want.size()), 0.f, 0.f);
     to_bf16(want_bf16.data(), want.data(), int64_t(want.size()));
     CHECK(got_bf16 == want_bf16);
@@ -291,7 +292,7 @@ TEST_CASE("dwconv3x3_silu_forward equals dwconv3x3_forward then SiLU, bit for bi
     }
     // Without a bias and without the bf16 copy.
     dwconv3x3_forward(conv.data(), x.data(), w.data(), nullptr, B, H, W, C);
-    dwconv3x3_silu_forward(got.data(), nullptr, x.data(), w.data(), nullptr, B, H, W, C);
+    dwconv3x3_silu_forward(got.data(), x.data(), w.data(), nullptr, B, H, W, C);
     for (size_t i = 0; i < conv.size(); ++i) REQUIRE(got[i] == silu_vectorisable(conv[i]));
   }
 }

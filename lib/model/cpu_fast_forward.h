@@ -5,10 +5,18 @@
 // bf16 (Bf16Conv2d, BatchNorms folded in), the scan, norms, depthwise conv and head
 // in float32. They differ in the Linear layers (in_proj, x_proj, out_proj, the 1x1
 // conv, patch merging), which a Precision policy supplies:
-//   using Act = ...;      // what its Linears read: uint16_t (bf16) or float
-//   using Linear = ...;   // forward(float* out, const Act* x, int64_t M) const
+//   using Act = ...;      // what its Linears read: uint16_t (bf16) or float (int8, quantised inside)
+//   using Linear = ...;
 //   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu);
-//   static void store_row(Act* dst, const float* row, int64_t n);
+//   // A Linear's input row from its float32 values; *row_max = max|row| where the Linear uses
+//   // it (int8: per-batch scales then need no pass of their own over the input).
+//   static void store_row(Act* dst, float* row_max, const float* row, int64_t n);
+//   // row_max: what store_row wrote for x's M rows, or nullptr.
+//   static void run(const Linear&, float* out, const Act* x, const float* row_max, int64_t M);
+//   // The depthwise conv's output u (float32, the scan's input) as x_proj's input: u_row
+//   // stores row p (into act), u_input says what x_proj reads (act, or u itself).
+//   static void u_row(Act* act_row, float* row_max, const float* row, int64_t n);
+//   static const Act* u_input(const Act* act, const float* u);
 //   static void conv_out(const Bf16Conv2d&, Act* out, const uint16_t* x, int64_t B, int64_t H, int64_t W);
 #include <algorithm>
 #include <functional>
@@ -94,6 +102,7 @@ template <class Act>
 struct Buffers {
   int64_t B = -1, S = -1;
   AlignedVector<Act> act;                       // a Linear's input
+  AlignedVector<float> row_max;                 // max|row| of act's rows (int8)
   AlignedVector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
   AlignedVector<float> embed, x0, x1, xin, z, u, y, dbl, s, l, pooled;
 
@@ -106,6 +115,7 @@ struct Buffers {
       dbl_floats = std::max(dbl_floats, (P0 >> (2 * i)) * 4 * (cfg.dt_rank(i) + 2 * cfg.d_state));
     image.resize(size_t(B * S * S * cfg.in_chans));
     act.resize(size_t(P0 * C0));
+    row_max.resize(size_t(P0));
     for (auto* v : {&conv_a, &conv_b}) v->resize(size_t(P0 * C0));
     for (auto* v : {&embed, &x0, &x1, &xin, &z, &u, &y, &s, &l}) v->resize(size_t(P0 * C0));
     dbl.resize(size_t(dbl_floats));
@@ -180,7 +190,7 @@ class Forward {
         timed("patch_merge", [&] {
           patch_gather_forward(b.embed.data(), cur, B, side, side, C);
           normalize_to_act(b.embed.data(), 4 * C, nullptr, w(m + "norm.weight"), w(m + "norm.bias"), P / 4, 4 * C);
-          merge_[size_t(i)].forward(next, b.act.data(), P / 4);
+          Precision::run(merge_[size_t(i)], next, b.act.data(), b.row_max.data(), P / 4);
         });
         std::swap(cur, next);
       }
@@ -204,8 +214,9 @@ class Forward {
   void normalize_to_act(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
                         int64_t C) {
     Act* act = buf_.act.data();
+    float* row_max = buf_.row_max.data();
     layernorm_rows(x, ld, z, weight, bias, P, C,
-                   [&](int64_t p, const float* row) { Precision::store_row(act + p * C, row, C); });
+                   [&](int64_t p, const float* row) { Precision::store_row(act + p * C, row_max + p, row, C); });
   }
 
   // out, x: (B,H,W,C) float32.
@@ -216,22 +227,19 @@ class Forward {
     // SS2D branch on the right half.
     timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
     timed("in_proj", [&] {
-      blk.in_proj_x.forward(b.xin.data(), b.act.data(), P);
-      blk.in_proj_z.forward(b.z.data(), b.act.data(), P);
+      Precision::run(blk.in_proj_x, b.xin.data(), b.act.data(), b.row_max.data(), P);
+      Precision::run(blk.in_proj_z, b.z.data(), b.act.data(), b.row_max.data(), P);
     });
-    // u = silu(dwconv(xin)) in float32 for the scan; the bf16 path also gets bf16(u) for x_proj.
-    const Act* u_act;
+    // u = silu(dwconv(xin)) in float32 for the scan, and x_proj's input.
     timed("dwconv3x3_silu", [&] {
-      if constexpr (std::is_same_v<Act, float>) {
-        dwconv3x3_silu_forward(b.u.data(), nullptr, b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
-        u_act = b.u.data();
-      } else {
-        static_assert(std::is_same_v<Act, uint16_t>, "a Linear reads float32 or bf16");
-        dwconv3x3_silu_forward(b.u.data(), b.act.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D);
-        u_act = b.act.data();
-      }
+      Act* act = b.act.data();
+      float* row_max = b.row_max.data();
+      dwconv3x3_silu_forward(b.u.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D,
+                             [&](int64_t p, const float* row) { Precision::u_row(act + p * D, row_max + p, row, D); });
     });
-    timed("x_proj", [&] { blk.x_proj.forward(b.dbl.data(), u_act, P); });
+    timed("x_proj", [&] {
+      Precision::run(blk.x_proj, b.dbl.data(), Precision::u_input(b.act.data(), b.u.data()), b.row_max.data(), P);
+    });
     const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
     timed("scan", [&] {
       ss2d_scan_forward_from_dbl(ss, b.u.data(),
@@ -239,14 +247,14 @@ class Forward {
                                  b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
     });
     timed("out_norm_gate", [&] { normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D); });
-    timed("out_proj", [&] { blk.out_proj.forward(b.s.data(), b.act.data(), P); });
+    timed("out_proj", [&] { Precision::run(blk.out_proj, b.s.data(), b.act.data(), b.row_max.data(), P); });
     // Convolution branch on the left half.
     timed("bn0", [&] { affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c); });
     timed("conv3x3", [&] {
       blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
       Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
     });
-    timed("conv1x1", [&] { blk.conv7.forward(b.l.data(), b.act.data(), P); });
+    timed("conv1x1", [&] { Precision::run(blk.conv7, b.l.data(), b.act.data(), nullptr, P); });
     timed("shuffle_residual", [&] { shuffle_residual(out, b.l.data(), b.s.data(), x, P, c); });
   }
 

@@ -1,6 +1,7 @@
 #include "model/cpu_int8_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "model/cpu_fast_forward.h"
@@ -17,7 +18,24 @@ struct Int8Precision {
   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu) {
     return Int8Linear(weight, bias, K, N, relu ? Int8Epilogue::Relu : Int8Epilogue::None);
   }
-  static void store_row(float* dst, const float* row, int64_t n) { std::copy(row, row + n, dst); }
+  static void store_row(float* dst, float* row_max, const float* row, int64_t n) {
+    std::copy(row, row + n, dst);
+    u_row(nullptr, row_max, row, n);
+  }
+  static void run(const Linear& lin, float* out, const float* x, const float* row_max, int64_t M) {
+    float m = row_max ? 0.f : -1.f;  // -1: Int8Linear scans x itself
+    if (row_max)
+      for (int64_t i = 0; i < M; ++i) m = std::max(m, row_max[i]);
+    lin.forward(out, x, M, m);
+  }
+  // x_proj reads u itself (float32, as the scan does); only its rows' ranges are noted.
+  static void u_row(float*, float* row_max, const float* row, int64_t n) {
+    float m = 0.f;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(row[i]));
+    *row_max = m;
+  }
+  static const float* u_input(const float*, const float* u) { return u; }
   static void conv_out(const Bf16Conv2d& conv, float* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) {
     conv.forward(out, x, B, H, W);
   }

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "ops/gemm_bf16.h"
 #include "ops/vector_math.h"
 
 namespace mm {
@@ -64,7 +63,7 @@ constexpr int64_t kSiluChunk = 32;  // channels summed in registers at once
 // for a tail of run-time length), the sum in registers: bias, then the taps in
 // dw3x3_accumulate's order (so the same roundings), then SiLU.
 template <int64_t kN>
-inline void dw3x3_silu_chunk(float* u, uint16_t* u_bf16, const float* x, const float* taps, const float* bias,
+inline void dw3x3_silu_chunk(float* u, const float* x, const float* taps, const float* bias,
                              int64_t C, int64_t W, int64_t c0, int64_t n, int64_t kh0, int64_t kh1, int64_t kw0,
                              int64_t kw1) {
   alignas(64) float acc[kSiluChunk];
@@ -80,13 +79,12 @@ inline void dw3x3_silu_chunk(float* u, uint16_t* u_bf16, const float* x, const f
     }
 #pragma omp simd
   for (int64_t j = 0; j < len; ++j) u[c0 + j] = silu_vectorisable(acc[j]);
-  if (u_bf16) to_bf16(u_bf16 + c0, u + c0, len);
 }
 
 }  // namespace
 
-void dwconv3x3_silu_forward(float* u, uint16_t* u_bf16, const float* x, const float* weight, const float* bias,
-                            int64_t B, int64_t H, int64_t W, int64_t C) {
+void dwconv3x3_silu_forward(float* u, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
+                            int64_t W, int64_t C, const std::function<void(int64_t, const float*)>& store) {
   constexpr int64_t kChunk = kSiluChunk;
   const std::vector<float> taps = taps_channels_last(weight, C, false);
 #pragma omp parallel for collapse(2) schedule(static)
@@ -97,11 +95,11 @@ void dwconv3x3_silu_forward(float* u, uint16_t* u_bf16, const float* x, const fl
         const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
         const int64_t p = (b * H + h) * W + w;
         float* up = u + p * C;
-        uint16_t* bp = u_bf16 ? u_bf16 + p * C : nullptr;
         int64_t c0 = 0;
         for (; c0 + kChunk <= C; c0 += kChunk)
-          dw3x3_silu_chunk<kChunk>(up, bp, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
-        if (c0 < C) dw3x3_silu_chunk<0>(up, bp, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+          dw3x3_silu_chunk<kChunk>(up, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
+        if (c0 < C) dw3x3_silu_chunk<0>(up, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+        if (store) store(p, up);
       }
     }
   }

@@ -9,6 +9,7 @@
 // Forward overwrites `out`; backward ACCUMULATES (+=) into dx, dweight, dbias,
 // any of which may be nullptr to skip it.
 #include <cstdint>
+#include <functional>
 
 namespace mm {
 
@@ -20,9 +21,11 @@ void dwconv3x3_forward(float* out, const float* x, const float* weight, const fl
                        int64_t B, int64_t H, int64_t W, int64_t C);
 
 // Inference: u = silu(dwconv3x3_forward(x)) in one pass over x, equal to the two ops one after
-// the other bit for bit, and bf16(u) into u_bf16 (same layout) unless it is nullptr.
-void dwconv3x3_silu_forward(float* u, uint16_t* u_bf16, const float* x, const float* weight, const float* bias,
-                            int64_t B, int64_t H, int64_t W, int64_t C);
+// the other bit for bit. Each finished row p of u (C floats, still in cache) goes to
+// store(p, row) where store is set (to write a bf16 copy, say); called from the threads of
+// the op's parallel loop, once per row.
+void dwconv3x3_silu_forward(float* u, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
+                            int64_t W, int64_t C, const std::function<void(int64_t, const float*)>& store = nullptr);
 
 // dx:      (B,H,W,C)   += dL/dx       (nullptr: skip)
 // dweight: (C,1,3,3)   += dL/dweight  (nullptr: skip)

@@ -135,13 +135,13 @@ struct Int8Linear::Impl {
     return cache.emplace(M, CompiledMatmul{dnnl::matmul(pd), reordered}).first->second;
   }
 
-  void forward(float* out, const float* x, int64_t M) const {
+  void forward(float* out, const float* x, int64_t M, float x_abs_max) const {
     if (M == 0) return;
     // A calibrated scale needs no pass over x for its range (observed_abs_max is for the
     // calibration runs, which use per-batch scales).
     float x_scale = static_scale;
     if (x_scale <= 0.f) {
-      const float m = abs_max(x, M * K);
+      const float m = x_abs_max >= 0.f ? x_abs_max : abs_max(x, M * K);
       seen_max = std::max(seen_max, m);
       x_scale = m > 0.f ? m / 127.f : 1.f;
     }
@@ -175,7 +175,9 @@ Int8Linear::Int8Linear(const float* weight, const float* bias, int64_t K, int64_
   if (bias) impl_->bias.assign(bias, bias + N);
 }
 
-void Int8Linear::forward(float* out, const float* x, int64_t M) const { impl_->forward(out, x, M); }
+void Int8Linear::forward(float* out, const float* x, int64_t M, float x_abs_max) const {
+  impl_->forward(out, x, M, x_abs_max);
+}
 void Int8Linear::set_input_scale(float scale) {
   MM_CHECK(scale >= 0.f && std::isfinite(scale), "int8 linear: the input scale must be finite and >= 0");
   impl_->static_scale = scale;
@@ -191,7 +193,7 @@ struct Int8Linear::Impl {};
 Int8Linear::Int8Linear(const float*, const float*, int64_t, int64_t, Int8Epilogue) {
   throw Error("int8 linear: " + int8_unavailable_reason());
 }
-void Int8Linear::forward(float*, const float*, int64_t) const {}
+void Int8Linear::forward(float*, const float*, int64_t, float) const {}
 void Int8Linear::set_input_scale(float) {}
 float Int8Linear::input_scale() const { return 0.f; }
 float Int8Linear::observed_abs_max() const { return 0.f; }

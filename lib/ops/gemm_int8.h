@@ -53,8 +53,9 @@ class Int8Linear {
   // over the calls made while the scale was per batch (a fixed scale skips that pass).
   float observed_abs_max() const;
 
-  // x float32, quantised to s8 inside the call.
-  void forward(float* out, const float* x, int64_t M) const;
+  // x float32, quantised to s8 inside the call. x_abs_max >= 0: max|x|, known to the caller
+  // (its producer tracked it), which saves a pass over x when the scale is per batch.
+  void forward(float* out, const float* x, int64_t M, float x_abs_max = -1.f) const;
 
  private:
   struct Impl;
