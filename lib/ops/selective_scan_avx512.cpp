@@ -1,10 +1,11 @@
-// The forward SS2D scan with its state in AVX-512 registers (see selective_scan_detail.h).
+// The forward SS2D scan with AVX-512 intrinsics (see selective_scan_detail.h).
 //
-// Why a second forward kernel: the portable one (selective_scan.cpp) runs blocks of 32
-// channels whose state (N·32 floats) lives in L1, loaded and stored at every step, with
-// exp(Δ·A) built from integer ops. Here a task is 16 channels, so the N <= 16 state vectors
-// stay in zmm registers for a whole direction, and 2^x is finished with vscalefps; the
-// recurrence is then ~11 vector ops per state vector instead of ~16, on the two 512-bit ports.
+// Why a second forward kernel: the portable one (selective_scan.cpp) keeps the state of its
+// 32 channels (N·32 floats) in L1, loads and stores it at every step, builds 2^x from integer
+// ops, and gcc compiles its inner loops position by position. Here a task is also 32 channels
+// (2 vectors), but the recurrence runs state-outer over runs of 32 positions with 4 states'
+// vectors held in registers through the run, and 2^x ends in vscalefps: ~10 vector ops per
+// state vector and step, with the runs' exps independent of each other (see run_recurrence).
 //
 // Numbers: with the exact exp (training, float32 inference) every value equals the portable
 // kernel's bit for bit, except decays below 2^-125 (~1e-38 there, denormal or 0 here).
@@ -12,7 +13,6 @@
 // (vreduceps gives x - floor(x) in one instruction): 2.7e-6 relative, like the portable
 // kernel's coarse exp (test/reference/fit_exp2_unit.py).
 #include <immintrin.h>
-
 
 #include "ops/selective_scan_detail.h"
 

@@ -76,9 +76,10 @@ struct ScanCtx {
   const float* states_in;
 };
 
-// The forward of channels [d0, d0+kAvx512Lanes) of batch element b through all four directions, with
-// AVX-512 intrinsics (selective_scan_avx512.cpp), when the CPU has AVX512F/DQ. With the exact
-// exp its results equal the portable kernel's bit for bit (decays below 2^-125 aside).
+// The forward of channels [d0, d0+kAvx512Lanes) of batch element b through all four
+// directions, with AVX-512 intrinsics (selective_scan_avx512.cpp), when the CPU has
+// AVX512F/DQ. With the exact exp its results equal the portable kernel's bit for bit
+// (decays below 2^-125 aside).
 constexpr int64_t kAvx512Lanes = 32;
 bool avx512_forward_available();
 int64_t avx512_forward_scratch_floats(int64_t N, int64_t R);
