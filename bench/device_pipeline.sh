@@ -61,7 +61,12 @@ bin=$WORK/bin
 missing=$(ldd "$bin/mm-predict" "$bin/mm-eval" "$bin/mm-train" | grep "not found" | sort -u || true)
 if [ -n "$missing" ]; then printf 'unresolved libraries:\n%s\n' "$missing" | tee -a "$log"; exit 1; fi
 { echo "libraries from the system, not the bundle:"; ldd "$bin/mm-predict" | grep -v "$WORK/lib" || true; } >>"$log"
-say "$(nproc) CPUs; $(gpu_name)"
+cpu_name() {
+  local avx512=no
+  grep -qw avx512f /proc/cpuinfo && avx512=with
+  echo "$(nproc) CPUs ($(sed -n 's/^model name[^:]*: *//p' /proc/cpuinfo | sed -n 1p), $avx512 AVX-512)"
+}
+say "$(cpu_name); $(gpu_name)"
 
 rm -rf "$WORK/ct"
 for spec in explicit:$N_EXPLICIT jpeg-lossless:$N_JPEG jpeg-ls:$N_JPEGLS j2k:$N_J2K; do
@@ -95,7 +100,7 @@ model_file() {
 {
   echo "# Pipeline benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "$(nproc) CPUs, $(gpu_name);" \
+  echo "$(cpu_name), $(gpu_name);" \
     "device $DEVICE, precision $PRECISION, batch $BATCH, $THREADS threads, best of $RUNS runs; files in the page cache."
 } >"$report"
 folders=()
