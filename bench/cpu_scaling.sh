@@ -8,7 +8,9 @@
 # Each configuration runs twice (3 timed iterations after 1 warm-up each) and the better run
 # counts: other work on the machine only ever slows a run down. The 2 -> 16 thread ratio is
 # printed per precision (issue 15 asks >= 6x). OpenMP threads are bound one per core
-# (OMP_PROC_BIND=close, OMP_PLACES=cores) unless the environment sets either already.
+# (OMP_PROC_BIND=close, OMP_PLACES=cores) unless the environment sets either already. On a
+# machine with other work running, also try OMP_WAIT_POLICY=passive (docs/benchmarks.md says
+# why: spinning threads there can make 2 threads slower than 1).
 # bf16 / int8 need a build with oneDNN and a CPU with AVX512_BF16 / AVX512_VNNI (or AMX); where
 # they are missing mm-bench says why and that row reads "n/a".
 set -u -o pipefail
@@ -35,7 +37,7 @@ export OMP_PLACES=${OMP_PLACES:-cores}
 
 echo "# CPU scaling: MedMamba-T, ${size} px, batch ${batch}, mm-bench forward (best of 2 runs)"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), ${cores} CPUs online; $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "# OMP_PROC_BIND=${OMP_PROC_BIND} OMP_PLACES=${OMP_PLACES} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
+echo "# OMP_PROC_BIND=${OMP_PROC_BIND} OMP_PLACES=${OMP_PLACES} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # img/s of one run, or empty when mm-bench failed (its message goes to stderr).
