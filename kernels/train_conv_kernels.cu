@@ -77,24 +77,16 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
 }
 
 // col (P,K), P = B·OH·OW pixels, K = Cin·KH·KW columns ordered (ci,kh,kw); zero outside the image.
-// One thread per (pixel, input channel), n = P·Cin, writing that channel's KH·KW taps: the
-// index arithmetic (integer divisions) is paid once per KH·KW copies; per copied element it
-// bound the kernel at a quarter of the memory bandwidth. The loop counter stays int64
-// (i + stride must not wrap); I holds every index below.
+// n = P·K. The loop counter stays int64 (i + stride must not wrap); I holds every index below.
 template <class I>
 __global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, ConvDimsT<I> d, int64_t n) {
+  const I KK = d.KH * d.KW;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const I idx = I(i), p = idx / d.Cin, ci = idx - p * d.Cin;
+    const I idx = I(i), p = idx / d.K, k = idx - p * d.K;
+    const I ci = k / KK, tap = k - ci * KK, kh = tap / d.KW, kw = tap - kh * d.KW;
     const I ow = p % d.OW, q = p / d.OW, oh = q % d.OH, b = q / d.OH;
-    float* out = col + p * d.K + ci * d.KH * d.KW;
-    for (I kh = 0; kh < d.KH; ++kh) {
-      const I ih = oh * d.stride - d.pad + kh;
-      const bool row_in = ih >= 0 && ih < d.H;
-      for (I kw = 0; kw < d.KW; ++kw) {
-        const I iw = ow * d.stride - d.pad + kw;
-        out[kh * d.KW + kw] = (row_in && iw >= 0 && iw < d.W) ? x[((b * d.H + ih) * d.W + iw) * d.Cin + ci] : 0.f;
-      }
-    }
+    const I ih = oh * d.stride - d.pad + kh, iw = ow * d.stride - d.pad + kw;
+    col[i] = (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) ? x[((b * d.H + ih) * d.W + iw) * d.Cin + ci] : 0.f;
   }
 }
 
@@ -126,8 +118,8 @@ int64_t input_floats(const ConvDims& d) { return d.B * d.H * d.W * d.Cin; }
 int64_t col_floats(const ConvDims& d) { return d.B * d.OH * d.OW * d.K; }
 
 void im2col(float* col, const float* x, const ConvDims& d, Stream s) {
-  const int64_t n = col_floats(d) / (d.KH * d.KW);  // (pixel, input channel) pairs
-  with_index_type(std::max(col_floats(d), input_floats(d)), [&](auto index) {
+  const int64_t n = col_floats(d);
+  with_index_type(std::max(n, input_floats(d)), [&](auto index) {
     using I = decltype(index);
     im2col_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(col, x, narrowed<I>(d), n);
   });
