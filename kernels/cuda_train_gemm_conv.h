@@ -26,6 +26,18 @@ enum class GemmCompute {
 void set_gemm_compute(GemmCompute c);
 GemmCompute gemm_compute();
 
+// Sets this thread's GEMM compute for a scope and restores what was there before.
+class GemmComputeScope {
+ public:
+  explicit GemmComputeScope(GemmCompute c) : previous_(gemm_compute()) { set_gemm_compute(c); }
+  ~GemmComputeScope() { set_gemm_compute(previous_); }
+  GemmComputeScope(const GemmComputeScope&) = delete;
+  GemmComputeScope& operator=(const GemmComputeScope&) = delete;
+
+ private:
+  GemmCompute previous_;
+};
+
 // Row-major C (M,N) = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ.
 // A is (M,K) row-major with row stride lda (or (K,M) when trans_a); B is (K,N) with ldb
 // (or (N,K) when trans_b); C has row stride ldc. beta = 1 accumulates.

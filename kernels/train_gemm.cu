@@ -50,7 +50,6 @@ struct ThreadBlas {
     MM_CUDA_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
     try {
       check_cublas(cublasCreate(&handle), "cublasCreate");
-      check_cublas(cublasSetMathMode(handle, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
       check_cublas(cublasSetPointerMode(handle, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
     } catch (...) {  // a half-made object runs no destructor
       if (handle) cublasDestroy(handle);

@@ -35,11 +35,6 @@ double gemm_nmse(cuda::GemmCompute c) {
   return c == cuda::GemmCompute::F32 ? kGemmNmse : c == cuda::GemmCompute::TF32 ? 1e-6 : 1e-4;
 }
 
-// Sets this thread's GEMM compute for a scope (the library's default is F32).
-struct GemmComputeScope {
-  explicit GemmComputeScope(cuda::GemmCompute c) { cuda::set_gemm_compute(c); }
-  ~GemmComputeScope() { cuda::set_gemm_compute(cuda::GemmCompute::F32); }
-};
 constexpr cuda::GemmCompute kAllComputes[] = {cuda::GemmCompute::F32, cuda::GemmCompute::TF32,
                                               cuda::GemmCompute::BF16};
 constexpr double kElementNmse = 1e-10;  // depthwise conv: short sums per element
@@ -130,7 +125,7 @@ void check_linear(int64_t N, int64_t Cin, int64_t Cout, uint32_t seed,
                   cuda::GemmCompute compute = cuda::GemmCompute::F32) {
   CAPTURE(N);
   CAPTURE(int(compute));
-  const GemmComputeScope scope(compute);
+  const cuda::GemmComputeScope scope(compute);
   const double kGemmNmse = gemm_nmse(compute);
   std::mt19937 rng(seed);
   const auto x = random_vector(size_t(N * Cin), rng), w = random_vector(size_t(Cout * Cin), rng, 0.2f);
@@ -195,7 +190,7 @@ Conv2dShape cpu_shape(const cuda::ConvShape& c) {
 
 void check_conv(const cuda::ConvShape& c, uint32_t seed, cuda::GemmCompute compute = cuda::GemmCompute::F32) {
   CAPTURE(int(compute));
-  const GemmComputeScope scope(compute);
+  const cuda::GemmComputeScope scope(compute);
   const double kGemmNmse = gemm_nmse(compute);
   std::mt19937 rng(seed);
   const Conv2dShape s = cpu_shape(c);

@@ -162,10 +162,13 @@ void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_
   }
   const CpuResult want = cpu_scan(p, init);
   GpuScan gpu(p, segment_chunks);
-  cuda::set_gemm_compute(compute);
-  const std::vector<float> out = gpu.forward();
-  const Grads got = gpu.backward(init);
-  cuda::set_gemm_compute(cuda::GemmCompute::F32);
+  std::vector<float> out;
+  Grads got;
+  {
+    const cuda::GemmComputeScope scope(compute);
+    out = gpu.forward();
+    got = gpu.backward(init);
+  }
   check_nmse("out", out, want.out, forward_nmse);
   check_nmse("states", from_gpu(gpu.states), want.states, forward_nmse);
   for (size_t i = 0; i < got.size(); ++i) {

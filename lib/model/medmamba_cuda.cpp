@@ -190,22 +190,11 @@ void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
 
 }  // namespace
 
-// Sets this thread's GEMM compute for one model call and restores it after, so that two
-// models with different settings can share a thread.
-class GemmMathScope {
- public:
-  explicit GemmMathScope(GemmMath m) : previous_(c::gemm_compute()) {
-    c::set_gemm_compute(m == GemmMath::TF32   ? c::GemmCompute::TF32
-                        : m == GemmMath::BF16 ? c::GemmCompute::BF16
-                                              : c::GemmCompute::F32);
-  }
-  ~GemmMathScope() { c::set_gemm_compute(previous_); }
-  GemmMathScope(const GemmMathScope&) = delete;
-  GemmMathScope& operator=(const GemmMathScope&) = delete;
-
- private:
-  c::GemmCompute previous_;
-};
+// The GEMM compute of a model call (set for the call, so that two models with different
+// settings can share a thread).
+static c::GemmCompute gemm_compute_of(GemmMath m) {
+  return m == GemmMath::TF32 ? c::GemmCompute::TF32 : m == GemmMath::BF16 ? c::GemmCompute::BF16 : c::GemmCompute::F32;
+}
 
 struct MedMambaCuda::Impl {
   MedMambaCudaOptions opts;
@@ -286,7 +275,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
     }
     return m.fast->forward(images);
   }
-  const GemmMathScope math(m.opts.math);
+  const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
   ModelActsCuda& a = m.acts;
   allocate_acts(a, cfg, B, S, train, keep_for_backward);
   const c::Stream s = m.stream;
@@ -355,7 +344,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   MM_CHECK(dlogits_host.numel() == B * K, "backward: dlogits shape " + shape_str(dlogits_host.shape()) +
                                               " does not match the forward batch");
   const c::Stream s = m.stream;
-  const GemmMathScope math(m.opts.math);
+  const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
   float* dlogits = F(a.dlogits);
   a.dlogits.copy_from(dlogits_host.reshape({B * K}));
   auto zeroed = [&](Tensor& t, int64_t n) {
