@@ -19,26 +19,35 @@ std::vector<float> taps_channels_last(const float* weight, int64_t C, bool flipp
   return taps;
 }
 
-// out (B,H,W,C) += depthwise 3x3 pad-1 correlation of in (B,H,W,C) with taps (9,C).
-void dw3x3_accumulate(float* out, const float* in, const float* taps, int64_t B, int64_t H,
-                      int64_t W, int64_t C) {
+// fn(p, kh0, kh1, kw0, kw1) for every position p = (b·H + h)·W + w of a (B,H,W) grid, in
+// parallel over rows, with the range of 3x3 taps [kh0,kh1) x [kw0,kw1) inside the image.
+template <class Fn>
+void for_each_position_3x3(int64_t B, int64_t H, int64_t W, Fn&& fn) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kh0 = h == 0 ? 1 : 0, kh1 = h == H - 1 ? 2 : 3;
       for (int64_t w = 0; w < W; ++w) {
         const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
-        float* o = out + ((b * H + h) * W + w) * C;
-        for (int64_t kh = kh0; kh < kh1; ++kh) {
-          for (int64_t kw = kw0; kw < kw1; ++kw) {
-            const float* xi = in + ((b * H + h + kh - 1) * W + (w + kw - 1)) * C;
-            const float* t = taps + (kh * 3 + kw) * C;
-            for (int64_t c = 0; c < C; ++c) o[c] += xi[c] * t[c];
-          }
-        }
+        fn((b * H + h) * W + w, kh0, kh1, kw0, kw1);
       }
     }
   }
+}
+
+// out (B,H,W,C) += depthwise 3x3 pad-1 correlation of in (B,H,W,C) with taps (9,C).
+void dw3x3_accumulate(float* out, const float* in, const float* taps, int64_t B, int64_t H,
+                      int64_t W, int64_t C) {
+  for_each_position_3x3(B, H, W, [&](int64_t p, int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1) {
+    float* o = out + p * C;
+    for (int64_t kh = kh0; kh < kh1; ++kh) {
+      for (int64_t kw = kw0; kw < kw1; ++kw) {
+        const float* xi = in + (p + (kh - 1) * W + (kw - 1)) * C;
+        const float* t = taps + (kh * 3 + kw) * C;
+        for (int64_t c = 0; c < C; ++c) o[c] += xi[c] * t[c];
+      }
+    }
+  });
 }
 
 }  // namespace
@@ -87,22 +96,14 @@ void dwconv3x3_silu_forward(float* u, const float* x, const float* weight, const
                             int64_t W, int64_t C, const std::function<void(int64_t, const float*)>& store) {
   constexpr int64_t kChunk = kSiluChunk;
   const std::vector<float> taps = taps_channels_last(weight, C, false);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t kh0 = h == 0 ? 1 : 0, kh1 = h == H - 1 ? 2 : 3;
-      for (int64_t w = 0; w < W; ++w) {
-        const int64_t kw0 = w == 0 ? 1 : 0, kw1 = w == W - 1 ? 2 : 3;
-        const int64_t p = (b * H + h) * W + w;
-        float* up = u + p * C;
-        int64_t c0 = 0;
-        for (; c0 + kChunk <= C; c0 += kChunk)
-          dw3x3_silu_chunk<kChunk>(up, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
-        if (c0 < C) dw3x3_silu_chunk<0>(up, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
-        if (store) store(p, up);
-      }
-    }
-  }
+  for_each_position_3x3(B, H, W, [&](int64_t p, int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1) {
+    float* up = u + p * C;
+    int64_t c0 = 0;
+    for (; c0 + kChunk <= C; c0 += kChunk)
+      dw3x3_silu_chunk<kChunk>(up, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
+    if (c0 < C) dw3x3_silu_chunk<0>(up, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+    if (store) store(p, up);
+  });
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout,
