@@ -5,26 +5,41 @@ nodes. Prints the coefficients (constant term first) and the worst relative erro
 and evaluated in float32 by Horner's rule as the C++ does (2.6e-6 and 2.7e-6).
 
     /usr/bin/python3 test/reference/fit_exp2_coarse.py
+
+fit_exp2_unit.py fits the same polynomial on [0, 1] with fit() and report() from here.
 """
 import numpy as np
 
-f = np.cos(np.linspace(0, np.pi, 2001)) * 0.5
-y = 2.0 ** f
-V = np.vstack([f ** k for k in range(5)]).T
-w = np.ones_like(f)
-for _ in range(200):
-    sw = np.sqrt(w) / y
-    c, *_ = np.linalg.lstsq(V * sw[:, None], y * sw, rcond=None)
-    e = np.abs(V @ c - y) / y
-    w = w * e
-    w /= w.sum()
 
-grid = np.linspace(-0.5, 0.5, 200001)
-print("coefficients:", ", ".join(f"{x:.8g}" for x in c))
-print("max relative error (double):", np.max(np.abs(np.polyval(c[::-1], grid) - 2 ** grid) / 2 ** grid))
-g32 = grid.astype(np.float32)
-p = np.float32(c[4])
-for k in (3, 2, 1, 0):
-    p = p * g32 + np.float32(c[k])
-exact = 2.0 ** g32.astype(np.float64)
-print("max relative error (float32 Horner):", np.max(np.abs(p.astype(np.float64) - exact) / exact))
+def fit(lo, hi, degree=4, iterations=200):
+    """Coefficients (constant first) of the near-minimax relative-error fit of 2^f on [lo, hi]."""
+    f = lo + (np.cos(np.linspace(0, np.pi, 2001)) + 1.0) * 0.5 * (hi - lo)
+    y = 2.0 ** f
+    V = np.vstack([f ** k for k in range(degree + 1)]).T
+    w = np.ones_like(f)
+    for _ in range(iterations):
+        sw = np.sqrt(w) / y
+        c, *_ = np.linalg.lstsq(V * sw[:, None], y * sw, rcond=None)
+        e = np.abs(V @ c - y) / y
+        w = w * e
+        w /= w.sum()
+    return c
+
+
+def report(c, lo, hi, float32_coefficients):
+    """Prints the coefficients and the worst relative errors on [lo, hi], in double and in a
+    float32 Horner evaluation with float32_coefficients."""
+    grid = np.linspace(lo, hi, 200001)
+    print("coefficients:", ", ".join(f"{x:.8g}" for x in c))
+    print("max relative error (double):", np.max(np.abs(np.polyval(c[::-1], grid) - 2 ** grid) / 2 ** grid))
+    g32 = grid.astype(np.float32)
+    p = float32_coefficients[-1]
+    for k in range(len(c) - 2, -1, -1):
+        p = p * g32 + float32_coefficients[k]
+    exact = 2.0 ** g32.astype(np.float64)
+    print("max relative error (float32 Horner):", np.max(np.abs(p.astype(np.float64) - exact) / exact))
+
+
+if __name__ == "__main__":
+    c = fit(-0.5, 0.5)
+    report(c, -0.5, 0.5, [np.float32(x) for x in c])
