@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   CLI::App app{"mm-serve: a DICOM storage node (C-STORE SCP) that classifies what it receives"};
   mm::ServeCommand a;
   bool quiet = false, verbose = false, debug = false;
-  app.add_option("--model", a.model, "model file (.safetensors, from mm-convert; default: the shipped brain-mri-96)");
+  app.add_option("--model", a.model, "model file (.safetensors, from mm-convert; default: the shipped brain-mri-224)");
   app.add_option("--out", a.out, "output folder: records.jsonl, status.json, done/")->required();
   app.add_option("--incoming", a.incoming, "where received instances wait for the classifier (default: OUT/incoming)");
   app.add_option("--aet", a.ae_title, "our AE title")->capture_default_str();

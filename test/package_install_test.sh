@@ -39,7 +39,7 @@ for tool in mm-predict mm-eval mm-train mm-convert mm-bench mm-serve; do
   page=$root/usr/share/man/man1/$tool.1
   grep -q '^\.SH OPTIONS' "$page" || fail "no man page $page"
 done
-[ -f "$root/usr/share/medmamba/models/brain-mri-96.safetensors" ] || fail "default model not installed"
+[ -f "$root/usr/share/medmamba/models/brain-mri-224.safetensors" ] || fail "default model not installed"
 [ -f "$root/usr/share/medmamba/docs/mm-predict.md" ] || fail "docs not installed"
 echo "bin/: $(ls "$bin" | tr '\n' ' '); --help and man pages ok"
 if command -v ldd >/dev/null && ldd "$bin/mm-predict" | grep "not found"; then fail "the installed mm-predict misses libraries"; fi
@@ -48,9 +48,9 @@ if command -v ldd >/dev/null && ldd "$bin/mm-predict" | grep "not found"; then f
 jpeg=$data/brain-tumor-mri/Testing/pituitary/Te-piTr_0000.jpg
 [ -f "$jpeg" ] || { echo "SKIP: $jpeg not found"; exit 77; }
 "$bin/mm-predict" "$jpeg" >"$scratch/default.csv" 2>"$scratch/default.err" || { cat "$scratch/default.err"; fail "mm-predict"; }
-grep -q "model $root/usr/share/medmamba/models/brain-mri-96.safetensors (the default)" "$scratch/default.err" ||
+grep -q "model $root/usr/share/medmamba/models/brain-mri-224.safetensors (the default)" "$scratch/default.err" ||
   fail "mm-predict did not say it used the installed default model: $(cat "$scratch/default.err")"
-"$build/mm-predict" -q --model "$source/share/models/brain-mri-96.safetensors" "$jpeg" >"$scratch/reference.csv"
+"$build/mm-predict" -q --model "$source/share/models/brain-mri-224.safetensors" "$jpeg" >"$scratch/reference.csv"
 cmp -s "$scratch/default.csv" "$scratch/reference.csv" || fail "$(cat "$scratch/default.csv") differs from $(cat "$scratch/reference.csv")"
 echo "installed mm-predict, no --model: $(sed -n 2p "$scratch/default.csv" | cut -d, -f7-10) (true class: pituitary)"
 

@@ -15,13 +15,13 @@ TEST_CASE("default model: the installed location relative to the executable, the
   REQUIRE(candidates.size() == 2);
   const fs::path exe_dir = mm::executable_dir();
   CHECK(fs::exists(exe_dir / "mm-tests"));
-  CHECK(candidates[0] == (exe_dir / "../share/medmamba/models/brain-mri-96.safetensors").lexically_normal().string());
-  CHECK(candidates[1] == std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors");
+  CHECK(candidates[0] == (exe_dir / "../share/medmamba/models/brain-mri-224.safetensors").lexically_normal().string());
+  CHECK(candidates[1] == std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-224.safetensors");
 }
 
 TEST_CASE("default model: the build tree finds the shipped brain MRI model, which loads") {
   const std::string path = mm::find_default_model();
-  CHECK(fs::equivalent(path, std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-96.safetensors"));
+  CHECK(fs::equivalent(path, std::string(MM_SOURCE_DIR) + "/share/models/brain-mri-224.safetensors"));
   const mm::LoadedModel loaded = mm::load_model(path);
   REQUIRE(loaded.meta.config.num_classes == 4);
   CHECK(loaded.meta.class_name(0) == "glioma");

@@ -8,7 +8,7 @@
 
 namespace mm {
 
-inline constexpr const char* kDefaultModelName = "brain-mri-96";
+inline constexpr const char* kDefaultModelName = "brain-mri-224";
 
 // Where the default model is looked for, in order.
 std::vector<std::string> default_model_candidates();

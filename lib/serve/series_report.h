@@ -20,7 +20,7 @@ struct SeriesResult {
 
 struct ReportModel {
   std::vector<std::string> class_names;
-  std::string name;  // shown as the model, e.g. "brain-mri-96.safetensors (4 classes, 96 px)"
+  std::string name;  // shown as the model, e.g. "brain-mri-224.safetensors (4 classes, 224 px)"
 };
 
 // Writes <folder>/<SR SOP Instance UID>.dcm through a temporary name (fsync,
