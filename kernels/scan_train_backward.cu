@@ -80,7 +80,11 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
 // step's backward scan 46% slower on the H200 (27.8 against 19.0 ms at batch 64, dims
 // 48..384): hs[][] lives in local memory, and four more warps' shared memory leave the L1
 // too little room for it.
-template <bool kFast>
+// kSub: a chunk is walked back in pieces of kSub steps, each piece's states recomputed from
+// the chunk's saved start state, so hs[][] holds kSub+1 states instead of kChunk+1: a smaller
+// local-memory footprint per warp, for more recompute. The arithmetic and its order are the
+// same for every kSub, so the results are bit-identical.
+template <bool kFast, int kSub>
 __global__ void __launch_bounds__(kWarp)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
@@ -105,60 +109,67 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     dA[n] = 0.f;
   }
   float dD = 0.f, dbias = 0.f;
-  float hs[kChunk + 1][kN];  // states of one chunk: hs[0] before it, hs[i+1] after step i
+  float hs[kSub + 1][kN];  // states of one piece: hs[0] before its first step, hs[j+1] after its step j
 
   int first, end;
   segment_chunks(s, seg, first, end);
   for (int chunk = end - 1; chunk >= first; --chunk) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-#pragma unroll
-    for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
     stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
-    for (int i = 0; i < len; ++i) {  // recompute the chunk, as forward did
-      const float* row = srow + i * s.SR;
-      float Bs[kN], Cs[kN];
-      load_bc(row, Bs, Cs);
-      const float ul = su[i * kWarp + lane];
-      const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
-      const float dlu = delta * ul;
+    for (int i0 = (len - 1) / kSub * kSub; i0 >= 0; i0 -= kSub) {
+      const int i_end = min(i0 + kSub, len);
+      // Recompute the chunk up to the piece's end as forward did: the steps before the piece
+      // keep only the running state (in hs[0]), the piece's steps keep theirs.
 #pragma unroll
-      for (int n = 0; n < kN; ++n) hs[i + 1][n] = step_exp2<kFast>(delta * c.A2[n]) * hs[i][n] + dlu * Bs[n];
-    }
-    for (int i = len - 1; i >= 0; --i) {
-      const int p = scan_position(k, l0 + i, s.H, s.W);
-      const float* row = srow + i * s.SR;
-      float Bs[kN], Cs[kN];
-      load_bc(row, Bs, Cs);
-      const float ul = su[i * kWarp + lane];
-      const float dy = sdy[i * kWarp + lane];
-      const float pre = delta_pre(c.wrow, c.bias, staged_dt(row), s.R);
-      const float delta = softplus<kFast>(pre);
-      const float dlu = delta * ul;
-      float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
-      float ddl = 0.f;     // dL/dΔ
-      float gB = 0.f;      // Σ_n dL/dh_n · B_n
+      for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
+      for (int i = 0; i < i_end; ++i) {
+        const float* row = srow + i * s.SR;
+        float Bs[kN], Cs[kN];
+        load_bc(row, Bs, Cs);
+        const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
+        const float dlu = delta * su[i * kWarp + lane];
+        const int from = i <= i0 ? 0 : i - i0, to = i < i0 ? 0 : i + 1 - i0;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) {
-        const float a = step_exp2<kFast>(delta * c.A2[n]);
-        const float dhn = dh[n] + dy * Cs[n];               // dL/dh_l
-        const float t = dhn * hs[i][n] * a;                 // dL/d(Δ·A_n)
-        v[kN + n] = dy * hs[i + 1][n];
-        v[n] = dhn * dlu;
-        ddl += t * c.A[n];
-        dA[n] += t * delta;
-        gB += dhn * Bs[n];
-        dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
+        for (int n = 0; n < kN; ++n) hs[to][n] = step_exp2<kFast>(delta * c.A2[n]) * hs[from][n] + dlu * Bs[n];
       }
-      ddl += gB * ul;
-      const float dpre = ddl * softplus_grad<kFast>(pre);
-      dD += dy * ul;
-      dbias += dpre;
-      if (active) {
-        const int64_t o = (dir_row0 + p) * s.D + d;
-        dpre_out[o] = dpre;
-        du_dir[o] = gB * delta + c.Dk * dy;
+      for (int i = i_end - 1; i >= i0; --i) {
+        const float(&h_before)[kN] = hs[i - i0];
+        const float(&h_after)[kN] = hs[i - i0 + 1];
+        const int p = scan_position(k, l0 + i, s.H, s.W);
+        const float* row = srow + i * s.SR;
+        float Bs[kN], Cs[kN];
+        load_bc(row, Bs, Cs);
+        const float ul = su[i * kWarp + lane];
+        const float dy = sdy[i * kWarp + lane];
+        const float pre = delta_pre(c.wrow, c.bias, staged_dt(row), s.R);
+        const float delta = softplus<kFast>(pre);
+        const float dlu = delta * ul;
+        float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
+        float ddl = 0.f;     // dL/dΔ
+        float gB = 0.f;      // Σ_n dL/dh_n · B_n
+  #pragma unroll
+        for (int n = 0; n < kN; ++n) {
+          const float a = step_exp2<kFast>(delta * c.A2[n]);
+          const float dhn = dh[n] + dy * Cs[n];               // dL/dh_l
+          const float t = dhn * h_before[n] * a;              // dL/d(Δ·A_n)
+          v[kN + n] = dy * h_after[n];
+          v[n] = dhn * dlu;
+          ddl += t * c.A[n];
+          dA[n] += t * delta;
+          gB += dhn * Bs[n];
+          dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
+        }
+        ddl += gB * ul;
+        const float dpre = ddl * softplus_grad<kFast>(pre);
+        dD += dy * ul;
+        dbias += dpre;
+        if (active) {
+          const int64_t o = (dir_row0 + p) * s.D + d;
+          dpre_out[o] = dpre;
+          du_dir[o] = gB * delta + c.Dk * dy;
+        }
+        part[int64_t(p) * 4 * (2 * kN)] = warp_transpose_sum(v, lane);
       }
-      part[int64_t(p) * 4 * (2 * kN)] = warp_transpose_sum(v, lane);
     }
   }
   if (active) {
@@ -209,9 +220,11 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
     MM_CUDA_CHECK_LAUNCH("scan_train_backward segments");
   }
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_backward_kernel<kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state,
-                                                                   ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part,
-                                                                   ws.pgrad);
+  auto* kernel = s.backward_piece == 8    ? scan_backward_kernel<kFast, 8>
+                 : s.backward_piece == 16 ? scan_backward_kernel<kFast, 16>
+                                          : scan_backward_kernel<kFast, 32>;
+  kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0,
+                                              ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 }
 

@@ -13,6 +13,7 @@ namespace mm::cuda::scan_train {
 constexpr int kN = 16;  // d_state: the warp transpose-reduction of 2N values needs 2N == 32
 constexpr int kChunk = int(kScanChunk);
 constexpr int kWarp = 32;  // threads per block of both scan kernels: one warp of 32 channels
+constexpr int kDefaultBackwardPiece = 16;  // Dims::backward_piece unless the shape or environment says
 constexpr int kMaxR = 256;  // keeps the staged rows of a chunk in 48 KB of shared memory
 static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
@@ -20,6 +21,7 @@ struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
+  int backward_piece;     // 8, 16 or 32 (ScanTrainShape::backward_piece)
   int64_t BL;
 };
 Dims make_dims(const ScanTrainShape& s);  // checks the shape

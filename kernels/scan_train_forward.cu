@@ -50,6 +50,7 @@
 // floats per position: 2.1 GB for MedMamba-T's first stage at batch 64 (B·L = 200,704,
 // D = 192, R = 12); the saved states are D·N·4/32 = 384 floats per position.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda_train_gemm_conv.h"
@@ -82,6 +83,16 @@ Dims make_dims(const ScanTrainShape& s) {
   d.SR = 2 * kN + (d.R + 3) / 4 * 4;
   d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
   MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
+  d.backward_piece = int(s.backward_piece);
+  if (d.backward_piece == 0) {
+    static const int from_env = [] {
+      const char* v = std::getenv("MM_SCAN_BACKWARD_PIECE");
+      return v ? std::atoi(v) : 0;
+    }();
+    d.backward_piece = from_env ? from_env : kDefaultBackwardPiece;
+  }
+  MM_CHECK(d.backward_piece == 8 || d.backward_piece == 16 || d.backward_piece == 32,
+           "scan_train: backward piece must be 8, 16 or 32 steps, got " + std::to_string(d.backward_piece));
   return d;
 }
 
