@@ -73,8 +73,10 @@ void ss2d_scan_forward(const SS2DScanShape& s,
 
 // The same recurrence from a given dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, for callers that
 // compute that product another way (the bf16 inference path); w.x_proj_weight is not read.
-// coarse_exp: the recurrence's exp(Δ·A) to ~3e-6 instead of ~1e-7 relative (about 9% faster
-// on the whole bf16 forward), for inference whose other errors are far larger.
+// coarse_exp: cheaper exps, for inference whose other errors (bf16/int8 GEMMs) are far larger:
+// exp(Δ·A) to 1.8e-4 relative at worst with AVX-512 (an error that shrinks for the slow decays
+// whose states remember longest; output within 2e-4 relative L2 of the exact scan, 2e-5 with
+// slow decays, test_ops_ss2d_scan.cpp), ~3e-6 in the portable kernel.
 void ss2d_scan_forward_from_dbl(const SS2DScanShape& s, const float* u, const SS2DScanWeights& w,
                                 const float* dbl, float* out, float* states = nullptr,
                                 bool coarse_exp = false);

@@ -5,13 +5,15 @@
 // ops, and gcc compiles its inner loops position by position. Here a task is also 32 channels
 // (2 vectors), but the recurrence runs state-outer over runs of 32 positions with 4 states'
 // vectors held in registers through the run, and 2^x ends in vscalefps: ~10 vector ops per
-// state vector and step, with the runs' exps independent of each other (see run_recurrence).
+// state vector and step (9 on the coarse path), with the runs' exps independent of each
+// other (see run_recurrence).
 //
 // Numbers: with the exact exp (training, float32 inference) every value equals the portable
 // kernel's bit for bit, except decays below 2^-125 (~1e-38 there, denormal or 0 here).
-// The coarse exp (the bf16/int8 inference path) fits 2^f on [0, 1) instead of [-0.5, 0.5]
-// (vreduceps gives x - floor(x) in one instruction): 2.7e-6 relative, like the portable
-// kernel's coarse exp (test/reference/fit_exp2_unit.py).
+// The coarse path (bf16/int8 inference) computes the decays with a cubic pinned at the
+// integers (exp2_decay_coarse: 1.8e-4 relative at worst, far less for slow decays) and the
+// softplus with a degree-4 2^f on [0, 1) (vreduceps gives x - floor(x) in one instruction;
+// 2.7e-6 relative, test/reference/fit_exp2_unit.py).
 #include <immintrin.h>
 
 #include "ops/selective_scan_detail.h"
@@ -49,6 +51,23 @@ inline __m512 exp2_nonpos_avx512(__m512 x) {
     const __m512 f = _mm512_reduce_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     return _mm512_scalef_ps(exp2_fraction(f), x - f);
   }
+}
+
+// The recurrence's decay 2^x, x = Δ·A·log2(e) <= 0, on the coarse (inference) path, from
+// x5 = x + 1/2 (one fma: Δ·A2 + 1/2): with g = x5 - floor(x5) in [0, 1), 2^x = 2^floor(x5)·2^(g-1/2),
+// and 2^(g-1/2) is a cubic pinned to 1 at g = 1/2 (test/reference/fit_exp2_pinned.py).
+// Six vector ops where exp2_nonpos_avx512<true>(Δ·A2) takes seven. Its error, 1.8e-4 relative
+// at most, shrinks with |x - round(x)| (3.6e-4·|x - round(x)|): a slow decay (x near 0),
+// multiplied into the state over thousands of steps, is as exact as the float rounding of x5
+// allows (3e-8 in x), while a fast one forgets its error within a few steps. The degree-4 fit
+// on [0, 1) of exp2_nonpos_avx512<true> is off by up to 2.7e-6 at x near 0 instead, which
+// compounds over the ~1/|x| steps such a state remembers.
+inline __m512 exp2_decay_coarse(__m512 x5) {
+  const __m512 g = _mm512_reduce_ps(x5, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 p = 5.55039644e-2f * g + 1.58772931e-1f;
+  p = p * g + 4.92777407e-1f;
+  p = p * g + 7.0698005e-1f;
+  return _mm512_scalef_ps(p, x5);  // p·2^floor(x5)
 }
 
 // softplus(x) = max(x,0) + log1p(e^-|x|) to ~3e-6 relative, for the coarse (inference) scan:
@@ -170,7 +189,9 @@ inline void run_recurrence(int64_t n0, int64_t N, int64_t R, const float* A2, co
       const __m512 dl = _mm512_load_ps(sdl + e), dlu = _mm512_load_ps(sdlu + e);
       __m512 yi = _mm512_load_ps(y + e);
       for (int g = 0; g < G; ++g) {
-        const __m512 a = exp2_nonpos_avx512<kCoarse>(dl * a2[g][v]);
+        __m512 a;
+        if constexpr (kCoarse) a = exp2_decay_coarse(_mm512_fmadd_ps(dl, a2[g][v], _mm512_set1_ps(0.5f)));
+        else a = exp2_nonpos_avx512<false>(dl * a2[g][v]);
         hn[g][v] = _mm512_fmadd_ps(a, hn[g][v], dlu * _mm512_set1_ps(rows[i][bn + g]));
         yi = _mm512_fmadd_ps(_mm512_set1_ps(rows[i][cn + g]), hn[g][v], yi);
       }
