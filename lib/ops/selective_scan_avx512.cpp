@@ -12,8 +12,9 @@
 // kernel's bit for bit, except decays below 2^-125 (~1e-38 there, denormal or 0 here).
 // The coarse path (bf16/int8 inference) computes the decays with a cubic pinned at the
 // integers (exp2_decay_coarse: 1.8e-4 relative at worst, far less for slow decays) and the
-// softplus with a degree-4 2^f on [0, 1) (vreduceps gives x - floor(x) in one instruction;
-// 2.7e-6 relative, test/reference/fit_exp2_unit.py).
+// softplus from polynomials alone (softplus_coarse, ~3e-6 relative): its e^-|x| with a
+// degree-4 2^f on [0, 1) (vreduceps gives x - floor(x) in one instruction; 2.7e-6 relative,
+// test/reference/fit_exp2_unit.py), its log1p without a reciprocal.
 #include <immintrin.h>
 
 #include "ops/selective_scan_detail.h"
@@ -70,22 +71,19 @@ inline __m512 exp2_decay_coarse(__m512 x5) {
   return _mm512_scalef_ps(p, x5);  // p·2^floor(x5)
 }
 
-// softplus(x) = max(x,0) + log1p(e^-|x|) to ~3e-6 relative, for the coarse (inference) scan:
-// log1p(t) = 2·atanh(s), s = t/(2+t) <= 1/3, with 1/(2+t) from vrcp14ps and one Newton step
-// instead of a division (vdivps alone costs as much as the rest), the series to s^11.
+// softplus(x) = max(x,0) + log1p(t), t = e^-|x| in (0, 1], to ~3e-6 relative, for the coarse
+// (inference) scan: log1p(t) = t·r(t) with r a degree-6 near-minimax fit of log1p(t)/t on
+// [0, 1] (1.4e-6 relative; test/reference/fit_log1p_unit.py), 16 vector ops in all where
+// the atanh series with a reciprocal (the exact path's) takes 22.
 inline __m512 softplus_coarse(__m512 x) {
-  const __m512 ax = _mm512_abs_ps(x);
-  const __m512 t = exp2_nonpos_avx512<true>(-kLog2e * ax);
-  const __m512 d = t + 2.f;
-  __m512 r = _mm512_rcp14_ps(d);
-  r = r * _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f));
-  const __m512 z = t * r, z2 = z * z;
-  __m512 q = (1.f / 11) * z2 + 1.f / 9;
-  q = q * z2 + 1.f / 7;
-  q = q * z2 + 1.f / 5;
-  q = q * z2 + 1.f / 3;
-  q = q * z2 + 1.f;
-  return _mm512_fmadd_ps(z + z, q, _mm512_max_ps(x, _mm512_setzero_ps()));
+  const __m512 t = exp2_nonpos_avx512<true>(-kLog2e * _mm512_abs_ps(x));
+  __m512 r = 1.41409766e-2f * t - 6.64016604e-2f;
+  r = r * t + 1.49223715e-1f;
+  r = r * t - 2.35038519e-1f;
+  r = r * t + 3.31094474e-1f;
+  r = r * t - 4.99869645e-1f;
+  r = r * t + 9.99998748e-1f;
+  return _mm512_fmadd_ps(t, r, _mm512_max_ps(x, _mm512_setzero_ps()));
 }
 
 // A block is kV vectors of 16 channels. Two, not one: every position's dt/B/C row is then read
