@@ -353,7 +353,8 @@ TEST_CASE("bench ss2d_scan at MedMamba-T shapes" * doctest::skip()) {
 }
 
 // The inference scan (forward from a given dbl) over one MedMamba-T forward at 224 px, batch 8
-// (blocks per stage 2, 2, 4, 2), exact and coarse exp, 1 thread; skipped by default:
+// (blocks per stage 2, 2, 4, 2), exact and coarse exp, 1 thread and OpenMP's default; skipped
+// by default:
 // mm-tests -tc='bench inference ss2d_scan*' --no-skip
 TEST_CASE("bench inference ss2d_scan, one MedMamba-T forward" * doctest::skip()) {
   using clock = std::chrono::steady_clock;
@@ -361,8 +362,9 @@ TEST_CASE("bench inference ss2d_scan, one MedMamba-T forward" * doctest::skip())
   const Stage stages[] = {{{8, 56, 56, 96, 16, 3}, 2}, {{8, 28, 28, 192, 16, 6}, 2},
                           {{8, 14, 14, 384, 16, 12}, 4}, {{8, 7, 7, 768, 16, 24}, 2}};
   const int threads = omp_get_max_threads();
-  omp_set_num_threads(1);
+  for (int nt : {1, threads})
   for (bool coarse : {false, true}) {
+    omp_set_num_threads(nt);
     double total = 0;
     for (const Stage& st : stages) {
       const ScanCase c = random_case(st.s, 5);
@@ -378,8 +380,8 @@ TEST_CASE("bench inference ss2d_scan, one MedMamba-T forward" * doctest::skip())
       std::printf("  D=%lld: %.2f ms x %d\n", (long long)st.s.D, best, st.blocks);
       total += best * st.blocks;
     }
-    std::printf("inference scan, %s exp, 1 thread: %.1f ms per forward (best of 11 per shape)\n",
-                coarse ? "coarse" : "exact", total);
+    std::printf("inference scan, %s exp, %d thread(s): %.1f ms per forward (best of 11 per shape)\n",
+                coarse ? "coarse" : "exact", nt, total);
   }
   omp_set_num_threads(threads);
 }

@@ -1,28 +1,118 @@
 #include "ops/layernorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include <omp.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "ops/vector_math.h"
+
 namespace mm {
+
+namespace {
+
+// Row statistics: sums over c one after the other (a dependency chain gcc may not reorder,
+// one add per 4 cycles when a row runs alone). With AVX-512, 16 rows go through those chains
+// side by side, one per lane (gathers with the row stride), with the scalar loop's
+// arithmetic, so a row's statistics do not depend on the lane or the loop that computed them
+// (the squares are summed with an explicit fma: left to gcc, some terms would be fused and
+// some not, depending on how it vectorised the loop).
+inline void row_stats(const float* xr, int64_t C, float eps, float& mean, float& rstd) {
+  float m = 0.f;
+  for (int64_t c = 0; c < C; ++c) m += xr[c];
+  m /= float(C);
+  float v = 0.f;
+  for (int64_t c = 0; c < C; ++c) v = std::fma(xr[c] - m, xr[c] - m, v);
+  mean = m;
+  rstd = 1.f / std::sqrt(v / float(C) + eps);
+}
+
+constexpr int64_t kRowGroup = 16;
+
+#if defined(__AVX512F__)
+// row_stats of the 16 rows x, x + ldx, ..., x + 15·ldx.
+// (Masked forms with a full mask: gcc 12's unmasked gather and sqrt pass an undefined vector
+// that -Wmaybe-uninitialized reports.)
+inline __m512 gather_rows(const float* p, __m512i idx) {
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, idx, p, 4);
+}
+inline void row_stats16(const float* x, int64_t ldx, int64_t C, float eps, float* mean, float* rstd) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(int32_t(ldx)));
+  const __m512 cf = _mm512_set1_ps(float(C));
+  __m512 m = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) m = _mm512_add_ps(m, gather_rows(x + c, idx));
+  m = _mm512_div_ps(m, cf);
+  __m512 v = _mm512_setzero_ps();
+  for (int64_t c = 0; c < C; ++c) {
+    const __m512 d = _mm512_sub_ps(gather_rows(x + c, idx), m);
+    v = _mm512_fmadd_ps(d, d, v);
+  }
+  const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f),
+                                 _mm512_maskz_sqrt_ps(0xFFFF, _mm512_add_ps(_mm512_div_ps(v, cf), _mm512_set1_ps(eps))));
+  _mm512_storeu_ps(mean, m);
+  _mm512_storeu_ps(rstd, r);
+}
+#endif
+
+// Rows [n0, n0 + cnt) of x (stride ldx), cnt <= kRowGroup: their statistics, then each row
+// through out_row(n, mean, rstd).
+template <class OutRow>
+inline void row_group(const float* x, int64_t ldx, int64_t n0, int64_t cnt, int64_t C, float eps,
+                      const OutRow& out_row) {
+  alignas(64) float mean[kRowGroup], rstd[kRowGroup];
+#if defined(__AVX512F__)
+  // The gathers address up to 15 rows ahead in 32-bit offsets.
+  if (cnt == kRowGroup && ldx <= (int64_t(1) << 26)) {
+    row_stats16(x + n0 * ldx, ldx, C, eps, mean, rstd);
+  } else
+#endif
+  {
+    for (int64_t i = 0; i < cnt; ++i) row_stats(x + (n0 + i) * ldx, C, eps, mean[i], rstd[i]);
+  }
+  for (int64_t i = 0; i < cnt; ++i) out_row(n0 + i, mean[i], rstd[i]);
+}
+
+template <class OutRow>
+void for_each_row_group(const float* x, int64_t ldx, int64_t N, int64_t C, float eps, const OutRow& out_row) {
+  const int64_t groups = (N + kRowGroup - 1) / kRowGroup;
+#pragma omp parallel for schedule(static)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t n0 = g * kRowGroup;
+    row_group(x, ldx, n0, std::min(kRowGroup, N - n0), C, eps, out_row);
+  }
+}
+
+}  // namespace
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                        const float* bias, int64_t N, int64_t C, float eps) {
-#pragma omp parallel for
-  for (int64_t n = 0; n < N; ++n) {
+  for_each_row_group(x, C, N, C, eps, [&](int64_t n, float m, float r) {
     const float* xr = x + n * C;
     float* o = out + n * C;
-    float m = 0.f;
-    for (int64_t c = 0; c < C; ++c) m += xr[c];
-    m /= float(C);
-    float v = 0.f;
-    for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
-    const float r = 1.f / std::sqrt(v / float(C) + eps);
     for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
     if (mean) mean[n] = m;
     if (rstd) rstd[n] = r;
-  }
+  });
+}
+
+void layernorm_forward_rows(float* out, const float* x, int64_t ldx, const float* z, const float* weight,
+                            const float* bias, int64_t N, int64_t C, float eps) {
+  for_each_row_group(x, ldx, N, C, eps, [&](int64_t n, float m, float r) {
+    const float* xr = x + n * ldx;
+    float* o = out + n * C;
+    for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+    if (z) {
+      const float* zr = z + n * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] *= silu_vectorisable(zr[c]);
+    }
+  });
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

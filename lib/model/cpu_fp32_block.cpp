@@ -1,0 +1,100 @@
+#include "model/cpu_fp32_block.h"
+
+#include <cmath>
+#include <vector>
+
+#include "ops/conv2d.h"
+#include "ops/depthwise_conv.h"
+#include "ops/layernorm.h"
+#include "ops/linear.h"
+#include "ops/selective_scan.h"
+
+namespace mm {
+
+namespace {
+
+constexpr float kBatchNormEps = 1e-5f;
+
+// An eval-mode BatchNorm as x·scale + shift, computed as batchnorm_forward_eval does.
+struct EvalBatchNorm {
+  std::vector<float> scale, shift;
+  EvalBatchNorm(const BatchNormWeights& bn, int64_t c) : scale(size_t(c)), shift(size_t(c)) {
+    for (int64_t i = 0; i < c; ++i) {
+      const float rs = float(1.0 / std::sqrt(double(bn.running_var[i]) + double(kBatchNormEps)));
+      scale[size_t(i)] = (bn.weight ? bn.weight[i] : 1.f) * rs;
+      shift[size_t(i)] = (bn.bias ? bn.bias[i] : 0.f) - bn.running_mean[i] * scale[size_t(i)];
+    }
+  }
+};
+
+// out (P,c) = [relu](x·scale + shift), x's rows ldx floats apart (out may be x when ldx = c).
+void batchnorm_rows(float* out, const float* x, int64_t ldx, const EvalBatchNorm& bn, int64_t P, int64_t c,
+                    bool relu) {
+  const float *scale = bn.scale.data(), *shift = bn.shift.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
+    const float* xr = x + p * ldx;
+    float* o = out + p * c;
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) {
+        const float v = xr[i] * scale[i] + shift[i];
+        o[i] = v > 0.f ? v : 0.f;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < c; ++i) o[i] = xr[i] * scale[i] + shift[i];
+    }
+  }
+}
+
+// out = channel_shuffle(concat(relu(l), s)) + x; l, s (P,c), out and x (P,2c).
+void relu_shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c) {
+  const int64_t D = 2 * c;
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p)
+#pragma omp simd
+    for (int64_t m = 0; m < c; ++m) {
+      const float lv = l[p * c + m];
+      out[p * D + 2 * m] = (lv > 0.f ? lv : 0.f) + x[p * D + 2 * m];
+      out[p * D + 2 * m + 1] = s[p * c + m] + x[p * D + 2 * m + 1];
+    }
+}
+
+Conv2dShape conv_shape(const BlockDims& d, int64_t k) {
+  Conv2dShape s;
+  s.B = d.B; s.H = d.H; s.W = d.W; s.Cin = d.c(); s.Cout = d.c();
+  s.KH = s.KW = k; s.pad = k / 2;
+  return s;
+}
+
+}  // namespace
+
+void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
+                             float* conv_workspace) {
+  a.ensure(d, false);
+  const int64_t P = d.P(), c = d.c(), D = d.C;
+
+  // SS2D branch: (P,c) -> (P,c).
+  layernorm_forward_rows(a.ln1.f32(), x + c, D, nullptr, w.ln1_w, w.ln1_b, P, c);
+  linear_forward(a.xin.f32(), a.ln1.f32(), w.in_proj, nullptr, P, c, D);         // in_proj rows [0, D)
+  linear_forward(a.z.f32(), a.ln1.f32(), w.in_proj + D * c, nullptr, P, c, D);   // rows [D, 2D)
+  dwconv3x3_silu_forward(a.u.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D);
+  ss2d_scan_forward(SS2DScanShape{d.B, d.H, d.W, d.C, d.N, d.R}, a.u.f32(),
+                    SS2DScanWeights{w.x_proj, w.dt_projs_w, w.dt_projs_b, w.A_logs, w.Ds}, a.y.f32(),
+                    a.scan_workspace.f32());
+  layernorm_forward_rows(a.g.f32(), a.y.f32(), D, a.z.f32(), w.out_norm_w, w.out_norm_b, P, D);
+  linear_forward(a.s.f32(), a.g.f32(), w.out_proj, nullptr, P, D, c);
+
+  // Convolution branch on the left half: (P,c) -> (P,c).
+  batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c, false);
+  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, conv_shape(d, 3), conv_workspace);
+  batchnorm_rows(a.a1.f32(), a.a1.f32(), c, EvalBatchNorm(w.bn2, c), P, c, true);
+  conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, conv_shape(d, 3), conv_workspace);
+  batchnorm_rows(a.a4.f32(), a.a4.f32(), c, EvalBatchNorm(w.bn5, c), P, c, true);
+  conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, conv_shape(d, 1), conv_workspace);
+
+  relu_shuffle_residual(out, a.a7.f32(), a.s.f32(), x, P, c);
+}
+
+}  // namespace mm
