@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <sys/mman.h>
+
 #include "core/half.h"
 #include "ops/vector_math.h"
 
@@ -9,6 +11,15 @@ namespace mm::fast_forward {
 
 namespace {
 constexpr float kNormEps = 1e-5f;  // LayerNorm and BatchNorm, as the reference
+}
+
+void advise_huge_pages(void* p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+  madvise(p, bytes, MADV_HUGEPAGE);  // refused or ignored: 4 KiB pages, as without it
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 ChannelAffine batchnorm_affine(const BatchNormWeights& bn, int64_t c) {
