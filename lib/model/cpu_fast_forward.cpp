@@ -32,15 +32,17 @@ ChannelAffine batchnorm_affine(const BatchNormWeights& bn, int64_t c) {
   return a;
 }
 
+void affine_row_to_bf16(uint16_t* out, const float* x, const ChannelAffine& a, int64_t c, float* tmp) {
+  for (int64_t i = 0; i < c; ++i) tmp[i] = x[i] * a.scale[size_t(i)] + a.shift[size_t(i)];
+  to_bf16(out, tmp, c);
+}
+
 void affine_to_bf16(uint16_t* out, const float* x, int64_t C, const ChannelAffine& a, int64_t P, int64_t c) {
 #pragma omp parallel
   {
     std::vector<float> row(static_cast<size_t>(c));
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < P; ++p) {
-      for (int64_t i = 0; i < c; ++i) row[size_t(i)] = x[p * C + i] * a.scale[size_t(i)] + a.shift[size_t(i)];
-      to_bf16(out + p * c, row.data(), c);
-    }
+    for (int64_t p = 0; p < P; ++p) affine_row_to_bf16(out + p * c, x + p * C, a, c, row.data());
   }
 }
 
@@ -50,7 +52,24 @@ Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, 
   return s;
 }
 
-// The float32 normalisation, the gate and the caller's store (rounding to bf16, say) in one pass.
+// The float32 normalisation and the gate of one row in one pass.
+void layernorm_row(float* o, const float* xr, const float* zr, const float* weight, const float* bias, int64_t C) {
+  float m = 0.f;
+#pragma omp simd reduction(+ : m)
+  for (int64_t c = 0; c < C; ++c) m += xr[c];
+  m /= float(C);
+  float v = 0.f;
+#pragma omp simd reduction(+ : v)
+  for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
+  const float r = 1.f / std::sqrt(v / float(C) + kNormEps);
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+  if (zr) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) o[c] *= silu_vectorisable(zr[c]);
+  }
+}
+
 void layernorm_rows(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
                     int64_t C, const std::function<void(int64_t, const float*)>& store) {
 #pragma omp parallel
@@ -58,37 +77,26 @@ void layernorm_rows(const float* x, int64_t ld, const float* z, const float* wei
     std::vector<float> row(static_cast<size_t>(C));
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < P; ++p) {
-      const float* xr = x + p * ld;
-      float m = 0.f;
-#pragma omp simd reduction(+ : m)
-      for (int64_t c = 0; c < C; ++c) m += xr[c];
-      m /= float(C);
-      float v = 0.f;
-#pragma omp simd reduction(+ : v)
-      for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
-      const float r = 1.f / std::sqrt(v / float(C) + kNormEps);
-      float* o = row.data();
-#pragma omp simd
-      for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
-      if (z) {
-        const float* zr = z + p * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) o[c] *= silu_vectorisable(zr[c]);
-      }
-      store(p, o);
+      layernorm_row(row.data(), x + p * ld, z ? z + p * C : nullptr, weight, bias, C);
+      store(p, row.data());
     }
   }
 }
 
-void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c) {
+void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c,
+                      const std::function<void(int64_t, const float*)>& row_done) {
   const int64_t D = 2 * c;
 #pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < P; ++p)
+  for (int64_t p = 0; p < P; ++p) {
+    float* o = out + p * D;
+    const float* xr = x + p * D;
 #pragma omp simd
     for (int64_t m = 0; m < c; ++m) {
-      out[p * D + 2 * m] = l[p * c + m] + x[p * D + 2 * m];
-      out[p * D + 2 * m + 1] = s[p * c + m] + x[p * D + 2 * m + 1];
+      o[2 * m] = l[p * c + m] + xr[2 * m];
+      o[2 * m + 1] = s[p * c + m] + xr[2 * m + 1];
     }
+    if (row_done) row_done(p, o);
+  }
 }
 
 void images_to_nhwc_bf16(uint16_t* out, const float* img, int64_t B, int64_t Cin, int64_t S) {

@@ -50,13 +50,19 @@ struct ChannelAffine {
 ChannelAffine batchnorm_affine(const BatchNormWeights& bn, int64_t c);
 // out (P,c) bf16 = x[:, :c] * scale + shift, x rows C floats apart (the block's left half).
 void affine_to_bf16(uint16_t* out, const float* x, int64_t C, const ChannelAffine& a, int64_t P, int64_t c);
+// One row of it: out (c) bf16 = x (c) * scale + shift; tmp: c floats.
+void affine_row_to_bf16(uint16_t* out, const float* x, const ChannelAffine& a, int64_t c, float* tmp);
 Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad);
 // Each row of out (P,C) = LayerNorm(row of x) [* silu(row of z)], x rows ld floats apart,
 // z (P,C) or nullptr; store(p, row) takes the float32 result of row p.
 void layernorm_rows(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
                     int64_t C, const std::function<void(int64_t, const float*)>& store);
-// out = channel_shuffle(concat(l, s)) + x, all (P, 2c) but l, s (P,c).
-void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c);
+// One row of it: o (C) = LayerNorm(xr) [* silu(zr)], zr (C) or nullptr.
+void layernorm_row(float* o, const float* xr, const float* zr, const float* weight, const float* bias, int64_t C);
+// out = channel_shuffle(concat(l, s)) + x, all (P, 2c) but l, s (P,c). Each finished row p of
+// out, still in cache, goes to row_done(p, row) where set (from the threads of the loop).
+void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c,
+                      const std::function<void(int64_t, const float*)>& row_done = nullptr);
 // NCHW float32 images (B,Cin,S,S) to NHWC bf16.
 void images_to_nhwc_bf16(uint16_t* out, const float* images, int64_t B, int64_t Cin, int64_t S);
 void check_images(const Tensor& images, const ModelConfig& cfg, const char* precision);
@@ -198,8 +204,9 @@ class Forward {
     for (int64_t i = 0; i < cfg.num_stages(); ++i) {
       const int64_t side = side0 >> i, C = cfg.dims[i], P = B * side * side;
       const BlockDims d{B, side, side, C, cfg.d_state, cfg.dt_rank(i)};
-      for (const Block<Precision>& blk : blocks_[size_t(i)]) {
-        block(next, cur, blk, d);
+      const auto& stage = blocks_[size_t(i)];
+      for (size_t j = 0; j < stage.size(); ++j) {
+        block(next, cur, stage[j], j + 1 < stage.size() ? &stage[j + 1] : nullptr, /*inputs_ready=*/j > 0, d);
         std::swap(cur, next);
       }
       if (i + 1 < cfg.num_stages()) {
@@ -236,13 +243,16 @@ class Forward {
                    [&](int64_t p, const float* row) { Precision::store_row(act + p * C, row_max + p, row, C); });
   }
 
-  // out, x: (B,H,W,C) float32.
-  void block(float* out, const float* x, const Block<Precision>& blk, const BlockDims& d) {
+  // out, x: (B,H,W,C) float32. inputs_ready: the block before wrote this one's ln_1 output (act,
+  // row_max) and BatchNorm-0 output (conv_a) while it wrote x. following: the next block of the
+  // stage, whose inputs this one writes the same way, or nullptr.
+  void block(float* out, const float* x, const Block<Precision>& blk, const Block<Precision>* following,
+             bool inputs_ready, const BlockDims& d) {
     const int64_t P = d.P(), c = d.c(), D = d.C;
     const BlockWeights& bw = blk.w;
     Buffers<Act>& b = buf_;
     // SS2D branch on the right half.
-    timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
+    if (!inputs_ready) timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
     timed("in_proj", [&] {
       Precision::run(blk.in_proj_x, b.xin.data(), b.act.data(), b.row_max.data(), P);
       Precision::run(blk.in_proj_z, b.z.data(), b.act.data(), b.row_max.data(), P);
@@ -266,13 +276,31 @@ class Forward {
     timed("out_norm_gate", [&] { normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D); });
     timed("out_proj", [&] { Precision::run(blk.out_proj, b.s.data(), b.act.data(), b.row_max.data(), P); });
     // Convolution branch on the left half.
-    timed("bn0", [&] { affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c); });
+    if (!inputs_ready) timed("bn0", [&] { affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c); });
     timed("conv3x3", [&] {
       blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
       Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
     });
     timed("conv1x1", [&] { Precision::run(blk.conv7, b.l.data(), b.act.data(), nullptr, P); });
-    timed("shuffle_residual", [&] { shuffle_residual(out, b.l.data(), b.s.data(), x, P, c); });
+    if (!following) {
+      timed("shuffle_residual", [&] { shuffle_residual(out, b.l.data(), b.s.data(), x, P, c); });
+      return;
+    }
+    // The next block's ln_1 and BatchNorm 0 from each row of out while it is in cache: two
+    // passes over the (P, C) float32 activations fewer.
+    timed("shuffle_residual+ln1+bn0", [&] {
+      const BlockWeights& nw = following->w;
+      Act* act = b.act.data();
+      float* row_max = b.row_max.data();
+      uint16_t* conv_a = b.conv_a.data();
+      shuffle_residual(out, b.l.data(), b.s.data(), x, P, c, [&](int64_t p, const float* row) {
+        thread_local std::vector<float> tmp;
+        tmp.resize(size_t(c));
+        affine_row_to_bf16(conv_a + p * c, row, following->bn0, c, tmp.data());
+        layernorm_row(tmp.data(), row + c, nullptr, nw.ln1_w, nw.ln1_b, c);
+        Precision::store_row(act + p * c, row_max + p, tmp.data(), c);
+      });
+    });
   }
 
   const MedMamba& model_;
