@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 
 #include "core/half.h"
+#include "ops/layout.h"
 #include "ops/vector_math.h"
 
 namespace mm::fast_forward {
@@ -79,6 +80,21 @@ void layernorm_rows(const float* x, int64_t ld, const float* z, const float* wei
     for (int64_t p = 0; p < P; ++p) {
       layernorm_row(row.data(), x + p * ld, z ? z + p * C : nullptr, weight, bias, C);
       store(p, row.data());
+    }
+  }
+}
+
+void merge_layernorm_rows(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, const float* weight,
+                          const float* bias, const std::function<void(int64_t, const float*)>& store) {
+  const int64_t Q = B * (H / 2) * (W / 2), K = 4 * C;
+#pragma omp parallel
+  {
+    std::vector<float> in(static_cast<size_t>(K)), row(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < Q; ++q) {
+      patch_gather_row(in.data(), x, q, H, W, C);
+      layernorm_row(row.data(), in.data(), nullptr, weight, bias, K);
+      store(q, row.data());
     }
   }
 }

@@ -59,6 +59,10 @@ void layernorm_rows(const float* x, int64_t ld, const float* z, const float* wei
                     int64_t C, const std::function<void(int64_t, const float*)>& store);
 // One row of it: o (C) = LayerNorm(xr) [* silu(zr)], zr (C) or nullptr.
 void layernorm_row(float* o, const float* xr, const float* zr, const float* weight, const float* bias, int64_t C);
+// Patch merging's gather and LayerNorm in one pass: row q of LayerNorm(patch_gather(x)), x
+// (B,H,W,C), goes to store(q, row) (4C floats) without the gathered tensor being written.
+void merge_layernorm_rows(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, const float* weight,
+                          const float* bias, const std::function<void(int64_t, const float*)>& store);
 // out = channel_shuffle(concat(l, s)) + x, all (P, 2c) but l, s (P,c). Each finished row p of
 // out, still in cache, goes to row_done(p, row) where set (from the threads of the loop).
 void shuffle_residual(float* out, const float* l, const float* s, const float* x, int64_t P, int64_t c,
@@ -212,8 +216,12 @@ class Forward {
       if (i + 1 < cfg.num_stages()) {
         const std::string m = merge_prefix(i);
         timed("patch_merge", [&] {
-          patch_gather_forward(b.embed.data(), cur, B, side, side, C);
-          normalize_to_act(b.embed.data(), 4 * C, nullptr, w(m + "norm.weight"), w(m + "norm.bias"), P / 4, 4 * C);
+          Act* act = b.act.data();
+          float* row_max = b.row_max.data();
+          merge_layernorm_rows(cur, B, side, side, C, w(m + "norm.weight"), w(m + "norm.bias"),
+                               [&](int64_t q, const float* row) {
+                                 Precision::store_row(act + q * 4 * C, row_max + q, row, 4 * C);
+                               });
           Precision::run(merge_[size_t(i)], next, b.act.data(), b.row_max.data(), P / 4);
         });
         std::swap(cur, next);

@@ -42,18 +42,18 @@ void concat_shuffle_backward(float* dl, float* ds, const float* dout, int64_t P,
 static constexpr int kQuadDh[4] = {0, 1, 0, 1};
 static constexpr int kQuadDw[4] = {0, 0, 1, 1};
 
+void patch_gather_row(float* out, const float* x, int64_t q, int64_t H, int64_t W, int64_t C) {
+  const int64_t Ho = H / 2, Wo = W / 2, j = q % Wo, i = (q / Wo) % Ho, b = q / (Wo * Ho);
+  for (int k = 0; k < 4; ++k) {
+    const float* src = x + ((b * H + 2 * i + kQuadDh[k]) * W + 2 * j + kQuadDw[k]) * C;
+    for (int64_t c = 0; c < C; ++c) out[k * C + c] = src[c];
+  }
+}
+
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C) {
-  const int64_t Ho = H / 2, Wo = W / 2;
-#pragma omp parallel for collapse(2)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < Ho; ++i)
-      for (int64_t j = 0; j < Wo; ++j) {
-        float* o = out + ((b * Ho + i) * Wo + j) * 4 * C;
-        for (int q = 0; q < 4; ++q) {
-          const float* src = x + ((b * H + 2 * i + kQuadDh[q]) * W + 2 * j + kQuadDw[q]) * C;
-          for (int64_t c = 0; c < C; ++c) o[q * C + c] = src[c];
-        }
-      }
+  const int64_t Q = B * (H / 2) * (W / 2);
+#pragma omp parallel for
+  for (int64_t q = 0; q < Q; ++q) patch_gather_row(out + q * 4 * C, x, q, H, W, C);
 }
 
 void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C) {

@@ -17,6 +17,8 @@ void concat_shuffle_backward(float* dl, float* ds, const float* dout, int64_t P,
 // Patch merging gather: x (B,H,W,C) -> out (B,H/2,W/2,4C) = concat(x[0::2,0::2], x[1::2,0::2],
 // x[0::2,1::2], x[1::2,1::2]) along channels (the reference's x0,x1,x2,x3 order).
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C);
+// Row q (4C floats) of patch_gather_forward's output, for callers that consume it at once.
+void patch_gather_row(float* out, const float* x, int64_t q, int64_t H, int64_t W, int64_t C);
 // Accumulates dx (B,H,W,C) from dout (B,H/2,W/2,4C).
 void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C);
 
