@@ -119,6 +119,14 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
     for (int64_t i = 0; i < (M / 2) * N; ++i) CHECK(half[size_t(i)] == out[size_t(i)]);
     CHECK(relu.observed_abs_max() == 0.f);  // a fixed scale takes no pass over x for its range
   }
+  SUBCASE("without a bias (no bias post-op): the same as with an all-zero bias, bit for bit") {
+    const std::vector<float> zeros(size_t(N), 0.f);
+    Int8Linear no_bias(w.data(), nullptr, K, N), zero_bias(w.data(), zeros.data(), K, N);
+    std::vector<float> got(size_t(M * N)), want(size_t(M * N));
+    no_bias.forward(got.data(), x.data(), M);
+    zero_bias.forward(want.data(), x.data(), M);
+    CHECK(got == want);
+  }
 }
 
 TEST_CASE("int8: the small fixture model's logits agree with float32; calibrated scales give the same logits") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <unordered_map>
 
 #include "core/error.h"
 
@@ -105,6 +106,7 @@ struct Int8Linear::Impl {
   Int8Epilogue epilogue = Int8Epilogue::None;
   Int8Weights weight;
   std::vector<float> bias;  // (N), zeros without a bias
+  bool has_bias = false;    // without one, no bias post-op (a pass over every output element fewer)
   float static_scale = 0.f;
   mutable float seen_max = 0.f;
   mutable std::vector<int8_t> xq;           // the quantised input of the last call
@@ -124,7 +126,7 @@ struct Int8Linear::Impl {
     attr.set_output_scales(1 << 1, weight.scale);
     dnnl::post_ops po;
     po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1}, dt::f32, tag::ab));
-    po.append_binary(dnnl::algorithm::binary_add, bias_md);
+    if (has_bias) po.append_binary(dnnl::algorithm::binary_add, bias_md);
     if (epilogue == Int8Epilogue::Relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, dst_md), attr, dnnl_engine());
@@ -154,11 +156,12 @@ struct Int8Linear::Impl {
     memory dst({{M, N}, dt::f32, tag::ab}, dnnl_engine(), out);
     memory scale_mem({{1, 1}, dt::f32, tag::ab}, dnnl_engine(), &batch_scale);
     memory bias_mem({{1, N}, dt::f32, tag::ab}, dnnl_engine(), const_cast<float*>(bias.data()));
-    c.primitive.execute(dnnl_stream(), {{DNNL_ARG_SRC, src},
-                                        {DNNL_ARG_WEIGHTS, c.weights},
-                                        {DNNL_ARG_DST, dst},
-                                        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem},
-                                        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, bias_mem}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
+                                         {DNNL_ARG_WEIGHTS, c.weights},
+                                         {DNNL_ARG_DST, dst},
+                                         {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem}};
+    if (has_bias) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, bias_mem);
+    c.primitive.execute(dnnl_stream(), args);
     dnnl_stream().wait();
   }
 };
@@ -173,6 +176,7 @@ Int8Linear::Int8Linear(const float* weight, const float* bias, int64_t K, int64_
   impl_->weight = quantize_per_channel(weight, N, K);
   impl_->bias.assign(size_t(N), 0.f);
   if (bias) impl_->bias.assign(bias, bias + N);
+  impl_->has_bias = bias != nullptr;
 }
 
 void Int8Linear::forward(float* out, const float* x, int64_t M, float x_abs_max) const {
