@@ -119,6 +119,21 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
     for (int64_t i = 0; i < (M / 2) * N; ++i) CHECK(half[size_t(i)] == out[size_t(i)]);
     CHECK(relu.observed_abs_max() == 0.f);  // a fixed scale takes no pass over x for its range
   }
+  SUBCASE("forward_same_input: two Linears on one input give what each forward gives, bit for bit") {
+    Int8Linear other(b.data(), nullptr, K, 1);  // any second Linear of the same input width
+    std::vector<float> got(size_t(M * N)), got_other(static_cast<size_t>(M)), want(size_t(M * N)), want_other(static_cast<size_t>(M));
+    for (float other_scale : {0.f, 0.f, sx * 2.f}) {  // per batch (x2: the first call's state is reused), fixed
+      CAPTURE(other_scale);
+      if (other_scale > 0.f) other.set_input_scale(other_scale);
+      const float m = abs_max(x.data(), M * K);
+      lin.forward_same_input(other, got_other.data(), got.data(), x.data(), M, m);
+      lin.forward(want.data(), x.data(), M, m);
+      other.forward(want_other.data(), x.data(), M, m);
+      CHECK(got == want);
+      CHECK(got_other == want_other);
+    }
+    CHECK(other.observed_abs_max() == abs_max(x.data(), M * K));
+  }
   SUBCASE("without a bias (no bias post-op): the same as with an all-zero bias, bit for bit") {
     const std::vector<float> zeros(size_t(N), 0.f);
     Int8Linear no_bias(w.data(), nullptr, K, N), zero_bias(w.data(), zeros.data(), K, N);

@@ -13,6 +13,9 @@
 //   static void store_row(Act* dst, float* row_max, const float* row, int64_t n);
 //   // row_max: what store_row wrote for x's M rows, or nullptr.
 //   static void run(const Linear&, float* out, const Act* x, const float* row_max, int64_t M);
+//   // Two Linears reading the same x (in_proj's halves): whatever can be shared, done once.
+//   static void run_pair(const Linear& a, float* out_a, const Linear& b, float* out_b, const Act* x,
+//                        const float* row_max, int64_t M);
 //   // The depthwise conv's output u (float32, the scan's input) as x_proj's input: u_row
 //   // stores row p (into act), u_input says what x_proj reads (act, or u itself).
 //   static void u_row(Act* act_row, float* row_max, const float* row, int64_t n);
@@ -262,8 +265,7 @@ class Forward {
     // SS2D branch on the right half.
     if (!inputs_ready) timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
     timed("in_proj", [&] {
-      Precision::run(blk.in_proj_x, b.xin.data(), b.act.data(), b.row_max.data(), P);
-      Precision::run(blk.in_proj_z, b.z.data(), b.act.data(), b.row_max.data(), P);
+      Precision::run_pair(blk.in_proj_x, b.xin.data(), blk.in_proj_z, b.z.data(), b.act.data(), b.row_max.data(), P);
     });
     // u = silu(dwconv(xin)) in float32 for the scan, and x_proj's input.
     timed("dwconv3x3_silu", [&] {

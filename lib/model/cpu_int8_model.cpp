@@ -22,11 +22,20 @@ struct Int8Precision {
     std::copy(row, row + n, dst);
     u_row(nullptr, row_max, row, n);
   }
-  static void run(const Linear& lin, float* out, const float* x, const float* row_max, int64_t M) {
-    float m = row_max ? 0.f : -1.f;  // -1: Int8Linear scans x itself
+  // max|x| from the rows' maxima, or -1: Int8Linear scans x itself.
+  static float abs_max_of_rows(const float* row_max, int64_t M) {
+    float m = row_max ? 0.f : -1.f;
     if (row_max)
       for (int64_t i = 0; i < M; ++i) m = std::max(m, row_max[i]);
-    lin.forward(out, x, M, m);
+    return m;
+  }
+  static void run(const Linear& lin, float* out, const float* x, const float* row_max, int64_t M) {
+    lin.forward(out, x, M, abs_max_of_rows(row_max, M));
+  }
+  // in_proj's halves quantise their common input once.
+  static void run_pair(const Linear& a, float* out_a, const Linear& b, float* out_b, const float* x,
+                       const float* row_max, int64_t M) {
+    a.forward_same_input(b, out_b, out_a, x, M, abs_max_of_rows(row_max, M));
   }
   // x_proj reads u itself (float32, as the scan does); only its rows' ranges are noted.
   static void u_row(float*, float* row_max, const float* row, int64_t n) {

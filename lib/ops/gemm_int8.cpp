@@ -137,22 +137,29 @@ struct Int8Linear::Impl {
     return cache.emplace(M, CompiledMatmul{dnnl::matmul(pd), reordered}).first->second;
   }
 
+  // The scale x is quantised with: the fixed one, or max|x| / 127 (the max noted for
+  // observed_abs_max()). A calibrated scale needs no pass over x for its range
+  // (observed_abs_max is for the calibration runs, which use per-batch scales).
+  float input_scale(const float* x, int64_t M, float x_abs_max) const {
+    if (static_scale > 0.f) return static_scale;
+    const float m = x_abs_max >= 0.f ? x_abs_max : abs_max(x, M * K);
+    seen_max = std::max(seen_max, m);
+    return m > 0.f ? m / 127.f : 1.f;
+  }
+
   void forward(float* out, const float* x, int64_t M, float x_abs_max) const {
     if (M == 0) return;
-    // A calibrated scale needs no pass over x for its range (observed_abs_max is for the
-    // calibration runs, which use per-batch scales).
-    float x_scale = static_scale;
-    if (x_scale <= 0.f) {
-      const float m = x_abs_max >= 0.f ? x_abs_max : abs_max(x, M * K);
-      seen_max = std::max(seen_max, m);
-      x_scale = m > 0.f ? m / 127.f : 1.f;
-    }
+    const float x_scale = input_scale(x, M, x_abs_max);
     xq.resize(size_t(M * K));
     quantize_s8(xq.data(), x, M * K, x_scale);
     batch_scale = x_scale;
+    run(out, xq.data(), M);
+  }
 
+  // out from x quantised into x8 with batch_scale.
+  void run(float* out, const int8_t* x8, int64_t M) const {
     const CompiledMatmul& c = compiled(M);
-    memory src({{M, K}, dt::s8, tag::ab}, dnnl_engine(), xq.data());
+    memory src({{M, K}, dt::s8, tag::ab}, dnnl_engine(), const_cast<int8_t*>(x8));
     memory dst({{M, N}, dt::f32, tag::ab}, dnnl_engine(), out);
     memory scale_mem({{1, 1}, dt::f32, tag::ab}, dnnl_engine(), &batch_scale);
     memory bias_mem({{1, N}, dt::f32, tag::ab}, dnnl_engine(), const_cast<float*>(bias.data()));
@@ -182,6 +189,20 @@ Int8Linear::Int8Linear(const float* weight, const float* bias, int64_t K, int64_
 void Int8Linear::forward(float* out, const float* x, int64_t M, float x_abs_max) const {
   impl_->forward(out, x, M, x_abs_max);
 }
+void Int8Linear::forward_same_input(const Int8Linear& other, float* out_other, float* out, const float* x, int64_t M,
+                                    float x_abs_max) const {
+  MM_CHECK(other.impl_->K == impl_->K, "int8 linear: forward_same_input needs the same input width");
+  impl_->forward(out, x, M, x_abs_max);
+  if (M == 0) return;
+  const Impl& o = *other.impl_;
+  const float scale = o.input_scale(x, M, x_abs_max);
+  if (scale != impl_->batch_scale) {
+    o.forward(out_other, x, M, x_abs_max);
+    return;
+  }
+  o.batch_scale = scale;
+  o.run(out_other, impl_->xq.data(), M);
+}
 void Int8Linear::set_input_scale(float scale) {
   MM_CHECK(scale >= 0.f && std::isfinite(scale), "int8 linear: the input scale must be finite and >= 0");
   impl_->static_scale = scale;
@@ -198,6 +219,7 @@ Int8Linear::Int8Linear(const float*, const float*, int64_t, int64_t, Int8Epilogu
   throw Error("int8 linear: " + int8_unavailable_reason());
 }
 void Int8Linear::forward(float*, const float*, int64_t, float) const {}
+void Int8Linear::forward_same_input(const Int8Linear&, float*, float*, const float*, int64_t, float) const {}
 void Int8Linear::set_input_scale(float) {}
 float Int8Linear::input_scale() const { return 0.f; }
 float Int8Linear::observed_abs_max() const { return 0.f; }

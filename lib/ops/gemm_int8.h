@@ -56,6 +56,10 @@ class Int8Linear {
   // x float32, quantised to s8 inside the call. x_abs_max >= 0: max|x|, known to the caller
   // (its producer tracked it), which saves a pass over x when the scale is per batch.
   void forward(float* out, const float* x, int64_t M, float x_abs_max = -1.f) const;
+  // forward of `other` (same input width) on the same x, reusing this call's quantised x
+  // when both quantise it with the same scale (per-batch scales, or equal fixed ones).
+  void forward_same_input(const Int8Linear& other, float* out_other, float* out, const float* x, int64_t M,
+                          float x_abs_max = -1.f) const;
 
  private:
   struct Impl;
