@@ -121,7 +121,8 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
   }
   SUBCASE("forward_same_input: two Linears on one input give what each forward gives, bit for bit") {
     Int8Linear other(b.data(), nullptr, K, 1);  // any second Linear of the same input width
-    std::vector<float> got(size_t(M * N)), got_other(static_cast<size_t>(M)), want(size_t(M * N)), want_other(static_cast<size_t>(M));
+    std::vector<float> got(size_t(M * N)), want(size_t(M * N));
+    std::vector<float> got_other(static_cast<size_t>(M)), want_other(static_cast<size_t>(M));
     for (float other_scale : {0.f, 0.f, sx * 2.f}) {  // per batch (x2: the first call's state is reused), fixed
       CAPTURE(other_scale);
       if (other_scale > 0.f) other.set_input_scale(other_scale);

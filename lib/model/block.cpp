@@ -67,13 +67,6 @@ void BlockActs::ensure(const BlockDims& d, bool keep) {
   kept = keep;
 }
 
-static Conv2dShape conv_shape(const BlockDims& d, int64_t k) {
-  Conv2dShape s;
-  s.B = d.B; s.H = d.H; s.W = d.W; s.Cin = d.c(); s.Cout = d.c();
-  s.KH = s.KW = k; s.pad = k / 2;
-  return s;
-}
-
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean,
                           float* rstd, int64_t P, int64_t c, bool train, const BatchNormSync* sync) {
   if (train)
@@ -134,13 +127,13 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
   // Convolution branch: (P,c) -> (P,c)
   float *bm = a.bn_mean.f32(), *br = a.bn_rstd.f32();
   batchnorm_fwd(a.a0.f32(), a.left.f32(), w.bn0, bm, br, P, c, ctx.train, ctx.batchnorm_sync);
-  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace);
+  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), ctx.conv_workspace);
   batchnorm_fwd(a.a2.f32(), a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train, ctx.batchnorm_sync);
   relu_forward(a.a3.f32(), a.a2.f32(), P * c);
-  conv2d_forward(a.a4.f32(), a.a3.f32(), w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace);
+  conv2d_forward(a.a4.f32(), a.a3.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), ctx.conv_workspace);
   batchnorm_fwd(a.a5.f32(), a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train, ctx.batchnorm_sync);
   relu_forward(a.a6.f32(), a.a5.f32(), P * c);
-  conv2d_forward(a.a7.f32(), a.a6.f32(), w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace);
+  conv2d_forward(a.a7.f32(), a.a6.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), ctx.conv_workspace);
   relu_forward(a.l.f32(), a.a7.f32(), P * c);
 
   concat_shuffle_forward(out, a.l.f32(), a.s.f32(), P, c);
@@ -177,19 +170,19 @@ void block_backward(float* dx, const float* dout, const BlockWeights& w, const B
   zero(pa, P * c);
   relu_backward(pa, dl, a.a7.f32(), P * c);
   zero(pb, P * c);
-  conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, a.a6.f32(), w.conv7_w, conv_shape(d, 1), ctx.conv_workspace);
+  conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, a.a6.f32(), w.conv7_w, block_conv_shape(d, 1), ctx.conv_workspace);
   zero(pa, P * c);
   relu_backward(pa, pb, a.a5.f32(), P * c);
   zero(pb, P * c);
   batchnorm_bwd(pb, g.bn5, pa, a.a4.f32(), w.bn5, bm + 2 * c, br + 2 * c, P, c, ctx.train, ctx.batchnorm_sync);
   zero(pa, P * c);
-  conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, a.a3.f32(), w.conv4_w, conv_shape(d, 3), ctx.conv_workspace);
+  conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, a.a3.f32(), w.conv4_w, block_conv_shape(d, 3), ctx.conv_workspace);
   zero(pb, P * c);
   relu_backward(pb, pa, a.a2.f32(), P * c);
   zero(pa, P * c);
   batchnorm_bwd(pa, g.bn2, pb, a.a1.f32(), w.bn2, bm + c, br + c, P, c, ctx.train, ctx.batchnorm_sync);
   zero(pb, P * c);
-  conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, a.a0.f32(), w.conv1_w, conv_shape(d, 3), ctx.conv_workspace);
+  conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, a.a0.f32(), w.conv1_w, block_conv_shape(d, 3), ctx.conv_workspace);
   zero(pa, P * c);
   batchnorm_bwd(pa, g.bn0, pb, a.left.f32(), w.bn0, bm, br, P, c, ctx.train, ctx.batchnorm_sync);
   split_halves_backward(dx, pa, nullptr, P, c);

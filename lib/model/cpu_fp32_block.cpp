@@ -3,7 +3,6 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/conv2d.h"
 #include "ops/depthwise_conv.h"
 #include "ops/layernorm.h"
 #include "ops/linear.h"
@@ -61,14 +60,14 @@ void relu_shuffle_residual(float* out, const float* l, const float* s, const flo
     }
 }
 
-Conv2dShape conv_shape(const BlockDims& d, int64_t k) {
+}  // namespace
+
+Conv2dShape block_conv_shape(const BlockDims& d, int64_t k) {
   Conv2dShape s;
   s.B = d.B; s.H = d.H; s.W = d.W; s.Cin = d.c(); s.Cout = d.c();
   s.KH = s.KW = k; s.pad = k / 2;
   return s;
 }
-
-}  // namespace
 
 void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
                              float* conv_workspace) {
@@ -88,11 +87,11 @@ void block_forward_inference(float* out, const float* x, const BlockWeights& w, 
 
   // Convolution branch on the left half: (P,c) -> (P,c).
   batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c, false);
-  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, conv_shape(d, 3), conv_workspace);
+  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace);
   batchnorm_rows(a.a1.f32(), a.a1.f32(), c, EvalBatchNorm(w.bn2, c), P, c, true);
-  conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, conv_shape(d, 3), conv_workspace);
+  conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace);
   batchnorm_rows(a.a4.f32(), a.a4.f32(), c, EvalBatchNorm(w.bn5, c), P, c, true);
-  conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, conv_shape(d, 1), conv_workspace);
+  conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), conv_workspace);
 
   relu_shuffle_residual(out, a.a7.f32(), a.s.f32(), x, P, c);
 }

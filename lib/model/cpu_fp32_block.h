@@ -9,8 +9,12 @@
 // The results differ from the unfused ops' only by the vectorised SiLU (within 2e-7 of
 // silu()) and float rounding: test_model.cpp holds the model to the PyTorch fixtures.
 #include "model/block.h"
+#include "ops/conv2d.h"
 
 namespace mm {
+
+// The block's convolutions (c to c channels, k x k, padding k/2) at dims d.
+Conv2dShape block_conv_shape(const BlockDims& d, int64_t k);
 
 // out, x: (B,H,W,C), out not aliasing x; a: buffers as block_forward's (ensured here);
 // conv_workspace: conv2d_workspace_floats() of the 3x3 conv.

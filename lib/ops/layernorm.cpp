@@ -53,8 +53,8 @@ inline void row_stats16(const float* x, int64_t ldx, int64_t C, float eps, float
     const __m512 d = _mm512_sub_ps(gather_rows(x + c, idx), m);
     v = _mm512_fmadd_ps(d, d, v);
   }
-  const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f),
-                                 _mm512_maskz_sqrt_ps(0xFFFF, _mm512_add_ps(_mm512_div_ps(v, cf), _mm512_set1_ps(eps))));
+  const __m512 var = _mm512_add_ps(_mm512_div_ps(v, cf), _mm512_set1_ps(eps));
+  const __m512 r = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_maskz_sqrt_ps(0xFFFF, var));
   _mm512_storeu_ps(mean, m);
   _mm512_storeu_ps(rstd, r);
 }
