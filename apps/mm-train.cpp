@@ -31,6 +31,10 @@ int main(int argc, char** argv) {
   };
   opt("--data", o.data, "class folder (optionally under train/val/test), CSV manifest path,label[,split], or MedMNIST .npz", "data");
   opt("--exclude", o.exclude, "file of sample ids to leave out, relative to the data folder", "exclude");
+  keyed.push_back({app.add_option("--labels", o.labels,
+                                  "class names, comma-separated, in label order, for data labelled 0, 1, ... "
+                                  "(MedMNIST .npz)")->delimiter(','),
+                   "labels"});
   opt("--val-fraction", o.val_fraction, "held-out validation fraction (stratified, under --seed) when the data has no val split", "val_fraction");
   opt("--max-bad", o.max_bad, "fraction of unreadable samples tolerated before stopping", "max_bad");
   opt("--out", o.out, "the run directory", "out");

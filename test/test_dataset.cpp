@@ -187,6 +187,13 @@ TEST_CASE("MedMNIST .npz: splits, integer labels, 28x28 grey images held in memo
   CHECK(img.channels == 1);
   CHECK(img.window_high == 255);
   CHECK(mm::open_npz_dataset(path, {}).samples.size() == 4708 + 524 + 624);
+  mm::Dataset named = test;
+  mm::name_index_classes(named, {"normal", "pneumonia"});
+  CHECK(named.class_names == std::vector<std::string>{"normal", "pneumonia"});
+  CHECK_THROWS_WITH_AS(mm::name_index_classes(named, {"a", "b", "c"}), doctest::Contains("3 class names for"),
+                       mm::Error);
+  CHECK_THROWS_WITH_AS(mm::name_index_classes(named, {"a", "a"}), doctest::Contains("given twice"), mm::Error);
+  CHECK_THROWS_WITH_AS(mm::name_index_classes(named, {"a", ""}), doctest::Contains("is empty"), mm::Error);
   CHECK_THROWS_WITH_AS(mm::open_npz_dataset(path, {"test", "x.txt"}), doctest::Contains("exclude lists apply"),
                        mm::Error);
   const mm::Dataset adrenal = mm::open_npz_dataset(data + "/medmnist/adrenalmnist3d.npz", {"val", ""});

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -32,6 +33,21 @@ std::string shell_line(const std::vector<std::string>& args) {
 }
 
 }  // namespace
+
+TEST_CASE("mm-train --labels names the classes of index-labelled data in the model it writes") {
+  if (mm::test::shared_data_dir().empty()) return;
+  ScratchDir dir;
+  const std::string out = dir.path() + "/named";
+  std::vector<std::string> args = train_args(out);
+  args[std::find(args.begin(), args.end(), "--epochs") - args.begin() + 1] = "1";
+  args.insert(args.end(), {"--labels", "malignant,normal_benign"});
+  REQUIRE(run_command(shell_line(args)) == 0);
+  const mm::SafetensorsFile model = mm::read_safetensors(out + "/best.safetensors");
+  CHECK(model.metadata.at("class_names") == R"(["malignant","normal_benign"])");
+  args.back() = "malignant,normal,benign";
+  args[4] = dir.path() + "/three";
+  CHECK(run_command(shell_line(args)) == 2);  // refused: BreastMNIST has two classes
+}
 
 TEST_CASE("mm-train killed with SIGKILL mid-epoch resumes to the same weights as an uninterrupted run") {
   if (mm::test::shared_data_dir().empty()) return;

@@ -232,6 +232,20 @@ Dataset open_csv_manifest(const std::string& path, const DatasetOptions& options
   return d;
 }
 
+void name_index_classes(Dataset& d, const std::vector<std::string>& names) {
+  MM_CHECK(d.labels_are_indices, d.source + ": its classes have names already (" +
+                                     (d.kind == "folder" ? "the folder names" : "the CSV labels") +
+                                     "); class names are for data labelled 0, 1, ...");
+  MM_CHECK(int64_t(names.size()) == d.num_classes(),
+           std::to_string(names.size()) + " class names for " + d.source + ", whose labels are 0.." +
+               std::to_string(d.num_classes() - 1) + " (" + std::to_string(d.num_classes()) + " classes)");
+  for (size_t i = 0; i < names.size(); ++i) {
+    MM_CHECK(!names[i].empty(), "class name " + std::to_string(i) + " is empty");
+    for (size_t j = 0; j < i; ++j) MM_CHECK(names[i] != names[j], "class name '" + names[i] + "' is given twice");
+  }
+  d.class_names = names;
+}
+
 Dataset open_dataset(const std::string& path, const DatasetOptions& options) {
   if (fs::is_directory(path)) return open_image_folder(path, options);
   MM_CHECK(fs::exists(path), path + ": no such file or folder");

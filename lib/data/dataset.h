@@ -59,6 +59,10 @@ struct DatasetOptions {
 
 // Chooses the kind from the path: a directory, a .csv file or a .npz file.
 Dataset open_dataset(const std::string& path, const DatasetOptions& options = {});
+// Gives the classes of data whose labels are indices (MedMNIST, a numeric CSV) these
+// names, in label order. Throws mm::Error when the data names its own classes (folders,
+// CSV label names), or for a wrong count, an empty or a repeated name.
+void name_index_classes(Dataset& d, const std::vector<std::string>& names);
 Dataset open_image_folder(const std::string& root, const DatasetOptions& options = {});
 // Paths relative to the manifest's folder. Labels are class names (classes
 // sorted by name, as torchvision's ImageFolder sorts folders) or, when every

@@ -9,7 +9,7 @@ namespace mm {
 using json = nlohmann::json;
 
 static json as_json(const TrainOptions& o) {
-  return json{{"data", o.data}, {"exclude", o.exclude}, {"val_fraction", o.val_fraction},
+  return json{{"data", o.data}, {"exclude", o.exclude}, {"labels", o.labels}, {"val_fraction", o.val_fraction},
               {"max_bad", o.max_bad}, {"variant", o.variant}, {"dims", o.dims}, {"depths", o.depths},
               {"image_size", o.image_size}, {"init", o.init}, {"epochs", o.epochs},
               {"batch_size", o.batch_size}, {"accumulate", o.accumulate}, {"lr", o.lr}, {"min_lr", o.min_lr},
@@ -29,7 +29,7 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
     auto get = [&](const char* key, auto& field) {
       if (j.contains(key)) j.at(key).get_to(field);
     };
-    get("data", o.data); get("exclude", o.exclude); get("val_fraction", o.val_fraction);
+    get("data", o.data); get("exclude", o.exclude); get("labels", o.labels); get("val_fraction", o.val_fraction);
     get("max_bad", o.max_bad); get("variant", o.variant); get("dims", o.dims); get("depths", o.depths);
     get("image_size", o.image_size); get("init", o.init); get("epochs", o.epochs);
     get("batch_size", o.batch_size); get("accumulate", o.accumulate); get("lr", o.lr); get("min_lr", o.min_lr);

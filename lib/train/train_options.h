@@ -13,6 +13,7 @@ namespace mm {
 struct TrainOptions {
   // data
   std::string data, exclude;
+  std::vector<std::string> labels;  // names of index labels (MedMNIST .npz), in label order; empty: "0", "1", ...
   double val_fraction = 0.1;  // of the training samples, stratified, when the source has no val split
   double max_bad = 0.01;      // unreadable training samples tolerated (fraction) before stopping
   // architecture

@@ -78,7 +78,8 @@ LoadedModel initial_model(const TrainOptions& o, const Dataset& d, const TrainEv
   meta.config.drop_path_rate = float(o.drop_path);
   meta.preprocess = init.meta.preprocess;
   meta.preprocess.input_size = o.image_size;
-  if (d.labels_are_indices && int64_t(init.meta.class_names.size()) == K) meta.class_names = init.meta.class_names;
+  if (o.labels.empty() && d.labels_are_indices && int64_t(init.meta.class_names.size()) == K)
+    meta.class_names = init.meta.class_names;
   MedMamba model(meta.config);
   model.init_reference(o.seed);
   std::map<std::string, Tensor> state = init.model.state();
@@ -193,9 +194,10 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
   // Data: splits and their checks come before anything slow.
   DatasetOptions dopt;
   dopt.exclude_file = o.exclude;
-  const Dataset d = open_dataset(o.data, dopt);
+  Dataset d = open_dataset(o.data, dopt);
   const TrainSplits splits = split_for_training(d, o.val_fraction, o.seed);
   try {
+    if (!o.labels.empty()) name_index_classes(d, o.labels);
     check_training_labels(d, splits);
   } catch (const Error& e) {
     throw TrainRefused(e.what());
