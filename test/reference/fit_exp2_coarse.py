@@ -10,20 +10,13 @@ fit_exp2_unit.py fits the same polynomial on [0, 1] with fit() and report() from
 """
 import numpy as np
 
+from lawson_fit import lawson_relative_fit
+
 
 def fit(lo, hi, degree=4, iterations=200):
     """Coefficients (constant first) of the near-minimax relative-error fit of 2^f on [lo, hi]."""
     f = lo + (np.cos(np.linspace(0, np.pi, 2001)) + 1.0) * 0.5 * (hi - lo)
-    y = 2.0 ** f
-    V = np.vstack([f ** k for k in range(degree + 1)]).T
-    w = np.ones_like(f)
-    for _ in range(iterations):
-        sw = np.sqrt(w) / y
-        c, *_ = np.linalg.lstsq(V * sw[:, None], y * sw, rcond=None)
-        e = np.abs(V @ c - y) / y
-        w = w * e
-        w /= w.sum()
-    return c
+    return lawson_relative_fit(f, 2.0 ** f, degree, iterations)
 
 
 def report(c, lo, hi, float32_coefficients):

@@ -16,20 +16,13 @@ float32 by Horner's rule from those: the worst relative error of 2^t (1.8e-4), t
 import numpy as np
 from numpy.polynomial import polynomial as P
 
+from lawson_fit import lawson_relative_fit
+
 
 def fit_q(degree=2, iterations=300):
     t = 0.5 * np.cos(np.linspace(0, np.pi, 4001))
     t = t[np.abs(t) > 1e-9]
-    y = (2.0 ** t - 1) / t
-    V = np.vstack([t ** k for k in range(degree + 1)]).T
-    w = np.ones_like(t)
-    for _ in range(iterations):
-        sw = np.sqrt(w) / y
-        c, *_ = np.linalg.lstsq(V * sw[:, None], y * sw, rcond=None)
-        e = np.abs(V @ c - y) / y
-        w = w * e
-        w /= w.sum()
-    return c
+    return lawson_relative_fit(t, (2.0 ** t - 1) / t, degree, iterations)
 
 
 q = fit_q()

@@ -11,20 +11,13 @@ error of t*r(t), evaluated in float32 by Horner's rule from those (1.4e-6).
 """
 import numpy as np
 
+from lawson_fit import lawson_relative_fit
+
 
 def fit(degree=6, iterations=300):
     t = (np.cos(np.linspace(0, np.pi, 4001)) + 1) * 0.5
     t = t[t > 1e-12]
-    y = np.log1p(t) / t
-    V = np.vstack([t ** k for k in range(degree + 1)]).T
-    w = np.ones_like(t)
-    for _ in range(iterations):
-        sw = np.sqrt(w) / y
-        c, *_ = np.linalg.lstsq(V * sw[:, None], y * sw, rcond=None)
-        e = np.abs(V @ c - y) / y
-        w = w * e
-        w /= w.sum()
-    return c
+    return lawson_relative_fit(t, np.log1p(t) / t, degree, iterations)
 
 
 c32 = [np.float32(float(f"{x:.9g}")) for x in fit()]
