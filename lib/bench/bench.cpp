@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <filesystem>
 #include <ctime>
 #include <cstdio>
 #include <memory>
@@ -16,6 +17,7 @@
 #include "model/cuda_model_bench.h"
 #include "model/medmamba_cuda.h"
 #include "model/medmamba.h"
+#include "model/model_file.h"
 #include "ops/cross_entropy.h"
 #include "train/optimizer.h"
 
@@ -45,18 +47,22 @@ static std::string ints(const std::vector<int64_t>& v) {
 
 // "tiny", or "dims=32,64,128,256:depths=2,2,4,2" for a custom architecture.
 static std::string arch_name(const BenchOptions& o) {
+  if (!o.model_file.empty()) return "file=" + std::filesystem::path(o.model_file).filename().string();
   return o.dims.empty() ? o.variant : "dims=" + ints(o.dims) + ":depths=" + ints(o.depths);
 }
 
-MedMamba bench_model(const BenchOptions& o) {
+static LoadedModel bench_model_and_meta(const BenchOptions& o) {
+  if (!o.model_file.empty()) return load_model(o.model_file);
   ModelConfig cfg = ModelConfig::variant(o.variant, o.num_classes);
   if (!o.dims.empty()) cfg.dims = o.dims, cfg.depths = o.depths;
   cfg.image_size = o.image_size;
   cfg.validate();
   MedMamba model(cfg);
   model.init_reference(0);
-  return model;
+  return LoadedModel{std::move(model), ModelMeta{}};
 }
+
+MedMamba bench_model(const BenchOptions& o) { return bench_model_and_meta(o).model; }
 
 Tensor bench_images(const BenchOptions& o, int64_t in_chans) {
   Tensor images = Tensor::empty({o.batch, in_chans, o.image_size, o.image_size});
@@ -89,18 +95,18 @@ static std::string images_per_cpu_second(const BenchOptions& o, double cpu_start
   return s.str();
 }
 
-// bf16 or int8 inference forward (CpuBf16Model, CpuInt8Model); throws (naming the
-// reason) where the build or CPU has no such path.
+// A bf16 or int8 inference forward (CpuBf16Model, CpuInt8Model, which throw naming the
+// reason where the build or CPU has no such path).
 template <class LowPrecisionModel>
-static BenchResult run_cpu_low_precision_benchmark(const BenchOptions& o, const MedMamba& model) {
-  LowPrecisionModel fast(model);
-  Tensor images = bench_images(o, model.config().in_chans);
+static BenchResult time_cpu_low_precision(const BenchOptions& o, LowPrecisionModel& fast, int64_t in_chans,
+                                          const std::string& extra = "") {
+  Tensor images = bench_images(o, in_chans);
   for (int i = 0; i < o.warmup; ++i) fast.forward(images);
   const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();
   for (int i = 0; i < o.iters; ++i) fast.forward(images);
   const double dt = (bench_now_seconds() - t0) / o.iters;
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
-                           images_per_cpu_second(o, c0));
+                           images_per_cpu_second(o, c0) + extra);
 }
 
 static size_t gpu_bytes_in_use() {
@@ -127,9 +133,18 @@ BenchResult run_benchmark(const BenchOptions& o) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
   }
 
-  auto cpu_model = std::make_unique<MedMamba>(bench_model(o));
-  if (o.device == "cpu" && o.precision == "bf16") return run_cpu_low_precision_benchmark<CpuBf16Model>(o, *cpu_model);
-  if (o.device == "cpu" && o.precision == "int8") return run_cpu_low_precision_benchmark<CpuInt8Model>(o, *cpu_model);
+  LoadedModel loaded = bench_model_and_meta(o);
+  const int64_t in_chans = loaded.model.config().in_chans;
+  if (o.device == "cpu" && o.precision == "bf16") {
+    CpuBf16Model fast(loaded.model);
+    return time_cpu_low_precision(o, fast, in_chans);
+  }
+  if (o.device == "cpu" && o.precision == "int8") {
+    const ActivationScales& scales = loaded.meta.int8_activation_scales;
+    CpuInt8Model fast(loaded.model, scales);
+    return time_cpu_low_precision(o, fast, in_chans, scales.empty() ? " scales=per-batch" : " scales=calibrated");
+  }
+  auto cpu_model = std::make_unique<MedMamba>(std::move(loaded.model));
   MedMambaCudaOptions gpu;
   if (o.device == "cuda") gpu.math = parse_gemm_math(o.precision, "--precision");
   const bool on_gpu = o.device == "cuda";

@@ -9,6 +9,9 @@ namespace mm {
 struct BenchOptions {
   std::string variant = "tiny";
   std::vector<int64_t> dims, depths;  // a custom architecture instead of the variant (both or neither)
+  // A model file to time instead: its architecture and weights, and with precision int8
+  // its calibrated activation scales (mm-convert --quantize int8 --calibrate).
+  std::string model_file;
   int batch = 8;
   int image_size = 224;
   int num_classes = 1000;
@@ -33,7 +36,8 @@ class MedMamba;
 class Tensor;
 double bench_now_seconds();
 void check_bench_options(const BenchOptions& o);
-MedMamba bench_model(const BenchOptions& o);  // the variant (or dims/depths) at o.image_size, reference init (seed 0)
+// The model file's model, or the variant (or dims/depths) at o.image_size with the reference init (seed 0).
+MedMamba bench_model(const BenchOptions& o);
 Tensor bench_images(const BenchOptions& o, int64_t in_chans);  // (B,C,S,S) standard normal, seed 1
 // The summary line: "mm-bench variant=... device=<device_field> ... ms/iter=... img/s=...<extra>".
 BenchResult make_bench_result(const BenchOptions& o, double seconds_per_iter, const std::string& device_field,
