@@ -13,6 +13,7 @@
 #include "bench/input_pipeline_bench.h"
 #include "labelled_sample_reader.h"
 #include "model/config.h"
+#include "model/model_file.h"
 #include "core/error.h"
 #include "ops/blas_tuning.h"
 
@@ -26,8 +27,8 @@ int main(int argc, char** argv) {
   app.add_option("--dims", dims, "custom widths per stage, e.g. 32,64,128,256 (with --depths; replaces --variant)");
   app.add_option("--depths", depths, "custom blocks per stage, e.g. 2,2,4,2");
   app.add_option("--model", o.model_file,
-                 "time this model file (.safetensors) instead of a variant; with --precision int8 its calibrated "
-                 "activation scales (give --size its input size)");
+                 "time this model file (.safetensors) instead of a variant, at its input size unless --size is "
+                 "given; with --precision int8 its calibrated activation scales");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--size,--image-size", o.image_size, "image side (multiple of 32)")->capture_default_str();
   app.add_option("--classes", o.num_classes, "number of classes")->capture_default_str();
@@ -58,6 +59,10 @@ int main(int argc, char** argv) {
       std::printf("%s\n", mm::run_input_pipeline_benchmark(pipeline, read_labelled_sample).line.c_str());
       return 0;
     }
+    if (!o.model_file.empty() && !app.count("--size"))  // the model file's own input size
+      o.image_size = int(mm::load_model(o.model_file).meta.preprocess.input_size);
+    if (!torch_python.empty() && !o.model_file.empty())
+      throw mm::Error("--torch times a variant's reference; it cannot load --model files");
     const mm::BenchResult r = mm::run_benchmark(o);
     std::printf("%s blas=%s\n", r.line.c_str(), mm::blas_core_name());
     if (!torch_python.empty()) {
