@@ -1,8 +1,8 @@
 #include "model/cpu_fp32_block.h"
 
-#include <cmath>
 #include <vector>
 
+#include "ops/batchnorm.h"
 #include "ops/depthwise_conv.h"
 #include "ops/layernorm.h"
 #include "ops/linear.h"
@@ -12,17 +12,11 @@ namespace mm {
 
 namespace {
 
-constexpr float kBatchNormEps = 1e-5f;
-
-// An eval-mode BatchNorm as x·scale + shift, computed as batchnorm_forward_eval does.
+// An eval-mode BatchNorm as x·scale + shift (batchnorm_eval_affine, as batchnorm_forward_eval).
 struct EvalBatchNorm {
   std::vector<float> scale, shift;
   EvalBatchNorm(const BatchNormWeights& bn, int64_t c) : scale(size_t(c)), shift(size_t(c)) {
-    for (int64_t i = 0; i < c; ++i) {
-      const float rs = float(1.0 / std::sqrt(double(bn.running_var[i]) + double(kBatchNormEps)));
-      scale[size_t(i)] = (bn.weight ? bn.weight[i] : 1.f) * rs;
-      shift[size_t(i)] = (bn.bias ? bn.bias[i] : 0.f) - bn.running_mean[i] * scale[size_t(i)];
-    }
+    batchnorm_eval_affine(scale.data(), shift.data(), bn.running_mean, bn.running_var, bn.weight, bn.bias, c);
   }
 };
 

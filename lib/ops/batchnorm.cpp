@@ -109,15 +109,20 @@ void batchnorm_forward_train(float* out, float* mean, float* rstd, float* runnin
   scale_shift(out, x, scale.data(), shift.data(), N, C);
 }
 
+void batchnorm_eval_affine(float* scale, float* shift, const float* running_mean, const float* running_var,
+                           const float* weight, const float* bias, int64_t C, float eps) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float rs = float(1.0 / std::sqrt(double(running_var[c]) + double(eps)));
+    scale[c] = gamma_of(weight, c) * rs;
+    shift[c] = (bias ? bias[c] : 0.0f) - running_mean[c] * scale[c];
+  }
+}
+
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean,
                             const float* running_var, const float* weight, const float* bias,
                             int64_t N, int64_t C, float eps) {
   std::vector<float> scale(C), shift(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const float rs = float(1.0 / std::sqrt(double(running_var[c]) + double(eps)));
-    scale[size_t(c)] = gamma_of(weight, c) * rs;
-    shift[size_t(c)] = (bias ? bias[c] : 0.0f) - running_mean[c] * scale[size_t(c)];
-  }
+  batchnorm_eval_affine(scale.data(), shift.data(), running_mean, running_var, weight, bias, C, eps);
   scale_shift(out, x, scale.data(), shift.data(), N, C);
 }
 

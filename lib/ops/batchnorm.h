@@ -43,6 +43,12 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
                             const float* running_var, const float* weight, const float* bias,
                             int64_t N, int64_t C, float eps = 1e-5f);
 
+// The eval-mode BatchNorm as a per-channel affine map, out = x·scale + shift, with the
+// arithmetic batchnorm_forward_eval uses: scale = weight / sqrt(running_var + eps) (the
+// square root in double), shift = bias - running_mean·scale. scale, shift: (C) overwritten.
+void batchnorm_eval_affine(float* scale, float* shift, const float* running_mean, const float* running_var,
+                           const float* weight, const float* bias, int64_t C, float eps = 1e-5f);
+
 // Backward of batchnorm_forward_train (gradient flows through the batch statistics).
 // dx:            (N,C)  +=   dweight, dbias: (C) +=   (each may be nullptr)
 // dout, x:       (N,C)
