@@ -59,10 +59,10 @@ int main(int argc, char** argv) {
       std::printf("%s\n", mm::run_input_pipeline_benchmark(pipeline, read_labelled_sample).line.c_str());
       return 0;
     }
-    if (!o.model_file.empty() && !app.count("--size"))  // the model file's own input size
-      o.image_size = int(mm::load_model(o.model_file).meta.preprocess.input_size);
     if (!torch_python.empty() && !o.model_file.empty())
       throw mm::Error("--torch times a variant's reference; it cannot load --model files");
+    if (!o.model_file.empty() && !app.count("--size"))  // the model file's own input size
+      o.image_size = int(mm::load_model(o.model_file).meta.preprocess.input_size);
     const mm::BenchResult r = mm::run_benchmark(o);
     std::printf("%s blas=%s\n", r.line.c_str(), mm::blas_core_name());
     if (!torch_python.empty()) {

@@ -147,7 +147,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
         float ddl = 0.f;     // dL/dΔ
         float gB = 0.f;      // Σ_n dL/dh_n · B_n
-  #pragma unroll
+#pragma unroll
         for (int n = 0; n < kN; ++n) {
           const float a = step_exp2<kFast>(delta * c.A2[n]);
           const float dhn = dh[n] + dy * Cs[n];               // dL/dh_l
