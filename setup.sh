@@ -21,6 +21,7 @@ PACKAGES=(
   python3-sklearn chromium                 # mm-eval: metric fixtures (sklearn); the HTML report test
   zlib1g-dev                               # deflate in zip archives (PyTorch checkpoints, .npz)
   libdnnl-dev                              # oneDNN: bf16 CPU inference (AMX / AVX512_BF16)
+  ocl-icd-opencl-dev                       # oneDNN's CMake config requires OpenCL (a Recommends apt skips here)
   clang libclang-rt-dev                    # libFuzzer + sanitizers for fuzz/run.sh
   libopenmpi-dev openmpi-bin               # data-parallel mm-train across processes (mpirun)
 )
