@@ -123,8 +123,15 @@ TEST_CASE("bf16: Bf16Linear equals float32 within 2^-7 of sum|x*w|, and the bf16
   }
 }
 
+// Where the CPU has no native bf16 the convolution widens its operands to float32 (the same
+// products), and this checks that path against the same bound.
 TEST_CASE("bf16: Bf16Conv2d (3x3 pad 1 with a folded BatchNorm and ReLU; 4x4 stride 4) against float32") {
-  if (bf16_missing()) return;
+  const std::string why = bf16_conv_unavailable_reason();
+  if (!why.empty()) {
+    MESSAGE("skipped: " << why);
+    return;
+  }
+  MESSAGE((bf16_unavailable_reason().empty() ? "native bf16 convolution" : "bf16 operands widened to float32"));
   struct Case { int64_t B, H, Cin, Cout, k, stride, pad; bool fold; };
   for (const Case c : {Case{2, 7, 24, 24, 3, 1, 1, true}, Case{2, 16, 3, 16, 4, 4, 0, false}}) {
     CAPTURE(c.k);
@@ -149,6 +156,13 @@ TEST_CASE("bf16: Bf16Conv2d (3x3 pad 1 with a folded BatchNorm and ReLU; 4x4 str
     std::vector<float> out(static_cast<size_t>(out_n));
     conv.forward(out.data(), as_bf16(x).data(), s.B, s.H, s.W);
     check_within("conv against float32", out, ref, bound, 1.0 / 128);
+    // bf16 out: the float32 out rounded to bf16 (to 2^-8 relative, as summation orders may differ).
+    std::vector<uint16_t> out16(static_cast<size_t>(out_n));
+    conv.forward_bf16(out16.data(), as_bf16(x).data(), s.B, s.H, s.W);
+    int bad = 0;
+    for (int64_t i = 0; i < out_n; ++i)
+      bad += std::fabs(bf16_to_float(out16[size_t(i)]) - out[size_t(i)]) > std::fabs(out[size_t(i)]) / 256 + 1e-5f * bound[size_t(i)];
+    CHECK(bad == 0);
   }
 }
 

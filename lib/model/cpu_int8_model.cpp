@@ -54,7 +54,7 @@ struct Int8Precision {
 
 std::string int8_model_unavailable_reason() {
   std::string why = int8_unavailable_reason();
-  if (why.empty()) why = bf16_unavailable_reason();  // its convolutions are bf16
+  if (why.empty()) why = bf16_conv_unavailable_reason();  // its convolutions are bf16
   return why;
 }
 

@@ -10,7 +10,7 @@
 // brain-MRI model: see test/test_int8.cpp and docs/benchmarks.md.
 //
 // Inference only. Throws mm::Error at construction when the build or the CPU has
-// no int8 path or no bf16 path (int8_model_unavailable_reason()).
+// no int8 path (int8_model_unavailable_reason()).
 #include <map>
 #include <memory>
 #include <string>
@@ -21,7 +21,8 @@
 
 namespace mm {
 
-// Empty when CpuInt8Model can run here (oneDNN, and AVX512_VNNI with AVX512_BF16, or AMX).
+// Empty when CpuInt8Model can run here (oneDNN, and AVX512_VNNI or AMX; its bf16 convolutions
+// compute in float32 on CPUs without AVX512_BF16, see Bf16Conv2d).
 std::string int8_model_unavailable_reason();
 
 class CpuInt8Model {

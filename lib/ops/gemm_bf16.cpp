@@ -105,6 +105,8 @@ std::string bf16_unavailable_reason() {
   return "this CPU has neither AVX512_BF16 nor AMX (or ONEDNN_MAX_CPU_ISA excludes them)";
 }
 
+std::string bf16_conv_unavailable_reason() { return ""; }
+
 struct Bf16Linear::Impl {
   int64_t K = 0, N = 0;
   Bf16Epilogue epilogue = Bf16Epilogue::None;
@@ -156,6 +158,10 @@ struct Bf16Conv2d::Impl {
   std::vector<uint16_t> weight;  // (Cout,Cin,KH,KW) bf16, scale folded in
   std::vector<float> bias;       // (Cout), scale and shift folded in
   memory bias_mem;
+  // No native bf16: the bf16 operands widened to float32 (exactly) and a float32 convolution,
+  // 3-4x faster than oneDNN's bf16 emulation here; the same products, summed in another order.
+  bool widen = false;
+  mutable std::vector<float> x_wide, out_wide;  // widen: the input, and the output before bf16 rounding
   mutable std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Compiled<dnnl::convolution_forward>> cache;
 
   const Compiled<dnnl::convolution_forward>& compiled(int64_t B, int64_t H, int64_t W, bool bf16_out) const {
@@ -164,10 +170,11 @@ struct Bf16Conv2d::Impl {
     if (it != cache.end()) return it->second;
     Conv2dShape s = g;
     s.B = B; s.H = H; s.W = W;
-    const memory::desc src_md({B, s.Cin, H, W}, dt::bf16, tag::nhwc);
-    const memory::desc w_any({s.Cout, s.Cin, s.KH, s.KW}, dt::bf16, tag::any);
+    const dt in = widen ? dt::f32 : dt::bf16, out = bf16_out && !widen ? dt::bf16 : dt::f32;
+    const memory::desc src_md({B, s.Cin, H, W}, in, tag::nhwc);
+    const memory::desc w_any({s.Cout, s.Cin, s.KH, s.KW}, in, tag::any);
     const memory::desc bias_md({s.Cout}, dt::f32, tag::a);
-    const memory::desc dst_md({B, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc);
+    const memory::desc dst_md({B, s.Cout, s.out_h(), s.out_w()}, out, tag::nhwc);
     const dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                             src_md, w_any, bias_md, dst_md, {s.stride, s.stride}, {s.pad, s.pad},
                                             {s.pad, s.pad});
@@ -182,18 +189,32 @@ struct Bf16Conv2d::Impl {
     Conv2dShape s = g;
     s.B = B; s.H = H; s.W = W;
     const Compiled<dnnl::convolution_forward>& c = compiled(B, H, W, bf16_out);
-    memory src({{B, s.Cin, H, W}, dt::bf16, tag::nhwc}, engine(), const_cast<uint16_t*>(x));
-    memory dst({{B, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc}, engine(), out);
+    const int64_t in_n = B * H * W * s.Cin, out_n = B * s.out_h() * s.out_w() * s.Cout;
+    void* src_data = const_cast<uint16_t*>(x);
+    void* dst_data = out;
+    if (widen) {
+      x_wide.resize(size_t(in_n));
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < in_n; ++i) x_wide[size_t(i)] = bf16_to_float(x[i]);
+      src_data = x_wide.data();
+      if (bf16_out) {
+        out_wide.resize(size_t(out_n));
+        dst_data = out_wide.data();
+      }
+    }
+    const dt in = widen ? dt::f32 : dt::bf16, out_dt = bf16_out && !widen ? dt::bf16 : dt::f32;
+    memory src({{B, s.Cin, H, W}, in, tag::nhwc}, engine(), src_data);
+    memory dst({{B, s.Cout, s.out_h(), s.out_w()}, out_dt, tag::nhwc}, engine(), dst_data);
     run(c.primitive, src, c.weights, bias_mem, dst);
+    if (widen && bf16_out) to_bf16(static_cast<uint16_t*>(out), out_wide.data(), out_n);
   }
 };
 
 Bf16Conv2d::Bf16Conv2d(const Conv2dShape& geometry, const float* weight, const float* bias, const float* scale,
                        const float* shift, Bf16Epilogue epilogue)
     : impl_(std::make_unique<Impl>()) {
-  const std::string why = bf16_unavailable_reason();
-  MM_CHECK(why.empty(), "bf16 convolution: " + why);
   Impl& m = *impl_;
+  m.widen = !bf16_unavailable_reason().empty();
   m.g = geometry;
   m.epilogue = epilogue;
   const int64_t Cout = geometry.Cout, K = geometry.col_k();
@@ -218,6 +239,7 @@ void Bf16Conv2d::forward_bf16(uint16_t* out, const uint16_t* x, int64_t B, int64
 #else  // no oneDNN
 
 std::string bf16_unavailable_reason() { return "this build has no oneDNN (install libdnnl-dev and rebuild)"; }
+std::string bf16_conv_unavailable_reason() { return bf16_unavailable_reason(); }
 
 struct Bf16Linear::Impl {};
 struct Bf16Conv2d::Impl {};

@@ -6,7 +6,10 @@
 // leave as float32 or bf16. The work is done by oneDNN, which picks AMX or
 // AVX512_BF16 kernels at run time. A build without oneDNN, or a CPU without
 // either instruction set (oneDNN would emulate bf16, slower than float32), has
-// no bf16 path: bf16_unavailable_reason() says why, and the constructors throw.
+// no bf16 GEMM: bf16_unavailable_reason() says why, and Bf16Linear throws.
+// Bf16Conv2d still runs there (so that CpuInt8Model, whose convolutions take bf16
+// activations, runs on CPUs with VNNI alone): it widens its bf16 operands to
+// float32, exactly, and convolves in float32.
 //
 // Primitives are created per input shape on first use and cached; the ops are
 // not safe to call from several threads at once (each call is parallel inside).
@@ -20,6 +23,8 @@ namespace mm {
 
 // Empty when this build and this CPU run bf16 GEMMs natively; otherwise the reason.
 std::string bf16_unavailable_reason();
+// Empty when Bf16Conv2d can run (natively or widened to float32): a build with oneDNN.
+std::string bf16_conv_unavailable_reason();
 
 // dst[i] = bf16(src[i]), rounded to nearest even (as torch's .to(torch.bfloat16)).
 void to_bf16(uint16_t* dst, const float* src, int64_t n);
