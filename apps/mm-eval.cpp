@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   app.add_option("--exclude", a.exclude, "file listing samples to leave out, relative to the data folder");
   app.add_option("--batch-size", a.batch_size, "images per forward pass")->capture_default_str()->check(
       CLI::PositiveNumber);
-  app.add_option("--threads", a.threads, "CPU threads (0: OpenMP default)")->capture_default_str();
+  app.add_option("--threads", a.threads, "threads decoding images, and the CPU model's threads (0: the CPUs this process may run on)")->capture_default_str();
   app.add_option("--device", a.device, "cpu | cuda | auto (cuda when a GPU is present)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));

@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
   app.add_option("--threads", a.threads, "decoding threads, and CPU threads for the model (default: the CPUs this "
                                          "process may use)")->check(CLI::PositiveNumber);
   app.add_option("--shard", a.shard, "i/N: classify only the i-th of N equal runs of the sorted inputs (1 <= i <= N)");
+  app.add_flag("--cpu-preprocess", a.cpu_preprocess,
+               "with --device cuda: window, resize and normalise on the CPU (default: on the GPU, except with "
+               "--save-preprocessed or --saliency)");
   app.add_option("--save-preprocessed", a.save_preprocessed, "write each model input as float32 (C,S,S) .npy here");
   app.add_flag("--table", a.table, "also print a readable table (file, predicted class, probability) on stdout; needs -o");
   app.add_option("--saliency", a.saliency, "write a gradient x input heat-map PNG per image here (CPU backward pass)");

@@ -31,6 +31,26 @@ int sm_count();
 std::string device_name();
 void memory_info(size_t* free_bytes, size_t* total_bytes);  // of the current device
 
+// Page-locked host memory (copies from it run at the bus's speed and do not block the
+// host); throws mm::Error when it cannot be had.
+void* malloc_host_pinned(size_t bytes);
+void free_host_pinned(void* p);
+
+// A point in a stream that the host can wait for.
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(Stream s);
+  void synchronize();  // returns at once when nothing was recorded
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // One stream capture replayed as a CUDA graph (for fixed shapes and buffers).
 class CapturedGraph {
  public:
@@ -169,5 +189,39 @@ struct ScanArgs {
 int64_t ss2d_scan_workspace_floats(const ScanArgs& a);
 
 void ss2d_scan(const ScanArgs& a, Stream s);
+
+// ---------------------------------------------------------------------------
+// Model inputs from decoded images: lib/data/preprocess.h's preprocess_into on the GPU
+// (window, separable resize with the vertical pass first, channels, normalisation), with the
+// same arithmetic: the window in double, each pass accumulating its taps in order in double
+// into a float. Results agree with the CPU's to about a float ulp.
+
+struct ResizeAxisDevice {  // lib/data/preprocess.h's AxisWeights, on the device
+  const int32_t* first = nullptr;
+  const int32_t* count = nullptr;
+  const double* weights = nullptr;  // (S, stride)
+  int32_t stride = 0;
+};
+
+struct PreprocessItem {
+  int64_t pixels = 0;  // offset (floats) of the image, H x W x channels interleaved, in physical units
+  int64_t rows_done = 0;  // offset (floats) of its vertical pass's result, S x W x channels
+  int32_t height = 0, width = 0, channels = 0;  // channels: 1 or 3
+  double window_low = 0, window_high = 1;
+  ResizeAxisDevice rows, cols;  // rows: H -> S (vertical), cols: W -> S (horizontal)
+};
+
+struct PreprocessArgs {
+  const PreprocessItem* items = nullptr;  // device, n of them
+  int64_t n = 0;
+  const float* pixels = nullptr;  // the images
+  float* rows_done = nullptr;     // scratch for the vertical passes
+  float* out = nullptr;           // (n, out_channels, S, S) float32 NCHW
+  int64_t max_rows_done = 0;      // the largest S x W x channels of an item (grid size)
+  int32_t side = 0, out_channels = 0;  // S; 1 or 3
+  float mean[3] = {}, inv_std[3] = {};
+};
+
+void preprocess_images(const PreprocessArgs& a, Stream s);
 
 }  // namespace mm::cuda

@@ -39,6 +39,39 @@ std::string device_name() {
   return p.name;
 }
 
+void* malloc_host_pinned(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMallocHost(&p, bytes);
+  if (e != cudaSuccess)
+    throw Error("cannot allocate " + std::to_string(bytes >> 20) + " MiB of page-locked host memory: " +
+                cudaGetErrorString(e));
+  return p;
+}
+
+void free_host_pinned(void* p) {
+  if (p) cudaFreeHost(p);  // a destructor path: nothing useful to do on failure
+}
+
+struct Event::Impl {
+  cudaEvent_t e = nullptr;
+  bool recorded = false;
+};
+
+Event::Event() : impl_(std::make_unique<Impl>()) {
+  MM_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->e, cudaEventDisableTiming));
+}
+
+Event::~Event() { cudaEventDestroy(impl_->e); }
+
+void Event::record(Stream s) {
+  MM_CUDA_CHECK(cudaEventRecord(impl_->e, s));
+  impl_->recorded = true;
+}
+
+void Event::synchronize() {
+  if (impl_->recorded) MM_CUDA_CHECK(cudaEventSynchronize(impl_->e));
+}
+
 struct CapturedGraph::Impl {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;

@@ -13,6 +13,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "core/error.h"
 #include "data/npz.h"
@@ -491,7 +492,7 @@ TEST_CASE("predict classifier: device names; CUDA refused cleanly where there is
   }
 }
 
-TEST_CASE("predict pipeline: CPU and CUDA give the same records (runs where a GPU is present)") {
+TEST_CASE("predict pipeline: CPU and CUDA give the same records, inputs made on either (runs where a GPU is present)") {
   if (!mm::cuda_available()) {
     MESSAGE("skipped: no CUDA device");
     return;
@@ -508,16 +509,17 @@ TEST_CASE("predict pipeline: CPU and CUDA give the same records (runs where a GP
     }
     FakeFiles fs_;
     std::vector<mm::InputFile> files;
-    for (int i = 0; i < 12; ++i) {
+    for (int i = 0; i < 14; ++i) {
       files.push_back({"g" + std::to_string(100 + i), false});
-      fs_.frames[files.back().path] = 1 + i % 2;
+      fs_.frames[files.back().path] = i == 4 ? -1 : i == 9 ? 0 : 1 + i % 2;  // a corrupt file, one without image
     }
     const mm::ImagesReader reader = [&](const std::string& p) { return fs_.read(p); };
-    auto run = [&](mm::DeviceChoice device, const std::string& precision) {
+    auto run = [&](mm::DeviceChoice device, const std::string& precision, bool preprocess_on_gpu = true) {
       auto classifier = mm::make_classifier(m.model, {device, precision});
       mm::PredictOptions o;
       o.batch_size = 5;
       o.decode_threads = 3;
+      o.preprocess_on_gpu = preprocess_on_gpu;
       o.logits = true;
       std::vector<mm::Prediction> out;
       mm::run_predictions(files, reader, *classifier, m.meta, o, [&](const mm::Prediction& p) { out.push_back(p); });
@@ -525,22 +527,27 @@ TEST_CASE("predict pipeline: CPU and CUDA give the same records (runs where a GP
     };
     const std::vector<mm::Prediction> cpu = run(mm::DeviceChoice::Cpu, "fp32");
     // Largest probability difference allowed per precision (docs/benchmarks-gpu.md has the logits' errors).
-    for (const auto& [precision, tolerance] : std::vector<std::pair<std::string, double>>{
-             {"fp32", 1e-5}, {"tf32", 2e-3}, {"fp16", 5e-3}, {"bf16", 3e-2}}) {
-      const std::vector<mm::Prediction> gpu = run(mm::DeviceChoice::Cuda, precision);
+    // fp32 twice: inputs made on the GPU (the default) and on the CPU.
+    for (const auto& [precision, tolerance, on_gpu] : std::vector<std::tuple<std::string, double, bool>>{
+             {"fp32", 1e-5, true}, {"fp32", 1e-5, false}, {"tf32", 2e-3, true}, {"fp16", 5e-3, true},
+             {"bf16", 3e-2, true}}) {
+      CAPTURE(on_gpu);
+      const std::vector<mm::Prediction> gpu = run(mm::DeviceChoice::Cuda, precision, on_gpu);
       REQUIRE(gpu.size() == cpu.size());
       double worst = 0;
       int64_t disagreements = 0;
       for (size_t r = 0; r < cpu.size(); ++r) {
         CHECK(gpu[r].path == cpu[r].path);
         CHECK(gpu[r].frame == cpu[r].frame);
+        CHECK(gpu[r].status == cpu[r].status);
+        CHECK(gpu[r].error == cpu[r].error);
         for (size_t c = 0; c < cpu[r].probabilities.size(); ++c)
           worst = std::max(worst, std::fabs(gpu[r].probabilities[c] - cpu[r].probabilities[c]));
         disagreements += gpu[r].class_index != cpu[r].class_index;
       }
       const std::string model_name = full_size ? "MedMamba-T 224" : "tiny 32";
-      MESSAGE(model_name << " " << precision << ": largest probability difference " << worst << ", " << disagreements
-                         << " class changes");
+      MESSAGE(model_name << " " << precision << (on_gpu ? ", inputs made on the GPU" : ", inputs made on the CPU")
+                         << ": largest probability difference " << worst << ", " << disagreements << " class changes");
       CHECK(worst <= tolerance);
       if (precision == "fp32") CHECK(disagreements == 0);
     }

@@ -42,13 +42,6 @@ double cubic_filter(double x) {  // Keys cubic with a = -0.5, as Pillow
   return 0.0;
 }
 
-// For each output position, the first source index and the normalised weights.
-struct AxisWeights {
-  std::vector<int64_t> first, count;
-  std::vector<double> weights;  // out_size rows of `stride` entries
-  int64_t stride = 0;
-};
-
 // Pillow's precompute_coeffs: when shrinking, the filter's support is scaled by
 // the shrink factor, which is what makes its bilinear antialiased.
 AxisWeights pillow_weights(int64_t in_size, int64_t out_size, double (*filter)(double), double support) {
@@ -121,6 +114,8 @@ AxisWeights nearest_weights(int64_t in_size, int64_t out_size) {
   return a;
 }
 
+}  // namespace
+
 AxisWeights axis_weights(int64_t in_size, int64_t out_size, Interpolation m) {
   switch (m) {
     case Interpolation::Bilinear: return pillow_weights(in_size, out_size, triangle_filter, 1.0);
@@ -130,8 +125,6 @@ AxisWeights axis_weights(int64_t in_size, int64_t out_size, Interpolation m) {
   }
   throw Error("resize: bad interpolation");
 }
-
-}  // namespace
 
 void resize_pixels(const float* src, int64_t h, int64_t w, int64_t c, float* dst, int64_t out_h,
                    int64_t out_w, Interpolation method) {
@@ -281,11 +274,15 @@ Image apply_window(const Image& img) {
   return out;
 }
 
-void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
+void check_preprocessable(const Image& img) {
   MM_CHECK(img.channels == 1 || img.channels == 3,
            img.source_path + ": preprocess needs 1 or 3 channels, got " + std::to_string(img.channels));
   MM_CHECK(img.height > 0 && img.width > 0, img.source_path + ": preprocess: empty image");
   MM_CHECK(int64_t(img.pixels.size()) == img.numel(), img.source_path + ": preprocess: pixel count mismatch");
+}
+
+void preprocess_into(const Image& img, const Preprocess& p, float* dst) {
+  check_preprocessable(img);
   const int64_t out_c = int64_t(p.mean.size());
   MM_CHECK((out_c == 1 || out_c == 3) && p.std.size() == p.mean.size(),
            "preprocess: mean/std must have 1 or 3 entries");

@@ -10,6 +10,7 @@
 // The output is float32 C x S x S (one NCHW batch item).
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 #include "data/image.h"
@@ -27,6 +28,15 @@ enum class Interpolation {
 Interpolation interpolation_from_name(const std::string& name);
 const char* interpolation_name(Interpolation m);
 
+// The separable resize's filter along one axis: output position i is the sum over
+// j < count[i] of weights[i * stride + j] * source[first[i] + j].
+struct AxisWeights {
+  std::vector<int64_t> first, count;
+  std::vector<double> weights;  // out_size rows of `stride` entries
+  int64_t stride = 0;
+};
+AxisWeights axis_weights(int64_t in_size, int64_t out_size, Interpolation method);
+
 // Resizes an h x w image with c interleaved channels into dst (out_h x out_w x c).
 // Matches Pillow's float ("F" mode) resize: separable, horizontal pass first,
 // double accumulation, float intermediate.
@@ -36,6 +46,9 @@ Image resize(const Image& img, int64_t out_h, int64_t out_w, Interpolation metho
 
 // A copy with pixels mapped through the window to [0, 1] (window then set to [0, 1]).
 Image apply_window(const Image& img);
+
+// Throws mm::Error naming the file unless img has 1 or 3 channels, a size, and its pixels.
+void check_preprocessable(const Image& img);
 
 // The whole pipeline into dst, which holds mean.size() * S * S floats.
 void preprocess_into(const Image& img, const Preprocess& p, float* dst);

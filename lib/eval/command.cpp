@@ -13,6 +13,7 @@
 #include "eval/evaluation.h"
 #include "eval/predictions_file.h"
 #include "predict/classifier.h"
+#include "predict/pipeline.h"  // available_cpus
 #include "eval/report_console.h"
 #include "eval/report_html.h"
 #include "eval/report_json.h"
@@ -61,25 +62,15 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
                    (long long)dataset.num_classes());
     ModelRunOptions run_options;
     run_options.batch_size = a.batch_size;
+    run_options.decode_threads = a.threads > 0 ? a.threads : available_cpus();
     if (!a.quiet && isatty(STDERR_FILENO)) run_options.progress = show_progress;
     MM_CHECK(a.precision != "int8" || a.device != "cuda", "--precision int8 runs on the CPU only (use --device cpu)");
     const Device device = a.precision == "int8" ? Device::CPU : resolve_device(a.device);
-    std::unique_ptr<Model> model = std::make_unique<MedMamba>(std::move(lm.model));
-    std::unique_ptr<Classifier> classifier;
-    if (device == Device::CUDA) {
-      MedMambaCudaOptions gpu;
-      gpu.fast_eval = a.precision != "fp32";
-      if (gpu.fast_eval) gpu.fast = cuda_inference_options(a.precision);
-      model = model_on_device(std::move(model), device, gpu);
-      if (!a.quiet)
-        std::fprintf(stderr, "mm-eval: cuda (%s, %s)\n", static_cast<MedMambaCuda&>(*model).device_name().c_str(),
-                     a.precision.c_str());
-    } else if (a.precision != "fp32") {
-      classifier = make_classifier(static_cast<MedMamba&>(*model),
-                                   ClassifierOptions{DeviceChoice::Cpu, a.precision, lm.meta.int8_activation_scales});
-      run_options.logits = [&](const Tensor& batch) { return classifier->logits(batch); };
-    }
-    scores = run_model_on_dataset(*model, lm.meta, dataset, read_sample_file, run_options);
+    std::unique_ptr<Classifier> classifier =
+        make_classifier(lm.model, ClassifierOptions{device == Device::CUDA ? DeviceChoice::Cuda : DeviceChoice::Cpu,
+                                                    a.precision, lm.meta.int8_activation_scales});
+    if (!a.quiet && device == Device::CUDA) std::fprintf(stderr, "mm-eval: %s\n", classifier->description().c_str());
+    scores = run_model_on_dataset(*classifier, lm.meta, dataset, read_sample_file, run_options);
     for (size_t i = 0; i < dataset.samples.size(); ++i) {
       ids.push_back(dataset.samples[i].id);
       dataset_index.push_back(i);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "data/preprocess.h"
+#include "predict/pipeline.h"
 
 namespace mm {
 
@@ -46,55 +47,40 @@ std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& m
   return names;
 }
 
-void softmax_into(const float* logits, int64_t k, double* probabilities) {
-  const double top = *std::max_element(logits, logits + k);
-  double sum = 0;
-  for (int64_t c = 0; c < k; ++c) sum += probabilities[c] = std::exp(double(logits[c]) - top);
-  for (int64_t c = 0; c < k; ++c) probabilities[c] /= sum;
-}
-
-ScoredSamples run_model_on_dataset(Model& model, const ModelMeta& meta, const Dataset& d,
+ScoredSamples run_model_on_dataset(Classifier& classifier, const ModelMeta& meta, const Dataset& d,
                                    const ImageFileReader& read_file, const ModelRunOptions& options) {
   MM_CHECK(options.batch_size >= 1, "batch size must be at least 1");
   const std::vector<int64_t> model_class = model_class_of_dataset_class(d, meta);
-  const ModelConfig& cfg = model.config();
-  const int64_t n = int64_t(d.samples.size()), k = cfg.num_classes, side = meta.preprocess.input_size;
-  MM_CHECK(side == cfg.image_size && int64_t(meta.preprocess.mean.size()) == cfg.in_chans,
-           "model preprocessing (" + std::to_string(side) + " px, " + std::to_string(meta.preprocess.mean.size()) +
-               " channels) disagrees with its config (" + std::to_string(cfg.image_size) + " px, " +
-               std::to_string(cfg.in_chans) + " channels)");
+  const int64_t n = int64_t(d.samples.size()), k = meta.config.num_classes;
+
+  // mm-predict's pipeline, with the sample index for a path: decoding overlaps the
+  // model, and a GPU classifier makes its inputs on the GPU.
+  std::vector<InputFile> inputs;
+  for (int64_t i = 0; i < n; ++i) inputs.push_back({std::to_string(i), false});
+  const ImagesReader read_sample = [&](const std::string& index) {
+    return std::vector<Image>{load_image(d, size_t(std::stoll(index)), read_file)};
+  };
+  PredictOptions po;
+  po.batch_size = options.batch_size;
+  po.decode_threads = options.decode_threads;
+  if (options.progress)
+    po.progress = [&](const PredictProgress& p) { options.progress(p.images_done, n); };
 
   ScoredSamples out;
   out.num_classes = k;
   out.labels.resize(size_t(n));
   out.probabilities.resize(size_t(n * k));
-  const int64_t item = cfg.in_chans * side * side;
-  for (int64_t start = 0; start < n; start += options.batch_size) {
-    const int64_t b = std::min(options.batch_size, n - start);
-    Tensor batch = Tensor::empty({b, cfg.in_chans, side, side});
-    // The batch's images are decoded and preprocessed in parallel (the readers are
-    // thread-safe: mm-train's cache reads with them the same way); the first failure in
-    // sample order is the one reported.
-    std::vector<std::exception_ptr> failed(static_cast<size_t>(b));
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < b; ++i) {
-      try {
-        preprocess_into(load_image(d, size_t(start + i), read_file), meta.preprocess, batch.f32() + i * item);
-      } catch (...) {
-        failed[size_t(i)] = std::current_exception();
-      }
-    }
-    for (const std::exception_ptr& e : failed)
-      if (e) std::rethrow_exception(e);
-    for (int64_t i = 0; i < b; ++i) {
-      const size_t s = size_t(start + i);
-      out.labels[s] = model_class[size_t(d.samples[s].label)];
-    }
-    const Tensor logits = options.logits ? options.logits(batch) : model.forward(batch, /*train=*/false);
-    for (int64_t i = 0; i < b; ++i)
-      softmax_into(logits.f32() + i * k, k, out.probabilities.data() + (start + i) * k);
-    if (options.progress) options.progress(start + b, n);
-  }
+  int64_t next = 0;
+  run_predictions(inputs, read_sample, classifier, meta, po, [&](const Prediction& p) {
+    // An unreadable sample stops the evaluation: scores without it would not be the dataset's.
+    if (p.status != PredictionStatus::Ok) throw Error(p.error);
+    const size_t s = size_t(std::stoll(p.path));
+    MM_CHECK(int64_t(s) == next, "mm-eval: records out of order");
+    ++next;
+    out.labels[s] = model_class[size_t(d.samples[s].label)];
+    std::copy(p.probabilities.begin(), p.probabilities.end(), out.probabilities.begin() + int64_t(s) * k);
+  });
+  MM_CHECK(next == n, "mm-eval: " + std::to_string(n - next) + " samples were not scored");
   return out;
 }
 

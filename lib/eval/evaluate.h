@@ -1,7 +1,7 @@
 #pragma once
 // Runs a model over a labelled dataset: the `mm-eval --model M --data D` path.
-//   dataset sample -> image (load_image) -> preprocess (the model's metadata)
-//   -> batch -> MedMamba::forward -> softmax -> ScoredSamples
+//   dataset sample -> image (load_image) -> mm-predict's pipeline (preprocess,
+//   batch, the classifier, softmax) -> ScoredSamples
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -10,6 +10,8 @@
 #include "data/dataset.h"
 #include "eval/metrics.h"
 #include "model/model_file.h"
+#include "predict/classifier.h"
+#include "predict/prediction.h"  // softmax_into
 
 namespace mm {
 
@@ -27,18 +29,15 @@ std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& m
 
 struct ModelRunOptions {
   int64_t batch_size = 16;
-  // Logits of a batch; empty: model.forward in eval mode, on the model's backend.
-  std::function<Tensor(const Tensor&)> logits;
-  // Called after each batch with (samples done, total).
+  int decode_threads = 1;  // threads reading and preprocessing samples while the model runs
+  // Called as batches finish with (samples done, total).
   std::function<void(int64_t, int64_t)> progress;
 };
 
-// Softmax probabilities for every sample of d, in dataset order; labels mapped
-// to the model's classes. An unreadable image is an error naming the file.
-ScoredSamples run_model_on_dataset(Model& model, const ModelMeta& meta, const Dataset& d,
+// Softmax probabilities for every sample of d, in dataset order; labels mapped to the
+// model's classes. Runs mm-predict's pipeline (predict/pipeline.h) with the classifier
+// (any backend and precision). An unreadable image is an error naming the file.
+ScoredSamples run_model_on_dataset(Classifier& classifier, const ModelMeta& meta, const Dataset& d,
                                    const ImageFileReader& read_file, const ModelRunOptions& options = {});
-
-// Softmax of one row of logits, in double.
-void softmax_into(const float* logits, int64_t k, double* probabilities);
 
 }  // namespace mm

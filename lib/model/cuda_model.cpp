@@ -415,6 +415,7 @@ Tensor CudaMedMamba::forward_device(const Tensor& images) {
 }
 
 void CudaMedMamba::synchronize() { cuda::stream_sync(impl_->stream); }
+CUstream_st* CudaMedMamba::stream() const { return impl_->stream; }
 
 Tensor CudaMedMamba::forward(const Tensor& images) {
   Tensor logits = forward_device(images);

@@ -16,6 +16,8 @@
 #include "core/tensor.h"
 #include "model/medmamba.h"
 
+struct CUstream_st;
+
 namespace mm {
 
 enum class Precision { F32, BF16, F16 };
@@ -47,6 +49,8 @@ class CudaMedMamba {
   // stay on the GPU, in a buffer that the next call overwrites. synchronize() before reading.
   Tensor forward_device(const Tensor& images);
   void synchronize();
+  // The stream every pass is queued on (a cudaStream_t), for work that must run in order with them.
+  CUstream_st* stream() const;
 
  private:
   struct Impl;

@@ -16,6 +16,7 @@ std::string CudaMedMamba::device_name() const { throw Error("CudaMedMamba: built
 Tensor CudaMedMamba::forward(const Tensor&) { throw Error("CudaMedMamba: built without CUDA"); }
 Tensor CudaMedMamba::forward_device(const Tensor&) { throw Error("CudaMedMamba: built without CUDA"); }
 void CudaMedMamba::synchronize() { throw Error("CudaMedMamba: built without CUDA"); }
+CUstream_st* CudaMedMamba::stream() const { throw Error("CudaMedMamba: built without CUDA"); }
 
 }  // namespace mm
 

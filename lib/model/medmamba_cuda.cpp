@@ -48,6 +48,7 @@ std::map<std::string, Tensor> MedMambaCuda::state() const { no_cuda(); }
 Tensor MedMambaCuda::forward(const Tensor&, bool, bool) { no_cuda(); }
 Tensor MedMambaCuda::backward(const Tensor&, bool) { no_cuda(); }
 void MedMambaCuda::zero_grad() { no_cuda(); }
+CudaMedMamba& MedMambaCuda::eval_engine() { no_cuda(); }
 void MedMambaCuda::seed_drop_path(uint64_t) { no_cuda(); }
 std::string MedMambaCuda::device_name() const { no_cuda(); }
 }  // namespace mm
@@ -261,20 +262,24 @@ std::map<std::string, Tensor> MedMambaCuda::state() const {
   return cpu.state();
 }
 
+CudaMedMamba& MedMambaCuda::eval_engine() {
+  Impl& m = *impl_;
+  MM_CHECK(m.opts.fast_eval, "MedMambaCuda::eval_engine: the model was made without fast_eval");
+  if (!m.fast) {
+    MedMamba cpu(m.cfg);
+    cpu.params().copy_from(m.params);
+    cpu.batches_tracked() = m.batches_tracked;
+    m.fast = std::make_unique<CudaMedMamba>(cpu, m.opts.fast);
+  }
+  return *m.fast;
+}
+
 Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_backward) {
   Impl& m = *impl_;
   const ModelConfig& cfg = m.cfg;
   keep_for_backward = keep_for_backward || train;
   const int64_t B = images.dim(0), S = check_forward_input(cfg, images);
-  if (m.opts.fast_eval && !train && !keep_for_backward) {
-    if (!m.fast) {
-      MedMamba cpu(cfg);
-      cpu.params().copy_from(m.params);
-      cpu.batches_tracked() = m.batches_tracked;
-      m.fast = std::make_unique<CudaMedMamba>(cpu, m.opts.fast);
-    }
-    return m.fast->forward(images);
-  }
+  if (m.opts.fast_eval && !train && !keep_for_backward) return eval_engine().forward(images);
   const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
   ModelActsCuda& a = m.acts;
   allocate_acts(a, cfg, B, S, train, keep_for_backward);

@@ -65,6 +65,9 @@ class MedMambaCuda : public Model {
   void seed_drop_path(uint64_t seed) override;
 
   std::string device_name() const;
+  // The eval engine (MedMambaCudaOptions::fast_eval), built from the parameters on first use
+  // and after params_changed(): for callers that queue work on its stream (GpuBatches).
+  CudaMedMamba& eval_engine();
 
  private:
   struct Impl;

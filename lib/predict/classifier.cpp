@@ -23,10 +23,20 @@ class ModelClassifier : public Classifier {
   Tensor logits(const Tensor& images) override { return model_.forward(images, /*train=*/false); }
   std::string description() const override { return description_; }
 
+ protected:
+  Model& model() { return model_; }
+
  private:
   std::unique_ptr<Model> owned_;
   Model& model_;
   std::string description_;
+};
+
+class CudaClassifier : public ModelClassifier {
+ public:
+  CudaClassifier(std::unique_ptr<MedMambaCuda> model, std::string description)
+      : ModelClassifier(std::move(model), std::move(description)) {}
+  CudaMedMamba* cuda_engine() override { return &static_cast<MedMambaCuda&>(model()).eval_engine(); }
 };
 
 std::unique_ptr<Classifier> cpu_fp32_classifier(MedMamba& model) {
@@ -107,7 +117,7 @@ std::unique_ptr<Classifier> make_classifier(MedMamba& model, const ClassifierOpt
   gpu.fast = cuda_inference_options(options.precision);
   auto device_model = MedMambaCuda::copy_of(model, gpu);
   const std::string description = "cuda (" + device_model->device_name() + ", " + options.precision + ")";
-  return std::make_unique<ModelClassifier>(std::move(device_model), description);
+  return std::make_unique<CudaClassifier>(std::move(device_model), description);
 }
 
 }  // namespace mm

@@ -39,6 +39,9 @@ class Classifier {
   virtual Tensor logits(const Tensor& images) = 0;
   // "cpu" or "cuda (<GPU name>, <precision>)", for -v output.
   virtual std::string description() const = 0;
+  // The GPU engine behind a CUDA classifier, for callers that make batches on the GPU
+  // (GpuBatches); nullptr on the CPU.
+  virtual CudaMedMamba* cuda_engine() { return nullptr; }
 };
 
 // The CPU classifier keeps a reference to model, which must outlive it; the GPU

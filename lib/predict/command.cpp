@@ -22,13 +22,6 @@ namespace mm {
 
 namespace {
 
-// CPUs this process may run on (a Slurm job's allocation, taskset), not the machine's.
-int available_cpus() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1, int(std::thread::hardware_concurrency()));
-}
-
 void print_predict_timing(const PredictSummary& s) {
   const PredictTiming& t = s.timing;
   auto share = [&](double x) { return t.wall > 0 ? 100.0 * x / t.wall : 0.0; };
@@ -36,10 +29,11 @@ void print_predict_timing(const PredictSummary& s) {
                "mm-predict: timing: wall %.2f s; model %.2f s (%.0f%% of wall); waiting for decoded images %.2f s "
                "(%.0f%%); saliency %.2f s; output %.2f s\n"
                "mm-predict: timing: decoding %.2f s + preprocessing %.2f s of thread time over %d threads "
-               "(%.0f%% of their wall time busy)\n",
+               "(%.0f%% of their wall time busy)%s\n",
                t.wall, t.model, share(t.model), t.waiting, share(t.waiting), t.saliency, t.output, t.reading,
                t.preparing, s.decode_threads,
-               t.wall > 0 ? 100.0 * (t.reading + t.preparing) / (t.wall * s.decode_threads) : 0.0);
+               t.wall > 0 ? 100.0 * (t.reading + t.preparing) / (t.wall * s.decode_threads) : 0.0,
+               s.inputs_on_gpu ? "; window, resize and normalisation on the GPU (in the model's time)" : "");
   // CPU time per decoded image, by stage: what a core costs per image, whatever the other threads did.
   const double per_image = s.images > 0 ? 1e3 / double(s.images) : 0.0;
   std::string stages;
@@ -122,6 +116,7 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   options.saliency_dir = a.saliency;
   options.derived_root = common_folder(listing.files);  // the whole listing: every shard names files alike
   options.saliency_model = &loaded.model;
+  options.preprocess_on_gpu = !a.cpu_preprocess;
   if (show_progress) options.progress = [&bar](const PredictProgress& p) { bar.update(p); };
   if (!a.quiet)
     options.warning = [&](const std::string& path, const std::string& warning) {

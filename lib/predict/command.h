@@ -27,6 +27,7 @@ struct PredictCommand {
   std::string shard;
   std::string save_preprocessed, saliency;
   bool quiet = false, verbose = false, timing = false;
+  bool cpu_preprocess = false;  // with --device cuda: window, resize and normalise on the CPU
   bool table = false;  // a readable table on stdout (needs -o for the records)
 };
 

@@ -1,6 +1,7 @@
 #include "predict/pipeline.h"
 
 #include <omp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,8 +20,8 @@
 #include "data/file_kind.h"
 #include "data/input_stages.h"
 #include "data/preprocess.h"
-#include "eval/evaluate.h"
 #include "io/npy_writer.h"
+#include "predict/gpu_batches.h"
 #include "predict/row_copies.h"
 #include "predict/saliency.h"
 
@@ -35,6 +36,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 struct PreparedImage {
   Prediction record;  // identification filled; the model's outputs come later
   std::unique_ptr<float[]> input;  // (C,S,S); not zero-filled first: preprocessing writes it whole
+  Image image;  // instead of input, when the GPU preprocesses: the decoded image
 };
 
 // One input file after decoding: its images, or the record saying why there are none.
@@ -66,8 +68,8 @@ std::string plainer_message(const std::string& path, const std::string& message)
 
 class Decoder {
  public:
-  Decoder(const ImagesReader& read, const ModelMeta& meta, const PredictOptions& options)
-      : read_(read), meta_(meta), options_(options) {}
+  Decoder(const ImagesReader& read, const ModelMeta& meta, const PredictOptions& options, bool preprocess_on_gpu)
+      : read_(read), meta_(meta), options_(options), preprocess_on_gpu_(preprocess_on_gpu) {}
 
   DecodedFile decode(const InputFile& file) const {
     DecodedFile out;
@@ -110,6 +112,12 @@ class Decoder {
         p.record.study_uid = img.study_uid;
         p.record.series_uid = img.series_uid;
         p.record.sop_uid = img.sop_uid;
+        if (preprocess_on_gpu_) {
+          check_preprocessable(img);
+          p.image = GpuBatches::make_small_enough(std::move(img), meta_.preprocess);
+          out.images.push_back(std::move(p));
+          continue;
+        }
         p.input.reset(new float[size_t(int64_t(meta_.preprocess.mean.size()) * side * side)]);
         preprocess_into(img, meta_.preprocess, p.input.get());
         img = Image();  // the decoded pixels are no longer needed
@@ -145,6 +153,7 @@ class Decoder {
   const ImagesReader& read_;
   const ModelMeta& meta_;
   const PredictOptions& options_;
+  const bool preprocess_on_gpu_;
 };
 
 // Decode threads handing decoded files to one consumer in input order.
@@ -223,11 +232,12 @@ class DecodePool {
 // sink in order; image records are complete once their batch has run.
 class OrderedBatcher {
  public:
-  OrderedBatcher(Classifier& classifier, const ModelMeta& meta, const PredictOptions& options,
+  // gpu: the GPU's batches, or nullptr to make batches on the CPU for classifier.logits.
+  OrderedBatcher(Classifier& classifier, GpuBatches* gpu, const ModelMeta& meta, const PredictOptions& options,
                  const std::function<void(const Prediction&)>& sink, PredictSummary& summary, RowCopies& copies)
-      : classifier_(classifier), meta_(meta), options_(options), sink_(sink), summary_(summary), copies_(copies),
-        channels_(int64_t(meta.preprocess.mean.size())), side_(meta.preprocess.input_size),
-        batch_(Tensor::empty({options.batch_size, channels_, side_, side_})) {}
+      : classifier_(classifier), gpu_(gpu), meta_(meta), options_(options), sink_(sink), summary_(summary),
+        copies_(copies), channels_(int64_t(meta.preprocess.mean.size())), side_(meta.preprocess.input_size),
+        batch_(gpu ? Tensor() : Tensor::empty({options.batch_size, channels_, side_, side_})) {}
 
   void add_problem(Prediction record) {
     pending_.push_back({std::move(record), true});
@@ -235,15 +245,21 @@ class OrderedBatcher {
   }
 
   void add_image(PreparedImage&& image) {
-    const int64_t item = channels_ * side_ * side_;
-    copies_.post(batch_.f32() + int64_t(rows_.size()) * item, std::move(image.input), size_t(item));
+    if (gpu_) {
+      float* slot = gpu_->add(image.image);  // before the pixels move out
+      copies_.post(slot, std::move(image.image.pixels));
+    } else {
+      const int64_t item = channels_ * side_ * side_;
+      copies_.post(batch_.f32() + int64_t(rows_.size()) * item, std::move(image.input), size_t(item));
+    }
     rows_.push_back(first_seq_ + pending_.size());
     pending_.push_back({std::move(image.record), false});
-    if (int64_t(rows_.size()) == options_.batch_size) run_batch();
+    if (int64_t(rows_.size()) == options_.batch_size) gpu_ ? launch_gpu_batch() : run_batch();
   }
 
   void finish() {
-    if (!rows_.empty()) run_batch();
+    if (!rows_.empty()) gpu_ ? launch_gpu_batch() : run_batch();
+    while (!launched_rows_.empty()) complete_gpu_batch();
     flush();
   }
 
@@ -265,17 +281,7 @@ class OrderedBatcher {
     const Tensor logits = classifier_.logits(images);
     summary_.timing.model += seconds_since(start);
     MM_CHECK(logits.dim(0) == b && logits.dim(1) == k, "the model returned logits of shape " + shape_str(logits.shape()));
-    std::vector<int64_t> classes;
-    for (int64_t r = 0; r < b; ++r) {
-      Pending& p = pending_[rows_[size_t(r)] - first_seq_];
-      const float* row = logits.f32() + r * k;
-      p.record.probabilities.resize(size_t(k));
-      softmax_into(row, k, p.record.probabilities.data());
-      p.record.class_index = argmax(p.record.probabilities);
-      if (options_.logits) p.record.logits.assign(row, row + k);
-      p.complete = true;
-      classes.push_back(p.record.class_index);
-    }
+    const std::vector<int64_t> classes = complete_rows(rows_, logits);
     if (!options_.saliency_dir.empty()) {
       start = Clock::now();
       write_saliency(images, classes);
@@ -284,6 +290,51 @@ class OrderedBatcher {
     images_done_ += b;
     summary_.images += b;
     rows_.clear();
+    flush();
+  }
+
+  // Records of the batch rows `rows` from its logits; returns their classes.
+  std::vector<int64_t> complete_rows(const std::vector<size_t>& rows, const Tensor& logits) {
+    const int64_t k = meta_.config.num_classes;
+    std::vector<int64_t> classes;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      Pending& p = pending_[rows[r] - first_seq_];
+      const float* row = logits.f32() + int64_t(r) * k;
+      p.record.probabilities.resize(size_t(k));
+      softmax_into(row, k, p.record.probabilities.data());
+      p.record.class_index = argmax(p.record.probabilities);
+      if (options_.logits) p.record.logits.assign(row, row + k);
+      p.complete = true;
+      classes.push_back(p.record.class_index);
+    }
+    return classes;
+  }
+
+  // Queues the batch on the GPU; once two are running, finishes the older one, so that
+  // the host fills the next batch while the GPU runs this one.
+  void launch_gpu_batch() {
+    Clock::time_point start = Clock::now();
+    copies_.finish_all();  // the pixels the decode threads have not copied yet
+    summary_.timing.batching += seconds_since(start);
+    start = Clock::now();
+    gpu_->launch();
+    summary_.timing.model += seconds_since(start);
+    launched_rows_.push_back(std::move(rows_));
+    rows_.clear();
+    if (launched_rows_.size() == 2) complete_gpu_batch();
+  }
+
+  void complete_gpu_batch() {
+    const Clock::time_point start = Clock::now();
+    const Tensor logits = gpu_->wait_oldest();
+    summary_.timing.model += seconds_since(start);
+    const std::vector<size_t> rows = std::move(launched_rows_.front());
+    launched_rows_.pop_front();
+    MM_CHECK(logits.dim(0) == int64_t(rows.size()) && logits.dim(1) == meta_.config.num_classes,
+             "the model returned logits of shape " + shape_str(logits.shape()));
+    complete_rows(rows, logits);
+    images_done_ += int64_t(rows.size());
+    summary_.images += int64_t(rows.size());
     flush();
   }
 
@@ -310,6 +361,7 @@ class OrderedBatcher {
   }
 
   Classifier& classifier_;
+  GpuBatches* gpu_;
   const ModelMeta& meta_;
   const PredictOptions& options_;
   const std::function<void(const Prediction&)>& sink_;
@@ -320,6 +372,7 @@ class OrderedBatcher {
   std::deque<Pending> pending_;
   size_t first_seq_ = 0;      // sequence number of pending_.front()
   std::vector<size_t> rows_;  // sequence numbers of the records in the batch, by row
+  std::deque<std::vector<size_t>> launched_rows_;  // the same of the batches running on the GPU
   int64_t images_done_ = 0;
 };
 
@@ -340,9 +393,16 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
   summary.decode_threads = std::max(1, options.decode_threads);
   const int64_t images_ahead = options.images_ahead > 0 ? options.images_ahead : 4 * options.batch_size;
 
-  const Decoder decoder(read, meta, options);
+  CudaMedMamba* engine = options.preprocess_on_gpu && options.save_preprocessed_dir.empty() &&
+                                 options.saliency_dir.empty()
+                             ? classifier.cuda_engine()
+                             : nullptr;
+  std::unique_ptr<GpuBatches> gpu;
+  if (engine) gpu = std::make_unique<GpuBatches>(*engine, meta.preprocess, options.batch_size);
+  summary.inputs_on_gpu = gpu != nullptr;
+  const Decoder decoder(read, meta, options, gpu != nullptr);
   RowCopies copies;
-  OrderedBatcher batcher(classifier, meta, options, sink, summary, copies);
+  OrderedBatcher batcher(classifier, gpu.get(), meta, options, sink, summary, copies);
   {
     DecodePool pool(files, decoder, summary.decode_threads, images_ahead, copies);
     for (size_t i = 0; i < files.size(); ++i) {
@@ -372,6 +432,12 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
   if (options.progress) options.progress({int64_t(files.size()), int64_t(files.size()), batcher.images_done()});
   summary.timing.wall = seconds_since(start);
   return summary;
+}
+
+int available_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1, int(std::thread::hardware_concurrency()));
 }
 
 ExitCode exit_code_of(const PredictSummary& s) {

@@ -11,6 +11,10 @@
 //     records to `sink` in input order (files in the given order, frames and
 //     slices in index order).
 //
+// With a GPU classifier (and options.preprocess_on_gpu), the decode threads
+// only read files; their pixels go to the GPU as they are (predict/gpu_batches.h),
+// and the calling thread fills one batch while the GPU runs the previous one.
+//
 // Decoding overlaps inference. Memory stays bounded: a thread claims a new file
 // only while fewer than `images_ahead` decoded images wait for the model (or
 // when the file is the very next one needed), so at most images_ahead plus one
@@ -49,6 +53,10 @@ struct PredictOptions {
   std::string saliency_dir;           // gradient x input overlays as PNG (needs saliency_model)
   std::string derived_root;
   MedMamba* saliency_model = nullptr;  // the CPU model: the GPU backend has no backward pass
+  // With a GPU classifier, window, resize and normalise on the GPU (GpuBatches) and keep two
+  // batches in flight; not with save_preprocessed_dir or saliency_dir, which need the inputs
+  // on the CPU. The model inputs agree with the CPU's to about a float ulp.
+  bool preprocess_on_gpu = true;
   // Called on the calling thread as files are taken and batches finish.
   std::function<void(const PredictProgress&)> progress;
   // Files found under folders whose content is no image format: skipped, no record.
@@ -83,6 +91,7 @@ struct PredictSummary {
   int64_t no_image_files = 0;  // status no_image
   int64_t skipped_files = 0;   // found in folders, not an image format
   int decode_threads = 0;
+  bool inputs_on_gpu = false;  // window, resize and normalisation ran on the GPU (GpuBatches)
   PredictTiming timing;
 };
 
@@ -92,6 +101,9 @@ struct PredictSummary {
 PredictSummary run_predictions(const std::vector<InputFile>& files, const ImagesReader& read,
                                Classifier& classifier, const ModelMeta& meta, const PredictOptions& options,
                                const std::function<void(const Prediction&)>& sink);
+
+// CPUs this process may run on (a Slurm job's allocation, taskset), not the machine's.
+int available_cpus();
 
 // Exit codes (docs/mm-predict.md), in the spirit of DCMTK's and dcm2niix's.
 enum ExitCode : int {

@@ -38,4 +38,7 @@ struct Prediction {
 // Index of the largest value, the first one on ties (numpy.argmax).
 int64_t argmax(const std::vector<double>& values);
 
+// Softmax of one row of k logits, in double.
+void softmax_into(const float* logits, int64_t k, double* probabilities);
+
 }  // namespace mm

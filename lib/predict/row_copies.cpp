@@ -5,8 +5,23 @@
 namespace mm {
 
 void RowCopies::post(float* row, std::unique_ptr<float[]> source, size_t floats) {
+  Copy c;
+  c.row = row;
+  c.source = source.get();
+  c.floats = floats;
+  c.owned_array = std::move(source);
   std::lock_guard<std::mutex> lock(mutex_);
-  queue_.push_back({row, std::move(source), floats});
+  queue_.push_back(std::move(c));
+}
+
+void RowCopies::post(float* row, std::vector<float> source) {
+  Copy c;
+  c.row = row;
+  c.source = source.data();
+  c.floats = source.size();
+  c.owned_vector = std::move(source);  // a moved vector keeps its buffer
+  std::lock_guard<std::mutex> lock(mutex_);
+  queue_.push_back(std::move(c));
 }
 
 bool RowCopies::run_one() {
@@ -18,8 +33,8 @@ bool RowCopies::run_one() {
     queue_.pop_front();
     ++in_flight_;
   }
-  std::memcpy(copy.row, copy.source.get(), copy.floats * sizeof(float));
-  copy.source.reset();
+  std::memcpy(copy.row, copy.source, copy.floats * sizeof(float));
+  copy = Copy();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     --in_flight_;

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace mm {
 
@@ -17,6 +18,8 @@ class RowCopies {
  public:
   // Queues copying `floats` values from `source` (then freed) to `row`.
   void post(float* row, std::unique_ptr<float[]> source, size_t floats);
+  // The same from a vector (an image's pixels), all of it.
+  void post(float* row, std::vector<float> source);
   // Does one queued copy; false when the queue is empty. Any thread.
   bool run_one();
   // Does the queued copies, then waits for those other threads are doing: the
@@ -25,9 +28,11 @@ class RowCopies {
 
  private:
   struct Copy {
-    float* row;
-    std::unique_ptr<float[]> source;
-    size_t floats;
+    float* row = nullptr;
+    const float* source = nullptr;
+    size_t floats = 0;
+    std::unique_ptr<float[]> owned_array;  // what source points into, freed after the copy
+    std::vector<float> owned_vector;
   };
   std::mutex mutex_;
   std::condition_variable done_;

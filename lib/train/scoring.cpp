@@ -2,7 +2,7 @@
 
 #include <numeric>
 
-#include "eval/evaluate.h"
+#include "predict/prediction.h"  // softmax_into
 #include "ops/cross_entropy.h"
 #include "train/batch_loader.h"
 
