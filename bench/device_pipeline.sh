@@ -118,7 +118,7 @@ if [ -n "${BRAIN_DIR:-}" ] && [ -d "$BRAIN_DIR" ]; then
   say "mm-eval on $BRAIN_DIR"
   { echo; echo "## mm-eval, brain-MRI JPEGs ($BRAIN_DIR)"; echo; echo '```'; } >>"$report"
   t0=$(date +%s.%N)
-  "$bin/mm-eval" --model share/models/brain-mri-96.safetensors --data "$BRAIN_DIR" --device "$DEVICE" \
+  "$bin/mm-eval" --model share/models/brain-mri-224.safetensors --data "$BRAIN_DIR" --device "$DEVICE" \
     --precision "$PRECISION" --batch-size "$BATCH" --threads "$THREADS" >>"$report" 2>&1 || true
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "mm-eval wall time: %.2f s\n", b - a }' >>"$report"
   echo '```' >>"$report"

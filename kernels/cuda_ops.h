@@ -45,6 +45,7 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(Stream s);
   void synchronize();  // returns at once when nothing was recorded
+  void wait_in(Stream s);  // work queued on s from now on waits for the last record (none: no wait)
 
  private:
   struct Impl;

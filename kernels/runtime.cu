@@ -72,6 +72,10 @@ void Event::synchronize() {
   if (impl_->recorded) MM_CUDA_CHECK(cudaEventSynchronize(impl_->e));
 }
 
+void Event::wait_in(Stream s) {
+  if (impl_->recorded) MM_CUDA_CHECK(cudaStreamWaitEvent(s, impl_->e, 0));
+}
+
 struct CapturedGraph::Impl {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;

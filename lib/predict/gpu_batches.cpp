@@ -55,7 +55,11 @@ struct Slot {
   std::vector<cuda::PreprocessItem> items;  // pixel offsets filled at launch
   cuda::PreprocessItem* items_pinned = nullptr;  // the launched batch's items, uploaded from here
   float* logits_pinned = nullptr;
-  cuda::Event done;
+  // The slot's device copies of its pixels and items, filled on the upload stream.
+  Tensor device_pixels, device_items;
+  cuda::Event uploaded;  // its upload is complete (upload stream)
+  cuda::Event consumed;  // its preprocessing has read the device copies (model stream)
+  cuda::Event done;      // its logits are in logits_pinned (model stream)
   bool in_flight = false;
 };
 
@@ -63,7 +67,9 @@ struct Slot {
 
 struct GpuBatches::Impl {
   CudaMedMamba& engine;
-  cuda::Stream stream;
+  cuda::Stream stream;  // the model's: preprocessing, the model, the logits
+  // Uploads run here, so that a batch's copy overlaps the previous batch's model.
+  cuda::Stream upload = cuda::stream_create();
   Preprocess preprocess;
   Interpolation method;
   int64_t side, out_channels, batch_size, classes;
@@ -71,8 +77,8 @@ struct GpuBatches::Impl {
   int fill = 0;
   std::deque<std::pair<int, int64_t>> launched;  // slot, images
   int64_t last_launched_images = 0;
-  // Device memory, one of each: the stream runs the batches one after another.
-  Tensor pixels, rows_done, inputs, items;
+  // Device memory used on the model's stream only, which runs the batches one after another.
+  Tensor rows_done, inputs;
   // Resize filters per (source size, identity), on the device: int32 first[S], int32
   // count[S], then double weights[S][stride].
   struct DeviceAxis {
@@ -93,9 +99,10 @@ struct GpuBatches::Impl {
   }
   ~Impl() {
     try {
-      cuda::stream_sync(stream);  // nothing may still read the memory freed below
+      sync_streams();  // nothing may still read the memory freed below
     } catch (...) {
     }
+    cuda::stream_destroy(upload);
     for (Slot& s : slots) {
       cuda::free_host_pinned(s.items_pinned);
       cuda::free_host_pinned(s.logits_pinned);
@@ -134,13 +141,18 @@ struct GpuBatches::Impl {
     return axes.emplace(std::make_pair(in_size, identity), std::move(d)).first->second.axis;
   }
 
-  // A device buffer of at least n floats; growing it waits for the batches that may use it.
-  void ensure(Tensor& t, int64_t floats, DType dt = DType::F32) {
-    const int64_t n = std::max<int64_t>(floats, 1);
-    if (t.numel() >= n && t.dtype() == dt) return;
+  void sync_streams() {
+    cuda::stream_sync(upload);
     cuda::stream_sync(stream);
+  }
+
+  // A device buffer of at least n floats; growing it waits for the batches that may use it.
+  void ensure(Tensor& t, int64_t floats) {
+    const int64_t n = std::max<int64_t>(floats, 1);
+    if (t.numel() >= n) return;
+    sync_streams();
     t = Tensor();
-    t = Tensor::empty({n + n / 4}, dt, Device::CUDA);
+    t = Tensor::empty({n + n / 4}, DType::F32, Device::CUDA);
   }
 };
 
@@ -202,23 +214,27 @@ void GpuBatches::launch() {
     rows_floats += r;
     max_rows = std::max(max_rows, r);
   }
-  m.ensure(m.pixels, pixel_floats);
+  m.ensure(s.device_pixels, pixel_floats);
+  m.ensure(s.device_items, int64_t((size_t(m.batch_size) * sizeof(cuda::PreprocessItem) + 3) / 4));
   m.ensure(m.rows_done, rows_floats);
   m.ensure(m.inputs, m.batch_size * m.out_channels * m.side * m.side);
-  m.ensure(m.items, int64_t((size_t(m.batch_size) * sizeof(cuda::PreprocessItem) + 3) / 4));
-  if (n != m.last_launched_images) cuda::stream_sync(m.stream);  // the model resizes its buffers for a new batch size
+  if (n != m.last_launched_images) m.sync_streams();  // the model resizes its buffers for a new batch size
 
+  // Upload, once the batch before that used this slot has read its device copies.
+  s.consumed.wait_in(m.upload);
   for (size_t c = 0; c < s.chunks.size(); ++c)
     if (s.chunks[c]->used > 0)
-      cuda::copy_async(device_floats(m.pixels) + chunk_at[c], s.chunks[c]->host, size_t(s.chunks[c]->used) * sizeof(float),
-                       m.stream);
+      cuda::copy_async(device_floats(s.device_pixels) + chunk_at[c], s.chunks[c]->host,
+                       size_t(s.chunks[c]->used) * sizeof(float), m.upload);
   std::copy(s.items.begin(), s.items.end(), s.items_pinned);
-  cuda::copy_async(m.items.data(), s.items_pinned, size_t(n) * sizeof(cuda::PreprocessItem), m.stream);
+  cuda::copy_async(s.device_items.data(), s.items_pinned, size_t(n) * sizeof(cuda::PreprocessItem), m.upload);
+  s.uploaded.record(m.upload);
+  s.uploaded.wait_in(m.stream);
 
   cuda::PreprocessArgs a;
-  a.items = static_cast<const cuda::PreprocessItem*>(m.items.data());
+  a.items = static_cast<const cuda::PreprocessItem*>(s.device_items.data());
   a.n = n;
-  a.pixels = device_floats(m.pixels);
+  a.pixels = device_floats(s.device_pixels);
   a.rows_done = device_floats(m.rows_done);
   a.out = device_floats(m.inputs);
   a.max_rows_done = max_rows;
@@ -229,6 +245,7 @@ void GpuBatches::launch() {
     a.inv_std[c] = 1.f / m.preprocess.std[size_t(c)];
   }
   cuda::preprocess_images(a, m.stream);
+  s.consumed.record(m.stream);
   const Tensor logits =
       m.engine.forward_device(Tensor::wrap(m.inputs.data(), {n, m.out_channels, m.side, m.side}, DType::F32, Device::CUDA));
   cuda::copy_async(s.logits_pinned, logits.data(), size_t(n * m.classes) * sizeof(float), m.stream);

@@ -7,8 +7,9 @@
 // chunk of that memory; its window, resize, channel conversion and
 // normalisation run on the GPU (cuda::preprocess_images: preprocess_into's
 // arithmetic, to about a float ulp); then the model; then the logits come back
-// into page-locked memory. All of it is queued on the model's stream, so the
-// host only waits for a batch when it wants its logits.
+// into page-locked memory. The uploads run on a stream of their own, so that a
+// batch's copy overlaps the previous batch's model; the rest is queued on the
+// model's stream. The host only waits for a batch when it wants its logits.
 //
 // Two batches are in flight at most: the host fills one while the GPU runs the
 // other. Moving the window and resize to the GPU leaves the decode threads only
