@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"int8"}));
   app.add_option("--calibrate", calibrate,
                  "with --quantize int8: static activation scales from the images under this folder "
-                 "(default: each batch's own scale at run time)");
+                 "(default: each input row's own scale at run time)");
   app.add_option("--calibrate-images", calibrate_images, "how many images --calibrate reads, spread over the folder")
       ->capture_default_str()->check(CLI::Range(int64_t(1), int64_t(100000)));
   try {

@@ -19,5 +19,5 @@ TEST_CASE("bench: --model times a model file, and names it and its int8 scales i
   CHECK(mm::bench_model(o).config().dims == std::vector<int64_t>{32, 64, 128, 256});
   if (!mm::int8_model_unavailable_reason().empty()) return;  // no int8 path on this CPU or build
   o.precision = "int8";
-  CHECK(mm::run_benchmark(o).line.find("scales=per-batch") != std::string::npos);
+  CHECK(mm::run_benchmark(o).line.find("scales=per-row") != std::string::npos);
 }

@@ -131,7 +131,8 @@ TEST_CASE("bf16: Bf16Conv2d (3x3 pad 1 with a folded BatchNorm and ReLU; 4x4 str
     MESSAGE("skipped: " << why);
     return;
   }
-  MESSAGE((bf16_unavailable_reason().empty() ? "native bf16 convolution" : "bf16 operands widened to float32"));
+  const bool native = bf16_unavailable_reason().empty();
+  MESSAGE(std::string(native ? "native bf16 convolution" : "bf16 operands widened to float32"));
   struct Case { int64_t B, H, Cin, Cout, k, stride, pad; bool fold; };
   for (const Case c : {Case{2, 7, 24, 24, 3, 1, 1, true}, Case{2, 16, 3, 16, 4, 4, 0, false}}) {
     CAPTURE(c.k);
@@ -161,7 +162,8 @@ TEST_CASE("bf16: Bf16Conv2d (3x3 pad 1 with a folded BatchNorm and ReLU; 4x4 str
     conv.forward_bf16(out16.data(), as_bf16(x).data(), s.B, s.H, s.W);
     int bad = 0;
     for (int64_t i = 0; i < out_n; ++i)
-      bad += std::fabs(bf16_to_float(out16[size_t(i)]) - out[size_t(i)]) > std::fabs(out[size_t(i)]) / 256 + 1e-5f * bound[size_t(i)];
+      bad += std::fabs(bf16_to_float(out16[size_t(i)]) - out[size_t(i)]) >
+             std::fabs(out[size_t(i)]) / 256 + 1e-5f * bound[size_t(i)];
     CHECK(bad == 0);
   }
 }

@@ -142,7 +142,7 @@ BenchResult run_benchmark(const BenchOptions& o) {
   if (o.device == "cpu" && o.precision == "int8") {
     const ActivationScales& scales = loaded.meta.int8_activation_scales;
     CpuInt8Model fast(loaded.model, scales);
-    return time_cpu_low_precision(o, fast, in_chans, scales.empty() ? " scales=per-batch" : " scales=calibrated");
+    return time_cpu_low_precision(o, fast, in_chans, scales.empty() ? " scales=per-row" : " scales=calibrated");
   }
   auto cpu_model = std::make_unique<MedMamba>(std::move(loaded.model));
   MedMambaCudaOptions gpu;

@@ -26,7 +26,7 @@ struct ConvertOptions {
   // int8 Linear weights per output channel (model/quantization.h); safetensors output only.
   bool quantize_int8 = false;
   // Static activation scales for the int8 file, from the model about to be written
-  // (calibrate_int8_scales); unset: CpuInt8Model takes each batch's own scale.
+  // (calibrate_int8_scales); unset: CpuInt8Model takes each input row's own scale.
   std::function<ActivationScales(const MedMamba&, const ModelMeta&)> calibrate;
 };
 

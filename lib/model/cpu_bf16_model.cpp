@@ -16,16 +16,10 @@ struct Bf16Precision {
   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu) {
     return Bf16Linear(weight, bias, K, N, relu ? Bf16Epilogue::Relu : Bf16Epilogue::None);
   }
-  static void store_row(uint16_t* dst, float*, const float* row, int64_t n) { to_bf16(dst, row, n); }
+  static void store_row(const Linear&, uint16_t* dst, float*, const float* row, int64_t n) { to_bf16(dst, row, n); }
   static void run(const Linear& lin, float* out, const uint16_t* x, const float*, int64_t M) { lin.forward(out, x, M); }
-  static void run_pair(const Linear& a, float* out_a, const Linear& b, float* out_b, const uint16_t* x, const float*,
-                       int64_t M) {
-    a.forward(out_a, x, M);
-    b.forward(out_b, x, M);
-  }
-  static void u_row(uint16_t* act_row, float*, const float* row, int64_t n) { to_bf16(act_row, row, n); }
-  static const uint16_t* u_input(const uint16_t* act, const float*) { return act; }
-  static void conv_out(const Bf16Conv2d& conv, uint16_t* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) {
+  static void conv_out(const Bf16Conv2d& conv, const Linear&, uint16_t* out, float*, float*, const uint16_t* x,
+                       int64_t B, int64_t H, int64_t W) {
     conv.forward_bf16(out, x, B, H, W);
   }
 };

@@ -5,22 +5,18 @@
 // bf16 (Bf16Conv2d, BatchNorms folded in), the scan, norms, depthwise conv and head
 // in float32. They differ in the Linear layers (in_proj, x_proj, out_proj, the 1x1
 // conv, patch merging), which a Precision policy supplies:
-//   using Act = ...;      // what its Linears read: uint16_t (bf16) or float (int8, quantised inside)
+//   using Act = ...;      // what its Linears read: uint16_t (bf16) or int8_t (int8, a scale per row)
 //   using Linear = ...;
 //   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu);
-//   // A Linear's input row from its float32 values; *row_max = max|row| where the Linear uses
-//   // it (int8: per-batch scales then need no pass of their own over the input).
-//   static void store_row(Act* dst, float* row_max, const float* row, int64_t n);
-//   // row_max: what store_row wrote for x's M rows, or nullptr.
-//   static void run(const Linear&, float* out, const Act* x, const float* row_max, int64_t M);
-//   // Two Linears reading the same x (in_proj's halves): whatever can be shared, done once.
-//   static void run_pair(const Linear& a, float* out_a, const Linear& b, float* out_b, const Act* x,
-//                        const float* row_max, int64_t M);
-//   // The depthwise conv's output u (float32, the scan's input) as x_proj's input: u_row
-//   // stores row p (into act), u_input says what x_proj reads (act, or u itself).
-//   static void u_row(Act* act_row, float* row_max, const float* row, int64_t n);
-//   static const Act* u_input(const Act* act, const float* u);
-//   static void conv_out(const Bf16Conv2d&, Act* out, const uint16_t* x, int64_t B, int64_t H, int64_t W);
+//   // A Linear's input row from its float32 values, written by the op that produced them
+//   // while the row is in cache; int8: quantised with consumer's fixed scale or its own
+//   // (*row_scale, what run reads back).
+//   static void store_row(const Linear& consumer, Act* dst, float* row_scale, const float* row, int64_t n);
+//   // row_scale: what store_row wrote for x's M rows.
+//   static void run(const Linear&, float* out, const Act* x, const float* row_scale, int64_t M);
+//   // conv's output as consumer's input (out, row_scale); scratch: room for it in float32.
+//   static void conv_out(const Bf16Conv2d& conv, const Linear& consumer, Act* out, float* row_scale,
+//                        float* scratch, const uint16_t* x, int64_t B, int64_t H, int64_t W);
 #include <algorithm>
 #include <functional>
 #include <new>
@@ -132,7 +128,7 @@ template <class Act>
 struct Buffers {
   int64_t B = -1, S = -1;
   AlignedVector<Act> act;                       // a Linear's input
-  AlignedVector<float> row_max;                 // max|row| of act's rows (int8)
+  AlignedVector<float> row_scale;               // the scales of act's rows (int8)
   AlignedVector<uint16_t> image, conv_a, conv_b;  // bf16 conv inputs
   AlignedVector<float> embed, x0, x1, xin, z, u, y, dbl, s, l, pooled;
 
@@ -145,7 +141,7 @@ struct Buffers {
       dbl_floats = std::max(dbl_floats, (P0 >> (2 * i)) * 4 * (cfg.dt_rank(i) + 2 * cfg.d_state));
     image.resize(size_t(B * S * S * cfg.in_chans));
     act.resize(size_t(P0 * C0));
-    row_max.resize(size_t(P0));
+    row_scale.resize(size_t(P0));
     for (auto* v : {&conv_a, &conv_b}) v->resize(size_t(P0 * C0));
     for (auto* v : {&embed, &x0, &x1, &xin, &z, &u, &y, &s, &l}) v->resize(size_t(P0 * C0));
     dbl.resize(size_t(dbl_floats));
@@ -219,13 +215,14 @@ class Forward {
       if (i + 1 < cfg.num_stages()) {
         const std::string m = merge_prefix(i);
         timed("patch_merge", [&] {
+          const Linear& reduction = merge_[size_t(i)];
           Act* act = b.act.data();
-          float* row_max = b.row_max.data();
+          float* row_scale = b.row_scale.data();
           merge_layernorm_rows(cur, B, side, side, C, w(m + "norm.weight"), w(m + "norm.bias"),
                                [&](int64_t q, const float* row) {
-                                 Precision::store_row(act + q * 4 * C, row_max + q, row, 4 * C);
+                                 Precision::store_row(reduction, act + q * 4 * C, row_scale + q, row, 4 * C);
                                });
-          Precision::run(merge_[size_t(i)], next, b.act.data(), b.row_max.data(), P / 4);
+          Precision::run(reduction, next, act, row_scale, P / 4);
         });
         std::swap(cur, next);
       }
@@ -246,16 +243,18 @@ class Forward {
   static std::string merge_prefix(int64_t i) { return "layers." + std::to_string(i) + ".downsample."; }
   const float* w(const std::string& name) const { return model_.params().f32() + model_.table().at(name).offset; }
 
-  void normalize_to_act(const float* x, int64_t ld, const float* z, const float* weight, const float* bias, int64_t P,
-                        int64_t C) {
+  // consumer's input (act, row_scale) = LayerNorm(x) [* silu(z)].
+  void normalize_to_act(const Linear& consumer, const float* x, int64_t ld, const float* z, const float* weight,
+                        const float* bias, int64_t P, int64_t C) {
     Act* act = buf_.act.data();
-    float* row_max = buf_.row_max.data();
-    layernorm_rows(x, ld, z, weight, bias, P, C,
-                   [&](int64_t p, const float* row) { Precision::store_row(act + p * C, row_max + p, row, C); });
+    float* row_scale = buf_.row_scale.data();
+    layernorm_rows(x, ld, z, weight, bias, P, C, [&](int64_t p, const float* row) {
+      Precision::store_row(consumer, act + p * C, row_scale + p, row, C);
+    });
   }
 
   // out, x: (B,H,W,C) float32. inputs_ready: the block before wrote this one's ln_1 output (act,
-  // row_max) and BatchNorm-0 output (conv_a) while it wrote x. following: the next block of the
+  // row_scale) and BatchNorm-0 output (conv_a) while it wrote x. following: the next block of the
   // stage, whose inputs this one writes the same way, or nullptr.
   void block(float* out, const float* x, const Block<Precision>& blk, const Block<Precision>* following,
              bool inputs_ready, const BlockDims& d) {
@@ -263,35 +262,43 @@ class Forward {
     const BlockWeights& bw = blk.w;
     Buffers<Act>& b = buf_;
     // SS2D branch on the right half.
-    if (!inputs_ready) timed("ln1", [&] { normalize_to_act(x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
+    // in_proj's halves read one input, quantised with in_proj_x's scale (int8): calibration
+    // gives both the same, as they see the same values.
+    if (!inputs_ready)
+      timed("ln1", [&] { normalize_to_act(blk.in_proj_x, x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
     timed("in_proj", [&] {
-      Precision::run_pair(blk.in_proj_x, b.xin.data(), blk.in_proj_z, b.z.data(), b.act.data(), b.row_max.data(), P);
+      Precision::run(blk.in_proj_x, b.xin.data(), b.act.data(), b.row_scale.data(), P);
+      Precision::run(blk.in_proj_z, b.z.data(), b.act.data(), b.row_scale.data(), P);
     });
     // u = silu(dwconv(xin)) in float32 for the scan, and x_proj's input.
     timed("dwconv3x3_silu", [&] {
       Act* act = b.act.data();
-      float* row_max = b.row_max.data();
+      float* row_scale = b.row_scale.data();
       dwconv3x3_silu_forward(b.u.data(), b.xin.data(), bw.dwconv_w, bw.dwconv_b, d.B, d.H, d.W, D,
-                             [&](int64_t p, const float* row) { Precision::u_row(act + p * D, row_max + p, row, D); });
+                             [&](int64_t p, const float* row) {
+                               Precision::store_row(blk.x_proj, act + p * D, row_scale + p, row, D);
+                             });
     });
-    timed("x_proj", [&] {
-      Precision::run(blk.x_proj, b.dbl.data(), Precision::u_input(b.act.data(), b.u.data()), b.row_max.data(), P);
-    });
+    timed("x_proj", [&] { Precision::run(blk.x_proj, b.dbl.data(), b.act.data(), b.row_scale.data(), P); });
     const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
     timed("scan", [&] {
       ss2d_scan_forward_from_dbl(ss, b.u.data(),
                                  SS2DScanWeights{bw.x_proj, bw.dt_projs_w, bw.dt_projs_b, bw.A_logs, bw.Ds},
                                  b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
     });
-    timed("out_norm_gate", [&] { normalize_to_act(b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D); });
-    timed("out_proj", [&] { Precision::run(blk.out_proj, b.s.data(), b.act.data(), b.row_max.data(), P); });
+    timed("out_norm_gate", [&] {
+      normalize_to_act(blk.out_proj, b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
+    });
+    timed("out_proj", [&] { Precision::run(blk.out_proj, b.s.data(), b.act.data(), b.row_scale.data(), P); });
     // Convolution branch on the left half.
     if (!inputs_ready) timed("bn0", [&] { affine_to_bf16(b.conv_a.data(), x, D, blk.bn0, P, c); });
     timed("conv3x3", [&] {
       blk.conv1.forward_bf16(b.conv_b.data(), b.conv_a.data(), d.B, d.H, d.W);
-      Precision::conv_out(blk.conv4, b.act.data(), b.conv_b.data(), d.B, d.H, d.W);
+      // y as scratch: out_norm_gate has read the scan's output.
+      Precision::conv_out(blk.conv4, blk.conv7, b.act.data(), b.row_scale.data(), b.y.data(), b.conv_b.data(), d.B,
+                          d.H, d.W);
     });
-    timed("conv1x1", [&] { Precision::run(blk.conv7, b.l.data(), b.act.data(), nullptr, P); });
+    timed("conv1x1", [&] { Precision::run(blk.conv7, b.l.data(), b.act.data(), b.row_scale.data(), P); });
     if (!following) {
       timed("shuffle_residual", [&] { shuffle_residual(out, b.l.data(), b.s.data(), x, P, c); });
       return;
@@ -301,14 +308,14 @@ class Forward {
     timed("shuffle_residual+ln1+bn0", [&] {
       const BlockWeights& nw = following->w;
       Act* act = b.act.data();
-      float* row_max = b.row_max.data();
+      float* row_scale = b.row_scale.data();
       uint16_t* conv_a = b.conv_a.data();
       shuffle_residual(out, b.l.data(), b.s.data(), x, P, c, [&](int64_t p, const float* row) {
         thread_local std::vector<float> tmp;
         tmp.resize(size_t(c));
         affine_row_to_bf16(conv_a + p * c, row, following->bn0, c, tmp.data());
         layernorm_row(tmp.data(), row + c, nullptr, nw.ln1_w, nw.ln1_b, c);
-        Precision::store_row(act + p * c, row_max + p, tmp.data(), c);
+        Precision::store_row(following->in_proj_x, act + p * c, row_scale + p, tmp.data(), c);
       });
     });
   }

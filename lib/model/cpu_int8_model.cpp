@@ -1,8 +1,5 @@
 #include "model/cpu_int8_model.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include "core/error.h"
 #include "model/cpu_fast_forward.h"
 #include "ops/gemm_bf16.h"
@@ -13,40 +10,24 @@ namespace mm {
 namespace {
 
 struct Int8Precision {
-  using Act = float;  // Int8Linear quantises its input itself (it needs the whole tensor's range)
+  using Act = int8_t;  // with a scale per row
   using Linear = Int8Linear;
   static Linear linear(const float* weight, const float* bias, int64_t K, int64_t N, bool relu) {
     return Int8Linear(weight, bias, K, N, relu ? Int8Epilogue::Relu : Int8Epilogue::None);
   }
-  static void store_row(float* dst, float* row_max, const float* row, int64_t n) {
-    std::copy(row, row + n, dst);
-    u_row(nullptr, row_max, row, n);
+  static void store_row(const Linear& consumer, int8_t* dst, float* row_scale, const float* row, int64_t n) {
+    *row_scale = quantize_row_s8(dst, row, n, consumer.input_scale());
   }
-  // max|x| from the rows' maxima, or -1: Int8Linear scans x itself.
-  static float abs_max_of_rows(const float* row_max, int64_t M) {
-    float m = row_max ? 0.f : -1.f;
-    if (row_max)
-      for (int64_t i = 0; i < M; ++i) m = std::max(m, row_max[i]);
-    return m;
+  static void run(const Linear& lin, float* out, const int8_t* x, const float* row_scale, int64_t M) {
+    lin.forward(out, x, row_scale, M);
   }
-  static void run(const Linear& lin, float* out, const float* x, const float* row_max, int64_t M) {
-    lin.forward(out, x, M, abs_max_of_rows(row_max, M));
-  }
-  // in_proj's halves quantise their common input once.
-  static void run_pair(const Linear& a, float* out_a, const Linear& b, float* out_b, const float* x,
-                       const float* row_max, int64_t M) {
-    a.forward_same_input(b, out_b, out_a, x, M, abs_max_of_rows(row_max, M));
-  }
-  // x_proj reads u itself (float32, as the scan does); only its rows' ranges are noted.
-  static void u_row(float*, float* row_max, const float* row, int64_t n) {
-    float m = 0.f;
-#pragma omp simd reduction(max : m)
-    for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(row[i]));
-    *row_max = m;
-  }
-  static const float* u_input(const float*, const float* u) { return u; }
-  static void conv_out(const Bf16Conv2d& conv, float* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) {
-    conv.forward(out, x, B, H, W);
+  // oneDNN's convolution writes float32 (into scratch), quantised by rows after it.
+  static void conv_out(const Bf16Conv2d& conv, const Linear& consumer, int8_t* out, float* row_scale, float* scratch,
+                       const uint16_t* x, int64_t B, int64_t H, int64_t W) {
+    conv.forward(scratch, x, B, H, W);
+    const int64_t n = consumer.in_features(), P = B * H * W;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < P; ++p) store_row(consumer, out + p * n, row_scale + p, scratch + p * n, n);
   }
 };
 

@@ -3,8 +3,9 @@
 //
 // The skeleton of CpuBf16Model (lib/model/cpu_fast_forward.h) with every Linear
 // layer int8 (in_proj, x_proj, out_proj, the 1x1 conv of the conv branch, patch
-// merging): weights per output channel, activations per tensor with a scale from
-// each batch or from calibration (lib/ops/gemm_int8.h). The 3x3 and patch-embedding
+// merging): weights per output channel, activations per row (per token) with scales
+// the producing op takes from each row as it writes it in s8, or one calibrated scale
+// per Linear (lib/ops/gemm_int8.h). The 3x3 and patch-embedding
 // convolutions stay bf16, as in CpuBf16Model; the scan, norms, depthwise conv,
 // activations and the head float32. Agreement with float32 on the shipped
 // brain-MRI model: see test/test_int8.cpp and docs/benchmarks.md.
@@ -29,7 +30,7 @@ class CpuInt8Model {
  public:
   // Quantises model's Linear weights; reads its float32 parameters again in every
   // forward, so model must outlive this object. Without scales (or for a Linear
-  // they do not name) each batch sets its own scale.
+  // they do not name) each row of its input has its own scale.
   explicit CpuInt8Model(const MedMamba& model, const ActivationScales& scales = {});
   ~CpuInt8Model();
   CpuInt8Model(CpuInt8Model&&) noexcept;
@@ -38,8 +39,8 @@ class CpuInt8Model {
   // images: (B,in_chans,S,S) float32 CPU, S divisible by 32. Returns logits (B,classes).
   Tensor forward(const Tensor& images);
 
-  // Calibration: run forward over real images, then read max|x| / 127 per Linear
-  // (the largest input seen by each, over every call so far).
+  // Calibration: run forward (without scales) over real images, then read max|x| / 127
+  // per Linear (the largest input seen by each, over every call so far).
   ActivationScales observed_scales() const;
 
  private:

@@ -79,7 +79,7 @@ std::map<std::string, Tensor> dequantize_state_int8(const std::map<std::string, 
 std::string quantization_metadata(const ActivationScales& scales) {
   json j{{"scheme", kInt8Scheme},
          {"weights", "I8 + NAME_scale (F32, per output channel): weight = q * scale"},
-         {"activations", scales.empty() ? "dynamic per tensor" : "static per tensor"}};
+         {"activations", scales.empty() ? "dynamic per row" : "static per tensor"}};
   if (!scales.empty()) j["activation_scales"] = scales;
   return j.dump();
 }

@@ -11,7 +11,8 @@
 // CpuInt8Model applies, so it computes the same from the file as from the float32
 // weights. Everything else keeps the file's float storage. __metadata__["quantization"] is JSON:
 //   {"scheme": "int8-per-channel-symmetric", "weights": "I8 + NAME_scale (F32, per output channel)",
-//    "activations": "dynamic per tensor" | "static per tensor",
+//    "activations": "dynamic per row" | "static per tensor",
+//    (files written before per-row scales say "dynamic per tensor"; the field is not read)
 //    "activation_scales": {"layers.0.blocks.0.in_proj_x": 0.031, ...}}   (static only)
 #include <map>
 #include <string>

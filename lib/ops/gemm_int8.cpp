@@ -24,6 +24,11 @@ int8_t quantize_one(float v, float inv_scale) {
   return int8_t(std::clamp(r, -127.f, 127.f));
 }
 
+// gcc 12's unmasked AVX-512 intrinsics pass an undefined vector as the unused merge source,
+// which -Wmaybe-uninitialized reports where they are inlined (a header bug, no effect on the code).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 __attribute__((target("avx512f,avx512bw"))) void quantize_s8_avx512(int8_t* dst, const float* src, int64_t n,
                                                                     float inv_scale) {
   const __m512 s = _mm512_set1_ps(inv_scale), lo = _mm512_set1_ps(-127.f), hi = _mm512_set1_ps(127.f);
@@ -33,6 +38,31 @@ __attribute__((target("avx512f,avx512bw"))) void quantize_s8_avx512(int8_t* dst,
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
   }
   for (; i < n; ++i) dst[i] = quantize_one(src[i], inv_scale);
+}
+
+__attribute__((target("avx512f,avx512bw"))) float abs_max_avx512(const float* src, int64_t n) {
+  __m512 m = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(src + i)));
+  if (i < n) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(__mmask16((1u << (n - i)) - 1), src + i)));
+  return _mm512_reduce_max_ps(m);
+}
+
+#pragma GCC diagnostic pop
+
+bool have_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512bw");
+  return yes;
+}
+
+// dst = quantize(src) with one scale, serially.
+void quantize_span(int8_t* dst, const float* src, int64_t n, float scale) {
+  const float inv = 1.f / scale;
+  if (have_avx512()) {
+    quantize_s8_avx512(dst, src, n, inv);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = quantize_one(src[i], inv);
 }
 
 }  // namespace
@@ -61,18 +91,29 @@ float abs_max(const float* x, int64_t n) {
 }
 
 void quantize_s8(int8_t* dst, const float* src, int64_t n, float scale) {
-  static const bool avx512 = __builtin_cpu_supports("avx512bw");
-  const float inv = 1.f / scale;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
-    if (avx512) {
-      quantize_s8_avx512(dst + i0, src + i0, len, inv);
+  for (int64_t c = 0; c < chunks; ++c)
+    quantize_span(dst + c * kChunk, src + c * kChunk, std::min(kChunk, n - c * kChunk), scale);
+}
+
+float quantize_row_s8(int8_t* dst, const float* src, int64_t n, float fixed_scale) {
+  float scale = fixed_scale;
+  if (scale <= 0.f) {
+    float m = 0.f;
+    if (have_avx512()) {
+      m = abs_max_avx512(src, n);
     } else {
-      for (int64_t i = i0; i < i0 + len; ++i) dst[i] = quantize_one(src[i], inv);
+      for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(src[i]));
     }
+    if (m == 0.f) {
+      std::fill(dst, dst + n, int8_t(0));
+      return 0.f;
+    }
+    scale = m / 127.f;
   }
+  quantize_span(dst, src, n, scale);
+  return scale;
 }
 
 #ifdef MM_HAVE_DNNL
@@ -109,60 +150,48 @@ struct Int8Linear::Impl {
   bool has_bias = false;    // without one, no bias post-op (a pass over every output element fewer)
   float static_scale = 0.f;
   mutable float seen_max = 0.f;
-  mutable std::vector<int8_t> xq;           // the quantised input of the last call
-  mutable float batch_scale = 0.f;          // the scale the last call quantised x with
+  mutable std::vector<int8_t> xq;     // the float32 forward's quantised input
+  mutable std::vector<float> x_scale;  // and its row scales
   mutable std::map<int64_t, CompiledMatmul> cache;  // by M
 
-  // The weight scales as the primitive's output scales, then the batch's activation
-  // scale, the bias and the ReLU as post-ops. (Runtime output scales, or the
-  // primitive's own bias, which oneDNN 2.x applies before the scales, would make
-  // oneDNN 2.6 fall back from its brgemm kernels to a generic GEMM 7x slower.)
+  // The weight scales as the primitive's output scales, then the rows' activation scales,
+  // the bias and the ReLU as post-ops. The matmul is 3-D, (1,M,K) x (1,K,N): oneDNN 2.6
+  // runs a per-row (1,M,1) binary post-op in its brgemm kernels, where the 2-D (M,1) one
+  // falls back to a reference kernel ~500x slower. (Runtime output scales, or the
+  // primitive's own bias, which oneDNN 2.x applies before the scales, would make it fall
+  // back to a generic GEMM 7x slower.)
   const CompiledMatmul& compiled(int64_t M) const {
     auto it = cache.find(M);
     if (it != cache.end()) return it->second;
-    const memory::desc src_md({M, K}, dt::s8, tag::ab), w_any({K, N}, dt::s8, tag::any);
-    const memory::desc dst_md({M, N}, dt::f32, tag::ab), bias_md({1, N}, dt::f32, tag::ab);
+    const memory::desc src_md({1, M, K}, dt::s8, tag::abc), w_any({1, K, N}, dt::s8, tag::any);
+    const memory::desc dst_md({1, M, N}, dt::f32, tag::abc);
     dnnl::primitive_attr attr;
-    attr.set_output_scales(1 << 1, weight.scale);
+    attr.set_output_scales(1 << 2, weight.scale);
     dnnl::post_ops po;
-    po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, 1}, dt::f32, tag::ab));
-    if (has_bias) po.append_binary(dnnl::algorithm::binary_add, bias_md);
+    po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, M, 1}, dt::f32, tag::abc));
+    if (has_bias) po.append_binary(dnnl::algorithm::binary_add, memory::desc({1, 1, N}, dt::f32, tag::abc));
     if (epilogue == Int8Epilogue::Relu) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, dst_md), attr, dnnl_engine());
-    memory plain({{K, N}, dt::s8, tag::ba}, dnnl_engine(), const_cast<int8_t*>(weight.q.data()));
+    memory plain({{1, K, N}, dt::s8, tag::acb}, dnnl_engine(), const_cast<int8_t*>(weight.q.data()));
     memory reordered(pd.weights_desc(), dnnl_engine());
     dnnl::reorder(plain, reordered).execute(dnnl_stream(), plain, reordered);
     dnnl_stream().wait();
     return cache.emplace(M, CompiledMatmul{dnnl::matmul(pd), reordered}).first->second;
   }
 
-  // The scale x is quantised with: the fixed one, or max|x| / 127 (the max noted for
-  // observed_abs_max()). A calibrated scale needs no pass over x for its range
-  // (observed_abs_max is for the calibration runs, which use per-batch scales).
-  float input_scale(const float* x, int64_t M, float x_abs_max) const {
-    if (static_scale > 0.f) return static_scale;
-    const float m = x_abs_max >= 0.f ? x_abs_max : abs_max(x, M * K);
-    seen_max = std::max(seen_max, m);
-    return m > 0.f ? m / 127.f : 1.f;
-  }
-
-  void forward(float* out, const float* x, int64_t M, float x_abs_max) const {
+  void forward(float* out, const int8_t* x8, const float* row_scale, int64_t M) const {
     if (M == 0) return;
-    const float x_scale = input_scale(x, M, x_abs_max);
-    xq.resize(size_t(M * K));
-    quantize_s8(xq.data(), x, M * K, x_scale);
-    batch_scale = x_scale;
-    run(out, xq.data(), M);
-  }
-
-  // out from x quantised into x8 with batch_scale.
-  void run(float* out, const int8_t* x8, int64_t M) const {
+    if (static_scale == 0.f) {  // the rows' own scales: note their range for observed_abs_max()
+      float m = 0.f;
+      for (int64_t i = 0; i < M; ++i) m = std::max(m, row_scale[i]);
+      seen_max = std::max(seen_max, m * 127.f);
+    }
     const CompiledMatmul& c = compiled(M);
-    memory src({{M, K}, dt::s8, tag::ab}, dnnl_engine(), const_cast<int8_t*>(x8));
-    memory dst({{M, N}, dt::f32, tag::ab}, dnnl_engine(), out);
-    memory scale_mem({{1, 1}, dt::f32, tag::ab}, dnnl_engine(), &batch_scale);
-    memory bias_mem({{1, N}, dt::f32, tag::ab}, dnnl_engine(), const_cast<float*>(bias.data()));
+    memory src({{1, M, K}, dt::s8, tag::abc}, dnnl_engine(), const_cast<int8_t*>(x8));
+    memory dst({{1, M, N}, dt::f32, tag::abc}, dnnl_engine(), out);
+    memory scale_mem({{1, M, 1}, dt::f32, tag::abc}, dnnl_engine(), const_cast<float*>(row_scale));
+    memory bias_mem({{1, 1, N}, dt::f32, tag::abc}, dnnl_engine(), const_cast<float*>(bias.data()));
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
                                          {DNNL_ARG_WEIGHTS, c.weights},
                                          {DNNL_ARG_DST, dst},
@@ -186,28 +215,25 @@ Int8Linear::Int8Linear(const float* weight, const float* bias, int64_t K, int64_
   impl_->has_bias = bias != nullptr;
 }
 
-void Int8Linear::forward(float* out, const float* x, int64_t M, float x_abs_max) const {
-  impl_->forward(out, x, M, x_abs_max);
+void Int8Linear::forward(float* out, const int8_t* xq, const float* x_scale, int64_t M) const {
+  impl_->forward(out, xq, x_scale, M);
 }
-void Int8Linear::forward_same_input(const Int8Linear& other, float* out_other, float* out, const float* x, int64_t M,
-                                    float x_abs_max) const {
-  MM_CHECK(other.impl_->K == impl_->K, "int8 linear: forward_same_input needs the same input width");
-  impl_->forward(out, x, M, x_abs_max);
-  if (M == 0) return;
-  const Impl& o = *other.impl_;
-  const float scale = o.input_scale(x, M, x_abs_max);
-  if (scale != impl_->batch_scale) {
-    o.forward(out_other, x, M, x_abs_max);
-    return;
-  }
-  o.batch_scale = scale;
-  o.run(out_other, impl_->xq.data(), M);
+void Int8Linear::forward(float* out, const float* x, int64_t M) const {
+  Impl& p = *impl_;
+  const int64_t K = p.K;
+  p.xq.resize(size_t(M * K));
+  p.x_scale.resize(size_t(M));
+#pragma omp parallel for schedule(static) if (M * K > kChunk)
+  for (int64_t m = 0; m < M; ++m)
+    p.x_scale[size_t(m)] = quantize_row_s8(&p.xq[size_t(m * K)], x + m * K, K, p.static_scale);
+  p.forward(out, p.xq.data(), p.x_scale.data(), M);
 }
 void Int8Linear::set_input_scale(float scale) {
   MM_CHECK(scale >= 0.f && std::isfinite(scale), "int8 linear: the input scale must be finite and >= 0");
   impl_->static_scale = scale;
 }
 float Int8Linear::input_scale() const { return impl_->static_scale; }
+int64_t Int8Linear::in_features() const { return impl_->K; }
 float Int8Linear::observed_abs_max() const { return impl_->seen_max; }
 
 #else  // no oneDNN
@@ -218,10 +244,11 @@ struct Int8Linear::Impl {};
 Int8Linear::Int8Linear(const float*, const float*, int64_t, int64_t, Int8Epilogue) {
   throw Error("int8 linear: " + int8_unavailable_reason());
 }
-void Int8Linear::forward(float*, const float*, int64_t, float) const {}
-void Int8Linear::forward_same_input(const Int8Linear&, float*, float*, const float*, int64_t, float) const {}
+void Int8Linear::forward(float*, const int8_t*, const float*, int64_t) const {}
+void Int8Linear::forward(float*, const float*, int64_t) const {}
 void Int8Linear::set_input_scale(float) {}
 float Int8Linear::input_scale() const { return 0.f; }
+int64_t Int8Linear::in_features() const { return 0; }
 float Int8Linear::observed_abs_max() const { return 0.f; }
 
 #endif
