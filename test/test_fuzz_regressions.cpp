@@ -18,6 +18,7 @@
 #include "../fuzz/fuzz_torch_pickle_body.h"
 #ifdef MM_HAVE_IMAGING
 #include "../fuzz/fuzz_dicom_body.h"
+#include "../fuzz/fuzz_jpeg_lossless_body.h"
 #include "../fuzz/fuzz_nifti_body.h"
 #endif
 
@@ -79,4 +80,5 @@ TEST_CASE("fuzz regressions: fuzz_torch_pickle") { replay("fuzz_torch_pickle", f
 #ifdef MM_HAVE_IMAGING
 TEST_CASE("fuzz regressions: fuzz_dicom") { replay("fuzz_dicom", fuzz_one_dicom); }
 TEST_CASE("fuzz regressions: fuzz_nifti") { replay("fuzz_nifti", fuzz_one_nifti); }
+TEST_CASE("fuzz regressions: fuzz_jpeg_lossless") { replay("fuzz_jpeg_lossless", fuzz_one_jpeg_lossless); }
 #endif

@@ -27,6 +27,7 @@
 #include "imaging/dicom_parse.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
+#include "imaging/dicom_jpeg_lossless.h"
 #include "imaging/dicom_jpegls.h"
 #include "imaging/dicom_native.h"
 #include "imaging/dicom_pixels.h"
@@ -91,8 +92,9 @@ bool is_jpeg2000(E_TransferSyntax x) {
 // syntax it does not know (HTJ2K, the 2023 deflated-frame syntax) as explicit
 // VR little endian, which those syntaxes are, and keeps the fragments of
 // encapsulated pixel data under that key: we decode those, and JPEG 2000,
-// JPEG-LS and 1-bit RLE (which DCMTK lacks, gets wrong or refuses), from the fragments.
-enum class Route { Dcmtk, Jpeg2000, JpegLs, Deflated, RleBits };
+// JPEG-LS and 1-bit RLE (which DCMTK lacks, gets wrong or refuses), from the
+// fragments; JPEG Lossless too, for speed, leaving to DCMTK what we do not take.
+enum class Route { Dcmtk, Jpeg2000, JpegLs, JpegLossless, Deflated, RleBits };
 
 struct Encoding {
   Route route = Route::Dcmtk;
@@ -104,6 +106,8 @@ Encoding encoding_of_syntax(const DcmXfer& parsed, const PixelLayout& stored) {
   if (is_jpeg2000(parsed.getXfer())) return {Route::Jpeg2000, parsed.getXfer(), false};
   if (parsed.getXfer() == EXS_JPEGLSLossless || parsed.getXfer() == EXS_JPEGLSLossy)
     return {Route::JpegLs, parsed.getXfer(), false};
+  if (parsed.getXfer() == EXS_JPEGProcess14SV1 || parsed.getXfer() == EXS_JPEGProcess14)
+    return {Route::JpegLossless, parsed.getXfer(), false};
   if (parsed.getXfer() == EXS_RLELossless && stored.bits_allocated == 1) return {Route::RleBits, parsed.getXfer(), true};
   return {Route::Dcmtk, parsed.getXfer(), !parsed.isEncapsulated()};
 }
@@ -135,8 +139,8 @@ Encoding encoding_of(DcmFileFormat& file, DcmElement* pixels, const PixelLayout&
 // One buffer per frame from the encapsulated fragments: DCMTK finds each
 // frame's first fragment (offset table, or one fragment per frame); failing
 // that, a fragment starting with a J2K SOC+SIZ marker pair or a JP2 signature
-// (JPEG 2000), or with SOI and a marker (JPEG-LS, whose coded data cannot hold
-// FF D8), starts a frame.
+// (JPEG 2000), or with SOI and a marker (JPEG-LS and JPEG, whose coded data
+// cannot hold FF D8), starts a frame.
 std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const Encoding& enc, int64_t frames,
                                                       const std::string& what) {
   auto* pd = dynamic_cast<DcmPixelData*>(pixels);
@@ -162,7 +166,7 @@ std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const 
     }
     starts.push_back(start);
   }
-  if (starts.empty() && (enc.route == Route::Jpeg2000 || enc.route == Route::JpegLs))
+  if (starts.empty() && (enc.route == Route::Jpeg2000 || enc.route == Route::JpegLs || enc.route == Route::JpegLossless))
     for (unsigned long i = 1; i < items; ++i) {
       const auto& b = fragments[i];
       const bool soc = b.size() >= 4 && b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51;
@@ -200,6 +204,7 @@ void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, D
   switch (enc.route) {
     case Route::Jpeg2000: d.owned = dicom::decode_j2k_frames(streams, d.layout, what); break;
     case Route::JpegLs: d.owned = dicom::decode_jpegls_frames(streams, d.layout, what); break;
+    case Route::JpegLossless: d.owned = dicom::decode_jpeg_lossless_frames(streams, d.layout, what); break;
     case Route::Deflated: d.owned = dicom::inflate_frames(streams, d.layout, what); break;
     case Route::RleBits: d.owned = dicom::decode_rle_bit_frames(streams, d.layout, what); break;
     case Route::Dcmtk: break;
@@ -226,8 +231,20 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   stored.photometric = stored.samples == 3 ? "RGB" : "MONOCHROME2";  // any valid one: only sizes matter here
   check_size(stored, opt, what);
 
-  const Encoding enc = encoding_of(file, pixels, stored, what);
-  if (enc.route != Route::Dcmtk) {
+  Encoding enc = encoding_of(file, pixels, stored, what);
+  if (enc.route == Route::JpegLossless) {
+    // Ours when it takes the stream; otherwise (or when it finds damage) DCMTK
+    // decodes or reports it, as it did before ours existed.
+    if (opt.own_jpeg_lossless) {
+      try {
+        decode_fragments(ds, pixels, enc, d, what);
+        return d;
+      } catch (const ImageError&) {
+        d = Decoded{};
+      }
+    }
+    enc.route = Route::Dcmtk;
+  } else if (enc.route != Route::Dcmtk) {
     decode_fragments(ds, pixels, enc, d, what);
     return d;
   }

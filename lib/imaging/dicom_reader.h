@@ -1,7 +1,8 @@
 #pragma once
 // DICOM files -> Images, through DCMTK (parsing; its JPEG and RLE decoders),
 // OpenJPEG (JPEG 2000, HTJ2K), CharLS (JPEG-LS) and zlib (deflated image
-// frames); 1-bit RLE is ours.
+// frames); 1-bit RLE and JPEG Lossless (process 14, DCMTK's codec behind it)
+// are ours.
 //
 // Each frame becomes one Image holding modality values (the Modality LUT or
 // RescaleSlope/Intercept applied; MONOCHROME1 mirrored so that bright means
@@ -31,6 +32,10 @@ struct DicomOptions {
   // dataset objects (imaging/dicom_native.h), the same Images faster; false
   // reads every file through DCMTK (tests compare the two).
   bool native_fast_path = true;
+  // JPEG Lossless (.4.70, .4.57) through imaging/dicom_jpeg_lossless.h, the
+  // same samples as DCMTK's codec in a fraction of the time; what it does not
+  // take goes to DCMTK's codec. false: DCMTK's codec only (tests compare them).
+  bool own_jpeg_lossless = true;
 };
 
 std::vector<Image> read_dicom(const std::string& path, const DicomOptions& options = {});

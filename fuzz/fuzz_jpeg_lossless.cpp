@@ -1,0 +1,16 @@
+// libFuzzer target: our JPEG Lossless decoder (imaging/dicom_jpeg_lossless.h)
+// on bare streams: markers, Huffman tables, restart intervals, the scan. Any
+// outcome but an image or an mm::Error (ImageError) is a finding; so is a crash,
+// a leak, or a hang. fuzz_dicom reaches it too, through the reader, behind
+// DICOM parsing. The body is in fuzz_jpeg_lossless_body.h (the doctest suite
+// replays regressions through it).
+//
+// fuzz-sources: lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/dicom_pixels.cpp lib/data/image.cpp
+// fuzz-seeds: fuzz/seeds/jpeg_lossless
+// fuzz-runs: 100000
+#include "fuzz_jpeg_lossless_body.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  fuzz_one_jpeg_lossless(data, size);
+  return 0;
+}
