@@ -152,7 +152,7 @@ struct GpuBatches::Impl {
     if (t.numel() >= n) return;
     sync_streams();
     t = Tensor();
-    t = Tensor::empty({n + n / 4}, DType::F32, Device::CUDA);
+    t = Tensor::zeros({n + n / 4}, DType::F32, Device::CUDA);
   }
 };
 
@@ -218,7 +218,6 @@ void GpuBatches::launch() {
   m.ensure(s.device_items, int64_t((size_t(m.batch_size) * sizeof(cuda::PreprocessItem) + 3) / 4));
   m.ensure(m.rows_done, rows_floats);
   m.ensure(m.inputs, m.batch_size * m.out_channels * m.side * m.side);
-  if (n != m.last_launched_images) m.sync_streams();  // the model resizes its buffers for a new batch size
 
   // Upload, once the batch before that used this slot has read its device copies.
   s.consumed.wait_in(m.upload);
@@ -246,8 +245,11 @@ void GpuBatches::launch() {
   }
   cuda::preprocess_images(a, m.stream);
   s.consumed.record(m.stream);
-  const Tensor logits =
-      m.engine.forward_device(Tensor::wrap(m.inputs.data(), {n, m.out_channels, m.side, m.side}, DType::F32, Device::CUDA));
+  // A short (last) batch runs at the full batch size too, its other rows left as they
+  // are: the model keeps one shape, so one CUDA graph and no reallocation, and in eval
+  // mode no row affects another.
+  const Tensor logits = m.engine.forward_device(
+      Tensor::wrap(m.inputs.data(), {m.batch_size, m.out_channels, m.side, m.side}, DType::F32, Device::CUDA));
   cuda::copy_async(s.logits_pinned, logits.data(), size_t(n * m.classes) * sizeof(float), m.stream);
   s.done.record(m.stream);
   s.in_flight = true;

@@ -162,6 +162,12 @@ class DecodePool {
   DecodePool(const std::vector<InputFile>& files, const Decoder& decoder, int threads, int64_t images_ahead,
              RowCopies& copies)
       : files_(files), decoder_(decoder), images_ahead_(images_ahead), copies_(copies) {
+    // A thread waiting for room to read ahead copies rows meanwhile (at thousands of
+    // images per second, the calling thread alone could not).
+    copies_.on_post([this] {
+      std::lock_guard<std::mutex> lock(mutex_);
+      workers_.notify_one();
+    });
     for (int t = 0; t < threads; ++t) threads_.emplace_back([this] { work(); });
   }
   ~DecodePool() {
@@ -169,19 +175,24 @@ class DecodePool {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
     }
-    changed_.notify_all();
+    workers_.notify_all();
     for (std::thread& t : threads_) t.join();
+    copies_.on_post(nullptr);
   }
 
   // The next file in input order; blocks until it is decoded.
   DecodedFile take(size_t index) {
     std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [&] { return ready_.count(index) > 0; });
+    taker_.wait(lock, [&] { return ready_.count(index) > 0; });
     DecodedFile d = std::move(ready_[index]);
     ready_.erase(index);
-    held_images_ -= weight(d);
+    const int64_t freed = weight(d);
+    held_images_ -= freed;
     next_take_ = index + 1;
-    changed_.notify_all();
+    // Waking every thread per file (thousands a second) cost more than the rest of
+    // the calling thread's work: wake as many as can now claim a file.
+    if (freed == 1) workers_.notify_one();
+    else workers_.notify_all();
     return d;
   }
 
@@ -199,10 +210,12 @@ class DecodePool {
       size_t index;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [&] {
-          return stop_ || next_claim_ >= files_.size() || next_claim_ == next_take_ || held_images_ < images_ahead_;
+        workers_.wait(lock, [&] {
+          return stop_ || next_claim_ >= files_.size() || next_claim_ == next_take_ || held_images_ < images_ahead_ ||
+                 copies_.pending();
         });
         if (stop_ || next_claim_ >= files_.size()) return;
+        if (!(next_claim_ == next_take_ || held_images_ < images_ahead_)) continue;  // woken for copies
         index = next_claim_++;
       }
       DecodedFile d = decoder_.decode(files_[index]);
@@ -211,7 +224,7 @@ class DecodePool {
         held_images_ += weight(d);
         ready_.emplace(index, std::move(d));
       }
-      changed_.notify_all();
+      taker_.notify_one();
     }
   }
 
@@ -220,7 +233,8 @@ class DecodePool {
   const int64_t images_ahead_;
   RowCopies& copies_;
   std::mutex mutex_;
-  std::condition_variable changed_;
+  std::condition_variable taker_;    // the calling thread, waiting in take()
+  std::condition_variable workers_;  // decode threads, waiting for a file to claim or rows to copy
   std::map<size_t, DecodedFile> ready_;
   size_t next_claim_ = 0, next_take_ = 0;
   int64_t held_images_ = 0;

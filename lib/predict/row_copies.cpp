@@ -10,8 +10,7 @@ void RowCopies::post(float* row, std::unique_ptr<float[]> source, size_t floats)
   c.source = source.get();
   c.floats = floats;
   c.owned_array = std::move(source);
-  std::lock_guard<std::mutex> lock(mutex_);
-  queue_.push_back(std::move(c));
+  push(std::move(c));
 }
 
 void RowCopies::post(float* row, std::vector<float> source) {
@@ -20,9 +19,23 @@ void RowCopies::post(float* row, std::vector<float> source) {
   c.source = source.data();
   c.floats = source.size();
   c.owned_vector = std::move(source);  // a moved vector keeps its buffer
-  std::lock_guard<std::mutex> lock(mutex_);
-  queue_.push_back(std::move(c));
+  push(std::move(c));
 }
+
+void RowCopies::push(Copy&& c) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(std::move(c));
+  }
+  if (notify_) notify_();
+}
+
+bool RowCopies::pending() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !queue_.empty();
+}
+
+void RowCopies::on_post(std::function<void()> notify) { notify_ = std::move(notify); }
 
 bool RowCopies::run_one() {
   Copy copy;

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -22,6 +23,10 @@ class RowCopies {
   void post(float* row, std::vector<float> source);
   // Does one queued copy; false when the queue is empty. Any thread.
   bool run_one();
+  bool pending();  // copies queued and not yet taken
+  // Called after each post (outside this object's lock), e.g. to wake a thread that
+  // will run_one(); nullptr: nothing.
+  void on_post(std::function<void()> notify);
   // Does the queued copies, then waits for those other threads are doing: the
   // rows are then complete.
   void finish_all();
@@ -34,9 +39,12 @@ class RowCopies {
     std::unique_ptr<float[]> owned_array;  // what source points into, freed after the copy
     std::vector<float> owned_vector;
   };
+  void push(Copy&& c);
+
   std::mutex mutex_;
   std::condition_variable done_;
   std::deque<Copy> queue_;
+  std::function<void()> notify_;
   int in_flight_ = 0;
 };
 
