@@ -26,7 +26,7 @@ struct ClassifierOptions {
   // "int8" (CPU only; CpuInt8Model; float32 with a note on stderr where the build
   // has no oneDNN or the CPU neither AVX512_VNNI nor AMX).
   std::string precision = "fp32";
-  ActivationScales int8_scales;  // calibrated scales for "int8" (ModelMeta's); empty: per batch
+  ActivationScales int8_scales;  // calibrated scales for "int8" (ModelMeta's); empty: per row
 };
 
 // The CudaMedMamba options for a GPU precision name: fp32 (no TF32), tf32, bf16 or fp16.
