@@ -7,7 +7,7 @@
 //
 // fuzz-sources: lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/dicom_pixels.cpp lib/data/image.cpp
 // fuzz-seeds: fuzz/seeds/jpeg_lossless
-// fuzz-runs: 100000
+// fuzz-runs: 200000
 #include "fuzz_jpeg_lossless_body.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

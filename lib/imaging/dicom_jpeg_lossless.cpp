@@ -264,6 +264,7 @@ class BitReader {
     pos_ += size_t(63 - bits_) >> 3;
     bits_ |= 56;
   }
+  int bits() const { return bits_; }
   uint32_t peek(int n) const { return uint32_t(acc_ >> (64 - n)); }  // 1 <= n <= 32
   void skip(int n) {
     acc_ <<= n;
@@ -285,7 +286,9 @@ class BitReader {
 // One difference (T.81 H.1.2.2): a category SSSS, then SSSS extra bits;
 // SSSS = 16 is 32768 with none.
 __attribute__((always_inline)) inline int decode_difference(BitReader& br, const HuffmanTable& t, const std::string& what) {
-  br.refill();
+  // A difference takes at most 31 bits; refilling only below 32 keeps the
+  // refill's load off most samples' critical path (12-20% faster on CT).
+  if (__builtin_expect(br.bits() < 32, 0)) br.refill();
   int len, ssss;
   const Lookup e = t.fast[br.peek(kLookupBits)];
   if (e.ssss == kWhole) {
@@ -324,7 +327,7 @@ inline int predict(int ra, int rb, int rc) {
 
 struct RowDecoder {
   const HuffmanTable* tables[3];
-  int width, components, first_predictor;  // first_predictor: 2^(P - Pt - 1)
+  int width, first_predictor;  // first_predictor: 2^(P - Pt - 1)
   const std::string& what;
 
   // The first row of a scan or restart interval: the column 0 samples are
@@ -342,7 +345,8 @@ struct RowDecoder {
   void row(BitReader& reader, const uint16_t* prev, uint16_t* cur) const {
     BitReader br = reader;  // a local copy stays in registers
     int left[NC];           // Ra, kept out of memory: it is on the critical path
-    for (int c = 0; c < NC; ++c) cur[c] = uint16_t(left[c] = (prev[c] + decode_difference(br, *tables[c], what)) & 0xFFFF);
+    for (int c = 0; c < NC; ++c)
+      cur[c] = uint16_t(left[c] = (prev[c] + decode_difference(br, *tables[c], what)) & 0xFFFF);
     for (int x = 1; x < width; ++x)
       for (int c = 0; c < NC; ++c) {
         const int i = x * NC + c;
@@ -410,7 +414,7 @@ void decode_lossless_stream(const uint8_t* data, size_t size, int bytes_per_samp
     fail(Kind::Corrupt, what, std::to_string(scan.segments.size()) + " restart intervals, " + std::to_string(intervals) +
                                   " expected");
 
-  RowDecoder rows{{}, h.width, h.components, 1 << (h.precision - s.point_transform - 1), what};
+  RowDecoder rows{{}, h.width, 1 << (h.precision - s.point_transform - 1), what};
   for (int c = 0; c < h.components; ++c) rows.tables[c] = &s.tables[s.scan[c].table];
   std::vector<uint16_t> prev(row_samples), cur(row_samples);
   const size_t out_row_bytes = row_samples * size_t(bytes_per_sample);
