@@ -166,7 +166,7 @@ class DecodePool {
     // images per second, the calling thread alone could not).
     copies_.on_post([this] {
       std::lock_guard<std::mutex> lock(mutex_);
-      workers_.notify_one();
+      if (idle_workers_ > 0) workers_.notify_one();
     });
     for (int t = 0; t < threads; ++t) threads_.emplace_back([this] { work(); });
   }
@@ -183,16 +183,21 @@ class DecodePool {
   // The next file in input order; blocks until it is decoded.
   DecodedFile take(size_t index) {
     std::unique_lock<std::mutex> lock(mutex_);
+    taker_waiting_ = true;
     taker_.wait(lock, [&] { return ready_.count(index) > 0; });
+    taker_waiting_ = false;
     DecodedFile d = std::move(ready_[index]);
     ready_.erase(index);
     const int64_t freed = weight(d);
     held_images_ -= freed;
     next_take_ = index + 1;
     // Waking every thread per file (thousands a second) cost more than the rest of
-    // the calling thread's work: wake as many as can now claim a file.
-    if (freed == 1) workers_.notify_one();
-    else workers_.notify_all();
+    // the calling thread's work: wake as many as can now claim a file, and only
+    // threads that wait (a wake-up is a system call).
+    if (idle_workers_ > 0) {
+      if (freed == 1) workers_.notify_one();
+      else workers_.notify_all();
+    }
     return d;
   }
 
@@ -210,21 +215,25 @@ class DecodePool {
       size_t index;
       {
         std::unique_lock<std::mutex> lock(mutex_);
+        ++idle_workers_;
         workers_.wait(lock, [&] {
           return stop_ || next_claim_ >= files_.size() || next_claim_ == next_take_ || held_images_ < images_ahead_ ||
                  copies_.pending();
         });
+        --idle_workers_;
         if (stop_ || next_claim_ >= files_.size()) return;
         if (!(next_claim_ == next_take_ || held_images_ < images_ahead_)) continue;  // woken for copies
         index = next_claim_++;
       }
       DecodedFile d = decoder_.decode(files_[index]);
+      bool wake_taker;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         held_images_ += weight(d);
         ready_.emplace(index, std::move(d));
+        wake_taker = taker_waiting_;
       }
-      taker_.notify_one();
+      if (wake_taker) taker_.notify_one();
     }
   }
 
@@ -238,6 +247,8 @@ class DecodePool {
   std::map<size_t, DecodedFile> ready_;
   size_t next_claim_ = 0, next_take_ = 0;
   int64_t held_images_ = 0;
+  int idle_workers_ = 0;        // decode threads in workers_.wait
+  bool taker_waiting_ = false;  // the calling thread in taker_.wait
   bool stop_ = false;
   std::vector<std::thread> threads_;
 };
