@@ -10,6 +10,7 @@
 #include <iterator>
 
 #include "data/preprocess.h"
+#include "dicom_test_util.h"
 #include "imaging/dicom_native.h"
 #include "imaging/dicom_reader.h"
 #include "imaging/image_reader.h"
@@ -17,6 +18,8 @@
 #include "test_util.h"
 
 using namespace mm;
+using mm::test::check_same_images;
+using mm::test::read_outcome;
 using mm::test::shared_data_path;
 
 namespace {
@@ -27,37 +30,6 @@ const std::string kCt =
 std::vector<uint8_t> file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// "ok", or the error kind.
-std::string read_outcome(const std::string& path, const DicomOptions& o, std::vector<Image>& images) {
-  try {
-    images = read_dicom(path, o);
-    return "ok";
-  } catch (const ImageError& e) {
-    return image_error_kind_name(e.kind);
-  }
-}
-
-void check_same_images(const std::vector<Image>& fast, const std::vector<Image>& careful) {
-  REQUIRE(fast.size() == careful.size());
-  for (size_t i = 0; i < fast.size(); ++i) {
-    const Image &a = fast[i], &b = careful[i];
-    REQUIRE(a.height == b.height);
-    REQUIRE(a.width == b.width);
-    REQUIRE(a.channels == b.channels);
-    CHECK(std::memcmp(a.pixels.data(), b.pixels.data(), a.pixels.size() * sizeof(float)) == 0);
-    CHECK(a.window_low == b.window_low);
-    CHECK(a.window_high == b.window_high);
-    CHECK(a.window_source == b.window_source);
-    CHECK(a.frame_index == b.frame_index);
-    CHECK(a.study_uid == b.study_uid);
-    CHECK(a.series_uid == b.series_uid);
-    CHECK(a.sop_uid == b.sop_uid);
-    CHECK(a.sop_class_uid == b.sop_class_uid);
-    CHECK(a.modality == b.modality);
-    CHECK(a.photometric == b.photometric);
-  }
 }
 
 }  // namespace
@@ -75,7 +47,8 @@ TEST_CASE("dicom native path: the Images DCMTK's path gives, for every shared DI
       on.window.mode = off.window.mode = mode;
       off.native_fast_path = false;
       std::vector<Image> a, b;
-      const std::string got = read_outcome(path, on, a), want = read_outcome(path, off, b);
+      const std::string got = read_outcome([&] { return read_dicom(path, on); }, a),
+                        want = read_outcome([&] { return read_dicom(path, off); }, b);
       REQUIRE(got == want);
       if (got == "ok") check_same_images(a, b);
     }

@@ -15,11 +15,14 @@
 #include <fstream>
 #include <iterator>
 
+#include "dicom_test_util.h"
 #include "imaging/dicom_jpeg_lossless.h"
 #include "imaging/dicom_reader.h"
 #include "pixel_reference.h"
 
 using namespace mm;
+using mm::test::check_same_images;
+using mm::test::read_outcome;
 using mm::test::shared_data_path;
 namespace fs = std::filesystem;
 
@@ -59,32 +62,6 @@ DicomOptions dcmtk_codec() {
   DicomOptions o;
   o.own_jpeg_lossless = false;
   return o;
-}
-
-// "ok", or the error kind.
-std::string read_outcome(const std::function<std::vector<Image>()>& read, std::vector<Image>& images) {
-  try {
-    images = read();
-    return "ok";
-  } catch (const ImageError& e) {
-    return image_error_kind_name(e.kind);
-  }
-}
-
-void check_same_images(const std::vector<Image>& got, const std::vector<Image>& want) {
-  REQUIRE(got.size() == want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    const Image &a = got[i], &b = want[i];
-    REQUIRE(a.height == b.height);
-    REQUIRE(a.width == b.width);
-    REQUIRE(a.channels == b.channels);
-    CHECK(std::memcmp(a.pixels.data(), b.pixels.data(), a.pixels.size() * sizeof(float)) == 0);
-    CHECK(a.window_low == b.window_low);
-    CHECK(a.window_high == b.window_high);
-    CHECK(a.window_source == b.window_source);
-    CHECK(a.frame_index == b.frame_index);
-    CHECK(a.photometric == b.photometric);
-  }
 }
 
 // Both decoders through the reader: the same outcome, and when it is an image, the same Images.
