@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "data/npz.h"
 #include "data/preprocess.h"
+#include "eval/evaluate.h"
 #include "eval/predictions_file.h"
 #include "eval_test_util.h"
 #include "io/npy_writer.h"
@@ -552,4 +553,34 @@ TEST_CASE("predict pipeline: CPU and CUDA give the same records, inputs made on 
       if (precision == "fp32") CHECK(disagreements == 0);
     }
   }
+}
+
+TEST_CASE("eval through the pipeline: every sample scored in order; an unreadable file stops it, named") {
+  mm::LoadedModel m = tiny_model();
+  mm::Dataset d;
+  d.class_names = {"normal", "benign", "malignant"};
+  for (int i = 0; i < 7; ++i) d.samples.push_back({"s" + std::to_string(i), "img/" + std::to_string(i) + ".png", i % 3});
+  const mm::ImageFileReader read = [](const std::string& file) {
+    if (file == "img/missing.png") throw mm::ImageError(mm::ImageError::Kind::Io, file, "cannot open");
+    return test_image(std::hash<std::string>()(file));
+  };
+  auto classifier = mm::make_classifier(m.model, {mm::DeviceChoice::Cpu, "fp32"});
+  mm::ModelRunOptions o;
+  o.batch_size = 3;
+  o.decode_threads = 2;
+  const mm::ScoredSamples s = mm::run_model_on_dataset(*classifier, m.meta, d, read, o);
+  REQUIRE(s.labels.size() == 7);
+  for (size_t i = 0; i < 7; ++i) {
+    CHECK(s.labels[i] == int64_t(i % 3));
+    // The model on that sample alone.
+    const mm::Tensor logits = m.model.forward(
+        mm::preprocess(read(d.samples[i].file), m.meta.preprocess).reshape({1, 3, 32, 32}));
+    std::vector<double> want(3);
+    mm::softmax_into(logits.f32(), 3, want.data());
+    for (size_t c = 0; c < 3; ++c) CHECK(s.probabilities[i * 3 + c] == doctest::Approx(want[c]).epsilon(1e-4));
+  }
+  // The reader's message names the file, not the sample's number in the pipeline.
+  d.samples[4].file = "img/missing.png";
+  CHECK_THROWS_WITH_AS(mm::run_model_on_dataset(*classifier, m.meta, d, read, o),
+                       "img/missing.png: cannot read: cannot open", mm::Error);
 }

@@ -57,8 +57,11 @@ std::string reason_of(const std::string& message, const std::string& path) {
   return message.compare(0, prefix.size(), prefix) == 0 ? message.substr(prefix.size()) : message;
 }
 
-// Readers say "cannot open" for a path that is missing or a folder; say which.
+// Readers say "cannot open" for a path that is missing or a folder; say which. A message
+// about another file (mm-eval's inputs are sample numbers, its reader names the file) is
+// left as it is.
 std::string plainer_message(const std::string& path, const std::string& message) {
+  if (message.compare(0, path.size() + 2, path + ": ") != 0) return message;
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return path + ": cannot read: a folder that could not be listed";
   if (!std::filesystem::exists(path, ec))
