@@ -1,12 +1,9 @@
 #include "eval/evaluate.h"
 
 #include <algorithm>
-#include <cmath>
-#include <exception>
 #include <vector>
 
 #include "core/error.h"
-#include "data/preprocess.h"
 #include "predict/pipeline.h"
 
 namespace mm {
