@@ -19,6 +19,7 @@
 #ifdef MM_HAVE_IMAGING
 #include "../fuzz/fuzz_dicom_body.h"
 #include "../fuzz/fuzz_jpeg_lossless_body.h"
+#include "../fuzz/fuzz_jpegls_body.h"
 #include "../fuzz/fuzz_nifti_body.h"
 #endif
 
@@ -81,4 +82,5 @@ TEST_CASE("fuzz regressions: fuzz_torch_pickle") { replay("fuzz_torch_pickle", f
 TEST_CASE("fuzz regressions: fuzz_dicom") { replay("fuzz_dicom", fuzz_one_dicom); }
 TEST_CASE("fuzz regressions: fuzz_nifti") { replay("fuzz_nifti", fuzz_one_nifti); }
 TEST_CASE("fuzz regressions: fuzz_jpeg_lossless") { replay("fuzz_jpeg_lossless", fuzz_one_jpeg_lossless); }
+TEST_CASE("fuzz regressions: fuzz_jpegls") { replay("fuzz_jpegls", fuzz_one_jpegls); }
 #endif

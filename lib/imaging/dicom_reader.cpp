@@ -29,6 +29,7 @@
 #include "imaging/dicom_j2k.h"
 #include "imaging/dicom_jpeg_lossless.h"
 #include "imaging/dicom_jpegls.h"
+#include "imaging/dicom_jpegls_decoder.h"
 #include "imaging/dicom_native.h"
 #include "imaging/dicom_pixels.h"
 
@@ -94,7 +95,8 @@ bool is_jpeg2000(E_TransferSyntax x) {
 // encapsulated pixel data under that key: we decode those, and JPEG 2000,
 // JPEG-LS and 1-bit RLE (which DCMTK lacks, gets wrong or refuses), from the
 // fragments; JPEG Lossless too, for speed, leaving to DCMTK what we do not take.
-enum class Route { Dcmtk, Jpeg2000, JpegLs, JpegLossless, Deflated, RleBits };
+// JPEG-LS goes to our decoder first (OwnJpegLs), for speed, then to CharLS.
+enum class Route { Dcmtk, Jpeg2000, JpegLs, OwnJpegLs, JpegLossless, Deflated, RleBits };
 
 struct Encoding {
   Route route = Route::Dcmtk;
@@ -166,7 +168,8 @@ std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const 
     }
     starts.push_back(start);
   }
-  if (starts.empty() && (enc.route == Route::Jpeg2000 || enc.route == Route::JpegLs || enc.route == Route::JpegLossless))
+  if (starts.empty() && (enc.route == Route::Jpeg2000 || enc.route == Route::JpegLs || enc.route == Route::OwnJpegLs ||
+                         enc.route == Route::JpegLossless))
     for (unsigned long i = 1; i < items; ++i) {
       const auto& b = fragments[i];
       const bool soc = b.size() >= 4 && b[0] == 0xFF && b[1] == 0x4F && b[2] == 0xFF && b[3] == 0x51;
@@ -204,6 +207,7 @@ void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, D
   switch (enc.route) {
     case Route::Jpeg2000: d.owned = dicom::decode_j2k_frames(streams, d.layout, what); break;
     case Route::JpegLs: d.owned = dicom::decode_jpegls_frames(streams, d.layout, what); break;
+    case Route::OwnJpegLs: d.owned = dicom::decode_own_jpegls_frames(streams, d.layout, what); break;
     case Route::JpegLossless: d.owned = dicom::decode_jpeg_lossless_frames(streams, d.layout, what); break;
     case Route::Deflated: d.owned = dicom::inflate_frames(streams, d.layout, what); break;
     case Route::RleBits: d.owned = dicom::decode_rle_bit_frames(streams, d.layout, what); break;
@@ -232,17 +236,19 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   check_size(stored, opt, what);
 
   Encoding enc = encoding_of(file, pixels, stored, what);
-  if (enc.route == Route::JpegLossless) {
+  if ((enc.route == Route::JpegLossless && opt.own_jpeg_lossless) || (enc.route == Route::JpegLs && opt.own_jpegls)) {
     // Ours when it takes the stream; otherwise (or when it finds damage) DCMTK
-    // decodes or reports it, as it did before ours existed.
-    if (opt.own_jpeg_lossless) {
-      try {
-        decode_fragments(ds, pixels, enc, d, what);
-        return d;
-      } catch (const ImageError&) {
-        d = Decoded{};
-      }
+    // or CharLS decodes or reports it, as before ours existed.
+    Encoding ours = enc;
+    if (enc.route == Route::JpegLs) ours.route = Route::OwnJpegLs;
+    try {
+      decode_fragments(ds, pixels, ours, d, what);
+      return d;
+    } catch (const ImageError&) {
+      d = Decoded{};
     }
+  }
+  if (enc.route == Route::JpegLossless) {
     enc.route = Route::Dcmtk;
   } else if (enc.route != Route::Dcmtk) {
     decode_fragments(ds, pixels, enc, d, what);

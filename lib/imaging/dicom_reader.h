@@ -36,6 +36,10 @@ struct DicomOptions {
   // same samples as DCMTK's codec in a fraction of the time; what it does not
   // take goes to DCMTK's codec. false: DCMTK's codec only (tests compare them).
   bool own_jpeg_lossless = true;
+  // JPEG-LS (.4.80, .4.81) through imaging/dicom_jpegls_decoder.h, CharLS's
+  // samples in a fraction of its time; what it does not take goes to CharLS.
+  // false: CharLS only (tests compare them).
+  bool own_jpegls = true;
 };
 
 std::vector<Image> read_dicom(const std::string& path, const DicomOptions& options = {});

@@ -1,0 +1,601 @@
+#include "imaging/dicom_jpegls_decoder.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace mm::dicom {
+
+using Kind = ImageError::Kind;
+
+namespace {
+
+[[noreturn]] __attribute__((noinline)) void fail(Kind kind, const std::string& what, const std::string& why) {
+  throw ImageError(kind, what, "JPEG-LS: " + why);
+}
+
+int be16(const uint8_t* p) { return p[0] << 8 | p[1]; }
+
+// T.87 C.2.4.1.1: the preset coding parameters (LSE id 1); 0 means "default".
+struct Presets {
+  int maxval = 0, t1 = 0, t2 = 0, t3 = 0, reset = 0;
+};
+
+// Everything before the scan's entropy-coded data.
+struct Stream {
+  JpegLsHeader header;
+  int component_id = 0;
+  Presets presets;
+  int restart_interval = 0;  // in lines; 0: none
+  size_t scan_begin = 0;
+};
+
+void read_frame_header(Stream& s, const uint8_t* seg, size_t n, const std::string& what) {
+  if (s.header.components) fail(Kind::Corrupt, what, "a second frame header");
+  if (n < 6) fail(Kind::Corrupt, what, "short frame header");
+  JpegLsHeader& h = s.header;
+  h.precision = seg[0];
+  h.height = be16(seg + 1);
+  h.width = be16(seg + 3);
+  h.components = seg[5];
+  if (h.precision < 2 || h.precision > 16) fail(Kind::Corrupt, what, "precision " + std::to_string(h.precision));
+  if (h.height == 0 || h.width == 0) fail(Kind::Unsupported, what, "a dimension given elsewhere (0 in the frame header)");
+  if (h.components != 1) fail(Kind::Unsupported, what, std::to_string(h.components) + " components");
+  if (n != 6 + 3 * size_t(h.components)) fail(Kind::Corrupt, what, "frame header length");
+  s.component_id = seg[6];
+  if (seg[7] != 0x11) fail(Kind::Unsupported, what, "subsampled component");
+}
+
+void read_preset_segment(Stream& s, const uint8_t* seg, size_t n, const std::string& what) {
+  if (n < 1) fail(Kind::Corrupt, what, "empty LSE segment");
+  if (seg[0] != 1) fail(Kind::Unsupported, what, "LSE segment of type " + std::to_string(seg[0]));
+  if (n != 11) fail(Kind::Corrupt, what, "LSE preset parameters length");
+  s.presets = {be16(seg + 1), be16(seg + 3), be16(seg + 5), be16(seg + 7), be16(seg + 9)};
+}
+
+void read_restart_interval(Stream& s, const uint8_t* seg, size_t n, const std::string& what) {
+  if (n < 2 || n > 4) fail(Kind::Corrupt, what, "DRI length");
+  uint32_t ri = 0;
+  for (size_t i = 0; i < n; ++i) ri = ri << 8 | seg[i];
+  if (ri > 65535) fail(Kind::Unsupported, what, "restart interval of " + std::to_string(ri) + " lines");
+  s.restart_interval = int(ri);
+}
+
+// Returns NEAR.
+int read_scan_header(const Stream& s, const uint8_t* seg, size_t n, const std::string& what) {
+  if (!s.header.components) fail(Kind::Corrupt, what, "a scan before the frame header");
+  if (n < 1 || n != 4 + 2 * size_t(seg[0])) fail(Kind::Corrupt, what, "scan header length");
+  if (seg[0] != 1) fail(Kind::Unsupported, what, std::to_string(seg[0]) + " components in the scan");
+  if (seg[1] != s.component_id) fail(Kind::Corrupt, what, "scan names component " + std::to_string(seg[1]));
+  if (seg[2] != 0) fail(Kind::Unsupported, what, "mapping table " + std::to_string(seg[2]));
+  const int near = seg[3], ilv = seg[4], transform = seg[5];
+  if (ilv != 0) fail(Kind::Unsupported, what, "interleave mode " + std::to_string(ilv) + " with one component");
+  if (transform != 0) fail(Kind::Unsupported, what, "point transform " + std::to_string(transform));
+  return near;
+}
+
+// Walks the markers from SOI to the scan.
+Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
+  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) fail(Kind::Corrupt, what, "no SOI marker");
+  Stream s;
+  size_t at = 2;
+  for (;;) {
+    if (at >= size || data[at] != 0xFF) fail(Kind::Corrupt, what, "no marker at byte " + std::to_string(at));
+    while (at < size && data[at] == 0xFF) ++at;  // fill bytes
+    if (at >= size) fail(Kind::Corrupt, what, "ends before its scan");
+    const uint8_t m = data[at++];
+    if (m == 0xD8 || m == 0xD9) fail(Kind::Corrupt, what, m == 0xD8 ? "a second SOI" : "EOI before a scan");
+    if (at + 2 > size) fail(Kind::Corrupt, what, "ends in a marker");
+    const size_t len = size_t(be16(data + at));
+    if (len < 2 || at + len > size) fail(Kind::Corrupt, what, "a segment runs past the end");
+    const uint8_t* seg = data + at + 2;
+    const size_t n = len - 2;
+    if (m == 0xF7) {
+      read_frame_header(s, seg, n, what);
+    } else if (m == 0xF8) {
+      read_preset_segment(s, seg, n, what);
+    } else if (m == 0xDD) {
+      read_restart_interval(s, seg, n, what);
+    } else if (m == 0xDA) {
+      s.header.near = read_scan_header(s, seg, n, what);
+      s.scan_begin = at + len;
+      return s;
+    } else if (!(m >= 0xE0 && m <= 0xEF) && m != 0xFE) {
+      // Other processes' frames (SOF0-15), tables, DNL, and markers JPEG-LS lacks.
+      const std::string hex = {"0123456789ABCDEF"[m >> 4], "0123456789ABCDEF"[m & 15]};
+      fail(Kind::Unsupported, what, "marker FF" + hex);
+    }  // APPn (HP's colour transform is for several components), COM: skipped
+    at += len;
+  }
+}
+
+// T.87's derived parameters (A.2.1, C.2.4.1.1) as CharLS 2.4 computes them.
+struct Params {
+  int maxval, near, range, qbpp, limit, t1, t2, t3, reset;
+};
+
+int ceil_log2(int n) {
+  int x = 0;
+  while (n > (1 << x)) ++x;
+  return x;
+}
+
+// C.2.4.1.1.1's default thresholds; clamp as Figure C.3.
+Presets default_presets(int maxval, int near) {
+  auto clamp = [&](int i, int j) { return i > maxval || i < j ? j : i; };
+  Presets p;
+  p.maxval = maxval;
+  p.reset = 64;
+  if (maxval >= 128) {
+    const int factor = (std::min(maxval, 4095) + 128) / 256;
+    p.t1 = clamp(factor * (3 - 2) + 2 + 3 * near, near + 1);
+    p.t2 = clamp(factor * (7 - 3) + 3 + 5 * near, p.t1);
+    p.t3 = clamp(factor * (21 - 4) + 4 + 7 * near, p.t2);
+  } else {
+    const int factor = 256 / (maxval + 1);
+    p.t1 = clamp(std::max(2, 3 / factor + 3 * near), near + 1);
+    p.t2 = clamp(std::max(3, 7 / factor + 5 * near), p.t1);
+    p.t3 = clamp(std::max(4, 21 / factor + 7 * near), p.t2);
+  }
+  return p;
+}
+
+// Checks the presets as CharLS does (Table C.1), fills in the defaults, and
+// refuses what CharLS decodes otherwise than T.87 says: it sizes RANGE and
+// LIMIT from the precision, not from a custom MAXVAL, and counts run-mode
+// occurrences in a byte.
+Params derive_params(const Stream& s, const std::string& what) {
+  const int full = (1 << s.header.precision) - 1, near = s.header.near;
+  const Presets& in = s.presets;
+  if (in.maxval != 0 && in.maxval != full)
+    fail(Kind::Unsupported, what, "MAXVAL " + std::to_string(in.maxval) + " with precision " +
+                                      std::to_string(s.header.precision));
+  if (near > std::min(255, full / 2)) fail(Kind::Corrupt, what, "NEAR " + std::to_string(near));
+  const Presets d = default_presets(full, near);
+  Params p{};
+  p.maxval = full;
+  p.near = near;
+  p.t1 = in.t1 ? in.t1 : d.t1;
+  p.t2 = in.t2 ? in.t2 : d.t2;
+  p.t3 = in.t3 ? in.t3 : d.t3;
+  p.reset = in.reset ? in.reset : d.reset;
+  if ((in.t1 && (in.t1 < near + 1 || in.t1 > full)) || (in.t2 && (in.t2 < p.t1 || in.t2 > full)) ||
+      (in.t3 && (in.t3 < p.t2 || in.t3 > full)) || (in.reset && (in.reset < 3 || in.reset > std::max(255, full))))
+    fail(Kind::Corrupt, what, "invalid preset coding parameters");
+  if (p.reset > 255) fail(Kind::Unsupported, what, "RESET " + std::to_string(p.reset));
+  p.range = (full + 2 * near) / (2 * near + 1) + 1;
+  p.qbpp = ceil_log2(p.range);
+  const int bpp = ceil_log2(full);
+  p.limit = 2 * (bpp + std::max(8, bpp));
+  return p;
+}
+
+// Where each restart interval's entropy-coded bytes lie in the stream.
+// JPEG-LS stuffs a 0 bit after every 0xFF data byte, so 0xFF followed by a
+// byte with its top bit set is a marker (T.87 A.1; CharLS's rule too).
+struct ScanSegments {
+  std::vector<std::pair<size_t, size_t>> bytes;  // [begin, end) in the stream
+  std::vector<int> markers;                      // the marker after each; -1: the data ended
+};
+
+ScanSegments find_segments(const uint8_t* data, size_t size, size_t at) {
+  ScanSegments s;
+  size_t begin = at;
+  while (at < size) {
+    const void* ff = std::memchr(data + at, 0xFF, size - at);
+    if (!ff) break;
+    const size_t marker = size_t(static_cast<const uint8_t*>(ff) - data);
+    size_t next = marker + 1;
+    if (next < size && data[next] < 0x80) {  // a data byte: the next one holds 7 bits
+      at = next;
+      continue;
+    }
+    while (next < size && data[next] == 0xFF) ++next;  // fill bytes
+    s.bytes.emplace_back(begin, marker);
+    if (next >= size) {
+      s.markers.push_back(-1);
+      return s;
+    }
+    s.markers.push_back(data[next]);
+    if (data[next] < 0xD0 || data[next] > 0xD7) return s;  // EOI or any other marker ends the scan
+    begin = at = next + 1;
+  }
+  s.bytes.emplace_back(begin, size);
+  s.markers.push_back(-1);
+  return s;
+}
+
+// MSB-first bits of one restart interval's bytes, unstuffing as it goes. Past
+// the end it reads zero bytes; a stream that needs more than 8 of them is
+// damaged, and the caller checks overrun() once the interval is decoded.
+class BitReader {
+ public:
+  BitReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+
+  __attribute__((always_inline)) void refill(const std::string& what) {
+    if (!after_ff_ && pos_ + 8 <= size_) {
+      uint64_t w;
+      std::memcpy(&w, data_ + pos_, 8);
+      // No 0xFF among the 8 bytes: no stuffed bit, take whole bytes.
+      const uint64_t x = ~w;
+      if (((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) == 0) {
+        // Bits below `bits_` hold the start of the next bytes; OR-ing them in again changes nothing.
+        acc_ |= __builtin_bswap64(w) >> bits_;
+        pos_ += size_t(63 - bits_) >> 3;
+        bits_ |= 56;
+        return;
+      }
+    }
+    refill_bytewise(what);
+  }
+
+  int bits() const { return bits_; }
+  uint64_t acc() const { return acc_; }
+  void skip(int n) {
+    acc_ <<= n;
+    bits_ -= n;
+  }
+  int read_bit(const std::string& what) {
+    if (bits_ < 1) refill(what);
+    const int b = int(acc_ >> 63);
+    skip(1);
+    return b;
+  }
+  int read_bits(int n, const std::string& what) {  // 1 <= n <= 32
+    if (bits_ < n) refill(what);
+    const int v = int(acc_ >> (64 - n));
+    skip(n);
+    return v;
+  }
+  bool overrun() const { return size_t(bits_) < padded_ * 8; }
+
+  // After an interval's last sample: only the zero bits that pad its last byte
+  // (and the byte after a final 0xFF) may remain, as CharLS requires.
+  bool only_padding_left() const {
+    if (bits_ > 0 && acc_ >> (64 - bits_) != 0) return false;
+    size_t unread = 0;
+    for (size_t i = pos_; i < size_; ++i) {
+      if (data_[i] != 0) return false;
+      unread += 8;
+    }
+    const size_t left = size_t(bits_) + unread - std::min(size_t(bits_), padded_ * 8);
+    return left <= (size_ >= 2 && data_[size_ - 2] == 0xFF ? 14 : 7);
+  }
+
+ private:
+  __attribute__((noinline)) void refill_bytewise(const std::string& what) {
+    acc_ &= bits_ ? ~uint64_t(0) << (64 - bits_) : 0;  // the bits read ahead assumed no stuffing
+    while (bits_ <= 55) {  // at most 63 bits: every shift by a code's length stays below 64
+      if (pos_ >= size_) {
+        if (++padded_ > 8) fail(Kind::Corrupt, what, "entropy-coded data ends early");
+        ++pos_;
+        bits_ += 8;
+        continue;
+      }
+      const uint64_t b = data_[pos_++];
+      if (after_ff_) {  // a stuffed 0 bit, then 7 (find_segments left no marker inside)
+        acc_ |= b << (57 - bits_);
+        bits_ += 7;
+        after_ff_ = false;
+      } else {
+        acc_ |= b << (56 - bits_);
+        bits_ += 8;
+        after_ff_ = b == 0xFF;
+      }
+    }
+  }
+
+  const uint8_t* data_;
+  size_t size_, pos_ = 0;
+  size_t padded_ = 0;  // zero bytes read past the end (the last ones in the buffer)
+  uint64_t acc_ = 0;
+  int bits_ = 0;
+  bool after_ff_ = false;
+};
+
+// T.87 A.2.1's J: run lengths coded per bit of run mode.
+constexpr int kJ[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+struct RegularContext {
+  int32_t a, b, c, n;
+};
+struct RunContext {
+  int32_t a, n, nn;
+};
+
+// One scan's state: context statistics (A.2.1), run index, bits. kLossless
+// (NEAR = 0) reconstructs modulo 2^P with a mask, as CharLS's lossless path.
+template <bool kLossless>
+class ScanDecoder {
+ public:
+  ScanDecoder(const Params& p, const std::string& what) : p_(p), what_(what) {
+    // Gradients are clamped to [-T3, T3] first, so the table stays small.
+    quantize_.resize(size_t(2 * p.t3 + 1));
+    for (int d = -p.t3; d <= p.t3; ++d) {
+      int q = 0;
+      if (d <= -p.t3) q = -4;
+      else if (d <= -p.t2) q = -3;
+      else if (d <= -p.t1) q = -2;
+      else if (d < -p.near) q = -1;
+      else if (d <= p.near) q = 0;
+      else if (d < p.t1) q = 1;
+      else if (d < p.t2) q = 2;
+      else if (d < p.t3) q = 3;
+      else q = 4;
+      quantize_[size_t(d + p.t3)] = int8_t(q);
+    }
+    reset();
+  }
+
+  // The statistics at the start of the scan and of every restart interval.
+  void reset() {
+    const int32_t a = std::max(2, (p_.range + 32) / 64);
+    for (auto& c : regular_) c = {a, 0, 0, 1};
+    for (auto& c : run_) c = {a, 1, 0};
+    run_index_ = 0;
+  }
+
+  // One line: prev[-1 .. width] and cur[-1] set as CharLS sets them.
+  void decode_line(BitReader& reader, const int32_t* prev, int32_t* cur, int width) {
+    BitReader br = reader;  // a local copy stays in registers
+    // Ra stays in a register: through memory, the store and the load would sit on the critical path.
+    int x = 0, ra = cur[-1], rb = prev[-1], rd = prev[0];
+    while (x < width) {
+      const int rc = rb;
+      rb = rd;
+      rd = prev[x + 1];
+      const int qs = (quantize(rd - rb) * 9 + quantize(rb - rc)) * 9 + quantize(rc - ra);
+      if (__builtin_expect(qs != 0, 1)) {
+        ra = regular(br, qs, ra, rb, rc);
+        cur[x++] = ra;
+      } else {
+        reader = br;  // run mode is rarer: the reader goes through memory there, not in the regular loop
+        x += run(reader, x, prev, cur, width);
+        br = reader;
+        ra = cur[x - 1];
+        rb = prev[x - 1];
+        rd = prev[x];
+      }
+    }
+    reader = br;
+  }
+
+ private:
+  int quantize(int d) const { return quantize_[size_t(std::clamp(d, -p_.t3, p_.t3) + p_.t3)]; }
+
+  // A.4.3 (and CharLS's correct_prediction): MAXVAL is 2^P - 1 here.
+  int clamp_sample(int v) const { return std::clamp(v, 0, p_.maxval); }
+
+  // A.4.4 / A.7.2.2: the error value back in sample units, modulo RANGE.
+  int reconstruct(int predicted, int error) const {
+    if constexpr (kLossless) {
+      return (predicted + error) & p_.maxval;
+    } else {
+      const int step = 2 * p_.near + 1;
+      int v = predicted + error * step;
+      if (v < -p_.near) v += p_.range * step;
+      else if (v > p_.maxval + p_.near) v -= p_.range * step;
+      return clamp_sample(v);
+    }
+  }
+
+  // An error value T.87's encoder can write lies in [-floor(RANGE/2), ceil(RANGE/2) - 1].
+  void check_error(int e) const {
+    if (__builtin_expect(unsigned(e + (p_.range >> 1)) >= unsigned(p_.range), 0))
+      fail(Kind::Corrupt, what_, "error value " + std::to_string(e) + " outside RANGE");
+  }
+
+  // A.5.3's limited-length Golomb code: the mapped error value.
+  __attribute__((always_inline)) int decode_value(BitReader& br, int k, int limit) {
+    if (__builtin_expect(br.bits() < 32, 0)) br.refill(what_);
+    const int escape = limit - p_.qbpp - 1;
+    const int zeros = __builtin_clzll(br.acc() | 1);
+    const int length = zeros + 1 + k;
+    if (__builtin_expect(zeros < escape && length <= br.bits(), 1)) {
+      const int v = (zeros << k) + int(br.acc() >> (64 - length)) - (1 << k);
+      br.skip(length);
+      return v;
+    }
+    return decode_long_value(br, k, escape);
+  }
+
+  __attribute__((noinline)) int decode_long_value(BitReader& br, int k, int escape) {
+    int zeros = 0;
+    while (br.read_bit(what_) == 0)
+      if (++zeros > escape) fail(Kind::Corrupt, what_, "a Golomb code longer than LIMIT");
+    if (zeros == escape) return br.read_bits(p_.qbpp, what_) + 1;
+    return (zeros << k) + (k ? br.read_bits(k, what_) : 0);
+  }
+
+  // A.3-A.6: one sample in regular mode.
+  __attribute__((always_inline)) int regular(BitReader& br, int qs, int ra, int rb, int rc) {
+    const int sign = qs >> 31;
+    RegularContext& c = regular_[(qs ^ sign) - sign];
+    const int k = golomb_parameter(c.n, c.a);
+    if (__builtin_expect(k >= 16, 0)) fail(Kind::Corrupt, what_, "Golomb parameter 16");
+    // A.4.1's median edge detector is the median of Ra, Rb and Ra + Rb - Rc (no branches).
+    const int med = std::clamp(ra + rb - rc, std::min(ra, rb), std::max(ra, rb));
+    const int predicted = clamp_sample(med + ((c.c ^ sign) - sign));
+    const int mapped = decode_value(br, k, p_.limit);
+    int error = (mapped >> 1) ^ -(mapped & 1);  // A.5.2 inverted
+    if (kLossless) error ^= ((2 * c.b + c.n - 1) >> 31) & -int(k == 0);
+    check_error(error);
+    update(c, error);
+    return reconstruct(predicted, (error ^ sign) - sign);
+  }
+
+  // A.6.1 and A.6.2, without branches where the outcome follows the data.
+  __attribute__((always_inline)) void update(RegularContext& c, int error) {
+    int a = c.a + (error < 0 ? -error : error), b = c.b + (kLossless ? error : error * (2 * p_.near + 1)), n = c.n;
+    if (__builtin_expect(n == p_.reset, 0)) {
+      a >>= 1;
+      b >>= 1;
+      n >>= 1;
+    }
+    ++n;
+    const bool down = b + n <= 0, up = b > 0;  // exclusive: b + n <= 0 means b < 0
+    b = down ? std::max(b + n, 1 - n) : up ? std::min(b - n, 0) : b;
+    c.c += int(up & (c.c < 127)) - int(down & (c.c > -128));
+    c.a = a, c.b = b, c.n = n;
+  }
+
+  // A.7: a run of Ra from x, then the sample that interrupts it unless the
+  // line ends first. Returns the samples decoded.
+  int run(BitReader& br, int x, const int32_t* prev, int32_t* cur, int width) {
+    const int ra = cur[x - 1], left = width - x;
+    int count = 0;
+    while (br.read_bit(what_)) {
+      const int chunk = 1 << kJ[run_index_], n = std::min(chunk, left - count);
+      count += n;
+      if (n == chunk) run_index_ = std::min(31, run_index_ + 1);
+      if (count == left) break;
+    }
+    if (count != left && kJ[run_index_] > 0) count += br.read_bits(kJ[run_index_], what_);
+    if (count > left) fail(Kind::Corrupt, what_, "a run past the end of its line");
+    std::fill(cur + x, cur + x + count, ra);
+    const int end = x + count;
+    if (end == width) return count;
+    const int rb = prev[end];
+    if (std::abs(ra - rb) <= p_.near) {
+      cur[end] = reconstruct(ra, interruption_error(br, run_[1], 1));
+    } else {
+      const int e = interruption_error(br, run_[0], 0);
+      cur[end] = reconstruct(rb, rb < ra ? -e : e);
+    }
+    run_index_ = std::max(0, run_index_ - 1);
+    return count + 1;
+  }
+
+  // A.10's k: the least with N * 2^k >= A (N > 0; A >= 0, 0 once halved from 1), from their bit lengths.
+  static int golomb_parameter(int n, int a) {
+    const int k = std::max(0, __builtin_clz(unsigned(n)) - __builtin_clz(unsigned(a) | 1));
+    return k + int((n << k) < a);
+  }
+
+  // A.7.2: the interruption sample's error (before its sign), and A.7.2.2's updates.
+  int interruption_error(BitReader& br, RunContext& c, int type) {
+    const int temp = c.a + (c.n >> 1) * type;
+    const int k = golomb_parameter(c.n, temp);
+    if (k > 16) fail(Kind::Corrupt, what_, "run interruption Golomb parameter " + std::to_string(k));
+    const int mapped = decode_value(br, k, p_.limit - kJ[run_index_] - 1);
+    const int t = mapped + type, map = t & 1, magnitude = (t + map) / 2;
+    const int error = (k != 0 || 2 * c.nn >= c.n) == bool(map) ? -magnitude : magnitude;
+    check_error(error);
+    if (error < 0) ++c.nn;
+    c.a += (mapped + 1 - type) >> 1;
+    if (c.n == p_.reset) {
+      c.a >>= 1;
+      c.n >>= 1;
+      c.nn >>= 1;
+    }
+    ++c.n;
+    return error;
+  }
+
+  const Params p_;
+  const std::string& what_;
+  std::vector<int8_t> quantize_;
+  RegularContext regular_[365];
+  RunContext run_[2];
+  int run_index_ = 0;
+};
+
+template <bool kLossless>
+void decode_scan(const uint8_t* data, size_t size, const Stream& s, const Params& p, int bytes_per_sample,
+                 uint8_t* out, const std::string& what) {
+  const JpegLsHeader& h = s.header;
+  const ScanSegments scan = find_segments(data, size, s.scan_begin);
+  const int lines_per_interval = s.restart_interval ? s.restart_interval : h.height;
+  const size_t intervals = size_t((h.height + lines_per_interval - 1) / lines_per_interval);
+  if (scan.bytes.size() < intervals)
+    fail(Kind::Corrupt, what, std::to_string(scan.bytes.size()) + " restart intervals, " + std::to_string(intervals) +
+                                  " expected");
+  for (size_t k = 0; k + 1 < intervals; ++k)
+    if (scan.markers[k] != int(0xD0 + (k & 7)))
+      fail(Kind::Corrupt, what, "no RST" + std::to_string(k & 7) + " after restart interval " + std::to_string(k));
+  // CharLS reads the EOI the DICOM wrapper appends where a stream lacks it.
+  const int end_marker = scan.markers[intervals - 1];
+  if (end_marker != 0xD9 && end_marker != -1) fail(Kind::Unsupported, what, "a marker other than EOI after the scan");
+
+  ScanDecoder<kLossless> decoder(p, what);
+  // Lines with an edge sample either side: [-1] and [width] (T.87 A.2.1's edges).
+  const size_t stride = size_t(h.width) + 2;
+  std::vector<int32_t> lines(2 * stride);
+  for (size_t k = 0; k < intervals; ++k) {
+    if (k > 0) {
+      decoder.reset();
+      std::fill(lines.begin(), lines.end(), 0);
+    }
+    BitReader br(data + scan.bytes[k].first, scan.bytes[k].second - scan.bytes[k].first);
+    const int first = int(k) * lines_per_interval, last = std::min(h.height, first + lines_per_interval);
+    for (int y = first; y < last; ++y) {
+      int32_t* prev = lines.data() + 1 + ((y - first) & 1 ? stride : 0);
+      int32_t* cur = lines.data() + 1 + ((y - first) & 1 ? 0 : stride);
+      prev[h.width] = prev[h.width - 1];
+      cur[-1] = prev[0];
+      decoder.decode_line(br, prev, cur, h.width);
+      uint8_t* row = out + size_t(y) * size_t(h.width) * size_t(bytes_per_sample);
+      if (bytes_per_sample == 1) {
+        for (int x = 0; x < h.width; ++x) row[x] = uint8_t(cur[x]);
+      } else {
+        for (int x = 0; x < h.width; ++x) {
+          const uint16_t v = uint16_t(cur[x]);
+          std::memcpy(row + 2 * x, &v, 2);
+        }
+      }
+    }
+    if (br.overrun()) fail(Kind::Corrupt, what, "entropy-coded data ends early");
+    if (!br.only_padding_left()) fail(Kind::Corrupt, what, "data after the last sample of an interval");
+  }
+}
+
+}  // namespace
+
+JpegLsHeader read_jpegls_header(const uint8_t* data, size_t size, const std::string& what) {
+  const Stream s = read_stream(data, size, what);
+  derive_params(s, what);
+  return s.header;
+}
+
+void decode_jpegls_stream(const uint8_t* data, size_t size, int bytes_per_sample, uint8_t* out, size_t out_size,
+                          const std::string& what) {
+  const Stream s = read_stream(data, size, what);
+  const Params p = derive_params(s, what);
+  const JpegLsHeader& h = s.header;
+  if (bytes_per_sample != 1 && bytes_per_sample != 2) fail(Kind::Unsupported, what, "samples of that size");
+  if (h.precision > 8 * bytes_per_sample)
+    fail(Kind::Corrupt, what, std::to_string(h.precision) + "-bit samples into " + std::to_string(bytes_per_sample) +
+                                  " bytes");
+  if (out_size != size_t(h.width) * size_t(h.height) * size_t(bytes_per_sample))
+    fail(Kind::Corrupt, what, "output of " + std::to_string(out_size) + " bytes for " + std::to_string(h.width) + " x " +
+                                  std::to_string(h.height));
+  if (p.near == 0) decode_scan<true>(data, size, s, p, bytes_per_sample, out, what);
+  else decode_scan<false>(data, size, s, p, bytes_per_sample, out, what);
+}
+
+std::vector<uint8_t> decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
+                                              const std::string& what) {
+  if (l.bits_allocated != 8 && l.bits_allocated != 16)
+    fail(Kind::Unsupported, what, "BitsAllocated " + std::to_string(l.bits_allocated));
+  if (l.samples != 1) fail(Kind::Unsupported, what, std::to_string(l.samples) + " samples per pixel");
+  if (int64_t(frames.size()) != l.frames)
+    fail(Kind::Corrupt, what, std::to_string(frames.size()) + " streams for " + std::to_string(l.frames) + " frames");
+  const int bytes = l.bits_allocated / 8;
+  for (size_t f = 0; f < frames.size(); ++f) {  // every header checked before the output is allocated
+    const JpegLsHeader h = read_jpegls_header(frames[f].data, frames[f].size, what);
+    if (h.width != l.columns || h.height != l.rows || h.components != l.samples || h.precision > l.bits_allocated)
+      fail(Kind::Corrupt, what,
+           "frame " + std::to_string(f) + " is " + std::to_string(h.width) + " x " + std::to_string(h.height) + " x " +
+               std::to_string(h.components) + " of " + std::to_string(h.precision) + " bits, the dataset says " +
+               std::to_string(l.columns) + " x " + std::to_string(l.rows) + " x " + std::to_string(l.samples) +
+               " of BitsAllocated " + std::to_string(l.bits_allocated));
+  }
+  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  const size_t frame_bytes = size_t(l.frame_bytes());
+  for (size_t f = 0; f < frames.size(); ++f)
+    decode_jpegls_stream(frames[f].data, frames[f].size, bytes, out.data() + f * frame_bytes, frame_bytes, what);
+  l.planar = 0;
+  return out;
+}
+
+}  // namespace mm::dicom
