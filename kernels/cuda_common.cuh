@@ -73,6 +73,21 @@ int vector_width(std::initializer_list<int64_t> lengths, std::initializer_list<c
   return v;
 }
 
+// Global -> shared copies that complete asynchronously (cp.async), 16 bytes bypassing L1 or
+// 4 bytes through it; !valid writes zeros and reads nothing. A thread's copies since the last
+// commit form a group; wait_all_but_newest returns once all but its newest group have landed
+// (then a barrier makes them visible to the block).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   MM_CHECK(blocks < (int64_t(1) << 31), "grid too large");

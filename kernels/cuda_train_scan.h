@@ -26,10 +26,6 @@ struct ScanTrainShape {
   // (see scan_train_forward.cu). 0 picks enough segments to fill the GPU; tests set it to
   // reach every path on small shapes. The results depend on it only by rounding.
   int64_t segment_chunks = 0;
-  // Steps per piece of backward's walk through a chunk: 8, 16 or 32 (see
-  // scan_train_backward.cu). 0 picks the default, or MM_SCAN_BACKWARD_PIECE from the
-  // environment (for benchmarks). Every choice gives the same bits.
-  int64_t backward_piece = 0;
 };
 struct ScanTrainWeights {
   const float *x_proj_weight, *dt_projs_weight, *dt_projs_bias, *A_logs, *Ds;

@@ -63,14 +63,6 @@ __device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
   return h * W + w;
 }
 
-// 16-byte global -> shared copy that completes asynchronously (bypassing L1); !valid writes zeros.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
-
 // softplus(x) = max(x,0) + log1p(e^-|x|), log1p(t) = 2·atanh(s) with s = t/(2+t) <= 1/3:
 // the series to s^15 is accurate to ~1e-8 relative (log1pf costs twice the instructions).
 // PyTorch returns x itself above 20.

@@ -6,22 +6,27 @@ namespace mm::cuda {
 namespace scan_train {
 namespace {
 
-// Each lane holds v[0..31]; afterwards lane j returns Σ over the 32 lanes of v[j]. Five
-// butterfly stages: at each a lane keeps half of its values (the half its lane bit selects)
-// and sends the other half to its partner, so 16+8+4+2+1 = 31 shuffles instead of 32·5.
-// The order of additions is fixed, so the result is deterministic.
-__device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane) {
+// One butterfly stage of warp_transpose_sum and the stages after it: a lane keeps the half of
+// its values that its lane bit kHalf selects and sends the other half to its partner. A
+// template, so that every loop has a constant trip count: with the stage a loop variable the
+// compiler kept v in local memory.
+template <int kHalf>
+__device__ __forceinline__ void transpose_sum_stage(float (&v)[kWarp], int lane) {
+  const bool upper = (lane & kHalf) != 0;
 #pragma unroll
-  for (int stage = 4; stage >= 0; --stage) {
-    const int half = 1 << stage;
-    const bool upper = (lane & half) != 0;
-#pragma unroll
-    for (int i = 0; i < half; ++i) {
-      const float send = upper ? v[i] : v[i + half];
-      const float keep = upper ? v[i + half] : v[i];
-      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, half);
-    }
+  for (int i = 0; i < kHalf; ++i) {
+    const float send = upper ? v[i] : v[i + kHalf];
+    const float keep = upper ? v[i + kHalf] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kHalf);
   }
+  if constexpr (kHalf > 1) transpose_sum_stage<kHalf / 2>(v, lane);
+}
+
+// Each lane holds v[0..31]; afterwards lane j returns Σ over the 32 lanes of v[j]. Five
+// butterfly stages, 16+8+4+2+1 = 31 shuffles instead of 32·5. The order of additions is
+// fixed, so the result is deterministic.
+__device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane) {
+  transpose_sum_stage<kWarp / 2>(v, lane);
   return v[0];
 }
 
@@ -70,114 +75,239 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
   }
 }
 
-// grid (ndblk, segments, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the segment,
-// the warp is channels [32·blockIdx.x, +32) of (b, k). Lanes past D run the loop on zeros
-// (the shuffles need all 32 lanes) and write nothing of their own.
-// Dynamic shared memory: stage_bytes(s).
-// Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
+// The main backward kernel. A block is kN warps over the 32 channels [32·blockIdx.x, +32) of
+// one (b, k, segment): warp n carries state n and lane c channel 32·blockIdx.x + c, so a thread
+// keeps one state, and the states of a piece of kPiece steps fit in its registers. (The first
+// design had a thread per channel with all 16 states, one warp per block: a chunk's states
+// lived in local memory, ~35 KB a warp, which spilled from L1 to L2, and at ~167 registers a
+// thread too few warps were resident to hide that: it issued at a sixth of the SMs' rate.)
+// What depends on the channel only (Δ, softplus', u, dout) is computed once per step and
+// channel when a chunk is staged, and the sums over states (dL/dΔ, the du term) go through
+// shared memory to one thread per (step, channel).
+constexpr int kBwdThreads = kN * kWarp;  // 512
+constexpr int kPiece = 16;               // = kN: in the per-step phase warp j takes step j of the piece
+static_assert(kPiece == kN && kChunk % kPiece == 0 && 2 * kPiece == kWarp,
+              "the phases map warps to states, then to steps; the transpose-sum takes 2·kPiece values");
+constexpr int kDbcStride = 2 * kN + 1;  // a warp's 32 stores of one state's column fall in 32 banks
+
+// Shared memory of the main backward kernel. What a chunk reads from global memory (rows,
+// u, dout) is double-buffered: the copies for the next chunk are in flight while this one
+// computes, since a block fills its SM alone and no other block would hide their latency.
+struct BackwardSmem {
+  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
+  float* u[2];     // (kChunk, kWarp) per step and channel: u
+  float* dy[2];    //   dout
+  float* delta;    // (kChunk, kWarp) per step and channel: Δ
+  float* dlu;      //   Δ·u
+  float* spg;      //   softplus' of Δ's pre-activation
+  float* tA;       // (kN, kPiece, kWarp) per state, step of the piece and channel: dL/d(Δ·A_n)·A_n
+  float* gB;       //   dL/dh_n · B_n
+  float* dbc;      // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
+};
+inline size_t backward_smem_bytes(int SR) {
+  return sizeof(float) * (2 * (size_t(kChunk) * SR + 2 * kChunk * kWarp) + 3 * kChunk * kWarp +
+                          2 * kN * kPiece * kWarp + kPiece * kDbcStride);
+}
+__device__ __forceinline__ BackwardSmem backward_smem(const Dims& s, float* p) {
+  BackwardSmem m;
+  auto take = [&p](int n) { float* q = p; p += n; return q; };
+  for (int i = 0; i < 2; ++i) {
+    m.rows[i] = take(kChunk * s.SR);
+    m.u[i] = take(kChunk * kWarp);
+    m.dy[i] = take(kChunk * kWarp);
+  }
+  m.delta = take(kChunk * kWarp);
+  m.dlu = take(kChunk * kWarp);
+  m.spg = take(kChunk * kWarp);
+  m.tA = take(kN * kPiece * kWarp);
+  m.gB = take(kN * kPiece * kWarp);
+  m.dbc = take(kPiece * kDbcStride);
+  return m;
+}
+
+// What a (state n, channel) thread of the main backward kernel reads once.
+struct StateThread {
+  int tid, lane, n, d;  // d: the channel; dc: the channel whose parameters it reads
+  bool active;          // d < D: lanes past D work on zeros and write nothing of their own
+  float A, A2, Dk, bias;
+  const float *wrow, *u_b, *dout_b, *dbl_b;
+};
+__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
+                                                    const float* dout, const float* dbl, int b, int k) {
+  StateThread t;
+  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
+  t.d = blockIdx.x * kWarp + t.lane;
+  t.active = t.d < s.D;
+  const int dc = t.active ? t.d : s.D - 1;
+  const int64_t kd = int64_t(k) * s.D + dc;
+  const double a = -exp(double(w.A_logs[kd * kN + t.n]));  // as load_channel does
+  t.A = float(a);
+  t.A2 = float(a * 1.4426950408889634);
+  t.Dk = w.Ds[kd];
+  t.bias = w.dt_projs_bias[kd];
+  t.wrow = w.dt_projs_weight + kd * s.R;
+  t.u_b = u + int64_t(b) * s.L * s.D + dc;
+  t.dout_b = dout + int64_t(b) * s.L * s.D + dc;
+  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  return t;
+}
+
+// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
+// reordered as stage_chunk does, and u and dout of each (step, channel), zero for lanes past
+// D (thread (n, c) takes steps n, n+kN, ... of channel c). Commits them as one group; a
+// chunk below 0 commits an empty group, which keeps the caller's wait uniform.
+__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
+                                                   const BackwardSmem& m) {
+  if (chunk >= 0) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
+    float* u = buf ? m.u[1] : m.u[0];
+    float* dy = buf ? m.dy[1] : m.dy[0];
+    for (int idx = t.tid; idx < len * s.RN; idx += kBwdThreads) {
+      const int i = idx / s.RN, j = idx - i * s.RN;
+      cp_async4(rows + i * s.SR + (j < s.R ? 2 * kN + j : j - s.R),
+                t.dbl_b + int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j, true);
+    }
+    for (int i = t.n; i < len; i += kN) {
+      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
+      cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
+    }
+  }
+  cp_async_commit();
+}
+
+// Per (step, channel) of a staged chunk: Δ, Δ·u and softplus', by the threads of that channel
+// with forward's arithmetic, so that the states recomputed from them are forward's bit for bit.
+template <bool kFast>
+__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
+                                             const StateThread& t, const BackwardSmem& m) {
+  for (int i = t.n; i < len; i += kN) {
+    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
+    const float delta = softplus<kFast>(pre);
+    const int e = i * kWarp + t.lane;
+    m.delta[e] = delta;
+    m.dlu[e] = delta * u[e];
+    m.spg[e] = softplus_grad<kFast>(pre);
+  }
+}
+
+// grid (ndblk, segments, 4·B), block kBwdThreads: blockIdx.z = b·4 + k, blockIdx.y the
+// segment. Dynamic shared memory: backward_smem_bytes(SR).
+// Per chunk, from the last: stage it; then per piece of kPiece steps, from the last, recompute
+// the states from the chunk's saved start state (the steps before the piece keep only the
+// running state), walk the piece backwards carrying dh, and finish its steps in the per-step
+// phase. Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
 // Workspace); per (b, segment, k, d): pgrad.
-// No minimum of resident blocks: forcing 16 per SM (128 registers instead of 167) made the
-// step's backward scan 46% slower on the H200 (27.8 against 19.0 ms at batch 64, dims
-// 48..384): hs[][] lives in local memory, and four more warps' shared memory leave the L1
-// too little room for it.
-// kSub: a chunk is walked back in pieces of kSub steps, each piece's states recomputed from
-// the chunk's saved start state, so hs[][] holds kSub+1 states instead of kChunk+1: a smaller
-// local-memory footprint per warp, for more recompute. The arithmetic and its order are the
-// same for every kSub, so the results are bit-identical.
-template <bool kFast, int kSub>
-__global__ void __launch_bounds__(kWarp)
+template <bool kFast>
+__global__ void __launch_bounds__(kBwdThreads, 1)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
                      float* du_dir, float* dbc_part, float* pgrad) {
   extern __shared__ float smem[];
-  const StageSmem sm = stage_smem(s, smem);
-  const WarpPlace wp = warp_place(s, 0);
-  const int lane = wp.lane, d = wp.d, dc = wp.dc, seg = wp.seg, bk = wp.bk, b = wp.b, k = wp.k;
-  const bool active = wp.active;
-  float *srow = sm.rows, *su = sm.u, *sdy = sm.dy;
-  const Channel c = load_channel(s, w, u, dbl, b, k, dc);
-  const float* dout_b = dout + int64_t(b) * s.L * s.D + dc;
-  const float* st = states + int64_t(bk) * s.nseg * kN * s.D + dc;
+  const BackwardSmem m = backward_smem(s, smem);
+  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
+  const StateThread t = state_thread(s, w, u, dout, dbl, b, k);
+  const int lane = t.lane, n = t.n;
+  const float* st = states + (int64_t(bk) * s.nseg * kN + n) * s.D + t.d;  // + chunk·N·D
   const int64_t dir_row0 = (int64_t(k) * s.B + b) * s.L;  // row of (k, b, p=0) in (4, B·L)
   float* part = dbc_part + (int64_t(blockIdx.x) * s.BL + int64_t(b) * s.L) * 4 * (2 * kN) + k * (2 * kN) + lane;
 
-  float dh[kN], dA[kN];  // dL/dh carried backwards; Σ over steps of dL/d(Δ·A_n)·Δ
-  join_segments(s, seg_state, seg_decay, bk, seg, dc, true, dh);
-#pragma unroll
-  for (int n = 0; n < kN; ++n) {
-    if (!active) dh[n] = 0.f;
-    dA[n] = 0.f;
-  }
-  float dD = 0.f, dbias = 0.f;
-  float hs[kSub + 1][kN];  // states of one piece: hs[0] before its first step, hs[j+1] after its step j
-
+  // dh: dL/dh_n carried backwards; dA: Σ over steps of dL/d(Δ·A_n)·Δ. dD and dbias: sums over
+  // this thread's steps of the per-step phase (step n of every piece), added up at the end.
+  float dh = t.active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n, t.d, true) : 0.f;
+  float dA = 0.f, dD = 0.f, dbias = 0.f;
   int first, end;
   segment_chunks(s, seg, first, end);
-  for (int chunk = end - 1; chunk >= first; --chunk) {
+  start_chunk_copies(s, k, end - 1, 0, t, m);
+  for (int chunk = end - 1, buf = 0; chunk >= first; --chunk, buf ^= 1) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, dout_b, active, lane, srow, su, sdy);
-    for (int i0 = (len - 1) / kSub * kSub; i0 >= 0; i0 -= kSub) {
-      const int i_end = min(i0 + kSub, len);
-      // Recompute the chunk up to the piece's end as forward did: the steps before the piece
-      // keep only the running state (in hs[0]), the piece's steps keep theirs.
-#pragma unroll
-      for (int n = 0; n < kN; ++n) hs[0][n] = active ? st[(int64_t(chunk) * kN + n) * s.D] : 0.f;
-      for (int i = 0; i < i_end; ++i) {
-        const float* row = srow + i * s.SR;
-        float Bs[kN], Cs[kN];
-        load_bc(row, Bs, Cs);
-        const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
-        const float dlu = delta * su[i * kWarp + lane];
-        const int from = i <= i0 ? 0 : i - i0, to = i < i0 ? 0 : i + 1 - i0;
-#pragma unroll
-        for (int n = 0; n < kN; ++n) hs[to][n] = step_exp2<kFast>(delta * c.A2[n]) * hs[from][n] + dlu * Bs[n];
+    // The other buffer was last read before the previous chunk's closing barrier.
+    start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, m);
+    cp_async_wait_all_but_newest();
+    __syncthreads();  // this chunk's copies, from every thread, are visible
+    const float* rows = buf ? m.rows[1] : m.rows[0];
+    const float* su = buf ? m.u[1] : m.u[0];
+    const float* sdy = buf ? m.dy[1] : m.dy[0];
+    stage_deltas<kFast>(s, len, rows, su, t, m);
+    __syncthreads();
+    const float h_chunk = t.active ? st[int64_t(chunk) * kN * s.D] : 0.f;
+    for (int i0 = (len - 1) / kPiece * kPiece; i0 >= 0; i0 -= kPiece) {
+      const int plen = min(kPiece, len - i0);
+      float hs[kPiece + 1];  // hs[0] before the piece's first step, hs[j+1] after its step j
+      hs[0] = h_chunk;
+      for (int i = 0; i < i0; ++i) {
+        const int e = i * kWarp + lane;
+        hs[0] = step_exp2<kFast>(m.delta[e] * t.A2) * hs[0] + m.dlu[e] * rows[i * s.SR + n];
       }
-      for (int i = i_end - 1; i >= i0; --i) {
-        const float(&h_before)[kN] = hs[i - i0];
-        const float(&h_after)[kN] = hs[i - i0 + 1];
-        const int p = scan_position(k, l0 + i, s.H, s.W);
-        const float* row = srow + i * s.SR;
-        float Bs[kN], Cs[kN];
-        load_bc(row, Bs, Cs);
-        const float ul = su[i * kWarp + lane];
-        const float dy = sdy[i * kWarp + lane];
-        const float pre = delta_pre(c.wrow, c.bias, staged_dt(row), s.R);
-        const float delta = softplus<kFast>(pre);
-        const float dlu = delta * ul;
-        float v[2 * kN];     // this channel's terms of [dB_l | dC_l]
-        float ddl = 0.f;     // dL/dΔ
-        float gB = 0.f;      // Σ_n dL/dh_n · B_n
 #pragma unroll
-        for (int n = 0; n < kN; ++n) {
-          const float a = step_exp2<kFast>(delta * c.A2[n]);
-          const float dhn = dh[n] + dy * Cs[n];               // dL/dh_l
-          const float t = dhn * h_before[n] * a;              // dL/d(Δ·A_n)
-          v[kN + n] = dy * h_after[n];
-          v[n] = dhn * dlu;
-          ddl += t * c.A[n];
-          dA[n] += t * delta;
-          gB += dhn * Bs[n];
-          dh[n] = dhn * a;                                    // dL/dh_{l-1} through h_l
+      for (int j = 0; j < kPiece; ++j) {
+        const int e = (i0 + j) * kWarp + lane;
+        hs[j + 1] = j < plen ? step_exp2<kFast>(m.delta[e] * t.A2) * hs[j] + m.dlu[e] * rows[(i0 + j) * s.SR + n]
+                             : 0.f;
+      }
+      float v[2 * kPiece];  // this channel's [dB_n | dC_n] terms of each step of the piece
+#pragma unroll
+      for (int j = 0; j < 2 * kPiece; ++j) v[j] = 0.f;
+#pragma unroll
+      for (int j = kPiece - 1; j >= 0; --j) {
+        if (j < plen) {
+          const int i = i0 + j, e = i * kWarp + lane;
+          const float* row = rows + i * s.SR;
+          const float delta = m.delta[e], dy = sdy[e];
+          const float a = step_exp2<kFast>(delta * t.A2);
+          const float dhn = dh + dy * row[kN + n];  // dL/dh_l
+          const float tt = dhn * hs[j] * a;          // dL/d(Δ·A_n)
+          v[kPiece + j] = dy * hs[j + 1];
+          v[j] = dhn * m.dlu[e];
+          const int r = (n * kPiece + j) * kWarp + lane;
+          m.tA[r] = tt * t.A;
+          m.gB[r] = dhn * row[n];
+          dA += tt * delta;
+          dh = dhn * a;  // dL/dh_{l-1} through h_l
         }
+      }
+      // Lane j < kPiece holds dB_n of step j summed over the 32 channels, lane kPiece + j dC_n.
+      m.dbc[(lane % kPiece) * kDbcStride + (lane < kPiece ? n : kN + n)] = warp_transpose_sum(v, lane);
+      __syncthreads();
+      // Per-step phase: warp n finishes step n of the piece for channel `lane`.
+      if (n < plen) {
+        const int i = i0 + n, e = i * kWarp + lane;
+        float ddl = 0.f, gB = 0.f;  // dL/dΔ, Σ_n dL/dh_n·B_n
+#pragma unroll
+        for (int q = 0; q < kN; ++q) {
+          ddl += m.tA[(q * kPiece + n) * kWarp + lane];
+          gB += m.gB[(q * kPiece + n) * kWarp + lane];
+        }
+        const float ul = su[e], dy = sdy[e];
         ddl += gB * ul;
-        const float dpre = ddl * softplus_grad<kFast>(pre);
+        const float dpre = ddl * m.spg[e];
         dD += dy * ul;
         dbias += dpre;
-        if (active) {
-          const int64_t o = (dir_row0 + p) * s.D + d;
+        const int p = scan_position(k, l0 + i, s.H, s.W);
+        if (t.active) {
+          const int64_t o = (dir_row0 + p) * s.D + t.d;
           dpre_out[o] = dpre;
-          du_dir[o] = gB * delta + c.Dk * dy;
+          du_dir[o] = gB * m.delta[e] + t.Dk * dy;
         }
-        part[int64_t(p) * 4 * (2 * kN)] = warp_transpose_sum(v, lane);
+        part[int64_t(p) * 4 * (2 * kN)] = m.dbc[n * kDbcStride + lane];  // lane = j of [dB | dC]
       }
+      __syncthreads();  // the piece's shared memory is read; the next piece or chunk may write
     }
   }
-  if (active) {
-    float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + d) * (kN + 2);
-#pragma unroll
-    for (int n = 0; n < kN; ++n) pg[n] = dA[n] * c.A[n];  // through A = -exp(A_logs): dA_logs = dA·A
-    pg[kN] = dD;
-    pg[kN + 1] = dbias;
+  // dD and dbias over the block's warps (each summed its steps), in warp order.
+  m.tA[n * kWarp + lane] = dD;
+  m.gB[n * kWarp + lane] = dbias;
+  __syncthreads();
+  if (t.active) {
+    float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + t.d) * (kN + 2);
+    pg[n] = dA * t.A;  // through A = -exp(A_logs): dA_logs = dA·A
+    if (n == 0) {
+      float sD = 0.f, sb = 0.f;
+      for (int q = 0; q < kN; ++q) sD += m.tA[q * kWarp + lane], sb += m.gB[q * kWarp + lane];
+      pg[kN] = sD;
+      pg[kN + 1] = sb;
+    }
   }
 }
 
@@ -219,12 +349,15 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
                                                                              ws.seg_decay);
     MM_CUDA_CHECK_LAUNCH("scan_train_backward segments");
   }
+  static const bool opted_in = [] {  // above 48 KB a kernel must ask for its shared memory
+    MM_CUDA_CHECK(cudaFuncSetAttribute(scan_backward_kernel<kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(backward_smem_bytes(2 * kN + kMaxR))));
+    return true;
+  }();
+  (void)opted_in;
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  auto* kernel = s.backward_piece == 8    ? scan_backward_kernel<kFast, 8>
-                 : s.backward_piece == 16 ? scan_backward_kernel<kFast, 16>
-                                          : scan_backward_kernel<kFast, 32>;
-  kernel<<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0,
-                                              ws.dir1, ws.dbc_part, ws.pgrad);
+  scan_backward_kernel<kFast><<<grid, kBwdThreads, backward_smem_bytes(s.SR), st>>>(
+      s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 }
 
@@ -235,7 +368,7 @@ using namespace scan_train;
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
-  const Dims s = make_dims(shape);
+  const Dims s = backward_dims(shape);
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);

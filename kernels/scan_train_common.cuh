@@ -13,7 +13,6 @@ namespace mm::cuda::scan_train {
 constexpr int kN = 16;  // d_state: the warp transpose-reduction of 2N values needs 2N == 32
 constexpr int kChunk = int(kScanChunk);
 constexpr int kWarp = 32;  // threads per block of both scan kernels: one warp of 32 channels
-constexpr int kDefaultBackwardPiece = 16;  // Dims::backward_piece unless the shape or environment says
 constexpr int kMaxR = 256;  // keeps the staged rows of a chunk in 48 KB of shared memory
 static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
@@ -21,10 +20,14 @@ struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
-  int backward_piece;     // 8, 16 or 32 (ScanTrainShape::backward_piece)
   int64_t BL;
 };
-Dims make_dims(const ScanTrainShape& s);  // checks the shape
+// Checks the shape. Unless the shape sets segment_chunks, the steps are cut into enough
+// segments for about target_warps warps, counting warps_per_block per (channel block,
+// segment, b, k): forward's blocks are one warp, backward's kN.
+Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warps);
+Dims forward_dims(const ScanTrainShape& s);
+Dims backward_dims(const ScanTrainShape& s);
 
 // Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
 struct Workspace {
@@ -211,22 +214,24 @@ __device__ __forceinline__ int64_t seg_index(const Dims& s, int bk, int seg, int
   return ((int64_t(bk) * s.nsegs + seg) * kN + n) * s.D + d;
 }
 
-// What enters segment `seg` of (bk, channel d): the segments' local results (seg_state: end
-// states from a zero start, or in reverse dh from a zero dh) joined through their decays,
-// from segment 0 up to seg-1, or with `reverse` from the last down to seg+1, as dh flows.
-// Each thread joins for itself: up to nsegs-1 multiply-adds per state, no extra kernel.
+// What enters segment `seg` of (bk, channel d) in state n: the segments' local results
+// (seg_state: end states from a zero start, or in reverse dh from a zero dh) joined through
+// their decays, from segment 0 up to seg-1, or with `reverse` from the last down to seg+1,
+// as dh flows. Each thread joins for itself: up to nsegs-1 multiply-adds, no extra kernel.
+__device__ __forceinline__ float join_segments_state(const Dims& s, const float* seg_state, const float* seg_decay,
+                                                     int bk, int seg, int n, int d, bool reverse) {
+  float carry = 0.f;
+  const int from = reverse ? s.nsegs - 1 : 0, step = reverse ? -1 : 1;
+  for (int j = from; j != seg; j += step) {
+    const int64_t i = seg_index(s, bk, j, n, d);
+    carry = seg_decay[i] * carry + seg_state[i];
+  }
+  return carry;
+}
 __device__ __forceinline__ void join_segments(const Dims& s, const float* seg_state, const float* seg_decay,
                                               int bk, int seg, int d, bool reverse, float (&carry)[kN]) {
 #pragma unroll
-  for (int n = 0; n < kN; ++n) carry[n] = 0.f;
-  const int from = reverse ? s.nsegs - 1 : 0, step = reverse ? -1 : 1;
-  for (int j = from; j != seg; j += step) {
-#pragma unroll
-    for (int n = 0; n < kN; ++n) {
-      const int64_t i = seg_index(s, bk, j, n, d);
-      carry[n] = seg_decay[i] * carry[n] + seg_state[i];
-    }
-  }
+  for (int n = 0; n < kN; ++n) carry[n] = join_segments_state(s, seg_state, seg_decay, bk, seg, n, d, reverse);
 }
 
 // Host side: the step maths of the scan kernels follows this thread's GEMM compute.

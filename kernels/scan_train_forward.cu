@@ -23,17 +23,19 @@
 //   3. out = ((ys[0] + ys[1]) + ys[2]) + ys[3], the CPU's order of adding the directions.
 //
 // Backward (dbl is recomputed; nothing is kept from forward except `states`)
-//   1. scan: one thread per (b, k, d) again, one warp = 32 consecutive channels of one
-//      (b, k) walking the same steps in lockstep, in the same segments as forward: dh
+//   1. scan, in segments as forward (fewer: its blocks are bigger; batch 64 needs none): dh
 //      flows backwards linearly too (dh_start = exp(A·ΣΔ)·dh_end + local), so a pass from a
-//      zero dh per segment, joined in reverse, gives each segment the dh entering its end.
-//      Then per segment, chunks from the last: the chunk's 33 states
-//      are recomputed from the saved one into local memory, then walked backwards carrying
-//      dh. Per step it writes dΔ_pre (the gradient of Δ's pre-activation) and its channel's
-//      direct du terms to (4, B·L, D) buffers, and the warp's sum of the per-channel dB_l and
-//      dC_l terms (2N = 32 values, one per lane after a transpose-reduction) to a partial
-//      per 32-channel block. Sums over positions (dA, dD, dt bias) stay in registers and are
-//      written per (b, segment, k, d) at the end.
+//      zero dh per segment (one thread per channel, as forward), joined in reverse, gives
+//      each segment the dh entering its end. Then a block of 16 warps per (b, k, segment,
+//      32 channels): warp n carries state n, lane c channel c. Per chunk, from the last, it
+//      stages the x_proj rows and per (step, channel) Δ, Δ·u, u, dout and softplus'; per
+//      piece of 16 steps, from the last, each thread recomputes its state's values over the
+//      piece into registers (from the chunk's saved state) and walks them back carrying dh.
+//      The sums over states go through shared memory: one thread per (step, channel) then
+//      writes dΔ_pre (the gradient of Δ's pre-activation) and its channel's direct du terms
+//      to (4, B·L, D) buffers; a transpose-reduction per warp gives the block's dB_l and dC_l
+//      (summed over its 32 channels), written as a partial per 32-channel block. Sums over
+//      positions (dA, dD, dt bias) stay in registers and are written per (b, segment, k, d).
 //   2. fixed-order reductions: the dB/dC partials over channel blocks into ddbl, the
 //      per-segment parameter sums over b and segments into the gradients, the direct du terms over k.
 //   3. GEMMs: ddbl's dt columns = dΔ_pre · dt_projs_weight[k]; d dt_projs_weight[k] +=
@@ -50,7 +52,6 @@
 // floats per position: 2.1 GB for MedMamba-T's first stage at batch 64 (B·L = 200,704,
 // D = 192, R = 12); the saved states are D·N·4/32 = 384 floats per position.
 #include <algorithm>
-#include <cstdlib>
 #include <string>
 
 #include "cuda_train_gemm_conv.h"
@@ -59,7 +60,7 @@
 namespace mm::cuda {
 namespace scan_train {
 
-Dims make_dims(const ScanTrainShape& s) {
+Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warps) {
   MM_CHECK(s.B > 0 && s.H > 0 && s.W > 0 && s.D > 0 && s.R > 0, "scan_train: all sizes must be positive");
   MM_CHECK(s.N == kN, "scan_train: only d_state N = 16 is supported, got " + std::to_string(s.N));
   MM_CHECK(s.H * s.W < (int64_t(1) << 30) && s.D < (int64_t(1) << 30), "scan_train: H·W or D too large");
@@ -71,30 +72,24 @@ Dims make_dims(const ScanTrainShape& s) {
   d.nseg = (d.L + kChunk - 1) / kChunk;
   d.ndblk = (d.D + kWarp - 1) / kWarp;
   d.BL = s.B * d.L;
-  // Enough segments for ~16k warps (H200: 132 SMs of at most 32 resident warps each, fewer
-  // for the shared memory), without going below one chunk per segment.
   int64_t chunks = s.segment_chunks;
-  if (chunks <= 0) {
-    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B;
-    const int64_t wanted = std::min<int64_t>(d.nseg, (16384 + warps_per_segment - 1) / warps_per_segment);
+  if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
+    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B * warps_per_block;
+    const int64_t wanted = std::min<int64_t>(d.nseg, (target_warps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
   }
   d.seg_chunks = int(std::min<int64_t>(chunks, d.nseg));
   d.SR = 2 * kN + (d.R + 3) / 4 * 4;
   d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
   MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
-  d.backward_piece = int(s.backward_piece);
-  if (d.backward_piece == 0) {
-    static const int from_env = [] {
-      const char* v = std::getenv("MM_SCAN_BACKWARD_PIECE");
-      return v ? std::atoi(v) : 0;
-    }();
-    d.backward_piece = from_env ? from_env : kDefaultBackwardPiece;
-  }
-  MM_CHECK(d.backward_piece == 8 || d.backward_piece == 16 || d.backward_piece == 32,
-           "scan_train: backward piece must be 8, 16 or 32 steps, got " + std::to_string(d.backward_piece));
   return d;
 }
+
+// Forward: ~16k one-warp blocks (H200: 132 SMs of at most 32 resident warps each, fewer for
+// the shared memory). Backward: its 16-warp blocks fill an SM alone, so two waves' worth
+// (132 SMs x 16 warps x 2) is enough, and batch 64 runs unsegmented.
+Dims forward_dims(const ScanTrainShape& s) { return make_dims(s, 1, 16384); }
+Dims backward_dims(const ScanTrainShape& s) { return make_dims(s, kN, 4224); }
 
 Workspace carve(const Dims& d, float* base) {
   Workspace w;
@@ -223,11 +218,13 @@ int64_t scan_train_states_floats(const ScanTrainShape& s) {
   return s.B * 4 * ((s.H * s.W + kScanChunk - 1) / kScanChunk) * s.N * s.D;
 }
 
-int64_t scan_train_workspace_floats(const ScanTrainShape& s) { return carve(make_dims(s), nullptr).total; }
+int64_t scan_train_workspace_floats(const ScanTrainShape& s) {
+  return std::max(carve(forward_dims(s), nullptr).total, carve(backward_dims(s), nullptr).total);
+}
 
 void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
                         float* states, float* workspace, Stream st) {
-  const Dims s = make_dims(shape);
+  const Dims s = forward_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
   if (fast_step_math())

@@ -239,28 +239,6 @@ TEST_CASE("cuda train op: ss2d scan forward and backward are bit-for-bit determi
   }
 }
 
-// Backward walks a chunk in pieces whose states it recomputes (ScanTrainShape::backward_piece);
-// the piece length changes only where states are kept, not the arithmetic. 9x9 = 81 steps: a
-// last chunk of 17, which no piece length divides.
-TEST_CASE("cuda train op: ss2d scan backward gives the same bits for pieces of 8, 16 and 32 steps") {
-  MM_REQUIRE_GPU_OR_SKIP();
-  const SS2DScanShape s{2, 9, 9, 40, 16, 3};
-  const ScanProblem p = make_problem(s, 10);
-  Grads want;
-  for (int64_t piece : {32, 16, 8}) {
-    INFO("backward piece " << piece);
-    GpuScan gpu(p, 2);
-    gpu.shape.backward_piece = piece;
-    gpu.forward();
-    const Grads got = gpu.backward(zero_grads(s));
-    if (want.empty()) want = got;
-    for (size_t i = 0; i < got.size(); ++i) {
-      INFO(kGradNames[i]);
-      CHECK(same_bits(got[i], want[i]));
-    }
-  }
-}
-
 // MedMamba-T's first stage (56x56, d_inner 192, dt_rank 12) at batch 4: large indices, many
 // chunks; also reports the GPU times (after a warm-up call).
 TEST_CASE("cuda train op: ss2d scan matches the CPU scan at MedMamba-T stage-1 size (B=4, 56x56, D=192)") {
