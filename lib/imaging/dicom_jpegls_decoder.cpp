@@ -205,28 +205,43 @@ ScanSegments find_segments(const uint8_t* data, size_t size, size_t at) {
   return s;
 }
 
-// MSB-first bits of one restart interval's bytes, unstuffing as it goes. Past
-// the end it reads zero bytes; a stream that needs more than 8 of them is
-// damaged, and the caller checks overrun() once the interval is decoded.
+// One restart interval's bytes and how far the bit reader has taken them.
+struct ByteSource {
+  const uint8_t* data;
+  size_t size, pos = 0;
+  size_t padded = 0;  // zero bytes read past the end (the last ones in the buffer)
+  bool after_ff = false;
+};
+
+// MSB-first bits of a ByteSource, unstuffing as it goes. Past the end it reads
+// zero bytes; a stream that needs more than 8 of them is damaged, and the
+// caller checks overrun() once the interval is decoded. Only the buffer and its
+// count are meant to live in registers (gcc spilled them, onto every sample's
+// critical path, while the source's fields competed for registers too).
 class BitReader {
  public:
-  BitReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  explicit BitReader(ByteSource& source) : src_(&source) {}
 
   __attribute__((always_inline)) void refill(const std::string& what) {
-    if (!after_ff_ && pos_ + 8 <= size_) {
+    ByteSource& s = *src_;
+    if (!s.after_ff && s.pos + 8 <= s.size) {
       uint64_t w;
-      std::memcpy(&w, data_ + pos_, 8);
+      std::memcpy(&w, s.data + s.pos, 8);
       // No 0xFF among the 8 bytes: no stuffed bit, take whole bytes.
       const uint64_t x = ~w;
       if (((x - 0x0101010101010101ull) & ~x & 0x8080808080808080ull) == 0) {
         // Bits below `bits_` hold the start of the next bytes; OR-ing them in again changes nothing.
         acc_ |= __builtin_bswap64(w) >> bits_;
-        pos_ += size_t(63 - bits_) >> 3;
+        s.pos += size_t(63 - bits_) >> 3;
         bits_ |= 56;
         return;
       }
     }
-    refill_bytewise(what);
+    // Through a copy: were this reader's address to reach a call, it would live
+    // in memory, and so would the bit buffer.
+    BitReader slow = *this;
+    slow.refill_bytewise(what);
+    *this = slow;
   }
 
   int bits() const { return bits_; }
@@ -247,57 +262,61 @@ class BitReader {
     skip(n);
     return v;
   }
-  bool overrun() const { return size_t(bits_) < padded_ * 8; }
+  bool overrun() const { return size_t(bits_) < src_->padded * 8; }
 
   // After an interval's last sample: only the zero bits that pad its last byte
   // (and the byte after a final 0xFF) may remain, as CharLS requires.
   bool only_padding_left() const {
+    const ByteSource& s = *src_;
     if (bits_ > 0 && acc_ >> (64 - bits_) != 0) return false;
     size_t unread = 0;
-    for (size_t i = pos_; i < size_; ++i) {
-      if (data_[i] != 0) return false;
+    for (size_t i = s.pos; i < s.size; ++i) {
+      if (s.data[i] != 0) return false;
       unread += 8;
     }
-    const size_t left = size_t(bits_) + unread - std::min(size_t(bits_), padded_ * 8);
-    return left <= (size_ >= 2 && data_[size_ - 2] == 0xFF ? 14 : 7);
+    const size_t left = size_t(bits_) + unread - std::min(size_t(bits_), s.padded * 8);
+    return left <= (s.size >= 2 && s.data[s.size - 2] == 0xFF ? 14 : 7);
   }
 
  private:
   __attribute__((noinline)) void refill_bytewise(const std::string& what) {
+    ByteSource& s = *src_;
     acc_ &= bits_ ? ~uint64_t(0) << (64 - bits_) : 0;  // the bits read ahead assumed no stuffing
     while (bits_ <= 55) {  // at most 63 bits: every shift by a code's length stays below 64
-      if (pos_ >= size_) {
-        if (++padded_ > 8) fail(Kind::Corrupt, what, "entropy-coded data ends early");
-        ++pos_;
+      if (s.pos >= s.size) {
+        if (++s.padded > 8) fail(Kind::Corrupt, what, "entropy-coded data ends early");
+        ++s.pos;
         bits_ += 8;
         continue;
       }
-      const uint64_t b = data_[pos_++];
-      if (after_ff_) {  // a stuffed 0 bit, then 7 (find_segments left no marker inside)
+      const uint64_t b = s.data[s.pos++];
+      if (s.after_ff) {  // a stuffed 0 bit, then 7 (find_segments left no marker inside)
         acc_ |= b << (57 - bits_);
         bits_ += 7;
-        after_ff_ = false;
+        s.after_ff = false;
       } else {
         acc_ |= b << (56 - bits_);
         bits_ += 8;
-        after_ff_ = b == 0xFF;
+        s.after_ff = b == 0xFF;
       }
     }
   }
 
-  const uint8_t* data_;
-  size_t size_, pos_ = 0;
-  size_t padded_ = 0;  // zero bytes read past the end (the last ones in the buffer)
+  ByteSource* src_;
   uint64_t acc_ = 0;
   int bits_ = 0;
-  bool after_ff_ = false;
 };
+
+// min(max(v, lo), hi): std::clamp compiles to branches in gcc 12, which the
+// data mispredict; this form gives two conditional moves.
+inline int clamp_to(int v, int lo, int hi) { return std::min(std::max(v, lo), hi); }
 
 // T.87 A.2.1's J: run lengths coded per bit of run mode.
 constexpr int kJ[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 struct RegularContext {
   int32_t a, b, c, n;
+  int32_t k;  // A.10's Golomb parameter for the next sample, kept with A and N (off the critical path)
 };
 struct RunContext {
   int32_t a, n, nn;
@@ -308,63 +327,63 @@ struct RunContext {
 template <bool kLossless>
 class ScanDecoder {
  public:
-  ScanDecoder(const Params& p, const std::string& what) : p_(p), what_(what) {
+  ScanDecoder(const Params& p, int width, const std::string& what) : p_(p), what_(what), above_(size_t(width) + 1) {
     // Gradients are clamped to [-T3, T3] first, so the table stays small.
     quantize_.resize(size_t(2 * p.t3 + 1));
-    for (int d = -p.t3; d <= p.t3; ++d) {
-      int q = 0;
-      if (d <= -p.t3) q = -4;
-      else if (d <= -p.t2) q = -3;
-      else if (d <= -p.t1) q = -2;
-      else if (d < -p.near) q = -1;
-      else if (d <= p.near) q = 0;
-      else if (d < p.t1) q = 1;
-      else if (d < p.t2) q = 2;
-      else if (d < p.t3) q = 3;
-      else q = 4;
-      quantize_[size_t(d + p.t3)] = int8_t(q);
-    }
+    for (int d = -p.t3; d <= p.t3; ++d) quantize_[size_t(d + p.t3)] = int8_t(quantize_gradient(d));
     reset();
   }
 
   // The statistics at the start of the scan and of every restart interval.
   void reset() {
     const int32_t a = std::max(2, (p_.range + 32) / 64);
-    for (auto& c : regular_) c = {a, 0, 0, 1};
+    for (auto& c : regular_) c = {a, 0, 0, 1, golomb_parameter(1, a)};
     for (auto& c : run_) c = {a, 1, 0};
     run_index_ = 0;
   }
 
   // One line: prev[-1 .. width] and cur[-1] set as CharLS sets them.
   void decode_line(BitReader& reader, const int32_t* prev, int32_t* cur, int width) {
+    // Q1 and Q2 (A.3.3) need only the line above: all of them first, in a loop
+    // the compiler vectorizes, leaving Q3 (from Ra, the sample just decoded) to
+    // the serial loop. Each goes with Rb, so that one pointer walks both
+    // (above[x].rb is Rc of sample x); registers are scarce in that loop.
+    Above* above = above_.data();
+    above[0] = {0, prev[-1]};
+    for (int x = 0; x < width; ++x)
+      above[x + 1] = {81 * quantize_gradient(prev[x + 1] - prev[x]) + 9 * quantize_gradient(prev[x] - prev[x - 1]),
+                      prev[x]};
+    const int8_t* quantize = quantize_.data() + p_.t3;
     BitReader br = reader;  // a local copy stays in registers
     // Ra stays in a register: through memory, the store and the load would sit on the critical path.
-    int x = 0, ra = cur[-1], rb = prev[-1], rd = prev[0];
+    int x = 0, ra = cur[-1];
     while (x < width) {
-      const int rc = rb;
-      rb = rd;
-      rd = prev[x + 1];
-      const int qs = (quantize(rd - rb) * 9 + quantize(rb - rc)) * 9 + quantize(rc - ra);
-      if (__builtin_expect(qs != 0, 1)) {
-        ra = regular(br, qs, ra, rb, rc);
-        cur[x++] = ra;
-      } else {
-        reader = br;  // run mode is rarer: the reader goes through memory there, not in the regular loop
-        x += run(reader, x, prev, cur, width);
-        br = reader;
-        ra = cur[x - 1];
-        rb = prev[x - 1];
-        rd = prev[x];
+      // Regular samples in a loop of their own, which calls nothing: around a
+      // call, gcc spilled the bit buffer and the position to the stack.
+      int qs;
+      while ((qs = above[x + 1].q12 + quantize[clamp_to(above[x].rb - ra, -p_.t3, p_.t3)]) != 0) {
+        ra = regular(br, qs, ra, above[x + 1].rb, above[x].rb);
+        cur[x] = ra;
+        if (++x == width) break;
       }
+      if (x == width) break;
+      reader = br;  // run mode is rarer: the reader goes through memory there
+      x += run(reader, x, prev, cur, width);
+      br = reader;
+      ra = cur[x - 1];
     }
     reader = br;
   }
 
  private:
-  int quantize(int d) const { return quantize_[size_t(std::clamp(d, -p_.t3, p_.t3) + p_.t3)]; }
+  // A.3.3: a gradient's region, -4 .. 4, as a sum of comparisons (no branches, vectorizable).
+  int quantize_gradient(int d) const {
+    return int(d >= p_.t3) + int(d >= p_.t2) + int(d >= p_.t1) + int(d > p_.near) - int(d <= -p_.t3) -
+           int(d <= -p_.t2) - int(d <= -p_.t1) - int(d < -p_.near);
+  }
 
   // A.4.3 (and CharLS's correct_prediction): MAXVAL is 2^P - 1 here.
-  int clamp_sample(int v) const { return std::clamp(v, 0, p_.maxval); }
+  int clamp_sample(int v) const { return clamp_to(v, 0, p_.maxval); }
 
   // A.4.4 / A.7.2.2: the error value back in sample units, modulo RANGE.
   int reconstruct(int predicted, int error) const {
@@ -385,10 +404,10 @@ class ScanDecoder {
       fail(Kind::Corrupt, what_, "error value " + std::to_string(e) + " outside RANGE");
   }
 
-  // A.5.3's limited-length Golomb code: the mapped error value.
-  __attribute__((always_inline)) int decode_value(BitReader& br, int k, int limit) {
+  // A.5.3's limited-length Golomb code: the mapped error value. `escape`
+  // leading zeros (LIMIT - qbpp - 1) announce qbpp bits of MErrval - 1.
+  __attribute__((always_inline)) int decode_value(BitReader& br, int k, int escape) {
     if (__builtin_expect(br.bits() < 32, 0)) br.refill(what_);
-    const int escape = limit - p_.qbpp - 1;
     const int zeros = __builtin_clzll(br.acc() | 1);
     const int length = zeros + 1 + k;
     if (__builtin_expect(zeros < escape && length <= br.bits(), 1)) {
@@ -396,7 +415,10 @@ class ScanDecoder {
       br.skip(length);
       return v;
     }
-    return decode_long_value(br, k, escape);
+    BitReader slow = br;  // a copy, as in BitReader::refill
+    const int v = decode_long_value(slow, k, escape);
+    br = slow;
+    return v;
   }
 
   __attribute__((noinline)) int decode_long_value(BitReader& br, int k, int escape) {
@@ -411,12 +433,14 @@ class ScanDecoder {
   __attribute__((always_inline)) int regular(BitReader& br, int qs, int ra, int rb, int rc) {
     const int sign = qs >> 31;
     RegularContext& c = regular_[(qs ^ sign) - sign];
-    const int k = golomb_parameter(c.n, c.a);
+    const int k = c.k;
     if (__builtin_expect(k >= 16, 0)) fail(Kind::Corrupt, what_, "Golomb parameter 16");
-    // A.4.1's median edge detector is the median of Ra, Rb and Ra + Rb - Rc (no branches).
-    const int med = std::clamp(ra + rb - rc, std::min(ra, rb), std::max(ra, rb));
+    // A.4.1's median edge detector is the median of Ra, Rb and Ra + Rb - Rc;
+    // min and max by masks (gcc 12 branches on std::min/max pairs here).
+    const int d = rb - ra, below = d & (d >> 31);
+    const int med = clamp_to(ra + rb - rc, ra + below, rb - below);
     const int predicted = clamp_sample(med + ((c.c ^ sign) - sign));
-    const int mapped = decode_value(br, k, p_.limit);
+    const int mapped = decode_value(br, k, p_.limit - p_.qbpp - 1);
     int error = (mapped >> 1) ^ -(mapped & 1);  // A.5.2 inverted
     if (kLossless) error ^= ((2 * c.b + c.n - 1) >> 31) & -int(k == 0);
     check_error(error);
@@ -434,9 +458,12 @@ class ScanDecoder {
     }
     ++n;
     const bool down = b + n <= 0, up = b > 0;  // exclusive: b + n <= 0 means b < 0
-    b = down ? std::max(b + n, 1 - n) : up ? std::min(b - n, 0) : b;
-    c.c += int(up & (c.c < 127)) - int(down & (c.c > -128));
+    // b = down ? max(b + n, 1 - n) : up ? min(b - n, 0) : b, by masks: the data would mispredict branches.
+    const int down_mask = -int(down), up_mask = -int(up);
+    b = (std::max(b + n, 1 - n) & down_mask) | (std::min(b - n, 0) & up_mask) | (b & ~(down_mask | up_mask));
+    c.c = clamp_to(c.c + int(up) - int(down), -128, 127);
     c.a = a, c.b = b, c.n = n;
+    c.k = golomb_parameter(n, a);
   }
 
   // A.7: a run of Ra from x, then the sample that interrupts it unless the
@@ -477,7 +504,7 @@ class ScanDecoder {
     const int temp = c.a + (c.n >> 1) * type;
     const int k = golomb_parameter(c.n, temp);
     if (k > 16) fail(Kind::Corrupt, what_, "run interruption Golomb parameter " + std::to_string(k));
-    const int mapped = decode_value(br, k, p_.limit - kJ[run_index_] - 1);
+    const int mapped = decode_value(br, k, p_.limit - kJ[run_index_] - 1 - p_.qbpp - 1);
     const int t = mapped + type, map = t & 1, magnitude = (t + map) / 2;
     const int error = (k != 0 || 2 * c.nn >= c.n) == bool(map) ? -magnitude : magnitude;
     check_error(error);
@@ -495,6 +522,10 @@ class ScanDecoder {
   const Params p_;
   const std::string& what_;
   std::vector<int8_t> quantize_;
+  struct Above {
+    int32_t q12, rb;  // 81 * Q1 + 9 * Q2, and Rb
+  };
+  std::vector<Above> above_;  // [x + 1] for sample x; [0]: Rc of sample 0
   RegularContext regular_[365];
   RunContext run_[2];
   int run_index_ = 0;
@@ -517,7 +548,7 @@ void decode_scan(const uint8_t* data, size_t size, const Stream& s, const Params
   const int end_marker = scan.markers[intervals - 1];
   if (end_marker != 0xD9 && end_marker != -1) fail(Kind::Unsupported, what, "a marker other than EOI after the scan");
 
-  ScanDecoder<kLossless> decoder(p, what);
+  ScanDecoder<kLossless> decoder(p, h.width, what);
   // Lines with an edge sample either side: [-1] and [width] (T.87 A.2.1's edges).
   const size_t stride = size_t(h.width) + 2;
   std::vector<int32_t> lines(2 * stride);
@@ -526,7 +557,8 @@ void decode_scan(const uint8_t* data, size_t size, const Stream& s, const Params
       decoder.reset();
       std::fill(lines.begin(), lines.end(), 0);
     }
-    BitReader br(data + scan.bytes[k].first, scan.bytes[k].second - scan.bytes[k].first);
+    ByteSource source{data + scan.bytes[k].first, scan.bytes[k].second - scan.bytes[k].first};
+    BitReader br(source);
     const int first = int(k) * lines_per_interval, last = std::min(h.height, first + lines_per_interval);
     for (int y = first; y < last; ++y) {
       int32_t* prev = lines.data() + 1 + ((y - first) & 1 ? stride : 0);
