@@ -457,11 +457,13 @@ class ScanDecoder {
       n >>= 1;
     }
     ++n;
-    const bool down = b + n <= 0, up = b > 0;  // exclusive: b + n <= 0 means b < 0
-    // b = down ? max(b + n, 1 - n) : up ? min(b - n, 0) : b, by masks: the data would mispredict branches.
-    const int down_mask = -int(down), up_mask = -int(up);
-    b = (std::max(b + n, 1 - n) & down_mask) | (std::min(b - n, 0) & up_mask) | (b & ~(down_mask | up_mask));
-    c.c = clamp_to(c.c + int(up) - int(down), -128, 127);
+    // A.6.2 without branches (the data would mispredict them: a quarter of the
+    // samples move C). When B + N <= 0, B rises by N (to no less than 1 - N) and
+    // C falls; when B > 0, B falls by N (to no more than 0) and C rises.
+    // Otherwise B already lies in [1 - N, 0], so one clamp serves all three.
+    const int rise = int(b + n <= 0) - int(b > 0);  // B's move in units of N
+    b = clamp_to(b + rise * n, 1 - n, 0);
+    c.c = clamp_to(c.c - rise, -128, 127);
     c.a = a, c.b = b, c.n = n;
     c.k = golomb_parameter(n, a);
   }
