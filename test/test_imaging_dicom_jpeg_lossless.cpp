@@ -215,4 +215,13 @@ TEST_CASE("dicom jpeg lossless: damaged and cut streams are an image or an Image
   check_damage(std::string(MM_FIXTURE_DIR) + "/dicom/jpeg_lossless_restarts_grey-p5.dcm");  // restart markers
 }
 
+TEST_CASE("dicom jpeg lossless: a TEM marker DCMTK's precision scan would loop on is refused, not decoded") {
+  // fuzz_dicom's find: APP3, then FF 01 where DCMTK 3.6.7 looks for a SOF (our
+  // decoder refuses the stream, which went to DCMTK's codec, which never returned).
+  const std::string path =
+      std::string(MM_SOURCE_DIR) + "/fuzz/regressions/fuzz_dicom/dcmtk-jpeg-precision-scan-loops-on-tem-marker.dcm";
+  std::vector<Image> images;
+  CHECK(read_outcome([&] { return read_dicom(path); }, images) == "corrupt");
+}
+
 #endif  // MM_HAVE_IMAGING

@@ -188,6 +188,25 @@ std::vector<std::vector<uint8_t>> encapsulated_frames(DcmElement* pixels, const 
   return out;
 }
 
+// DCMTK 3.6.7's JPEG decoder first walks a fragment's markers for the sample
+// precision (DJCodecDecoder::scanJpegDataForBitDepth) and never steps past a
+// TEM marker (FF 01): it loops forever there (fuzz_dicom found it). This walks
+// as it does and says whether it would reach one.
+bool dcmtk_precision_scan_hangs(const uint8_t* data, size_t size) {
+  auto length_at = [&](size_t at) { return size_t(data[at + 2] << 8 | data[at + 3]); };
+  for (size_t at = 0; at + 4 < size;) {
+    if (data[at] != 0xFF) return false;  // DCMTK stops: not a marker
+    const uint8_t m = data[at + 1];
+    if ((m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC)) return false;  // SOFn: it has the precision
+    if (m == 0x01) return true;
+    if (m == 0xFF) at += 1;                                        // a fill byte
+    else if ((m >= 0xD0 && m <= 0xD9) || (m > 0x02 && m <= 0xBF)) at += 2;  // RSTn, SOI, EOI, reserved
+    else if (m >= 0xC4) at += length_at(at) + 2;                   // a segment
+    else return false;                                             // FF 00, FF 02: DCMTK stops
+  }
+  return false;
+}
+
 // Decoded pixel bytes (little-endian) and the layout that describes them.
 struct Decoded {
   PixelLayout layout;
@@ -256,6 +275,16 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   }
   const DcmXfer xfer(enc.fragments_key);
   if (xfer.isEncapsulated()) {
+    DcmPixelSequence* fragments = nullptr;
+    auto* pd = dynamic_cast<DcmPixelData*>(pixels);
+    if (pd && pd->getEncapsulatedRepresentation(enc.fragments_key, nullptr, fragments).good() && fragments)
+      for (unsigned long i = 1; i < fragments->card(); ++i) {
+        DcmPixelItem* item = nullptr;
+        Uint8* bytes = nullptr;
+        if (fragments->getItem(item, i).good() && item && item->getLength() > 0 &&
+            item->getUint8Array(bytes).good() && bytes && dcmtk_precision_scan_hangs(bytes, item->getLength()))
+          throw ImageError(Kind::Corrupt, what, "a TEM marker where DCMTK's JPEG decoder looks for the precision");
+      }
     const OFCondition c = ds.chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
     if (c.bad() || !ds.canWriteXfer(EXS_LittleEndianExplicit))
       throw ImageError(c == EC_CannotChangeRepresentation ? Kind::Unsupported : Kind::Corrupt, what,
