@@ -1,5 +1,6 @@
 #include "predict/pipeline.h"
 
+#include <malloc.h>
 #include <omp.h>
 #include <sched.h>
 
@@ -158,6 +159,23 @@ class Decoder {
   const PredictOptions& options_;
   const bool preprocess_on_gpu_;
 };
+
+// Every file's decode allocates and frees the same few buffers of 0.5-1 MB. glibc's defaults
+// return such memory to the system (mmap above its adaptive threshold, trimming the heap top
+// above 128 KB), so the next file faults the pages in again: about a fifth of a JPEG
+// Lossless CT slice's CPU time. Freed memory is kept for reuse instead: allocations up to
+// 32 MB (glibc's ceiling for the threshold) come from the heap, which is trimmed only above
+// 256 MB free. Measured on a 2-core Ice Lake, 300 slices, mm-predict --threads 2: JPEG Lossless
+// 185 -> 247 img/s (decode + preprocess 3.0 -> 2.4 ms a slice), uncompressed 290 -> 305-347.
+// Process-wide and once: the pipeline is the process's main job.
+void keep_freed_memory_for_reuse() {
+  static const bool done = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    return true;
+  }();
+  (void)done;
+}
 
 // Decode threads handing decoded files to one consumer in input order.
 class DecodePool {
@@ -431,6 +449,7 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
   const Decoder decoder(read, meta, options, gpu != nullptr);
   RowCopies copies;
   OrderedBatcher batcher(classifier, gpu.get(), meta, options, sink, summary, copies);
+  keep_freed_memory_for_reuse();
   {
     DecodePool pool(files, decoder, summary.decode_threads, images_ahead, copies);
     for (size_t i = 0; i < files.size(); ++i) {
