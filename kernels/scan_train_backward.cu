@@ -75,124 +75,38 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
   }
 }
 
-// The main backward kernel. A block is kN warps over the 32 channels [32·blockIdx.x, +32) of
-// one (b, k, segment): warp n carries state n and lane c channel 32·blockIdx.x + c, so a thread
-// keeps one state, and the states of a piece of kPiece steps fit in its registers. (The first
-// design had a thread per channel with all 16 states, one warp per block: a chunk's states
-// lived in local memory, ~35 KB a warp, which spilled from L1 to L2, and at ~167 registers a
-// thread too few warps were resident to hide that: it issued at a sixth of the SMs' rate.)
-// What depends on the channel only (Δ, softplus', u, dout) is computed once per step and
-// channel when a chunk is staged, and the sums over states (dL/dΔ, the du term) go through
-// shared memory to one thread per (step, channel).
-constexpr int kBwdThreads = kN * kWarp;  // 512
-constexpr int kPiece = 16;               // = kN: in the per-step phase warp j takes step j of the piece
+// The main backward kernel, a block of kN warps (see kStateBlockThreads): a thread keeps one
+// state, and the states of a piece of kPiece steps fit in its registers. (The first design
+// had a thread per channel with all 16 states, one warp per block: a chunk's states lived in
+// local memory, ~35 KB a warp, which spilled from L1 to L2, and at ~167 registers a thread
+// too few warps were resident to hide that: it issued at a sixth of the SMs' rate.) The sums
+// over states (dL/dΔ, the du term) go through shared memory to one thread per (step, channel).
+constexpr int kPiece = 16;  // = kN: in the per-step phase warp j takes step j of the piece
 static_assert(kPiece == kN && kChunk % kPiece == 0 && 2 * kPiece == kWarp,
               "the phases map warps to states, then to steps; the transpose-sum takes 2·kPiece values");
 constexpr int kDbcStride = 2 * kN + 1;  // a warp's 32 stores of one state's column fall in 32 banks
 
-// Shared memory of the main backward kernel. What a chunk reads from global memory (rows,
-// u, dout) is double-buffered: the copies for the next chunk are in flight while this one
-// computes, since a block fills its SM alone and no other block would hide their latency.
+// Shared memory of the main backward kernel: the staged chunk (ChunkSmem), then the piece's
+// sums over states and channels.
 struct BackwardSmem {
-  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
-  float* u[2];     // (kChunk, kWarp) per step and channel: u
-  float* dy[2];    //   dout
-  float* delta;    // (kChunk, kWarp) per step and channel: Δ
-  float* dlu;      //   Δ·u
-  float* spg;      //   softplus' of Δ's pre-activation
-  float* tA;       // (kN, kPiece, kWarp) per state, step of the piece and channel: dL/d(Δ·A_n)·A_n
-  float* gB;       //   dL/dh_n · B_n
-  float* dbc;      // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
+  ChunkSmem chunk;
+  float* tA;   // (kN, kPiece, kWarp) per state, step of the piece and channel: dL/d(Δ·A_n)·A_n
+  float* gB;   //   dL/dh_n · B_n
+  float* dbc;  // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
 };
 inline size_t backward_smem_bytes(int SR) {
-  return sizeof(float) * (2 * (size_t(kChunk) * SR + 2 * kChunk * kWarp) + 3 * kChunk * kWarp +
-                          2 * kN * kPiece * kWarp + kPiece * kDbcStride);
+  return sizeof(float) * (chunk_smem_floats<true>(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride);
 }
 __device__ __forceinline__ BackwardSmem backward_smem(const Dims& s, float* p) {
   BackwardSmem m;
-  auto take = [&p](int n) { float* q = p; p += n; return q; };
-  for (int i = 0; i < 2; ++i) {
-    m.rows[i] = take(kChunk * s.SR);
-    m.u[i] = take(kChunk * kWarp);
-    m.dy[i] = take(kChunk * kWarp);
-  }
-  m.delta = take(kChunk * kWarp);
-  m.dlu = take(kChunk * kWarp);
-  m.spg = take(kChunk * kWarp);
-  m.tA = take(kN * kPiece * kWarp);
-  m.gB = take(kN * kPiece * kWarp);
-  m.dbc = take(kPiece * kDbcStride);
+  m.chunk = carve_chunk_smem<true>(s, p);
+  m.tA = take_smem(p, kN * kPiece * kWarp);
+  m.gB = take_smem(p, kN * kPiece * kWarp);
+  m.dbc = take_smem(p, kPiece * kDbcStride);
   return m;
 }
 
-// What a (state n, channel) thread of the main backward kernel reads once.
-struct StateThread {
-  int tid, lane, n, d;  // d: the channel; dc: the channel whose parameters it reads
-  bool active;          // d < D: lanes past D work on zeros and write nothing of their own
-  float A, A2, Dk, bias;
-  const float *wrow, *u_b, *dout_b, *dbl_b;
-};
-__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
-                                                    const float* dout, const float* dbl, int b, int k) {
-  StateThread t;
-  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
-  t.d = blockIdx.x * kWarp + t.lane;
-  t.active = t.d < s.D;
-  const int dc = t.active ? t.d : s.D - 1;
-  const int64_t kd = int64_t(k) * s.D + dc;
-  const double a = -exp(double(w.A_logs[kd * kN + t.n]));  // as load_channel does
-  t.A = float(a);
-  t.A2 = float(a * 1.4426950408889634);
-  t.Dk = w.Ds[kd];
-  t.bias = w.dt_projs_bias[kd];
-  t.wrow = w.dt_projs_weight + kd * s.R;
-  t.u_b = u + int64_t(b) * s.L * s.D + dc;
-  t.dout_b = dout + int64_t(b) * s.L * s.D + dc;
-  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
-  return t;
-}
-
-// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
-// reordered as stage_chunk does, and u and dout of each (step, channel), zero for lanes past
-// D (thread (n, c) takes steps n, n+kN, ... of channel c). Commits them as one group; a
-// chunk below 0 commits an empty group, which keeps the caller's wait uniform.
-__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
-                                                   const BackwardSmem& m) {
-  if (chunk >= 0) {
-    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
-    float* u = buf ? m.u[1] : m.u[0];
-    float* dy = buf ? m.dy[1] : m.dy[0];
-    for (int idx = t.tid; idx < len * s.RN; idx += kBwdThreads) {
-      const int i = idx / s.RN, j = idx - i * s.RN;
-      cp_async4(rows + i * s.SR + (j < s.R ? 2 * kN + j : j - s.R),
-                t.dbl_b + int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j, true);
-    }
-    for (int i = t.n; i < len; i += kN) {
-      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
-      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
-      cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
-    }
-  }
-  cp_async_commit();
-}
-
-// Per (step, channel) of a staged chunk: Δ, Δ·u and softplus', by the threads of that channel
-// with forward's arithmetic, so that the states recomputed from them are forward's bit for bit.
-template <bool kFast>
-__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
-                                             const StateThread& t, const BackwardSmem& m) {
-  for (int i = t.n; i < len; i += kN) {
-    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
-    const float delta = softplus<kFast>(pre);
-    const int e = i * kWarp + t.lane;
-    m.delta[e] = delta;
-    m.dlu[e] = delta * u[e];
-    m.spg[e] = softplus_grad<kFast>(pre);
-  }
-}
-
-// grid (ndblk, segments, 4·B), block kBwdThreads: blockIdx.z = b·4 + k, blockIdx.y the
+// grid (ndblk, segments, 4·B), block kStateBlockThreads: blockIdx.z = b·4 + k, blockIdx.y the
 // segment. Dynamic shared memory: backward_smem_bytes(SR).
 // Per chunk, from the last: stage it; then per piece of kPiece steps, from the last, recompute
 // the states from the chunk's saved start state (the steps before the piece keep only the
@@ -200,7 +114,7 @@ __device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float
 // phase. Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
 // Workspace); per (b, segment, k, d): pgrad.
 template <bool kFast>
-__global__ void __launch_bounds__(kBwdThreads, 1)
+__global__ void __launch_bounds__(kStateBlockThreads, 1)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
                      float* du_dir, float* dbc_part, float* pgrad) {
@@ -219,17 +133,18 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   float dA = 0.f, dD = 0.f, dbias = 0.f;
   int first, end;
   segment_chunks(s, seg, first, end);
-  start_chunk_copies(s, k, end - 1, 0, t, m);
+  const ChunkSmem& cm = m.chunk;
+  start_chunk_copies<true>(s, k, end - 1, 0, t, cm);
   for (int chunk = end - 1, buf = 0; chunk >= first; --chunk, buf ^= 1) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
     // The other buffer was last read before the previous chunk's closing barrier.
-    start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, m);
+    start_chunk_copies<true>(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, cm);
     cp_async_wait_all_but_newest();
     __syncthreads();  // this chunk's copies, from every thread, are visible
-    const float* rows = buf ? m.rows[1] : m.rows[0];
-    const float* su = buf ? m.u[1] : m.u[0];
-    const float* sdy = buf ? m.dy[1] : m.dy[0];
-    stage_deltas<kFast>(s, len, rows, su, t, m);
+    const float* rows = buf ? cm.rows[1] : cm.rows[0];
+    const float* su = buf ? cm.u[1] : cm.u[0];
+    const float* sdy = buf ? cm.dy[1] : cm.dy[0];
+    stage_deltas<true, kFast>(s, len, rows, su, t, cm);
     __syncthreads();
     const float h_chunk = t.active ? st[int64_t(chunk) * kN * s.D] : 0.f;
     for (int i0 = (len - 1) / kPiece * kPiece; i0 >= 0; i0 -= kPiece) {
@@ -238,12 +153,12 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       hs[0] = h_chunk;
       for (int i = 0; i < i0; ++i) {
         const int e = i * kWarp + lane;
-        hs[0] = step_exp2<kFast>(m.delta[e] * t.A2) * hs[0] + m.dlu[e] * rows[i * s.SR + n];
+        hs[0] = step_exp2<kFast>(cm.delta[e] * t.A2) * hs[0] + cm.dlu[e] * rows[i * s.SR + n];
       }
 #pragma unroll
       for (int j = 0; j < kPiece; ++j) {
         const int e = (i0 + j) * kWarp + lane;
-        hs[j + 1] = j < plen ? step_exp2<kFast>(m.delta[e] * t.A2) * hs[j] + m.dlu[e] * rows[(i0 + j) * s.SR + n]
+        hs[j + 1] = j < plen ? step_exp2<kFast>(cm.delta[e] * t.A2) * hs[j] + cm.dlu[e] * rows[(i0 + j) * s.SR + n]
                              : 0.f;
       }
       float v[2 * kPiece];  // this channel's [dB_n | dC_n] terms of each step of the piece
@@ -254,12 +169,12 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         if (j < plen) {
           const int i = i0 + j, e = i * kWarp + lane;
           const float* row = rows + i * s.SR;
-          const float delta = m.delta[e], dy = sdy[e];
+          const float delta = cm.delta[e], dy = sdy[e];
           const float a = step_exp2<kFast>(delta * t.A2);
           const float dhn = dh + dy * row[kN + n];  // dL/dh_l
           const float tt = dhn * hs[j] * a;          // dL/d(Δ·A_n)
           v[kPiece + j] = dy * hs[j + 1];
-          v[j] = dhn * m.dlu[e];
+          v[j] = dhn * cm.dlu[e];
           const int r = (n * kPiece + j) * kWarp + lane;
           m.tA[r] = tt * t.A;
           m.gB[r] = dhn * row[n];
@@ -281,14 +196,14 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         }
         const float ul = su[e], dy = sdy[e];
         ddl += gB * ul;
-        const float dpre = ddl * m.spg[e];
+        const float dpre = ddl * cm.spg[e];
         dD += dy * ul;
         dbias += dpre;
         const int p = scan_position(k, l0 + i, s.H, s.W);
         if (t.active) {
           const int64_t o = (dir_row0 + p) * s.D + t.d;
           dpre_out[o] = dpre;
-          du_dir[o] = gB * m.delta[e] + t.Dk * dy;
+          du_dir[o] = gB * cm.delta[e] + t.Dk * dy;
         }
         part[int64_t(p) * 4 * (2 * kN)] = m.dbc[n * kDbcStride + lane];  // lane = j of [dB | dC]
       }
@@ -356,7 +271,7 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
   }();
   (void)opted_in;
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_backward_kernel<kFast><<<grid, kBwdThreads, backward_smem_bytes(s.SR), st>>>(
+  scan_backward_kernel<kFast><<<grid, kStateBlockThreads, backward_smem_bytes(s.SR), st>>>(
       s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 }

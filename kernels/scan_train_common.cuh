@@ -209,6 +209,117 @@ __device__ __forceinline__ void segment_chunks(const Dims& s, int seg, int& firs
   end = min(first + s.seg_chunks, s.nseg);
 }
 
+// Blocks of kN warps (forward's and backward's main kernels): warp n carries state n and lane
+// c channel 32·blockIdx.x + c, so a thread keeps one state in registers; grid (ndblk,
+// segments, 4·B) as for the one-warp kernels. What depends on the channel only (Δ, Δ·u,
+// softplus') is computed once per (step, channel) when a chunk is staged.
+constexpr int kStateBlockThreads = kN * kWarp;  // 512
+
+// A staged chunk in shared memory. What it reads from global memory (rows, u, and dout in
+// backward) is double-buffered: the copies for the next chunk are in flight while this one
+// computes, since a block of kN warps fills its SM alone and no other block would hide their
+// latency.
+struct ChunkSmem {
+  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
+  float* u[2];     // (kChunk, kWarp) per step and channel: u
+  float* dy[2];    //   dout (backward only)
+  float* delta;    // (kChunk, kWarp) per step and channel: Δ
+  float* dlu;      //   Δ·u
+  float* spg;      //   softplus' of Δ's pre-activation (backward only)
+};
+template <bool kBackward>
+inline size_t chunk_smem_floats(int SR) {
+  return 2 * (size_t(kChunk) * SR + (kBackward ? 2 : 1) * kChunk * kWarp) + (kBackward ? 3 : 2) * kChunk * kWarp;
+}
+__device__ __forceinline__ float* take_smem(float*& p, int n) {
+  float* q = p;
+  p += n;
+  return q;
+}
+template <bool kBackward>
+__device__ __forceinline__ ChunkSmem carve_chunk_smem(const Dims& s, float*& p) {
+  ChunkSmem m{};
+  for (int i = 0; i < 2; ++i) {
+    m.rows[i] = take_smem(p, kChunk * s.SR);
+    m.u[i] = take_smem(p, kChunk * kWarp);
+    if (kBackward) m.dy[i] = take_smem(p, kChunk * kWarp);
+  }
+  m.delta = take_smem(p, kChunk * kWarp);
+  m.dlu = take_smem(p, kChunk * kWarp);
+  if (kBackward) m.spg = take_smem(p, kChunk * kWarp);
+  return m;
+}
+
+// What a (state n, channel) thread of a kN-warp block reads once.
+struct StateThread {
+  int tid, lane, n, d;  // d: the channel
+  bool active;          // d < D: lanes past D read channel D-1's parameters, work on zeros
+                        // and write nothing of their own
+  float A, A2, Dk, bias;
+  const float *wrow, *u_b, *dout_b, *dbl_b;  // dout_b: nullptr in forward
+};
+__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
+                                                    const float* dout, const float* dbl, int b, int k) {
+  StateThread t;
+  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
+  t.d = blockIdx.x * kWarp + t.lane;
+  t.active = t.d < s.D;
+  const int dc = t.active ? t.d : s.D - 1;
+  const int64_t kd = int64_t(k) * s.D + dc;
+  const double a = -exp(double(w.A_logs[kd * kN + t.n]));  // as load_channel does
+  t.A = float(a);
+  t.A2 = float(a * 1.4426950408889634);
+  t.Dk = w.Ds[kd];
+  t.bias = w.dt_projs_bias[kd];
+  t.wrow = w.dt_projs_weight + kd * s.R;
+  t.u_b = u + int64_t(b) * s.L * s.D + dc;
+  t.dout_b = dout ? dout + int64_t(b) * s.L * s.D + dc : nullptr;
+  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  return t;
+}
+
+// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
+// reordered as stage_chunk does, and u (and dout) of each (step, channel), zero for lanes
+// past D (thread (n, c) takes steps n, n+kN, ... of channel c). Commits them as one group; a
+// chunk outside [0, nseg) commits an empty group, which keeps the caller's wait uniform.
+template <bool kBackward>
+__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
+                                                   const ChunkSmem& m) {
+  if (chunk >= 0 && chunk < s.nseg) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
+    float* u = buf ? m.u[1] : m.u[0];
+    float* dy = buf ? m.dy[1] : m.dy[0];
+    for (int idx = t.tid; idx < len * s.RN; idx += kStateBlockThreads) {
+      const int i = idx / s.RN, j = idx - i * s.RN;
+      cp_async4(rows + i * s.SR + (j < s.R ? 2 * kN + j : j - s.R),
+                t.dbl_b + int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j, true);
+    }
+    for (int i = t.n; i < len; i += kN) {
+      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
+      if (kBackward) cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
+    }
+  }
+  cp_async_commit();
+}
+
+// Per (step, channel) of a staged chunk: Δ, Δ·u (and softplus'), by the threads of that
+// channel with the one-warp kernels' arithmetic, so that every pass sees the same Δ and
+// backward's recomputed states are forward's bit for bit.
+template <bool kBackward, bool kFast>
+__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
+                                             const StateThread& t, const ChunkSmem& m) {
+  for (int i = t.n; i < len; i += kN) {
+    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
+    const float delta = softplus<kFast>(pre);
+    const int e = i * kWarp + t.lane;
+    m.delta[e] = delta;
+    m.dlu[e] = delta * u[e];
+    if (kBackward) m.spg[e] = softplus_grad<kFast>(pre);
+  }
+}
+
 // Index of (bk, seg, n, d) in seg_state and seg_decay.
 __device__ __forceinline__ int64_t seg_index(const Dims& s, int bk, int seg, int n, int d) {
   return ((int64_t(bk) * s.nsegs + seg) * kN + n) * s.D + d;
@@ -227,11 +338,6 @@ __device__ __forceinline__ float join_segments_state(const Dims& s, const float*
     carry = seg_decay[i] * carry + seg_state[i];
   }
   return carry;
-}
-__device__ __forceinline__ void join_segments(const Dims& s, const float* seg_state, const float* seg_decay,
-                                              int bk, int seg, int d, bool reverse, float (&carry)[kN]) {
-#pragma unroll
-  for (int n = 0; n < kN; ++n) carry[n] = join_segments_state(s, seg_state, seg_decay, bk, seg, n, d, reverse);
 }
 
 // Host side: the step maths of the scan kernels follows this thread's GEMM compute.

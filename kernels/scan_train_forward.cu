@@ -5,37 +5,39 @@
 // Forward
 //   1. dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, one GEMM (rows are spatial positions
 //      p = h·W + w; every direction reads the same rows in its own order).
-//   2. scan: one thread per (b, k, d) keeps its N = 16 states in registers and walks
-//      positions of direction k, computing Δ from dt in place (R multiply-adds); a block is
-//      one warp (32 channels of one (b, k)), which stages each chunk's x_proj rows and u in
-//      shared memory first (stage_chunk), so the steps don't wait on global memory.
-//      One (b, k, d) walking all L steps leaves the GPU nearly idle (at batch 64 the first
-//      stage has 512 warps for 3,136 steps), so the steps are cut into segments of
-//      seg_chunks chunks, scanned in parallel. The state is linear in its start, h_end =
-//      exp(A·ΣΔ)·h_start + (h_end from a zero start), so:
+//   2. scan: a block of 16 warps per (b, k, 32 channels): warp n carries state n, lane c
+//      channel c, walking the positions of direction k. Per chunk of kScanChunk steps the
+//      block stages the x_proj rows and u in shared memory (the next chunk's copies in
+//      flight, cp.async) and Δ, Δ·u per (step, channel) from dt (R multiply-adds each); each
+//      thread then walks its state, keeping C_n·h_n per step, and warp n adds up steps n and
+//      n+16 over the states into y.
+//      Small batches leave the GPU idle with one block walking all L steps, so the steps are
+//      cut into segments of seg_chunks chunks, scanned in parallel (none at batch 64 and
+//      224 px). The state is linear in its start, h_end = exp(A·ΣΔ)·h_start + (h_end from a
+//      zero start), so:
 //        a. each segment but the last is scanned from a zero state, keeping its end state
-//           and its decay exp(A·ΣΔ) (scan_forward_segment_kernel<false>);
+//           and its decay exp(A·ΣΔ) (scan_forward_segment_kernel, one warp per block, a
+//           thread per channel with its 16 states);
 //        b. each segment is scanned again from its start state, which its threads first
-//           join from the earlier segments' results (join_segments), writing y into its
+//           join from the earlier segments' results (join_segments_state), writing y into its
 //           direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
 //           kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): the layout and
 //           meaning of the CPU's optional states buffer.
 //   3. out = ((ys[0] + ys[1]) + ys[2]) + ys[3], the CPU's order of adding the directions.
 //
 // Backward (dbl is recomputed; nothing is kept from forward except `states`)
-//   1. scan, in segments as forward (fewer: its blocks are bigger; batch 64 needs none): dh
-//      flows backwards linearly too (dh_start = exp(A·ΣΔ)·dh_end + local), so a pass from a
-//      zero dh per segment (one thread per channel, as forward), joined in reverse, gives
-//      each segment the dh entering its end. Then a block of 16 warps per (b, k, segment,
-//      32 channels): warp n carries state n, lane c channel c. Per chunk, from the last, it
-//      stages the x_proj rows and per (step, channel) Δ, Δ·u, u, dout and softplus'; per
-//      piece of 16 steps, from the last, each thread recomputes its state's values over the
-//      piece into registers (from the chunk's saved state) and walks them back carrying dh.
-//      The sums over states go through shared memory: one thread per (step, channel) then
-//      writes dΔ_pre (the gradient of Δ's pre-activation) and its channel's direct du terms
-//      to (4, B·L, D) buffers; a transpose-reduction per warp gives the block's dB_l and dC_l
-//      (summed over its 32 channels), written as a partial per 32-channel block. Sums over
-//      positions (dA, dD, dt bias) stay in registers and are written per (b, segment, k, d).
+//   1. scan, in segments as forward: dh flows backwards linearly too (dh_start =
+//      exp(A·ΣΔ)·dh_end + local), so a pass from a zero dh per segment (one thread per
+//      channel), joined in reverse, gives each segment the dh entering its end. Then blocks
+//      of 16 warps as forward's: per chunk, from the last, each stages the x_proj rows and
+//      per (step, channel) Δ, Δ·u, u, dout and softplus'; per piece of 16 steps, from the
+//      last, each thread recomputes its state's values over the piece into registers (from
+//      the chunk's saved state) and walks them back carrying dh. The sums over states go
+//      through shared memory: one thread per (step, channel) then writes dΔ_pre (the
+//      gradient of Δ's pre-activation) and its channel's direct du terms to (4, B·L, D)
+//      buffers; a transpose-reduction per warp gives the block's dB_l and dC_l (summed over
+//      its 32 channels), written as a partial per 32-channel block. Sums over positions
+//      (dA, dD, dt bias) stay in registers and are written per (b, segment, k, d).
 //   2. fixed-order reductions: the dB/dC partials over channel blocks into ddbl, the
 //      per-segment parameter sums over b and segments into the gradients, the direct du terms over k.
 //   3. GEMMs: ddbl's dt columns = dΔ_pre · dt_projs_weight[k]; d dt_projs_weight[k] +=
@@ -85,10 +87,9 @@ Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warp
   return d;
 }
 
-// Forward: ~16k one-warp blocks (H200: 132 SMs of at most 32 resident warps each, fewer for
-// the shared memory). Backward: its 16-warp blocks fill an SM alone, so two waves' worth
-// (132 SMs x 16 warps x 2) is enough, and batch 64 runs unsegmented.
-Dims forward_dims(const ScanTrainShape& s) { return make_dims(s, 1, 16384); }
+// The main kernels' blocks of kN warps fill an SM alone (backward) or two to an SM (forward),
+// so about two waves' worth (132 SMs x 16 warps x 2) is enough, and batch 64 runs unsegmented.
+Dims forward_dims(const ScanTrainShape& s) { return make_dims(s, kN, 4224); }
 Dims backward_dims(const ScanTrainShape& s) { return make_dims(s, kN, 4224); }
 
 Workspace carve(const Dims& d, float* base) {
@@ -114,17 +115,17 @@ Workspace carve(const Dims& d, float* base) {
 
 namespace {
 
-// grid (ndblk, segments, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the segment,
-// the warp is channels [32·blockIdx.x, +32) of (b, k); lanes past D stage and wait with the
-// others, nothing more. Dynamic shared memory: stage_bytes(s).
-// kFinal false: from a zero state, writes the segment's end state and decay to seg_state and
-// seg_decay (pass a). kFinal true: from the joined start state, writes ys and `states`.
+// Pass a. grid (ndblk, segments - 1, 4·B), block kWarp: blockIdx.z = b·4 + k, blockIdx.y the
+// segment, the warp is channels [32·blockIdx.x, +32) of (b, k), a thread keeping all 16
+// states of its channel; lanes past D stage and wait with the others, nothing more. From a
+// zero state, writes the segment's end state and decay to seg_state and seg_decay. Dynamic
+// shared memory: stage_bytes(s).
 // Occupancy: 20 one-warp blocks per SM caps the registers at 96 without spilling (left to
 // itself the compiler took 128, for 16 warps: too few to hide the steps' latency chains).
-template <bool kFinal, bool kFast>
+template <bool kFast>
 __global__ void __launch_bounds__(kWarp, 20)
 scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, float* seg_state,
-                            float* seg_decay, float* ys, float* states) {
+                            float* seg_decay) {
   extern __shared__ float smem[];
   const StageSmem sm = stage_smem(s, smem);
   const WarpPlace wp = warp_place(s, 0);
@@ -132,43 +133,27 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
   const bool active = wp.active;
   float *srow = sm.rows, *su = sm.u;
   const Channel c = load_channel(s, w, u, dbl, b, k, dc);
-  float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
-  float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + d : nullptr;
   float h[kN];
-  if (kFinal) {
-    join_segments(s, seg_state, seg_decay, bk, seg, dc, false, h);
-  } else {
 #pragma unroll
-    for (int n = 0; n < kN; ++n) h[n] = 0.f;
-  }
+  for (int n = 0; n < kN; ++n) h[n] = 0.f;
   float dsum = 0.f;
   int first, end;
   segment_chunks(s, seg, first, end);
   for (int chunk = first; chunk < end; ++chunk) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    if (kFinal && st && active) {
-#pragma unroll
-      for (int n = 0; n < kN; ++n) st[(int64_t(chunk) * kN + n) * s.D] = h[n];
-    }
     stage_chunk(s, k, l0, len, c.dbl_b, c.u_b, nullptr, active, lane, srow, su, nullptr);
     for (int i = 0; i < len; ++i) {
       const float* row = srow + i * s.SR;
       float Bs[kN], Cs[kN];
       load_bc(row, Bs, Cs);
-      const float ul = su[i * kWarp + lane];
       const float delta = softplus<kFast>(delta_pre(c.wrow, c.bias, staged_dt(row), s.R));
-      const float dlu = delta * ul;
+      const float dlu = delta * su[i * kWarp + lane];
       dsum += delta;
-      float y = c.Dk * ul;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) {
-        h[n] = step_exp2<kFast>(delta * c.A2[n]) * h[n] + dlu * Bs[n];
-        if (kFinal) y += Cs[n] * h[n];
-      }
-      if (kFinal && active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
+      for (int n = 0; n < kN; ++n) h[n] = step_exp2<kFast>(delta * c.A2[n]) * h[n] + dlu * Bs[n];
     }
   }
-  if (!kFinal && active) {
+  if (active) {
 #pragma unroll
     for (int n = 0; n < kN; ++n) {
       seg_state[seg_index(s, bk, seg, n, d)] = h[n];
@@ -177,18 +162,81 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
   }
 }
 
+// Shared memory of the main forward kernel: the staged chunk, then C_n·h_n per (state n, step,
+// channel), (kN, kChunk, kWarp).
+inline size_t forward_smem_bytes(int SR) {
+  return sizeof(float) * (chunk_smem_floats<false>(SR) + size_t(kN) * kChunk * kWarp);
+}
+
+// Pass b, a block of kN warps (see kStateBlockThreads). grid (ndblk, segments, 4·B). From the
+// segment's joined start state, writes ys and `states`. Per chunk: stage it (the next one's
+// copies in flight), walk its steps, each thread its state, keeping C_n·h_n per step in shared
+// memory; then warp n adds up the states of steps n and n + kN: y = D·u + Σ_n C_n·h_n.
+// Dynamic shared memory: forward_smem_bytes(SR). Two blocks to an SM: 64 registers and about
+// 92 KB of shared memory each (dt rank 12).
+template <bool kFast>
+__global__ void __launch_bounds__(kStateBlockThreads, 2)
+scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* seg_state,
+                    const float* seg_decay, float* ys, float* states) {
+  extern __shared__ float smem[];
+  float* p = smem;
+  const ChunkSmem cm = carve_chunk_smem<false>(s, p);
+  float* ch = take_smem(p, kN * kChunk * kWarp);
+  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
+  const StateThread t = state_thread(s, w, u, nullptr, dbl, b, k);
+  const int lane = t.lane, n = t.n;
+  float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + t.d;
+  float* st = states ? states + (int64_t(bk) * s.nseg * kN + n) * s.D + t.d : nullptr;  // + chunk·N·D
+  float h = t.active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n, t.d, false) : 0.f;
+  int first, end;
+  segment_chunks(s, seg, first, end);
+  start_chunk_copies<false>(s, k, first, 0, t, cm);
+  for (int chunk = first, buf = 0; chunk < end; ++chunk, buf ^= 1) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    // The other buffer was last read before the previous chunk's closing barrier.
+    start_chunk_copies<false>(s, k, chunk + 1 < end ? chunk + 1 : -1, buf ^ 1, t, cm);
+    cp_async_wait_all_but_newest();
+    __syncthreads();  // this chunk's copies, from every thread, are visible
+    const float* rows = buf ? cm.rows[1] : cm.rows[0];
+    const float* su = buf ? cm.u[1] : cm.u[0];
+    stage_deltas<false, kFast>(s, len, rows, su, t, cm);
+    if (st && t.active) st[int64_t(chunk) * kN * s.D] = h;
+    __syncthreads();
+    for (int i = 0; i < len; ++i) {
+      const int e = i * kWarp + lane;
+      const float* row = rows + i * s.SR;
+      h = step_exp2<kFast>(cm.delta[e] * t.A2) * h + cm.dlu[e] * row[n];
+      ch[(n * kChunk + i) * kWarp + lane] = row[kN + n] * h;
+    }
+    __syncthreads();
+    for (int i = n; i < len; i += kN) {
+      float y = t.Dk * su[i * kWarp + lane];
+#pragma unroll
+      for (int q = 0; q < kN; ++q) y += ch[(q * kChunk + i) * kWarp + lane];
+      if (t.active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
+    }
+    __syncthreads();  // the chunk's shared memory is read; the next chunk may write
+  }
+}
+
 template <bool kFast>
 void launch_forward(const Dims& s, const float* u, const ScanTrainWeights& w, const Workspace& ws, float* states,
                     Stream st) {
   if (s.nsegs > 1) {  // the last segment's end state is never used
     const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
-    scan_forward_segment_kernel<false, kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
-                                                                                  ws.seg_decay, nullptr, nullptr);
+    scan_forward_segment_kernel<kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
+                                                                            ws.seg_decay);
     MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
   }
+  static const bool opted_in = [] {  // above 48 KB a kernel must ask for its shared memory
+    MM_CUDA_CHECK(cudaFuncSetAttribute(scan_forward_kernel<kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(forward_smem_bytes(2 * kN + kMaxR))));
+    return true;
+  }();
+  (void)opted_in;
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_forward_segment_kernel<true, kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, ws.seg_state,
-                                                                               ws.seg_decay, ws.dir0, states);
+  scan_forward_kernel<kFast><<<grid, kStateBlockThreads, forward_smem_bytes(s.SR), st>>>(
+      s, u, ws.dbl, w, ws.seg_state, ws.seg_decay, ws.dir0, states);
   MM_CUDA_CHECK_LAUNCH("scan_train_forward");
 }
 

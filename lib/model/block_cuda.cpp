@@ -23,7 +23,6 @@ static void block_buffers(BlockActsCuda& a, const BlockDims& d, bool keep, Alloc
   for (Tensor* t : {&a.ln1_mean, &a.ln1_rstd, &a.on_mean, &a.on_rstd}) *t = alloc(P);
   a.bn_mean = alloc(3 * ch);
   a.bn_rstd = alloc(3 * ch);
-  a.scratch = alloc(P * 5 * D);
   const c::ScanTrainShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
   a.scan_states = keep ? alloc(c::scan_train_states_floats(ss)) : Tensor();
 }
@@ -61,6 +60,8 @@ int64_t block_cuda_conv_workspace_floats(const BlockDims& d) {
 
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d) { return c::scan_train_workspace_floats(scan_shape(d)); }
 
+int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 5 * d.C; }
+
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean, float* rstd, int64_t P,
                           int64_t ch, bool train, c::Stream s) {
   if (train)
@@ -88,7 +89,7 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
 
   // SS2D branch: (P,c) -> (P,c)
   c::layernorm_forward(F(a.ln1), F(a.ln1_mean), F(a.ln1_rstd), F(a.right), w.ln1_w, w.ln1_b, P, ch, s);
-  float* xz = F(a.scratch);  // (P,2D)
+  float* xz = ctx.scratch;  // (P,2D)
   c::linear_forward(xz, F(a.ln1), w.in_proj, nullptr, P, ch, 2 * D, s);
   c::split_halves_forward(F(a.xin), F(a.z), xz, P, D, s);
   c::dwconv3x3_forward(F(a.xconv), F(a.xin), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
@@ -121,7 +122,7 @@ void block_backward_cuda(float* dx, const float* dout, const BlockWeights& w, co
   const int64_t P = d.P(), ch = d.c(), D = d.C;
   c::Stream s = ctx.stream;
   auto F = [](Tensor& t) { return t.as<float>(); };
-  float* S = F(a.scratch);
+  float* S = ctx.scratch;
   // Five (P,D) scratch regions; a (P,c) buffer is half of one (the CPU block's plan).
   float *T0 = S, *T1 = S + P * D, *T2 = S + 2 * P * D, *T3 = S + 3 * P * D, *T4 = S + 4 * P * D;
   auto zero = [s](float* p, int64_t n) { c::memset_zero_async(p, size_t(n) * sizeof(float), s); };

@@ -21,7 +21,6 @@ struct BlockActsCuda {
   Tensor s;                                             // (P,c)
   Tensor a0, a1, a2, a3, a4, a5, a6, a7, l;             // conv branch, (P,c)
   Tensor bn_mean, bn_rstd;                              // (3,c)
-  Tensor scratch;                                       // (P,5D): xz in forward, temporaries in backward
   Tensor scan_states;                                   // scan checkpoints (keep only)
   int64_t capacity = -1;
   bool kept = false;
@@ -33,12 +32,15 @@ struct BlockContextCuda {
   const float* drop_scale = nullptr;  // (B) device floats, or nullptr
   float* conv_workspace = nullptr;    // cuda::conv2d_workspace_floats of the block's 3x3 conv
   float* scan_workspace = nullptr;    // cuda::scan_train_workspace_floats of the block's scan
+  float* scratch = nullptr;           // block_cuda_scratch_floats: xz in forward, temporaries in backward
   CUstream_st* stream = nullptr;
 };
 
 // Workspace floats a block of these dims needs (the maxima callers allocate once).
 int64_t block_cuda_conv_workspace_floats(const BlockDims& d);
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d);
+// (P,5D): nothing in it outlives a block's forward or backward, so every block shares one.
+int64_t block_cuda_scratch_floats(const BlockDims& d);
 
 // out, x: (B,H,W,C) device; out must not alias x. w: pointers into the device parameters.
 void block_forward_cuda(float* out, const float* x, const BlockWeights& w, BlockActsCuda& a, const BlockDims& d,

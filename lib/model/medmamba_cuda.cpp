@@ -84,7 +84,7 @@ struct ModelActsCuda {
   bool train = false, keep = false;
   Tensor images, image_nhwc, embed, embed_mean, embed_rstd;
   std::vector<StageActsCuda> stages;
-  Tensor pooled, logits, conv_workspace, scan_workspace;
+  Tensor pooled, logits, conv_workspace, scan_workspace, block_scratch;
   // Backward's gradients (kept): of the logits and the pooled features, and four buffers of
   // the largest stage activation (block ping-pong, patch merging, the patch embedding), so
   // that a step allocates nothing (a cudaFree waits for the whole device).
@@ -117,7 +117,7 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
   a.embed = alloc(P0 * cfg.dims[0]);
   a.embed_mean = alloc(P0);
   a.embed_rstd = alloc(P0);
-  int64_t conv_ws = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scan_ws = 0;
+  int64_t conv_ws = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scan_ws = 0, scratch = 0;
   a.stages.resize(size_t(cfg.num_stages()));
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     StageActsCuda& st = a.stages[size_t(i)];
@@ -135,11 +135,13 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
     }
     conv_ws = std::max(conv_ws, block_cuda_conv_workspace_floats(d));
     scan_ws = std::max(scan_ws, block_cuda_scan_workspace_floats(d));
+    scratch = std::max(scratch, block_cuda_scratch_floats(d));
   }
   a.pooled = alloc(B * cfg.dims.back());
   a.logits = alloc(B * cfg.num_classes);
   a.conv_workspace = alloc(conv_ws);
   a.scan_workspace = alloc(scan_ws);
+  a.block_scratch = alloc(scratch);
   if (keep) {
     a.dlogits = alloc(B * cfg.num_classes);
     a.dpooled = alloc(B * cfg.dims.back());
@@ -307,6 +309,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
       ctx.keep = keep_for_backward;
       ctx.conv_workspace = F(a.conv_workspace);
       ctx.scan_workspace = F(a.scan_workspace);
+      ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
       if (train) {
         draw_drop_path(scale.data(), B, cfg, block_index, m.rng);
@@ -376,6 +379,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       ctx.keep = true;
       ctx.conv_workspace = F(a.conv_workspace);
       ctx.scan_workspace = F(a.scan_workspace);
+      ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
       ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
       const std::string prefix = block_prefix(i, j);
