@@ -1,15 +1,21 @@
 #pragma once
 // Shared by the DICOM reader tests that read one file two ways (test_dicom_native.cpp:
-// our native path against DCMTK's; test_imaging_dicom_jpeg_lossless.cpp: our JPEG Lossless
-// decoder against DCMTK's codec) and require the same outcome.
+// our native path against DCMTK's; test_imaging_dicom_jpeg_lossless.cpp and
+// test_imaging_dicom_jpegls.cpp: our decoders against DCMTK's codec and CharLS) and require
+// the same outcome.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <string>
 #include <vector>
 
 #include "data/image.h"
+#include "imaging/dicom_reader.h"
 
 namespace mm::test {
 
@@ -43,6 +49,33 @@ inline void check_same_images(const std::vector<Image>& got, const std::vector<I
     CHECK(a.modality == b.modality);
     CHECK(a.photometric == b.photometric);
   }
+}
+
+inline std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The JPEG or JPEG-LS stream of a single-fragment file: SOI to its last EOI.
+inline std::vector<uint8_t> only_stream(const std::vector<uint8_t>& file) {
+  const uint8_t soi[] = {0xFF, 0xD8, 0xFF};
+  const auto begin = std::search(file.begin(), file.end(), std::begin(soi), std::end(soi));
+  REQUIRE(begin != file.end());
+  size_t end = file.size();
+  while (end > 2 && !(file[end - 2] == 0xFF && file[end - 1] == 0xD9)) --end;
+  REQUIRE(end > size_t(begin - file.begin()));
+  return {begin, file.begin() + std::ptrdiff_t(end)};
+}
+
+// read() with the default options (our decoders) and with `reference`: the same outcome, and
+// when it is an image, the same Images.
+inline void check_same_outcome(const std::function<std::vector<Image>(const DicomOptions&)>& read,
+                               const DicomOptions& reference) {
+  std::vector<Image> ours, theirs;
+  const std::string got = read_outcome([&] { return read(DicomOptions{}); }, ours);
+  const std::string want = read_outcome([&] { return read(reference); }, theirs);
+  REQUIRE(got == want);
+  if (got == "ok") check_same_images(ours, theirs);
 }
 
 }  // namespace mm::test

@@ -11,9 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <functional>
-#include <fstream>
-#include <iterator>
 
 #include "dicom_test_util.h"
 #include "imaging/dicom_jpeg_lossless.h"
@@ -22,6 +19,9 @@
 
 using namespace mm;
 using mm::test::check_same_images;
+using mm::test::check_same_outcome;
+using mm::test::file_bytes;
+using mm::test::only_stream;
 using mm::test::read_outcome;
 using mm::test::shared_data_path;
 namespace fs = std::filesystem;
@@ -53,35 +53,10 @@ const char* const kJpegLosslessFiles[] = {
 const std::string kCt =
     "dicom/cornerstoneWADOImageLoader/testImages/CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm";
 
-std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 DicomOptions dcmtk_codec() {
   DicomOptions o;
   o.own_jpeg_lossless = false;
   return o;
-}
-
-// Both decoders through the reader: the same outcome, and when it is an image, the same Images.
-void check_same_as_dcmtk(const std::function<std::vector<Image>(const DicomOptions&)>& read) {
-  std::vector<Image> ours, theirs;
-  const std::string got = read_outcome([&] { return read(DicomOptions{}); }, ours);
-  const std::string want = read_outcome([&] { return read(dcmtk_codec()); }, theirs);
-  REQUIRE(got == want);
-  if (got == "ok") check_same_images(ours, theirs);
-}
-
-// The JPEG stream of a single-fragment file: SOI to its last EOI.
-std::vector<uint8_t> only_stream(const std::vector<uint8_t>& file) {
-  const uint8_t soi[] = {0xFF, 0xD8, 0xFF};
-  const auto begin = std::search(file.begin(), file.end(), std::begin(soi), std::end(soi));
-  REQUIRE(begin != file.end());
-  size_t end = file.size();
-  while (end > 2 && !(file[end - 2] == 0xFF && file[end - 1] == 0xD9)) --end;
-  REQUIRE(end > size_t(begin - file.begin()));
-  return {begin, file.begin() + std::ptrdiff_t(end)};
 }
 
 // Our decoder alone on hostile bytes: an image or an ImageError (bounded output).
@@ -118,10 +93,10 @@ TEST_CASE("dicom jpeg lossless: ours gives DCMTK's Images for every JPEG Lossles
     CAPTURE(rel);
     const std::string path = shared_data_path(rel);
     for (auto mode : {WindowOptions::Mode::Default, WindowOptions::Mode::MinMax})
-      check_same_as_dcmtk([&](DicomOptions o) {
+      check_same_outcome([&](DicomOptions o) {
         o.window.mode = mode;
         return read_dicom(path, o);
-      });
+      }, dcmtk_codec());
     // Which files our decoder takes itself (the rest went to DCMTK's codec above).
     const std::vector<uint8_t> file = file_bytes(path);
     try {
@@ -141,7 +116,7 @@ TEST_CASE("dicom jpeg lossless: restart intervals, long codes and RGB decode as 
   for (const char* name : {"jpeg_lossless_restarts_grey-p5.dcm", "jpeg_lossless_restarts_rgb-p7-pt1.dcm"}) {
     CAPTURE(name);
     const std::string path = std::string(MM_FIXTURE_DIR) + "/dicom/" + name;
-    check_same_as_dcmtk([&](const DicomOptions& o) { return read_dicom(path, o); });
+    check_same_outcome([&](const DicomOptions& o) { return read_dicom(path, o); }, dcmtk_codec());
     CHECK(decodes(only_stream(file_bytes(path))));
   }
 }
@@ -164,7 +139,7 @@ TEST_CASE("dicom jpeg lossless: dcmcjpeg's process 14 encodings of a CT slice de
     const std::string out = (dir.path / "ct.dcm").string();
     const std::string command = std::string("dcmcjpeg ") + e.flags + " +un '" + source + "' '" + out + "'";
     REQUIRE(std::system(command.c_str()) == 0);
-    check_same_as_dcmtk([&](const DicomOptions& o) { return read_dicom(out, o); });
+    check_same_outcome([&](const DicomOptions& o) { return read_dicom(out, o); }, dcmtk_codec());
     const std::vector<uint8_t> stream = only_stream(file_bytes(out));
     CHECK(decodes(stream));  // ours, not DCMTK's behind it
     if (e.lossless) check_same_images(read_dicom(out), original);
@@ -203,8 +178,8 @@ void check_damage(const std::string& path) {
     CAPTURE(at - stream_at);
     std::vector<uint8_t> damaged = file;
     damaged[at] ^= 0xFF;
-    check_same_as_dcmtk(
-        [&](const DicomOptions& o) { return read_dicom_bytes(damaged.data(), damaged.size(), "damaged.dcm", o); });
+    check_same_outcome(
+        [&](const DicomOptions& o) { return read_dicom_bytes(damaged.data(), damaged.size(), "damaged.dcm", o); }, dcmtk_codec());
   }
 }
 

@@ -14,9 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <iterator>
 
 #include "dicom_test_util.h"
 #include "imaging/dicom_jpegls_decoder.h"
@@ -25,7 +22,9 @@
 
 using namespace mm;
 using mm::test::check_same_images;
-using mm::test::read_outcome;
+using mm::test::check_same_outcome;
+using mm::test::file_bytes;
+using mm::test::only_stream;
 using mm::test::shared_data_path;
 namespace fs = std::filesystem;
 
@@ -69,35 +68,10 @@ const char* const kJpegLsFiles[] = {
 const std::string kCtJpegLs =
     "dicom/cornerstoneWADOImageLoader/testImages/CTImage.dcm_JPEGLSLosslessTransferSyntax_1.2.840.10008.1.2.4.80.dcm";
 
-std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 DicomOptions charls_only() {
   DicomOptions o;
   o.own_jpegls = false;
   return o;
-}
-
-// Both decoders through the reader: the same outcome, and when it is an image, the same Images.
-void check_same_as_charls(const std::function<std::vector<Image>(const DicomOptions&)>& read) {
-  std::vector<Image> ours, theirs;
-  const std::string got = read_outcome([&] { return read(DicomOptions{}); }, ours);
-  const std::string want = read_outcome([&] { return read(charls_only()); }, theirs);
-  REQUIRE(got == want);
-  if (got == "ok") check_same_images(ours, theirs);
-}
-
-// The JPEG-LS stream of a single-fragment file: SOI to its last EOI.
-std::vector<uint8_t> only_stream(const std::vector<uint8_t>& file) {
-  const uint8_t soi[] = {0xFF, 0xD8, 0xFF};
-  const auto begin = std::search(file.begin(), file.end(), std::begin(soi), std::end(soi));
-  REQUIRE(begin != file.end());
-  size_t end = file.size();
-  while (end > 2 && !(file[end - 2] == 0xFF && file[end - 1] == 0xD9)) --end;
-  REQUIRE(end > size_t(begin - file.begin()));
-  return {begin, file.begin() + std::ptrdiff_t(end)};
 }
 
 // Our decoder alone: the samples (1 or 2 bytes each, as CharLS writes them), or
@@ -215,10 +189,10 @@ TEST_CASE("dicom jpegls: ours gives CharLS's Images for every JPEG-LS file of th
     CAPTURE(rel);
     const std::string path = shared_data_path(rel);
     for (auto mode : {WindowOptions::Mode::Default, WindowOptions::Mode::MinMax})
-      check_same_as_charls([&](DicomOptions o) {
+      check_same_outcome([&](DicomOptions o) {
         o.window.mode = mode;
         return read_dicom(path, o);
-      });
+      }, charls_only());
     // Which single-fragment files' first streams ours takes itself (the rest went to CharLS above).
     const std::vector<uint8_t> stream = only_stream(file_bytes(path));
     const std::vector<uint8_t> got = ours(stream);
@@ -320,7 +294,7 @@ TEST_CASE("dicom jpegls: dcmcjpls's encodings of CT slices decode as CharLS deco
       const std::string out = (dir.path / "ct.dcm").string();
       const std::string command = std::string("dcmcjpls -q ") + e.flags + " '" + source + "' '" + out + "'";
       REQUIRE(std::system(command.c_str()) == 0);
-      check_same_as_charls([&](const DicomOptions& o) { return read_dicom(out, o); });
+      check_same_outcome([&](const DicomOptions& o) { return read_dicom(out, o); }, charls_only());
       const std::vector<uint8_t> stream = only_stream(file_bytes(out));
       CHECK(!ours(stream).empty());  // ours, not CharLS behind it
       if (e.lossless) check_same_images(read_dicom(out), original);
@@ -354,8 +328,8 @@ void check_damage(const std::vector<uint8_t>& stream, const std::vector<uint8_t>
     CAPTURE(at - stream_at);
     std::vector<uint8_t> damaged = file;
     damaged[at] ^= 0xFF;
-    check_same_as_charls(
-        [&](const DicomOptions& o) { return read_dicom_bytes(damaged.data(), damaged.size(), "damaged.dcm", o); });
+    check_same_outcome(
+        [&](const DicomOptions& o) { return read_dicom_bytes(damaged.data(), damaged.size(), "damaged.dcm", o); }, charls_only());
   }
 }
 
