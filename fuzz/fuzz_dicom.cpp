@@ -5,7 +5,7 @@
 // of the libraries. The body is in fuzz_dicom_body.h (the doctest
 // suite replays regressions through it).
 //
-// fuzz-sources: lib/imaging/dicom_reader.cpp lib/imaging/dicom_native.cpp lib/data/input_stages.cpp lib/imaging/dicom_parse.cpp lib/imaging/dicom_attributes.cpp lib/imaging/dicom_frames.cpp lib/imaging/dicom_pixels.cpp lib/imaging/dicom_window.cpp lib/imaging/dicom_j2k.cpp lib/imaging/dicom_jpegls.cpp lib/imaging/dicom_jpegls_decoder.cpp lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/dicom_dictionary.cpp lib/core/install_paths.cpp lib/data/image.cpp lib/data/file_kind.cpp
+// fuzz-sources: lib/imaging/dicom_reader.cpp lib/imaging/dicom_native.cpp lib/data/input_stages.cpp lib/imaging/dicom_parse.cpp lib/imaging/dicom_attributes.cpp lib/imaging/dicom_frames.cpp lib/imaging/dicom_pixels.cpp lib/imaging/dicom_window.cpp lib/imaging/dicom_j2k.cpp lib/imaging/dicom_jpegls.cpp lib/imaging/dicom_jpegls_decoder.cpp lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/jpeg_markers.cpp lib/imaging/dicom_dictionary.cpp lib/core/install_paths.cpp lib/data/image.cpp lib/data/file_kind.cpp
 // fuzz-flags: -isystem /usr/include/openjpeg-2.5
 // fuzz-libs: -lcharls -ldcmjpeg -lijg8 -lijg12 -lijg16 -ldcmimage -ldcmimgle -ldcmdata -loflog -lofstd -lopenjp2 -lz
 // fuzz-seeds: fuzz/seeds/dicom

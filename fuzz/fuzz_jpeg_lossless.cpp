@@ -5,7 +5,7 @@
 // DICOM parsing. The body is in fuzz_jpeg_lossless_body.h (the doctest suite
 // replays regressions through it).
 //
-// fuzz-sources: lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/dicom_pixels.cpp lib/data/image.cpp
+// fuzz-sources: lib/imaging/dicom_jpeg_lossless.cpp lib/imaging/jpeg_markers.cpp lib/imaging/dicom_pixels.cpp lib/data/image.cpp
 // fuzz-seeds: fuzz/seeds/jpeg_lossless
 // fuzz-runs: 200000
 #include "fuzz_jpeg_lossless_body.h"

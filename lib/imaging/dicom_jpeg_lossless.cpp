@@ -5,6 +5,8 @@
 #include <iterator>
 #include <utility>
 
+#include "imaging/jpeg_markers.h"
+
 namespace mm::dicom {
 
 using Kind = ImageError::Kind;
@@ -93,8 +95,6 @@ struct Stream {
   size_t scan_begin = 0;
 };
 
-int be16(const uint8_t* p) { return p[0] << 8 | p[1]; }
-
 void read_frame_header(Stream& s, const uint8_t* seg, size_t n, const std::string& what) {
   if (s.header.components) fail(Kind::Corrupt, what, "a second frame header");
   if (n < 6) fail(Kind::Corrupt, what, "short frame header");
@@ -160,21 +160,14 @@ void read_scan_header(Stream& s, const uint8_t* seg, size_t n, const std::string
 
 // Walks the markers from SOI to the first SOS.
 Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
-  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) fail(Kind::Corrupt, what, "no SOI marker");
+  check_soi(data, size, "JPEG Lossless", what);
   Stream s;
-  size_t at = 2;
-  for (;;) {
-    if (at >= size || data[at] != 0xFF) fail(Kind::Corrupt, what, "no marker at byte " + std::to_string(at));
-    while (at < size && data[at] == 0xFF) ++at;  // fill bytes
-    if (at >= size) fail(Kind::Corrupt, what, "ends before its scan");
-    const uint8_t m = data[at++];
-    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // TEM, RSTn: no segment (IJG skips them here too)
-    if (m == 0xD8 || m == 0xD9) fail(Kind::Corrupt, what, m == 0xD8 ? "a second SOI" : "EOI before a scan");
-    if (at + 2 > size) fail(Kind::Corrupt, what, "ends in a marker");
-    const size_t len = size_t(be16(data + at));
-    if (len < 2 || at + len > size) fail(Kind::Corrupt, what, "a segment runs past the end");
-    const uint8_t* seg = data + at + 2;
-    const size_t n = len - 2;
+  for (size_t at = 2;;) {
+    // TEM and RSTn have no segment (IJG skips them here too).
+    const MarkerSegment g = next_marker_segment(data, size, at, true, "JPEG Lossless", what);
+    const uint8_t m = g.marker;
+    const uint8_t* seg = g.params;
+    const size_t n = g.size;
     if (m == 0xC3) {
       read_frame_header(s, seg, n, what);
     } else if (m == 0xC4) {
@@ -184,15 +177,14 @@ Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
       s.restart_interval = be16(seg);
     } else if (m == 0xDA) {
       read_scan_header(s, seg, n, what);
-      s.scan_begin = at + len;
+      s.scan_begin = g.end;
       return s;
     } else if (!(m >= 0xE0 && m <= 0xEF) && m != 0xFE && m != 0xDB) {
       // Other processes (DCT, arithmetic, hierarchical: SOFn, DAC, DHP, EXP),
       // DNL before a scan, and markers IJG does not know (it stops at them).
-      const std::string hex = {"0123456789ABCDEF"[m >> 4], "0123456789ABCDEF"[m & 15]};
-      fail(Kind::Unsupported, what, "marker FF" + hex);
+      fail(Kind::Unsupported, what, "marker " + marker_name(m));
     }  // APPn, COM, DQT: skipped
-    at += len;
+    at = g.end;
   }
 }
 

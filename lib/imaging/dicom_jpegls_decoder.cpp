@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include "imaging/jpeg_markers.h"
+
 namespace mm::dicom {
 
 using Kind = ImageError::Kind;
@@ -13,8 +15,6 @@ namespace {
 [[noreturn]] __attribute__((noinline)) void fail(Kind kind, const std::string& what, const std::string& why) {
   throw ImageError(kind, what, "JPEG-LS: " + why);
 }
-
-int be16(const uint8_t* p) { return p[0] << 8 | p[1]; }
 
 // T.87 C.2.4.1.1: the preset coding parameters (LSE id 1); 0 means "default".
 struct Presets {
@@ -76,20 +76,13 @@ int read_scan_header(const Stream& s, const uint8_t* seg, size_t n, const std::s
 
 // Walks the markers from SOI to the scan.
 Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
-  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) fail(Kind::Corrupt, what, "no SOI marker");
+  check_soi(data, size, "JPEG-LS", what);
   Stream s;
-  size_t at = 2;
-  for (;;) {
-    if (at >= size || data[at] != 0xFF) fail(Kind::Corrupt, what, "no marker at byte " + std::to_string(at));
-    while (at < size && data[at] == 0xFF) ++at;  // fill bytes
-    if (at >= size) fail(Kind::Corrupt, what, "ends before its scan");
-    const uint8_t m = data[at++];
-    if (m == 0xD8 || m == 0xD9) fail(Kind::Corrupt, what, m == 0xD8 ? "a second SOI" : "EOI before a scan");
-    if (at + 2 > size) fail(Kind::Corrupt, what, "ends in a marker");
-    const size_t len = size_t(be16(data + at));
-    if (len < 2 || at + len > size) fail(Kind::Corrupt, what, "a segment runs past the end");
-    const uint8_t* seg = data + at + 2;
-    const size_t n = len - 2;
+  for (size_t at = 2;;) {
+    const MarkerSegment g = next_marker_segment(data, size, at, false, "JPEG-LS", what);
+    const uint8_t m = g.marker;
+    const uint8_t* seg = g.params;
+    const size_t n = g.size;
     if (m == 0xF7) {
       read_frame_header(s, seg, n, what);
     } else if (m == 0xF8) {
@@ -98,14 +91,13 @@ Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
       read_restart_interval(s, seg, n, what);
     } else if (m == 0xDA) {
       s.header.near = read_scan_header(s, seg, n, what);
-      s.scan_begin = at + len;
+      s.scan_begin = g.end;
       return s;
     } else if (!(m >= 0xE0 && m <= 0xEF) && m != 0xFE) {
       // Other processes' frames (SOF0-15), tables, DNL, and markers JPEG-LS lacks.
-      const std::string hex = {"0123456789ABCDEF"[m >> 4], "0123456789ABCDEF"[m & 15]};
-      fail(Kind::Unsupported, what, "marker FF" + hex);
+      fail(Kind::Unsupported, what, "marker " + marker_name(m));
     }  // APPn (HP's colour transform is for several components), COM: skipped
-    at += len;
+    at = g.end;
   }
 }
 
