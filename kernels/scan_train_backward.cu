@@ -283,7 +283,7 @@ using namespace scan_train;
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
-  const Dims s = backward_dims(shape);
+  const Dims s = make_dims(shape);
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);

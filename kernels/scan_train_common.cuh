@@ -23,11 +23,9 @@ struct Dims {
   int64_t BL;
 };
 // Checks the shape. Unless the shape sets segment_chunks, the steps are cut into enough
-// segments for about target_warps warps, counting warps_per_block per (channel block,
-// segment, b, k): forward's blocks are one warp, backward's kN.
-Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warps);
-Dims forward_dims(const ScanTrainShape& s);
-Dims backward_dims(const ScanTrainShape& s);
+// segments to fill the GPU with the main kernels' blocks of kN warps; forward and backward
+// use the same segments.
+Dims make_dims(const ScanTrainShape& s);
 
 // Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
 struct Workspace {
@@ -108,6 +106,14 @@ __device__ __forceinline__ float softplus_grad(float x) {
   return x >= 0.f ? inv : e * inv;
 }
 
+// A = -exp(A_log), and A·log2(e) (step_exp2's argument per unit Δ), in double: as accurate
+// as the CPU's std::exp.
+__device__ __forceinline__ void decay_rates(float a_log, float& A, float& A2) {
+  const double a = -exp(double(a_log));
+  A = float(a);
+  A2 = float(a * 1.4426950408889634);
+}
+
 // What a (b, k, d) thread reads once: its channel's parameters and base pointers.
 struct Channel {
   float A[kN];         // -exp(A_logs)
@@ -123,11 +129,7 @@ __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWe
   Channel c;
   const int64_t kd = int64_t(k) * s.D + d;
 #pragma unroll
-  for (int n = 0; n < kN; ++n) {  // in double: as accurate as the CPU's std::exp
-    const double a = -exp(double(w.A_logs[kd * kN + n]));
-    c.A[n] = float(a);
-    c.A2[n] = float(a * 1.4426950408889634);
-  }
+  for (int n = 0; n < kN; ++n) decay_rates(w.A_logs[kd * kN + n], c.A[n], c.A2[n]);
   c.Dk = w.Ds[kd];
   c.bias = w.dt_projs_bias[kd];
   c.wrow = w.dt_projs_weight + kd * s.R;
@@ -266,9 +268,7 @@ __device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTra
   t.active = t.d < s.D;
   const int dc = t.active ? t.d : s.D - 1;
   const int64_t kd = int64_t(k) * s.D + dc;
-  const double a = -exp(double(w.A_logs[kd * kN + t.n]));  // as load_channel does
-  t.A = float(a);
-  t.A2 = float(a * 1.4426950408889634);
+  decay_rates(w.A_logs[kd * kN + t.n], t.A, t.A2);
   t.Dk = w.Ds[kd];
   t.bias = w.dt_projs_bias[kd];
   t.wrow = w.dt_projs_weight + kd * s.R;

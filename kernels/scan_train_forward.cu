@@ -62,7 +62,7 @@
 namespace mm::cuda {
 namespace scan_train {
 
-Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warps) {
+Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(s.B > 0 && s.H > 0 && s.W > 0 && s.D > 0 && s.R > 0, "scan_train: all sizes must be positive");
   MM_CHECK(s.N == kN, "scan_train: only d_state N = 16 is supported, got " + std::to_string(s.N));
   MM_CHECK(s.H * s.W < (int64_t(1) << 30) && s.D < (int64_t(1) << 30), "scan_train: H·W or D too large");
@@ -76,7 +76,11 @@ Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warp
   d.BL = s.B * d.L;
   int64_t chunks = s.segment_chunks;
   if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
-    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B * warps_per_block;
+    // The main kernels' blocks of kN warps fill an SM alone (backward) or two to an SM
+    // (forward), so about two waves' worth (132 SMs x 16 warps x 2) is enough, and batch 64
+    // runs unsegmented.
+    constexpr int64_t target_warps = 4224;
+    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B * kN;
     const int64_t wanted = std::min<int64_t>(d.nseg, (target_warps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
   }
@@ -87,10 +91,6 @@ Dims make_dims(const ScanTrainShape& s, int warps_per_block, int64_t target_warp
   return d;
 }
 
-// The main kernels' blocks of kN warps fill an SM alone (backward) or two to an SM (forward),
-// so about two waves' worth (132 SMs x 16 warps x 2) is enough, and batch 64 runs unsegmented.
-Dims forward_dims(const ScanTrainShape& s) { return make_dims(s, kN, 4224); }
-Dims backward_dims(const ScanTrainShape& s) { return make_dims(s, kN, 4224); }
 
 Workspace carve(const Dims& d, float* base) {
   Workspace w;
@@ -267,12 +267,12 @@ int64_t scan_train_states_floats(const ScanTrainShape& s) {
 }
 
 int64_t scan_train_workspace_floats(const ScanTrainShape& s) {
-  return std::max(carve(forward_dims(s), nullptr).total, carve(backward_dims(s), nullptr).total);
+  return carve(make_dims(s), nullptr).total;
 }
 
 void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
                         float* states, float* workspace, Stream st) {
-  const Dims s = forward_dims(shape);
+  const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
   if (fast_step_math())
