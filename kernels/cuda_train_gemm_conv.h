@@ -38,15 +38,34 @@ class GemmComputeScope {
   GemmCompute previous_;
 };
 
+// A GEMM operand with row stride ld: float32 values, or values its producer already rounded
+// to bf16 (the bits of __nv_bfloat16), which a GemmCompute::BF16 GEMM reads without making
+// its own bf16 copy (im2col writes its matrix so). Other computes refuse bf16 operands.
+struct GemmOperand {
+  const float* f32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  int64_t ld = 0;
+};
+inline GemmOperand f32_operand(const float* p, int64_t ld) { return {p, nullptr, ld}; }
+inline GemmOperand bf16_operand(const uint16_t* p, int64_t ld) { return {nullptr, p, ld}; }
+
 // Row-major C (M,N) = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ.
 // A is (M,K) row-major with row stride lda (or (K,M) when trans_a); B is (K,N) with ldb
 // (or (N,K) when trans_b); C has row stride ldc. beta = 1 accumulates.
-void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s);
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
+          float beta, float* C, int64_t ldc, Stream s);
+inline void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                     int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
+  gemm(trans_a, trans_b, M, N, K, alpha, f32_operand(A, lda), f32_operand(B, ldb), beta, C, ldc, s);
+}
 
 // Linear, PyTorch layout: out (N,Cout) = x (N,Cin) · weightᵀ + bias; bias may be nullptr.
-void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
                     int64_t Cout, Stream s);
+inline void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N,
+                           int64_t Cin, int64_t Cout, Stream s) {
+  linear_forward(out, f32_operand(x, Cin), weight, bias, N, Cin, Cout, s);
+}
 // dx (N,Cin) +=, dweight (Cout,Cin) +=, dbias (Cout) +=; any may be nullptr.
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s);
@@ -59,8 +78,8 @@ struct ConvShape {
   int64_t out_w() const { return (W + 2 * pad - KW) / stride + 1; }
   int64_t col_k() const { return Cin * KH * KW; }
 };
-// Floats of device workspace conv2d_forward / conv2d_backward need (the im2col matrix;
-// 0 for a 1x1 stride-1 conv, which multiplies x directly).
+// Floats of device workspace conv2d_forward / conv2d_backward need (the im2col matrix and
+// the weight in its column order; 0 for a 1x1 stride-1 conv, which multiplies x directly).
 int64_t conv2d_workspace_floats(const ConvShape& c);
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
                     float* workspace, Stream s);

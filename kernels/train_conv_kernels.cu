@@ -2,13 +2,17 @@
 // channels-last activations with PyTorch weight layouts (as lib/ops/conv2d.cpp and
 // depthwise_conv.cpp).
 //
-// Dense: im2col with columns in PyTorch's (ci,kh,kw) order, so the weight (Cout,Cin,KH,KW)
-// is the (Cout, K) matrix of a Linear layer over the im2col rows and the GEMM, bias and
-// bias gradient all come from linear_forward / linear_backward:
-//   forward   out (P,Cout) = col (P,K) · Wᵀ + bias
-//   backward  dW += doutᵀ · col,  dbias += column sums of dout,  dcol = dout · W -> dx.
-// dcol goes back to dx as a gather: one thread per input element sums the (kh,kw) taps
-// that read it, in a fixed order, so there are no atomics and reruns are bit-identical.
+// Dense: im2col with columns in (kh,kw,ci) order, so that each row is KH·KW contiguous copies
+// of input pixels (PyTorch's (ci,kh,kw) order made every write a stride-K scatter: im2col
+// was 15% of a training step). The weight (Cout,Cin,KH,KW) is permuted into the same column
+// order, Wt (Cout, K), a small copy per call, and is then a Linear layer's weight over the
+// im2col rows:
+//   forward   out (P,Cout) = col (P,K) · Wtᵀ + bias
+//   backward  dWt = doutᵀ · col -> permuted back and added to dW,  dbias += column sums of
+//             dout,  dcol = dout · Wt -> dx.
+// dcol goes back to dx as a gather: one thread per input pixel and channel group sums the
+// (kh,kw) taps that read it, in a fixed order, so there are no atomics and reruns are
+// bit-identical.
 // A 1x1 stride-1 pad-0 conv is a Linear layer on x itself.
 //
 // Depthwise 3x3: one thread per output element; the weight and bias gradients are per-part
@@ -76,29 +80,39 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
   return workspace;
 }
 
-// col (P,K), P = B·OH·OW pixels, K = Cin·KH·KW columns ordered (ci,kh,kw); zero outside the image.
-// n = P·K. The loop counter stays int64 (i + stride must not wrap); I holds every index below.
-template <class I>
-__global__ void im2col_kernel(float* __restrict__ col, const float* __restrict__ x, ConvDimsT<I> d, int64_t n) {
-  const I KK = d.KH * d.KW;
+// col (P,K), P = B·OH·OW pixels, K = KH·KW·Cin columns ordered (kh,kw,ci): row p is KH·KW
+// runs of Cin channels, each a copy of one input pixel (zeros outside the image), so warps
+// read and write contiguous memory, V channels per thread. T is float, or __nv_bfloat16 for
+// a bf16 GEMM, which then reads it without a copy of its own. n = P·KH·KW·Cin/V.
+// The loop counter stays int64 (i + stride must not wrap); I holds every index below.
+template <class I, class T, int V>
+__global__ void im2col_kernel(T* __restrict__ col, const float* __restrict__ x, ConvDimsT<I> d, int64_t n) {
+  const I CV = d.Cin / V, KK = d.KH * d.KW;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const I idx = I(i), p = idx / d.K, k = idx - p * d.K;
-    const I ci = k / KK, tap = k - ci * KK, kh = tap / d.KW, kw = tap - kh * d.KW;
-    const I ow = p % d.OW, q = p / d.OW, oh = q % d.OH, b = q / d.OH;
+    const I idx = I(i), q = idx / CV, cv = idx - q * CV, p = q / KK, tap = q - p * KK;
+    const I kh = tap / d.KW, kw = tap - kh * d.KW;
+    const I ow = p % d.OW, r = p / d.OW, oh = r % d.OH, b = r / d.OH;
     const I ih = oh * d.stride - d.pad + kh, iw = ow * d.stride - d.pad + kw;
-    col[i] = (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) ? x[((b * d.H + ih) * d.W + iw) * d.Cin + ci] : 0.f;
+    Pack<float, V> v{};
+    if (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
+      v = reinterpret_cast<const Pack<float, V>*>(x + ((b * d.H + ih) * d.W + iw) * d.Cin)[cv];
+    Pack<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) out.v[j] = from_f32<T>(v.v[j]);
+    reinterpret_cast<Pack<T, V>*>(col)[i] = out;
   }
 }
 
-// dx (B,H,W,Cin) += the entries of dcol (P,K) that im2col copied from each input element:
+// dx (B,H,W,Cin) += the entries of dcol (P,K) that im2col copied from each input pixel:
 // input row ih is read by kernel row kh of output row oh when oh·stride - pad + kh = ih.
-// n = B·H·W·Cin.
-template <class I>
+// One thread per V channels of an input pixel. n = B·H·W·Cin/V.
+template <class I, int V>
 __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __restrict__ dcol, ConvDimsT<I> d,
                                      int64_t n) {
+  const I CV = d.Cin / V;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const I idx = I(i), ci = idx % d.Cin, q = idx / d.Cin, iw = q % d.W, r = q / d.W, ih = r % d.H, b = r / d.H;
-    float sum = 0.f;
+    const I idx = I(i), q = idx / CV, cv = idx - q * CV, iw = q % d.W, r = q / d.W, ih = r % d.H, b = r / d.H;
+    Pack<float, V> sum{};
     for (I kh = 0; kh < d.KH; ++kh) {
       const I oh_s = ih + d.pad - kh;  // oh · stride
       if (oh_s < 0 || oh_s % d.stride != 0 || oh_s / d.stride >= d.OH) continue;
@@ -107,32 +121,98 @@ __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __rest
         const I ow_s = iw + d.pad - kw;
         if (ow_s < 0 || ow_s % d.stride != 0 || ow_s / d.stride >= d.OW) continue;
         const I ow = ow_s / d.stride;
-        sum += dcol[((b * d.OH + oh) * d.OW + ow) * d.K + (ci * d.KH + kh) * d.KW + kw];
+        const Pack<float, V> g = reinterpret_cast<const Pack<float, V>*>(
+            dcol + ((b * d.OH + oh) * d.OW + ow) * d.K + (kh * d.KW + kw) * d.Cin)[cv];
+#pragma unroll
+        for (int j = 0; j < V; ++j) sum.v[j] += g.v[j];
       }
     }
-    dx[i] += sum;
+    Pack<float, V>& out = reinterpret_cast<Pack<float, V>*>(dx)[i];
+    Pack<float, V> acc = out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc.v[j] += sum.v[j];
+    out = acc;
   }
+}
+
+// The weight in PyTorch's order (Cout, Cin, KH·KW) and in im2col's column order (Cout, KH·KW, Cin):
+// index i of the first is index column_index(i) of the second.
+__device__ __forceinline__ int64_t column_index(int64_t i, int64_t Cin, int64_t KK) {
+  const int64_t tap = i % KK, q = i / KK, ci = q % Cin, o = q / Cin;
+  return (o * KK + tap) * Cin + ci;
+}
+// wt = w in column order. n = Cout·K.
+__global__ void to_column_order_kernel(float* __restrict__ wt, const float* __restrict__ w, int64_t Cin, int64_t KK,
+                                       int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) wt[column_index(i, Cin, KK)] = w[i];
+}
+// w += wt taken back to PyTorch's order (the weight gradient). n = Cout·K.
+__global__ void add_from_column_order_kernel(float* __restrict__ w, const float* __restrict__ wt, int64_t Cin,
+                                             int64_t KK, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) w[i] += wt[column_index(i, Cin, KK)];
 }
 
 int64_t input_floats(const ConvDims& d) { return d.B * d.H * d.W * d.Cin; }
 int64_t col_floats(const ConvDims& d) { return d.B * d.OH * d.OW * d.K; }
 
-void im2col(float* col, const float* x, const ConvDims& d, Stream s) {
-  const int64_t n = col_floats(d);
-  with_index_type(std::max(n, input_floats(d)), [&](auto index) {
+// Vector width over the channels: 4 where Cin allows (x and dx rows then start 16-byte aligned).
+int channel_vector(const ConvDims& d, const void* a, const void* b) {
+  return vector_width<float>({d.Cin}, {a, b}) >= 4 ? 4 : 1;
+}
+
+template <class T>
+void im2col(T* col, const float* x, const ConvDims& d, Stream s) {
+  const int V = channel_vector(d, x, col);
+  const int64_t n = col_floats(d) / V;
+  with_index_type(std::max(col_floats(d), input_floats(d)), [&](auto index) {
     using I = decltype(index);
-    im2col_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(col, x, narrowed<I>(d), n);
+    if (V == 4)
+      im2col_kernel<I, T, 4><<<capped_grid(n), kThreads, 0, s>>>(col, x, narrowed<I>(d), n);
+    else
+      im2col_kernel<I, T, 1><<<capped_grid(n), kThreads, 0, s>>>(col, x, narrowed<I>(d), n);
   });
   MM_CUDA_CHECK_LAUNCH("im2col_kernel");
 }
 
 void col2im_gather(float* dx, const float* dcol, const ConvDims& d, Stream s) {
-  const int64_t n = input_floats(d);
-  with_index_type(std::max(n, col_floats(d)), [&](auto index) {
+  const int V = channel_vector(d, dx, dcol);
+  const int64_t n = input_floats(d) / V;
+  with_index_type(std::max(col_floats(d), input_floats(d)), [&](auto index) {
     using I = decltype(index);
-    col2im_gather_kernel<I><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
+    if (V == 4)
+      col2im_gather_kernel<I, 4><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
+    else
+      col2im_gather_kernel<I, 1><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
   });
   MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
+}
+
+void to_column_order(float* wt, const float* w, const ConvShape& c, Stream s) {
+  const int64_t n = c.Cout * c.col_k();
+  to_column_order_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(wt, w, c.Cin, c.KH * c.KW, n);
+  MM_CUDA_CHECK_LAUNCH("to_column_order_kernel");
+}
+
+void add_from_column_order(float* w, const float* wt, const ConvShape& c, Stream s) {
+  const int64_t n = c.Cout * c.col_k();
+  add_from_column_order_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(w, wt, c.Cin, c.KH * c.KW, n);
+  MM_CUDA_CHECK_LAUNCH("add_from_column_order_kernel");
+}
+
+// The workspace of a conv that is not pointwise: the weight in column order, its gradient
+// in column order, then the im2col matrix (float32, or bf16 in its first half), each
+// starting 256-byte aligned.
+struct ConvWorkspace {
+  float* weight_t;
+  float* dweight_t;
+  float* col;
+};
+int64_t aligned_floats(int64_t n) { return (n + 63) / 64 * 64; }
+ConvWorkspace carve(float* workspace, const ConvShape& c) {
+  const int64_t w = aligned_floats(c.Cout * c.col_k());
+  return {workspace, workspace + w, workspace + 2 * w};
 }
 
 // ---------------------------------------------------------------------------
@@ -251,8 +331,11 @@ void check_dw_shape(int64_t B, int64_t H, int64_t W, int64_t C, const char* op) 
 
 int64_t conv2d_workspace_floats(const ConvShape& c) {
   const ConvDims d = checked_dims(c);
-  return is_pointwise(c) ? 0 : col_floats(d);
+  return is_pointwise(c) ? 0 : 2 * aligned_floats(c.Cout * d.K) + col_floats(d);
 }
+
+// The bf16 GEMM reads a bf16 im2col matrix as it is; the other computes take float32.
+bool bf16_columns() { return gemm_compute() == GemmCompute::BF16; }
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
                     float* workspace, Stream s) {
@@ -262,9 +345,17 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
     linear_forward(out, x, weight, bias, P, d.Cin, c.Cout, s);
     return;
   }
-  float* col = checked_workspace(workspace, c, "conv2d_forward");
-  im2col(col, x, d, s);
-  linear_forward(out, col, weight, bias, P, d.K, c.Cout, s);
+  const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_forward"), c);
+  to_column_order(ws.weight_t, weight, c, s);
+  if (bf16_columns()) {
+    auto* col16 = reinterpret_cast<__nv_bfloat16*>(ws.col);
+    im2col(col16, x, d, s);
+    linear_forward(out, bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K), ws.weight_t, bias, P, d.K,
+                   c.Cout, s);
+  } else {
+    im2col(ws.col, x, d, s);
+    linear_forward(out, ws.col, ws.weight_t, bias, P, d.K, c.Cout, s);
+  }
 }
 
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
@@ -275,14 +366,27 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
     linear_backward(dx, dweight, dbias, dout, x, weight, P, d.Cin, c.Cout, s);
     return;
   }
-  if (dweight || dx) checked_workspace(workspace, c, "conv2d_backward");
-  if (dweight) im2col(workspace, x, d, s);
-  // dweight (Cout,K) += doutᵀ · col, dbias += column sums of dout (col is read only for dweight)
-  linear_backward(nullptr, dweight, dbias, dout, dweight ? workspace : nullptr, weight, P, d.K, c.Cout, s);
+  if (dbias) linear_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, P, d.K, c.Cout, s);
+  if (!dweight && !dx) return;
+  const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_backward"), c);
+  if (dweight) {
+    // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
+    GemmOperand col = f32_operand(ws.col, d.K);
+    if (bf16_columns()) {
+      auto* col16 = reinterpret_cast<__nv_bfloat16*>(ws.col);
+      im2col(col16, x, d, s);
+      col = bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
+    } else {
+      im2col(ws.col, x, d, s);
+    }
+    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), col, 0.f, ws.dweight_t, d.K, s);
+    add_from_column_order(dweight, ws.dweight_t, c, s);
+  }
   if (dx) {
-    // dcol (P,K) = dout (P,Cout) · weight (Cout,K), over col: the stream orders it after dweight's GEMM.
-    gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, weight, d.K, 0.f, workspace, d.K, s);
-    col2im_gather(dx, workspace, d, s);
+    // dcol (P,K) = dout (P,Cout) · weight_t (Cout,K), over col: the stream orders it after dweight's GEMM.
+    to_column_order(ws.weight_t, weight, c, s);
+    gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, ws.weight_t, d.K, 0.f, ws.col, d.K, s);
+    col2im_gather(dx, ws.col, d, s);
   }
 }
 

@@ -13,7 +13,7 @@
 // runs), so every handle owns its workspace and sets it on every call (cublasSetStream
 // resets it to the pool). Pedantic math keeps float32 GEMMs off TF32 tensor cores, also
 // when NVIDIA_TF32_OVERRIDE asks for them; GemmCompute::TF32 names its compute type in
-// cublasGemmEx instead. GemmCompute::BF16 rounds both operands into bf16 copies first:
+// cublasGemmEx instead. GemmCompute::BF16 rounds float32 operands into bf16 copies first:
 // cuBLAS's 32F_FAST_16BF compute type only allows bf16, and on the H200 it ran TF32 kernels
 // (the same bits as TF32). cuBLAS picks the same algorithm for the same shapes, so all three
 // are deterministic.
@@ -167,21 +167,25 @@ void to_bf16(__nv_bfloat16* dst, const float* src, int64_t rows, int64_t cols, i
   MM_CUDA_CHECK_LAUNCH("to_bf16_kernel");
 }
 
-// The bf16 GEMM: both operands rounded into packed copies, products summed in float32.
+// The bf16 GEMM: operands given in float32 are rounded into packed copies (those a producer
+// wrote in bf16 are read where they are), products summed in float32.
 cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cublasOperation_t op_b, int64_t M,
-                                  int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
-                                  int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
+                                  int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B, float beta,
+                                  float* C, int64_t ldc, Stream s) {
   const int64_t a_rows = op_a == CUBLAS_OP_T ? K : M, a_cols = op_a == CUBLAS_OP_T ? M : K;
   const int64_t b_rows = op_b == CUBLAS_OP_T ? N : K, b_cols = op_b == CUBLAS_OP_T ? K : N;
-  const int64_t a_n = (a_rows * a_cols + 127) / 128 * 128;  // keeps B's copy 256-byte aligned
-  auto* a16 = static_cast<__nv_bfloat16*>(gemm_operand_scratch((a_n + b_rows * b_cols) * 2));
-  __nv_bfloat16* b16 = a16 + a_n;
+  const int64_t a_n = A.bf16 ? 0 : (a_rows * a_cols + 127) / 128 * 128;  // keeps B's copy 256-byte aligned
+  const int64_t b_n = B.bf16 ? 0 : b_rows * b_cols;
+  auto* scratch = a_n + b_n > 0 ? static_cast<__nv_bfloat16*>(gemm_operand_scratch((a_n + b_n) * 2)) : nullptr;
+  const void* a16 = A.bf16 ? static_cast<const void*>(A.bf16) : scratch;
+  const void* b16 = B.bf16 ? static_cast<const void*>(B.bf16) : scratch + a_n;
+  const int64_t lda = A.bf16 ? A.ld : a_cols, ldb = B.bf16 ? B.ld : b_cols;
   if (K > 0) {  // K = 0: C = beta·C, no operand is read
-    to_bf16(a16, A, a_rows, a_cols, lda, s);
-    to_bf16(b16, B, b_rows, b_cols, ldb, s);
+    if (!A.bf16) to_bf16(scratch, A.f32, a_rows, a_cols, A.ld, s);
+    if (!B.bf16) to_bf16(scratch + a_n, B.f32, b_rows, b_cols, B.ld, s);
   }
-  return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, b16, CUDA_R_16BF, int(b_cols), a16,
-                      CUDA_R_16BF, int(a_cols), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+  return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, b16, CUDA_R_16BF, int(ldb), a16,
+                      CUDA_R_16BF, int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
                       CUBLAS_GEMM_DEFAULT);
 }
 
@@ -190,16 +194,19 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
 GemmCompute gemm_compute() { return t_gemm_compute; }
 
-void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
+          float beta, float* C, int64_t ldc, Stream s) {
+  const int64_t lda = A.ld, ldb = B.ld;
   const auto dims = [&] {
     return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
            " lda=" + std::to_string(lda) + " ldb=" + std::to_string(ldb) + " ldc=" + std::to_string(ldc) +
-           (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "");
+           (trans_a ? " A^T" : "") + (trans_b ? " B^T" : "") + (A.bf16 ? " A bf16" : "") + (B.bf16 ? " B bf16" : "");
   };
-  MM_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm_f32: negative size, " + dims());
+  MM_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size, " + dims());
   for (int64_t v : {M, N, K, lda, ldb, ldc})
-    MM_CHECK(v <= INT_MAX, "gemm_f32: a size or stride exceeds cuBLAS's 32-bit range, " + dims());
+    MM_CHECK(v <= INT_MAX, "gemm: a size or stride exceeds cuBLAS's 32-bit range, " + dims());
+  MM_CHECK((A.bf16 == nullptr && B.bf16 == nullptr) || t_gemm_compute == GemmCompute::BF16,
+           "gemm: bf16 operands need GemmCompute::BF16, " + dims());
   if (M == 0 || N == 0) return;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -207,19 +214,20 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   cublasStatus_t st;
   if (t_gemm_compute == GemmCompute::F32) {
     check_cublas(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
-    st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, int(ldb), A, int(lda), &beta, C, int(ldc));
+    st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.f32, int(ldb), A.f32, int(lda), &beta, C,
+                     int(ldc));
   } else if (t_gemm_compute == GemmCompute::TF32) {
     check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
-    st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B, CUDA_R_32F, int(ldb), A, CUDA_R_32F,
+    st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.f32, CUDA_R_32F, int(ldb), A.f32, CUDA_R_32F,
                       int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
   } else {
     check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
-    st = gemm_bf16_operands(h, op_a, op_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, s);
+    st = gemm_bf16_operands(h, op_a, op_b, M, N, K, alpha, A, B, beta, C, ldc, s);
   }
   if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublas GEMM " + dims()).c_str());
 }
 
-void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
                     int64_t Cout, Stream s) {
   if (N <= 0 || Cout <= 0) return;
   if (bias) {
@@ -227,7 +235,7 @@ void linear_forward(float* out, const float* x, const float* weight, const float
     MM_CUDA_CHECK_LAUNCH("fill_rows_kernel");
   }
   // out (N,Cout) (+)= x (N,Cin) · weightᵀ (Cin,Cout)
-  gemm_f32(false, true, N, Cout, Cin, 1.f, x, Cin, weight, Cin, bias ? 1.f : 0.f, out, Cout, s);
+  gemm(false, true, N, Cout, Cin, 1.f, x, f32_operand(weight, Cin), bias ? 1.f : 0.f, out, Cout, s);
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
