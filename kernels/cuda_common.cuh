@@ -88,6 +88,18 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
 
+// The sum of values[k·stride], k < n, in double, returned on every lane of the calling warp:
+// lane j adds k = j, j+32, ..., then a fixed shuffle tree. Deterministic (the order depends on
+// n only), and n/32 dependent loads deep where one thread walking all n would be n deep.
+__device__ __forceinline__ double warp_sum_strided(const float* values, int64_t n, int64_t stride) {
+  const int lane = threadIdx.x % 32;
+  double sum = 0.0;
+  for (int64_t k = lane; k < n; k += 32) sum += values[k * stride];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  return sum;
+}
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   MM_CHECK(blocks < (int64_t(1) << 31), "grid too large");

@@ -296,14 +296,14 @@ __global__ void dw3x3_grad_partials_kernel(float* __restrict__ partial, const fl
   }
 }
 
-// One thread per (sum k, channel c): the parts added in order.
+// One warp per (sum k, channel c): the parts added in a fixed order.
 __global__ void dw3x3_grad_combine_kernel(float* __restrict__ dweight, float* __restrict__ dbias,
                                           const float* __restrict__ partial, int64_t parts, int64_t C) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (i >= kDwSums * C) return;
   const int64_t k = i / C, c = i % C;
-  double sum = 0.0;
-  for (int64_t part = 0; part < parts; ++part) sum += partial[(part * kDwSums + k) * C + c];
+  const double sum = warp_sum_strided(partial + k * C + c, parts, kDwSums * C);
+  if (threadIdx.x % 32 != 0) return;
   if (k < 9) {
     if (dweight) dweight[c * 9 + k] += float(sum);
   } else if (dbias) {
@@ -408,7 +408,8 @@ void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* do
   const dim3 block(kDwCols, kDwLanes), grid(grid_for(C, kDwCols), unsigned(parts));
   dw3x3_grad_partials_kernel<<<grid, block, 0, s>>>(partial, dout, x, B, H, W, C, pixels_per_part);
   MM_CUDA_CHECK_LAUNCH("dw3x3_grad_partials_kernel");
-  dw3x3_grad_combine_kernel<<<grid_for(kDwSums * C, kThreads), kThreads, 0, s>>>(dweight, dbias, partial, parts, C);
+  dw3x3_grad_combine_kernel<<<grid_for(kDwSums * C * 32, kThreads), kThreads, 0, s>>>(dweight, dbias, partial, parts,
+                                                                                     C);
   MM_CUDA_CHECK_LAUNCH("dw3x3_grad_combine_kernel");
 }
 

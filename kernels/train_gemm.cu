@@ -83,7 +83,7 @@ __global__ void fill_rows_kernel(float* __restrict__ out, const float* __restric
 
 // Column sums in two passes over a partition of the rows that depends on the shape only:
 // block (32 columns, 8 row lanes) per (column tile, row part) writes the part's partial sum,
-// then one thread per column adds the parts in order. No atomics: bit-identical reruns.
+// then one warp per column adds the parts in a fixed order. No atomics: bit-identical reruns.
 constexpr int kSumCols = 32, kSumLanes = 8;
 constexpr int64_t kRowsPerPart = 256, kMaxParts = 1024;
 
@@ -105,13 +105,13 @@ __global__ void column_partials_kernel(float* __restrict__ partial, const float*
   }
 }
 
+// Warp c: acc[c] += the sum of partial (parts, C)'s column c.
 __global__ void add_parts_kernel(float* __restrict__ acc, const float* __restrict__ partial, int64_t parts,
                                  int64_t C) {
-  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (c >= C) return;
-  double sum = 0.0;
-  for (int64_t p = 0; p < parts; ++p) sum += partial[p * C + c];
-  acc[c] += float(sum);
+  const double sum = warp_sum_strided(partial + c, parts, C);
+  if (threadIdx.x % 32 == 0) acc[c] += float(sum);
 }
 
 // acc (C) += column sums of a (rows,C).
@@ -123,7 +123,7 @@ void add_column_sums(float* acc, const float* a, int64_t rows, int64_t C, Stream
   const dim3 block(kSumCols, kSumLanes), grid(grid_for(C, kSumCols), unsigned(parts));
   column_partials_kernel<<<grid, block, 0, s>>>(partial, a, rows, C, rows_per_part);
   MM_CUDA_CHECK_LAUNCH("column_partials_kernel");
-  add_parts_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(acc, partial, parts, C);
+  add_parts_kernel<<<grid_for(C * 32, kThreads), kThreads, 0, s>>>(acc, partial, parts, C);
   MM_CUDA_CHECK_LAUNCH("add_parts_kernel");
 }
 
@@ -240,10 +240,23 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s) {
+  GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = f32_operand(x, Cin);
+  if (dx && dweight && t_gemm_compute == GemmCompute::BF16 && N > 0 && Cout > 0) {
+    // Both GEMMs read dout: round it (and the others) into bf16 once, not once per GEMM.
+    const int64_t dout_n = (N * Cout + 127) / 128 * 128, weight_n = (Cout * Cin + 127) / 128 * 128;
+    auto* scratch = static_cast<__nv_bfloat16*>(gemm_operand_scratch((dout_n + weight_n + N * Cin) * 2));
+    to_bf16(scratch, dout, N, Cout, Cout, s);
+    to_bf16(scratch + dout_n, weight, Cout, Cin, Cin, s);
+    to_bf16(scratch + dout_n + weight_n, x, N, Cin, Cin, s);
+    const auto* bits = reinterpret_cast<const uint16_t*>(scratch);
+    dout_op = bf16_operand(bits, Cout);
+    weight_op = bf16_operand(bits + dout_n, Cin);
+    x_op = bf16_operand(bits + dout_n + weight_n, Cin);
+  }
   // dx (N,Cin) += dout (N,Cout) · weight (Cout,Cin)
-  if (dx) gemm_f32(false, false, N, Cin, Cout, 1.f, dout, Cout, weight, Cin, 1.f, dx, Cin, s);
+  if (dx) gemm(false, false, N, Cin, Cout, 1.f, dout_op, weight_op, 1.f, dx, Cin, s);
   // dweight (Cout,Cin) += doutᵀ (Cout,N) · x (N,Cin)
-  if (dweight) gemm_f32(true, false, Cout, Cin, N, 1.f, dout, Cout, x, Cin, 1.f, dweight, Cin, s);
+  if (dweight) gemm(true, false, Cout, Cin, N, 1.f, dout_op, x_op, 1.f, dweight, Cin, s);
   if (dbias) add_column_sums(dbias, dout, N, Cout, s);
 }
 
