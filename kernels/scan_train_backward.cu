@@ -151,6 +151,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
       const int plen = min(kPiece, len - i0);
       float hs[kPiece + 1];  // hs[0] before the piece's first step, hs[j+1] after its step j
       hs[0] = h_chunk;
+#pragma unroll 4
       for (int i = 0; i < i0; ++i) {
         const int e = i * kWarp + lane;
         hs[0] = step_exp2<kFast>(cm.delta[e] * t.A2) * hs[0] + cm.dlu[e] * rows[i * s.SR + n];

@@ -290,13 +290,15 @@ __device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chu
     float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
     float* u = buf ? m.u[1] : m.u[0];
     float* dy = buf ? m.dy[1] : m.dy[0];
-    for (int idx = t.tid; idx < len * s.RN; idx += kStateBlockThreads) {
-      const int i = idx / s.RN, j = idx - i * s.RN;
-      cp_async4(rows + i * s.SR + (j < s.R ? 2 * kN + j : j - s.R),
-                t.dbl_b + int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j, true);
-    }
+    // Warp n takes steps n, n+kN, ...: one position per step for the whole warp (its lanes
+    // copy the row's columns, then their channels), so no thread divides per element: integer
+    // work was the busiest pipe of the forward kernel when each element found its step by
+    // dividing its index.
     for (int i = t.n; i < len; i += kN) {
       const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      const float* src = t.dbl_b + p * s.KC;
+      float* dst = rows + i * s.SR;
+      for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
       cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
       if (kBackward) cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
     }

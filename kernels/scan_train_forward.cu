@@ -202,6 +202,7 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
     stage_deltas<false, kFast>(s, len, rows, su, t, cm);
     if (st && t.active) st[int64_t(chunk) * kN * s.D] = h;
     __syncthreads();
+#pragma unroll 8
     for (int i = 0; i < len; ++i) {
       const int e = i * kWarp + lane;
       const float* row = rows + i * s.SR;
