@@ -1,5 +1,5 @@
-// The LayerNorm forward (rows 16 at a time with AVX-512) against double, and its strided and
-// gated inference forms against layernorm_forward (PyTorch agreement: test_ops_basic.cpp,
+// The LayerNorm forward (rows 16 at a time with AVX-512, each over 8-float vectors with AVX2)
+// against double, and its strided and gated inference forms against layernorm_forward (PyTorch agreement: test_ops_basic.cpp,
 // "layernorm matches PyTorch").
 #include <cstring>
 #include <random>

@@ -6,6 +6,7 @@
 #include "ops/depthwise_conv.h"
 #include "ops/layernorm.h"
 #include "ops/linear.h"
+#include "ops/op_profile.h"
 #include "ops/selective_scan.h"
 
 namespace mm {
@@ -68,26 +69,35 @@ void block_forward_inference(float* out, const float* x, const BlockWeights& w, 
   a.ensure(d, false);
   const int64_t P = d.P(), c = d.c(), D = d.C;
 
-  // SS2D branch: (P,c) -> (P,c).
-  layernorm_forward_rows(a.ln1.f32(), x + c, D, nullptr, w.ln1_w, w.ln1_b, P, c);
-  linear_forward(a.xin.f32(), a.ln1.f32(), w.in_proj, nullptr, P, c, D);         // in_proj rows [0, D)
-  linear_forward(a.z.f32(), a.ln1.f32(), w.in_proj + D * c, nullptr, P, c, D);   // rows [D, 2D)
-  dwconv3x3_silu_forward(a.u.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D);
-  ss2d_scan_forward(SS2DScanShape{d.B, d.H, d.W, d.C, d.N, d.R}, a.u.f32(),
-                    SS2DScanWeights{w.x_proj, w.dt_projs_w, w.dt_projs_b, w.A_logs, w.Ds}, a.y.f32(),
-                    a.scan_workspace.f32());
-  layernorm_forward_rows(a.g.f32(), a.y.f32(), D, a.z.f32(), w.out_norm_w, w.out_norm_b, P, D);
-  linear_forward(a.s.f32(), a.g.f32(), w.out_proj, nullptr, P, D, c);
+  // SS2D branch: (P,c) -> (P,c). (timed: MM_OP_PROFILE's per-op totals, one branch when off.)
+  timed("ln1", [&] { layernorm_forward_rows(a.ln1.f32(), x + c, D, nullptr, w.ln1_w, w.ln1_b, P, c); });
+  timed("in_proj", [&] {
+    linear_forward(a.xin.f32(), a.ln1.f32(), w.in_proj, nullptr, P, c, D);        // in_proj rows [0, D)
+    linear_forward(a.z.f32(), a.ln1.f32(), w.in_proj + D * c, nullptr, P, c, D);  // rows [D, 2D)
+  });
+  timed("dwconv3x3_silu",
+        [&] { dwconv3x3_silu_forward(a.u.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D); });
+  const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
+  const SS2DScanWeights sw{w.x_proj, w.dt_projs_w, w.dt_projs_b, w.A_logs, w.Ds};
+  float* dbl = a.scan_workspace.f32();  // (P, 4·(R+2N)): ss2d_scan_forward's own x_proj GEMM
+  timed("x_proj", [&] { linear_forward(dbl, a.u.f32(), w.x_proj, nullptr, P, D, 4 * (d.R + 2 * d.N)); });
+  timed("scan", [&] { ss2d_scan_forward_from_dbl(ss, a.u.f32(), sw, dbl, a.y.f32()); });
+  timed("out_norm_gate",
+        [&] { layernorm_forward_rows(a.g.f32(), a.y.f32(), D, a.z.f32(), w.out_norm_w, w.out_norm_b, P, D); });
+  timed("out_proj", [&] { linear_forward(a.s.f32(), a.g.f32(), w.out_proj, nullptr, P, D, c); });
 
   // Convolution branch on the left half: (P,c) -> (P,c).
-  batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c, false);
-  conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace);
-  batchnorm_rows(a.a1.f32(), a.a1.f32(), c, EvalBatchNorm(w.bn2, c), P, c, true);
-  conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace);
-  batchnorm_rows(a.a4.f32(), a.a4.f32(), c, EvalBatchNorm(w.bn5, c), P, c, true);
-  conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), conv_workspace);
+  timed("bn0", [&] { batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c, false); });
+  timed("conv3x3", [&] {
+    conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace);
+    batchnorm_rows(a.a1.f32(), a.a1.f32(), c, EvalBatchNorm(w.bn2, c), P, c, true);
+    conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace);
+    batchnorm_rows(a.a4.f32(), a.a4.f32(), c, EvalBatchNorm(w.bn5, c), P, c, true);
+  });
+  timed("conv1x1",
+        [&] { conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), conv_workspace); });
 
-  relu_shuffle_residual(out, a.a7.f32(), a.s.f32(), x, P, c);
+  timed("shuffle_residual", [&] { relu_shuffle_residual(out, a.a7.f32(), a.s.f32(), x, P, c); });
 }
 
 }  // namespace mm
