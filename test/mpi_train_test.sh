@@ -2,9 +2,10 @@
 # Data-parallel mm-train across CPU processes (MPI), against one process at the same global batch:
 #   1 process, --batch-size 20   vs   mpirun -np 2, --batch-size 10 --sync-bn
 # on BreastMNIST with a dims 8..64 model at 32 px, 2 epochs. The train and val losses of
-# every epoch must agree within 1e-5 (relative): the same samples, the same steps, BatchNorm
-# over the same global batch; only float summation orders differ (measured: 4e-9 train,
-# 3e-6 val). Then a run stopped after epoch 1 with 2 processes resumes with 1.
+# every epoch must agree within 5e-5 (relative): the same samples, the same steps, BatchNorm
+# over the same global batch; only float summation orders differ, and the GEMMs' rounding at
+# the halved batch shapes (measured: 4e-9 train, 3e-6 val on an AVX-512 Xeon; 4e-9 train,
+# 1.1e-5 val after epoch 1 with oneDNN's AVX2 sgemm on a Zen 3). Then a run stopped after epoch 1 with 2 processes resumes with 1.
 # Usage: mpi_train_test.sh MM_TRAIN DATA_DIR SCRATCH
 set -u
 TRAIN=$1 DATA=$2/medmnist/breastmnist.npz OUT=$3
@@ -31,8 +32,8 @@ for a, b in zip(one, two):
         rel = abs(a[key] - b[key]) / abs(a[key])
         worst = max(worst, rel)
         print(f"epoch {a['epoch']} {key}: 1 process {a[key]:.9f}, 2 processes {b[key]:.9f}, relative {rel:.1e}")
-if worst > 1e-5:
-    print(f"FAIL: the loss curves differ by {worst:.1e} > 1e-5")
+if worst > 5e-5:
+    print(f"FAIL: the loss curves differ by {worst:.1e} > 5e-5")
     sys.exit(1)
 PY
 # Only rank 0 wrote the run directory; a 2-process run stopped after epoch 1 resumes as one process.

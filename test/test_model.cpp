@@ -168,15 +168,9 @@ TEST_CASE("eval-mode backward gives the input gradient of the eval-mode function
   Tensor x = f.at("input").clone();
   const Tensor base_logits = m.forward(x);
   Tensor logits = m.forward(x, /*train=*/false, /*keep_for_backward=*/true);
-#ifdef MM_HAVE_DNNL
-  const float same = 0.f;  // bit for bit: both paths' GEMMs are oneDNN's
-#else
-  // Without oneDNN the GEMMs are OpenBLAS's, whose kernels may depend on the shape: the
-  // fused eval block runs in_proj as two GEMMs of D outputs, the kept path as one of 2D
-  // (measured 1 ulp apart on the GPU machine's Xeon).
-  const float same = 1e-6f;
-#endif
-  check_close("keep_for_backward does not change eval logits", logits, base_logits, same, same);
+  // Bit for bit: both paths make the same GEMM calls (in_proj as two GEMMs of D outputs; as one
+  // of 2D outputs it was 1 ulp off with OpenBLAS on a Xeon and with oneDNN's AVX2 sgemm).
+  check_close("keep_for_backward does not change eval logits", logits, base_logits, 0.f, 0.f);
   // Gradient of the first sample's predicted-class logit, as a saliency map takes it.
   Tensor dlogits = Tensor::zeros(logits.shape());
   dlogits.f32()[0] = 1.f;

@@ -100,9 +100,11 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
 
   // SS2D branch: (P,c) -> (P,c)
   layernorm_forward(a.ln1.f32(), a.ln1_mean.f32(), a.ln1_rstd.f32(), a.right.f32(), w.ln1_w, w.ln1_b, P, c);
-  float* xz = a.scratch.f32();  // (P,2D)
-  linear_forward(xz, a.ln1.f32(), w.in_proj, nullptr, P, c, 2 * D);
-  split_halves_forward(a.xin.f32(), a.z.f32(), xz, P, D);
+  // in_proj as two GEMMs of D outputs, as block_forward_inference has it: a GEMM library may
+  // round one GEMM of 2D outputs differently (oneDNN's AVX2 sgemm does), and eval logits must
+  // not depend on whether activations are kept.
+  linear_forward(a.xin.f32(), a.ln1.f32(), w.in_proj, nullptr, P, c, D);        // in_proj rows [0, D)
+  linear_forward(a.z.f32(), a.ln1.f32(), w.in_proj + D * c, nullptr, P, c, D);  // rows [D, 2D)
   dwconv3x3_forward(a.xconv.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D);
   {
     // The vectorised SiLU (within 2e-7 of silu()), as block_forward_inference's fused ops
