@@ -1,13 +1,15 @@
 // JPEG-LS (issue 14): our decoder (imaging/dicom_jpegls_decoder.h) gives the
 // samples CharLS gives: for every JPEG-LS file of the shared data (through the
 // reader, as Images), for CharLS's own encodings of a real CT slice at every
-// precision from 2 to 16 bits, lossless and near-lossless, with custom preset
+// precision from 2 to 16 bits, lossless and near-lossless, for images of
+// extreme gradients and of full-range noise, with custom preset
 // parameters and with restart intervals, and for dcmcjpls's encodings of CT
 // slices (the lossless ones equal to the uncompressed slice). Damaged and cut
 // streams give an ImageError or an image, never a crash (ASan builds check the
 // reads), and through the reader the outcome CharLS gives.
 #ifdef MM_HAVE_IMAGING
 #include <charls/charls.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -225,6 +227,39 @@ TEST_CASE("dicom jpegls: CharLS's encodings of a CT slice at 2 to 16 bits, lossl
   MESSAGE(streams << " streams byte-equal to CharLS's samples");
 }
 
+// Neighbours at 0 and MAXVAL side by side: gradients of +-MAXVAL, the ends of
+// the quantization table (which spans every difference), long Golomb codes and
+// escapes, among runs of either extreme; then noise over the whole range.
+TEST_CASE("dicom jpegls: extreme gradients and full-range noise decode as CharLS decodes them") {
+  uint32_t state = 12345;
+  auto next = [&] { return state = state * 1664525u + 1013904223u; };
+  for (int bits : {2, 5, 8, 12, 16}) {
+    const int maxval = (1 << bits) - 1, bytes = bits <= 8 ? 1 : 2;
+    for (int pattern = 0; pattern < 2; ++pattern) {
+      Samples s{64, 48, bits, {}};
+      for (int y = 0; y < s.height; ++y)
+        for (int x = 0; x < s.width; ++x) {
+          const uint32_t r = next() >> 8;
+          const int v = pattern == 0 ? ((x / (1 + y % 3) + (r % 7 == 0)) & 1 ? maxval : 0)
+                                     : int(r % uint32_t(maxval + 1));
+          s.bytes.push_back(uint8_t(v));
+          if (bytes == 2) s.bytes.push_back(uint8_t(v >> 8));
+        }
+      for (int near : {0, 1, 2}) {
+        if (near > maxval / 2) continue;
+        CAPTURE(bits);
+        CAPTURE(pattern);
+        CAPTURE(near);
+        const std::vector<uint8_t> stream = charls_encode(s, near);
+        const std::vector<uint8_t> got = ours(stream);
+        REQUIRE(!got.empty());
+        CHECK(got == charls_decode(stream));
+        if (near == 0) CHECK(got == s.bytes);
+      }
+    }
+  }
+}
+
 TEST_CASE("dicom jpegls: custom preset parameters and restart intervals decode as CharLS decodes them") {
   struct Case {
     int bits, near;
@@ -342,6 +377,33 @@ TEST_CASE("dicom jpegls: damaged and cut streams are an image or an ImageError, 
   check_damage(only_stream(file_bytes(seven)), {});
   // Near-lossless with restart markers every 5 lines.
   check_damage(with_restarts(rows_of(ct_crop(12), 100, 20), 2, 5), {});
+}
+
+// Timing, not a check (skipped by default; run with -tc='*jpegls*timing*' -ns):
+// thread CPU of our decoder alone on a 512 x 512 CT slice, best of 50. The
+// slice is the shared data's (CharLS's encoding) unless MM_JLS_BENCH names a
+// JPEG-LS DICOM file (dcmcjpls's, as bench/make_ct_folder.py makes them).
+TEST_CASE("dicom jpegls: timing of our decoder on a CT slice" * doctest::skip()) {
+  const char* env = std::getenv("MM_JLS_BENCH");
+  const std::string path = env ? std::string(env) : shared_data_path(kCtJpegLs);
+  const std::vector<uint8_t> stream = only_stream(file_bytes(path));
+  const auto h = dicom::read_jpegls_header(stream.data(), stream.size(), "stream");
+  const int bytes = h.precision <= 8 ? 1 : 2;
+  std::vector<uint8_t> out(size_t(h.width) * size_t(h.height) * size_t(bytes));
+  auto thread_ms = [] {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return double(t.tv_sec) * 1e3 + double(t.tv_nsec) * 1e-6;
+  };
+  double best = 1e30;
+  for (int i = 0; i < 50; ++i) {
+    const double t0 = thread_ms();
+    dicom::decode_jpegls_stream(stream.data(), stream.size(), bytes, out.data(), out.size(), "stream");
+    best = std::min(best, thread_ms() - t0);
+  }
+  CHECK(out == charls_decode(stream));
+  MESSAGE(path << ": " << h.width << " x " << h.height << ", " << stream.size() << " bytes, best of 50 " << best
+               << " ms thread CPU");
 }
 
 #endif  // MM_HAVE_IMAGING

@@ -303,13 +303,27 @@ class BitReader {
 // data mispredict; this form gives two conditional moves.
 inline int clamp_to(int v, int lo, int hi) { return std::min(std::max(v, lo), hi); }
 
+// gcc's SLP vectorizer packed each sample's context update into vector
+// registers before storing it (vmovd, vpinsrd, vpunpcklqdq): 6% of a CT
+// slice's decoding time, taken off by keeping the stores scalar.
+#if defined(__GNUC__) && !defined(__clang__)
+#define MM_JPEGLS_NO_SLP __attribute__((optimize("no-tree-slp-vectorize")))
+#else
+#define MM_JPEGLS_NO_SLP
+#endif
+
 // T.87 A.2.1's J: run lengths coded per bit of run mode.
 constexpr int kJ[32] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 struct RegularContext {
   int32_t a, b, c, n;
-  int32_t k;  // A.10's Golomb parameter for the next sample, kept with A and N (off the critical path)
+  // Worked out at the update, off the critical path, for the context's next sample:
+  int32_t k;     // A.10's Golomb parameter
+  int32_t flip;  // lossless: -1 where A.5.2's k = 0 correction (2B <= -N) inverts the error value, else 0
 };
+// Contexts are found by byte offset: the quantized gradients come scaled by
+// this, which saves the index arithmetic on the critical path.
+constexpr int kContextBytes = int(sizeof(RegularContext));
 struct RunContext {
   int32_t a, n, nn;
 };
@@ -319,41 +333,54 @@ struct RunContext {
 template <bool kLossless>
 class ScanDecoder {
  public:
-  ScanDecoder(const Params& p, int width, const std::string& what) : p_(p), what_(what), above_(size_t(width) + 1) {
-    // Gradients are clamped to [-T3, T3] first, so the table stays small.
-    quantize_.resize(size_t(2 * p.t3 + 1));
-    for (int d = -p.t3; d <= p.t3; ++d) quantize_[size_t(d + p.t3)] = int8_t(quantize_gradient(d));
+  ScanDecoder(const Params& p, int width, const std::string& what)
+      : p_(p), what_(what), above_(size_t(width) + 1), gradients_(size_t(width) + 1) {
+    // Q3 of every difference Rc - Ra can take, [-MAXVAL, MAXVAL] (128 KiB at 16
+    // bits, of which the samples touch a few lines): no clamp on the critical
+    // path. Filled by the regions of A.3.3, which quantize_gradient defines.
+    quantize_.resize(size_t(2 * p.maxval + 1));
+    int8_t* q = quantize_.data() + p.maxval;
+    auto fill = [&](int lo, int hi, int region) {
+      lo = std::max(lo, -p.maxval), hi = std::min(hi, p.maxval);
+      if (lo <= hi) std::fill(q + lo, q + hi + 1, int8_t(region * kContextBytes));
+    };
+    fill(-p.maxval, -p.t3, -4), fill(-p.t3 + 1, -p.t2, -3), fill(-p.t2 + 1, -p.t1, -2);
+    fill(-p.t1 + 1, -p.near - 1, -1), fill(-p.near, p.near, 0), fill(p.near + 1, p.t1 - 1, 1);
+    fill(p.t1, p.t2 - 1, 2), fill(p.t2, p.t3 - 1, 3), fill(p.t3, p.maxval, 4);
     reset();
   }
 
   // The statistics at the start of the scan and of every restart interval.
   void reset() {
     const int32_t a = std::max(2, (p_.range + 32) / 64);
-    for (auto& c : regular_) c = {a, 0, 0, 1, golomb_parameter(1, a)};
+    for (auto& c : regular_) c = {a, 0, 0, 1, golomb_parameter(1, a), 0};
     for (auto& c : run_) c = {a, 1, 0};
     run_index_ = 0;
   }
 
   // One line: prev[-1 .. width] and cur[-1] set as CharLS sets them.
-  void decode_line(BitReader& reader, const int32_t* prev, int32_t* cur, int width) {
-    // Q1 and Q2 (A.3.3) need only the line above: all of them first, in a loop
+  MM_JPEGLS_NO_SLP void decode_line(BitReader& reader, const int32_t* prev, int32_t* cur, int width) {
+    // Q1 and Q2 (A.3.3) need only the line above: all of them first, in loops
     // the compiler vectorizes, leaving Q3 (from Ra, the sample just decoded) to
     // the serial loop. Each goes with Rb, so that one pointer walks both
     // (above[x].rb is Rc of sample x); registers are scarce in that loop.
     Above* above = above_.data();
     above[0] = {0, prev[-1]};
-    for (int x = 0; x < width; ++x)
-      above[x + 1] = {81 * quantize_gradient(prev[x + 1] - prev[x]) + 9 * quantize_gradient(prev[x] - prev[x - 1]),
-                      prev[x]};
-    const int8_t* quantize = quantize_.data() + p_.t3;
+    // Sample x's Q1 is sample x + 1's Q2: each gradient quantized once.
+    int32_t* q = gradients_.data();  // q[x]: Q(prev[x] - prev[x - 1]), x in [0, width]
+    for (int x = 0; x <= width; ++x) q[x] = quantize_gradient(prev[x] - prev[x - 1]);
+    for (int x = 0; x < width; ++x) above[x + 1] = {kContextBytes * (81 * q[x + 1] + 9 * q[x]), prev[x]};
+    const int8_t* quantize = quantize_.data() + p_.maxval;
     BitReader br = reader;  // a local copy stays in registers
     // Ra stays in a register: through memory, the store and the load would sit on the critical path.
     int x = 0, ra = cur[-1];
     while (x < width) {
       // Regular samples in a loop of their own, which calls nothing: around a
       // call, gcc spilled the bit buffer and the position to the stack.
-      int qs;
-      while ((qs = above[x + 1].q12 + quantize[clamp_to(above[x].rb - ra, -p_.t3, p_.t3)]) != 0) {
+      // Q (A.3.4) in context bytes, in 64 bits (samples are never negative, so
+      // Ra widens for free): no sign extensions on the critical path.
+      intptr_t qs;
+      while ((qs = intptr_t(above[x + 1].q12) + quantize[intptr_t(above[x].rb) - intptr_t(uint32_t(ra))]) != 0) {
         ra = regular(br, qs, ra, above[x + 1].rb, above[x].rb);
         cur[x] = ra;
         if (++x == width) break;
@@ -398,12 +425,17 @@ class ScanDecoder {
 
   // A.5.3's limited-length Golomb code: the mapped error value. `escape`
   // leading zeros (LIMIT - qbpp - 1) announce qbpp bits of MErrval - 1.
+  // With at least 32 bits at hand, k <= 16 and fewer than 16 zeros (and than
+  // `escape`), the code lies in the buffer: one test for the common case.
+  // (Regular mode's escape, LIMIT - qbpp - 1 >= bpp + 15, is above 16.)
+  template <bool kEscapeAbove16>
   __attribute__((always_inline)) int decode_value(BitReader& br, int k, int escape) {
     if (__builtin_expect(br.bits() < 32, 0)) br.refill(what_);
     const int zeros = __builtin_clzll(br.acc() | 1);
-    const int length = zeros + 1 + k;
-    if (__builtin_expect(zeros < escape && length <= br.bits(), 1)) {
-      const int v = (zeros << k) + int(br.acc() >> (64 - length)) - (1 << k);
+    if (__builtin_expect(zeros < 16 && (kEscapeAbove16 || zeros < escape), 1)) {
+      const int length = zeros + 1 + k;
+      // (zeros << k) + the k bits after the 1 that ends the zeros: that 1 is bit k of the shifted value.
+      const int v = int((unsigned(zeros) - 1u) << k) + int(br.acc() >> (64 - length));
       br.skip(length);
       return v;
     }
@@ -422,9 +454,11 @@ class ScanDecoder {
   }
 
   // A.3-A.6: one sample in regular mode.
-  __attribute__((always_inline)) int regular(BitReader& br, int qs, int ra, int rb, int rc) {
-    const int sign = qs >> 31;
-    RegularContext& c = regular_[(qs ^ sign) - sign];
+  // qs: Q in context bytes, nonzero.
+  __attribute__((always_inline)) int regular(BitReader& br, intptr_t qs, int ra, int rb, int rc) {
+    const int sign = int(qs >> 63);
+    RegularContext& c =
+        *reinterpret_cast<RegularContext*>(reinterpret_cast<char*>(regular_) + (qs < 0 ? -qs : qs));
     const int k = c.k;
     if (__builtin_expect(k >= 16, 0)) fail(Kind::Corrupt, what_, "Golomb parameter 16");
     // A.4.1's median edge detector is the median of Ra, Rb and Ra + Rb - Rc;
@@ -432,10 +466,11 @@ class ScanDecoder {
     const int d = rb - ra, below = d & (d >> 31);
     const int med = clamp_to(ra + rb - rc, ra + below, rb - below);
     const int predicted = clamp_sample(med + ((c.c ^ sign) - sign));
-    const int mapped = decode_value(br, k, p_.limit - p_.qbpp - 1);
+    const int mapped = decode_value<true>(br, k, p_.limit - p_.qbpp - 1);
+    // The error values T.87's encoder writes are those whose mapped values (A.5.2) lie in [0, RANGE - 1].
+    if (__builtin_expect(unsigned(mapped) >= unsigned(p_.range), 0)) check_error((mapped >> 1) ^ -(mapped & 1));
     int error = (mapped >> 1) ^ -(mapped & 1);  // A.5.2 inverted
-    if (kLossless) error ^= ((2 * c.b + c.n - 1) >> 31) & -int(k == 0);
-    check_error(error);
+    if (kLossless) error ^= c.flip;
     update(c, error);
     return reconstruct(predicted, (error ^ sign) - sign);
   }
@@ -457,7 +492,9 @@ class ScanDecoder {
     b = clamp_to(b + rise * n, 1 - n, 0);
     c.c = clamp_to(c.c - rise, -128, 127);
     c.a = a, c.b = b, c.n = n;
-    c.k = golomb_parameter(n, a);
+    const int k = golomb_parameter(n, a);
+    c.k = k;
+    if (kLossless) c.flip = ((2 * b + n - 1) >> 31) & -int(k == 0);
   }
 
   // A.7: a run of Ra from x, then the sample that interrupts it unless the
@@ -498,7 +535,7 @@ class ScanDecoder {
     const int temp = c.a + (c.n >> 1) * type;
     const int k = golomb_parameter(c.n, temp);
     if (k > 16) fail(Kind::Corrupt, what_, "run interruption Golomb parameter " + std::to_string(k));
-    const int mapped = decode_value(br, k, p_.limit - kJ[run_index_] - 1 - p_.qbpp - 1);
+    const int mapped = decode_value<false>(br, k, p_.limit - kJ[run_index_] - 1 - p_.qbpp - 1);
     const int t = mapped + type, map = t & 1, magnitude = (t + map) / 2;
     const int error = (k != 0 || 2 * c.nn >= c.n) == bool(map) ? -magnitude : magnitude;
     check_error(error);
@@ -519,7 +556,8 @@ class ScanDecoder {
   struct Above {
     int32_t q12, rb;  // 81 * Q1 + 9 * Q2, and Rb
   };
-  std::vector<Above> above_;  // [x + 1] for sample x; [0]: Rc of sample 0
+  std::vector<Above> above_;
+  std::vector<int32_t> gradients_;  // [x + 1] for sample x; [0]: Rc of sample 0
   RegularContext regular_[365];
   RunContext run_[2];
   int run_index_ = 0;
@@ -560,11 +598,13 @@ void decode_scan(const uint8_t* data, size_t size, const Stream& s, const Params
       prev[h.width] = prev[h.width - 1];
       cur[-1] = prev[0];
       decoder.decode_line(br, prev, cur, h.width);
-      uint8_t* row = out + size_t(y) * size_t(h.width) * size_t(bytes_per_sample);
+      // The width in a local: through h, gcc reloaded it after every byte stored (out may alias it).
+      const int width = h.width;
+      uint8_t* row = out + size_t(y) * size_t(width) * size_t(bytes_per_sample);
       if (bytes_per_sample == 1) {
-        for (int x = 0; x < h.width; ++x) row[x] = uint8_t(cur[x]);
+        for (int x = 0; x < width; ++x) row[x] = uint8_t(cur[x]);
       } else {
-        for (int x = 0; x < h.width; ++x) {
+        for (int x = 0; x < width; ++x) {
           const uint16_t v = uint16_t(cur[x]);
           std::memcpy(row + 2 * x, &v, 2);
         }
