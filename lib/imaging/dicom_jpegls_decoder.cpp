@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#ifdef __LZCNT__
+#include <immintrin.h>
+#endif
 #include <utility>
 
 #include "imaging/jpeg_markers.h"
@@ -299,6 +302,23 @@ class BitReader {
   int bits_ = 0;
 };
 
+// Leading zero bits, the width for 0: one instruction with LZCNT, where
+// __builtin_clz needs its argument made nonzero first.
+inline int leading_zeros(uint64_t v) {
+#ifdef __LZCNT__
+  return int(_lzcnt_u64(v));
+#else
+  return v ? __builtin_clzll(v) : 64;
+#endif
+}
+inline int leading_zeros(uint32_t v) {
+#ifdef __LZCNT__
+  return int(_lzcnt_u32(v));
+#else
+  return v ? __builtin_clz(v) : 32;
+#endif
+}
+
 // min(max(v, lo), hi): std::clamp compiles to branches in gcc 12, which the
 // data mispredict; this form gives two conditional moves.
 inline int clamp_to(int v, int lo, int hi) { return std::min(std::max(v, lo), hi); }
@@ -431,7 +451,7 @@ class ScanDecoder {
   template <bool kEscapeAbove16>
   __attribute__((always_inline)) int decode_value(BitReader& br, int k, int escape) {
     if (__builtin_expect(br.bits() < 32, 0)) br.refill(what_);
-    const int zeros = __builtin_clzll(br.acc() | 1);
+    const int zeros = leading_zeros(br.acc());
     if (__builtin_expect(zeros < 16 && (kEscapeAbove16 || zeros < escape), 1)) {
       const int length = zeros + 1 + k;
       // (zeros << k) + the k bits after the 1 that ends the zeros: that 1 is bit k of the shifted value.
@@ -526,7 +546,7 @@ class ScanDecoder {
 
   // A.10's k: the least with N * 2^k >= A (N > 0; A >= 0, 0 once halved from 1), from their bit lengths.
   static int golomb_parameter(int n, int a) {
-    const int k = std::max(0, __builtin_clz(unsigned(n)) - __builtin_clz(unsigned(a) | 1));
+    const int k = std::max(0, leading_zeros(uint32_t(n)) - leading_zeros(uint32_t(a)));
     return k + int((n << k) < a);
   }
 
