@@ -48,6 +48,13 @@ BlockWeights block_weights(float* base, const ParamTable& t, const std::string& 
   return w;
 }
 
+int64_t block_scratch_floats(const BlockDims& d) { return d.P() * 5 * d.C; }
+
+int64_t block_scan_workspace_floats(const BlockDims& d, bool keep) {
+  const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
+  return std::max(ss2d_scan_forward_workspace_floats(ss), keep ? ss2d_scan_backward_workspace_floats(ss) : int64_t(0));
+}
+
 void BlockActs::ensure(const BlockDims& d, bool keep) {
   const int64_t P = d.P(), c = d.c(), D = d.C;
   if (capacity >= P * D && (kept || !keep)) return;
@@ -57,12 +64,9 @@ void BlockActs::ensure(const BlockDims& d, bool keep) {
   for (Tensor* t : {&ln1_mean, &ln1_rstd, &on_mean, &on_rstd}) *t = Tensor::empty({P});
   bn_mean = Tensor::empty({3 * c});
   bn_rstd = Tensor::empty({3 * c});
-  scratch = Tensor::empty({P * 5 * D});
-  const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
-  scan_workspace = Tensor::empty({std::max(ss2d_scan_forward_workspace_floats(ss),
-                                           keep ? ss2d_scan_backward_workspace_floats(ss) : int64_t(0))});
   // Saved checkpoints spare backward one of its three passes over the sequence.
-  scan_states = keep ? Tensor::empty({ss2d_scan_states_floats(ss)}) : Tensor();
+  scan_states = keep ? Tensor::empty({ss2d_scan_states_floats(SS2DScanShape{d.B, d.H, d.W, d.C, d.N, d.R})})
+                     : Tensor();
   capacity = P * D;
   kept = keep;
 }
@@ -91,7 +95,7 @@ static void apply_drop_path(float* s, const float* scale, const BlockDims& d) {
 void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs& a,
                    const BlockDims& d, const BlockContext& ctx) {
   if (!ctx.train && !ctx.keep) {  // nothing kept: the fused inference forward
-    block_forward_inference(out, x, w, a, d, ctx.conv_workspace);
+    block_forward_inference(out, x, w, a, d, ctx.conv_workspace, ctx.scan_workspace);
     return;
   }
   a.ensure(d, ctx.keep);
@@ -114,7 +118,7 @@ void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs&
 #pragma omp parallel for simd
     for (int64_t i = 0; i < P * D; ++i) u[i] = silu_vectorisable(xconv[i]);
   }
-  ss2d_scan_forward(scan_shape(d), a.u.f32(), scan_weights(w), a.y.f32(), a.scan_workspace.f32(),
+  ss2d_scan_forward(scan_shape(d), a.u.f32(), scan_weights(w), a.y.f32(), ctx.scan_workspace,
                     ctx.keep ? a.scan_states.f32() : nullptr);
   layernorm_forward(a.yn.f32(), a.on_mean.f32(), a.on_rstd.f32(), a.y.f32(), w.out_norm_w, w.out_norm_b, P, D);
   {
@@ -155,7 +159,7 @@ static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dou
 void block_backward(float* dx, const float* dout, const BlockWeights& w, const BlockWeights& g,
                     BlockActs& a, const BlockDims& d, const BlockContext& ctx) {
   const int64_t P = d.P(), c = d.c(), D = d.C;
-  float* S = a.scratch.f32();
+  float* S = ctx.scratch;
   // Five (P,D) scratch regions; a (P,c) buffer is half of one.
   float *T0 = S, *T1 = S + P * D, *T2 = S + 2 * P * D, *T3 = S + 3 * P * D, *T4 = S + 4 * P * D;
   auto zero = [](float* p, int64_t n) { std::memset(p, 0, size_t(n) * sizeof(float)); };
@@ -211,7 +215,7 @@ void block_backward(float* dx, const float* dout, const BlockWeights& w, const B
   float* du = T2;
   zero(du, P * D);
   ss2d_scan_backward(scan_shape(d), a.u.f32(), scan_weights(w), dy, du,
-                     SS2DScanGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, a.scan_workspace.f32(),
+                     SS2DScanGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, ctx.scan_workspace,
                      a.scan_states.f32());
   float* dxconv = T1;
   zero(dxconv, P * D);

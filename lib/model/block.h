@@ -44,8 +44,6 @@ struct BlockActs {
   Tensor s;                                             // (P,c) SS2D branch output
   Tensor a0, a1, a2, a3, a4, a5, a6, a7, l;             // conv branch, (P,c)
   Tensor bn_mean, bn_rstd;                              // (3,c): saved batch statistics
-  Tensor scratch;                                       // (P, 5D): xz in forward, temporaries in backward
-  Tensor scan_workspace;                                // the selective scan's scratch
   Tensor scan_states;                                   // scan checkpoints saved for backward (keep only)
   int64_t capacity = -1;
   bool kept = false;
@@ -56,15 +54,24 @@ struct BlockContext {
   bool keep = false;                  // activations are kept for block_backward (train or saliency)
   const float* drop_scale = nullptr;  // (B): per-sample drop-path factor (0 or 1/keep), or nullptr
   float* conv_workspace = nullptr;    // conv2d_workspace_floats() of the 3x3 conv
+  // Temporaries that nothing outlives a block's forward or backward, so one buffer of each
+  // serves every block of the model: block_scratch_floats() (backward's five (P,D) regions)
+  // and block_scan_workspace_floats() (the selective scan's).
+  float* scratch = nullptr;
+  float* scan_workspace = nullptr;
   const BatchNormSync* batchnorm_sync = nullptr;  // train mode: statistics over every process
 };
+
+int64_t block_scratch_floats(const BlockDims& d);
+// keep: activations kept for backward, whose scan workspace is larger than forward's.
+int64_t block_scan_workspace_floats(const BlockDims& d, bool keep);
 
 // out, x: (B,H,W,C). out must not alias x.
 void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs& a,
                    const BlockDims& d, const BlockContext& ctx);
 
 // Accumulates dx (B,H,W,C) and every gradient in g. Uses a's saved activations;
-// a.scratch is clobbered.
+// ctx.scratch and ctx.scan_workspace are clobbered.
 void block_backward(float* dx, const float* dout, const BlockWeights& w, const BlockWeights& g,
                     BlockActs& a, const BlockDims& d, const BlockContext& ctx);
 

@@ -65,7 +65,7 @@ Conv2dShape block_conv_shape(const BlockDims& d, int64_t k) {
 }
 
 void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
-                             float* conv_workspace) {
+                             float* conv_workspace, float* scan_workspace) {
   a.ensure(d, false);
   const int64_t P = d.P(), c = d.c(), D = d.C;
 
@@ -79,7 +79,7 @@ void block_forward_inference(float* out, const float* x, const BlockWeights& w, 
         [&] { dwconv3x3_silu_forward(a.u.f32(), a.xin.f32(), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D); });
   const SS2DScanShape ss{d.B, d.H, d.W, d.C, d.N, d.R};
   const SS2DScanWeights sw{w.x_proj, w.dt_projs_w, w.dt_projs_b, w.A_logs, w.Ds};
-  float* dbl = a.scan_workspace.f32();  // (P, 4·(R+2N)): ss2d_scan_forward's own x_proj GEMM
+  float* dbl = scan_workspace;  // (P, 4·(R+2N)): ss2d_scan_forward's own x_proj GEMM
   timed("x_proj", [&] { linear_forward(dbl, a.u.f32(), w.x_proj, nullptr, P, D, 4 * (d.R + 2 * d.N)); });
   timed("scan", [&] { ss2d_scan_forward_from_dbl(ss, a.u.f32(), sw, dbl, a.y.f32()); });
   timed("out_norm_gate",

@@ -17,8 +17,9 @@ namespace mm {
 Conv2dShape block_conv_shape(const BlockDims& d, int64_t k);
 
 // out, x: (B,H,W,C), out not aliasing x; a: buffers as block_forward's (ensured here);
-// conv_workspace: conv2d_workspace_floats() of the 3x3 conv.
+// conv_workspace: conv2d_workspace_floats() of the 3x3 conv; scan_workspace:
+// block_scan_workspace_floats(d, false).
 void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
-                             float* conv_workspace);
+                             float* conv_workspace, float* scan_workspace);
 
 }  // namespace mm

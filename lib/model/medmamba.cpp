@@ -35,6 +35,7 @@ struct ModelActs {
   std::vector<StageActs> stages;
   Tensor pooled;                          // (B,C_last)
   Tensor conv_workspace;
+  Tensor block_scratch, scan_workspace;  // shared by every block (BlockContext)
 };
 
 static Conv2dShape patch_embed_shape(const ModelConfig& cfg, int64_t B, int64_t S) {
@@ -53,7 +54,7 @@ static void allocate_acts(ModelActs& a, const ModelConfig& cfg, int64_t B, int64
   a.embed = Tensor::empty({B * side0 * side0 * cfg.dims[0]});
   a.embed_mean = Tensor::empty({B * side0 * side0});
   a.embed_rstd = Tensor::empty({B * side0 * side0});
-  int64_t ws = conv2d_workspace_floats(patch_embed_shape(cfg, B, S));
+  int64_t ws = conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scratch = 0, scan_ws = 0;
   a.stages.resize(size_t(cfg.num_stages()));
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     StageActs& st = a.stages[size_t(i)];
@@ -71,9 +72,14 @@ static void allocate_acts(ModelActs& a, const ModelConfig& cfg, int64_t B, int64
     Conv2dShape cs;
     cs.B = B; cs.H = side; cs.W = side; cs.Cin = cs.Cout = C / 2; cs.KH = cs.KW = 3; cs.pad = 1;
     ws = std::max(ws, conv2d_workspace_floats(cs));
+    const BlockDims d{B, side, side, C, cfg.d_state, cfg.dt_rank(i)};
+    if (keep) scratch = std::max(scratch, block_scratch_floats(d));  // used by backward only
+    scan_ws = std::max(scan_ws, block_scan_workspace_floats(d, keep));
   }
   a.pooled = Tensor::empty({B * cfg.dims.back()});
   a.conv_workspace = Tensor::empty({std::max<int64_t>(ws, 1)});
+  a.block_scratch = Tensor::empty({std::max<int64_t>(scratch, 1)});
+  a.scan_workspace = Tensor::empty({std::max<int64_t>(scan_ws, 1)});
 }
 
 // ---------------------------------------------------------------------------
@@ -251,6 +257,8 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
       ctx.train = train;
       ctx.keep = keep_for_backward;
       ctx.conv_workspace = a.conv_workspace.f32();
+      ctx.scratch = a.block_scratch.f32();
+      ctx.scan_workspace = a.scan_workspace.f32();
       ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;
       if (train) {
         float* scale = st.drop_scale[size_t(j)].f32();
@@ -310,6 +318,8 @@ Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
       ctx.train = a.train;
       ctx.keep = true;
       ctx.conv_workspace = a.conv_workspace.f32();
+      ctx.scratch = a.block_scratch.f32();
+      ctx.scan_workspace = a.scan_workspace.f32();
       ctx.drop_scale = a.train ? st.drop_scale[size_t(j)].f32() : nullptr;
       ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;
       dnext.zero_();
