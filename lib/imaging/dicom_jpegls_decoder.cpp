@@ -356,17 +356,14 @@ class ScanDecoder {
   ScanDecoder(const Params& p, int width, const std::string& what)
       : p_(p), what_(what), above_(size_t(width) + 1), gradients_(size_t(width) + 1) {
     // Q3 of every difference Rc - Ra can take, [-MAXVAL, MAXVAL] (128 KiB at 16
-    // bits, of which the samples touch a few lines): no clamp on the critical
-    // path. Filled by the regions of A.3.3, which quantize_gradient defines.
-    quantize_.resize(size_t(2 * p.maxval + 1));
+    // bits, of which the samples touch a few lines), in context bytes: no clamp
+    // on the critical path. quantize_gradient inside (-T3, T3); its region is
+    // -4 or 4 beyond.
+    quantize_.assign(size_t(2 * p.maxval + 1), int8_t(4 * kContextBytes));
     int8_t* q = quantize_.data() + p.maxval;
-    auto fill = [&](int lo, int hi, int region) {
-      lo = std::max(lo, -p.maxval), hi = std::min(hi, p.maxval);
-      if (lo <= hi) std::fill(q + lo, q + hi + 1, int8_t(region * kContextBytes));
-    };
-    fill(-p.maxval, -p.t3, -4), fill(-p.t3 + 1, -p.t2, -3), fill(-p.t2 + 1, -p.t1, -2);
-    fill(-p.t1 + 1, -p.near - 1, -1), fill(-p.near, p.near, 0), fill(p.near + 1, p.t1 - 1, 1);
-    fill(p.t1, p.t2 - 1, 2), fill(p.t2, p.t3 - 1, 3), fill(p.t3, p.maxval, 4);
+    const int inner = std::min(p.t3 - 1, p.maxval);
+    std::fill(q - p.maxval, q - inner, int8_t(-4 * kContextBytes));
+    for (int d = -inner; d <= inner; ++d) q[d] = int8_t(kContextBytes * quantize_gradient(d));
     reset();
   }
 
@@ -576,8 +573,8 @@ class ScanDecoder {
   struct Above {
     int32_t q12, rb;  // 81 * Q1 + 9 * Q2, and Rb
   };
-  std::vector<Above> above_;
-  std::vector<int32_t> gradients_;  // [x + 1] for sample x; [0]: Rc of sample 0
+  std::vector<Above> above_;        // [x + 1] for sample x; [0]: Rc of sample 0
+  std::vector<int32_t> gradients_;  // a line's Q(prev[x] - prev[x - 1]), x in [0, width]
   RegularContext regular_[365];
   RunContext run_[2];
   int run_index_ = 0;
