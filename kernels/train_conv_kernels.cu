@@ -201,6 +201,18 @@ void add_from_column_order(float* w, const float* wt, const ConvShape& c, Stream
   MM_CUDA_CHECK_LAUNCH("add_from_column_order_kernel");
 }
 
+// im2col of x into col, as the GEMM operand that reads it: bf16 for a bf16 GEMM (in the
+// first half of col's floats), else float32.
+GemmOperand im2col_operand(float* col, const float* x, const ConvDims& d, Stream s) {
+  if (gemm_compute() != GemmCompute::BF16) {
+    im2col(col, x, d, s);
+    return f32_operand(col, d.K);
+  }
+  auto* col16 = reinterpret_cast<__nv_bfloat16*>(col);
+  im2col(col16, x, d, s);
+  return bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
+}
+
 // The workspace of a conv that is not pointwise: the weight in column order, its gradient
 // in column order, then the im2col matrix (float32, or bf16 in its first half), each
 // starting 256-byte aligned.
@@ -334,9 +346,6 @@ int64_t conv2d_workspace_floats(const ConvShape& c) {
   return is_pointwise(c) ? 0 : 2 * aligned_floats(c.Cout * d.K) + col_floats(d);
 }
 
-// The bf16 GEMM reads a bf16 im2col matrix as it is; the other computes take float32.
-bool bf16_columns() { return gemm_compute() == GemmCompute::BF16; }
-
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
                     float* workspace, Stream s) {
   const ConvDims d = checked_dims(c);
@@ -347,15 +356,7 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
   }
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_forward"), c);
   to_column_order(ws.weight_t, weight, c, s);
-  if (bf16_columns()) {
-    auto* col16 = reinterpret_cast<__nv_bfloat16*>(ws.col);
-    im2col(col16, x, d, s);
-    linear_forward(out, bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K), ws.weight_t, bias, P, d.K,
-                   c.Cout, s);
-  } else {
-    im2col(ws.col, x, d, s);
-    linear_forward(out, ws.col, ws.weight_t, bias, P, d.K, c.Cout, s);
-  }
+  linear_forward(out, im2col_operand(ws.col, x, d, s), ws.weight_t, bias, P, d.K, c.Cout, s);
 }
 
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
@@ -371,15 +372,8 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_backward"), c);
   if (dweight) {
     // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
-    GemmOperand col = f32_operand(ws.col, d.K);
-    if (bf16_columns()) {
-      auto* col16 = reinterpret_cast<__nv_bfloat16*>(ws.col);
-      im2col(col16, x, d, s);
-      col = bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
-    } else {
-      im2col(ws.col, x, d, s);
-    }
-    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), col, 0.f, ws.dweight_t, d.K, s);
+    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), im2col_operand(ws.col, x, d, s), 0.f,
+         ws.dweight_t, d.K, s);
     add_from_column_order(dweight, ws.dweight_t, c, s);
   }
   if (dx) {

@@ -167,6 +167,17 @@ void to_bf16(__nv_bfloat16* dst, const float* src, int64_t rows, int64_t cols, i
   MM_CUDA_CHECK_LAUNCH("to_bf16_kernel");
 }
 
+// bf16 elements of a packed copy, rounded up so that a copy placed after it stays 256-byte aligned.
+int64_t padded_bf16(int64_t n) { return (n + 127) / 128 * 128; }
+
+// op as a bf16 operand: as it is when its producer wrote bf16, else rounded into dst
+// (rows, cols packed, at least padded_bf16(rows·cols) elements).
+GemmOperand as_bf16(GemmOperand op, __nv_bfloat16* dst, int64_t rows, int64_t cols, Stream s) {
+  if (op.bf16) return op;
+  if (rows > 0 && cols > 0) to_bf16(dst, op.f32, rows, cols, op.ld, s);  // K = 0: no operand is read
+  return bf16_operand(reinterpret_cast<const uint16_t*>(dst), cols);
+}
+
 // The bf16 GEMM: operands given in float32 are rounded into packed copies (those a producer
 // wrote in bf16 are read where they are), products summed in float32.
 cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cublasOperation_t op_b, int64_t M,
@@ -174,18 +185,12 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
                                   float* C, int64_t ldc, Stream s) {
   const int64_t a_rows = op_a == CUBLAS_OP_T ? K : M, a_cols = op_a == CUBLAS_OP_T ? M : K;
   const int64_t b_rows = op_b == CUBLAS_OP_T ? N : K, b_cols = op_b == CUBLAS_OP_T ? K : N;
-  const int64_t a_n = A.bf16 ? 0 : (a_rows * a_cols + 127) / 128 * 128;  // keeps B's copy 256-byte aligned
-  const int64_t b_n = B.bf16 ? 0 : b_rows * b_cols;
+  const int64_t a_n = A.bf16 ? 0 : padded_bf16(a_rows * a_cols), b_n = B.bf16 ? 0 : b_rows * b_cols;
   auto* scratch = a_n + b_n > 0 ? static_cast<__nv_bfloat16*>(gemm_operand_scratch((a_n + b_n) * 2)) : nullptr;
-  const void* a16 = A.bf16 ? static_cast<const void*>(A.bf16) : scratch;
-  const void* b16 = B.bf16 ? static_cast<const void*>(B.bf16) : scratch + a_n;
-  const int64_t lda = A.bf16 ? A.ld : a_cols, ldb = B.bf16 ? B.ld : b_cols;
-  if (K > 0) {  // K = 0: C = beta·C, no operand is read
-    if (!A.bf16) to_bf16(scratch, A.f32, a_rows, a_cols, A.ld, s);
-    if (!B.bf16) to_bf16(scratch + a_n, B.f32, b_rows, b_cols, B.ld, s);
-  }
-  return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, b16, CUDA_R_16BF, int(ldb), a16,
-                      CUDA_R_16BF, int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
+  A = as_bf16(A, scratch, a_rows, a_cols, s);
+  B = as_bf16(B, scratch + a_n, b_rows, b_cols, s);
+  return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.bf16, CUDA_R_16BF, int(B.ld), A.bf16,
+                      CUDA_R_16BF, int(A.ld), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
                       CUBLAS_GEMM_DEFAULT);
 }
 
@@ -243,15 +248,11 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dout,
   GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = f32_operand(x, Cin);
   if (dx && dweight && t_gemm_compute == GemmCompute::BF16 && N > 0 && Cout > 0) {
     // Both GEMMs read dout: round it (and the others) into bf16 once, not once per GEMM.
-    const int64_t dout_n = (N * Cout + 127) / 128 * 128, weight_n = (Cout * Cin + 127) / 128 * 128;
+    const int64_t dout_n = padded_bf16(N * Cout), weight_n = padded_bf16(Cout * Cin);
     auto* scratch = static_cast<__nv_bfloat16*>(gemm_operand_scratch((dout_n + weight_n + N * Cin) * 2));
-    to_bf16(scratch, dout, N, Cout, Cout, s);
-    to_bf16(scratch + dout_n, weight, Cout, Cin, Cin, s);
-    to_bf16(scratch + dout_n + weight_n, x, N, Cin, Cin, s);
-    const auto* bits = reinterpret_cast<const uint16_t*>(scratch);
-    dout_op = bf16_operand(bits, Cout);
-    weight_op = bf16_operand(bits + dout_n, Cin);
-    x_op = bf16_operand(bits + dout_n + weight_n, Cin);
+    dout_op = as_bf16(dout_op, scratch, N, Cout, s);
+    weight_op = as_bf16(weight_op, scratch + dout_n, Cout, Cin, s);
+    x_op = as_bf16(x_op, scratch + dout_n + weight_n, N, Cin, s);
   }
   // dx (N,Cin) += dout (N,Cout) · weight (Cout,Cin)
   if (dx) gemm(false, false, N, Cin, Cout, 1.f, dout_op, weight_op, 1.f, dx, Cin, s);
