@@ -37,6 +37,11 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
                              const float* x, const float* weight, const float* bias, int64_t N, int64_t C,
                              Stream s);
+// The train-mode output again, from the mean and rstd batchnorm_forward_train saved (no
+// running-statistic update): the same bits as its `out`, for backward passes that recompute
+// an activation instead of keeping it.
+void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
+                             const float* bias, int64_t N, int64_t C, Stream s);
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

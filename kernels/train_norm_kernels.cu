@@ -199,6 +199,14 @@ struct StoreMean {
 };
 
 // From the centred squares: rstd, the affine scale/shift of the output, the running statistics.
+// The affine map of a train-mode BatchNorm from its batch statistics; one expression for the
+// forward and for batchnorm_forward_saved, so that a recomputed output has the same bits.
+__device__ __forceinline__ void train_scale_shift(float* scale, float* shift, const float* weight, const float* bias,
+                                                  const float* mean, const float* rstd, int64_t c) {
+  scale[c] = gamma_of(weight, c) * rstd[c];
+  shift[c] = (bias ? bias[c] : 0.f) - mean[c] * scale[c];
+}
+
 struct FinishTrainStats {
   float *rstd, *scale, *shift, *running_mean, *running_var;
   const float *mean, *weight, *bias;
@@ -206,8 +214,7 @@ struct FinishTrainStats {
   __device__ void operator()(int64_t c, double sq, double) const {
     const double var = sq / double(N);  // biased: used to normalise
     rstd[c] = float(1.0 / sqrt(var + double(kEps)));
-    scale[c] = gamma_of(weight, c) * rstd[c];
-    shift[c] = (bias ? bias[c] : 0.f) - mean[c] * scale[c];
+    train_scale_shift(scale, shift, weight, bias, mean, rstd, c);
     if (running_mean && running_var) {
       const double unbiased = sq / double(N - 1);
       running_mean[c] = float((1.0 - kMomentum) * running_mean[c] + kMomentum * double(mean[c]));
@@ -218,6 +225,12 @@ struct FinishTrainStats {
 
 __device__ __forceinline__ float eval_rstd(const float* running_var, int64_t c) {
   return float(1.0 / sqrt(double(running_var[c]) + double(kEps)));
+}
+
+__global__ void saved_scale_shift_kernel(float* scale, float* shift, const float* mean, const float* rstd,
+                                         const float* weight, const float* bias, int64_t C) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < C) train_scale_shift(scale, shift, weight, bias, mean, rstd, c);
 }
 
 __global__ void eval_scale_shift_kernel(float* scale, float* shift, const float* running_mean,
@@ -315,6 +328,17 @@ void batchnorm_forward_train(float* out, float* mean, float* rstd, float* runnin
   channel_sums(sc, N, C, SumTerm{x, C}, StoreMean{mean, N}, s);
   channel_sums(sc, N, C, CentredSquareTerm{x, mean, C},
                FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
+  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
+  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+}
+
+void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
+                             const float* bias, int64_t N, int64_t C, Stream s) {
+  if (N <= 0) return;
+  const ChannelScratch sc = take_scratch(0, C, 2);
+  float *scale = sc.rows, *shift = sc.rows + C;
+  saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
+  MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
   scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
   MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
 }

@@ -59,7 +59,7 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
   }
 }
 
-TEST_CASE("cuda train op: batchnorm train forward, running statistics and backward match the CPU op") {
+TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute and backward match the CPU op") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(12);
   // N > 1024 spans several 256-row partial-sum chunks, the last one short; the second case has no affine.
@@ -95,6 +95,10 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics and backwa
     CHECK(same_bits(from_gpu(tout), out1));
     CHECK(same_bits(from_gpu(tmean), mean1));
     CHECK(same_bits(from_gpu(trstd), rstd1));
+    // Backward passes recompute the output from the saved statistics: the same bits.
+    Tensor again = dev_empty(N * C);
+    cuda::batchnorm_forward_saved(again.as<float>(), in(tx), in(tmean), in(trstd), w_dev, b_dev, N, C, kStream);
+    CHECK(same_bits(from_gpu(again), out1));
 
     const Tensor smean = dev(mean), srstd = dev(rstd);
     Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);

@@ -1,4 +1,5 @@
-// The CUDA twin of block.cpp: same ops, same order, same scratch plan.
+// The CUDA twin of block.cpp: the same ops in the same order; what backward needs it mostly
+// recomputes instead of keeping (block_cuda.h says what is kept).
 #ifdef MM_HAVE_CUDA
 #include "model/block_cuda.h"
 
@@ -17,9 +18,8 @@ namespace c = cuda;
 template <class Alloc>
 static void block_buffers(BlockActsCuda& a, const BlockDims& d, bool keep, Alloc&& alloc) {
   const int64_t P = d.P(), ch = d.c(), D = d.C;
-  for (Tensor* t : {&a.left, &a.right, &a.ln1, &a.s, &a.a0, &a.a1, &a.a2, &a.a3, &a.a4, &a.a5, &a.a6, &a.a7, &a.l})
-    *t = alloc(P * ch);
-  for (Tensor* t : {&a.xin, &a.z, &a.xconv, &a.u, &a.y, &a.yn, &a.g}) *t = alloc(P * D);
+  for (Tensor* t : {&a.a1, &a.a4, &a.l}) *t = alloc(P * ch);
+  a.y = alloc(P * D);
   for (Tensor* t : {&a.ln1_mean, &a.ln1_rstd, &a.on_mean, &a.on_rstd}) *t = alloc(P);
   a.bn_mean = alloc(3 * ch);
   a.bn_rstd = alloc(3 * ch);
@@ -60,12 +60,21 @@ int64_t block_cuda_conv_workspace_floats(const BlockDims& d) {
 
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d) { return c::scan_train_workspace_floats(scan_shape(d)); }
 
-int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 5 * d.C; }
+int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 7 * d.C; }
 
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean, float* rstd, int64_t P,
                           int64_t ch, bool train, c::Stream s) {
   if (train)
     c::batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s);
+  else
+    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s);
+}
+
+// batchnorm_fwd's output again, from the statistics it saved (train) or the running ones.
+static void batchnorm_recompute(float* out, const float* x, const BatchNormWeights& w, const float* mean,
+                                const float* rstd, int64_t P, int64_t ch, bool train, c::Stream s) {
+  if (train)
+    c::batchnorm_forward_saved(out, x, mean, rstd, w.weight, w.bias, P, ch, s);
   else
     c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s);
 }
@@ -79,115 +88,151 @@ static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dou
     c::batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, ch, s);
 }
 
+// One half of in_proj: xin (half 0) or z (half 1), (P,D) from ln1 (P,c). Forward and
+// backward's recomputation make the same call, so they get the same bits.
+static void in_proj_half(float* out, const float* ln1, const BlockWeights& w, int half, const BlockDims& d,
+                         c::Stream s) {
+  c::linear_forward(out, ln1, w.in_proj + half * d.C * d.c(), nullptr, d.P(), d.c(), d.C, s);
+}
+
+// The scratch as seven (P,D) regions; a (P,c) buffer is half of one. Which activation lives
+// where is written next to each use: forward and backward each reuse a region once what was
+// in it is dead.
+struct BlockScratch {
+  float* base;
+  int64_t PD;
+  float* operator[](int i) const { return base + i * PD; }
+};
+
 void block_forward_cuda(float* out, const float* x, const BlockWeights& w, BlockActsCuda& a, const BlockDims& d,
                         const BlockContextCuda& ctx) {
   a.ensure(d, ctx.keep);
   const int64_t P = d.P(), ch = d.c(), D = d.C;
   c::Stream s = ctx.stream;
   auto F = [](Tensor& t) { return t.as<float>(); };
-  c::split_halves_forward(F(a.left), F(a.right), x, P, ch, s);
+  const BlockScratch T{ctx.scratch, P * D};
+  float *left = T[5], *right = T[5] + P * ch;
+  c::split_halves_forward(left, right, x, P, ch, s);
 
   // SS2D branch: (P,c) -> (P,c)
-  c::layernorm_forward(F(a.ln1), F(a.ln1_mean), F(a.ln1_rstd), F(a.right), w.ln1_w, w.ln1_b, P, ch, s);
-  float* xz = ctx.scratch;  // (P,2D)
-  c::linear_forward(xz, F(a.ln1), w.in_proj, nullptr, P, ch, 2 * D, s);
-  c::split_halves_forward(F(a.xin), F(a.z), xz, P, D, s);
-  c::dwconv3x3_forward(F(a.xconv), F(a.xin), w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
-  c::silu_forward(F(a.u), F(a.xconv), P * D, s);
-  c::scan_train_forward(scan_shape(d), F(a.u), scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
+  float* ln1 = T[4];
+  c::layernorm_forward(ln1, F(a.ln1_mean), F(a.ln1_rstd), right, w.ln1_w, w.ln1_b, P, ch, s);
+  float *xin = T[0], *z = T[1], *xconv = T[2], *u = T[3];
+  in_proj_half(xin, ln1, w, 0, d, s);
+  in_proj_half(z, ln1, w, 1, d, s);
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
+  c::silu_forward(u, xconv, P * D, s);
+  c::scan_train_forward(scan_shape(d), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
                         ctx.scan_workspace, s);
-  c::layernorm_forward(F(a.yn), F(a.on_mean), F(a.on_rstd), F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
-  c::gate_forward(F(a.g), F(a.yn), F(a.z), P * D, s);
-  c::linear_forward(F(a.s), F(a.g), w.out_proj, nullptr, P, D, ch, s);
-  if (ctx.train && ctx.drop_scale) c::scale_rows(F(a.s), ctx.drop_scale, d.B, d.H * d.W * ch, s);
+  float *yn = T[0], *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
+  c::layernorm_forward(yn, F(a.on_mean), F(a.on_rstd), F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
+  c::gate_forward(gated, yn, z, P * D, s);
+  c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
+  if (ctx.train && ctx.drop_scale) c::scale_rows(sb, ctx.drop_scale, d.B, d.H * d.W * ch, s);
 
-  // Convolution branch: (P,c) -> (P,c)
+  // Convolution branch: (P,c) -> (P,c); relu runs in place.
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  batchnorm_fwd(F(a.a0), F(a.left), w.bn0, bm, br, P, ch, ctx.train, s);
-  c::conv2d_forward(F(a.a1), F(a.a0), w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
-  batchnorm_fwd(F(a.a2), F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
-  c::relu_forward(F(a.a3), F(a.a2), P * ch, s);
-  c::conv2d_forward(F(a.a4), F(a.a3), w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
-  batchnorm_fwd(F(a.a5), F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
-  c::relu_forward(F(a.a6), F(a.a5), P * ch, s);
-  c::conv2d_forward(F(a.a7), F(a.a6), w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
-  c::relu_forward(F(a.l), F(a.a7), P * ch, s);
+  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1];  // yn, z are dead
+  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, s);
+  c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
+  batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
+  c::relu_forward(a3, a3, P * ch, s);
+  c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
+  batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  c::relu_forward(a6, a6, P * ch, s);
+  c::conv2d_forward(F(a.l), a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
+  c::relu_forward(F(a.l), F(a.l), P * ch, s);
 
-  c::concat_shuffle_forward(out, F(a.l), F(a.s), P, ch, s);
+  c::concat_shuffle_forward(out, F(a.l), sb, P, ch, s);
   c::add_inplace(out, x, P * D, s);
 }
 
-void block_backward_cuda(float* dx, const float* dout, const BlockWeights& w, const BlockWeights& g,
+void block_backward_cuda(float* dx, const float* dout, const float* x, const BlockWeights& w, const BlockWeights& g,
                          BlockActsCuda& a, const BlockDims& d, const BlockContextCuda& ctx) {
   const int64_t P = d.P(), ch = d.c(), D = d.C;
   c::Stream s = ctx.stream;
   auto F = [](Tensor& t) { return t.as<float>(); };
-  float* S = ctx.scratch;
-  // Five (P,D) scratch regions; a (P,c) buffer is half of one (the CPU block's plan).
-  float *T0 = S, *T1 = S + P * D, *T2 = S + 2 * P * D, *T3 = S + 3 * P * D, *T4 = S + 4 * P * D;
+  const BlockScratch T{ctx.scratch, P * D};
   auto zero = [s](float* p, int64_t n) { c::memset_zero_async(p, size_t(n) * sizeof(float), s); };
 
   c::add_inplace(dx, dout, P * D, s);  // residual
-  float *dl = T4, *ds = T4 + P * ch;
-  zero(T4, P * D);
+  float *dl = T[4], *ds = T[4] + P * ch;
+  zero(T[4], P * D);
   c::concat_shuffle_backward(dl, ds, dout, P, ch, s);
+  float *left = T[5], *right = T[5] + P * ch;
+  c::split_halves_forward(left, right, x, P, ch, s);
 
-  // Convolution branch, ping-ponging between the halves of T0.
+  // Convolution branch, ping-ponging between the halves of T0; each relu' is read off the
+  // relu's output (positive exactly where its input was), and a convolution's input is
+  // recomputed into T1 just before its backward.
   const float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  float *pa = T0, *pb = T0 + P * ch;
+  float *pa = T[0], *pb = T[0] + P * ch, *act = T[1];
   zero(pa, P * ch);
-  c::relu_backward(pa, dl, F(a.a7), P * ch, s);
+  c::relu_backward(pa, dl, F(a.l), P * ch, s);
+  batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  c::relu_forward(act, act, P * ch, s);  // a6
   zero(pb, P * ch);
-  c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, F(a.a6), w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s);
+  c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s);
   zero(pa, P * ch);
-  c::relu_backward(pa, pb, F(a.a5), P * ch, s);
+  c::relu_backward(pa, pb, act, P * ch, s);
   zero(pb, P * ch);
   batchnorm_bwd(pb, g.bn5, pa, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
+  c::relu_forward(act, act, P * ch, s);  // a3
   zero(pa, P * ch);
-  c::conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, F(a.a3), w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s);
+  c::conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s);
   zero(pb, P * ch);
-  c::relu_backward(pb, pa, F(a.a2), P * ch, s);
+  c::relu_backward(pb, pa, act, P * ch, s);
   zero(pa, P * ch);
   batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
+  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, s);  // a0
   zero(pb, P * ch);
-  c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, F(a.a0), w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s);
+  c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, act, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s);
   zero(pa, P * ch);
-  batchnorm_bwd(pa, g.bn0, pb, F(a.left), w.bn0, bm, br, P, ch, ctx.train, s);
+  batchnorm_bwd(pa, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, s);
   c::split_halves_backward(dx, pa, nullptr, P, ch, s);
 
-  // SS2D branch.
+  // SS2D branch. T5's left half (left) is dead: ln1 goes there.
+  float* ln1 = T[5];
+  c::layernorm_forward(ln1, nullptr, nullptr, right, w.ln1_w, w.ln1_b, P, ch, s);
   if (ctx.train && ctx.drop_scale) c::scale_rows(ds, ctx.drop_scale, d.B, d.H * d.W * ch, s);
-  float* dg = T1;
+  float *z = T[0], *yn = T[1], *gated = T[2], *dg = T[3];
+  in_proj_half(z, ln1, w, 1, d, s);
+  c::layernorm_forward(yn, nullptr, nullptr, F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
+  c::gate_forward(gated, yn, z, P * D, s);
   zero(dg, P * D);
-  c::linear_backward(dg, g.out_proj, nullptr, ds, F(a.g), w.out_proj, P, D, ch, s);
-  float *dyn = T2, *dz = T3;
+  c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s);
+  float *dyn = T[2], *dz = T[6];  // gated is dead
   zero(dyn, P * D);
   zero(dz, P * D);
-  c::gate_backward(dyn, dz, dg, F(a.yn), F(a.z), P * D, s);
-  float* dy = T1;
+  c::gate_backward(dyn, dz, dg, yn, z, P * D, s);
+  float* dy = T[0];  // z, yn, dg are dead
   zero(dy, P * D);
   c::layernorm_backward(dy, g.out_norm_w, g.out_norm_b, dyn, F(a.y), w.out_norm_w, F(a.on_mean), F(a.on_rstd), P, D,
                         s);
-  float* du = T2;
+  float *xin = T[1], *xconv = T[2], *u = T[3];
+  in_proj_half(xin, ln1, w, 0, d, s);
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
+  c::silu_forward(u, xconv, P * D, s);
+  float* du = T[4];  // dl, ds are dead
   zero(du, P * D);
-  c::scan_train_backward(scan_shape(d), F(a.u), scan_weights(w), dy, du,
+  c::scan_train_backward(scan_shape(d), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),
                          ctx.scan_workspace, s);
-  float* dxconv = T1;
+  float* dxconv = T[0];
   zero(dxconv, P * D);
-  c::silu_backward(dxconv, du, F(a.xconv), P * D, s);
-  float* dxin = T2;
+  c::silu_backward(dxconv, du, xconv, P * D, s);
+  float* dxin = T[2];
   zero(dxin, P * D);
-  c::dwconv3x3_backward(dxin, g.dwconv_w, g.dwconv_b, dxconv, F(a.xin), w.dwconv_w, d.B, d.H, d.W, D, s);
-  float* dxz = T0;  // (P,2D) spans T0 and T1
+  c::dwconv3x3_backward(dxin, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, D, s);
+  float* dxz = T[0];  // (P,2D) spans T0 and T1
   zero(dxz, 2 * P * D);
   c::split_halves_backward(dxz, dxin, dz, P, D, s);
-  float* dln1 = T2;
+  float *dln1 = T[2], *dright = T[3];
   zero(dln1, P * ch);
-  c::linear_backward(dln1, g.in_proj, nullptr, dxz, F(a.ln1), w.in_proj, P, ch, 2 * D, s);
-  float* dright = T3;
+  c::linear_backward(dln1, g.in_proj, nullptr, dxz, ln1, w.in_proj, P, ch, 2 * D, s);
   zero(dright, P * ch);
-  c::layernorm_backward(dright, g.ln1_w, g.ln1_b, dln1, F(a.right), w.ln1_w, F(a.ln1_mean), F(a.ln1_rstd), P, ch, s);
+  c::layernorm_backward(dright, g.ln1_w, g.ln1_b, dln1, right, w.ln1_w, F(a.ln1_mean), F(a.ln1_rstd), P, ch, s);
   c::split_halves_backward(dx, nullptr, dright, P, ch, s);
 }
 

@@ -12,14 +12,16 @@ struct CUstream_st;
 
 namespace mm {
 
-// Device activations a block keeps for backward (the CPU BlockActs' twin).
+// Device activations a block keeps for backward. Fewer than the CPU BlockActs: backward
+// recomputes every cheap one (the channel halves, LayerNorm and BatchNorm outputs from their
+// saved statistics, in_proj's two halves, the depthwise conv, SiLU, the gate) into the shared
+// scratch, and keeps only what a convolution or the scan produced, and the statistics.
 struct BlockActsCuda {
   void ensure(const BlockDims& d, bool keep);
   static int64_t floats(const BlockDims& d, bool keep);  // what ensure allocates
-  Tensor left, right, ln1, ln1_mean, ln1_rstd;          // (P,c), (P)
-  Tensor xin, z, xconv, u, y, yn, on_mean, on_rstd, g;  // (P,D), (P)
-  Tensor s;                                             // (P,c)
-  Tensor a0, a1, a2, a3, a4, a5, a6, a7, l;             // conv branch, (P,c)
+  Tensor a1, a4, l;                                     // conv branch: conv1, conv4, relu(conv7) (P,c)
+  Tensor y;                                             // scan output (P,D)
+  Tensor ln1_mean, ln1_rstd, on_mean, on_rstd;          // (P)
   Tensor bn_mean, bn_rstd;                              // (3,c)
   Tensor scan_states;                                   // scan checkpoints (keep only)
   int64_t capacity = -1;
@@ -32,21 +34,22 @@ struct BlockContextCuda {
   const float* drop_scale = nullptr;  // (B) device floats, or nullptr
   float* conv_workspace = nullptr;    // cuda::conv2d_workspace_floats of the block's 3x3 conv
   float* scan_workspace = nullptr;    // cuda::scan_train_workspace_floats of the block's scan
-  float* scratch = nullptr;           // block_cuda_scratch_floats: xz in forward, temporaries in backward
+  float* scratch = nullptr;           // block_cuda_scratch_floats: every temporary and recomputed activation
   CUstream_st* stream = nullptr;
 };
 
 // Workspace floats a block of these dims needs (the maxima callers allocate once).
 int64_t block_cuda_conv_workspace_floats(const BlockDims& d);
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d);
-// (P,5D): nothing in it outlives a block's forward or backward, so every block shares one.
+// (P,7D): nothing in it outlives a block's forward or backward, so every block shares one.
 int64_t block_cuda_scratch_floats(const BlockDims& d);
 
 // out, x: (B,H,W,C) device; out must not alias x. w: pointers into the device parameters.
 void block_forward_cuda(float* out, const float* x, const BlockWeights& w, BlockActsCuda& a, const BlockDims& d,
                         const BlockContextCuda& ctx);
 // Accumulates dx (B,H,W,C) and the gradients g (pointers into the device gradient buffer).
-void block_backward_cuda(float* dx, const float* dout, const BlockWeights& w, const BlockWeights& g,
+// x: the block's input that forward saw, still unchanged.
+void block_backward_cuda(float* dx, const float* dout, const float* x, const BlockWeights& w, const BlockWeights& g,
                          BlockActsCuda& a, const BlockDims& d, const BlockContextCuda& ctx);
 
 }  // namespace mm

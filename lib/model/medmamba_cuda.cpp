@@ -383,7 +383,8 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       ctx.stream = s;
       ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
       const std::string prefix = block_prefix(i, j);
-      block_backward_cuda(zeroed(*dnext, d.P() * d.C), F(*dcur), block_weights(F(m.params), m.table, prefix),
+      block_backward_cuda(zeroed(*dnext, d.P() * d.C), F(*dcur), F(st.xs[size_t(j)]),
+                          block_weights(F(m.params), m.table, prefix),
                           block_weights(F(m.grads), m.table, prefix), st.blocks[size_t(j)], d, ctx);
       std::swap(dcur, dnext);
     }
