@@ -282,10 +282,10 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
 
 using namespace scan_train;
 
-void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
-                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
+static void scan_backward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w,
+                                const float* dout, float* du, const ScanTrainGrads& g, const float* states,
+                                float* workspace, Stream st) {
   const Dims s = make_dims(shape);
-  MM_CHECK(states, "scan_train_backward: needs the states forward saved");
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
 
@@ -293,7 +293,6 @@ void scan_train_backward(const ScanTrainShape& shape, const float* u, const Scan
     launch_backward<true>(s, u, w, dout, states, ws, st);
   else
     launch_backward<false>(s, u, w, dout, states, ws, st);
-
 
   constexpr int kThreads = 256;
   const int64_t dbc = s.BL * 4 * (2 * kN);
@@ -321,6 +320,16 @@ void scan_train_backward(const ScanTrainShape& shape, const float* u, const Scan
     sum_directions(du, ws.dir1, dir_floats, true, st);
     gemm_f32(false, false, s.BL, s.D, s.KC, 1.f, ws.ddbl, s.KC, w.x_proj_weight, s.D, 1.f, du, s.D, st);
   }
+}
+
+void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
+                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
+  MM_CHECK(states, "scan_train_backward: needs the states forward saved");
+  for_each_batch_slice(shape, [&](const ScanTrainShape& part, int64_t b0) {
+    const int64_t rows = b0 * shape.H * shape.W * shape.D;
+    scan_backward_slice(part, u + rows, w, dout + rows, du ? du + rows : nullptr, g,
+                        states + scan_train_states_floats(with_batch(shape, b0)), workspace, st);
+  });
 }
 
 }  // namespace mm::cuda

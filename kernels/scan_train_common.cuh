@@ -2,6 +2,7 @@
 // Shared by scan_train_forward.cu and scan_train_backward.cu (the SS2D training scan; the
 // overview is at the top of scan_train_forward.cu): sizes, the workspace layout and the
 // per-step maths both passes must compute identically.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda_common.cuh"
@@ -40,6 +41,19 @@ struct Workspace {
   int64_t total;      // floats
 };
 Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
+
+inline ScanTrainShape with_batch(ScanTrainShape s, int64_t B) {
+  s.B = B;
+  return s;
+}
+
+// Calls f(part, b0) for consecutive slices of the batch, images [b0, b0 + part.B), of
+// scan_train_batch_slice images each: the workspace holds one slice.
+template <class F>
+void for_each_batch_slice(const ScanTrainShape& s, F&& f) {
+  const int64_t per = scan_train_batch_slice(s);
+  for (int64_t b0 = 0; b0 < s.B; b0 += per) f(with_batch(s, std::min(per, s.B - b0)), b0);
+}
 
 // dst[i] (= or +=) ((src[i] + src[n+i]) + src[2n+i]) + src[3n+i]: the four directions of a
 // (4, n) buffer in the CPU's order.

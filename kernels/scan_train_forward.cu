@@ -51,9 +51,11 @@
 // thread, as accurate as the CPU's std::exp.
 //
 // Memory: the workspace (layout in scan_train_common.cuh) is about (2·KC + 8·D + 4·2N·⌈D/32⌉)
-// floats per position: 2.1 GB for MedMamba-T's first stage at batch 64 (B·L = 200,704,
-// D = 192, R = 12); the saved states are D·N·4/32 = 384 floats per position.
+// floats per position scanned at once, of one batch slice (kScanBatchSlice images): 0.58 GB
+// for MedMamba-T's first stage (32 images, B·L = 100,352, D = 96, R = 6); the saved states
+// are D·N·4/32 = 192 floats per position of the whole batch.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda_train_gemm_conv.h"
@@ -61,6 +63,12 @@
 
 namespace mm::cuda {
 namespace scan_train {
+
+// Warps the main scan kernels want in flight: about two waves (132 SMs x 16 warps x 2); fewer
+// and make_dims cuts the steps into segments, which costs a second scan.
+constexpr int64_t kTargetWarps = 4224;
+
+static int64_t warps_per_image(const ScanTrainShape& s) { return (s.D + kWarp - 1) / kWarp * 4 * kN; }
 
 Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(s.B > 0 && s.H > 0 && s.W > 0 && s.D > 0 && s.R > 0, "scan_train: all sizes must be positive");
@@ -79,9 +87,8 @@ Dims make_dims(const ScanTrainShape& s) {
     // The main kernels' blocks of kN warps fill an SM alone (backward) or two to an SM
     // (forward), so about two waves' worth (132 SMs x 16 warps x 2) is enough, and batch 64
     // runs unsegmented.
-    constexpr int64_t target_warps = 4224;
-    const int64_t warps_per_segment = int64_t(d.ndblk) * 4 * d.B * kN;
-    const int64_t wanted = std::min<int64_t>(d.nseg, (target_warps + warps_per_segment - 1) / warps_per_segment);
+    const int64_t warps_per_segment = warps_per_image(s) * s.B;
+    const int64_t wanted = std::min<int64_t>(d.nseg, (kTargetWarps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
   }
   d.seg_chunks = int(std::min<int64_t>(chunks, d.nseg));
@@ -267,12 +274,27 @@ int64_t scan_train_states_floats(const ScanTrainShape& s) {
   return s.B * 4 * ((s.H * s.W + kScanChunk - 1) / kScanChunk) * s.N * s.D;
 }
 
-int64_t scan_train_workspace_floats(const ScanTrainShape& s) {
-  return carve(make_dims(s), nullptr).total;
+int64_t scan_train_batch_slice(const ScanTrainShape& s) {
+  static const int64_t env_slice = [] {
+    const char* env = std::getenv("MM_SCAN_BATCH_SLICE");  // for experiments; sizes the workspace too
+    const long v = env ? std::atol(env) : 0;
+    return v > 0 ? int64_t(v) : int64_t(0);
+  }();
+  if (env_slice > 0) return std::min(s.B, env_slice);
+  // Equal slices of at least kScanBatchSlice images, and never so few that they need segments.
+  const int64_t least = std::max(kScanBatchSlice, (kTargetWarps + warps_per_image(s) - 1) / warps_per_image(s));
+  const int64_t slices = std::max<int64_t>(1, s.B / least);
+  return (s.B + slices - 1) / slices;
 }
 
-void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
-                        float* states, float* workspace, Stream st) {
+int64_t scan_train_workspace_floats(const ScanTrainShape& s) {
+  ScanTrainShape slice = s;
+  slice.B = scan_train_batch_slice(s);
+  return carve(make_dims(slice), nullptr).total;
+}
+
+static void scan_forward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
+                               float* states, float* workspace, Stream st) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
@@ -281,6 +303,15 @@ void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanT
   else
     launch_forward<false>(s, u, w, ws, states, st);
   sum_directions(out, ws.dir0, s.BL * s.D, false, st);
+}
+
+void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
+                        float* states, float* workspace, Stream st) {
+  for_each_batch_slice(shape, [&](const ScanTrainShape& part, int64_t b0) {
+    const int64_t rows = b0 * shape.H * shape.W * shape.D;
+    float* part_states = states ? states + scan_train_states_floats(with_batch(shape, b0)) : nullptr;
+    scan_forward_slice(part, u + rows, w, out + rows, part_states, workspace, st);
+  });
 }
 
 }  // namespace mm::cuda

@@ -18,7 +18,7 @@ namespace c = cuda;
 template <class Alloc>
 static void block_buffers(BlockActsCuda& a, const BlockDims& d, bool keep, Alloc&& alloc) {
   const int64_t P = d.P(), ch = d.c(), D = d.C;
-  for (Tensor* t : {&a.a1, &a.a4, &a.l}) *t = alloc(P * ch);
+  for (Tensor* t : {&a.a1, &a.a4}) *t = alloc(P * ch);
   a.y = alloc(P * D);
   for (Tensor* t : {&a.ln1_mean, &a.ln1_rstd, &a.on_mean, &a.on_rstd}) *t = alloc(P);
   a.bn_mean = alloc(3 * ch);
@@ -132,7 +132,7 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
 
   // Convolution branch: (P,c) -> (P,c); relu runs in place.
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1];  // yn, z are dead
+  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // yn, z are dead
   batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, s);
   c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
   batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
@@ -140,10 +140,10 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
   batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
   c::relu_forward(a6, a6, P * ch, s);
-  c::conv2d_forward(F(a.l), a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
-  c::relu_forward(F(a.l), F(a.l), P * ch, s);
+  c::conv2d_forward(l, a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
+  c::relu_forward(l, l, P * ch, s);
 
-  c::concat_shuffle_forward(out, F(a.l), sb, P, ch, s);
+  c::concat_shuffle_forward(out, l, sb, P, ch, s);
   c::add_inplace(out, x, P * D, s);
 }
 
@@ -164,13 +164,15 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
 
   // Convolution branch, ping-ponging between the halves of T0; each relu' is read off the
   // relu's output (positive exactly where its input was), and a convolution's input is
-  // recomputed into T1 just before its backward.
+  // recomputed into T1 just before its backward (and the 1x1 conv's output l from it).
   const float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  float *pa = T[0], *pb = T[0] + P * ch, *act = T[1];
-  zero(pa, P * ch);
-  c::relu_backward(pa, dl, F(a.l), P * ch, s);
+  float *pa = T[0], *pb = T[0] + P * ch, *act = T[1], *l = T[1] + P * ch;
   batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
   c::relu_forward(act, act, P * ch, s);  // a6
+  c::conv2d_forward(l, act, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
+  c::relu_forward(l, l, P * ch, s);
+  zero(pa, P * ch);
+  c::relu_backward(pa, dl, l, P * ch, s);
   zero(pb, P * ch);
   c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s);
   zero(pa, P * ch);

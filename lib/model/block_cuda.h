@@ -14,12 +14,13 @@ namespace mm {
 
 // Device activations a block keeps for backward. Fewer than the CPU BlockActs: backward
 // recomputes every cheap one (the channel halves, LayerNorm and BatchNorm outputs from their
-// saved statistics, in_proj's two halves, the depthwise conv, SiLU, the gate) into the shared
-// scratch, and keeps only what a convolution or the scan produced, and the statistics.
+// saved statistics, in_proj's two halves, the depthwise conv, SiLU, the gate, the 1x1 conv)
+// into the shared scratch, and keeps only the 3x3 convolutions' and the scan's outputs, and
+// the statistics.
 struct BlockActsCuda {
   void ensure(const BlockDims& d, bool keep);
   static int64_t floats(const BlockDims& d, bool keep);  // what ensure allocates
-  Tensor a1, a4, l;                                     // conv branch: conv1, conv4, relu(conv7) (P,c)
+  Tensor a1, a4;                                        // conv branch: conv1, conv4 outputs (P,c)
   Tensor y;                                             // scan output (P,D)
   Tensor ln1_mean, ln1_rstd, on_mean, on_rstd;          // (P)
   Tensor bn_mean, bn_rstd;                              // (3,c)

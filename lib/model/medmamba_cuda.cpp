@@ -76,19 +76,23 @@ struct StageActsCuda {
   std::vector<Tensor> xs;              // depth+1 (P,C): block inputs, then the stage output
   std::vector<BlockActsCuda> blocks;   // one per block when kept; one shared otherwise
   std::vector<Tensor> drop_scale;      // (B) per block, training only
-  Tensor gathered, merged_ln, merge_mean, merge_rstd;  // patch merging after this stage
+  Tensor merge_mean, merge_rstd;       // the LayerNorm of the patch merging after this stage
 };
 
 struct ModelActsCuda {
   int64_t B = -1, S = -1;
   bool train = false, keep = false;
-  Tensor images, image_nhwc, embed, embed_mean, embed_rstd;
+  Tensor images, embed, embed_mean, embed_rstd;
   std::vector<StageActsCuda> stages;
-  Tensor pooled, logits, conv_workspace, scan_workspace, block_scratch;
-  // Backward's gradients (kept): of the logits and the pooled features, and four buffers of
-  // the largest stage activation (block ping-pong, patch merging, the patch embedding), so
-  // that a step allocates nothing (a cudaFree waits for the whole device).
-  Tensor dlogits, dpooled, grad_bufs[4];
+  Tensor pooled, logits, block_scratch;
+  // The convolutions' and the scan's workspace: no op holds it past its return, and ops run
+  // one after another on one stream, so one buffer, the larger of the two, serves both.
+  Tensor op_workspace;
+  // Backward's gradients (kept): of the logits and the pooled features, and two buffers of
+  // the largest stage activation that ping-pong through the blocks, so that a step allocates
+  // nothing (a cudaFree waits for the whole device). The patch embedding and mergings work in
+  // block_scratch, which is free between blocks.
+  Tensor dlogits, dpooled, grad_bufs[2];
 };
 
 c::ConvShape patch_embed_shape(const ModelConfig& cfg, int64_t B, int64_t S) {
@@ -112,12 +116,11 @@ template <class Alloc>
 void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep,
                    Alloc&& alloc) {
   a.images = alloc(B * cfg.in_chans * S * S);
-  a.image_nhwc = alloc(B * S * S * cfg.in_chans);
   const int64_t side0 = S / 4, P0 = B * side0 * side0;
   a.embed = alloc(P0 * cfg.dims[0]);
   a.embed_mean = alloc(P0);
   a.embed_rstd = alloc(P0);
-  int64_t conv_ws = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scan_ws = 0, scratch = 0;
+  int64_t workspace = c::conv2d_workspace_floats(patch_embed_shape(cfg, B, S)), scratch = 0;
   a.stages.resize(size_t(cfg.num_stages()));
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     StageActsCuda& st = a.stages[size_t(i)];
@@ -128,25 +131,22 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
     if (train)
       for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(alloc(B));
     if (i + 1 < cfg.num_stages()) {
-      st.gathered = alloc(P * C);
-      st.merged_ln = alloc(P * C);
       st.merge_mean = alloc(P / 4);
       st.merge_rstd = alloc(P / 4);
     }
-    conv_ws = std::max(conv_ws, block_cuda_conv_workspace_floats(d));
-    scan_ws = std::max(scan_ws, block_cuda_scan_workspace_floats(d));
+    workspace = std::max({workspace, block_cuda_conv_workspace_floats(d), block_cuda_scan_workspace_floats(d)});
     scratch = std::max(scratch, block_cuda_scratch_floats(d));
   }
+  scratch = std::max(scratch, B * S * S * cfg.in_chans + P0 * cfg.dims[0]);  // the patch embedding's
   a.pooled = alloc(B * cfg.dims.back());
   a.logits = alloc(B * cfg.num_classes);
-  a.conv_workspace = alloc(conv_ws);
-  a.scan_workspace = alloc(scan_ws);
+  a.op_workspace = alloc(workspace);
   a.block_scratch = alloc(scratch);
   if (keep) {
     a.dlogits = alloc(B * cfg.num_classes);
     a.dpooled = alloc(B * cfg.dims.back());
     // Stage 0 holds the most: every later stage has a quarter of the positions and twice
-    // the channels, and a patch merging's (P_i, 4·C_{i-1}) is stage i-1's size.
+    // the channels.
     for (Tensor& t : a.grad_bufs) t = alloc(P0 * cfg.dims[0]);
   }
 }
@@ -288,11 +288,12 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   const c::Stream s = m.stream;
   a.images.reshape(images.shape()).copy_from(images);
 
-  // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0)
-  c::nchw_to_nhwc(F(a.image_nhwc), F(a.images), B, cfg.in_chans, S, S, s);
+  // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0). The scratch is free until the first block.
+  float* image_nhwc = F(a.block_scratch);
+  c::nchw_to_nhwc(image_nhwc, F(a.images), B, cfg.in_chans, S, S, s);
   const c::ConvShape pe = patch_embed_shape(cfg, B, S);
-  c::conv2d_forward(F(a.embed), F(a.image_nhwc), m.w("patch_embed.proj.weight"), m.w("patch_embed.proj.bias"), pe,
-                    F(a.conv_workspace), s);
+  c::conv2d_forward(F(a.embed), image_nhwc, m.w("patch_embed.proj.weight"), m.w("patch_embed.proj.bias"), pe,
+                    F(a.op_workspace), s);
   const int64_t P0 = B * pe.out_h() * pe.out_w();
   c::layernorm_forward(F(a.stages[0].xs[0]), F(a.embed_mean), F(a.embed_rstd), F(a.embed),
                        m.w("patch_embed.norm.weight"), m.w("patch_embed.norm.bias"), P0, cfg.dims[0], s);
@@ -307,8 +308,8 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
       BlockContextCuda ctx;
       ctx.train = train;
       ctx.keep = keep_for_backward;
-      ctx.conv_workspace = F(a.conv_workspace);
-      ctx.scan_workspace = F(a.scan_workspace);
+      ctx.conv_workspace = F(a.op_workspace);
+      ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
       if (train) {
@@ -327,11 +328,12 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
     if (i + 1 < cfg.num_stages()) {
       const std::string p = "layers." + std::to_string(i) + ".downsample.";
       const int64_t Pi = d.P(), C = d.C;
-      c::patch_gather_forward(F(st.gathered), F(st.xs.back()), B, d.H, d.W, C, s);
-      c::layernorm_forward(F(st.merged_ln), F(st.merge_mean), F(st.merge_rstd), F(st.gathered),
-                           m.w(p + "norm.weight"), m.w(p + "norm.bias"), Pi / 4, 4 * C, s);
-      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), F(st.merged_ln), m.w(p + "reduction.weight"), nullptr,
-                        Pi / 4, 4 * C, 2 * C, s);
+      float *gathered = F(a.block_scratch), *merged_ln = gathered + Pi * C;  // free between blocks
+      c::patch_gather_forward(gathered, F(st.xs.back()), B, d.H, d.W, C, s);
+      c::layernorm_forward(merged_ln, F(st.merge_mean), F(st.merge_rstd), gathered, m.w(p + "norm.weight"),
+                           m.w(p + "norm.bias"), Pi / 4, 4 * C, s);
+      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), merged_ln, m.w(p + "reduction.weight"), nullptr, Pi / 4,
+                        4 * C, 2 * C, s);
     }
   }
 
@@ -366,7 +368,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   c::linear_backward(dpooled, m.g("head.weight"), m.g("head.bias"), dlogits, F(a.pooled), m.w("head.weight"), B,
                      last.C, K, s);
 
-  // grad_bufs[0] and [1] ping-pong through the blocks; [2] and [3] serve the patch mergings.
+  // grad_bufs[0] and [1] ping-pong through the blocks and the patch mergings.
   Tensor* dcur = &a.grad_bufs[0];
   Tensor* dnext = &a.grad_bufs[1];
   c::avgpool_backward(zeroed(*dcur, last.P() * last.C), dpooled, B, last.H * last.W, last.C, s);
@@ -377,8 +379,8 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       BlockContextCuda ctx;
       ctx.train = a.train;
       ctx.keep = true;
-      ctx.conv_workspace = F(a.conv_workspace);
-      ctx.scan_workspace = F(a.scan_workspace);
+      ctx.conv_workspace = F(a.op_workspace);
+      ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
       ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
@@ -391,13 +393,18 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
     if (i > 0) {  // back through the patch merging that produced this stage's input
       StageActsCuda& prev = a.stages[size_t(i) - 1];
       const BlockDims dp = stage_dims(cfg, i - 1, B, S);
-      const int64_t Pi = d.P(), Cp = dp.C;
+      const int64_t Pi = d.P(), Cp = dp.C, n = Pi * 4 * Cp;
       const std::string p = "layers." + std::to_string(i - 1) + ".downsample.";
-      float* dln = zeroed(a.grad_bufs[2], Pi * 4 * Cp);
-      c::linear_backward(dln, m.g(p + "reduction.weight"), nullptr, F(*dcur), F(prev.merged_ln),
-                         m.w(p + "reduction.weight"), Pi, 4 * Cp, 2 * Cp, s);
-      float* dgathered = zeroed(a.grad_bufs[3], Pi * 4 * Cp);
-      c::layernorm_backward(dgathered, m.g(p + "norm.weight"), m.g(p + "norm.bias"), dln, F(prev.gathered),
+      // Forward's gathered rows and their LayerNorm again, and both gradients, in the scratch.
+      float *gathered = F(a.block_scratch), *merged_ln = gathered + n, *dln = gathered + 2 * n,
+            *dgathered = gathered + 3 * n;
+      c::patch_gather_forward(gathered, F(prev.xs.back()), B, dp.H, dp.W, Cp, s);
+      c::layernorm_forward(merged_ln, nullptr, nullptr, gathered, m.w(p + "norm.weight"), m.w(p + "norm.bias"), Pi,
+                           4 * Cp, s);
+      c::memset_zero_async(dln, size_t(2 * n) * sizeof(float), s);
+      c::linear_backward(dln, m.g(p + "reduction.weight"), nullptr, F(*dcur), merged_ln, m.w(p + "reduction.weight"),
+                         Pi, 4 * Cp, 2 * Cp, s);
+      c::layernorm_backward(dgathered, m.g(p + "norm.weight"), m.g(p + "norm.bias"), dln, gathered,
                             m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s);
       c::patch_gather_backward(zeroed(*dnext, dp.P() * Cp), dgathered, B, dp.H, dp.W, Cp, s);
       std::swap(dcur, dnext);
@@ -406,14 +413,16 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
 
   const c::ConvShape pe = patch_embed_shape(cfg, B, S);
   const int64_t P0 = B * pe.out_h() * pe.out_w();
-  float* dembed = zeroed(a.grad_bufs[2], P0 * cfg.dims[0]);
+  float *dembed = F(a.block_scratch), *image_nhwc = dembed + P0 * cfg.dims[0];
+  c::memset_zero_async(dembed, size_t(P0 * cfg.dims[0]) * sizeof(float), s);
+  c::nchw_to_nhwc(image_nhwc, F(a.images), B, cfg.in_chans, S, S, s);
   c::layernorm_backward(dembed, m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(*dcur), F(a.embed),
                         m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s);
   Tensor dimg_nhwc;
   if (want_input_grad) dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
   c::conv2d_backward(want_input_grad ? F(dimg_nhwc) : nullptr, m.g("patch_embed.proj.weight"),
-                     m.g("patch_embed.proj.bias"), dembed, F(a.image_nhwc), m.w("patch_embed.proj.weight"), pe,
-                     F(a.conv_workspace), s);
+                     m.g("patch_embed.proj.bias"), dembed, image_nhwc, m.w("patch_embed.proj.weight"), pe,
+                     F(a.op_workspace), s);
   if (!want_input_grad) {
     c::stream_sync(s);  // surface asynchronous faults here, naming backward
     return Tensor();
