@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# CPU thread scaling of MedMamba inference (issue 15): images/s of MedMamba-T at 224 px,
-# batch 16, for 1, 2, 4, 8 and 16 threads, in float32, bf16 and int8, with mm-bench's own
-# random model and images (nothing read from disk, nothing built).
+# CPU thread scaling of MedMamba inference (issue 15): images/s at 224 px, batch 16, for 1, 2,
+# 4, 8 and 16 threads, with mm-bench's own random model and images (nothing read from disk,
+# nothing built; only the mm-bench binary is needed).
 #
 #   bench/cpu_scaling.sh PATH/TO/mm-bench [THREADS...]     e.g. bench/cpu_scaling.sh build/mm-bench
 #
-# Each configuration runs twice (3 timed iterations after 1 warm-up each) and the better run
-# counts: other work on the machine only ever slows a run down. The 2 -> 16 thread ratio is
-# printed per precision (issue 15 asks >= 6x). OpenMP threads are bound one per core
-# (OMP_PROC_BIND=close, OMP_PLACES=cores) unless the environment sets either already. On a
-# machine with other work running, also try OMP_WAIT_POLICY=passive (docs/benchmarks.md says
-# why: spinning threads there can make 2 threads slower than 1).
+# Rows: float32 with the batch split into one sub-batch per thread (MM_CPU_BATCH_SPLIT=images,
+# lib/model/cpu_batch_split.h) and with every op parallel over the whole batch
+# (MM_CPU_BATCH_SPLIT=ops), then bf16 and int8 (per op; they have no sub-batch mode). A cell
+# that mm-bench reports as run in the other mode (1 thread: always per op; an mm-bench from
+# before the switch: never split) is marked "(ran per op)".
+# Models: MedMamba-T, and the dims 48,96,192,384 / depths 2,2,4,2 model of issue 15's
+# mm-predict run; ARCHS="tiny" (or ARCHS="48,96,192,384:2,2,4,2") runs one of them.
+#
+# Each configuration runs twice (3 timed iterations after 1 warm-up each), the two modes of
+# float32 alternating, and the better run counts: other work on the machine only ever slows a
+# run down. The 2 -> 16 thread ratio is printed per row (issue 15 asks >= 6x). OpenMP threads
+# are bound one per core (OMP_PROC_BIND=close, OMP_PLACES=cores) unless the environment sets
+# either already. On a machine with other work running, also try OMP_WAIT_POLICY=passive
+# (docs/benchmarks.md says why: spinning threads there can make 2 threads slower than 1).
 # bf16 / int8 need a build with oneDNN and a CPU with AVX512_BF16 / AVX512_VNNI (or AMX); where
 # they are missing mm-bench says why and that row reads "n/a".
 set -u -o pipefail
@@ -27,60 +35,90 @@ if [ ! -x "$bench" ]; then
 fi
 threads=("$@")
 [ ${#threads[@]} -eq 0 ] && threads=(1 2 4 8 16)
-precisions=(fp32 bf16 int8)
+read -r -a archs <<< "${ARCHS:-tiny 48,96,192,384:2,2,4,2}"
+# row name -> "precision split" (split: the MM_CPU_BATCH_SPLIT value asked for)
+rows=("fp32, sub-batch per thread|fp32 images" "fp32, per op|fp32 ops" "bf16, per op|bf16 ops" "int8, per op|int8 ops")
 batch=16
 size=224
 cores=$(nproc)
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
 
 export OMP_PROC_BIND=${OMP_PROC_BIND:-close}
 export OMP_PLACES=${OMP_PLACES:-cores}
 
-echo "# CPU scaling: MedMamba-T, ${size} px, batch ${batch}, mm-bench forward (best of 2 runs)"
+echo "# CPU scaling: ${size} px, batch ${batch}, mm-bench forward (best of 2 runs)"
 echo "# $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), ${cores} CPUs online; $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# OMP_PROC_BIND=${OMP_PROC_BIND} OMP_PLACES=${OMP_PLACES} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-unset} OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# img/s of one run, or empty when mm-bench failed (its message goes to stderr).
+# "img/s split" of one run (batch_split as mm-bench reports it: ops, images/N, or "?" from an
+# mm-bench without the field), or nothing when mm-bench failed (its message goes to stderr).
 run_once() {
-  local precision=$1 t=$2 line
-  line=$("$bench" --variant tiny --size "$size" --batch "$batch" --precision "$precision" --threads "$t" \
-           --iters 3 --warmup 1 2>/tmp/cpu_scaling.$$.err) || { sed 's/^/#   /' /tmp/cpu_scaling.$$.err >&2; return 0; }
-  echo "$line" | tr ' ' '\n' | sed -n 's/^img\/s=//p'
+  local arch=$1 precision=$2 split=$3 t=$4 line model
+  if [ "$arch" = tiny ]; then model=(--variant tiny)
+  else model=(--dims "${arch%%:*}" --depths "${arch##*:}"); fi
+  line=$(MM_CPU_BATCH_SPLIT=$split "$bench" "${model[@]}" --size "$size" --batch "$batch" \
+           --precision "$precision" --threads "$t" --iters 3 --warmup 1 2>"$err") ||
+    { sed 's/^/#   /' "$err" >&2; return 0; }
+  local ips ran
+  ips=$(echo "$line" | tr ' ' '\n' | sed -n 's/^img\/s=//p')
+  ran=$(echo "$line" | tr ' ' '\n' | sed -n 's/^batch_split=//p')
+  echo "$ips ${ran:-?}"
 }
 
-best_of_two() {
-  local a b
-  a=$(run_once "$1" "$2")
-  b=$(run_once "$1" "$2")
-  if [ -z "$a" ] && [ -z "$b" ]; then echo ""; return; fi
-  awk -v a="${a:-0}" -v b="${b:-0}" 'BEGIN { printf "%.1f", (a > b ? a : b) }'
-}
-
-header="precision"
-for t in "${threads[@]}"; do header="$header | ${t} thr"; done
-echo ""
-echo "| $header | 16/2 |"
-sep="---"
-for _ in "${threads[@]}"; do sep="$sep|---"; done
-echo "|$sep|---|"
-
-for p in "${precisions[@]}"; do
-  row="$p"
-  declare -A ips=()
+declare -A best=() ran_as=()
+# Best of two runs of every (row, threads), the runs of one thread count alternating over rows.
+measure() {
+  local arch=$1 t r p s out ips ran
   for t in "${threads[@]}"; do
-    v=$(best_of_two "$p" "$t")
-    ips[$t]=$v
-    cell=${v:-n/a}
-    [ "$t" -gt "$cores" ] && cell="$cell (>${cores} CPUs)"
-    row="$row | $cell"
+    for _ in 1 2; do
+      for r in "${!rows[@]}"; do
+        read -r p s <<< "${rows[$r]#*|}"
+        out=$(run_once "$arch" "$p" "$s" "$t")
+        [ -z "$out" ] && continue
+        read -r ips ran <<< "$out"
+        if [ -z "${best[$r,$t]:-}" ] || awk -v a="$ips" -v b="${best[$r,$t]}" 'BEGIN { exit !(a > b) }'; then
+          best[$r,$t]=$ips
+        fi
+        ran_as[$r,$t]=$ran
+      done
+    done
   done
-  ratio="n/a"
-  if [ -n "${ips[2]:-}" ] && [ -n "${ips[16]:-}" ]; then
-    ratio=$(awk -v a="${ips[2]}" -v b="${ips[16]}" 'BEGIN { printf "%.2fx", b / a }')
-  fi
-  echo "| $row | $ratio |"
-  unset ips
+}
+
+for arch in "${archs[@]}"; do
+  best=() ran_as=()
+  measure "$arch"
+  name=$arch
+  [ "$arch" = tiny ] && name="MedMamba-T"
+  [ "$arch" != tiny ] && name="dims ${arch%%:*}, depths ${arch##*:}"
+  echo ""
+  echo "## ${name}"
+  echo ""
+  header="mode"
+  for t in "${threads[@]}"; do header="$header | ${t} thr"; done
+  echo "| $header | 16/2 |"
+  sep="---"
+  for _ in "${threads[@]}"; do sep="$sep|---"; done
+  echo "|$sep|---|"
+  for r in "${!rows[@]}"; do
+    read -r _ s <<< "${rows[$r]#*|}"
+    row="${rows[$r]%%|*}"
+    for t in "${threads[@]}"; do
+      v=${best[$r,$t]:-}
+      cell=$( [ -n "$v" ] && awk -v v="$v" 'BEGIN { printf "%.1f", v }' || echo "n/a")
+      ran=${ran_as[$r,$t]:-}
+      [ "$s" = images ] && [ -n "$v" ] && [ "${ran%%/*}" != images ] && cell="$cell (ran per op)"
+      [ "$t" -gt "$cores" ] && cell="$cell (>${cores} CPUs)"
+      row="$row | $cell"
+    done
+    ratio="n/a"
+    if [ -n "${best[$r,2]:-}" ] && [ -n "${best[$r,16]:-}" ]; then
+      ratio=$(awk -v a="${best[$r,2]}" -v b="${best[$r,16]}" 'BEGIN { printf "%.2fx", b / a }')
+    fi
+    echo "| $row | $ratio |"
+  done
 done
-rm -f /tmp/cpu_scaling.$$.err
 echo ""
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

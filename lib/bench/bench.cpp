@@ -12,6 +12,7 @@
 
 #include "core/cuda_memory.h"
 #include "core/error.h"
+#include "model/cpu_batch_split.h"
 #include "model/cpu_bf16_model.h"
 #include "model/cpu_int8_model.h"
 #include "model/cuda_model_bench.h"
@@ -179,8 +180,11 @@ BenchResult run_benchmark(const BenchOptions& o) {
     const double mib = double(gpu_bytes_in_use() - gpu_bytes_before) / (1 << 20);
     return make_bench_result(o, dt, "cuda", " gpu_mem_MiB=" + std::to_string(int64_t(mib)));
   }
+  // How the eval forward used its threads (MM_CPU_BATCH_SPLIT): per op, or per sub-batch.
+  const int sub_batches = train ? 1 : sub_batch_count(batch_split_setting(), o.batch, omp_get_max_threads());
+  const std::string split = sub_batches > 1 ? " batch_split=images/" + std::to_string(sub_batches) : " batch_split=ops";
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
-                           images_per_cpu_second(o, c0));
+                           images_per_cpu_second(o, c0) + split);
 }
 
 double run_torch_reference(const BenchOptions& o, const std::string& python) {

@@ -1,5 +1,7 @@
 #include "model/medmamba.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +10,7 @@
 
 #include "core/error.h"
 #include "model/block.h"
+#include "model/cpu_batch_split.h"
 #include "ops/conv2d.h"
 #include "ops/layernorm.h"
 #include "ops/layout.h"
@@ -231,13 +234,34 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
   keep_for_backward = keep_for_backward || train;
   MM_CHECK(images.device() == Device::CPU, "forward: the CPU backend takes CPU tensors");
   const int64_t B = images.dim(0), S = check_forward_input(cfg_, images);
-  ModelActs& a = *acts_;
-  allocate_acts(a, cfg_, B, S, train, keep_for_backward);
+  Tensor logits = Tensor::empty({B, cfg_.num_classes});
+  // Training and kept activations need the whole batch in one set of activations (BatchNorm
+  // batch statistics, backward); a plain eval forward may run per image (cpu_batch_split.h).
+  const int workers =
+      keep_for_backward ? 1 : sub_batch_count(batch_split_setting(), B, omp_get_max_threads());
+  if (workers == 1) {
+    allocate_acts(*acts_, cfg_, B, S, train, keep_for_backward);
+    forward_pass(logits.f32(), images.f32(), *acts_);
+    return logits;
+  }
+  while (sub_batch_acts_.size() < size_t(workers)) sub_batch_acts_.push_back(std::make_unique<ModelActs>());
+  const int64_t image_floats = cfg_.in_chans * S * S;
+  run_sub_batches(B, workers, [&](int w, int64_t first, int64_t count) {
+    ModelActs& a = *sub_batch_acts_[size_t(w)];
+    allocate_acts(a, cfg_, count, S, false, false);  // by this worker: its pages near its core
+    forward_pass(logits.f32() + first * cfg_.num_classes, images.f32() + first * image_floats, a);
+  });
+  return logits;
+}
+
+void MedMamba::forward_pass(float* logits, const float* images, ModelActs& a) {
+  const int64_t B = a.B, S = a.S;
+  const bool train = a.train, keep_for_backward = a.keep;
   float* P = params_.f32();
   auto w = [&](const std::string& name) { return P + table_.at(name).offset; };
 
   // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0)
-  nchw_to_nhwc(a.image_nhwc.f32(), images.f32(), B, cfg_.in_chans, S, S);
+  nchw_to_nhwc(a.image_nhwc.f32(), images, B, cfg_.in_chans, S, S);
   const Conv2dShape pe = patch_embed_shape(cfg_, B, S);
   conv2d_forward(a.embed.f32(), a.image_nhwc.f32(), w("patch_embed.proj.weight"), w("patch_embed.proj.bias"),
                  pe, a.conv_workspace.f32());
@@ -282,9 +306,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
 
   const int64_t side_last = (S / 4) >> (cfg_.num_stages() - 1), C_last = cfg_.dims.back();
   avgpool_forward(a.pooled.f32(), a.stages.back().xs.back().f32(), B, side_last * side_last, C_last);
-  Tensor logits = Tensor::empty({B, cfg_.num_classes});
-  linear_forward(logits.f32(), a.pooled.f32(), w("head.weight"), w("head.bias"), B, C_last, cfg_.num_classes);
-  return logits;
+  linear_forward(logits, a.pooled.f32(), w("head.weight"), w("head.bias"), B, C_last, cfg_.num_classes);
 }
 
 Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {

@@ -63,11 +63,18 @@ class MedMamba : public Model {
   void set_batchnorm_sync(BatchNormSync sync) override { batchnorm_sync_ = std::move(sync); }
 
  private:
+  // images (a.B, in_chans, a.S, a.S) -> logits (a.B, classes) through a's activations, in
+  // the mode (train, keep) they were allocated for.
+  void forward_pass(float* logits, const float* images, ModelActs& a);
+
   ModelConfig cfg_;
   ParamTable table_;
   Tensor params_, grads_;
   std::vector<int64_t> batches_tracked_;
   std::unique_ptr<ModelActs> acts_;
+  // An eval forward split into sub-batches (lib/model/cpu_batch_split.h): one set of
+  // activations per worker thread, kept for the next batch.
+  std::vector<std::unique_ptr<ModelActs>> sub_batch_acts_;
   std::mt19937_64 rng_{0};
   BatchNormSync batchnorm_sync_;
 };

@@ -1,0 +1,165 @@
+// The CPU eval forward split into one sub-batch per thread (lib/model/cpu_batch_split.h)
+// against the per-op parallel forward.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/cpu_batch_split.h"
+#include "model/medmamba.h"
+#include "test_util.h"
+
+using namespace mm;
+using namespace mm::test;
+
+namespace {
+
+// A batch split and an OpenMP thread count for one scope; both put back after.
+class SplitScope {
+ public:
+  SplitScope(BatchSplit split, int threads) : split_(split), threads_(omp_get_max_threads()) {
+    omp_set_num_threads(threads);
+  }
+  ~SplitScope() { omp_set_num_threads(threads_); }
+
+ private:
+  ScopedBatchSplit split_;
+  int threads_;
+};
+
+// dims 16..128, depths 1,1,2,1, 64 px: every stage, and several positions per image at the last.
+MedMamba small_model() {
+  ModelConfig cfg;
+  cfg.dims = {16, 32, 64, 128};
+  cfg.depths = {1, 1, 2, 1};
+  cfg.num_classes = 7;
+  cfg.image_size = 64;
+  MedMamba m(cfg);
+  m.init_reference(3);
+  return m;
+}
+
+Tensor random_images(int64_t B, const ModelConfig& cfg, uint32_t seed) {
+  const std::vector<float> v = normal_values(B * cfg.in_chans * cfg.image_size * cfg.image_size, seed);
+  Tensor t = Tensor::empty({B, cfg.in_chans, cfg.image_size, cfg.image_size});
+  std::copy(v.begin(), v.end(), t.f32());
+  return t;
+}
+
+Tensor forward_with(MedMamba& m, const Tensor& images, BatchSplit split, int threads) {
+  SplitScope scope(split, threads);
+  return m.forward(images, /*train=*/false);
+}
+
+// A GEMM with fewer rows may block its sums differently: the sub-batch logits may differ from
+// the whole batch's in the last bits (measured: 5e-8 at most on logits up to 0.1, relative L2 5e-7).
+constexpr float kRtol = 1e-5f, kAtol = 1e-6f;
+
+}  // namespace
+
+TEST_CASE("the sub-batch eval forward gives the per-op forward's logits (batch 5 over 2 and 3 threads)") {
+  MedMamba m = small_model();
+  const Tensor images = random_images(5, m.config(), 11);
+  const Tensor per_op = forward_with(m, images, BatchSplit::Ops, 3);
+  const Tensor images2 = random_images(5, m.config(), 12);
+  const Tensor per_op2 = forward_with(m, images2, BatchSplit::Ops, 3);
+  for (int threads : {2, 3}) {
+    INFO(threads << " threads: sub-batches of " << (threads == 2 ? "3+2" : "2+2+1") << " images");
+    CHECK(sub_batch_count(BatchSplit::Images, 5, threads) == threads);
+    const Tensor split = forward_with(m, images, BatchSplit::Images, threads);
+    check_close("sub-batch logits", split, per_op, kRtol, kAtol);
+    // Other images of the same shape: the workers' kept activations hold nothing stale.
+    const Tensor split2 = forward_with(m, images2, BatchSplit::Images, threads);
+    check_close("sub-batch logits, second batch", split2, per_op2, kRtol, kAtol);
+  }
+  // Auto at 2 threads splits 5 images (3+2: 5/6 of the thread-time busy).
+  check_close("auto", forward_with(m, images, BatchSplit::Auto, 2), per_op, kRtol, kAtol);
+  // An image's logits do not depend on the images beside it: image 3 alone (batch 1, per-op).
+  const int64_t image_floats = images.numel() / 5, classes = m.config().num_classes;
+  Tensor one = Tensor::empty({1, images.dim(1), images.dim(2), images.dim(3)});
+  std::copy(images.f32() + 3 * image_floats, images.f32() + 4 * image_floats, one.f32());
+  const Tensor alone = forward_with(m, one, BatchSplit::Images, 2);  // one image: per-op whatever the mode
+  check_close("image 3 alone", alone.f32(), per_op.f32() + 3 * classes, classes, kRtol, kAtol);
+}
+
+TEST_CASE("a train-mode or kept forward runs per op whatever MM_CPU_BATCH_SPLIT says") {
+  MedMamba m = small_model();
+  const Tensor images = random_images(4, m.config(), 12);
+  const Tensor eval_split = forward_with(m, images, BatchSplit::Images, 2);
+  SplitScope scope(BatchSplit::Images, 2);
+  // keep_for_backward: one set of activations for backward(), through the unfused block ops
+  // (test_model.cpp's tolerance against PyTorch).
+  const Tensor kept = m.forward(images, /*train=*/false, /*keep_for_backward=*/true);
+  check_close("kept forward", kept, eval_split, 1e-4f, 1e-5f);
+  // Train mode: BatchNorm's batch statistics over the whole batch; the same calls either way.
+  m.seed_drop_path(1);
+  const Tensor train_split = m.forward(images, /*train=*/true);
+  const Tensor train_ops = [&] {
+    SplitScope ops(BatchSplit::Ops, 2);
+    m.seed_drop_path(1);
+    return m.forward(images, /*train=*/true);
+  }();
+  check_close("train-mode forward", train_split, train_ops, 0.f, 0.f);
+  m.forward(images, /*train=*/false, /*keep_for_backward=*/true);
+  Tensor dlogits = Tensor::zeros({4, m.config().num_classes});
+  dlogits.f32()[0] = 1.f;
+  m.zero_grad();
+  CHECK(m.backward(dlogits, /*want_input_grad=*/true).shape() == images.shape());
+}
+
+TEST_CASE("sub_batch_count: per-op for one thread, one image or uneven splits; images where they fill the threads") {
+  CHECK(sub_batch_count(BatchSplit::Auto, 16, 16) == 16);
+  CHECK(sub_batch_count(BatchSplit::Auto, 32, 16) == 16);
+  CHECK(sub_batch_count(BatchSplit::Auto, 3, 2) == 2);   // 3/4 busy: at the threshold
+  CHECK(sub_batch_count(BatchSplit::Auto, 20, 16) == 1);  // 20/32 busy
+  CHECK(sub_batch_count(BatchSplit::Auto, 8, 16) == 1);   // half the threads idle
+  CHECK(sub_batch_count(BatchSplit::Auto, 1, 16) == 1);
+  CHECK(sub_batch_count(BatchSplit::Auto, 16, 1) == 1);
+  CHECK(sub_batch_count(BatchSplit::Images, 8, 16) == 8);
+  CHECK(sub_batch_count(BatchSplit::Images, 1, 16) == 1);
+  CHECK(sub_batch_count(BatchSplit::Ops, 16, 16) == 1);
+  CHECK(split_efficiency(5, 2) == doctest::Approx(5.0 / 6.0));
+  CHECK(batch_split_from_name("images") == BatchSplit::Images);
+  {
+    ScopedBatchSplit ops(BatchSplit::Ops);
+    CHECK(batch_split_setting() == BatchSplit::Ops);
+    {
+      ScopedBatchSplit images(BatchSplit::Images);
+      CHECK(batch_split_setting() == BatchSplit::Images);
+    }
+    CHECK(batch_split_setting() == BatchSplit::Ops);
+  }
+  CHECK_THROWS_WITH_AS(batch_split_from_name("threads"), doctest::Contains("auto, ops or images"), Error);
+}
+
+TEST_CASE("run_sub_batches: contiguous sub-batches, one thread each, ops single-threaded, errors rethrown") {
+  const int before = omp_get_max_threads();
+  std::vector<int64_t> first(3, -1), count(3, -1);
+  std::vector<int> inner_threads(3, -1), inner_team(3, -1);
+  run_sub_batches(7, 3, [&](int w, int64_t f, int64_t n) {
+    first[size_t(w)] = f;
+    count[size_t(w)] = n;
+    inner_threads[size_t(w)] = omp_get_max_threads();
+    int team = 0;
+#pragma omp parallel
+    {
+#pragma omp atomic
+      ++team;
+    }
+    inner_team[size_t(w)] = team;
+  });
+  CHECK(first == std::vector<int64_t>{0, 3, 5});
+  CHECK(count == std::vector<int64_t>{3, 2, 2});
+  CHECK(inner_threads == std::vector<int>{1, 1, 1});
+  CHECK(inner_team == std::vector<int>{1, 1, 1});
+  CHECK(omp_get_max_threads() == before);  // the workers' setting stayed inside the region
+  CHECK_THROWS_WITH_AS(run_sub_batches(4, 2,
+                                       [](int w, int64_t, int64_t) {
+                                         if (w == 1) throw Error("worker 1 failed");
+                                       }),
+                       "worker 1 failed", Error);
+}
