@@ -99,6 +99,24 @@ class Walker {
     }
   }
 
+  // Encapsulated pixel data (PS3.5 A.4) from its first item: the Basic Offset
+  // Table (whose offsets one frame does not need: DCMTK's path starts frame 0
+  // at the first fragment too), fragment items of defined length, the sequence
+  // delimiter. Each fragment as (offset, length); at most one per 8 bytes of file.
+  bool fragments(size_t& at, std::vector<std::pair<size_t, size_t>>& out) const {
+    Element item;
+    if (!header(at, item) || item.tag != kItem || item.length == kUndefined || !skip_value(item, at)) return false;
+    for (;;) {
+      if (!header(at, item)) return false;
+      if (item.tag == kSequenceEnd) {
+        at = item.value;
+        return item.length == 0 && !out.empty();
+      }
+      if (item.tag != kItem || item.length == kUndefined || !skip_value(item, at)) return false;
+      out.emplace_back(item.value, item.length);
+    }
+  }
+
  private:
   const std::vector<uint8_t>& b_;
   bool explicit_;
@@ -168,20 +186,29 @@ std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes) {
     if (e.tag == 0x00020010) syntax = first_component({reinterpret_cast<const char*>(&b[e.value]), e.length});
   }
   if (meta_end != 0 && meta_end != at) return std::nullopt;
-  const bool explicit_vr = syntax == "1.2.840.10008.1.2.1";
+  // The encapsulated syntaxes our decoders take (the reader routes each to its
+  // decoder); all are explicit VR little endian.
+  static const std::string_view kEncapsulated[] = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+                                                   "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"};
+  const bool encapsulated =
+      std::find(std::begin(kEncapsulated), std::end(kEncapsulated), syntax) != std::end(kEncapsulated);
+  const bool explicit_vr = encapsulated || syntax == "1.2.840.10008.1.2.1";
   if (!explicit_vr && syntax != "1.2.840.10008.1.2") return std::nullopt;
 
   const Walker walker(b, explicit_vr);
   Found found;
   Element pixels;
+  std::vector<std::pair<size_t, size_t>> fragments;  // encapsulated: (offset, length) of each
   uint32_t last_tag = 0;
   for (Element e;;) {
     if (!walker.header(at, e) || e.tag <= last_tag || needs_careful_path(e.tag)) return std::nullopt;
     last_tag = e.tag;
     if (e.tag == kPixelData) {
-      if (e.length == kUndefined || (explicit_vr && std::memcmp(e.vr, "OW", 2) != 0 && std::memcmp(e.vr, "OB", 2) != 0) ||
-          !walker.skip_value(e, at))
-        return std::nullopt;  // encapsulated, or not pixel data we know
+      if (explicit_vr && std::memcmp(e.vr, "OW", 2) != 0 && std::memcmp(e.vr, "OB", 2) != 0) return std::nullopt;
+      // Native data under an encapsulated syntax, or the reverse: DCMTK's path sorts it out.
+      if (encapsulated != (e.length == kUndefined)) return std::nullopt;
+      at = e.value;
+      if (encapsulated ? !walker.fragments(at, fragments) : !walker.skip_value(e, at)) return std::nullopt;
       pixels = e;
       break;
     }
@@ -245,9 +272,20 @@ std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes) {
   } catch (const ImageError&) {
     return std::nullopt;  // the careful path says what is wrong with it
   }
-  if (int64_t(pixels.length) < l.total_bytes()) return std::nullopt;
-  f.pixel_offset = pixels.value;
-  f.pixel_length = pixels.length;
+  if (encapsulated) {
+    if (l.frames != 1) return std::nullopt;  // which fragments make which frame: DCMTK's path decides
+    f.pixel_offset = fragments[0].first;
+    f.pixel_length = fragments[0].second;
+    if (fragments.size() > 1)
+      for (const auto& [offset, length] : fragments)
+        f.joined.insert(f.joined.end(), b.data() + offset, b.data() + offset + length);
+  } else {
+    if (int64_t(pixels.length) < l.total_bytes()) return std::nullopt;
+    f.pixel_offset = pixels.value;
+    f.pixel_length = pixels.length;
+  }
+  f.encapsulated = encapsulated;
+  f.transfer_syntax = std::string(syntax);
   f.sop_class_uid = std::string(first_component(found.values[kSopClass]));
   f.sop_uid = std::string(first_component(found.values[kSopInstance]));
   f.modality = std::string(first_component(found.values[kModality]));

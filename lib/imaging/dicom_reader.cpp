@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 
+#include "core/error.h"
 #include "data/input_stages.h"
 #include "imaging/dicom_attributes.h"
 #include "imaging/dicom_dictionary.h"
@@ -215,6 +216,31 @@ struct Decoded {
   size_t size = 0;
 };
 
+// Our decoder for what DCMTK's codec or CharLS would decode, when the options
+// want ours tried first; nullopt: theirs only.
+std::optional<Route> own_route(Route route, const DicomOptions& opt) {
+  if (route == Route::JpegLossless && opt.own_jpeg_lossless) return Route::JpegLossless;
+  if (route == Route::JpegLs && opt.own_jpegls) return Route::OwnJpegLs;
+  return std::nullopt;
+}
+
+// One codestream per frame, decoded by the route's decoder (not Route::Dcmtk)
+// into the native layout; the decoder may set layout.planar.
+std::vector<uint8_t> decode_streams(Route route, const std::vector<dicom::Codestream>& streams, PixelLayout& layout,
+                                    const std::string& what) {
+  switch (route) {
+    case Route::Jpeg2000: return dicom::decode_j2k_frames(streams, layout, what);
+    case Route::JpegLs: return dicom::decode_jpegls_frames(streams, layout, what);
+    case Route::OwnJpegLs: return dicom::decode_own_jpegls_frames(streams, layout, what);
+    case Route::JpegLossless: return dicom::decode_jpeg_lossless_frames(streams, layout, what);
+    case Route::Deflated: return dicom::inflate_frames(streams, layout, what);
+    case Route::RleBits: return dicom::decode_rle_bit_frames(streams, layout, what);
+    case Route::Dcmtk: break;
+  }
+  MM_CHECK(false, "decode_streams: DCMTK decodes this route itself");
+  return {};
+}
+
 // The frames DCMTK does not decode, from their fragments.
 void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, Decoded& d, const std::string& what) {
   d.layout = dicom::read_layout(ds, PixelLayout::Kind::Integer, what);
@@ -223,15 +249,7 @@ void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, D
   const auto frame_bytes = encapsulated_frames(pixels, enc, d.layout.frames, what);
   std::vector<dicom::Codestream> streams;
   for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
-  switch (enc.route) {
-    case Route::Jpeg2000: d.owned = dicom::decode_j2k_frames(streams, d.layout, what); break;
-    case Route::JpegLs: d.owned = dicom::decode_jpegls_frames(streams, d.layout, what); break;
-    case Route::OwnJpegLs: d.owned = dicom::decode_own_jpegls_frames(streams, d.layout, what); break;
-    case Route::JpegLossless: d.owned = dicom::decode_jpeg_lossless_frames(streams, d.layout, what); break;
-    case Route::Deflated: d.owned = dicom::inflate_frames(streams, d.layout, what); break;
-    case Route::RleBits: d.owned = dicom::decode_rle_bit_frames(streams, d.layout, what); break;
-    case Route::Dcmtk: break;
-  }
+  d.owned = decode_streams(enc.route, streams, d.layout, what);
   d.bytes = d.owned.data();
   d.size = d.owned.size();
 }
@@ -255,11 +273,11 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   check_size(stored, opt, what);
 
   Encoding enc = encoding_of(file, pixels, stored, what);
-  if ((enc.route == Route::JpegLossless && opt.own_jpeg_lossless) || (enc.route == Route::JpegLs && opt.own_jpegls)) {
+  if (const std::optional<Route> own = own_route(enc.route, opt)) {
     // Ours when it takes the stream; otherwise (or when it finds damage) DCMTK
     // or CharLS decodes or reports it, as before ours existed.
     Encoding ours = enc;
-    if (enc.route == Route::JpegLs) ours.route = Route::OwnJpegLs;
+    ours.route = *own;
     try {
       decode_fragments(ds, pixels, ours, d, what);
       return d;
@@ -365,6 +383,37 @@ std::vector<Image> frames_as_images(const uint8_t* bytes, size_t size, const Pix
 // Files past this size are left to DCMTK, which loads pixel data only when used.
 constexpr uint64_t kNativePathMaxBytes = uint64_t(256) << 20;
 
+// The Images of a file the native path took; nullopt when its encapsulated
+// frame is one our decoder (as DCMTK's path would route it) does not take or
+// finds damaged: DCMTK's path then decodes or reports it.
+std::optional<std::vector<Image>> native_images(dicom::NativeFile& native, const DicomOptions& opt,
+                                                const std::string& what, std::optional<TimedStage>& stage) {
+  Image proto;
+  proto.source_path = what;
+  proto.format = "dicom";
+  proto.study_uid = std::move(native.study_uid);
+  proto.series_uid = std::move(native.series_uid);
+  proto.sop_uid = std::move(native.sop_uid);
+  proto.sop_class_uid = std::move(native.sop_class_uid);
+  proto.modality = std::move(native.modality);
+  proto.photometric = native.layout.photometric;
+  const dicom::Codestream pixels = native.pixels();
+  if (!native.encapsulated)
+    return frames_as_images(pixels.data, pixels.size, native.layout, native.voi, proto, opt, what, stage);
+  const std::optional<Route> own =
+      own_route(encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout).route, opt);
+  if (!own) return std::nullopt;
+  stage.emplace(InputStage::PixelData);
+  std::vector<uint8_t> decoded;
+  try {
+    check_size(native.layout, opt, what);  // before the decoder allocates
+    decoded = decode_streams(*own, {pixels}, native.layout, what);
+  } catch (const ImageError&) {
+    return std::nullopt;
+  }
+  return frames_as_images(decoded.data(), decoded.size(), native.layout, native.voi, proto, opt, what, stage);
+}
+
 }  // namespace
 
 std::vector<Image> read_dicom_as(const std::string& path, const std::string& what, const DicomOptions& opt) {
@@ -380,17 +429,8 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
     std::optional<dicom::NativeFile> native =
         dicom::read_native_file(path, std::min<uint64_t>(opt.max_file_bytes, kNativePathMaxBytes));
     if (native) {
-      Image proto;
-      proto.source_path = what;
-      proto.format = "dicom";
-      proto.study_uid = std::move(native->study_uid);
-      proto.series_uid = std::move(native->series_uid);
-      proto.sop_uid = std::move(native->sop_uid);
-      proto.sop_class_uid = std::move(native->sop_class_uid);
-      proto.modality = std::move(native->modality);
-      proto.photometric = native->layout.photometric;
-      return frames_as_images(native->bytes.data() + native->pixel_offset, native->pixel_length, native->layout,
-                              native->voi, proto, opt, what, stage);
+      std::optional<std::vector<Image>> images = native_images(*native, opt, what, stage);
+      if (images) return std::move(*images);
     }
     stage.emplace(InputStage::Parse);
   }
