@@ -227,13 +227,18 @@ TEST_CASE("conv2d matches a naive reference") {
 
 TEST_CASE("conv2d workspace") {
   CHECK(conv2d_workspace_floats({8, 56, 56, 48, 48, 1, 1, 1, 0}) == 0);
-  const Conv2dShape s{8, 56, 56, 48, 48, 3, 3, 1, 1};
+  const Conv2dShape s{8, 56, 56, 48, 48, 3, 3, 2, 1};  // stride 2: im2col only, never Winograd
   const int64_t ws = conv2d_workspace_floats(s);
   CHECK(ws > 0);
   // Bounded im2col chunk of whole output rows plus two weight-sized buffers, not B*H*W*K.
   const int64_t chunk = ws - 2 * s.Cout * s.col_k();
   CHECK(chunk % (s.out_w() * s.col_k()) == 0);
   CHECK(chunk <= int64_t(1) << 20);
+  // Stride 1: the buffer also holds conv2d_forward_eval's Winograd scratch where it takes
+  // that path, still bounded whatever the batch.
+  const Conv2dShape s1{8, 56, 56, 48, 48, 3, 3, 1, 1}, s1_big_batch{64, 56, 56, 48, 48, 3, 3, 1, 1};
+  if (const int m = winograd_tile_for(s1)) CHECK(conv2d_workspace_floats(s1) >= winograd_workspace_floats(s1, m));
+  CHECK(conv2d_workspace_floats(s1_big_batch) == conv2d_workspace_floats(s1));
 }
 
 TEST_CASE("conv2d fixture: conv2d_patch4") { run_conv_fixture("conv2d_patch4"); }

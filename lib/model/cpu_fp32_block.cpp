@@ -21,24 +21,15 @@ struct EvalBatchNorm {
   }
 };
 
-// out (P,c) = [relu](x·scale + shift), x's rows ldx floats apart (out may be x when ldx = c).
-void batchnorm_rows(float* out, const float* x, int64_t ldx, const EvalBatchNorm& bn, int64_t P, int64_t c,
-                    bool relu) {
+// out (P,c) = x·scale + shift, x's rows ldx floats apart.
+void batchnorm_rows(float* out, const float* x, int64_t ldx, const EvalBatchNorm& bn, int64_t P, int64_t c) {
   const float *scale = bn.scale.data(), *shift = bn.shift.data();
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < P; ++p) {
     const float* xr = x + p * ldx;
     float* o = out + p * c;
-    if (relu) {
 #pragma omp simd
-      for (int64_t i = 0; i < c; ++i) {
-        const float v = xr[i] * scale[i] + shift[i];
-        o[i] = v > 0.f ? v : 0.f;
-      }
-    } else {
-#pragma omp simd
-      for (int64_t i = 0; i < c; ++i) o[i] = xr[i] * scale[i] + shift[i];
-    }
+    for (int64_t i = 0; i < c; ++i) o[i] = xr[i] * scale[i] + shift[i];
   }
 }
 
@@ -87,12 +78,13 @@ void block_forward_inference(float* out, const float* x, const BlockWeights& w, 
   timed("out_proj", [&] { linear_forward(a.s.f32(), a.g.f32(), w.out_proj, nullptr, P, D, c); });
 
   // Convolution branch on the left half: (P,c) -> (P,c).
-  timed("bn0", [&] { batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c, false); });
-  timed("conv3x3", [&] {
-    conv2d_forward(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace);
-    batchnorm_rows(a.a1.f32(), a.a1.f32(), c, EvalBatchNorm(w.bn2, c), P, c, true);
-    conv2d_forward(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace);
-    batchnorm_rows(a.a4.f32(), a.a4.f32(), c, EvalBatchNorm(w.bn5, c), P, c, true);
+  timed("bn0", [&] { batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c); });
+  timed("conv3x3", [&] {  // each conv carries its BatchNorm and ReLU (Winograd: in the output transform)
+    const EvalBatchNorm bn2(w.bn2, c), bn5(w.bn5, c);
+    conv2d_forward_eval(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace,
+                        {bn2.scale.data(), bn2.shift.data(), true});
+    conv2d_forward_eval(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace,
+                        {bn5.scale.data(), bn5.shift.data(), true});
   });
   timed("conv1x1",
         [&] { conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), conv_workspace); });

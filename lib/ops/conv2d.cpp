@@ -154,7 +154,9 @@ Workspace split_workspace(float* ws, const Conv2dShape& s) {
 int64_t conv2d_workspace_floats(const Conv2dShape& s) {
   check_shape(s);
   if (s.is_pointwise()) return 0;
-  return rows_per_chunk(s) * s.out_w() * s.col_k() + (needs_permute(s) ? 2 * s.Cout * s.col_k() : 0);
+  const int64_t im2col = rows_per_chunk(s) * s.out_w() * s.col_k() + (needs_permute(s) ? 2 * s.Cout * s.col_k() : 0);
+  const int m = winograd_tile_for(s);
+  return m ? std::max(im2col, winograd_workspace_floats(s, m)) : im2col;
 }
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias,
@@ -186,6 +188,37 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
     im2col(ws.col, x, s, r0, r1);
     // out_chunk (P,Cout) = col (P,K) @ w^T (K,Cout)
     sgemm(false, true, P, s.Cout, K, 1.0f, ws.col, K, w, K, beta, out + r0 * OW * s.Cout, s.Cout);
+  }
+}
+
+void conv2d_forward_eval(float* out, const float* x, const float* weight, const float* bias,
+                         const Conv2dShape& s, float* workspace, const ConvEpilogue& e) {
+  check_shape(s);
+  if (const int m = winograd_tile_for(s)) {
+    conv3x3_winograd_forward(out, x, weight, bias, s, m, workspace, e);
+    return;
+  }
+  conv2d_forward(out, x, weight, bias, s, workspace);
+  if (!e.scale && !e.shift && !e.relu) return;
+  // The same expressions as the eval BatchNorm + ReLU pass this replaces (one contraction,
+  // the same ReLU), so that MM_WINOGRAD=0 gives the previous results bit for bit.
+  const int64_t P = s.B * s.out_h() * s.out_w(), C = s.Cout;
+  std::vector<float> ones, zeros;
+  const float* scale = e.scale ? e.scale : (ones.assign(size_t(C), 1.0f), ones.data());
+  const float* shift = e.shift ? e.shift : (zeros.assign(size_t(C), 0.0f), zeros.data());
+#pragma omp parallel for schedule(static)
+  for (int64_t p = 0; p < P; ++p) {
+    float* o = out + p * C;
+    if (e.relu) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float v = o[c] * scale[c] + shift[c];
+        o[c] = v > 0.f ? v : 0.f;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] = o[c] * scale[c] + shift[c];
+    }
   }
 }
 

@@ -24,6 +24,8 @@
 // nullptr to skip that gradient (and the work only it needs).
 #include <cstdint>
 
+#include "ops/winograd.h"
+
 namespace mm {
 
 struct Conv2dShape {
@@ -41,9 +43,10 @@ struct Conv2dShape {
 };
 
 // Size in floats of the scratch buffer conv2d_forward / conv2d_backward need for
-// this shape (one buffer serves both; 0 for pointwise convs). It holds the
-// im2col matrix of one chunk of output rows (about 2 MiB, whatever B*OH is) plus
-// two weight-sized buffers (permuted weight and weight gradient), so a model can
+// this shape (one buffer serves both, and conv2d_forward_eval; 0 for pointwise convs).
+// It holds the im2col matrix of one chunk of output rows (about 2 MiB, whatever B*OH
+// is) plus two weight-sized buffers (permuted weight and weight gradient), or the
+// Winograd scratch where conv2d_forward_eval takes that path, so a model can
 // allocate the maximum over its convs once. Contents need not persist between calls.
 int64_t conv2d_workspace_floats(const Conv2dShape& s);
 
@@ -55,6 +58,14 @@ int64_t conv2d_workspace_floats(const Conv2dShape& s);
 //            internally (convenient for tests; the model should pass its own)
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias,
                     const Conv2dShape& s, float* workspace);
+
+// Inference forward with an epilogue: out = [relu](scale * (conv(x) + bias) + shift).
+// 3x3 stride-1 pad-1 convs go through Winograd (ops/winograd.h) where
+// winograd_tile_for(s) picks a tile size (measured faster; MM_WINOGRAD=0 turns it
+// off), everything else through conv2d_forward and one epilogue pass. Same arguments
+// as conv2d_forward; workspace: conv2d_workspace_floats(s) floats, or nullptr.
+void conv2d_forward_eval(float* out, const float* x, const float* weight, const float* bias,
+                         const Conv2dShape& s, float* workspace, const ConvEpilogue& epilogue);
 
 // dx:        (B,H,W,Cin)        += dL/dx        (nullptr: skip)
 // dweight:   (Cout,Cin,KH,KW)   += dL/dweight   (nullptr: skip)
