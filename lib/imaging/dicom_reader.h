@@ -28,9 +28,10 @@ struct DicomOptions {
   // many bytes, checked from Rows/Columns/frames/samples before decoding.
   uint64_t max_decoded_bytes = uint64_t(2) << 30;
   uint64_t max_file_bytes = uint64_t(4) << 30;
-  // Uncompressed grey files without LUT tables are read without DCMTK's
-  // dataset objects (imaging/dicom_native.h), the same Images faster; false
-  // reads every file through DCMTK (tests compare the two).
+  // Grey single-frame files without LUT tables, uncompressed or in JPEG-LS or
+  // JPEG Lossless, are read without DCMTK's dataset objects
+  // (imaging/dicom_native.h), the same Images faster; false reads every file
+  // through DCMTK (tests compare the two).
   bool native_fast_path = true;
   // JPEG Lossless (.4.70, .4.57) through imaging/dicom_jpeg_lossless.h, the
   // same samples as DCMTK's codec in a fraction of the time; what it does not
