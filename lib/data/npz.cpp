@@ -101,7 +101,12 @@ std::vector<int64_t> NpyArray::to_int64() const {
   return convert<int64_t>(*this);
 }
 
-NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& what, uint64_t max_bytes) {
+namespace {
+
+// The header's dtype and shape, checked against max_bytes and the bytes present;
+// a.data stays empty. *data_at and *data_bytes say where the array lies.
+NpyArray parse_npy_header(const uint8_t* bytes, size_t size, const std::string& what, uint64_t max_bytes,
+                          size_t* data_at_out, size_t* data_bytes_out) {
   if (size < 10 || std::memcmp(bytes, "\x93NUMPY", 6) != 0) throw ImageError(Kind::NotRecognized, what, "no .npy magic");
   const int major = bytes[6];
   size_t header_len, start;
@@ -133,7 +138,28 @@ NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& what, u
   if (n > size - data_at)
     throw ImageError(Kind::Corrupt, what, "npy shape needs " + std::to_string(n) + " bytes; " +
                                               std::to_string(size - data_at) + " present");
+  *data_at_out = data_at;
+  *data_bytes_out = size_t(n);
+  return a;
+}
+
+}  // namespace
+
+NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& what, uint64_t max_bytes) {
+  size_t data_at, n;
+  NpyArray a = parse_npy_header(bytes, size, what, max_bytes, &data_at, &n);
   a.data.assign(bytes + data_at, bytes + data_at + n);
+  return a;
+}
+
+// Takes the header off in place: the array keeps the inflated buffer instead
+// of a second copy of it (a MedMNIST-style training set is hundreds of MB).
+NpyArray parse_npy(std::vector<uint8_t>&& bytes, const std::string& what, uint64_t max_bytes) {
+  size_t data_at, n;
+  NpyArray a = parse_npy_header(bytes.data(), bytes.size(), what, max_bytes, &data_at, &n);
+  bytes.erase(bytes.begin(), bytes.begin() + std::ptrdiff_t(data_at));
+  bytes.resize(n);
+  a.data = std::move(bytes);
   return a;
 }
 
@@ -165,7 +191,7 @@ NpyArray NpzFile::array(const std::string& name, uint64_t max_bytes) const {
   } catch (const Error& e) {
     throw ImageError(Kind::Corrupt, what, e.what());
   }
-  return parse_npy(bytes.data(), bytes.size(), what, max_bytes);
+  return parse_npy(std::move(bytes), what, max_bytes);
 }
 
 Image MedmnistSplit::image(int64_t row, int64_t slice) const {
@@ -195,9 +221,13 @@ Image MedmnistSplit::image(int64_t row, int64_t slice) const {
 }
 
 MedmnistSplit read_medmnist(const std::string& path, const std::string& split, uint64_t max_bytes) {
+  return read_medmnist(NpzFile::open(path), split, max_bytes);
+}
+
+MedmnistSplit read_medmnist(const NpzFile& npz, const std::string& split, uint64_t max_bytes) {
+  const std::string& path = npz.path();
   if (split != "train" && split != "val" && split != "test")
     throw ImageError(Kind::BadOption, path, "split '" + split + "' (train, val or test)");
-  const NpzFile npz = NpzFile::open(path);
   NpyArray images = npz.array(split + "_images", max_bytes);
   const NpyArray labels = npz.array(split + "_labels", max_bytes);
   const std::string what = path + ":" + split;

@@ -25,6 +25,8 @@ struct NpyArray {
 // Parses one .npy file held in memory (format versions 1-3). Accepted dtypes:
 // |u1 |i1 |b1 <u2 <i2 <u4 <i4 <u8 <i8 <f4 <f8; fortran_order must be False.
 NpyArray parse_npy(const uint8_t* bytes, size_t size, const std::string& what, uint64_t max_bytes = uint64_t(1) << 32);
+// The same, keeping `bytes` as the array's data (no copy).
+NpyArray parse_npy(std::vector<uint8_t>&& bytes, const std::string& what, uint64_t max_bytes = uint64_t(1) << 32);
 
 class NpzFile {
  public:
@@ -58,5 +60,7 @@ struct MedmnistSplit {
 
 // split: "train", "val" or "test".
 MedmnistSplit read_medmnist(const std::string& path, const std::string& split, uint64_t max_bytes = uint64_t(1) << 32);
+// The same from an archive already open (one read of the file for every split).
+MedmnistSplit read_medmnist(const NpzFile& npz, const std::string& split, uint64_t max_bytes = uint64_t(1) << 32);
 
 }  // namespace mm
