@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <utility>
 
 #include "core/error.h"
 
@@ -51,9 +52,36 @@ void durable_rename(const std::string& from, const std::string& to) {
   if (folder_of(from) != folder_of(to)) sync_path(folder_of(from));
 }
 
-void durable_commit(const std::string& tmp, const std::string& path) {
+void durable_commit(const std::string& tmp, const std::string& path, CommitQueue* later) {
+  if (later) return later->add(tmp, path);
   sync_path(tmp);
   durable_rename(tmp, path);
+}
+
+CommitQueue::~CommitQueue() {
+  try {
+    wait();
+  } catch (const std::exception&) {
+  }
+}
+
+void CommitQueue::add(std::string tmp, std::string path) { added_.emplace_back(std::move(tmp), std::move(path)); }
+
+void CommitQueue::start() {
+  wait();
+  worker_ = std::thread([this, jobs = std::move(added_)] {
+    try {
+      for (const auto& [tmp, path] : jobs) durable_commit(tmp, path);
+    } catch (...) {
+      failure_ = std::current_exception();
+    }
+  });
+  added_.clear();
+}
+
+void CommitQueue::wait() {
+  if (worker_.joinable()) worker_.join();
+  if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
 }
 
 void durable_append(const std::string& path, const std::string& bytes) {
@@ -69,7 +97,7 @@ void durable_append(const std::string& path, const std::string& bytes) {
   close_then_check(fd, ::fsync(fd), "fsync", path);
 }
 
-void durable_replace(const std::string& path, const std::string& text) {
+void durable_replace(const std::string& path, const std::string& text, CommitQueue* later) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -77,7 +105,7 @@ void durable_replace(const std::string& path, const std::string& text) {
     out.flush();
     MM_CHECK(out.good(), tmp + ": cannot write");
   }
-  durable_commit(tmp, path);
+  durable_commit(tmp, path, later);
 }
 
 }  // namespace mm

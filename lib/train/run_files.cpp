@@ -60,10 +60,10 @@ std::vector<EpochRecord> read_metrics_file(const std::string& path) {
   return out;
 }
 
-void write_metrics_file(const std::string& path, const std::vector<EpochRecord>& records) {
+void write_metrics_file(const std::string& path, const std::vector<EpochRecord>& records, CommitQueue* later) {
   std::string text;
   for (const EpochRecord& r : records) text += epoch_record_json(r) + "\n";
-  durable_replace(path, text);
+  durable_replace(path, text, later);
 }
 
 namespace {

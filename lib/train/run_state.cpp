@@ -14,7 +14,7 @@ namespace mm {
 using json = nlohmann::json;
 static const char* kFormat = "medmamba-cpp-train-state/1";
 
-void save_run_state(const std::string& path, const RunState& s) {
+void save_run_state(const std::string& path, const RunState& s, CommitQueue* later) {
   const RunProgress& p = s.progress;
   Tensor tracked = Tensor::empty({int64_t(s.batches_tracked.size())}, DType::I64);
   std::memcpy(tracked.data(), s.batches_tracked.data(), tracked.nbytes());
@@ -26,7 +26,7 @@ void save_run_state(const std::string& path, const RunState& s) {
   write_safetensors(tmp, {{"params", s.params}, {"adam.m", s.adam_m}, {"adam.v", s.adam_v},
                           {"batches_tracked", tracked}},
                     {{"format", kFormat}, {"progress", progress.dump()}, {"options", s.options_json}});
-  durable_commit(tmp, path);
+  durable_commit(tmp, path, later);
 }
 
 RunState load_run_state(const std::string& path) {

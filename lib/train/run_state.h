@@ -12,6 +12,8 @@
 
 namespace mm {
 
+class CommitQueue;  // io/durable_file.h
+
 struct RunProgress {
   int64_t epoch = 0;           // the epoch in progress (0-based); == epochs when finished
   int64_t batches_done = 0;    // micro-batches of that epoch already trained
@@ -34,7 +36,7 @@ struct RunState {
 
 // Written beside `path` and committed durably (io/durable_file.h): a kill at
 // any moment leaves either the previous state or the new one, never a torn file.
-void save_run_state(const std::string& path, const RunState& s);
+void save_run_state(const std::string& path, const RunState& s, CommitQueue* later = nullptr);
 RunState load_run_state(const std::string& path);  // throws mm::Error naming the file
 
 }  // namespace mm

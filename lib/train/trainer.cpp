@@ -111,9 +111,9 @@ ImageCache cache_split(const char* what, const Dataset& d, const std::vector<siz
   return c;
 }
 
-void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta) {
+void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta, CommitQueue* later) {
   save_model(path + ".partial", model, meta);
-  durable_commit(path + ".partial", path);
+  durable_commit(path + ".partial", path, later);
 }
 
 // Bigger is better for every --select metric (the loss enters negated).
@@ -282,8 +282,12 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     durable_replace((fs::path(o.out) / "config.json").string(),
                           resolved_config_json(o, meta, d, splits, threads, steps_per_epoch, total_steps, warmup_steps));
   }
+  // The files written at the end of an epoch reach the disk while the next one
+  // trains: every write below waits for the commits before it.
+  CommitQueue commits;
   auto save_state = [&] {
     if (!lead) return;
+    commits.wait();
     RunState s;
     s.progress = p;
     s.params = model.params().to(Device::CPU);
@@ -291,7 +295,8 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     s.adam_v = opt.second_moment().to(Device::CPU);
     s.batches_tracked = model.batches_tracked();
     s.options_json = o.to_json();
-    save_run_state(state_path, s);
+    save_run_state(state_path, s, &commits);
+    commits.start();
   };
 
   BatchLoader loader(train_cache, AugmentOptions::from_list(o.augment), meta.preprocess, threads);
@@ -383,15 +388,16 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
       const std::optional<double> value = selection_value(o.select, r);
       // Without a value to select by (no validation set), the latest epoch is the best one.
       r.best = p.best_epoch < 0 || !value || *value > p.best_value;
+      commits.wait();
       if (r.best) {
         p.best_epoch = p.epoch;
         p.best_value = value.value_or(0.0);
-        save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta);
+        save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta, &commits);
       }
-      save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta);
+      save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta, &commits);
       records.push_back(r);
-      write_metrics_file(metrics_path, records);
-      durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records));
+      write_metrics_file(metrics_path, records, &commits);
+      durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records), &commits);
     }
     ++p.epoch;
     p.batches_done = 0;
@@ -402,6 +408,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     if (ev.epoch_end) ev.epoch_end(r);
   }
   result.epochs_done = p.epoch;
+  commits.wait();
 
   if (!lead) return result;  // rank 0 scores the test split
   if (p.epoch == o.epochs && !splits.test.empty()) {
