@@ -111,6 +111,41 @@ TEST_CASE("a train-mode or kept forward runs per op whatever MM_CPU_BATCH_SPLIT 
   CHECK(m.backward(dlogits, /*want_input_grad=*/true).shape() == images.shape());
 }
 
+TEST_CASE("the eval forward's kept Winograd weights: shared by the sub-batch workers, rebuilt after params_changed and training") {
+  // A fresh model (nothing kept) with m's state is the reference: the same code path, so the
+  // logits must match bit for bit whenever m's kept weights are up to date.
+  auto fresh_forward = [](MedMamba& m, const Tensor& images, BatchSplit split) {
+    MedMamba f(m.config());
+    f.load_state(m.state());
+    return forward_with(f, images, split, 2);
+  };
+  MedMamba m = small_model();
+  const Tensor images = random_images(4, m.config(), 21);
+  for (int pass = 0; pass < 2; ++pass) {  // the first builds the transforms, the second reuses them
+    INFO("pass " << pass);
+    // 2 workers of 2 images, then 4 images per op: other tile sizes at some stages.
+    check_close("images", forward_with(m, images, BatchSplit::Images, 2), fresh_forward(m, images, BatchSplit::Images),
+                0.f, 0.f);
+    check_close("ops", forward_with(m, images, BatchSplit::Ops, 2), fresh_forward(m, images, BatchSplit::Ops), 0.f,
+                0.f);
+  }
+  // A 3x3 conv's weights and its BatchNorm's running variance changed from outside.
+  const Tensor before = forward_with(m, images, BatchSplit::Images, 2);
+  Tensor w = m.param("layers.0.blocks.0.conv33conv33conv11.1.weight");
+  for (int64_t i = 0; i < w.numel(); ++i) w.f32()[i] *= 1.5f;
+  Tensor var = m.param("layers.1.blocks.0.conv33conv33conv11.5.running_var");
+  for (int64_t i = 0; i < var.numel(); ++i) var.f32()[i] *= 3.f;
+  m.params_changed();
+  const Tensor after = forward_with(m, images, BatchSplit::Images, 2);
+  check_close("after params_changed", after, fresh_forward(m, images, BatchSplit::Images), 0.f, 0.f);
+  CHECK(!std::equal(after.f32(), after.f32() + after.numel(), before.f32()));
+  // A train-mode forward moves the running statistics: the next eval forward sees them.
+  m.seed_drop_path(1);
+  m.forward(images, /*train=*/true);
+  check_close("after a train-mode forward", forward_with(m, images, BatchSplit::Images, 2),
+              fresh_forward(m, images, BatchSplit::Images), 0.f, 0.f);
+}
+
 TEST_CASE("sub_batch_count: per-op for one thread, one image or uneven splits; images where they fill the threads") {
   CHECK(sub_batch_count(BatchSplit::Auto, 16, 16) == 16);
   CHECK(sub_batch_count(BatchSplit::Auto, 32, 16) == 16);

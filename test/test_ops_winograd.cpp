@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
 #include "ops/conv2d.h"
 #include "ops/winograd.h"
 #include "test_util.h"
@@ -111,4 +112,61 @@ TEST_CASE("conv2d_forward_eval: Winograd where chosen, else im2col + epilogue, w
   Conv2dShape s2 = c.s;
   s2.stride = 2;
   CHECK(winograd_tile_for(s2) == 0);
+}
+
+TEST_CASE("pre-transformed Winograd weights give the per-call forward bit for bit, and a cleared cache follows new weights") {
+  uint32_t seed = 300;
+  for (const Conv2dShape& s : kShapes) {
+    Case c(s, seed += 10);
+    INFO("B " << s.B << " H " << s.H << " W " << s.W << " Cin " << s.Cin << " Cout " << s.Cout);
+    const ConvEpilogue bn_relu{c.scale.data(), c.shift.data(), true};
+    WinogradWeightCache cache;
+    for (int m : {2, 4}) {
+      INFO("m " << m);
+      const std::vector<float> per_call = c.winograd(m, bn_relu, true);
+      // Transformed once, by hand and through the cache (asked for from several threads at once).
+      std::vector<float> uw(size_t(winograd_weight_floats(s, m)));
+      winograd_transform_weights(uw.data(), c.w.data(), c.bias.data(), s, m, bn_relu);
+      std::vector<float> got(per_call.size(), 1e30f);
+      conv3x3_winograd_forward_transformed(got.data(), c.x.data(), uw.data(), s, m, nullptr, true);
+      CHECK(got == per_call);
+      const float* from_cache[4] = {};
+#pragma omp parallel for num_threads(4)
+      for (int t = 0; t < 4; ++t) from_cache[t] = cache.get(c.w.data(), c.bias.data(), s, m, bn_relu);
+      for (const float* p : from_cache) CHECK(p == from_cache[0]);
+      CHECK(std::equal(uw.begin(), uw.end(), from_cache[0]));
+    }
+    // Another conv's weights in the same cache entry: refused.
+    const std::vector<float> other = c.w;
+    CHECK_THROWS_AS(cache.get(other.data(), c.bias.data(), s, 2, bn_relu), Error);
+
+    // New weights in place (and a new BatchNorm scale): after clear() the cache transforms
+    // them, matching the per-call path exactly and im2col within Winograd's bound.
+    for (float& v : c.w) v = -0.5f * v;
+    for (float& v : c.scale) v = std::fabs(v) + 0.25f;
+    for (float& v : c.shift) v = std::fabs(v);  // with the scale > 0: outputs pass the ReLU at 1 channel too
+    cache.clear();
+    for (int m : {2, 4}) {
+      INFO("after the change, m " << m);
+      std::vector<float> got(size_t(c.out_numel()), 1e30f);
+      conv3x3_winograd_forward_transformed(got.data(), c.x.data(), cache.get(c.w.data(), c.bias.data(), s, m, bn_relu),
+                                           s, m, nullptr, true);
+      CHECK(got == c.winograd(m, bn_relu, false));
+      CHECK(max_err_over_max(got, c.reference(bn_relu)) <= tolerance(m));
+    }
+  }
+}
+
+TEST_CASE("conv2d_forward_eval with a Winograd weight cache equals it without") {
+  const Case c(conv3x3(2, 14, 14, 48, 48), 17);
+  const ConvEpilogue bn_relu{c.scale.data(), c.shift.data(), true};
+  std::vector<float> want(size_t(c.out_numel())), got(want.size(), 1e30f);
+  std::vector<float> ws(size_t(conv2d_workspace_floats(c.s)), 1e30f);
+  conv2d_forward_eval(want.data(), c.x.data(), c.w.data(), c.bias.data(), c.s, ws.data(), bn_relu);
+  WinogradWeightCache cache;
+  for (int call = 0; call < 2; ++call) {  // the first builds, the second reuses
+    std::fill(got.begin(), got.end(), 1e30f);
+    conv2d_forward_eval(got.data(), c.x.data(), c.w.data(), c.bias.data(), c.s, ws.data(), bn_relu, &cache);
+    CHECK(got == want);
+  }
 }

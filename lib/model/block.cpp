@@ -95,7 +95,7 @@ static void apply_drop_path(float* s, const float* scale, const BlockDims& d) {
 void block_forward(float* out, const float* x, const BlockWeights& w, BlockActs& a,
                    const BlockDims& d, const BlockContext& ctx) {
   if (!ctx.train && !ctx.keep) {  // nothing kept: the fused inference forward
-    block_forward_inference(out, x, w, a, d, ctx.conv_workspace, ctx.scan_workspace);
+    block_forward_inference(out, x, w, a, d, ctx.conv_workspace, ctx.scan_workspace, ctx.conv3x3_caches);
     return;
   }
   a.ensure(d, ctx.keep);

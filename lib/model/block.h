@@ -13,6 +13,8 @@
 
 namespace mm {
 
+class WinogradWeightCache;
+
 struct BatchNormWeights {
   float *weight = nullptr, *bias = nullptr, *running_mean = nullptr, *running_var = nullptr;
 };
@@ -54,6 +56,9 @@ struct BlockContext {
   bool keep = false;                  // activations are kept for block_backward (train or saliency)
   const float* drop_scale = nullptr;  // (B): per-sample drop-path factor (0 or 1/keep), or nullptr
   float* conv_workspace = nullptr;    // conv2d_workspace_floats() of the 3x3 conv
+  // Eval forward: the two 3x3 convs' transformed Winograd weights (conv1's, conv4's), kept
+  // by the model while its parameters stay; nullptr: transformed on every call.
+  WinogradWeightCache* conv3x3_caches = nullptr;
   // Temporaries that nothing outlives a block's forward or backward, so one buffer of each
   // serves every block of the model: block_scratch_floats() (backward's five (P,D) regions)
   // and block_scan_workspace_floats() (the selective scan's).

@@ -56,7 +56,7 @@ Conv2dShape block_conv_shape(const BlockDims& d, int64_t k) {
 }
 
 void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
-                             float* conv_workspace, float* scan_workspace) {
+                             float* conv_workspace, float* scan_workspace, WinogradWeightCache* conv3x3_caches) {
   a.ensure(d, false);
   const int64_t P = d.P(), c = d.c(), D = d.C;
 
@@ -81,10 +81,11 @@ void block_forward_inference(float* out, const float* x, const BlockWeights& w, 
   timed("bn0", [&] { batchnorm_rows(a.a0.f32(), x, D, EvalBatchNorm(w.bn0, c), P, c); });
   timed("conv3x3", [&] {  // each conv carries its BatchNorm and ReLU (Winograd: in the output transform)
     const EvalBatchNorm bn2(w.bn2, c), bn5(w.bn5, c);
+    WinogradWeightCache *cache1 = conv3x3_caches, *cache4 = conv3x3_caches ? conv3x3_caches + 1 : nullptr;
     conv2d_forward_eval(a.a1.f32(), a.a0.f32(), w.conv1_w, w.conv1_b, block_conv_shape(d, 3), conv_workspace,
-                        {bn2.scale.data(), bn2.shift.data(), true});
+                        {bn2.scale.data(), bn2.shift.data(), true}, cache1);
     conv2d_forward_eval(a.a4.f32(), a.a1.f32(), w.conv4_w, w.conv4_b, block_conv_shape(d, 3), conv_workspace,
-                        {bn5.scale.data(), bn5.shift.data(), true});
+                        {bn5.scale.data(), bn5.shift.data(), true}, cache4);
   });
   timed("conv1x1",
         [&] { conv2d_forward(a.a7.f32(), a.a4.f32(), w.conv7_w, w.conv7_b, block_conv_shape(d, 1), conv_workspace); });

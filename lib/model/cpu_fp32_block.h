@@ -18,8 +18,8 @@ Conv2dShape block_conv_shape(const BlockDims& d, int64_t k);
 
 // out, x: (B,H,W,C), out not aliasing x; a: buffers as block_forward's (ensured here);
 // conv_workspace: conv2d_workspace_floats() of the 3x3 conv; scan_workspace:
-// block_scan_workspace_floats(d, false).
+// block_scan_workspace_floats(d, false); conv3x3_caches: BlockContext's (two, or nullptr).
 void block_forward_inference(float* out, const float* x, const BlockWeights& w, BlockActs& a, const BlockDims& d,
-                             float* conv_workspace, float* scan_workspace);
+                             float* conv_workspace, float* scan_workspace, WinogradWeightCache* conv3x3_caches);
 
 }  // namespace mm

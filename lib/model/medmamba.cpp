@@ -93,6 +93,13 @@ MedMamba::MedMamba(ModelConfig cfg)
   grads_ = Tensor::zeros({table_.total_floats()});
   batches_tracked_.assign(table_.batchnorms().size(), 0);
   acts_ = std::make_unique<ModelActs>();
+  int64_t blocks = 0;
+  for (int64_t depth : cfg_.depths) blocks += depth;
+  winograd_caches_ = std::vector<WinogradWeightCache>(size_t(2 * blocks));
+}
+
+void MedMamba::params_changed() {
+  for (WinogradWeightCache& c : winograd_caches_) c.clear();
 }
 
 MedMamba::~MedMamba() = default;
@@ -123,6 +130,7 @@ void MedMamba::init_reference(uint64_t seed) {
       if (v >= -2.f && v <= 2.f) return v;
     }
   };
+  params_changed();
   params_.zero_();
   float* base = params_.f32();
   std::set<std::string> batchnorm_weights;  // BatchNorm2d's default affine init: weight 1, bias 0
@@ -204,6 +212,7 @@ void MedMamba::load_state(const std::map<std::string, Tensor>& state) {
     list("wrong shape", misshaped);
     throw Error(msg.str());
   }
+  params_changed();
   for (const ParamEntry& e : table_.entries()) {
     const Tensor src = state.at(e.name).to(Device::CPU).to(DType::F32);
     std::memcpy(params_.f32() + e.offset, src.f32(), size_t(e.numel()) * sizeof(float));
@@ -234,6 +243,7 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
   keep_for_backward = keep_for_backward || train;
   MM_CHECK(images.device() == Device::CPU, "forward: the CPU backend takes CPU tensors");
   const int64_t B = images.dim(0), S = check_forward_input(cfg_, images);
+  if (train) params_changed();  // it updates the BatchNorms' running statistics, which the eval convs fold in
   Tensor logits = Tensor::empty({B, cfg_.num_classes});
   // Training and kept activations need the whole batch in one set of activations (BatchNorm
   // batch statistics, backward); a plain eval forward may run per image (cpu_batch_split.h).
@@ -281,6 +291,9 @@ void MedMamba::forward_pass(float* logits, const float* images, ModelActs& a) {
       ctx.train = train;
       ctx.keep = keep_for_backward;
       ctx.conv_workspace = a.conv_workspace.f32();
+      // Only the eval forward takes them (training's convs use batch statistics, not Winograd);
+      // the sub-batch workers share them (WinogradWeightCache builds once, thread-safely).
+      ctx.conv3x3_caches = train || keep_for_backward ? nullptr : &winograd_caches_[size_t(2 * block_index)];
       ctx.scratch = a.block_scratch.f32();
       ctx.scan_workspace = a.scan_workspace.f32();
       ctx.batchnorm_sync = batchnorm_sync_ ? &batchnorm_sync_ : nullptr;

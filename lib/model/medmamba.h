@@ -14,6 +14,7 @@
 #include "model/config.h"
 #include "model/model.h"
 #include "model/params.h"
+#include "ops/winograd.h"
 
 namespace mm {
 
@@ -61,6 +62,9 @@ class MedMamba : public Model {
   void zero_grad() override { grads_.zero_(); }
   void seed_drop_path(uint64_t seed) override { rng_.seed(seed); }
   void set_batchnorm_sync(BatchNormSync sync) override { batchnorm_sync_ = std::move(sync); }
+  // Drops what the eval forward derived from the parameters (the 3x3 convs' Winograd
+  // weights); load_state and init_reference call it, whoever else changes params() must.
+  void params_changed() override;
 
  private:
   // images (a.B, in_chans, a.S, a.S) -> logits (a.B, classes) through a's activations, in
@@ -75,6 +79,9 @@ class MedMamba : public Model {
   // An eval forward split into sub-batches (lib/model/cpu_batch_split.h): one set of
   // activations per worker thread, kept for the next batch.
   std::vector<std::unique_ptr<ModelActs>> sub_batch_acts_;
+  // The eval forward's Winograd weights of every block's two 3x3 convs (BatchNorms folded
+  // in), two per block in order, built on first use and kept until params_changed().
+  std::vector<WinogradWeightCache> winograd_caches_;
   std::mt19937_64 rng_{0};
   BatchNormSync batchnorm_sync_;
 };

@@ -192,10 +192,15 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
 }
 
 void conv2d_forward_eval(float* out, const float* x, const float* weight, const float* bias,
-                         const Conv2dShape& s, float* workspace, const ConvEpilogue& e) {
+                         const Conv2dShape& s, float* workspace, const ConvEpilogue& e,
+                         WinogradWeightCache* winograd_cache) {
   check_shape(s);
   if (const int m = winograd_tile_for(s)) {
-    conv3x3_winograd_forward(out, x, weight, bias, s, m, workspace, e);
+    if (winograd_cache)
+      conv3x3_winograd_forward_transformed(out, x, winograd_cache->get(weight, bias, s, m, e), s, m, workspace,
+                                           e.relu);
+    else
+      conv3x3_winograd_forward(out, x, weight, bias, s, m, workspace, e);
     return;
   }
   conv2d_forward(out, x, weight, bias, s, workspace);

@@ -131,25 +131,33 @@ int64_t chunk_budget(const Conv2dShape& s, int m) {
   return std::max(kChunkBudget, thread_floats(s, m, kMinChunkTiles));
 }
 
-// Workspace: [ U (a*a, Cout, Cin) | folded bias (Cout) | zeros (Cin) | the threads' V, M chunks ].
-struct Layout {
-  float *u, *bias, *zeros, *chunks;
-};
-Layout split(float* ws, const Conv2dShape& s, int m) {
-  Layout l;
-  l.u = ws;
-  l.bias = l.u + int64_t(m + 2) * (m + 2) * matrix_stride(s.Cin * s.Cout);
-  l.zeros = l.bias + round_up16(s.Cout);
-  l.chunks = l.zeros + round_up16(s.Cin);
-  return l;
+int64_t weight_floats(const Conv2dShape& s, int m) {
+  return int64_t(m + 2) * (m + 2) * matrix_stride(s.Cin * s.Cout) + round_up16(s.Cout);
 }
+
+// Transformed weights: [ U (a*a, Cout, Cin), matrix_stride apart | folded bias (Cout) ].
+template <typename T>  // float (written by the transform) or const float (read by the forward)
+struct Weights {
+  T *u, *bias;
+};
+template <typename T>
+Weights<T> split_weights(T* uw, const Conv2dShape& s, int m) {
+  return {uw, uw + int64_t(m + 2) * (m + 2) * matrix_stride(s.Cin * s.Cout)};
+}
+
+// The forward's scratch: [ zeros (Cin) | the threads' V, M chunks ]. The per-call path's
+// workspace is the transformed weights followed by this.
+struct Scratch {
+  float *zeros, *chunks;
+};
+Scratch split_scratch(float* ws, const Conv2dShape& s) { return {ws, ws + round_up16(s.Cin)}; }
 
 // U_k (Cout,Cin) = scale[co] * (G g_{co,ci} G^T)_k for k = i*a+j; bias' = scale*bias + shift.
 // U is stored (Cout,Cin), the weight's order: for one output channel, blocks of input
 // channels are transformed with the channels innermost (vectorised) and written as a*a
 // contiguous runs. Called by every thread of the region (omp for inside).
 template <int M>
-void transform_weights(const Layout& l, const float* weight, const float* bias, const Conv2dShape& s,
+void transform_weights(const Weights<float>& l, const float* weight, const float* bias, const Conv2dShape& s,
                        const ConvEpilogue& e) {
   constexpr int A = M + 2;
   const int64_t Cin = s.Cin, Cout = s.Cout, ldu = matrix_stride(Cin * Cout);
@@ -262,10 +270,9 @@ void output_tile(float* out, const float* mk, int64_t ldm, int64_t row, const fl
 }
 
 template <int M>
-void winograd_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2dShape& s,
-                      float* workspace, const ConvEpilogue& e) {
+void winograd_forward(float* out, const float* x, const Weights<const float>& w, const Conv2dShape& s, float* scratch, bool relu) {
   constexpr int A = M + 2, AA = A * A;
-  const Layout l = split(workspace, s, M);
+  const Scratch l = split_scratch(scratch, s);
   const TileGrid g{ceil_div(s.H, M), ceil_div(s.W, M)};
   const int64_t T = g.count(s), Cin = s.Cin, Cout = s.Cout, ldu = matrix_stride(Cin * Cout);
   const int64_t budget = chunk_budget(s, M);
@@ -279,7 +286,6 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
   std::fill(l.zeros, l.zeros + Cin, 0.0f);
 #pragma omp parallel num_threads(nt)
   {
-    transform_weights<M>(l, weight, bias, s, e);  // ends in omp for's barrier
     float* v = l.chunks + omp_get_thread_num() * per_thread;  // (AA, tc, Cin), ldv apart
     float* mk = v + AA * ldv;                                  // (AA, tc, Cout), ldm apart
 #pragma omp for schedule(dynamic, 1)
@@ -288,10 +294,17 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
       for (int64_t r = 0; r < n; ++r) input_tile<M>(v, ldv, r, x, l.zeros, s, g, t0 + r);
       // M_k (n,Cout) = V_k (n,Cin) @ U_k^T (Cin,Cout)
       for (int k = 0; k < AA; ++k)
-        sgemm(false, true, n, Cout, Cin, 1.0f, v + k * ldv, Cin, l.u + k * ldu, Cin, 0.0f, mk + k * ldm, Cout);
-      for (int64_t r = 0; r < n; ++r) output_tile<M>(out, mk, ldm, r, l.bias, e.relu, s, g, t0 + r);
+        sgemm(false, true, n, Cout, Cin, 1.0f, v + k * ldv, Cin, w.u + k * ldu, Cin, 0.0f, mk + k * ldm, Cout);
+      for (int64_t r = 0; r < n; ++r) output_tile<M>(out, mk, ldm, r, w.bias, relu, s, g, t0 + r);
     }
   }
+}
+
+void check_tile(int m) { MM_CHECK(m == 2 || m == 4, "winograd: tile size must be 2 or 4, got " + std::to_string(m)); }
+
+void check_conv(const Conv2dShape& s) {
+  MM_CHECK(winograd_shape_ok(s) && s.B > 0 && s.H > 0 && s.W > 0 && s.Cin > 0 && s.Cout > 0,
+           "winograd conv: needs a 3x3, stride 1, pad 1 conv of a non-empty shape");
 }
 
 // MM_WINOGRAD: unset -> measured choice, "0" -> never, "2"/"4" -> that tile size.
@@ -327,27 +340,81 @@ int winograd_tile_for(const Conv2dShape& s) {
   return 0;
 }
 
-int64_t winograd_workspace_floats(const Conv2dShape& s, int m) {
-  MM_CHECK(m == 2 || m == 4, "winograd: tile size must be 2 or 4, got " + std::to_string(m));
-  const int64_t a = m + 2;
-  return a * a * matrix_stride(s.Cin * s.Cout) + round_up16(s.Cout) + round_up16(s.Cin) + chunk_budget(s, m);
+int64_t winograd_weight_floats(const Conv2dShape& s, int m) {
+  check_tile(m);
+  return weight_floats(s, m);
 }
 
-void conv3x3_winograd_forward(float* out, const float* x, const float* weight, const float* bias,
-                              const Conv2dShape& s, int m, float* workspace, const ConvEpilogue& epilogue) {
-  MM_CHECK(winograd_shape_ok(s) && s.B > 0 && s.H > 0 && s.W > 0 && s.Cin > 0 && s.Cout > 0,
-           "winograd conv: needs a 3x3, stride 1, pad 1 conv of a non-empty shape");
+int64_t winograd_workspace_floats(const Conv2dShape& s, int m) {
+  return winograd_weight_floats(s, m) + round_up16(s.Cin) + chunk_budget(s, m);
+}
+
+void winograd_transform_weights(float* uw, const float* weight, const float* bias, const Conv2dShape& s, int m,
+                                const ConvEpilogue& epilogue) {
+  check_conv(s);
+  check_tile(m);
+  const Weights<float> w = split_weights(uw, s, m);
+#pragma omp parallel
+  {
+    if (m == 2)
+      transform_weights<2>(w, weight, bias, s, epilogue);
+    else
+      transform_weights<4>(w, weight, bias, s, epilogue);
+  }
+}
+
+void conv3x3_winograd_forward_transformed(float* out, const float* x, const float* uw, const Conv2dShape& s, int m,
+                                          float* workspace, bool relu) {
+  check_conv(s);
+  check_tile(m);
   std::vector<float> own;
   if (!workspace) {
     own.resize(size_t(winograd_workspace_floats(s, m)));
     workspace = own.data();
   }
+  float* scratch = workspace + weight_floats(s, m);
+  const Weights<const float> w = split_weights(uw, s, m);
   if (m == 2)
-    winograd_forward<2>(out, x, weight, bias, s, workspace, epilogue);
-  else if (m == 4)
-    winograd_forward<4>(out, x, weight, bias, s, workspace, epilogue);
+    winograd_forward<2>(out, x, w, s, scratch, relu);
   else
-    MM_CHECK(false, "winograd: tile size must be 2 or 4, got " + std::to_string(m));
+    winograd_forward<4>(out, x, w, s, scratch, relu);
+}
+
+void conv3x3_winograd_forward(float* out, const float* x, const float* weight, const float* bias,
+                              const Conv2dShape& s, int m, float* workspace, const ConvEpilogue& epilogue) {
+  check_conv(s);
+  check_tile(m);
+  std::vector<float> own;
+  if (!workspace) {
+    own.resize(size_t(winograd_workspace_floats(s, m)));
+    workspace = own.data();
+  }
+  winograd_transform_weights(workspace, weight, bias, s, m, epilogue);  // the front of the workspace
+  conv3x3_winograd_forward_transformed(out, x, workspace, s, m, workspace, epilogue.relu);
+}
+
+WinogradWeightCache::WinogradWeightCache() { clear(); }
+
+void WinogradWeightCache::clear() {
+  for (std::unique_ptr<Entry>& e : entries_) e = std::make_unique<Entry>();
+}
+
+const float* WinogradWeightCache::get(const float* weight, const float* bias, const Conv2dShape& s, int m,
+                                      const ConvEpilogue& epilogue) {
+  check_conv(s);
+  check_tile(m);
+  Entry& e = *entries_[m == 4];
+  std::call_once(e.built, [&] {
+    e.uw.resize(size_t(weight_floats(s, m)));
+    winograd_transform_weights(e.uw.data(), weight, bias, s, m, epilogue);
+    e.weight = weight;
+    e.Cin = s.Cin;
+    e.Cout = s.Cout;
+  });
+  MM_CHECK(e.weight == weight && e.Cin == s.Cin && e.Cout == s.Cout,
+           "WinogradWeightCache: built for another conv (" + std::to_string(e.Cin) + " -> " + std::to_string(e.Cout) +
+               " channels), asked for " + std::to_string(s.Cin) + " -> " + std::to_string(s.Cout));
+  return e.uw.data();
 }
 
 }  // namespace mm

@@ -7,7 +7,10 @@
 //   y_t = A^T [ sum_ci (G g_{co,ci} G^T) .* (B^T d_{t,ci} B) ] A
 // so the a*a elementwise products summed over ci are a*a GEMMs
 //   M_k (tiles,Cout) = V_k (tiles,Cin) @ U_k^T,  U_k (Cout,Cin),  k = 0..a*a-1,
-// with U = G g G^T (the weight transform, per call) and V = B^T d B (the input transform).
+// with U = G g G^T (the weight transform) and V = B^T d B (the input transform).
+// U depends on the weights only: a model whose weights stay put transforms them once
+// (winograd_transform_weights, WinogradWeightCache) instead of on every call, which at
+// small batches (one image per thread in the sub-batch mode) cost as much as the GEMMs.
 // The 9 multiplies of an output pixel per (ci,co) become a*a/(m*m): 4 for m = 2
 // (2.25x fewer), 2.25 for m = 4 (4x fewer), at the price of the transforms' memory
 // traffic and, for m = 4, a few times the rounding error of im2col (the transforms'
@@ -18,6 +21,9 @@
 // core's cache (sgemm is called inside the OpenMP region; oneDNN and OpenMP-built
 // OpenBLAS then run it on the calling thread).
 #include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
 
 namespace mm {
 
@@ -43,6 +49,27 @@ int winograd_tile_for(const Conv2dShape& s);
 // Floats of scratch conv3x3_winograd_forward needs for s with tile size m (any thread count).
 int64_t winograd_workspace_floats(const Conv2dShape& s, int m);
 
+// Floats of the transformed weights for s's channels and tile size m:
+// U (a*a matrices (Cout,Cin), a = m+2, padded apart) then bias' (Cout).
+int64_t winograd_weight_floats(const Conv2dShape& s, int m);
+
+// uw:     winograd_weight_floats(s, m) floats, overwritten:
+//         U_k = scale .* (G g G^T)_k and bias' = scale*bias + shift (the epilogue's scale and
+//         shift folded in; its relu is left to the forward)
+// weight: (Cout,Cin,3,3)
+// bias:   (Cout) or nullptr
+void winograd_transform_weights(float* uw, const float* weight, const float* bias, const Conv2dShape& s, int m,
+                                const ConvEpilogue& epilogue = {});
+
+// out:       (B,H,W,Cout)  overwritten, [relu](conv + bias')
+// x:         (B,H,W,Cin)
+// uw:        winograd_transform_weights(uw, ..., s', m, ...) for any s' with s's Cin and Cout
+// workspace: winograd_workspace_floats(s, m) floats (this path uses the part after
+//            winograd_weight_floats(s, m) only), or nullptr to allocate one
+void conv3x3_winograd_forward_transformed(float* out, const float* x, const float* uw, const Conv2dShape& s, int m,
+                                          float* workspace, bool relu);
+
+// The per-call path: transforms the weights into the workspace, then as above.
 // out:       (B,H,W,Cout)  overwritten, epilogue applied
 // x:         (B,H,W,Cin)
 // weight:    (Cout,Cin,3,3)
@@ -51,5 +78,29 @@ int64_t winograd_workspace_floats(const Conv2dShape& s, int m);
 // workspace: winograd_workspace_floats(s, m) floats, or nullptr to allocate one
 void conv3x3_winograd_forward(float* out, const float* x, const float* weight, const float* bias,
                               const Conv2dShape& s, int m, float* workspace, const ConvEpilogue& epilogue = {});
+
+// One conv's transformed weights (and its epilogue's scale/shift), per tile size, built by
+// the first get() for that size and kept until clear(): a model holds one per conv for as
+// long as its parameters do not change. get() may be called by several threads at once
+// (the sub-batch workers): one builds, the others wait for it (std::call_once).
+class WinogradWeightCache {
+ public:
+  WinogradWeightCache();
+  // uw for (weight, bias, epilogue) at s's channels and tile size m (2 or 4). The first call
+  // per m transforms; later ones must pass the same weight pointer and channel counts.
+  const float* get(const float* weight, const float* bias, const Conv2dShape& s, int m,
+                   const ConvEpilogue& epilogue);
+  // Forgets every transform (the weights changed). Not while a get() runs.
+  void clear();
+
+ private:
+  struct Entry {
+    std::once_flag built;
+    std::vector<float> uw;
+    const float* weight = nullptr;
+    int64_t Cin = 0, Cout = 0;
+  };
+  std::unique_ptr<Entry> entries_[2];  // tile size 2, 4
+};
 
 }  // namespace mm
