@@ -177,13 +177,13 @@ TEST_CASE("eval-mode backward gives the input gradient of the eval-mode function
   Tensor logits = m.forward(x, /*train=*/false, /*keep_for_backward=*/true);
   // Bit for bit: both paths make the same GEMM calls (in_proj as two GEMMs of D outputs; as one
   // of 2D outputs it was 1 ulp off with OpenBLAS on a Xeon and with oneDNN's AVX2 sgemm), unless
-  // the fused inference forward takes Winograd for a stage's 3x3 convs (conv2d_forward_eval;
-  // MM_WINOGRAD=0: never) where the kept-activations path runs im2col: then within Winograd's
-  // float32 error (test_ops_winograd.cpp).
+  // the fused inference forward takes Winograd for a stage's 3x3 convs (conv2d_forward_eval
+  // with the model's transformed weights; MM_WINOGRAD=0: never) where the kept-activations path
+  // runs im2col: then within Winograd's float32 error (test_ops_winograd.cpp).
   bool winograd = false;
   for (int64_t i = 0, side = x.dim(2) / 4; i < m.config().num_stages(); ++i, side /= 2) {
     const int64_t c = m.config().dims[size_t(i)] / 2;
-    winograd |= winograd_tile_for({x.dim(0), side, side, c, c, 3, 3, 1, 1}) != 0;
+    winograd |= winograd_tile_for({x.dim(0), side, side, c, c, 3, 3, 1, 1}, /*weights_transformed=*/true) != 0;
   }
   check_close("keep_for_backward does not change eval logits", logits, base_logits, 0.f, winograd ? 1e-5f : 0.f);
   // Gradient of the first sample's predicted-class logit, as a saliency map takes it.

@@ -3,6 +3,7 @@
 // with the BatchNorm + ReLU epilogue, and conv2d_forward_eval's choice.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "core/error.h"
@@ -169,4 +170,20 @@ TEST_CASE("conv2d_forward_eval with a Winograd weight cache equals it without") 
     conv2d_forward_eval(got.data(), c.x.data(), c.w.data(), c.bias.data(), c.s, ws.data(), bn_relu, &cache);
     CHECK(got == want);
   }
+
+  // 7x7 at batch 1 (16 F(2x2) tiles): im2col per call, F(2x2) with transformed weights, in the
+  // workspace conv2d_workspace_floats sized.
+  const Case small(conv3x3(1, 7, 7, 24, 24), 27);
+  const int m = winograd_tile_for(small.s, true);
+  if (!std::getenv("MM_WINOGRAD")) {  // the measured choice (MM_WINOGRAD overrides it)
+    CHECK(winograd_tile_for(small.s) == 0);
+    CHECK(m == 2);
+  }
+  const ConvEpilogue small_bn{small.scale.data(), small.shift.data(), true};
+  std::vector<float> out(size_t(small.out_numel()), 1e30f), small_ws(size_t(conv2d_workspace_floats(small.s)), 1e30f);
+  WinogradWeightCache small_cache;
+  conv2d_forward_eval(out.data(), small.x.data(), small.w.data(), small.bias.data(), small.s, small_ws.data(), small_bn,
+                      &small_cache);
+  if (m) CHECK(out == small.winograd(m, small_bn, false));
+  CHECK(max_err_over_max(out, small.reference(small_bn)) <= (m ? tolerance(m) : 0.0));
 }

@@ -155,8 +155,11 @@ int64_t conv2d_workspace_floats(const Conv2dShape& s) {
   check_shape(s);
   if (s.is_pointwise()) return 0;
   const int64_t im2col = rows_per_chunk(s) * s.out_w() * s.col_k() + (needs_permute(s) ? 2 * s.Cout * s.col_k() : 0);
-  const int m = winograd_tile_for(s);
-  return m ? std::max(im2col, winograd_workspace_floats(s, m)) : im2col;
+  // Either Winograd choice (per-call or pre-transformed weights) fits.
+  int64_t floats = im2col;
+  for (bool transformed : {false, true})
+    if (const int m = winograd_tile_for(s, transformed)) floats = std::max(floats, winograd_workspace_floats(s, m));
+  return floats;
 }
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias,
@@ -195,7 +198,7 @@ void conv2d_forward_eval(float* out, const float* x, const float* weight, const 
                          const Conv2dShape& s, float* workspace, const ConvEpilogue& e,
                          WinogradWeightCache* winograd_cache) {
   check_shape(s);
-  if (const int m = winograd_tile_for(s)) {
+  if (const int m = winograd_tile_for(s, winograd_cache != nullptr)) {
     if (winograd_cache)
       conv3x3_winograd_forward_transformed(out, x, winograd_cache->get(weight, bias, s, m, e), s, m, workspace,
                                            e.relu);

@@ -65,7 +65,8 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
 // off), everything else through conv2d_forward and one epilogue pass. Same arguments
 // as conv2d_forward; workspace: conv2d_workspace_floats(s) floats, or nullptr.
 // winograd_cache: this conv's (weight, bias and epilogue fixed) transformed Winograd
-// weights, kept between calls; nullptr: transformed on every Winograd call.
+// weights, kept between calls (and the tile choice for pre-transformed weights,
+// winograd_tile_for(s, true)); nullptr: transformed on every Winograd call.
 void conv2d_forward_eval(float* out, const float* x, const float* weight, const float* bias,
                          const Conv2dShape& s, float* workspace, const ConvEpilogue& epilogue,
                          WinogradWeightCache* winograd_cache = nullptr);

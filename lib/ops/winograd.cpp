@@ -323,7 +323,7 @@ int env_choice() {
 
 bool winograd_shape_ok(const Conv2dShape& s) { return s.KH == 3 && s.KW == 3 && s.stride == 1 && s.pad == 1; }
 
-int winograd_tile_for(const Conv2dShape& s) {
+int winograd_tile_for(const Conv2dShape& s, bool weights_transformed) {
   if (!winograd_shape_ok(s)) return 0;
   const int env = env_choice();
   if (env >= 0) return env;
@@ -335,8 +335,12 @@ int winograd_tile_for(const Conv2dShape& s) {
   // F(2x2) 10.7 ms, F(4x4) 11.0, im2col 14.5; batch 1 F(2x2) 3.6, im2col 2.9.
   // Small channel counts did not favour im2col (c = 4..32 at 56x56 and 28x28: F(4x4) fastest).
   const int64_t tiles4 = s.B * ceil_div(s.H, 4) * ceil_div(s.W, 4), tiles2 = s.B * ceil_div(s.H, 2) * ceil_div(s.W, 2);
+  // With the weights transformed beforehand, F(2x2) also beats im2col at 7x7 and 384
+  // channels at batch 1 (16 tiles; 1 thread, standalone: 1.5-2.3 ms against 3.3-3.5), the
+  // stage-4 convs of a sub-batch of one image. F(4x4)'s choice stays: it was not faster
+  // there, nor at 14x14 and 192 channels at batch 1 (1.2 against F(2x2)'s 1.2).
   if (tiles4 >= 48) return 4;
-  if (tiles2 >= 32) return 2;
+  if (tiles2 >= (weights_transformed ? 16 : 32)) return 2;
   return 0;
 }
 

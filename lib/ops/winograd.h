@@ -44,7 +44,9 @@ bool winograd_shape_ok(const Conv2dShape& s);
 // The tile size m (2 or 4) conv2d_forward_eval uses for s, or 0 for im2col: 0 when
 // !winograd_shape_ok(s), when MM_WINOGRAD=0 in the environment, or where im2col measured
 // faster. MM_WINOGRAD=2 or 4 forces that tile size on every supported shape.
-int winograd_tile_for(const Conv2dShape& s);
+// weights_transformed: the caller has the transformed weights (WinogradWeightCache), so
+// there is no per-call transform to amortise and F(2x2) pays from fewer tiles.
+int winograd_tile_for(const Conv2dShape& s, bool weights_transformed = false);
 
 // Floats of scratch conv3x3_winograd_forward needs for s with tile size m (any thread count).
 int64_t winograd_workspace_floats(const Conv2dShape& s, int m);
