@@ -169,6 +169,7 @@ BenchResult run_benchmark(const BenchOptions& o) {
     model->backward(dlogits);
     clip_grad_norm(model->grads(), model->table(), 1.0);  // mm-train's optimiser step
     adamw.step(model->params(), model->grads(), 1e-4f);
+    model->params_changed();  // as mm-train: eval-side state built from the parameters is stale now
   };
   for (int i = 0; i < o.warmup; ++i) step();
   const double t0 = bench_now_seconds(), c0 = process_cpu_seconds();

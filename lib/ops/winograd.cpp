@@ -388,10 +388,9 @@ void conv3x3_winograd_forward(float* out, const float* x, const float* weight, c
                               const Conv2dShape& s, int m, float* workspace, const ConvEpilogue& epilogue) {
   check_conv(s);
   check_tile(m);
-  std::vector<float> own;
   if (!workspace) {
-    own.resize(size_t(winograd_workspace_floats(s, m)));
-    workspace = own.data();
+    std::vector<float> own(size_t(winograd_workspace_floats(s, m)));
+    return conv3x3_winograd_forward(out, x, weight, bias, s, m, own.data(), epilogue);
   }
   winograd_transform_weights(workspace, weight, bias, s, m, epilogue);  // the front of the workspace
   conv3x3_winograd_forward_transformed(out, x, workspace, s, m, workspace, epilogue.relu);
