@@ -55,6 +55,18 @@ TEST_CASE("durable_replace through a CommitQueue: the old version until the queu
   CHECK(read_text(a) == "second");
 }
 
+TEST_CASE("CommitQueue: commits added but never started run when the queue goes away") {
+  ScratchFolder dir;
+  const std::string a = (dir.path / "last.safetensors").string();
+  mm::durable_replace(a, "epoch 1");
+  {
+    mm::CommitQueue q;
+    mm::durable_replace(a, "epoch 2", &q);  // then, say, the next write throws before start()
+  }
+  CHECK(read_text(a) == "epoch 2");
+  CHECK_FALSE(fs::exists(a + ".tmp"));
+}
+
 TEST_CASE("CommitQueue: a commit that fails is reported by wait(), naming the file") {
   ScratchFolder dir;
   mm::CommitQueue q;

@@ -59,7 +59,10 @@ void durable_commit(const std::string& tmp, const std::string& path, CommitQueue
 }
 
 CommitQueue::~CommitQueue() {
+  // Files added but not started (an exception between a write and start()) are
+  // whole: commit them too, as the undeferred durable_commit would have.
   try {
+    if (!added_.empty()) start();
     wait();
   } catch (const std::exception&) {
   }

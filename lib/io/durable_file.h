@@ -28,7 +28,7 @@ class CommitQueue {
   CommitQueue() = default;
   CommitQueue(const CommitQueue&) = delete;
   CommitQueue& operator=(const CommitQueue&) = delete;
-  ~CommitQueue();  // waits; a failure then is dropped (call wait() to see it)
+  ~CommitQueue();  // runs what was added and waits; a failure then is dropped (call wait() to see it)
   void add(std::string tmp, std::string path);
   // Runs the commits added since the last start on the background thread.
   void start();
