@@ -82,27 +82,31 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
 // too few warps were resident to hide that: it issued at a sixth of the SMs' rate.) The sums
 // over states (dL/dΔ, the du term) go through shared memory to one thread per (step, channel).
 constexpr int kPiece = 16;  // = kN: in the per-step phase warp j takes step j of the piece
-static_assert(kPiece == kN && kChunk % kPiece == 0 && 2 * kPiece == kWarp,
-              "the phases map warps to states, then to steps; the transpose-sum takes 2·kPiece values");
+static_assert(kPiece == kN && kChunk == 2 * kPiece && 2 * kPiece == kWarp,
+              "the phases map warps to states, then to steps; the transpose-sum takes 2·kPiece values; "
+              "a chunk is two pieces, the first reusing the states the second's walk computed");
 constexpr int kDbcStride = 2 * kN + 1;  // a warp's 32 stores of one state's column fall in 32 banks
 
 // Shared memory of the main backward kernel: the staged chunk (ChunkSmem), then the piece's
-// sums over states and channels.
+// sums over states and channels, then the states a chunk's first piece reuses.
 struct BackwardSmem {
   ChunkSmem chunk;
-  float* tA;   // (kN, kPiece, kWarp) per state, step of the piece and channel: dL/d(Δ·A_n)·A_n
-  float* gB;   //   dL/dh_n · B_n
-  float* dbc;  // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
+  float2* tg;   // (kN, kPiece, kWarp) per state, step of the piece and channel: (dL/d(Δ·A_n)·A_n,
+                // dL/dh_n·B_n), one 8-byte store and load where two 4-byte ones were
+  float* dbc;   // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
+  float* hkeep;  // (kPiece, kStateBlockThreads): per thread, its state after each of a chunk's first
+                 // kPiece steps, which the second piece's walk to its start computes anyway
 };
 inline size_t backward_smem_bytes(int SR) {
-  return sizeof(float) * (chunk_smem_floats<true>(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride);
+  return sizeof(float) * (chunk_smem_floats<true>(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride +
+                          kPiece * kStateBlockThreads);
 }
 __device__ __forceinline__ BackwardSmem backward_smem(const Dims& s, float* p) {
   BackwardSmem m;
   m.chunk = carve_chunk_smem<true>(s, p);
-  m.tA = take_smem(p, kN * kPiece * kWarp);
-  m.gB = take_smem(p, kN * kPiece * kWarp);
+  m.tg = reinterpret_cast<float2*>(take_smem(p, 2 * kN * kPiece * kWarp));  // chunk_smem_floats is even
   m.dbc = take_smem(p, kPiece * kDbcStride);
+  m.hkeep = take_smem(p, kPiece * kStateBlockThreads);
   return m;
 }
 
@@ -144,23 +148,34 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     const float* rows = buf ? cm.rows[1] : cm.rows[0];
     const float* su = buf ? cm.u[1] : cm.u[0];
     const float* sdy = buf ? cm.dy[1] : cm.dy[0];
+    const int* pos = buf ? cm.pos[1] : cm.pos[0];
     stage_deltas<true, kFast>(s, len, rows, su, t, cm);
     __syncthreads();
     const float h_chunk = t.active ? st[int64_t(chunk) * kN * s.D] : 0.f;
+    // A chunk of more than kPiece steps is two pieces: the second's walk to its start passes
+    // through the first piece's states and keeps them in hkeep, so the first piece reads them
+    // back (each thread its own) instead of recomputing them (16 of 48 state steps a chunk).
+    float* hkeep = m.hkeep + t.tid;
     for (int i0 = (len - 1) / kPiece * kPiece; i0 >= 0; i0 -= kPiece) {
       const int plen = min(kPiece, len - i0);
       float hs[kPiece + 1];  // hs[0] before the piece's first step, hs[j+1] after its step j
       hs[0] = h_chunk;
-#pragma unroll 4
-      for (int i = 0; i < i0; ++i) {
-        const int e = i * kWarp + lane;
-        hs[0] = step_exp2<kFast>(cm.delta[e] * t.A2) * hs[0] + cm.dlu[e] * rows[i * s.SR + n];
-      }
+      if (i0 == 0 && len > kPiece) {
 #pragma unroll
-      for (int j = 0; j < kPiece; ++j) {
-        const int e = (i0 + j) * kWarp + lane;
-        hs[j + 1] = j < plen ? step_exp2<kFast>(cm.delta[e] * t.A2) * hs[j] + cm.dlu[e] * rows[(i0 + j) * s.SR + n]
-                             : 0.f;
+        for (int j = 0; j < kPiece; ++j) hs[j + 1] = hkeep[j * kStateBlockThreads];
+      } else {
+#pragma unroll 4
+        for (int i = 0; i < i0; ++i) {  // i0 is kPiece or 0
+          const int e = i * kWarp + lane;
+          hs[0] = step_exp2<kFast>(cm.delta[e] * t.A2) * hs[0] + cm.dlu[e] * rows[i * s.SR + n];
+          hkeep[i * kStateBlockThreads] = hs[0];
+        }
+#pragma unroll
+        for (int j = 0; j < kPiece; ++j) {
+          const int e = (i0 + j) * kWarp + lane;
+          hs[j + 1] = j < plen ? step_exp2<kFast>(cm.delta[e] * t.A2) * hs[j] + cm.dlu[e] * rows[(i0 + j) * s.SR + n]
+                               : 0.f;
+        }
       }
       float v[2 * kPiece];  // this channel's [dB_n | dC_n] terms of each step of the piece
 #pragma unroll
@@ -176,9 +191,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
           const float tt = dhn * hs[j] * a;          // dL/d(Δ·A_n)
           v[kPiece + j] = dy * hs[j + 1];
           v[j] = dhn * cm.dlu[e];
-          const int r = (n * kPiece + j) * kWarp + lane;
-          m.tA[r] = tt * t.A;
-          m.gB[r] = dhn * row[n];
+          m.tg[(n * kPiece + j) * kWarp + lane] = make_float2(tt * t.A, dhn * row[n]);
           dA += tt * delta;
           dh = dhn * a;  // dL/dh_{l-1} through h_l
         }
@@ -192,15 +205,16 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         float ddl = 0.f, gB = 0.f;  // dL/dΔ, Σ_n dL/dh_n·B_n
 #pragma unroll
         for (int q = 0; q < kN; ++q) {
-          ddl += m.tA[(q * kPiece + n) * kWarp + lane];
-          gB += m.gB[(q * kPiece + n) * kWarp + lane];
+          const float2 tg = m.tg[(q * kPiece + n) * kWarp + lane];
+          ddl += tg.x;
+          gB += tg.y;
         }
         const float ul = su[e], dy = sdy[e];
         ddl += gB * ul;
         const float dpre = ddl * cm.spg[e];
         dD += dy * ul;
         dbias += dpre;
-        const int p = scan_position(k, l0 + i, s.H, s.W);
+        const int p = pos[i];
         if (t.active) {
           const int64_t o = (dir_row0 + p) * s.D + t.d;
           dpre_out[o] = dpre;
@@ -212,15 +226,14 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     }
   }
   // dD and dbias over the block's warps (each summed its steps), in warp order.
-  m.tA[n * kWarp + lane] = dD;
-  m.gB[n * kWarp + lane] = dbias;
+  m.tg[n * kWarp + lane] = make_float2(dD, dbias);
   __syncthreads();
   if (t.active) {
     float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + t.d) * (kN + 2);
     pg[n] = dA * t.A;  // through A = -exp(A_logs): dA_logs = dA·A
     if (n == 0) {
       float sD = 0.f, sb = 0.f;
-      for (int q = 0; q < kN; ++q) sD += m.tA[q * kWarp + lane], sb += m.gB[q * kWarp + lane];
+      for (int q = 0; q < kN; ++q) sD += m.tg[q * kWarp + lane].x, sb += m.tg[q * kWarp + lane].y;
       pg[kN] = sD;
       pg[kN + 1] = sb;
     }

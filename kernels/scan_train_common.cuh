@@ -242,10 +242,13 @@ struct ChunkSmem {
   float* delta;    // (kChunk, kWarp) per step and channel: Δ
   float* dlu;      //   Δ·u
   float* spg;      //   softplus' of Δ's pre-activation (backward only)
+  int* pos[2];     // (kChunk): the spatial position of each step, for the per-step writes
 };
+// An even count, so that what follows it may hold 8-byte values.
 template <bool kBackward>
 inline size_t chunk_smem_floats(int SR) {
-  return 2 * (size_t(kChunk) * SR + (kBackward ? 2 : 1) * kChunk * kWarp) + (kBackward ? 3 : 2) * kChunk * kWarp;
+  return 2 * (size_t(kChunk) * SR + (kBackward ? 2 : 1) * kChunk * kWarp + kChunk) +
+         (kBackward ? 3 : 2) * kChunk * kWarp;
 }
 __device__ __forceinline__ float* take_smem(float*& p, int n) {
   float* q = p;
@@ -259,6 +262,7 @@ __device__ __forceinline__ ChunkSmem carve_chunk_smem(const Dims& s, float*& p) 
     m.rows[i] = take_smem(p, kChunk * s.SR);
     m.u[i] = take_smem(p, kChunk * kWarp);
     if (kBackward) m.dy[i] = take_smem(p, kChunk * kWarp);
+    m.pos[i] = reinterpret_cast<int*>(take_smem(p, kChunk));
   }
   m.delta = take_smem(p, kChunk * kWarp);
   m.dlu = take_smem(p, kChunk * kWarp);
@@ -294,8 +298,10 @@ __device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTra
 
 // Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
 // reordered as stage_chunk does, and u (and dout) of each (step, channel), zero for lanes
-// past D (thread (n, c) takes steps n, n+kN, ... of channel c). Commits them as one group; a
-// chunk outside [0, nseg) commits an empty group, which keeps the caller's wait uniform.
+// past D (thread (n, c) takes steps n, n+kN, ... of channel c); and stores each step's
+// position (an integer division for the odd directions) for the per-step writes. Commits the
+// copies as one group; a chunk outside [0, nseg) commits an empty group, which keeps the
+// caller's wait uniform. The positions are visible after the caller's next __syncthreads.
 template <bool kBackward>
 __device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
                                                    const ChunkSmem& m) {
@@ -304,12 +310,14 @@ __device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chu
     float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
     float* u = buf ? m.u[1] : m.u[0];
     float* dy = buf ? m.dy[1] : m.dy[0];
+    int* pos = buf ? m.pos[1] : m.pos[0];
     // Warp n takes steps n, n+kN, ...: one position per step for the whole warp (its lanes
     // copy the row's columns, then their channels), so no thread divides per element: integer
     // work was the busiest pipe of the forward kernel when each element found its step by
     // dividing its index.
     for (int i = t.n; i < len; i += kN) {
       const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      if (t.lane == 0) pos[i] = int(p);
       const float* src = t.dbl_b + p * s.KC;
       float* dst = rows + i * s.SR;
       for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);

@@ -206,6 +206,7 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
     __syncthreads();  // this chunk's copies, from every thread, are visible
     const float* rows = buf ? cm.rows[1] : cm.rows[0];
     const float* su = buf ? cm.u[1] : cm.u[0];
+    const int* pos = buf ? cm.pos[1] : cm.pos[0];
     stage_deltas<false, kFast>(s, len, rows, su, t, cm);
     if (st && t.active) st[int64_t(chunk) * kN * s.D] = h;
     __syncthreads();
@@ -221,7 +222,7 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
       float y = t.Dk * su[i * kWarp + lane];
 #pragma unroll
       for (int q = 0; q < kN; ++q) y += ch[(q * kChunk + i) * kWarp + lane];
-      if (t.active) ys_bk[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.D] = y;
+      if (t.active) ys_bk[int64_t(pos[i]) * s.D] = y;
     }
     __syncthreads();  // the chunk's shared memory is read; the next chunk may write
   }
