@@ -24,6 +24,8 @@
 #   MODELS ["dims48 tiny"]  dims48: dims 48..384, depths 2,2,4,2; tiny: MedMamba-T
 #                           (both 224 px, made by one mm-train epoch there);
 #                           default: share/models/brain-mri-96 (96 px); or a model file
+#   MIXED_DIR [unset]  input (c): the real single-frame DICOM files made by
+#                      bench/make_mixed_set.sh (carried), REPEAT [8] times through links
 #   BRAIN_DIR [unset]  a folder of class folders of brain-MRI JPEGs (the shared
 #                      data's Testing/, carried): also mm-eval on it, default model
 #   WORK [/tmp/mm-device-pipeline]  where the folders go (10,000 files: 5.3 GB)
@@ -105,6 +107,16 @@ model_file() {
 } >"$report"
 folders=()
 for s in explicit jpeg-lossless jpeg-ls j2k; do [ -d "$WORK/ct/$s" ] && folders+=("$WORK/ct/$s"); done
+if [ -n "${MIXED_DIR:-}" ] && [ -f "$MIXED_DIR/list.txt" ]; then  # input (c), repeated through links
+  rm -rf "$WORK/mixed"
+  for ((r = 1; r <= ${REPEAT:-8}; ++r)); do
+    while IFS= read -r rel; do
+      mkdir -p "$WORK/mixed/r$r/$(dirname "$rel")" && ln -s "$(cd "$MIXED_DIR" && pwd)/$rel" "$WORK/mixed/r$r/$rel"
+    done <"$MIXED_DIR/list.txt"
+  done
+  say "mixed set: $(wc -l <"$MIXED_DIR/list.txt") files x ${REPEAT:-8}"
+  folders+=("$WORK/mixed")
+fi
 for m in $MODELS; do
   file=$(model_file "$m") || { say "model $m: mm-train failed (see pipeline.log)"; continue; }
   say "model $m: $file"
