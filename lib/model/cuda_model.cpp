@@ -93,8 +93,24 @@ struct CudaMedMamba::Impl {
 
   ~Impl() { cuda::stream_destroy(stream); }
 
+  // reload_weights: prepare() runs again and upload() refills weights[refill_next++] in
+  // place, in the order the first prepare() made them, so that the buffers a captured graph
+  // reads stay where they are. The host copies live until the stream has read them.
+  bool refilling = false;
+  size_t refill_next = 0;
+  std::vector<Tensor> refill_sources;
   const void* upload(const float* src, int64_t n, DType dt) {
-    Tensor t = Tensor::wrap(const_cast<float*>(src), {n}).to(dt).to(Device::CUDA);
+    Tensor host = Tensor::wrap(const_cast<float*>(src), {n}).to(dt);
+    if (refilling) {
+      MM_CHECK(refill_next < weights.size(), "CudaMedMamba::reload_weights: the model has more weights than before");
+      Tensor& t = weights[refill_next++];
+      MM_CHECK(t.numel() == n && t.dtype() == dt, "CudaMedMamba::reload_weights: a weight changed size or type");
+      if (host.data() == static_cast<const void*>(src)) host = host.clone();  // to(dt) of the same dtype shares src, which may go away
+      cuda::copy_async(t.data(), host.data(), size_t(host.nbytes()), stream);
+      refill_sources.push_back(std::move(host));
+      return t.data();
+    }
+    Tensor t = host.to(Device::CUDA);
     weights.push_back(t);
     return t.data();
   }
@@ -236,8 +252,8 @@ void CudaMedMamba::Impl::prepare(const MedMamba& model) {
   pe_b = upload(param(st, "patch_embed.proj.bias"), C0, act);
   pe_norm_w = upload_f32(param(st, "patch_embed.norm.weight"), C0);
   pe_norm_b = upload_f32(param(st, "patch_embed.norm.bias"), C0);
-  blocks.resize(size_t(cfg.num_stages()));
-  merges.resize(size_t(cfg.num_stages()));
+  blocks.assign(size_t(cfg.num_stages()), {});  // also when reload_weights runs this again
+  merges.assign(size_t(cfg.num_stages()), {});
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     const std::string stage = "layers." + std::to_string(i) + ".";
     for (int64_t j = 0; j < cfg.depths[size_t(i)]; ++j)
@@ -378,6 +394,26 @@ CudaMedMamba::CudaMedMamba(const MedMamba& model, CudaModelOptions opts) : impl_
 
 CudaMedMamba::~CudaMedMamba() = default;
 
+void CudaMedMamba::reload_weights(const MedMamba& model) {
+  Impl& m = *impl_;
+  MM_CHECK(model.config().to_json() == m.cfg.to_json(), "CudaMedMamba::reload_weights: a model of another configuration");
+  cuda::stream_sync(m.stream);  // no pass still reads the weights
+  m.refilling = true;
+  m.refill_next = 0;
+  try {
+    m.prepare(model);
+  } catch (...) {
+    m.refilling = false;
+    cuda::stream_sync(m.stream);
+    m.refill_sources.clear();
+    throw;
+  }
+  m.refilling = false;
+  MM_CHECK(m.refill_next == m.weights.size(), "CudaMedMamba::reload_weights: the model has fewer weights than before");
+  cuda::stream_sync(m.stream);
+  m.refill_sources.clear();
+}
+
 const ModelConfig& CudaMedMamba::config() const { return impl_->cfg; }
 const CudaModelOptions& CudaMedMamba::options() const { return impl_->opts; }
 std::string CudaMedMamba::device_name() const { return cuda::device_name(); }
@@ -392,7 +428,10 @@ Tensor CudaMedMamba::forward_device(const Tensor& images) {
   MM_CHECK(images.dim(1) == cfg.in_chans && images.dim(3) == S && S > 0 && S % div == 0 && B > 0,
            "CudaMedMamba::forward: expected (B," + std::to_string(cfg.in_chans) + ",S,S) with S divisible by " +
                std::to_string(div) + ", got " + shape_str(images.shape()));
-  m.ensure_workspace(B, S);
+  // A batch of more than half the workspace's runs at its size, the other rows left as they
+  // are (rows are independent in eval mode): one shape, one graph, no reallocation for the
+  // short last batch of a run. A smaller one gets a workspace of its own size.
+  if (!(m.ws.S == S && B <= m.ws.B && 2 * B > m.ws.B)) m.ensure_workspace(B, S);
   cuda::copy_async(m.ws.images, images.data(), images.nbytes(), m.stream);
   if (!m.opts.use_graphs || !m.ran_eagerly) {
     m.run_layers();

@@ -37,12 +37,19 @@ class CudaMedMamba {
   CudaMedMamba(const CudaMedMamba&) = delete;
   CudaMedMamba& operator=(const CudaMedMamba&) = delete;
 
+  // The weights of `model` (the same configuration) into the buffers this engine already has,
+  // keeping its workspace, GEMM plans and captured graphs: a trainer's eval engine after each
+  // optimiser epoch, without building a new one. Waits for the passes queued before.
+  void reload_weights(const MedMamba& model);
+
   const ModelConfig& config() const;
   const CudaModelOptions& options() const;
   std::string device_name() const;  // the GPU's name, as the driver gives it
 
   // images: (B,in_chans,S,S) float32 NCHW, on the CPU or the GPU. Returns logits (B,classes)
-  // float32 on the CPU.
+  // float32 on the CPU. A batch of more than half the largest one so far runs at that size
+  // (the short last batch of a run reuses its buffers and graph); a smaller one gets buffers
+  // of its own size.
   Tensor forward(const Tensor& images);
 
   // Same, but enqueues the pass and returns without waiting: the logits (B,classes) float32

@@ -10,6 +10,7 @@ struct CudaMedMamba::Impl {};
 
 CudaMedMamba::CudaMedMamba(const MedMamba&, CudaModelOptions) { throw Error("CudaMedMamba: built without CUDA"); }
 CudaMedMamba::~CudaMedMamba() = default;
+void CudaMedMamba::reload_weights(const MedMamba&) { throw Error("CudaMedMamba: built without CUDA"); }
 const ModelConfig& CudaMedMamba::config() const { throw Error("CudaMedMamba: built without CUDA"); }
 const CudaModelOptions& CudaMedMamba::options() const { throw Error("CudaMedMamba: built without CUDA"); }
 std::string CudaMedMamba::device_name() const { throw Error("CudaMedMamba: built without CUDA"); }
