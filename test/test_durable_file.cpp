@@ -80,3 +80,23 @@ TEST_CASE("CommitQueue: a commit that fails is reported by wait(), naming the fi
   }
   q.wait();  // reported once
 }
+
+TEST_CASE("CommitQueue: a commit that writes its file on the queue's thread; a failed write leaves the old version") {
+  ScratchFolder dir;
+  const std::string a = (dir.path / "best.safetensors").string();
+  mm::durable_replace(a, "epoch 1");
+  mm::CommitQueue q;
+  const std::string snapshot = "epoch 2";  // what the caller copied before the next epoch changes it
+  q.add(a + ".partial", a, [tmp = a + ".partial", snapshot] { std::ofstream(tmp, std::ios::binary) << snapshot; });
+  CHECK(read_text(a) == "epoch 1");
+  CHECK_FALSE(fs::exists(a + ".partial"));  // not even written before start()
+  q.start();
+  q.wait();
+  CHECK(read_text(a) == "epoch 2");
+  CHECK_FALSE(fs::exists(a + ".partial"));
+
+  q.add(a + ".partial", a, [] { throw mm::Error("best.safetensors.partial: disk full"); });
+  q.start();
+  CHECK_THROWS_WITH_AS(q.wait(), doctest::Contains("best.safetensors.partial"), mm::Error);
+  CHECK(read_text(a) == "epoch 2");
+}

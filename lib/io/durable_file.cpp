@@ -68,13 +68,18 @@ CommitQueue::~CommitQueue() {
   }
 }
 
-void CommitQueue::add(std::string tmp, std::string path) { added_.emplace_back(std::move(tmp), std::move(path)); }
+void CommitQueue::add(std::string tmp, std::string path, std::function<void()> write) {
+  added_.push_back({std::move(tmp), std::move(path), std::move(write)});
+}
 
 void CommitQueue::start() {
   wait();
   worker_ = std::thread([this, jobs = std::move(added_)] {
     try {
-      for (const auto& [tmp, path] : jobs) durable_commit(tmp, path);
+      for (const Commit& c : jobs) {
+        if (c.write) c.write();
+        durable_commit(c.tmp, c.path);
+      }
     } catch (...) {
       failure_ = std::current_exception();
     }

@@ -5,6 +5,7 @@
 // and mm-serve's received instances, records and reports all go through here.
 // POSIX only (Linux, macOS).
 #include <exception>
+#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -20,23 +21,30 @@ void sync_path(const std::string& path);
 void durable_rename(const std::string& from, const std::string& to);
 // Commits deferred to a thread of their own, run in the order they were
 // added: a trainer whose epochs take seconds would otherwise wait for the disk
-// to flush its model and state files (tens of MB, a few fsyncs) every epoch.
-// Until a commit has run, its final name holds the previous version, as when
-// the process is killed mid-way. Write no tmp file again before wait().
+// to write and flush its model and state files (tens of MB, a few fsyncs)
+// every epoch. A commit may carry the writing of its tmp file too, from data
+// the caller has already copied (a snapshot of the model). Until a commit has
+// run, its final name holds the previous version, as when the process is
+// killed mid-way. Write no tmp file again before wait().
 class CommitQueue {
  public:
   CommitQueue() = default;
   CommitQueue(const CommitQueue&) = delete;
   CommitQueue& operator=(const CommitQueue&) = delete;
   ~CommitQueue();  // runs what was added and waits; a failure then is dropped (call wait() to see it)
-  void add(std::string tmp, std::string path);
+  // tmp takes path's name; `write`, when given, first writes tmp on the queue's thread.
+  void add(std::string tmp, std::string path, std::function<void()> write = {});
   // Runs the commits added since the last start on the background thread.
   void start();
   // Joins the thread; throws the first failure (mm::Error naming the file).
   void wait();
 
  private:
-  std::vector<std::pair<std::string, std::string>> added_;
+  struct Commit {
+    std::string tmp, path;
+    std::function<void()> write;
+  };
+  std::vector<Commit> added_;
   std::thread worker_;
   std::exception_ptr failure_;
 };

@@ -37,14 +37,18 @@ std::string ModelMeta::class_name(int64_t i) const {
 }
 
 void save_model(const std::string& path, const Model& model, const ModelMeta& meta, DType storage) {
+  save_model_state(path, model.state(), model.config(), meta, storage);
+}
+
+void save_model_state(const std::string& path, std::map<std::string, Tensor> tensors, const ModelConfig& config,
+                      const ModelMeta& meta, DType storage) {
   MM_CHECK(storage == DType::F32 || storage == DType::F16 || storage == DType::BF16,
            "save_model: storage must be F32, F16 or BF16");
-  std::map<std::string, Tensor> tensors = model.state();
   for (auto& [name, t] : tensors)
     if (t.dtype() == DType::F32 && !(meta.int8_weights && is_int8_weight(name))) t = t.to(storage);
   if (meta.int8_weights) tensors = quantize_state_int8(tensors);  // its scales are F32
   std::map<std::string, std::string> md{{"format", kFormat},
-                                        {"config", model.config().to_json()},
+                                        {"config", config.to_json()},
                                         {"class_names", json(meta.class_names).dump()},
                                         {"preprocess", meta.preprocess.to_json()}};
   if (meta.int8_weights) md["quantization"] = quantization_metadata(meta.int8_activation_scales);

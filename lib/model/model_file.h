@@ -39,6 +39,9 @@ struct ModelMeta {
 // with meta.int8_weights the Linear weights are int8 whatever the storage.
 void save_model(const std::string& path, const Model& model, const ModelMeta& meta,
                 DType storage = DType::F32);
+// The same from a snapshot of model.state() (a trainer writes it while the next epoch runs).
+void save_model_state(const std::string& path, std::map<std::string, Tensor> state, const ModelConfig& config,
+                      const ModelMeta& meta, DType storage = DType::F32);
 
 struct LoadedModel {
   MedMamba model;

@@ -23,10 +23,17 @@ void save_run_state(const std::string& path, const RunState& s, CommitQueue* lat
                       {"train_seconds", p.train_seconds}, {"best_value", p.best_value},
                       {"best_epoch", p.best_epoch}, {"processes", p.processes}};
   const std::string tmp = path + ".partial";
-  write_safetensors(tmp, {{"params", s.params}, {"adam.m", s.adam_m}, {"adam.v", s.adam_v},
-                          {"batches_tracked", tracked}},
-                    {{"format", kFormat}, {"progress", progress.dump()}, {"options", s.options_json}});
-  durable_commit(tmp, path, later);
+  auto write = [tmp, tensors = std::map<std::string, Tensor>{{"params", s.params}, {"adam.m", s.adam_m},
+                                                             {"adam.v", s.adam_v}, {"batches_tracked", tracked}},
+                metadata = std::map<std::string, std::string>{
+                    {"format", kFormat}, {"progress", progress.dump()}, {"options", s.options_json}}] {
+    write_safetensors(tmp, tensors, metadata);
+  };
+  if (!later) {
+    write();
+    return durable_commit(tmp, path);
+  }
+  later->add(tmp, path, std::move(write));  // s's tensors are the caller's copies, which the queue now shares
 }
 
 RunState load_run_state(const std::string& path) {

@@ -36,6 +36,8 @@ struct RunState {
 
 // Written beside `path` and committed durably (io/durable_file.h): a kill at
 // any moment leaves either the previous state or the new one, never a torn file.
+// With `later` the file is written on the queue's thread: s's tensors must then
+// stay unchanged until the queue has run (pass copies).
 void save_run_state(const std::string& path, const RunState& s, CommitQueue* later = nullptr);
 RunState load_run_state(const std::string& path);  // throws mm::Error naming the file
 

@@ -111,9 +111,17 @@ ImageCache cache_split(const char* what, const Dataset& d, const std::vector<siz
   return c;
 }
 
+// With a queue, the file is written on its thread from a snapshot taken now (state()
+// copies the parameters), while the next epoch trains.
 void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta, CommitQueue* later) {
-  save_model(path + ".partial", model, meta);
-  durable_commit(path + ".partial", path, later);
+  const std::string tmp = path + ".partial";
+  if (!later) {
+    save_model(tmp, model, meta);
+    return durable_commit(tmp, path);
+  }
+  later->add(tmp, path, [tmp, state = model.state(), config = model.config(), meta] {
+    save_model_state(tmp, state, config, meta);
+  });
 }
 
 // Bigger is better for every --select metric (the loss enters negated).
@@ -290,9 +298,12 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     commits.wait();
     RunState s;
     s.progress = p;
-    s.params = model.params().to(Device::CPU);
-    s.adam_m = opt.first_moment().to(Device::CPU);
-    s.adam_v = opt.second_moment().to(Device::CPU);
+    // Copies, also of CPU tensors (to(CPU) would alias them): the queue writes them while
+    // the next epoch changes the originals.
+    const auto copy_on_cpu = [](const Tensor& t) { return t.device() == Device::CPU ? t.clone() : t.to(Device::CPU); };
+    s.params = copy_on_cpu(model.params());
+    s.adam_m = copy_on_cpu(opt.first_moment());
+    s.adam_v = copy_on_cpu(opt.second_moment());
     s.batches_tracked = model.batches_tracked();
     s.options_json = o.to_json();
     save_run_state(state_path, s, &commits);
