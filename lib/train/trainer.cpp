@@ -111,17 +111,12 @@ ImageCache cache_split(const char* what, const Dataset& d, const std::vector<siz
   return c;
 }
 
-// With a queue, the file is written on its thread from a snapshot taken now (state()
-// copies the parameters), while the next epoch trains.
-void save_model_file(const std::string& path, const Model& model, const ModelMeta& meta, CommitQueue* later) {
+// A model file written and committed on the queue's thread, from `state`, a snapshot of
+// model.state() (which copies the parameters), while the next epoch trains.
+void queue_model_file(const std::string& path, const std::map<std::string, Tensor>& state, const ModelConfig& config,
+                      const ModelMeta& meta, CommitQueue& later) {
   const std::string tmp = path + ".partial";
-  if (!later) {
-    save_model(tmp, model, meta);
-    return durable_commit(tmp, path);
-  }
-  later->add(tmp, path, [tmp, state = model.state(), config = model.config(), meta] {
-    save_model_state(tmp, state, config, meta);
-  });
+  later.add(tmp, path, [tmp, state, config, meta] { save_model_state(tmp, state, config, meta); });
 }
 
 // Bigger is better for every --select metric (the loss enters negated).
@@ -400,12 +395,14 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
       // Without a value to select by (no validation set), the latest epoch is the best one.
       r.best = p.best_epoch < 0 || !value || *value > p.best_value;
       commits.wait();
+      // One snapshot for both files: the best epoch's parameters are the last ones.
+      const std::map<std::string, Tensor> state = model.state();
       if (r.best) {
         p.best_epoch = p.epoch;
         p.best_value = value.value_or(0.0);
-        save_model_file((fs::path(o.out) / "best.safetensors").string(), model, meta, &commits);
+        queue_model_file((fs::path(o.out) / "best.safetensors").string(), state, model.config(), meta, commits);
       }
-      save_model_file((fs::path(o.out) / "last.safetensors").string(), model, meta, &commits);
+      queue_model_file((fs::path(o.out) / "last.safetensors").string(), state, model.config(), meta, commits);
       records.push_back(r);
       write_metrics_file(metrics_path, records, &commits);
       durable_replace((fs::path(o.out) / "curves.svg").string(), training_curves_svg(records), &commits);
