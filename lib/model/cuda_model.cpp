@@ -2,6 +2,7 @@
 // (kernels/cuda_ops.h). The stub for builds without CUDA is cuda_model_stub.cpp.
 #include "model/cuda_model.h"
 
+#include "core/cuda_memory.h"
 #include "core/error.h"
 
 namespace mm {
@@ -95,19 +96,16 @@ struct CudaMedMamba::Impl {
 
   // reload_weights: prepare() runs again and upload() refills weights[refill_next++] in
   // place, in the order the first prepare() made them, so that the buffers a captured graph
-  // reads stay where they are. The host copies live until the stream has read them.
+  // reads stay where they are. Both copy synchronously, so `src` may go away after.
   bool refilling = false;
   size_t refill_next = 0;
-  std::vector<Tensor> refill_sources;
   const void* upload(const float* src, int64_t n, DType dt) {
-    Tensor host = Tensor::wrap(const_cast<float*>(src), {n}).to(dt);
+    const Tensor host = Tensor::wrap(const_cast<float*>(src), {n}).to(dt);
     if (refilling) {
       MM_CHECK(refill_next < weights.size(), "CudaMedMamba::reload_weights: the model has more weights than before");
       Tensor& t = weights[refill_next++];
       MM_CHECK(t.numel() == n && t.dtype() == dt, "CudaMedMamba::reload_weights: a weight changed size or type");
-      if (host.data() == static_cast<const void*>(src)) host = host.clone();  // to(dt) of the same dtype shares src, which may go away
-      cuda::copy_async(t.data(), host.data(), size_t(host.nbytes()), stream);
-      refill_sources.push_back(std::move(host));
+      cuda::copy(t.data(), host.data(), size_t(host.nbytes()), cuda::Copy::HostToDevice);
       return t.data();
     }
     Tensor t = host.to(Device::CUDA);
@@ -404,14 +402,10 @@ void CudaMedMamba::reload_weights(const MedMamba& model) {
     m.prepare(model);
   } catch (...) {
     m.refilling = false;
-    cuda::stream_sync(m.stream);
-    m.refill_sources.clear();
     throw;
   }
   m.refilling = false;
   MM_CHECK(m.refill_next == m.weights.size(), "CudaMedMamba::reload_weights: the model has fewer weights than before");
-  cuda::stream_sync(m.stream);
-  m.refill_sources.clear();
 }
 
 const ModelConfig& CudaMedMamba::config() const { return impl_->cfg; }
