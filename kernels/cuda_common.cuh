@@ -100,6 +100,15 @@ __device__ __forceinline__ double warp_sum_strided(const float* values, int64_t 
   return sum;
 }
 
+// Spatial position p of sequence index l of the SS2D scan in direction k (see
+// lib/ops/selective_scan.h), for the inference and the training scan kernels.
+__device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
+  if (k >= 2) l = H * W - 1 - l;  // k=2,3 run k=0,1 backwards
+  if (k % 2 == 0) return l;       // row-major: l = h·W + w
+  const int w = l / H, h = l - w * H;  // column-major: l = w·H + h
+  return h * W + w;
+}
+
 inline unsigned grid_for(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   MM_CHECK(blocks < (int64_t(1) << 31), "grid too large");

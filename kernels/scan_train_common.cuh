@@ -59,12 +59,6 @@ void for_each_batch_slice(const ScanTrainShape& s, F&& f) {
 // (4, n) buffer in the CPU's order.
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st);
 
-// Spatial position p of sequence index l in direction k (see selective_scan.h).
-__device__ __forceinline__ int scan_position(int k, int l, int H, int W) {
-  if (k >= 2) l = H * W - 1 - l;
-  return (k & 1) ? (l % H) * W + l / H : l;
-}
-
 // Δ's pre-activation, dt_projs_bias + dt_projs_weight[k,d,:]·dt, summed in the CPU's order.
 __device__ __forceinline__ float delta_pre(const float* wrow, float bias, const float* dt, int R) {
   float pre = bias;
