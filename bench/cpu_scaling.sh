@@ -5,16 +5,16 @@
 #
 #   bench/cpu_scaling.sh PATH/TO/mm-bench [THREADS...]     e.g. bench/cpu_scaling.sh build/mm-bench
 #
-# Rows: float32 with the batch split into one sub-batch per thread (MM_CPU_BATCH_SPLIT=images,
-# lib/model/cpu_batch_split.h) and with every op parallel over the whole batch
-# (MM_CPU_BATCH_SPLIT=ops), then bf16 and int8 (per op; they have no sub-batch mode). A cell
+# Rows: float32, bf16 and int8, each with the batch split into one sub-batch per thread
+# (MM_CPU_BATCH_SPLIT=images, lib/model/cpu_batch_split.h) and with every op parallel over the
+# whole batch (MM_CPU_BATCH_SPLIT=ops). A cell
 # that mm-bench reports as run in the other mode (1 thread: always per op; an mm-bench from
 # before the switch: never split) is marked "(ran per op)".
 # Models: MedMamba-T, and the dims 48,96,192,384 / depths 2,2,4,2 model of issue 15's
 # mm-predict run; ARCHS="tiny" (or ARCHS="48,96,192,384:2,2,4,2") runs one of them.
 #
-# Each configuration runs twice (3 timed iterations after 1 warm-up each), the two modes of
-# float32 alternating, and the better run counts: other work on the machine only ever slows a
+# Each configuration runs twice (3 timed iterations after 1 warm-up each), the rows
+# alternating, and the better run counts: other work on the machine only ever slows a
 # run down. The 2 -> 16 thread ratio is printed per row (issue 15 asks >= 6x). OpenMP threads
 # are bound one per core (OMP_PROC_BIND=close, OMP_PLACES=cores) unless the environment sets
 # either already. On a machine with other work running, also try OMP_WAIT_POLICY=passive
@@ -37,7 +37,8 @@ threads=("$@")
 [ ${#threads[@]} -eq 0 ] && threads=(1 2 4 8 16)
 read -r -a archs <<< "${ARCHS:-tiny 48,96,192,384:2,2,4,2}"
 # row name -> "precision split" (split: the MM_CPU_BATCH_SPLIT value asked for)
-rows=("fp32, sub-batch per thread|fp32 images" "fp32, per op|fp32 ops" "bf16, per op|bf16 ops" "int8, per op|int8 ops")
+rows=("fp32, sub-batch per thread|fp32 images" "fp32, per op|fp32 ops" "bf16, sub-batch per thread|bf16 images"
+      "bf16, per op|bf16 ops" "int8, sub-batch per thread|int8 images" "int8, per op|int8 ops")
 batch=16
 size=224
 cores=$(nproc)

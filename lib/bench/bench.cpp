@@ -96,6 +96,13 @@ static std::string images_per_cpu_second(const BenchOptions& o, double cpu_start
   return s.str();
 }
 
+// How a CPU eval forward of this batch uses its threads (MM_CPU_BATCH_SPLIT): per op, or
+// one sub-batch per thread.
+static std::string batch_split_note(int64_t batch) {
+  const int sub_batches = sub_batch_count(batch_split_setting(), batch, omp_get_max_threads());
+  return sub_batches > 1 ? " batch_split=images/" + std::to_string(sub_batches) : " batch_split=ops";
+}
+
 // A bf16 or int8 inference forward (CpuBf16Model, CpuInt8Model, which throw naming the
 // reason where the build or CPU has no such path).
 template <class LowPrecisionModel>
@@ -107,7 +114,7 @@ static BenchResult time_cpu_low_precision(const BenchOptions& o, LowPrecisionMod
   for (int i = 0; i < o.iters; ++i) fast.forward(images);
   const double dt = (bench_now_seconds() - t0) / o.iters;
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
-                           images_per_cpu_second(o, c0) + extra);
+                           images_per_cpu_second(o, c0) + extra + batch_split_note(o.batch));
 }
 
 static size_t gpu_bytes_in_use() {
@@ -181,11 +188,8 @@ BenchResult run_benchmark(const BenchOptions& o) {
     const double mib = double(gpu_bytes_in_use() - gpu_bytes_before) / (1 << 20);
     return make_bench_result(o, dt, "cuda", " gpu_mem_MiB=" + std::to_string(int64_t(mib)));
   }
-  // How the eval forward used its threads (MM_CPU_BATCH_SPLIT): per op, or per sub-batch.
-  const int sub_batches = train ? 1 : sub_batch_count(batch_split_setting(), o.batch, omp_get_max_threads());
-  const std::string split = sub_batches > 1 ? " batch_split=images/" + std::to_string(sub_batches) : " batch_split=ops";
   return make_bench_result(o, dt, "cpu threads=" + std::to_string(omp_get_max_threads()),
-                           images_per_cpu_second(o, c0) + split);
+                           images_per_cpu_second(o, c0) + (train ? " batch_split=ops" : batch_split_note(o.batch)));
 }
 
 double run_torch_reference(const BenchOptions& o, const std::string& python) {

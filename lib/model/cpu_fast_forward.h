@@ -17,8 +17,11 @@
 //   // conv's output as consumer's input (out, row_scale); scratch: room for it in float32.
 //   static void conv_out(const Bf16Conv2d& conv, const Linear& consumer, Act* out, float* row_scale,
 //                        float* scratch, const uint16_t* x, int64_t B, int64_t H, int64_t W);
+#include <omp.h>
+
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -27,6 +30,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "model/block.h"
+#include "model/cpu_batch_split.h"
 #include "model/medmamba.h"
 #include "ops/depthwise_conv.h"
 #include "ops/gemm_bf16.h"
@@ -190,16 +194,35 @@ class Forward {
     }
   }
 
+  // The whole batch per op, or one sub-batch per thread (cpu_batch_split.h), as the fp32 forward.
   Tensor operator()(const Tensor& images, const char* precision_name) {
     const ModelConfig& cfg = model_.config();
     check_images(images, cfg, precision_name);
     const int64_t B = images.dim(0), S = images.dim(2);
-    buf_.ensure(cfg, B, S);
-    Buffers<Act>& b = buf_;
+    Tensor logits = Tensor::empty({B, cfg.num_classes});
+    const int workers = sub_batch_count(batch_split_setting(), B, omp_get_max_threads());
+    if (workers == 1) {
+      forward(logits.f32(), images.f32(), B, S, buf_);
+      return logits;
+    }
+    while (worker_buf_.size() < size_t(workers)) worker_buf_.push_back(std::make_unique<Buffers<Act>>());
+    const int64_t image_floats = cfg.in_chans * S * S;
+    run_sub_batches(B, workers, [&](int w, int64_t first, int64_t count) {
+      forward(logits.f32() + first * cfg.num_classes, images.f32() + first * image_floats, count, S,
+              *worker_buf_[size_t(w)]);  // sized by its worker: its pages near its core
+    });
+    return logits;
+  }
+
+ private:
+  // logits (B,classes) of images (B,in_chans,S,S), with b as the activations.
+  void forward(float* logits, const float* images, int64_t B, int64_t S, Buffers<Act>& b) {
+    const ModelConfig& cfg = model_.config();
+    b.ensure(cfg, B, S);
     const int64_t side0 = S / 4;
     float *cur = b.x0.data(), *next = b.x1.data();
     timed("patch_embed", [&] {
-      images_to_nhwc_bf16(b.image.data(), images.f32(), B, cfg.in_chans, S);
+      images_to_nhwc_bf16(b.image.data(), images, B, cfg.in_chans, S);
       patch_embed_.forward(b.embed.data(), b.image.data(), B, S, S);
       layernorm_forward(cur, nullptr, nullptr, b.embed.data(), w("patch_embed.norm.weight"),
                         w("patch_embed.norm.bias"), B * side0 * side0, cfg.dims[0]);
@@ -209,7 +232,7 @@ class Forward {
       const BlockDims d{B, side, side, C, cfg.d_state, cfg.dt_rank(i)};
       const auto& stage = blocks_[size_t(i)];
       for (size_t j = 0; j < stage.size(); ++j) {
-        block(next, cur, stage[j], j + 1 < stage.size() ? &stage[j + 1] : nullptr, /*inputs_ready=*/j > 0, d);
+        block(b, next, cur, stage[j], j + 1 < stage.size() ? &stage[j + 1] : nullptr, /*inputs_ready=*/j > 0, d);
         std::swap(cur, next);
       }
       if (i + 1 < cfg.num_stages()) {
@@ -228,15 +251,12 @@ class Forward {
       }
     }
     const int64_t side_last = side0 >> (cfg.num_stages() - 1), C_last = cfg.dims.back();
-    Tensor logits = Tensor::empty({B, cfg.num_classes});
     timed("head", [&] {
       avgpool_forward(b.pooled.data(), cur, B, side_last * side_last, C_last);
-      linear_forward(logits.f32(), b.pooled.data(), w("head.weight"), w("head.bias"), B, C_last, cfg.num_classes);
+      linear_forward(logits, b.pooled.data(), w("head.weight"), w("head.bias"), B, C_last, cfg.num_classes);
     });
-    return logits;
   }
 
- private:
   static std::string block_prefix(int64_t i, int64_t j) {
     return "layers." + std::to_string(i) + ".blocks." + std::to_string(j) + ".";
   }
@@ -244,10 +264,10 @@ class Forward {
   const float* w(const std::string& name) const { return model_.params().f32() + model_.table().at(name).offset; }
 
   // consumer's input (act, row_scale) = LayerNorm(x) [* silu(z)].
-  void normalize_to_act(const Linear& consumer, const float* x, int64_t ld, const float* z, const float* weight,
-                        const float* bias, int64_t P, int64_t C) {
-    Act* act = buf_.act.data();
-    float* row_scale = buf_.row_scale.data();
+  void normalize_to_act(Buffers<Act>& b, const Linear& consumer, const float* x, int64_t ld, const float* z,
+                        const float* weight, const float* bias, int64_t P, int64_t C) {
+    Act* act = b.act.data();
+    float* row_scale = b.row_scale.data();
     layernorm_rows(x, ld, z, weight, bias, P, C, [&](int64_t p, const float* row) {
       Precision::store_row(consumer, act + p * C, row_scale + p, row, C);
     });
@@ -256,16 +276,15 @@ class Forward {
   // out, x: (B,H,W,C) float32. inputs_ready: the block before wrote this one's ln_1 output (act,
   // row_scale) and BatchNorm-0 output (conv_a) while it wrote x. following: the next block of the
   // stage, whose inputs this one writes the same way, or nullptr.
-  void block(float* out, const float* x, const Block<Precision>& blk, const Block<Precision>* following,
-             bool inputs_ready, const BlockDims& d) {
+  void block(Buffers<Act>& b, float* out, const float* x, const Block<Precision>& blk,
+             const Block<Precision>* following, bool inputs_ready, const BlockDims& d) {
     const int64_t P = d.P(), c = d.c(), D = d.C;
     const BlockWeights& bw = blk.w;
-    Buffers<Act>& b = buf_;
     // SS2D branch on the right half.
     // in_proj's halves read one input, quantised with in_proj_x's scale (int8): calibration
     // gives both the same, as they see the same values.
     if (!inputs_ready)
-      timed("ln1", [&] { normalize_to_act(blk.in_proj_x, x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
+      timed("ln1", [&] { normalize_to_act(b, blk.in_proj_x, x + c, D, nullptr, bw.ln1_w, bw.ln1_b, P, c); });
     timed("in_proj", [&] {
       Precision::run(blk.in_proj_x, b.xin.data(), b.act.data(), b.row_scale.data(), P);
       Precision::run(blk.in_proj_z, b.z.data(), b.act.data(), b.row_scale.data(), P);
@@ -287,7 +306,7 @@ class Forward {
                                  b.dbl.data(), b.y.data(), nullptr, /*coarse_exp=*/true);
     });
     timed("out_norm_gate", [&] {
-      normalize_to_act(blk.out_proj, b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
+      normalize_to_act(b, blk.out_proj, b.y.data(), D, b.z.data(), bw.out_norm_w, bw.out_norm_b, P, D);
     });
     timed("out_proj", [&] { Precision::run(blk.out_proj, b.s.data(), b.act.data(), b.row_scale.data(), P); });
     // Convolution branch on the left half.
@@ -324,7 +343,8 @@ class Forward {
   Bf16Conv2d patch_embed_;
   std::vector<std::vector<Block<Precision>>> blocks_;  // [stage][block]
   std::vector<Linear> merge_;                          // patch merging reduction after stage i
-  Buffers<Act> buf_;
+  Buffers<Act> buf_;                                   // the per-op forward's
+  std::vector<std::unique_ptr<Buffers<Act>>> worker_buf_;  // each sub-batch worker's
 };
 
 }  // namespace mm::fast_forward

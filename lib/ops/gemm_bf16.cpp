@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <map>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -67,7 +68,7 @@ dnnl::engine& engine() { return dnnl_engine(); }
 dnnl::stream& stream() { return dnnl_stream(); }
 
 dnnl::primitive_attr epilogue_attr(Bf16Epilogue e) {
-  dnnl::primitive_attr attr;
+  dnnl::primitive_attr attr = dnnl_user_scratchpad_attr();
   if (e == Bf16Epilogue::Relu) {
     dnnl::post_ops po;
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
@@ -81,6 +82,7 @@ template <class Primitive>
 struct Compiled {
   Primitive primitive;
   memory weights;
+  memory::desc scratchpad;  // what it needs of the running thread's dnnl_scratchpad()
 };
 
 // Converts plain bf16 weights (plain_md over plain) into the layout a primitive chose.
@@ -92,8 +94,13 @@ memory reorder_weights(const memory::desc& plain_md, const std::vector<uint16_t>
   return dst;
 }
 
-void run(const dnnl::primitive& p, const memory& src, const memory& weights, const memory& bias, const memory& dst) {
-  p.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+template <class Primitive>
+void run(const Compiled<Primitive>& c, const memory& src, const memory& bias, const memory& dst) {
+  c.primitive.execute(stream(), {{DNNL_ARG_SRC, src},
+                                 {DNNL_ARG_WEIGHTS, c.weights},
+                                 {DNNL_ARG_BIAS, bias},
+                                 {DNNL_ARG_DST, dst},
+                                 {DNNL_ARG_SCRATCHPAD, dnnl_scratchpad(c.scratchpad)}});
   stream().wait();
 }
 
@@ -114,8 +121,10 @@ struct Bf16Linear::Impl {
   std::vector<float> bias;       // (N), zeros without a bias
   memory bias_mem;
   mutable std::map<std::pair<int64_t, bool>, Compiled<dnnl::matmul>> cache;  // (M, bf16 out)
+  mutable std::mutex cache_mutex;  // entries never move or go: a reference stays valid unlocked
 
   const Compiled<dnnl::matmul>& compiled(int64_t M, bool bf16_out) const {
+    std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = cache.find({M, bf16_out});
     if (it != cache.end()) return it->second;
     const memory::desc src_md({M, K}, dt::bf16, tag::ab), w_any({K, N}, dt::bf16, tag::any);
@@ -123,7 +132,8 @@ struct Bf16Linear::Impl {
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, w_any, bias_md, dst_md), epilogue_attr(epilogue),
                                           engine());
     const memory::desc plain({K, N}, dt::bf16, tag::ba);  // (N,K) row-major is (K,N) column-major
-    Compiled<dnnl::matmul> c{dnnl::matmul(pd), reorder_weights(plain, weight, pd.weights_desc())};
+    Compiled<dnnl::matmul> c{dnnl::matmul(pd), reorder_weights(plain, weight, pd.weights_desc()),
+                             pd.scratchpad_desc()};
     return cache.emplace(std::make_pair(M, bf16_out), std::move(c)).first->second;
   }
 
@@ -132,7 +142,7 @@ struct Bf16Linear::Impl {
     const Compiled<dnnl::matmul>& c = compiled(M, bf16_out);
     memory src({{M, K}, dt::bf16, tag::ab}, engine(), const_cast<uint16_t*>(x));
     memory dst({{M, N}, bf16_out ? dt::bf16 : dt::f32, tag::ab}, engine(), out);
-    run(c.primitive, src, c.weights, bias_mem, dst);
+    run(c, src, bias_mem, dst);
   }
 };
 
@@ -161,11 +171,12 @@ struct Bf16Conv2d::Impl {
   // No native bf16: the bf16 operands widened to float32 (exactly) and a float32 convolution,
   // 3-4x faster than oneDNN's bf16 emulation here; the same products, summed in another order.
   bool widen = false;
-  mutable std::vector<float> x_wide, out_wide;  // widen: the input, and the output before bf16 rounding
   mutable std::map<std::tuple<int64_t, int64_t, int64_t, bool>, Compiled<dnnl::convolution_forward>> cache;
+  mutable std::mutex cache_mutex;
 
   const Compiled<dnnl::convolution_forward>& compiled(int64_t B, int64_t H, int64_t W, bool bf16_out) const {
     const auto key = std::make_tuple(B, H, W, bf16_out);
+    std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = cache.find(key);
     if (it != cache.end()) return it->second;
     Conv2dShape s = g;
@@ -181,7 +192,7 @@ struct Bf16Conv2d::Impl {
     const dnnl::convolution_forward::primitive_desc pd(d, epilogue_attr(epilogue), engine());
     const memory::desc plain({s.Cout, s.Cin, s.KH, s.KW}, dt::bf16, tag::oihw);
     Compiled<dnnl::convolution_forward> c{dnnl::convolution_forward(pd),
-                                          reorder_weights(plain, weight, pd.weights_desc())};
+                                          reorder_weights(plain, weight, pd.weights_desc()), pd.scratchpad_desc()};
     return cache.emplace(key, std::move(c)).first->second;
   }
 
@@ -192,11 +203,15 @@ struct Bf16Conv2d::Impl {
     const int64_t in_n = B * H * W * s.Cin, out_n = B * s.out_h() * s.out_w() * s.Cout;
     void* src_data = const_cast<uint16_t*>(x);
     void* dst_data = out;
+    // widen: the input, and the output before bf16 rounding. The calling thread's: the team
+    // below writes through the pointer (inside the region the name would be each thread's own).
+    thread_local std::vector<float> x_wide, out_wide;
     if (widen) {
       x_wide.resize(size_t(in_n));
+      float* wide = x_wide.data();
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < in_n; ++i) x_wide[size_t(i)] = bf16_to_float(x[i]);
-      src_data = x_wide.data();
+      for (int64_t i = 0; i < in_n; ++i) wide[i] = bf16_to_float(x[i]);
+      src_data = wide;
       if (bf16_out) {
         out_wide.resize(size_t(out_n));
         dst_data = out_wide.data();
@@ -205,7 +220,7 @@ struct Bf16Conv2d::Impl {
     const dt in = widen ? dt::f32 : dt::bf16, out_dt = bf16_out && !widen ? dt::bf16 : dt::f32;
     memory src({{B, s.Cin, H, W}, in, tag::nhwc}, engine(), src_data);
     memory dst({{B, s.Cout, s.out_h(), s.out_w()}, out_dt, tag::nhwc}, engine(), dst_data);
-    run(c.primitive, src, c.weights, bias_mem, dst);
+    run(c, src, bias_mem, dst);
     if (widen && bf16_out) to_bf16(static_cast<uint16_t*>(out), out_wide.data(), out_n);
   }
 };

@@ -3,9 +3,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <map>
+#include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "core/error.h"
 
@@ -127,6 +130,7 @@ using dt = memory::data_type;
 struct CompiledMatmul {
   dnnl::matmul primitive;
   memory weights;
+  memory::desc scratchpad;  // what it needs of the running thread's dnnl_scratchpad()
 };
 
 }  // namespace
@@ -149,10 +153,9 @@ struct Int8Linear::Impl {
   std::vector<float> bias;  // (N), zeros without a bias
   bool has_bias = false;    // without one, no bias post-op (a pass over every output element fewer)
   float static_scale = 0.f;
-  mutable float seen_max = 0.f;
-  mutable std::vector<int8_t> xq;     // the float32 forward's quantised input
-  mutable std::vector<float> x_scale;  // and its row scales
+  mutable std::atomic<float> seen_max{0.f};
   mutable std::map<int64_t, CompiledMatmul> cache;  // by M
+  mutable std::mutex cache_mutex;  // entries never move or go: a reference stays valid unlocked
 
   // The weight scales as the primitive's output scales, then the rows' activation scales,
   // the bias and the ReLU as post-ops. The matmul is 3-D, (1,M,K) x (1,K,N): oneDNN 2.6
@@ -161,11 +164,12 @@ struct Int8Linear::Impl {
   // primitive's own bias, which oneDNN 2.x applies before the scales, would make it fall
   // back to a generic GEMM 7x slower.)
   const CompiledMatmul& compiled(int64_t M) const {
+    std::lock_guard<std::mutex> lock(cache_mutex);
     auto it = cache.find(M);
     if (it != cache.end()) return it->second;
     const memory::desc src_md({1, M, K}, dt::s8, tag::abc), w_any({1, K, N}, dt::s8, tag::any);
     const memory::desc dst_md({1, M, N}, dt::f32, tag::abc);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = dnnl_user_scratchpad_attr();
     attr.set_output_scales(1 << 2, weight.scale);
     dnnl::post_ops po;
     po.append_binary(dnnl::algorithm::binary_mul, memory::desc({1, M, 1}, dt::f32, tag::abc));
@@ -177,7 +181,7 @@ struct Int8Linear::Impl {
     memory reordered(pd.weights_desc(), dnnl_engine());
     dnnl::reorder(plain, reordered).execute(dnnl_stream(), plain, reordered);
     dnnl_stream().wait();
-    return cache.emplace(M, CompiledMatmul{dnnl::matmul(pd), reordered}).first->second;
+    return cache.emplace(M, CompiledMatmul{dnnl::matmul(pd), reordered, pd.scratchpad_desc()}).first->second;
   }
 
   void forward(float* out, const int8_t* x8, const float* row_scale, int64_t M) const {
@@ -185,7 +189,9 @@ struct Int8Linear::Impl {
     if (static_scale == 0.f) {  // the rows' own scales: note their range for observed_abs_max()
       float m = 0.f;
       for (int64_t i = 0; i < M; ++i) m = std::max(m, row_scale[i]);
-      seen_max = std::max(seen_max, m * 127.f);
+      float seen = seen_max.load();  // several sub-batch workers may note theirs at once
+      while (seen < m * 127.f && !seen_max.compare_exchange_weak(seen, m * 127.f)) {
+      }
     }
     const CompiledMatmul& c = compiled(M);
     memory src({{1, M, K}, dt::s8, tag::abc}, dnnl_engine(), const_cast<int8_t*>(x8));
@@ -195,7 +201,8 @@ struct Int8Linear::Impl {
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src},
                                          {DNNL_ARG_WEIGHTS, c.weights},
                                          {DNNL_ARG_DST, dst},
-                                         {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem}};
+                                         {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem},
+                                         {DNNL_ARG_SCRATCHPAD, dnnl_scratchpad(c.scratchpad)}};
     if (has_bias) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, bias_mem);
     c.primitive.execute(dnnl_stream(), args);
     dnnl_stream().wait();
@@ -219,14 +226,19 @@ void Int8Linear::forward(float* out, const int8_t* xq, const float* x_scale, int
   impl_->forward(out, xq, x_scale, M);
 }
 void Int8Linear::forward(float* out, const float* x, int64_t M) const {
-  Impl& p = *impl_;
+  const Impl& p = *impl_;
   const int64_t K = p.K;
-  p.xq.resize(size_t(M * K));
-  p.x_scale.resize(size_t(M));
+  // The quantised input and its row scales: the calling thread's (the team below writes
+  // through the pointers; inside the region the names would be each thread's own).
+  thread_local std::vector<int8_t> xq_buffer;
+  thread_local std::vector<float> scale_buffer;
+  xq_buffer.resize(size_t(M * K));
+  scale_buffer.resize(size_t(M));
+  int8_t* xq = xq_buffer.data();
+  float* x_scale = scale_buffer.data();
 #pragma omp parallel for schedule(static) if (M * K > kChunk)
-  for (int64_t m = 0; m < M; ++m)
-    p.x_scale[size_t(m)] = quantize_row_s8(&p.xq[size_t(m * K)], x + m * K, K, p.static_scale);
-  p.forward(out, p.xq.data(), p.x_scale.data(), M);
+  for (int64_t m = 0; m < M; ++m) x_scale[m] = quantize_row_s8(xq + m * K, x + m * K, K, p.static_scale);
+  p.forward(out, xq, x_scale, M);
 }
 void Int8Linear::set_input_scale(float scale) {
   MM_CHECK(scale >= 0.f && std::isfinite(scale), "int8 linear: the input scale must be finite and >= 0");
@@ -234,7 +246,7 @@ void Int8Linear::set_input_scale(float scale) {
 }
 float Int8Linear::input_scale() const { return impl_->static_scale; }
 int64_t Int8Linear::in_features() const { return impl_->K; }
-float Int8Linear::observed_abs_max() const { return impl_->seen_max; }
+float Int8Linear::observed_abs_max() const { return impl_->seen_max.load(); }
 
 #else  // no oneDNN
 
