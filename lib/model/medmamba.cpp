@@ -15,6 +15,7 @@
 #include "ops/layernorm.h"
 #include "ops/layout.h"
 #include "ops/linear.h"
+#include "ops/op_profile.h"
 
 namespace mm {
 
@@ -271,13 +272,15 @@ void MedMamba::forward_pass(float* logits, const float* images, ModelActs& a) {
   auto w = [&](const std::string& name) { return P + table_.at(name).offset; };
 
   // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0)
-  nchw_to_nhwc(a.image_nhwc.f32(), images, B, cfg_.in_chans, S, S);
-  const Conv2dShape pe = patch_embed_shape(cfg_, B, S);
-  conv2d_forward(a.embed.f32(), a.image_nhwc.f32(), w("patch_embed.proj.weight"), w("patch_embed.proj.bias"),
-                 pe, a.conv_workspace.f32());
-  const int64_t P0 = B * pe.out_h() * pe.out_w();
-  layernorm_forward(a.stages[0].xs[0].f32(), a.embed_mean.f32(), a.embed_rstd.f32(), a.embed.f32(),
-                    w("patch_embed.norm.weight"), w("patch_embed.norm.bias"), P0, cfg_.dims[0]);
+  timed("patch_embed", [&] {
+    nchw_to_nhwc(a.image_nhwc.f32(), images, B, cfg_.in_chans, S, S);
+    const Conv2dShape pe = patch_embed_shape(cfg_, B, S);
+    conv2d_forward(a.embed.f32(), a.image_nhwc.f32(), w("patch_embed.proj.weight"), w("patch_embed.proj.bias"),
+                   pe, a.conv_workspace.f32());
+    layernorm_forward(a.stages[0].xs[0].f32(), a.embed_mean.f32(), a.embed_rstd.f32(), a.embed.f32(),
+                      w("patch_embed.norm.weight"), w("patch_embed.norm.bias"), B * pe.out_h() * pe.out_w(),
+                      cfg_.dims[0]);
+  });
 
   int64_t block_index = 0;
   size_t bn_counter = 0;
@@ -309,17 +312,21 @@ void MedMamba::forward_pass(float* logits, const float* images, ModelActs& a) {
     }
     if (i + 1 < cfg_.num_stages()) {
       const std::string m = "layers." + std::to_string(i) + ".downsample.";
-      patch_gather_forward(st.gathered.f32(), st.xs.back().f32(), B, side, side, C);
-      layernorm_forward(st.merged_ln.f32(), st.merge_mean.f32(), st.merge_rstd.f32(), st.gathered.f32(),
-                        w(m + "norm.weight"), w(m + "norm.bias"), Pi / 4, 4 * C);
-      linear_forward(a.stages[size_t(i) + 1].xs[0].f32(), st.merged_ln.f32(), w(m + "reduction.weight"),
-                     nullptr, Pi / 4, 4 * C, 2 * C);
+      timed("patch_merge", [&] {
+        patch_gather_forward(st.gathered.f32(), st.xs.back().f32(), B, side, side, C);
+        layernorm_forward(st.merged_ln.f32(), st.merge_mean.f32(), st.merge_rstd.f32(), st.gathered.f32(),
+                          w(m + "norm.weight"), w(m + "norm.bias"), Pi / 4, 4 * C);
+        linear_forward(a.stages[size_t(i) + 1].xs[0].f32(), st.merged_ln.f32(), w(m + "reduction.weight"),
+                       nullptr, Pi / 4, 4 * C, 2 * C);
+      });
     }
   }
 
   const int64_t side_last = (S / 4) >> (cfg_.num_stages() - 1), C_last = cfg_.dims.back();
-  avgpool_forward(a.pooled.f32(), a.stages.back().xs.back().f32(), B, side_last * side_last, C_last);
-  linear_forward(logits, a.pooled.f32(), w("head.weight"), w("head.bias"), B, C_last, cfg_.num_classes);
+  timed("head", [&] {
+    avgpool_forward(a.pooled.f32(), a.stages.back().xs.back().f32(), B, side_last * side_last, C_last);
+    linear_forward(logits, a.pooled.f32(), w("head.weight"), w("head.bias"), B, C_last, cfg_.num_classes);
+  });
 }
 
 Tensor MedMamba::backward(const Tensor& dlogits, bool want_input_grad) {
