@@ -17,7 +17,9 @@
 // 1 thread). docs/benchmarks.md ("Thread scaling") has the measurements.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace mm {
 
@@ -58,5 +60,18 @@ int sub_batch_count(BatchSplit split, int64_t B, int threads);
 // single-threaded (the worker's nthreads ICV is 1). An exception thrown by fn is rethrown
 // here once every worker has finished.
 void run_sub_batches(int64_t B, int workers, const std::function<void(int, int64_t, int64_t)>& fn);
+
+// An eval forward of B images (image_floats each) into logits (classes each) through
+// run_sub_batches: worker w runs fn(*states[w], its logits, its images, its image count) with
+// state of its own (activations), made here where missing and kept for the next call, so that
+// each worker sizes, and first touches, its own.
+template <class State, class Fn>
+void forward_sub_batches(float* logits, const float* images, int64_t B, int64_t image_floats, int64_t classes,
+                         int workers, std::vector<std::unique_ptr<State>>& states, Fn&& fn) {
+  while (states.size() < size_t(workers)) states.push_back(std::make_unique<State>());
+  run_sub_batches(B, workers, [&](int w, int64_t first, int64_t count) {
+    fn(*states[size_t(w)], logits + first * classes, images + first * image_floats, count);
+  });
+}
 
 }  // namespace mm

@@ -205,12 +205,10 @@ class Forward {
       forward(logits.f32(), images.f32(), B, S, buf_);
       return logits;
     }
-    while (worker_buf_.size() < size_t(workers)) worker_buf_.push_back(std::make_unique<Buffers<Act>>());
-    const int64_t image_floats = cfg.in_chans * S * S;
-    run_sub_batches(B, workers, [&](int w, int64_t first, int64_t count) {
-      forward(logits.f32() + first * cfg.num_classes, images.f32() + first * image_floats, count, S,
-              *worker_buf_[size_t(w)]);  // sized by its worker: its pages near its core
-    });
+    forward_sub_batches(logits.f32(), images.f32(), B, cfg.in_chans * S * S, cfg.num_classes, workers, worker_buf_,
+                        [&](Buffers<Act>& b, float* out, const float* in, int64_t count) {
+                          forward(out, in, count, S, b);  // sized by its worker: its pages near its core
+                        });
     return logits;
   }
 

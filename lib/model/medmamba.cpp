@@ -255,13 +255,11 @@ Tensor MedMamba::forward(const Tensor& images, bool train, bool keep_for_backwar
     forward_pass(logits.f32(), images.f32(), *acts_);
     return logits;
   }
-  while (sub_batch_acts_.size() < size_t(workers)) sub_batch_acts_.push_back(std::make_unique<ModelActs>());
-  const int64_t image_floats = cfg_.in_chans * S * S;
-  run_sub_batches(B, workers, [&](int w, int64_t first, int64_t count) {
-    ModelActs& a = *sub_batch_acts_[size_t(w)];
-    allocate_acts(a, cfg_, count, S, false, false);  // by this worker: its pages near its core
-    forward_pass(logits.f32() + first * cfg_.num_classes, images.f32() + first * image_floats, a);
-  });
+  forward_sub_batches(logits.f32(), images.f32(), B, cfg_.in_chans * S * S, cfg_.num_classes, workers,
+                      sub_batch_acts_, [&](ModelActs& a, float* out, const float* in, int64_t count) {
+                        allocate_acts(a, cfg_, count, S, false, false);  // by this worker: its pages near its core
+                        forward_pass(out, in, a);
+                      });
   return logits;
 }
 
