@@ -26,6 +26,9 @@ struct ScanTrainShape {
   // (see scan_train_forward.cu). 0 picks enough segments to fill the GPU; tests set it to
   // reach every path on small shapes. The results depend on it only by rounding.
   int64_t segment_chunks = 0;
+  // Lanes per channel of forward's main kernel (1, 2 or 4: a channel's 16 states split over
+  // them). 0 picks the fewest that fill the GPU; tests set it to reach every path.
+  int64_t forward_lanes = 0;
 };
 struct ScanTrainWeights {
   const float *x_proj_weight, *dt_projs_weight, *dt_projs_bias, *A_logs, *Ds;

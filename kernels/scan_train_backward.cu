@@ -6,6 +6,121 @@ namespace mm::cuda {
 namespace scan_train {
 namespace {
 
+// Blocks of kN warps (backward's main kernel): warp n carries state n and lane
+// c channel 32·blockIdx.x + c, so a thread keeps one state in registers; grid (ndblk,
+// segments, 4·B) as for the one-warp kernels. What depends on the channel only (Δ, Δ·u,
+// softplus') is computed once per (step, channel) when a chunk is staged.
+constexpr int kStateBlockThreads = kN * kWarp;  // 512
+
+// A staged chunk in shared memory. What it reads from global memory (rows, u and dout) is
+// double-buffered: the copies for the next chunk are in flight while this one
+// computes, since a block of kN warps fills its SM alone and no other block would hide their
+// latency.
+struct ChunkSmem {
+  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
+  float* u[2];     // (kChunk, kWarp) per step and channel: u
+  float* dy[2];    //   dout
+  float* delta;    // (kChunk, kWarp) per step and channel: Δ
+  float* dlu;      //   Δ·u
+  float* spg;      //   softplus' of Δ's pre-activation
+  int* pos[2];     // (kChunk): the spatial position of each step, for the per-step writes
+};
+// An even count, so that what follows it may hold 8-byte values.
+inline size_t chunk_smem_floats(int SR) {
+  return 2 * (size_t(kChunk) * SR + 2 * kChunk * kWarp + kChunk) + 3 * kChunk * kWarp;
+}
+__device__ __forceinline__ float* take_smem(float*& p, int n) {
+  float* q = p;
+  p += n;
+  return q;
+}
+__device__ __forceinline__ ChunkSmem carve_chunk_smem(const Dims& s, float*& p) {
+  ChunkSmem m{};
+  for (int i = 0; i < 2; ++i) {
+    m.rows[i] = take_smem(p, kChunk * s.SR);
+    m.u[i] = take_smem(p, kChunk * kWarp);
+    m.dy[i] = take_smem(p, kChunk * kWarp);
+    m.pos[i] = reinterpret_cast<int*>(take_smem(p, kChunk));
+  }
+  m.delta = take_smem(p, kChunk * kWarp);
+  m.dlu = take_smem(p, kChunk * kWarp);
+  m.spg = take_smem(p, kChunk * kWarp);
+  return m;
+}
+
+// What a (state n, channel) thread of a kN-warp block reads once.
+struct StateThread {
+  int tid, lane, n, d;  // d: the channel
+  bool active;          // d < D: lanes past D read channel D-1's parameters, work on zeros
+                        // and write nothing of their own
+  float A, A2, Dk, bias;
+  const float *wrow, *u_b, *dout_b, *dbl_b;
+};
+__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
+                                                    const float* dout, const float* dbl, int b, int k) {
+  StateThread t;
+  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
+  t.d = blockIdx.x * kWarp + t.lane;
+  t.active = t.d < s.D;
+  const int dc = t.active ? t.d : s.D - 1;
+  const int64_t kd = int64_t(k) * s.D + dc;
+  decay_rates(w.A_logs[kd * kN + t.n], t.A, t.A2);
+  t.Dk = w.Ds[kd];
+  t.bias = w.dt_projs_bias[kd];
+  t.wrow = w.dt_projs_weight + kd * s.R;
+  t.u_b = u + int64_t(b) * s.L * s.D + dc;
+  t.dout_b = dout + int64_t(b) * s.L * s.D + dc;
+  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  return t;
+}
+
+// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
+// reordered as stage_chunk does, and u and dout of each (step, channel), zero for lanes
+// past D (thread (n, c) takes steps n, n+kN, ... of channel c); and stores each step's
+// position (an integer division for the odd directions) for the per-step writes. Commits the
+// copies as one group; a chunk outside [0, nseg) commits an empty group, which keeps the
+// caller's wait uniform. The positions are visible after the caller's next __syncthreads.
+__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
+                                                   const ChunkSmem& m) {
+  if (chunk >= 0 && chunk < s.nseg) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
+    float* u = buf ? m.u[1] : m.u[0];
+    float* dy = buf ? m.dy[1] : m.dy[0];
+    int* pos = buf ? m.pos[1] : m.pos[0];
+    // Warp n takes steps n, n+kN, ...: one position per step for the whole warp (its lanes
+    // copy the row's columns, then their channels), so no thread divides per element: integer
+    // work was the busiest pipe when each element found its step by dividing its index.
+    for (int i = t.n; i < len; i += kN) {
+      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      if (t.lane == 0) pos[i] = int(p);
+      const float* src = t.dbl_b + p * s.KC;
+      float* dst = rows + i * s.SR;
+      for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
+      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
+      cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
+    }
+  }
+  cp_async_commit();
+}
+
+// Per (step, channel) of a staged chunk: Δ, Δ·u and softplus', by the threads of that
+// channel with forward's arithmetic (delta_pre, softplus, state_step), so that backward's
+// recomputed states are forward's bit for bit.
+template <bool kFast>
+__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
+                                             const StateThread& t, const ChunkSmem& m) {
+  for (int i = t.n; i < len; i += kN) {
+    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
+    const float delta = softplus<kFast>(pre);
+    const int e = i * kWarp + t.lane;
+    m.delta[e] = delta;
+    m.dlu[e] = delta * u[e];
+    m.spg[e] = softplus_grad<kFast>(pre);
+  }
+}
+
+
 // One butterfly stage of warp_transpose_sum and the stages after it: a lane keeps the half of
 // its values that its lane bit kHalf selects and sends the other half to its partner. A
 // template, so that every loop has a constant trip count: with the stage a loop variable the
@@ -98,12 +213,12 @@ struct BackwardSmem {
                  // kPiece steps, which the second piece's walk to its start computes anyway
 };
 inline size_t backward_smem_bytes(int SR) {
-  return sizeof(float) * (chunk_smem_floats<true>(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride +
+  return sizeof(float) * (chunk_smem_floats(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride +
                           kPiece * kStateBlockThreads);
 }
 __device__ __forceinline__ BackwardSmem backward_smem(const Dims& s, float* p) {
   BackwardSmem m;
-  m.chunk = carve_chunk_smem<true>(s, p);
+  m.chunk = carve_chunk_smem(s, p);
   m.tg = reinterpret_cast<float2*>(take_smem(p, 2 * kN * kPiece * kWarp));  // chunk_smem_floats is even
   m.dbc = take_smem(p, kPiece * kDbcStride);
   m.hkeep = take_smem(p, kPiece * kStateBlockThreads);
@@ -138,18 +253,18 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   int first, end;
   segment_chunks(s, seg, first, end);
   const ChunkSmem& cm = m.chunk;
-  start_chunk_copies<true>(s, k, end - 1, 0, t, cm);
+  start_chunk_copies(s, k, end - 1, 0, t, cm);
   for (int chunk = end - 1, buf = 0; chunk >= first; --chunk, buf ^= 1) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
     // The other buffer was last read before the previous chunk's closing barrier.
-    start_chunk_copies<true>(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, cm);
+    start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, cm);
     cp_async_wait_all_but_newest();
     __syncthreads();  // this chunk's copies, from every thread, are visible
     const float* rows = buf ? cm.rows[1] : cm.rows[0];
     const float* su = buf ? cm.u[1] : cm.u[0];
     const float* sdy = buf ? cm.dy[1] : cm.dy[0];
     const int* pos = buf ? cm.pos[1] : cm.pos[0];
-    stage_deltas<true, kFast>(s, len, rows, su, t, cm);
+    stage_deltas<kFast>(s, len, rows, su, t, cm);
     __syncthreads();
     const float h_chunk = t.active ? st[int64_t(chunk) * kN * s.D] : 0.f;
     // A chunk of more than kPiece steps is two pieces: the second's walk to its start passes
@@ -167,14 +282,14 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
 #pragma unroll 4
         for (int i = 0; i < i0; ++i) {  // i0 is kPiece or 0
           const int e = i * kWarp + lane;
-          hs[0] = step_exp2<kFast>(cm.delta[e] * t.A2) * hs[0] + cm.dlu[e] * rows[i * s.SR + n];
+          hs[0] = state_step(step_exp2<kFast>(cm.delta[e] * t.A2), hs[0], cm.dlu[e], rows[i * s.SR + n]);
           hkeep[i * kStateBlockThreads] = hs[0];
         }
 #pragma unroll
         for (int j = 0; j < kPiece; ++j) {
           const int e = (i0 + j) * kWarp + lane;
-          hs[j + 1] = j < plen ? step_exp2<kFast>(cm.delta[e] * t.A2) * hs[j] + cm.dlu[e] * rows[(i0 + j) * s.SR + n]
-                               : 0.f;
+          const float decay = step_exp2<kFast>(cm.delta[e] * t.A2);
+          hs[j + 1] = j < plen ? state_step(decay, hs[j], cm.dlu[e], rows[(i0 + j) * s.SR + n]) : 0.f;
         }
       }
       float v[2 * kPiece];  // this channel's [dB_n | dC_n] terms of each step of the piece

@@ -20,12 +20,13 @@ static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
+  int forward_lanes;      // ScanTrainShape::forward_lanes (0: automatic)
   int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
   int64_t BL;
 };
 // Checks the shape. Unless the shape sets segment_chunks, the steps are cut into enough
-// segments to fill the GPU with the main kernels' blocks of kN warps; forward and backward
-// use the same segments.
+// segments to fill the GPU with backward's main kernel, blocks of kN warps; forward and
+// backward use the same segments.
 Dims make_dims(const ScanTrainShape& s);
 
 // Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
@@ -62,7 +63,7 @@ void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, St
 // Δ's pre-activation, dt_projs_bias + dt_projs_weight[k,d,:]·dt, summed in the CPU's order.
 __device__ __forceinline__ float delta_pre(const float* wrow, float bias, const float* dt, int R) {
   float pre = bias;
-  for (int r = 0; r < R; ++r) pre += dt[r] * wrow[r];
+  for (int r = 0; r < R; ++r) pre = fmaf(dt[r], wrow[r], pre);
   return pre;
 }
 
@@ -99,12 +100,20 @@ __device__ __forceinline__ float step_exp2(float y) {
   return r;
 }
 
+// One step of a state: h' = exp(Δ·A_n)·h + (Δ·u)·B_n, with the rounding written out, so that
+// every kernel that walks a state (forward, and backward's recomputation from the saved
+// states) computes the same bits.
+__device__ __forceinline__ float state_step(float decay, float h, float dlu, float b) {
+  return fmaf(decay, h, dlu * b);
+}
+
 // PyTorch softplus (threshold 20) and its derivative (exactly 1 above the threshold).
+// Without a branch, so that the scan kernels can overlap consecutive steps.
 template <bool kFast>
 __device__ __forceinline__ float softplus(float x) {
-  if (x > 20.f) return x;
   const float e = step_exp<kFast>(-fabsf(x));
-  return fmaxf(x, 0.f) + (kFast ? __logf(1.f + e) : log1pf(e));
+  const float y = fmaxf(x, 0.f) + (kFast ? __logf(1.f + e) : log1pf(e));
+  return x > 20.f ? x : y;
 }
 template <bool kFast>
 __device__ __forceinline__ float softplus_grad(float x) {
@@ -217,125 +226,6 @@ __device__ __forceinline__ StageSmem stage_smem(const Dims& s, float* smem) {
 __device__ __forceinline__ void segment_chunks(const Dims& s, int seg, int& first, int& end) {
   first = seg * s.seg_chunks;
   end = min(first + s.seg_chunks, s.nseg);
-}
-
-// Blocks of kN warps (forward's and backward's main kernels): warp n carries state n and lane
-// c channel 32·blockIdx.x + c, so a thread keeps one state in registers; grid (ndblk,
-// segments, 4·B) as for the one-warp kernels. What depends on the channel only (Δ, Δ·u,
-// softplus') is computed once per (step, channel) when a chunk is staged.
-constexpr int kStateBlockThreads = kN * kWarp;  // 512
-
-// A staged chunk in shared memory. What it reads from global memory (rows, u, and dout in
-// backward) is double-buffered: the copies for the next chunk are in flight while this one
-// computes, since a block of kN warps fills its SM alone and no other block would hide their
-// latency.
-struct ChunkSmem {
-  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
-  float* u[2];     // (kChunk, kWarp) per step and channel: u
-  float* dy[2];    //   dout (backward only)
-  float* delta;    // (kChunk, kWarp) per step and channel: Δ
-  float* dlu;      //   Δ·u
-  float* spg;      //   softplus' of Δ's pre-activation (backward only)
-  int* pos[2];     // (kChunk): the spatial position of each step, for the per-step writes
-};
-// An even count, so that what follows it may hold 8-byte values.
-template <bool kBackward>
-inline size_t chunk_smem_floats(int SR) {
-  return 2 * (size_t(kChunk) * SR + (kBackward ? 2 : 1) * kChunk * kWarp + kChunk) +
-         (kBackward ? 3 : 2) * kChunk * kWarp;
-}
-__device__ __forceinline__ float* take_smem(float*& p, int n) {
-  float* q = p;
-  p += n;
-  return q;
-}
-template <bool kBackward>
-__device__ __forceinline__ ChunkSmem carve_chunk_smem(const Dims& s, float*& p) {
-  ChunkSmem m{};
-  for (int i = 0; i < 2; ++i) {
-    m.rows[i] = take_smem(p, kChunk * s.SR);
-    m.u[i] = take_smem(p, kChunk * kWarp);
-    if (kBackward) m.dy[i] = take_smem(p, kChunk * kWarp);
-    m.pos[i] = reinterpret_cast<int*>(take_smem(p, kChunk));
-  }
-  m.delta = take_smem(p, kChunk * kWarp);
-  m.dlu = take_smem(p, kChunk * kWarp);
-  if (kBackward) m.spg = take_smem(p, kChunk * kWarp);
-  return m;
-}
-
-// What a (state n, channel) thread of a kN-warp block reads once.
-struct StateThread {
-  int tid, lane, n, d;  // d: the channel
-  bool active;          // d < D: lanes past D read channel D-1's parameters, work on zeros
-                        // and write nothing of their own
-  float A, A2, Dk, bias;
-  const float *wrow, *u_b, *dout_b, *dbl_b;  // dout_b: nullptr in forward
-};
-__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
-                                                    const float* dout, const float* dbl, int b, int k) {
-  StateThread t;
-  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
-  t.d = blockIdx.x * kWarp + t.lane;
-  t.active = t.d < s.D;
-  const int dc = t.active ? t.d : s.D - 1;
-  const int64_t kd = int64_t(k) * s.D + dc;
-  decay_rates(w.A_logs[kd * kN + t.n], t.A, t.A2);
-  t.Dk = w.Ds[kd];
-  t.bias = w.dt_projs_bias[kd];
-  t.wrow = w.dt_projs_weight + kd * s.R;
-  t.u_b = u + int64_t(b) * s.L * s.D + dc;
-  t.dout_b = dout ? dout + int64_t(b) * s.L * s.D + dc : nullptr;
-  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
-  return t;
-}
-
-// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
-// reordered as stage_chunk does, and u (and dout) of each (step, channel), zero for lanes
-// past D (thread (n, c) takes steps n, n+kN, ... of channel c); and stores each step's
-// position (an integer division for the odd directions) for the per-step writes. Commits the
-// copies as one group; a chunk outside [0, nseg) commits an empty group, which keeps the
-// caller's wait uniform. The positions are visible after the caller's next __syncthreads.
-template <bool kBackward>
-__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
-                                                   const ChunkSmem& m) {
-  if (chunk >= 0 && chunk < s.nseg) {
-    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
-    float* u = buf ? m.u[1] : m.u[0];
-    float* dy = buf ? m.dy[1] : m.dy[0];
-    int* pos = buf ? m.pos[1] : m.pos[0];
-    // Warp n takes steps n, n+kN, ...: one position per step for the whole warp (its lanes
-    // copy the row's columns, then their channels), so no thread divides per element: integer
-    // work was the busiest pipe of the forward kernel when each element found its step by
-    // dividing its index.
-    for (int i = t.n; i < len; i += kN) {
-      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
-      if (t.lane == 0) pos[i] = int(p);
-      const float* src = t.dbl_b + p * s.KC;
-      float* dst = rows + i * s.SR;
-      for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
-      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
-      if (kBackward) cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
-    }
-  }
-  cp_async_commit();
-}
-
-// Per (step, channel) of a staged chunk: Δ, Δ·u (and softplus'), by the threads of that
-// channel with the one-warp kernels' arithmetic, so that every pass sees the same Δ and
-// backward's recomputed states are forward's bit for bit.
-template <bool kBackward, bool kFast>
-__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
-                                             const StateThread& t, const ChunkSmem& m) {
-  for (int i = t.n; i < len; i += kN) {
-    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
-    const float delta = softplus<kFast>(pre);
-    const int e = i * kWarp + t.lane;
-    m.delta[e] = delta;
-    m.dlu[e] = delta * u[e];
-    if (kBackward) m.spg[e] = softplus_grad<kFast>(pre);
-  }
 }
 
 // Index of (bk, seg, n, d) in seg_state and seg_decay.

@@ -5,20 +5,21 @@
 // Forward
 //   1. dbl (B·L, 4·(R+2N)) = u · x_proj_weightᵀ, one GEMM (rows are spatial positions
 //      p = h·W + w; every direction reads the same rows in its own order).
-//   2. scan: a block of 16 warps per (b, k, 32 channels): warp n carries state n, lane c
-//      channel c, walking the positions of direction k. Per chunk of kScanChunk steps the
-//      block stages the x_proj rows and u in shared memory (the next chunk's copies in
-//      flight, cp.async) and Δ, Δ·u per (step, channel) from dt (R multiply-adds each); each
-//      thread then walks its state, keeping C_n·h_n per step, and warp n adds up steps n and
-//      n+16 over the states into y.
-//      Small batches leave the GPU idle with one block walking all L steps, so the steps are
-//      cut into segments of seg_chunks chunks, scanned in parallel (none at batch 64 and
-//      224 px). The state is linear in its start, h_end = exp(A·ΣΔ)·h_start + (h_end from a
-//      zero start), so:
+//   2. scan: a warp per (b, k, tile of channels) walks the positions of direction k, each
+//      channel's 16 states in the registers of its 1, 2 or 4 lanes (the fewest that fill the
+//      GPU). Per 16 steps the warp stages the x_proj rows and its channels' u in shared memory
+//      (the next 16 steps' copies in flight, cp.async); per step each lane computes Δ from dt
+//      (R multiply-adds), walks its states and adds up C_n·h_n, and a shuffle or two sums y
+//      over the channel's lanes.
+//      Small batches leave the GPU idle with one warp walking all L steps, so the steps are
+//      cut into segments of seg_chunks chunks (chosen for backward, whose blocks of 16 warps
+//      need more parallelism; none for slices of 32 images at 224 px), scanned in parallel.
+//      The state is linear in its start, h_end = exp(A·ΣΔ)·h_start + (h_end from a zero
+//      start), so:
 //        a. each segment but the last is scanned from a zero state, keeping its end state
 //           and its decay exp(A·ΣΔ) (scan_forward_segment_kernel, one warp per block, a
 //           thread per channel with its 16 states);
-//        b. each segment is scanned again from its start state, which its threads first
+//        b. each segment is scanned again from its start state, which its lanes first
 //           join from the earlier segments' results (join_segments_state), writing y into its
 //           direction's slice of ys (4, B·L, D), and the state BEFORE every chunk of
 //           kScanChunk steps into `states` (B, 4, ceil(L/kScanChunk), N, D): the layout and
@@ -29,9 +30,9 @@
 //   1. scan, in segments as forward: dh flows backwards linearly too (dh_start =
 //      exp(A·ΣΔ)·dh_end + local), so a pass from a zero dh per segment (one thread per
 //      channel), joined in reverse, gives each segment the dh entering its end. Then blocks
-//      of 16 warps as forward's: per chunk, from the last, each stages the x_proj rows and
-//      per (step, channel) Δ, Δ·u, u, dout and softplus'; per piece of 16 steps, from the
-//      last, each thread recomputes its state's values over the piece into registers (from
+//      of 16 warps, warp n carrying state n and lane c channel c: per chunk, from the last,
+//      each stages the x_proj rows and per (step, channel) Δ, Δ·u, u, dout and softplus';
+//      per piece of 16 steps, from the last, each thread recomputes its state's values over the piece into registers (from
 //      the chunk's saved state) and walks them back carrying dh. The sums over states go
 //      through shared memory: one thread per (step, channel) then writes dΔ_pre (the
 //      gradient of Δ's pre-activation) and its channel's direct du terms to (4, B·L, D)
@@ -84,14 +85,16 @@ Dims make_dims(const ScanTrainShape& s) {
   d.BL = s.B * d.L;
   int64_t chunks = s.segment_chunks;
   if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
-    // The main kernels' blocks of kN warps fill an SM alone (backward) or two to an SM
-    // (forward), so about two waves' worth (132 SMs x 16 warps x 2) is enough, and batch 64
-    // runs unsegmented.
+    // Backward's blocks of kN warps fill an SM alone, so about two waves' worth (132 SMs x
+    // 16 warps x 2) is enough, and slices of 32 images at 224 px run unsegmented.
     const int64_t warps_per_segment = warps_per_image(s) * s.B;
     const int64_t wanted = std::min<int64_t>(d.nseg, (kTargetWarps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
   }
   d.seg_chunks = int(std::min<int64_t>(chunks, d.nseg));
+  MM_CHECK(s.forward_lanes == 0 || s.forward_lanes == 1 || s.forward_lanes == 2 || s.forward_lanes == 4,
+           "scan_train: forward_lanes must be 0, 1, 2 or 4");
+  d.forward_lanes = int(s.forward_lanes);
   d.SR = 2 * kN + (d.R + 3) / 4 * 4;
   d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
   MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
@@ -157,7 +160,7 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
       const float dlu = delta * su[i * kWarp + lane];
       dsum += delta;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) h[n] = step_exp2<kFast>(delta * c.A2[n]) * h[n] + dlu * Bs[n];
+      for (int n = 0; n < kN; ++n) h[n] = state_step(step_exp2<kFast>(delta * c.A2[n]), h[n], dlu, Bs[n]);
     }
   }
   if (active) {
@@ -169,63 +172,186 @@ scan_forward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrainW
   }
 }
 
-// Shared memory of the main forward kernel: the staged chunk, then C_n·h_n per (state n, step,
-// channel), (kN, kChunk, kWarp).
-inline size_t forward_smem_bytes(int SR) {
-  return sizeof(float) * (chunk_smem_floats<false>(SR) + size_t(kN) * kChunk * kWarp);
+// Pass b: a warp per (b, k, segment, tile of 32/kLanes channels), a channel's 16 states in
+// the registers of its kLanes lanes (kN/kLanes each), as in the inference scan
+// (scan_kernel.cu): B and C are read once per step for all of a lane's states, and the sum
+// over states is in registers and a shuffle or two. (A thread per state, in blocks of kN
+// warps, had to add up y over warps through shared memory: five shared-memory accesses per
+// state step, which bound it at three times the special-function unit's rate.)
+// From the segment's joined start state, writes ys and the state before every chunk of
+// kScanChunk steps into `states`. Each warp stages its steps kStageSteps at a time, the next
+// group's copies in flight (cp.async, double-buffered); the warps of a block are independent.
+constexpr int kStageSteps = 16;      // kScanChunk is a multiple
+constexpr int kForwardWarps = 4;     // per block
+static_assert(kChunk % kStageSteps == 0, "a saved state falls on a staging boundary");
+
+// Per warp and buffer: rows (kStageSteps, row) [B | C | dt | zeros], u (kStageSteps,
+// channels), positions (kStageSteps). A row holds kRMax dt values (R rounded up to 4 when
+// kRMax is 0), zeros past R: every step then runs the same multiply-adds with no branch.
+__host__ __device__ inline int forward_row_floats(int R, int kRMax) {
+  return 2 * kN + (kRMax > 0 ? kRMax : (R + 3) / 4 * 4);
+}
+__host__ __device__ inline int forward_buffer_floats(int row, int lanes) {
+  return kStageSteps * (row + kWarp / lanes + 1);
 }
 
-// Pass b, a block of kN warps (see kStateBlockThreads). grid (ndblk, segments, 4·B). From the
-// segment's joined start state, writes ys and `states`. Per chunk: stage it (the next one's
-// copies in flight), walk its steps, each thread its state, keeping C_n·h_n per step in shared
-// memory; then warp n adds up the states of steps n and n + kN: y = D·u + Σ_n C_n·h_n.
-// Dynamic shared memory: forward_smem_bytes(SR). Two blocks to an SM: 64 registers and about
-// 92 KB of shared memory each (dt rank 12).
-template <bool kFast>
-__global__ void __launch_bounds__(kStateBlockThreads, 2)
+// kRMax: dt rank padded (the dt_proj weights of the lane's channel in registers), or 0: read
+// from global memory (L1) every step, for ranks above 32.
+template <bool kFast, int kLanes, int kRMax>
+// Four blocks to an SM (128 registers) unless a lane keeps 16 states and 32 dt weights.
+__global__ void __launch_bounds__(kForwardWarps * kWarp, kLanes == 1 && kRMax > 16 ? 3 : 4)
 scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* seg_state,
                     const float* seg_decay, float* ys, float* states) {
-  extern __shared__ float smem[];
-  float* p = smem;
-  const ChunkSmem cm = carve_chunk_smem<false>(s, p);
-  float* ch = take_smem(p, kN * kChunk * kWarp);
-  const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
-  const StateThread t = state_thread(s, w, u, nullptr, dbl, b, k);
-  const int lane = t.lane, n = t.n;
-  float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + t.d;
-  float* st = states ? states + (int64_t(bk) * s.nseg * kN + n) * s.D + t.d : nullptr;  // + chunk·N·D
-  float h = t.active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n, t.d, false) : 0.f;
+  constexpr int kStates = kN / kLanes, kChannels = kWarp / kLanes;
+  extern __shared__ __align__(16) float forward_smem[];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int tiles = (s.D + kChannels - 1) / kChannels;
+  const int task = blockIdx.x * kForwardWarps + warp;  // ((b·4 + k)·nsegs + seg)·tiles + tile
+  if (task >= s.B * 4 * s.nsegs * tiles) return;       // the whole warp leaves
+  const int tile = task % tiles, seg = task / tiles % s.nsegs, bk = task / (tiles * s.nsegs);
+  const int b = bk / 4, k = bk % 4;
+  const int ch = lane / kLanes, sg = lane % kLanes, n0 = sg * kStates;  // channel in tile, first state
+  const int d = tile * kChannels + ch;
+  const bool active = d < s.D;
+  const Channel c = load_channel(s, w, u, dbl, b, k, active ? d : s.D - 1);  // (its A, A2 unused)
+  float A2[kStates];
+#pragma unroll
+  for (int q = 0; q < kStates; ++q) {
+    float A;
+    decay_rates(w.A_logs[(int64_t(k) * s.D + (active ? d : s.D - 1)) * kN + n0 + q], A, A2[q]);
+  }
+  float wdt[kRMax > 0 ? kRMax : 1];
+#pragma unroll
+  for (int r = 0; r < (kRMax > 0 ? kRMax : 1); ++r) wdt[r] = kRMax > 0 && r < s.R ? c.wrow[r] : 0.f;
+  float h[kStates];
+#pragma unroll
+  for (int q = 0; q < kStates; ++q)
+    h[q] = active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n0 + q, d, false) : 0.f;
+  float* ys_bk = ys + (int64_t(k) * s.B + b) * s.L * s.D + d;
+  float* st = states ? states + int64_t(bk) * s.nseg * kN * s.D + int64_t(n0) * s.D + d : nullptr;  // + chunk·N·D
+
+  const int SR = forward_row_floats(s.R, kRMax), buffer = forward_buffer_floats(SR, kLanes);
+  float* bufs = forward_smem + 2 * warp * buffer;  // buffer: a multiple of 4 floats
+  const float* u_tile = u + int64_t(b) * s.L * s.D + tile * kChannels;
+  // Starts the copies of steps [l0, l0 + kStageSteps) into buffer `which`; steps past L and
+  // channels past D are zeros, and their position -1.
+  auto stage = [&](int l0, int which) {
+    float* rows = bufs + which * buffer;
+    float* su = rows + kStageSteps * SR;
+    int* pos = reinterpret_cast<int*>(su + kStageSteps * kChannels);
+    __syncwarp();  // every lane is done reading this buffer's previous steps
+    if (lane < kStageSteps) pos[lane] = l0 + lane < s.L ? scan_position(k, l0 + lane, s.H, s.W) : -1;
+    __syncwarp();
+    for (int i = 0; i < kStageSteps; ++i) {
+      const int p = pos[i];
+      const float* src = c.dbl_b + int64_t(max(p, 0)) * s.KC;
+      // Row columns j: dt (j < R), then B and C; then zeros up to the row's end.
+      for (int j = lane; j < SR; j += kWarp)
+        cp_async4(rows + i * SR + (j < s.R ? 2 * kN + j : j < s.RN ? j - s.R : j), src + min(j, s.RN - 1),
+                  p >= 0 && j < s.RN);
+    }
+    for (int q = lane; q < kStageSteps * kChannels; q += kWarp) {
+      const int i = q / kChannels, cq = q % kChannels, p = pos[i];
+      const bool ok = p >= 0 && tile * kChannels + cq < s.D;
+      cp_async4(su + q, ok ? u_tile + int64_t(p) * s.D + cq : u, ok);
+    }
+    cp_async_commit();
+  };
+
   int first, end;
   segment_chunks(s, seg, first, end);
-  start_chunk_copies<false>(s, k, first, 0, t, cm);
-  for (int chunk = first, buf = 0; chunk < end; ++chunk, buf ^= 1) {
-    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    // The other buffer was last read before the previous chunk's closing barrier.
-    start_chunk_copies<false>(s, k, chunk + 1 < end ? chunk + 1 : -1, buf ^ 1, t, cm);
+  const int l_first = first * kChunk, l_end = min(end * kChunk, s.L);
+  stage(l_first, 0);
+  for (int l0 = l_first, which = 0; l0 < l_end; l0 += kStageSteps, which ^= 1) {
+    if (l0 + kStageSteps < l_end) stage(l0 + kStageSteps, which ^ 1);
+    else cp_async_commit();  // an empty group keeps the wait uniform
     cp_async_wait_all_but_newest();
-    __syncthreads();  // this chunk's copies, from every thread, are visible
-    const float* rows = buf ? cm.rows[1] : cm.rows[0];
-    const float* su = buf ? cm.u[1] : cm.u[0];
-    const int* pos = buf ? cm.pos[1] : cm.pos[0];
-    stage_deltas<false, kFast>(s, len, rows, su, t, cm);
-    if (st && t.active) st[int64_t(chunk) * kN * s.D] = h;
-    __syncthreads();
-#pragma unroll 8
-    for (int i = 0; i < len; ++i) {
-      const int e = i * kWarp + lane;
-      const float* row = rows + i * s.SR;
-      h = step_exp2<kFast>(cm.delta[e] * t.A2) * h + cm.dlu[e] * row[n];
-      ch[(n * kChunk + i) * kWarp + lane] = row[kN + n] * h;
-    }
-    __syncthreads();
-    for (int i = n; i < len; i += kN) {
-      float y = t.Dk * su[i * kWarp + lane];
+    __syncwarp();
+    if (st && active && l0 % kChunk == 0) {
 #pragma unroll
-      for (int q = 0; q < kN; ++q) y += ch[(q * kChunk + i) * kWarp + lane];
-      if (t.active) ys_bk[int64_t(pos[i]) * s.D] = y;
+      for (int q = 0; q < kStates; ++q) st[int64_t(l0 / kChunk) * kN * s.D + int64_t(q) * s.D] = h[q];
     }
-    __syncthreads();  // the chunk's shared memory is read; the next chunk may write
+    const float* rows = bufs + which * buffer;
+    const float* su = rows + kStageSteps * SR;
+    const int* pos = reinterpret_cast<const int*>(su + kStageSteps * kChannels);
+    constexpr int kUnroll = kLanes == 1 ? 4 : 8 / kLanes;  // steps in flight: 4 with 16 states a lane, else 8
+#pragma unroll kUnroll
+    for (int i0 = 0; i0 < kStageSteps; i0 += kLanes) {
+      // Δ of step i0 + sg by this lane, the channel's lanes sharing theirs through shuffles:
+      // each computes one Δ per kLanes steps instead of every step's.
+      const float* own = rows + (i0 + sg) * SR;
+      float pre;
+      if constexpr (kRMax > 0) {
+        pre = c.bias;
+#pragma unroll
+        for (int r = 0; r < kRMax; ++r) pre = fmaf(staged_dt(own)[r], wdt[r], pre);  // zeros past R add +0
+      } else {
+        pre = delta_pre(c.wrow, c.bias, staged_dt(own), s.R);
+      }
+      const float own_delta = softplus<kFast>(pre);
+#pragma unroll
+      for (int j = 0; j < kLanes; ++j) {
+        const int i = i0 + j;
+        const float* row = rows + i * SR;
+        const float delta = kLanes > 1 ? __shfl_sync(0xffffffffu, own_delta, (lane & ~(kLanes - 1)) | j) : own_delta;
+        const float uv = su[i * kChannels + ch];
+        const float dlu = delta * uv;
+        float y4[4] = {0.f, 0.f, 0.f, 0.f};  // partial sums, a shorter dependency chain
+#pragma unroll
+        for (int q4 = 0; q4 < kStates / 4; ++q4) {  // B and C four at a time (16-byte loads)
+          const float4 b4 = reinterpret_cast<const float4*>(row + n0)[q4];
+          const float4 c4 = reinterpret_cast<const float4*>(row + kN + n0)[q4];
+          const float bq[4] = {b4.x, b4.y, b4.z, b4.w}, cq[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+          for (int jj = 0; jj < 4; ++jj) {
+            const int q = 4 * q4 + jj;
+            h[q] = state_step(step_exp2<kFast>(delta * A2[q]), h[q], dlu, bq[jj]);
+            y4[jj] = fmaf(cq[jj], h[q], y4[jj]);
+          }
+        }
+        float y = (y4[0] + y4[1]) + (y4[2] + y4[3]);
+#pragma unroll
+        for (int o = kLanes / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
+        const int p = pos[i];
+        if (sg == 0 && active && p >= 0) ys_bk[int64_t(p) * s.D] = fmaf(c.Dk, uv, y);
+      }
+    }
   }
+}
+
+// Lanes per channel: the fewest that still give every SM kMinWarpsPerSM warps (more lanes
+// repeat each step's Δ on every lane of the channel).
+constexpr int kMinWarpsPerSM = 8;
+static int64_t forward_warps(const Dims& s, int lanes) {
+  return int64_t(s.B) * 4 * s.nsegs * ((s.D + kWarp / lanes - 1) / (kWarp / lanes));
+}
+
+template <bool kFast, int kLanes, int kRMax>
+void launch_forward_main(const Dims& s, const float* u, const ScanTrainWeights& w, const Workspace& ws,
+                         float* states, Stream st) {
+  auto smem_bytes = [](int R) {  // two buffers per warp
+    return sizeof(float) * 2 * kForwardWarps * size_t(forward_buffer_floats(forward_row_floats(R, kRMax), kLanes));
+  };
+  const size_t smem = smem_bytes(s.R);
+  static const bool opted_in = [&] {  // above 48 KB a kernel must ask for its shared memory
+    MM_CUDA_CHECK(cudaFuncSetAttribute(scan_forward_kernel<kFast, kLanes, kRMax>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_bytes(kMaxR))));
+    return true;
+  }();
+  (void)opted_in;
+  scan_forward_kernel<kFast, kLanes, kRMax><<<grid_for(forward_warps(s, kLanes), kForwardWarps),
+                                              kForwardWarps * kWarp, smem, st>>>(s, u, ws.dbl, w, ws.seg_state,
+                                                                                 ws.seg_decay, ws.dir0, states);
+  MM_CUDA_CHECK_LAUNCH("scan_train_forward");
+}
+
+template <bool kFast, int kLanes>
+void launch_forward_lanes(const Dims& s, const float* u, const ScanTrainWeights& w, const Workspace& ws,
+                          float* states, Stream st) {
+  if (s.R <= 8) launch_forward_main<kFast, kLanes, 8>(s, u, w, ws, states, st);
+  else if (s.R <= 16) launch_forward_main<kFast, kLanes, 16>(s, u, w, ws, states, st);
+  else if (s.R <= 32) launch_forward_main<kFast, kLanes, 32>(s, u, w, ws, states, st);
+  else launch_forward_main<kFast, kLanes, 0>(s, u, w, ws, states, st);
 }
 
 template <bool kFast>
@@ -237,16 +363,13 @@ void launch_forward(const Dims& s, const float* u, const ScanTrainWeights& w, co
                                                                             ws.seg_decay);
     MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
   }
-  static const bool opted_in = [] {  // above 48 KB a kernel must ask for its shared memory
-    MM_CUDA_CHECK(cudaFuncSetAttribute(scan_forward_kernel<kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(forward_smem_bytes(2 * kN + kMaxR))));
-    return true;
-  }();
-  (void)opted_in;
-  const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_forward_kernel<kFast><<<grid, kStateBlockThreads, forward_smem_bytes(s.SR), st>>>(
-      s, u, ws.dbl, w, ws.seg_state, ws.seg_decay, ws.dir0, states);
-  MM_CUDA_CHECK_LAUNCH("scan_train_forward");
+  static const int64_t enough = int64_t(sm_count()) * kMinWarpsPerSM;
+  if (s.forward_lanes == 1) launch_forward_lanes<kFast, 1>(s, u, w, ws, states, st);
+  else if (s.forward_lanes == 2) launch_forward_lanes<kFast, 2>(s, u, w, ws, states, st);
+  else if (s.forward_lanes == 4) launch_forward_lanes<kFast, 4>(s, u, w, ws, states, st);
+  else if (forward_warps(s, 1) >= enough) launch_forward_lanes<kFast, 1>(s, u, w, ws, states, st);
+  else if (forward_warps(s, 2) >= enough) launch_forward_lanes<kFast, 2>(s, u, w, ws, states, st);
+  else launch_forward_lanes<kFast, 4>(s, u, w, ws, states, st);
 }
 
 // dst[i] (= or +=) ((src[i] + src[n+i]) + src[2n+i]) + src[3n+i]: the four directions.

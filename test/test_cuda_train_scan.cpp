@@ -102,8 +102,8 @@ struct GpuScan {
   cuda::ScanTrainShape shape;
   Tensor u, xpw, dtw, dtb, A_logs, Ds, dout, states, workspace;
 
-  explicit GpuScan(const ScanProblem& p, int64_t segment_chunks = 0)
-      : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R, segment_chunks},
+  explicit GpuScan(const ScanProblem& p, int64_t segment_chunks = 0, int64_t forward_lanes = 0)
+      : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R, segment_chunks, forward_lanes},
         u(to_gpu(p.u, DType::F32)), xpw(to_gpu(p.xpw, DType::F32)), dtw(to_gpu(p.dtw, DType::F32)),
         dtb(to_gpu(p.dtb, DType::F32)), A_logs(to_gpu(p.A_logs, DType::F32)), Ds(to_gpu(p.Ds, DType::F32)),
         dout(to_gpu(p.dout, DType::F32)),
@@ -146,10 +146,10 @@ double rms(const std::vector<float>& v) {
 // Forward (out and states) and backward of the GPU against the CPU. With nonzero_init the
 // gradient buffers start at random values as large as the gradients themselves, so a
 // backward that overwrote instead of accumulating would miss by about half.
-// segment_chunks: as in cuda::ScanTrainShape (0: the kernels' choice). compute: the GEMM
-// compute the GPU runs under (the scan's step maths follows it).
+// segment_chunks, forward_lanes: as in cuda::ScanTrainShape (0: the kernels' choice).
+// compute: the GEMM compute the GPU runs under (the scan's step maths follows it).
 void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_t segment_chunks = 0,
-                       cuda::GemmCompute compute = cuda::GemmCompute::F32) {
+                       cuda::GemmCompute compute = cuda::GemmCompute::F32, int64_t forward_lanes = 0) {
   const bool fast = compute != cuda::GemmCompute::F32;
   const double forward_nmse = fast ? kFastForwardNmse : kForwardNmse, grad_nmse = fast ? kFastGradNmse : kGradNmse;
   const ScanProblem p = make_problem(s, seed);
@@ -161,7 +161,7 @@ void check_against_cpu(SS2DScanShape s, unsigned seed, bool nonzero_init, int64_
       init[i] = random_vector(init[i].size(), rng, float(rms(fresh.grads[i])));
   }
   const CpuResult want = cpu_scan(p, init);
-  GpuScan gpu(p, segment_chunks);
+  GpuScan gpu(p, segment_chunks, forward_lanes);
   std::vector<float> out;
   Grads got;
   {
@@ -205,6 +205,23 @@ TEST_CASE("cuda train op: ss2d scan matches the CPU scan with segments of 2 and 
   for (int64_t chunks : {2, 3, 5}) {
     INFO("segment_chunks " << chunks);
     check_against_cpu({2, 12, 11, 40, 16, 3}, 7, false, chunks);
+  }
+}
+
+// Forward's main kernel splits a channel's states over 1, 2 or 4 lanes and keeps the dt
+// weights in registers for ranks up to 8, 16 or 32 (read from memory above): every
+// combination, with and without segments, D=40 leaving part of the last channel tile idle.
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan with 1, 2 and 4 lanes a channel and dt ranks 3 to 40") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  for (int64_t lanes : {1, 2, 4})
+    for (int64_t R : {3, 12, 24, 40})
+      for (int64_t chunks : {0, 2}) {
+        INFO("lanes " << lanes << ", R " << R << ", segment_chunks " << chunks);
+        check_against_cpu({2, 12, 11, 40, 16, R}, 11, false, chunks, cuda::GemmCompute::F32, lanes);
+      }
+  for (int64_t lanes : {1, 2, 4}) {  // the hardware exp of the fast modes
+    INFO("bf16, lanes " << lanes);
+    check_against_cpu({2, 12, 11, 40, 16, 6}, 12, false, 2, cuda::GemmCompute::BF16, lanes);
   }
 }
 
