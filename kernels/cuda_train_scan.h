@@ -41,9 +41,11 @@ struct ScanTrainGrads {  // each ACCUMULATED (+=); nullptr skips
 // Forward and backward run the batch in equal slices of at least kScanBatchSlice images,
 // and of enough images to fill the GPU without cutting the steps into segments (dims-48
 // models at batch 64 are not sliced): the workspace, which grows with the images scanned at
-// once (4 directions of (L,D) per image, and more), then holds one slice. Sums over the batch
-// add the slices in order: still deterministic. The environment's MM_SCAN_BATCH_SLICE sets
-// the slice instead, for experiments.
+// once (4 directions of (L,D) per image, and more), then holds one slice. Forward, which
+// needs fewer of those buffers, takes as many whole slices at once as fit in the same
+// workspace (two for MedMamba-T at batch 64). Sums over the batch add the slices in order:
+// still deterministic. The environment's MM_SCAN_BATCH_SLICE sets the slice instead, for
+// experiments.
 constexpr int64_t kScanBatchSlice = 32;
 int64_t scan_train_batch_slice(const ScanTrainShape& s);  // images per slice
 

@@ -254,8 +254,13 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   segment_chunks(s, seg, first, end);
   const ChunkSmem& cm = m.chunk;
   start_chunk_copies(s, k, end - 1, 0, t, cm);
+  // The saved state a chunk starts from is loaded a chunk ahead: read right before the
+  // recomputation that needs it, its memory latency stalled the whole block once a chunk.
+  float h_next = t.active ? st[int64_t(end - 1) * kN * s.D] : 0.f;
   for (int chunk = end - 1, buf = 0; chunk >= first; --chunk, buf ^= 1) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    const float h_chunk = h_next;
+    if (chunk > first && t.active) h_next = st[int64_t(chunk - 1) * kN * s.D];
     // The other buffer was last read before the previous chunk's closing barrier.
     start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, cm);
     cp_async_wait_all_but_newest();
@@ -266,7 +271,6 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
     const int* pos = buf ? cm.pos[1] : cm.pos[0];
     stage_deltas<kFast>(s, len, rows, su, t, cm);
     __syncthreads();
-    const float h_chunk = t.active ? st[int64_t(chunk) * kN * s.D] : 0.f;
     // A chunk of more than kPiece steps is two pieces: the second's walk to its start passes
     // through the first piece's states and keeps them in hkeep, so the first piece reads them
     // back (each thread its own) instead of recomputing them (16 of 48 state steps a chunk).
@@ -453,7 +457,7 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
-  for_each_batch_slice(shape, [&](const ScanTrainShape& part, int64_t b0) {
+  for_each_batch_slice(shape, scan_train_batch_slice(shape), [&](const ScanTrainShape& part, int64_t b0) {
     const int64_t rows = b0 * shape.H * shape.W * shape.D;
     scan_backward_slice(part, u + rows, w, dout + rows, du ? du + rows : nullptr, g,
                         states + scan_train_states_floats(with_batch(shape, b0)), workspace, st);

@@ -41,18 +41,19 @@ struct Workspace {
   float *seg_decay;   // (B·4, nsegs, N, D): a segment's decay of its start, exp(A_n·ΣΔ)
   int64_t total;      // floats
 };
-Workspace carve(const Dims& d, float* base);  // base nullptr: sizes only
+// base nullptr: sizes only. !backward: forward's pieces alone (dbl, dir0, seg_state,
+// seg_decay; the others nullptr), which hold more images in the same workspace.
+Workspace carve(const Dims& d, float* base, bool backward = true);
 
 inline ScanTrainShape with_batch(ScanTrainShape s, int64_t B) {
   s.B = B;
   return s;
 }
 
-// Calls f(part, b0) for consecutive slices of the batch, images [b0, b0 + part.B), of
-// scan_train_batch_slice images each: the workspace holds one slice.
+// Calls f(part, b0) for consecutive slices of the batch, images [b0, b0 + part.B), of `per`
+// images each (scan_train_batch_slice for backward): the workspace holds one slice.
 template <class F>
-void for_each_batch_slice(const ScanTrainShape& s, F&& f) {
-  const int64_t per = scan_train_batch_slice(s);
+void for_each_batch_slice(const ScanTrainShape& s, int64_t per, F&& f) {
   for (int64_t b0 = 0; b0 < s.B; b0 += per) f(with_batch(s, std::min(per, s.B - b0)), b0);
 }
 

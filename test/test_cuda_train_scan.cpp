@@ -256,6 +256,15 @@ TEST_CASE("cuda train op: ss2d scan forward and backward are bit-for-bit determi
   }
 }
 
+// At D=768 backward takes the batch in slices of 33 images (kScanBatchSlice and up, equal),
+// and forward in slices of 66, as many as its own buffers fit in that workspace: 66 + 33.
+TEST_CASE("cuda train op: ss2d scan matches the CPU scan with forward's batch slices larger than backward's") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const SS2DScanShape s{99, 4, 4, 768, 16, 48};
+  REQUIRE(cuda::scan_train_batch_slice({s.B, s.H, s.W, s.D, s.N, s.R}) == 33);
+  check_against_cpu(s, 13, false);
+}
+
 // MedMamba-T's first stage (56x56, d_inner 192, dt_rank 12) at batch 4: large indices, many
 // chunks; also reports the GPU times (after a warm-up call).
 TEST_CASE("cuda train op: ss2d scan matches the CPU scan at MedMamba-T stage-1 size (B=4, 56x56, D=192)") {
