@@ -215,12 +215,13 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
   const int ch = lane / kLanes, sg = lane % kLanes, n0 = sg * kStates;  // channel in tile, first state
   const int d = tile * kChannels + ch;
   const bool active = d < s.D;
-  const Channel c = load_channel(s, w, u, dbl, b, k, active ? d : s.D - 1);  // (its A, A2 unused)
-  float A2[kStates];
+  const int dc = active ? d : s.D - 1;  // lanes past D take channel D-1's parameters
+  const Channel c = load_channel(s, w, u, dbl, b, k, dc);  // its A and A2 (all 16 states) unused
+  float A2[kStates];  // this lane's states only
 #pragma unroll
   for (int q = 0; q < kStates; ++q) {
     float A;
-    decay_rates(w.A_logs[(int64_t(k) * s.D + (active ? d : s.D - 1)) * kN + n0 + q], A, A2[q]);
+    decay_rates(w.A_logs[(int64_t(k) * s.D + dc) * kN + n0 + q], A, A2[q]);
   }
   float wdt[kRMax > 0 ? kRMax : 1];
 #pragma unroll
