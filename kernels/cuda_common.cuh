@@ -87,6 +87,7 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
 
 // The sum of values[k·stride], k < n, in double, returned on every lane of the calling warp:
 // lane j adds k = j, j+32, ..., then a fixed shuffle tree. Deterministic (the order depends on

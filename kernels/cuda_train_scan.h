@@ -23,8 +23,9 @@ constexpr int64_t kScanChunk = 32;
 struct ScanTrainShape {
   int64_t B, H, W, D, N, R;  // N = 16 (d_state) is the only state size supported
   // Chunks per segment: the steps of a direction are cut into segments scanned in parallel
-  // (see scan_train_forward.cu). 0 picks enough segments to fill the GPU; tests set it to
-  // reach every path on small shapes. The results depend on it only by rounding.
+  // (see scan_train_forward.cu). 0 picks enough segments to fill the GPU (or takes the
+  // environment's MM_SCAN_SEGMENT_CHUNKS, for experiments); tests set it to reach every path
+  // on small shapes. The results depend on it only by rounding.
   int64_t segment_chunks = 0;
   // Lanes per channel of forward's main kernel (1, 2 or 4: a channel's 16 states split over
   // them). 0 picks the fewest that fill the GPU; tests set it to reach every path.

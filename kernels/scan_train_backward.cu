@@ -6,145 +6,6 @@ namespace mm::cuda {
 namespace scan_train {
 namespace {
 
-// Blocks of kN warps (backward's main kernel): warp n carries state n and lane
-// c channel 32·blockIdx.x + c, so a thread keeps one state in registers; grid (ndblk,
-// segments, 4·B) as for the one-warp kernels. What depends on the channel only (Δ, Δ·u,
-// softplus') is computed once per (step, channel) when a chunk is staged.
-constexpr int kStateBlockThreads = kN * kWarp;  // 512
-
-// A staged chunk in shared memory. What it reads from global memory (rows, u and dout) is
-// double-buffered: the copies for the next chunk are in flight while this one
-// computes, since a block of kN warps fills its SM alone and no other block would hide their
-// latency.
-struct ChunkSmem {
-  float* rows[2];  // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
-  float* u[2];     // (kChunk, kWarp) per step and channel: u
-  float* dy[2];    //   dout
-  float* delta;    // (kChunk, kWarp) per step and channel: Δ
-  float* dlu;      //   Δ·u
-  float* spg;      //   softplus' of Δ's pre-activation
-  int* pos[2];     // (kChunk): the spatial position of each step, for the per-step writes
-};
-// An even count, so that what follows it may hold 8-byte values.
-inline size_t chunk_smem_floats(int SR) {
-  return 2 * (size_t(kChunk) * SR + 2 * kChunk * kWarp + kChunk) + 3 * kChunk * kWarp;
-}
-__device__ __forceinline__ float* take_smem(float*& p, int n) {
-  float* q = p;
-  p += n;
-  return q;
-}
-__device__ __forceinline__ ChunkSmem carve_chunk_smem(const Dims& s, float*& p) {
-  ChunkSmem m{};
-  for (int i = 0; i < 2; ++i) {
-    m.rows[i] = take_smem(p, kChunk * s.SR);
-    m.u[i] = take_smem(p, kChunk * kWarp);
-    m.dy[i] = take_smem(p, kChunk * kWarp);
-    m.pos[i] = reinterpret_cast<int*>(take_smem(p, kChunk));
-  }
-  m.delta = take_smem(p, kChunk * kWarp);
-  m.dlu = take_smem(p, kChunk * kWarp);
-  m.spg = take_smem(p, kChunk * kWarp);
-  return m;
-}
-
-// What a (state n, channel) thread of a kN-warp block reads once.
-struct StateThread {
-  int tid, lane, n, d;  // d: the channel
-  bool active;          // d < D: lanes past D read channel D-1's parameters, work on zeros
-                        // and write nothing of their own
-  float A, A2, Dk, bias;
-  const float *wrow, *u_b, *dout_b, *dbl_b;
-};
-__device__ __forceinline__ StateThread state_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
-                                                    const float* dout, const float* dbl, int b, int k) {
-  StateThread t;
-  t.tid = threadIdx.x, t.lane = t.tid % kWarp, t.n = t.tid / kWarp;
-  t.d = blockIdx.x * kWarp + t.lane;
-  t.active = t.d < s.D;
-  const int dc = t.active ? t.d : s.D - 1;
-  const int64_t kd = int64_t(k) * s.D + dc;
-  decay_rates(w.A_logs[kd * kN + t.n], t.A, t.A2);
-  t.Dk = w.Ds[kd];
-  t.bias = w.dt_projs_bias[kd];
-  t.wrow = w.dt_projs_weight + kd * s.R;
-  t.u_b = u + int64_t(b) * s.L * s.D + dc;
-  t.dout_b = dout + int64_t(b) * s.L * s.D + dc;
-  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
-  return t;
-}
-
-// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
-// reordered as stage_chunk does, and u and dout of each (step, channel), zero for lanes
-// past D (thread (n, c) takes steps n, n+kN, ... of channel c); and stores each step's
-// position (an integer division for the odd directions) for the per-step writes. Commits the
-// copies as one group; a chunk outside [0, nseg) commits an empty group, which keeps the
-// caller's wait uniform. The positions are visible after the caller's next __syncthreads.
-__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StateThread& t,
-                                                   const ChunkSmem& m) {
-  if (chunk >= 0 && chunk < s.nseg) {
-    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
-    float* u = buf ? m.u[1] : m.u[0];
-    float* dy = buf ? m.dy[1] : m.dy[0];
-    int* pos = buf ? m.pos[1] : m.pos[0];
-    // Warp n takes steps n, n+kN, ...: one position per step for the whole warp (its lanes
-    // copy the row's columns, then their channels), so no thread divides per element: integer
-    // work was the busiest pipe when each element found its step by dividing its index.
-    for (int i = t.n; i < len; i += kN) {
-      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
-      if (t.lane == 0) pos[i] = int(p);
-      const float* src = t.dbl_b + p * s.KC;
-      float* dst = rows + i * s.SR;
-      for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
-      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
-      cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
-    }
-  }
-  cp_async_commit();
-}
-
-// Per (step, channel) of a staged chunk: Δ, Δ·u and softplus', by the threads of that
-// channel with forward's arithmetic (delta_pre, softplus, state_step), so that backward's
-// recomputed states are forward's bit for bit.
-template <bool kFast>
-__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const float* u,
-                                             const StateThread& t, const ChunkSmem& m) {
-  for (int i = t.n; i < len; i += kN) {
-    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
-    const float delta = softplus<kFast>(pre);
-    const int e = i * kWarp + t.lane;
-    m.delta[e] = delta;
-    m.dlu[e] = delta * u[e];
-    m.spg[e] = softplus_grad<kFast>(pre);
-  }
-}
-
-
-// One butterfly stage of warp_transpose_sum and the stages after it: a lane keeps the half of
-// its values that its lane bit kHalf selects and sends the other half to its partner. A
-// template, so that every loop has a constant trip count: with the stage a loop variable the
-// compiler kept v in local memory.
-template <int kHalf>
-__device__ __forceinline__ void transpose_sum_stage(float (&v)[kWarp], int lane) {
-  const bool upper = (lane & kHalf) != 0;
-#pragma unroll
-  for (int i = 0; i < kHalf; ++i) {
-    const float send = upper ? v[i] : v[i + kHalf];
-    const float keep = upper ? v[i + kHalf] : v[i];
-    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kHalf);
-  }
-  if constexpr (kHalf > 1) transpose_sum_stage<kHalf / 2>(v, lane);
-}
-
-// Each lane holds v[0..31]; afterwards lane j returns Σ over the 32 lanes of v[j]. Five
-// butterfly stages, 16+8+4+2+1 = 31 shuffles instead of 32·5. The order of additions is
-// fixed, so the result is deterministic.
-__device__ __forceinline__ float warp_transpose_sum(float (&v)[kWarp], int lane) {
-  transpose_sum_stage<kWarp / 2>(v, lane);
-  return v[0];
-}
-
 // grid (ndblk, segments - 1, 4·B), block kWarp: segment blockIdx.y + 1 (segment 0's result
 // is never used) of (b, k) = blockIdx.z, walked backwards from a zero dh. Writes the dh that
 // leaves its start, and its decay, to seg_state and seg_decay. Dynamic shared memory:
@@ -190,171 +51,336 @@ scan_backward_segment_kernel(Dims s, const float* u, const float* dbl, ScanTrain
   }
 }
 
-// The main backward kernel, a block of kN warps (see kStateBlockThreads): a thread keeps one
-// state, and the states of a piece of kPiece steps fit in its registers. (The first design
-// had a thread per channel with all 16 states, one warp per block: a chunk's states lived in
-// local memory, ~35 KB a warp, which spilled from L1 to L2, and at ~167 registers a thread
-// too few warps were resident to hide that: it issued at a sixth of the SMs' rate.) The sums
-// over states (dL/dΔ, the du term) go through shared memory to one thread per (step, channel).
-constexpr int kPiece = 16;  // = kN: in the per-step phase warp j takes step j of the piece
-static_assert(kPiece == kN && kChunk == 2 * kPiece && 2 * kPiece == kWarp,
-              "the phases map warps to states, then to steps; the transpose-sum takes 2·kPiece values; "
-              "a chunk is two pieces, the first reusing the states the second's walk computed");
-constexpr int kDbcStride = 2 * kN + 1;  // a warp's 32 stores of one state's column fall in 32 banks
 
-// Shared memory of the main backward kernel: the staged chunk (ChunkSmem), then the piece's
-// sums over states and channels, then the states a chunk's first piece reuses.
+// The main backward kernel. A block is one 32-channel block of (b, k, segment), as the dB/dC
+// partials are laid out: kBackwardWarps warps of kChannels channels each, a channel's 16
+// states over kLanes lanes (kStates each), as forward's main kernel keeps them. B and C are
+// then read once per step for all of a lane's states (16-byte loads that the lanes of a state
+// group share), and the sums over states are in registers and two shuffles. (The first
+// design kept a thread per state in blocks of 16 warps: its sums over states went through
+// shared memory, about ten shared-memory accesses per state step, which kept the
+// load/store pipe at ~70% while the SMs issued at 45-56%.)
+constexpr int kLanes = 4;                      // lanes per channel
+constexpr int kStates = kN / kLanes;           // states per lane
+constexpr int kChannels = kWarp / kLanes;      // channels per warp
+constexpr int kBackwardWarps = kWarp / kChannels;
+constexpr int kBackwardThreads = kBackwardWarps * kWarp;
+// A lane keeps the states of a piece of kPiece steps in registers (kStates · (kPiece + 1)
+// floats). The walk up a chunk to its last piece leaves a checkpoint at every piece's start
+// in shared memory, so each earlier piece recomputes only its own steps.
+constexpr int kPiece = 8;
+constexpr int kPieces = kChunk / kPiece;
+static_assert(kChunk % kPiece == 0 && kStates == 4, "checkpoints are float4, one per lane and piece");
+
+// Shared memory of the main backward kernel (floats; 16-byte pieces first). What a chunk
+// copies from global memory is double-buffered: the next chunk's copies are in flight while
+// this one computes. The per-step results of a piece (the dB/dC partials of each warp, dΔ_pre
+// and the direct du term of each channel) wait there for the block to write them as whole
+// rows; they alternate between two buffers, so one barrier a piece is enough.
 struct BackwardSmem {
-  ChunkSmem chunk;
-  float2* tg;   // (kN, kPiece, kWarp) per state, step of the piece and channel: (dL/d(Δ·A_n)·A_n,
-                // dL/dh_n·B_n), one 8-byte store and load where two 4-byte ones were
-  float* dbc;   // (kPiece, kDbcStride): the block's [dB | dC] per step of the piece, summed over its channels
-  float* hkeep;  // (kPiece, kStateBlockThreads): per thread, its state after each of a chunk's first
-                 // kPiece steps, which the second piece's walk to its start computes anyway
+  float4* checkpoint;  // (kPieces, kBackwardThreads): a lane's states before each piece
+  float* rows[2];      // (kChunk, SR): a chunk's x_proj rows [B | C | dt | pad]
+  float* u[2];         // (kChunk, kWarp) per step and channel of the block: u
+  float* dy[2];        //   dout
+  int* pos[2];         // (kChunk): the spatial position of each step
+  float* delta;        // (kChunk, kWarp): Δ
+  float* spg;          //   softplus' of Δ's pre-activation
+  float* dbc[2];       // (kPiece, kBackwardWarps, kWarp): per step and warp, its lanes' [dB | dC] sums
+  float* dpre[2];      // (kPiece, kWarp): dΔ_pre per step and channel
+  float* du[2];        //   the direct du term
 };
-inline size_t backward_smem_bytes(int SR) {
-  return sizeof(float) * (chunk_smem_floats(SR) + 2 * kN * kPiece * kWarp + kPiece * kDbcStride +
-                          kPiece * kStateBlockThreads);
+inline size_t backward_smem_floats(int SR) {
+  return size_t(4) * kPieces * kBackwardThreads +
+         2 * (size_t(kChunk) * SR + 2 * kChunk * kWarp + kChunk) + 2 * kChunk * kWarp +
+         2 * (kPiece * kBackwardWarps * kWarp + 2 * kPiece * kWarp);
+}
+inline size_t backward_smem_bytes(int SR) { return sizeof(float) * backward_smem_floats(SR); }
+__device__ __forceinline__ float* take_smem(float*& p, int n) {
+  float* q = p;
+  p += n;
+  return q;
 }
 __device__ __forceinline__ BackwardSmem backward_smem(const Dims& s, float* p) {
   BackwardSmem m;
-  m.chunk = carve_chunk_smem(s, p);
-  m.tg = reinterpret_cast<float2*>(take_smem(p, 2 * kN * kPiece * kWarp));  // chunk_smem_floats is even
-  m.dbc = take_smem(p, kPiece * kDbcStride);
-  m.hkeep = take_smem(p, kPiece * kStateBlockThreads);
+  m.checkpoint = reinterpret_cast<float4*>(take_smem(p, 4 * kPieces * kBackwardThreads));
+  for (int i = 0; i < 2; ++i) m.rows[i] = take_smem(p, kChunk * s.SR);  // SR: a multiple of 4
+  for (int i = 0; i < 2; ++i) {
+    m.u[i] = take_smem(p, kChunk * kWarp);
+    m.dy[i] = take_smem(p, kChunk * kWarp);
+    m.pos[i] = reinterpret_cast<int*>(take_smem(p, kChunk));
+  }
+  m.delta = take_smem(p, kChunk * kWarp);
+  m.spg = take_smem(p, kChunk * kWarp);
+  for (int i = 0; i < 2; ++i) {
+    m.dbc[i] = take_smem(p, kPiece * kBackwardWarps * kWarp);
+    m.dpre[i] = take_smem(p, kPiece * kWarp);
+    m.du[i] = take_smem(p, kPiece * kWarp);
+  }
   return m;
 }
 
-// grid (ndblk, segments, 4·B), block kStateBlockThreads: blockIdx.z = b·4 + k, blockIdx.y the
-// segment. Dynamic shared memory: backward_smem_bytes(SR).
-// Per chunk, from the last: stage it; then per piece of kPiece steps, from the last, recompute
-// the states from the chunk's saved start state (the steps before the piece keep only the
-// running state), walk the piece backwards carrying dh, and finish its steps in the per-step
-// phase. Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and dbc_part (see
-// Workspace); per (b, segment, k, d): pgrad.
+// A thread as it stages a chunk: channel `lane` of the block (zeros past D), steps warp,
+// warp + kBackwardWarps, ... .
+struct StageThread {
+  int warp, lane;
+  bool active;
+  float bias;
+  const float *wrow, *u_b, *dout_b, *dbl_b;
+};
+__device__ __forceinline__ StageThread stage_thread(const Dims& s, const ScanTrainWeights& w, const float* u,
+                                                    const float* dout, const float* dbl, int b, int k) {
+  StageThread t;
+  t.warp = threadIdx.x / kWarp, t.lane = threadIdx.x % kWarp;
+  const int d = blockIdx.x * kWarp + t.lane;
+  t.active = d < s.D;
+  const int64_t kd = int64_t(k) * s.D + (t.active ? d : s.D - 1);
+  t.bias = w.dt_projs_bias[kd];
+  t.wrow = w.dt_projs_weight + kd * s.R;
+  t.u_b = u + int64_t(b) * s.L * s.D + (t.active ? d : 0);
+  t.dout_b = dout + int64_t(b) * s.L * s.D + (t.active ? d : 0);
+  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  return t;
+}
+
+// Starts the copies of chunk `chunk` of direction k into buffer `buf`: its x_proj rows
+// reordered as stage_chunk does, u and dout of each (step, channel), and each step's position
+// (an integer division for the odd directions, once per step for the whole warp). Commits
+// them as one group; a chunk outside [0, nseg) commits an empty group. The positions are
+// visible after the caller's next __syncthreads.
+__device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chunk, int buf, const StageThread& t,
+                                                   const BackwardSmem& m) {
+  if (chunk >= 0 && chunk < s.nseg) {
+    const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
+    float* rows = buf ? m.rows[1] : m.rows[0];  // selects, not a dynamic index into registers
+    float* u = buf ? m.u[1] : m.u[0];
+    float* dy = buf ? m.dy[1] : m.dy[0];
+    int* pos = buf ? m.pos[1] : m.pos[0];
+    for (int i = t.warp; i < len; i += kBackwardWarps) {
+      const int64_t p = scan_position(k, l0 + i, s.H, s.W);
+      if (t.lane == 0) pos[i] = int(p);
+      const float* src = t.dbl_b + p * s.KC;
+      float* dst = rows + i * s.SR;
+      for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
+      cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
+      cp_async4(dy + i * kWarp + t.lane, t.dout_b + p * s.D, t.active);
+    }
+  }
+  cp_async_commit();
+}
+
+// Δ and softplus' per (step, channel) of a staged chunk, with forward's arithmetic
+// (delta_pre, softplus), so that backward's recomputed states are forward's bit for bit.
 template <bool kFast>
-__global__ void __launch_bounds__(kStateBlockThreads, 1)
+__device__ __forceinline__ void stage_deltas(const Dims& s, int len, const float* rows, const StageThread& t,
+                                             const BackwardSmem& m) {
+  for (int i = t.warp; i < len; i += kBackwardWarps) {
+    const float pre = delta_pre(t.wrow, t.bias, staged_dt(rows + i * s.SR), s.R);
+    m.delta[i * kWarp + t.lane] = softplus<kFast>(pre);
+    m.spg[i * kWarp + t.lane] = softplus_grad<kFast>(pre);
+  }
+}
+
+// One step of a lane's states: forward's state_step on the staged values.
+template <bool kFast>
+__device__ __forceinline__ void walk_step(const float* row, float delta, float dlu, const float (&A2)[kStates],
+                                          const float (&h)[kStates], float (&out)[kStates]) {
+  const float4 b4 = *reinterpret_cast<const float4*>(row);
+  const float bq[kStates] = {b4.x, b4.y, b4.z, b4.w};
+#pragma unroll
+  for (int q = 0; q < kStates; ++q) out[q] = state_step(step_exp2<kFast>(delta * A2[q]), h[q], dlu, bq[q]);
+}
+
+// One butterfly stage of channel_sum and the stages after it: a lane keeps the half of its
+// values that its lane bit kHalf·kLanes selects and sends the other half to its partner. A
+// template, so that every loop has a constant trip count and v stays in registers.
+template <int kHalf>
+__device__ __forceinline__ void channel_sum_stage(float (&v)[2 * kStates], int lane) {
+  constexpr int kMask = kHalf * kLanes;
+  const bool upper = (lane & kMask) != 0;
+#pragma unroll
+  for (int i = 0; i < kHalf; ++i) {
+    const float send = upper ? v[i] : v[i + kHalf];
+    const float keep = upper ? v[i + kHalf] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kMask);
+  }
+  if constexpr (kHalf > 1) channel_sum_stage<kHalf / 2>(v, lane);
+}
+// Each lane holds v = [dB_n | dC_n] of its kStates states for one step; afterwards lane
+// (channel c, state group g) returns value c of the 2·kStates values of group g, summed over
+// the warp's kChannels channels: 7 shuffles, in a fixed order.
+__device__ __forceinline__ float channel_sum(float (&v)[2 * kStates], int lane) {
+  static_assert(2 * kStates == kChannels, "one value per lane");
+  channel_sum_stage<kStates>(v, lane);
+  return v[0];
+}
+// Where lane `lane`'s channel_sum lands in the 2N columns [dB | dC].
+__device__ __forceinline__ int channel_sum_column(int lane) {
+  const int c = lane / kLanes, g = lane % kLanes;
+  return (c < kStates ? 0 : kN) + g * kStates + c % kStates;
+}
+
+// grid (ndblk, segments, 4·B), block kBackwardThreads: blockIdx.z = b·4 + k, blockIdx.y the
+// segment. Dynamic shared memory: backward_smem_bytes(SR).
+// Per chunk, from the last: stage it; walk up from the chunk's saved state to its last piece,
+// leaving checkpoints; then per piece of kPiece steps, from the last, recompute its states
+// from its checkpoint into registers, walk them back carrying dh, and write the piece's
+// per-step results. Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and
+// dbc_part (see Workspace); per (b, segment, k, d): pgrad.
+// Four blocks to an SM (128 registers; at 224 px they fit the shared memory up to dt rank 16);
+// allowing 151 registers for three measured no faster.
+template <bool kFast>
+__global__ void __launch_bounds__(kBackwardThreads, 4)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
                      float* du_dir, float* dbc_part, float* pgrad) {
-  extern __shared__ float smem[];
-  const BackwardSmem m = backward_smem(s, smem);
+  extern __shared__ __align__(16) float backward_smem_base[];
+  const BackwardSmem m = backward_smem(s, backward_smem_base);
   const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
-  const StateThread t = state_thread(s, w, u, dout, dbl, b, k);
-  const int lane = t.lane, n = t.n;
-  const float* st = states + (int64_t(bk) * s.nseg * kN + n) * s.D + t.d;  // + chunk·N·D
+  const int tid = threadIdx.x, warp = tid / kWarp, lane = tid % kWarp;
+  const StageThread stg = stage_thread(s, w, u, dout, dbl, b, k);
+  // This lane's channel (cw of the block) and states [n0, n0 + kStates); lanes past D take
+  // channel D-1's parameters, walk zeros (their staged u and dout are zero) and write nothing.
+  const int cw = warp * kChannels + lane / kLanes, n0 = lane % kLanes * kStates;
+  const int d = blockIdx.x * kWarp + cw;
+  const bool active = d < s.D;
+  const int64_t kd = int64_t(k) * s.D + (active ? d : s.D - 1);
+  float A[kStates], A2[kStates];
+#pragma unroll
+  for (int q = 0; q < kStates; ++q) decay_rates(w.A_logs[kd * kN + n0 + q], A[q], A2[q]);
+  const float Dk = w.Ds[kd];
+  const float* st = states + (int64_t(bk) * s.nseg * kN + n0) * s.D + d;  // + chunk·N·D + q·D
+  auto load_state = [&](int chunk, float (&h)[kStates]) {
+#pragma unroll
+    for (int q = 0; q < kStates; ++q) h[q] = active ? st[int64_t(chunk) * kN * s.D + int64_t(q) * s.D] : 0.f;
+  };
   const int64_t dir_row0 = (int64_t(k) * s.B + b) * s.L;  // row of (k, b, p=0) in (4, B·L)
-  float* part = dbc_part + (int64_t(blockIdx.x) * s.BL + int64_t(b) * s.L) * 4 * (2 * kN) + k * (2 * kN) + lane;
+  float* part = dbc_part + (int64_t(blockIdx.x) * s.BL + int64_t(b) * s.L) * 4 * (2 * kN) + k * (2 * kN);
 
-  // dh: dL/dh_n carried backwards; dA: Σ over steps of dL/d(Δ·A_n)·Δ. dD and dbias: sums over
-  // this thread's steps of the per-step phase (step n of every piece), added up at the end.
-  float dh = t.active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n, t.d, true) : 0.f;
-  float dA = 0.f, dD = 0.f, dbias = 0.f;
+  // dh: dL/dh_n carried backwards; dA: Σ over steps of dL/d(Δ·A_n)·Δ; dD and dbias: this
+  // channel's sums over the segment's steps (the same in each of its lanes).
+  float dh[kStates], dA[kStates];
+#pragma unroll
+  for (int q = 0; q < kStates; ++q) {
+    dh[q] = active ? join_segments_state(s, seg_state, seg_decay, bk, seg, n0 + q, d, true) : 0.f;
+    dA[q] = 0.f;
+  }
+  float dD = 0.f, dbias = 0.f;
   int first, end;
   segment_chunks(s, seg, first, end);
-  const ChunkSmem& cm = m.chunk;
-  start_chunk_copies(s, k, end - 1, 0, t, cm);
-  // The saved state a chunk starts from is loaded a chunk ahead: read right before the
-  // recomputation that needs it, its memory latency stalled the whole block once a chunk.
-  float h_next = t.active ? st[int64_t(end - 1) * kN * s.D] : 0.f;
-  for (int chunk = end - 1, buf = 0; chunk >= first; --chunk, buf ^= 1) {
+  start_chunk_copies(s, k, end - 1, 0, stg, m);
+  // The saved state a chunk starts from is loaded a chunk ahead: read right before the walk
+  // that needs it, its memory latency stalled the whole block once a chunk.
+  float h_next[kStates];
+  load_state(end - 1, h_next);
+  for (int chunk = end - 1, buf = 0, par = 0; chunk >= first; --chunk, buf ^= 1) {
     const int l0 = chunk * kChunk, len = min(kChunk, s.L - l0);
-    const float h_chunk = h_next;
-    if (chunk > first && t.active) h_next = st[int64_t(chunk - 1) * kN * s.D];
-    // The other buffer was last read before the previous chunk's closing barrier.
-    start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, t, cm);
-    cp_async_wait_all_but_newest();
-    __syncthreads();  // this chunk's copies, from every thread, are visible
-    const float* rows = buf ? cm.rows[1] : cm.rows[0];
-    const float* su = buf ? cm.u[1] : cm.u[0];
-    const float* sdy = buf ? cm.dy[1] : cm.dy[0];
-    const int* pos = buf ? cm.pos[1] : cm.pos[0];
-    stage_deltas<kFast>(s, len, rows, su, t, cm);
+    float h[kStates];
+#pragma unroll
+    for (int q = 0; q < kStates; ++q) h[q] = h_next[q];
+    if (chunk > first) load_state(chunk - 1, h_next);
+    cp_async_wait_all();
+    // This chunk's copies, from every thread, are visible; the other buffer, last read by the
+    // previous chunk before its last piece's barrier, is free.
     __syncthreads();
-    // A chunk of more than kPiece steps is two pieces: the second's walk to its start passes
-    // through the first piece's states and keeps them in hkeep, so the first piece reads them
-    // back (each thread its own) instead of recomputing them (16 of 48 state steps a chunk).
-    float* hkeep = m.hkeep + t.tid;
-    for (int i0 = (len - 1) / kPiece * kPiece; i0 >= 0; i0 -= kPiece) {
+    start_chunk_copies(s, k, chunk > first ? chunk - 1 : -1, buf ^ 1, stg, m);
+    const float* rows = buf ? m.rows[1] : m.rows[0];
+    const float* su = buf ? m.u[1] : m.u[0];
+    const float* sdy = buf ? m.dy[1] : m.dy[0];
+    const int* pos = buf ? m.pos[1] : m.pos[0];
+    stage_deltas<kFast>(s, len, rows, stg, m);
+    __syncthreads();
+
+    const int last = (len - 1) / kPiece * kPiece;  // the last piece's first step
+    for (int i = 0; i < last; ++i) {
+      if (i % kPiece == 0) m.checkpoint[i / kPiece * kBackwardThreads + tid] = make_float4(h[0], h[1], h[2], h[3]);
+      const int e = i * kWarp + cw;
+      const float delta = m.delta[e];
+      walk_step<kFast>(rows + i * s.SR + n0, delta, delta * su[e], A2, h, h);
+    }
+    m.checkpoint[last / kPiece * kBackwardThreads + tid] = make_float4(h[0], h[1], h[2], h[3]);
+
+    for (int i0 = last; i0 >= 0; i0 -= kPiece, par ^= 1) {
       const int plen = min(kPiece, len - i0);
-      float hs[kPiece + 1];  // hs[0] before the piece's first step, hs[j+1] after its step j
-      hs[0] = h_chunk;
-      if (i0 == 0 && len > kPiece) {
+      float hs[kPiece + 1][kStates];  // hs[0] before the piece's first step, hs[j+1] after its step j
+      const float4 c4 = m.checkpoint[i0 / kPiece * kBackwardThreads + tid];
+      hs[0][0] = c4.x, hs[0][1] = c4.y, hs[0][2] = c4.z, hs[0][3] = c4.w;
 #pragma unroll
-        for (int j = 0; j < kPiece; ++j) hs[j + 1] = hkeep[j * kStateBlockThreads];
-      } else {
-#pragma unroll 4
-        for (int i = 0; i < i0; ++i) {  // i0 is kPiece or 0
-          const int e = i * kWarp + lane;
-          hs[0] = state_step(step_exp2<kFast>(cm.delta[e] * t.A2), hs[0], cm.dlu[e], rows[i * s.SR + n]);
-          hkeep[i * kStateBlockThreads] = hs[0];
-        }
+      for (int j = 0; j < kPiece; ++j) {
+        if (j < plen) {
+          const int e = (i0 + j) * kWarp + cw;
+          const float delta = m.delta[e];
+          walk_step<kFast>(rows + (i0 + j) * s.SR + n0, delta, delta * su[e], A2, hs[j], hs[j + 1]);
+        } else {
 #pragma unroll
-        for (int j = 0; j < kPiece; ++j) {
-          const int e = (i0 + j) * kWarp + lane;
-          const float decay = step_exp2<kFast>(cm.delta[e] * t.A2);
-          hs[j + 1] = j < plen ? state_step(decay, hs[j], cm.dlu[e], rows[(i0 + j) * s.SR + n]) : 0.f;
+          for (int q = 0; q < kStates; ++q) hs[j + 1][q] = 0.f;
         }
       }
-      float v[2 * kPiece];  // this channel's [dB_n | dC_n] terms of each step of the piece
-#pragma unroll
-      for (int j = 0; j < 2 * kPiece; ++j) v[j] = 0.f;
+      float* pdbc = par ? m.dbc[1] : m.dbc[0];
+      float* pdpre = par ? m.dpre[1] : m.dpre[0];
+      float* pdu = par ? m.du[1] : m.du[0];
 #pragma unroll
       for (int j = kPiece - 1; j >= 0; --j) {
         if (j < plen) {
-          const int i = i0 + j, e = i * kWarp + lane;
-          const float* row = rows + i * s.SR;
-          const float delta = cm.delta[e], dy = sdy[e];
-          const float a = step_exp2<kFast>(delta * t.A2);
-          const float dhn = dh + dy * row[kN + n];  // dL/dh_l
-          const float tt = dhn * hs[j] * a;          // dL/d(Δ·A_n)
-          v[kPiece + j] = dy * hs[j + 1];
-          v[j] = dhn * cm.dlu[e];
-          m.tg[(n * kPiece + j) * kWarp + lane] = make_float2(tt * t.A, dhn * row[n]);
-          dA += tt * delta;
-          dh = dhn * a;  // dL/dh_{l-1} through h_l
-        }
-      }
-      // Lane j < kPiece holds dB_n of step j summed over the 32 channels, lane kPiece + j dC_n.
-      m.dbc[(lane % kPiece) * kDbcStride + (lane < kPiece ? n : kN + n)] = warp_transpose_sum(v, lane);
-      __syncthreads();
-      // Per-step phase: warp n finishes step n of the piece for channel `lane`.
-      if (n < plen) {
-        const int i = i0 + n, e = i * kWarp + lane;
-        float ddl = 0.f, gB = 0.f;  // dL/dΔ, Σ_n dL/dh_n·B_n
+          const int i = i0 + j, e = i * kWarp + cw;
+          const float* row = rows + i * s.SR + n0;
+          const float4 b4 = *reinterpret_cast<const float4*>(row);
+          const float4 c4s = *reinterpret_cast<const float4*>(row + kN);
+          const float bq[kStates] = {b4.x, b4.y, b4.z, b4.w}, cq[kStates] = {c4s.x, c4s.y, c4s.z, c4s.w};
+          const float delta = m.delta[e], ul = su[e], dy = sdy[e], dlu = delta * ul;
+          float v[2 * kStates];  // [dB_n | dC_n] terms of this step and channel
+          float ddA = 0.f, gB = 0.f;  // Σ_n dL/d(Δ·A_n)·A_n and Σ_n dL/dh_n·B_n over the lane's states
 #pragma unroll
-        for (int q = 0; q < kN; ++q) {
-          const float2 tg = m.tg[(q * kPiece + n) * kWarp + lane];
-          ddl += tg.x;
-          gB += tg.y;
+          for (int q = 0; q < kStates; ++q) {
+            const float a = step_exp2<kFast>(delta * A2[q]);
+            const float dhn = dh[q] + dy * cq[q];  // dL/dh_l
+            const float tt = dhn * hs[j][q] * a;   // dL/d(Δ·A_n)
+            v[q] = dhn * dlu;
+            v[kStates + q] = dy * hs[j + 1][q];
+            ddA = fmaf(tt, A[q], ddA);
+            gB = fmaf(dhn, bq[q], gB);
+            dA[q] = fmaf(tt, delta, dA[q]);
+            dh[q] = dhn * a;  // dL/dh_{l-1} through h_l
+          }
+          // Over the channel's lanes: the same bits in each (a + b == b + a).
+#pragma unroll
+          for (int o = 1; o < kLanes; o <<= 1) {
+            ddA += __shfl_xor_sync(0xffffffffu, ddA, o);
+            gB += __shfl_xor_sync(0xffffffffu, gB, o);
+          }
+          const float dpre = (ddA + gB * ul) * m.spg[e];
+          dD = fmaf(dy, ul, dD);
+          dbias += dpre;
+          if (lane % kLanes == 0) {
+            pdpre[j * kWarp + cw] = dpre;
+            pdu[j * kWarp + cw] = gB * delta + Dk * dy;
+          }
+          pdbc[(j * kBackwardWarps + warp) * kWarp + lane] = channel_sum(v, lane);
         }
-        const float ul = su[e], dy = sdy[e];
-        ddl += gB * ul;
-        const float dpre = ddl * cm.spg[e];
-        dD += dy * ul;
-        dbias += dpre;
-        const int p = pos[i];
-        if (t.active) {
-          const int64_t o = (dir_row0 + p) * s.D + t.d;
-          dpre_out[o] = dpre;
-          du_dir[o] = gB * cm.delta[e] + t.Dk * dy;
-        }
-        part[int64_t(p) * 4 * (2 * kN)] = m.dbc[n * kDbcStride + lane];  // lane = j of [dB | dC]
       }
-      __syncthreads();  // the piece's shared memory is read; the next piece or chunk may write
+      __syncthreads();  // the piece's results are in shared memory
+      // Whole rows out: per step, the block's [dB | dC] (its warps' sums added in order),
+      // and dΔ_pre and the direct du term of its 32 channels.
+      for (int x = tid; x < plen * kWarp; x += kBackwardThreads) {
+        const int j = x / kWarp, c = x % kWarp, p = pos[i0 + j];
+        float acc = pdbc[j * kBackwardWarps * kWarp + c];
+#pragma unroll
+        for (int wq = 1; wq < kBackwardWarps; ++wq) acc += pdbc[(j * kBackwardWarps + wq) * kWarp + c];
+        part[int64_t(p) * 4 * (2 * kN) + channel_sum_column(c)] = acc;
+        if (blockIdx.x * kWarp + c < s.D) {
+          const int64_t o = (dir_row0 + p) * s.D + blockIdx.x * kWarp + c;
+          dpre_out[o] = pdpre[x];
+          du_dir[o] = pdu[x];
+        }
+      }
     }
   }
-  // dD and dbias over the block's warps (each summed its steps), in warp order.
-  m.tg[n * kWarp + lane] = make_float2(dD, dbias);
-  __syncthreads();
-  if (t.active) {
-    float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + t.d) * (kN + 2);
-    pg[n] = dA * t.A;  // through A = -exp(A_logs): dA_logs = dA·A
-    if (n == 0) {
-      float sD = 0.f, sb = 0.f;
-      for (int q = 0; q < kN; ++q) sD += m.tg[q * kWarp + lane].x, sb += m.tg[q * kWarp + lane].y;
-      pg[kN] = sD;
-      pg[kN + 1] = sb;
+  if (active) {
+    float* pg = pgrad + (((int64_t(b) * s.nsegs + seg) * 4 + k) * s.D + d) * (kN + 2);
+#pragma unroll
+    for (int q = 0; q < kStates; ++q) pg[n0 + q] = dA[q] * A[q];  // through A = -exp(A_logs): dA_logs = dA·A
+    if (n0 == 0) {
+      pg[kN] = dD;
+      pg[kN + 1] = dbias;
     }
   }
 }
@@ -400,11 +426,15 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
   static const bool opted_in = [] {  // above 48 KB a kernel must ask for its shared memory
     MM_CUDA_CHECK(cudaFuncSetAttribute(scan_backward_kernel<kFast>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        int(backward_smem_bytes(2 * kN + kMaxR))));
+    // All of the SM's unified L1/shared memory as shared: the kernel reads global memory
+    // through cp.async only, and its blocks per SM are bound by shared memory.
+    MM_CUDA_CHECK(cudaFuncSetAttribute(scan_backward_kernel<kFast>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       int(cudaSharedmemCarveoutMaxShared)));
     return true;
   }();
   (void)opted_in;
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
-  scan_backward_kernel<kFast><<<grid, kStateBlockThreads, backward_smem_bytes(s.SR), st>>>(
+  scan_backward_kernel<kFast><<<grid, kBackwardThreads, backward_smem_bytes(s.SR), st>>>(
       s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 }

@@ -24,9 +24,9 @@ struct Dims {
   int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
   int64_t BL;
 };
-// Checks the shape. Unless the shape sets segment_chunks, the steps are cut into enough
-// segments to fill the GPU with backward's main kernel, blocks of kN warps; forward and
-// backward use the same segments.
+// Checks the shape. Unless the shape (or, for experiments, the environment's
+// MM_SCAN_SEGMENT_CHUNKS) sets segment_chunks, the steps are cut into segments only when the
+// batch is too small to fill the GPU otherwise; forward and backward use the same segments.
 Dims make_dims(const ScanTrainShape& s);
 
 // Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).

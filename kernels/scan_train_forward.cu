@@ -12,8 +12,8 @@
 //      (R multiply-adds), walks its states and adds up C_n·h_n, and a shuffle or two sums y
 //      over the channel's lanes.
 //      Small batches leave the GPU idle with one warp walking all L steps, so the steps are
-//      cut into segments of seg_chunks chunks (chosen for backward, whose blocks of 16 warps
-//      need more parallelism; none for slices of 32 images at 224 px), scanned in parallel.
+//      cut into segments of seg_chunks chunks (none for slices of 32 images at 224 px),
+//      scanned in parallel.
 //      The state is linear in its start, h_end = exp(A·ΣΔ)·h_start + (h_end from a zero
 //      start), so:
 //        a. each segment but the last is scanned from a zero state, keeping its end state
@@ -29,16 +29,17 @@
 // Backward (dbl is recomputed; nothing is kept from forward except `states`)
 //   1. scan, in segments as forward: dh flows backwards linearly too (dh_start =
 //      exp(A·ΣΔ)·dh_end + local), so a pass from a zero dh per segment (one thread per
-//      channel), joined in reverse, gives each segment the dh entering its end. Then blocks
-//      of 16 warps, warp n carrying state n and lane c channel c: per chunk, from the last,
-//      each stages the x_proj rows and per (step, channel) Δ, Δ·u, u, dout and softplus';
-//      per piece of 16 steps, from the last, each thread recomputes its state's values over the piece into registers (from
-//      the chunk's saved state) and walks them back carrying dh. The sums over states go
-//      through shared memory: one thread per (step, channel) then writes dΔ_pre (the
-//      gradient of Δ's pre-activation) and its channel's direct du terms to (4, B·L, D)
-//      buffers; a transpose-reduction per warp gives the block's dB_l and dC_l (summed over
-//      its 32 channels), written as a partial per 32-channel block. Sums over positions
-//      (dA, dD, dt bias) stay in registers and are written per (b, segment, k, d).
+//      channel), joined in reverse, gives each segment the dh entering its end. Then a block
+//      of 4 warps per 32 channels, a channel's 16 states over 4 lanes as in forward: per
+//      chunk, from the last, the block stages the x_proj rows, u and dout, and per (step,
+//      channel) Δ and softplus'; each lane walks up from the chunk's saved state, leaving a
+//      checkpoint every 8 steps, then per piece of 8 steps, from the last, recomputes the
+//      piece's states into registers and walks them back carrying dh. Per step the sums over
+//      a channel's states take two shuffles, and a transpose-reduction per warp gives the
+//      dB_l and dC_l of its 8 channels; per piece the block adds its warps' sums and writes
+//      them as a partial per 32-channel block, with dΔ_pre (the gradient of Δ's
+//      pre-activation) and each channel's direct du terms in (4, B·L, D) buffers. Sums over
+//      positions (dA, dD, dt bias) stay in registers and are written per (b, segment, k, d).
 //   2. fixed-order reductions: the dB/dC partials over channel blocks into ddbl, the
 //      per-segment parameter sums over b and segments into the gradients, the direct du terms over k.
 //   3. GEMMs: ddbl's dt columns = dΔ_pre · dt_projs_weight[k]; d dt_projs_weight[k] +=
@@ -65,8 +66,12 @@
 namespace mm::cuda {
 namespace scan_train {
 
-// Warps the main scan kernels want in flight: about two waves (132 SMs x 16 warps x 2); fewer
-// and make_dims cuts the steps into segments, which costs a second scan.
+// The parallelism below which make_dims cuts the steps into segments, in (state, 32-channel
+// block, direction, image) units: 4224 units, 2 images of MedMamba-T's first stage. (Counted
+// as warps when backward ran a warp per state: about two waves of 132 SMs x 16 warps.)
+// Segments cost a second, slower pass: MedMamba-T at batch 64 trained 7-12% slower with its
+// first stage cut into 3 or 6 of them, though the unsegmented backward fills the H200 with
+// only 3 of its 4 blocks per SM there.
 constexpr int64_t kTargetWarps = 4224;
 
 static int64_t warps_per_image(const ScanTrainShape& s) { return (s.D + kWarp - 1) / kWarp * 4 * kN; }
@@ -83,10 +88,14 @@ Dims make_dims(const ScanTrainShape& s) {
   d.nseg = (d.L + kChunk - 1) / kChunk;
   d.ndblk = (d.D + kWarp - 1) / kWarp;
   d.BL = s.B * d.L;
-  int64_t chunks = s.segment_chunks;
+  static const int64_t env_chunks = [] {
+    const char* env = std::getenv("MM_SCAN_SEGMENT_CHUNKS");  // for experiments, as MM_SCAN_BATCH_SLICE
+    const long v = env ? std::atol(env) : 0;
+    return v > 0 ? int64_t(v) : int64_t(0);
+  }();
+  int64_t chunks = s.segment_chunks > 0 ? s.segment_chunks : env_chunks;
   if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
-    // Backward's blocks of kN warps fill an SM alone, so about two waves' worth (132 SMs x
-    // 16 warps x 2) is enough, and slices of 32 images at 224 px run unsegmented.
+    // Slices of 32 images at 224 px run unsegmented.
     const int64_t warps_per_segment = warps_per_image(s) * s.B;
     const int64_t wanted = std::min<int64_t>(d.nseg, (kTargetWarps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
