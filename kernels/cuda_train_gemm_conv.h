@@ -54,6 +54,9 @@ inline GemmOperand bf16_operand(const uint16_t* p, int64_t ld) { return {nullptr
 // (or (N,K) when trans_b); C has row stride ldc. beta = 1 accumulates.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
           float beta, float* C, int64_t ldc, Stream s);
+// src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
+// rounded to bf16 once, into dst (rows·cols, packed; 16-byte aligned), not once per GEMM.
+GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
 inline void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
   gemm(trans_a, trans_b, M, N, K, alpha, f32_operand(A, lda), f32_operand(B, ldb), beta, C, ldc, s);

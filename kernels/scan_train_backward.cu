@@ -1,4 +1,6 @@
 // Backward of the SS2D training scan (overview at the top of scan_train_forward.cu).
+#include <cuda_bf16.h>
+
 #include "cuda_train_gemm_conv.h"
 #include "scan_train_common.cuh"
 
@@ -224,15 +226,16 @@ __device__ __forceinline__ int channel_sum_column(int lane) {
 // Per chunk, from the last: stage it; walk up from the chunk's saved state to its last piece,
 // leaving checkpoints; then per piece of kPiece steps, from the last, recompute its states
 // from its checkpoint into registers, walk them back carrying dh, and write the piece's
-// per-step results. Writes per (direction k, position): dpre_out, du_dir (4, B·L, D) and
-// dbc_part (see Workspace); per (b, segment, k, d): pgrad.
+// per-step results. Writes per (direction k, position): dpre_out (or, if not nullptr, its
+// bf16 rounding to dpre16 instead), du_dir (4, B·L, D) and dbc_part (see Workspace); per
+// (b, segment, k, d): pgrad.
 // Four blocks to an SM (128 registers; at 224 px they fit the shared memory up to dt rank 16);
 // allowing 151 registers for three measured no faster.
 template <bool kFast>
 __global__ void __launch_bounds__(kBackwardThreads, 4)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
                      const float* states, const float* seg_state, const float* seg_decay, float* dpre_out,
-                     float* du_dir, float* dbc_part, float* pgrad) {
+                     __nv_bfloat16* dpre16, float* du_dir, float* dbc_part, float* pgrad) {
   extern __shared__ __align__(16) float backward_smem_base[];
   const BackwardSmem m = backward_smem(s, backward_smem_base);
   const int seg = blockIdx.y, bk = blockIdx.z, b = bk / 4, k = bk % 4;
@@ -368,7 +371,8 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
         part[int64_t(p) * 4 * (2 * kN) + channel_sum_column(c)] = acc;
         if (blockIdx.x * kWarp + c < s.D) {
           const int64_t o = (dir_row0 + p) * s.D + blockIdx.x * kWarp + c;
-          dpre_out[o] = pdpre[x];
+          if (dpre16) dpre16[o] = __float2bfloat16_rn(pdpre[x]);
+          else dpre_out[o] = pdpre[x];
           du_dir[o] = pdu[x];
         }
       }
@@ -416,7 +420,7 @@ __global__ void reduce_params_kernel(Dims s, const float* pgrad, ScanTrainGrads 
 
 template <bool kFast>
 void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, const float* dout,
-                     const float* states, const Workspace& ws, Stream st) {
+                     const float* states, const Workspace& ws, __nv_bfloat16* dpre16, Stream st) {
   if (s.nsegs > 1) {
     const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs - 1), unsigned(4 * s.B));
     scan_backward_segment_kernel<kFast><<<grid, kWarp, stage_bytes(s), st>>>(s, u, ws.dbl, w, dout, ws.seg_state,
@@ -435,7 +439,7 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
   (void)opted_in;
   const dim3 grid(unsigned(s.ndblk), unsigned(s.nsegs), unsigned(4 * s.B));
   scan_backward_kernel<kFast><<<grid, kBackwardThreads, backward_smem_bytes(s.SR), st>>>(
-      s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0, ws.dir1, ws.dbc_part, ws.pgrad);
+      s, u, ws.dbl, w, dout, states, ws.seg_state, ws.seg_decay, ws.dir0, dpre16, ws.dir1, ws.dbc_part, ws.pgrad);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward scan");
 }
 
@@ -444,17 +448,38 @@ void launch_backward(const Dims& s, const float* u, const ScanTrainWeights& w, c
 
 using namespace scan_train;
 
+// bf16 copies of GEMM operands inside the workspace, where the bf16 GEMMs would otherwise
+// round the same float32 matrix once per GEMM: dΔ_pre (4, B·L, D), which the kernel writes as
+// bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
+// in dir1 once the direct du terms are added up. nullptr where a copy does not fit.
+struct Bf16Copies {
+  __nv_bfloat16 *dpre = nullptr, *u = nullptr, *ddbl = nullptr;
+};
+static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
+  Bf16Copies c;
+  if (gemm_compute() != GemmCompute::BF16) return c;
+  const int64_t dir_floats = s.BL * s.D;                 // dir0 and dir1 hold 4 of these each
+  const int64_t u_at = (2 * dir_floats + 63) / 64 * 64;  // floats; 256-byte aligned
+  c.dpre = reinterpret_cast<__nv_bfloat16*>(ws.dir0);
+  if (u_at + (dir_floats + 1) / 2 <= 4 * dir_floats) c.u = reinterpret_cast<__nv_bfloat16*>(ws.dir0 + u_at);
+  if ((s.BL * s.KC + 1) / 2 <= 4 * dir_floats) c.ddbl = reinterpret_cast<__nv_bfloat16*>(ws.dir1);
+  return c;
+}
+
 static void scan_backward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w,
                                 const float* dout, float* du, const ScanTrainGrads& g, const float* states,
                                 float* workspace, Stream st) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
-  gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
+  const Bf16Copies c = bf16_copies(s, ws);
+  auto u16 = reinterpret_cast<uint16_t*>(c.u);
+  const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, u16, st) : f32_operand(u, s.D);
+  gemm(false, true, s.BL, s.KC, s.D, 1.f, u_op, f32_operand(w.x_proj_weight, s.D), 0.f, ws.dbl, s.KC, st);
 
   if (fast_step_math())
-    launch_backward<true>(s, u, w, dout, states, ws, st);
+    launch_backward<true>(s, u, w, dout, states, ws, c.dpre, st);
   else
-    launch_backward<false>(s, u, w, dout, states, ws, st);
+    launch_backward<false>(s, u, w, dout, states, ws, c.dpre, st);
 
   constexpr int kThreads = 256;
   const int64_t dbc = s.BL * 4 * (2 * kN);
@@ -468,20 +493,23 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // d W_k += dΔ_preᵀ · dt.
   const int64_t dir_floats = s.BL * s.D;
   for (int k = 0; k < 4; ++k) {
-    const float* dpre_k = ws.dir0 + k * dir_floats;  // (B·L, D)
-    gemm_f32(false, false, s.BL, s.R, s.D, 1.f, dpre_k, s.D, w.dt_projs_weight + int64_t(k) * s.D * s.R, s.R,
-             0.f, ws.ddbl + k * s.RN, s.KC, st);
+    const GemmOperand dpre_k = c.dpre ? bf16_operand(reinterpret_cast<const uint16_t*>(c.dpre + k * dir_floats), s.D)
+                                      : f32_operand(ws.dir0 + k * dir_floats, s.D);  // (B·L, D)
+    gemm(false, false, s.BL, s.R, s.D, 1.f, dpre_k, f32_operand(w.dt_projs_weight + int64_t(k) * s.D * s.R, s.R),
+         0.f, ws.ddbl + k * s.RN, s.KC, st);
     if (g.dt_projs_weight)
-      gemm_f32(true, false, s.D, s.R, s.BL, 1.f, dpre_k, s.D, ws.dbl + k * s.RN, s.KC, 1.f,
-               g.dt_projs_weight + int64_t(k) * s.D * s.R, s.R, st);
+      gemm(true, false, s.D, s.R, s.BL, 1.f, dpre_k, f32_operand(ws.dbl + k * s.RN, s.KC), 1.f,
+           g.dt_projs_weight + int64_t(k) * s.D * s.R, s.R, st);
   }
-  // Through x_proj: d x_proj_weight += ddblᵀ · u; du += (direct terms) + ddbl · x_proj_weight.
+  // Through x_proj: du += (direct terms) + ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u.
+  if (du) sum_directions(du, ws.dir1, dir_floats, true, st);  // dir1 is free from here
+  const GemmOperand ddbl_op =
+      c.ddbl && (du || g.x_proj_weight)
+          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, reinterpret_cast<uint16_t*>(c.ddbl), st)
+          : f32_operand(ws.ddbl, s.KC);
   if (g.x_proj_weight)
-    gemm_f32(true, false, s.KC, s.D, s.BL, 1.f, ws.ddbl, s.KC, u, s.D, 1.f, g.x_proj_weight, s.D, st);
-  if (du) {
-    sum_directions(du, ws.dir1, dir_floats, true, st);
-    gemm_f32(false, false, s.BL, s.D, s.KC, 1.f, ws.ddbl, s.KC, w.x_proj_weight, s.D, 1.f, du, s.D, st);
-  }
+    gemm(true, false, s.KC, s.D, s.BL, 1.f, ddbl_op, u_op, 1.f, g.x_proj_weight, s.D, st);
+  if (du) gemm(false, false, s.BL, s.D, s.KC, 1.f, ddbl_op, f32_operand(w.x_proj_weight, s.D), 1.f, du, s.D, st);
 }
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,

@@ -196,6 +196,10 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 
 }  // namespace
 
+GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
+  return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
+}
+
 void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
 GemmCompute gemm_compute() { return t_gemm_compute; }
 
