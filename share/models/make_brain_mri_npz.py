@@ -9,6 +9,13 @@ images listed in test-duplicates-of-train.txt (byte-identical to training images
 Images are 224x224 greyscale uint8 (PIL's "L" conversion of the few stored as RGB, whose
 three channels are equal). mm-train reads the file directly; a GPU machine without the
 JPEG readers (ITK) can train from it.
+
+    python3 make_brain_mri_npz.py --val-is-test ../shared/data/brain-tumor-mri brain-mri-224-valtest.npz
+
+also writes the test images as val_*: mm-train then picks its best epoch on the test images
+themselves, the protocol of the public MedMamba train.py (it keeps the epoch with the best
+accuracy on the folder it validates on). That figure is optimistic; it is only for comparing
+with results obtained so.
 """
 import os
 import sys
@@ -36,13 +43,17 @@ def load(root, split, skip):
 
 
 def main():
-    root, out = sys.argv[1], sys.argv[2]
+    args = sys.argv[1:]
+    val_is_test = "--val-is-test" in args
+    root, out = [a for a in args if a != "--val-is-test"]
     with open(os.path.join(root, "test-duplicates-of-train.txt")) as f:
         skip = {line.strip() for line in f if line.strip()}
     tr_x, tr_y = load(root, "Training", set())
     te_x, te_y = load(root, "Testing", skip)
-    np.savez_compressed(out, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y)
-    print(f"{out}: train {tr_x.shape}, test {te_x.shape} (skipped {len(skip)} duplicates)")
+    val = {"val_images": te_x, "val_labels": te_y} if val_is_test else {}
+    np.savez_compressed(out, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y, **val)
+    print(f"{out}: train {tr_x.shape}, test {te_x.shape}{' (also as val)' if val_is_test else ''} "
+          f"(skipped {len(skip)} duplicates)")
 
 
 if __name__ == "__main__":
