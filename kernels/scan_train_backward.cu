@@ -456,16 +456,16 @@ using namespace scan_train;
 // bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
 // in dir1 once the direct du terms are added up. nullptr where a copy does not fit.
 struct Bf16Copies {
-  __nv_bfloat16 *dpre = nullptr, *u = nullptr, *ddbl = nullptr;
+  uint16_t *dpre = nullptr, *u = nullptr, *ddbl = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
 };
 static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
   Bf16Copies c;
   if (gemm_compute() != GemmCompute::BF16) return c;
   const int64_t dir_floats = s.BL * s.D;                 // dir0 and dir1 hold 4 of these each
   const int64_t u_at = (2 * dir_floats + 63) / 64 * 64;  // floats; 256-byte aligned
-  c.dpre = reinterpret_cast<__nv_bfloat16*>(ws.dir0);
-  if (u_at + (dir_floats + 1) / 2 <= 4 * dir_floats) c.u = reinterpret_cast<__nv_bfloat16*>(ws.dir0 + u_at);
-  if ((s.BL * s.KC + 1) / 2 <= 4 * dir_floats) c.ddbl = reinterpret_cast<__nv_bfloat16*>(ws.dir1);
+  c.dpre = reinterpret_cast<uint16_t*>(ws.dir0);
+  if (u_at + (dir_floats + 1) / 2 <= 4 * dir_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + u_at);
+  if ((s.BL * s.KC + 1) / 2 <= 4 * dir_floats) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);
   return c;
 }
 
@@ -475,14 +475,14 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   const Bf16Copies c = bf16_copies(s, ws);
-  auto u16 = reinterpret_cast<uint16_t*>(c.u);
-  const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, u16, st) : f32_operand(u, s.D);
+  const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, c.u, st) : f32_operand(u, s.D);
   gemm(false, true, s.BL, s.KC, s.D, 1.f, u_op, f32_operand(w.x_proj_weight, s.D), 0.f, ws.dbl, s.KC, st);
 
+  auto* dpre16 = reinterpret_cast<__nv_bfloat16*>(c.dpre);
   if (fast_step_math())
-    launch_backward<true>(s, u, w, dout, states, ws, c.dpre, st);
+    launch_backward<true>(s, u, w, dout, states, ws, dpre16, st);
   else
-    launch_backward<false>(s, u, w, dout, states, ws, c.dpre, st);
+    launch_backward<false>(s, u, w, dout, states, ws, dpre16, st);
 
   constexpr int kThreads = 256;
   const int64_t dbc = s.BL * 4 * (2 * kN);
@@ -496,7 +496,7 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // d W_k += dΔ_preᵀ · dt.
   const int64_t dir_floats = s.BL * s.D;
   for (int k = 0; k < 4; ++k) {
-    const GemmOperand dpre_k = c.dpre ? bf16_operand(reinterpret_cast<const uint16_t*>(c.dpre + k * dir_floats), s.D)
+    const GemmOperand dpre_k = c.dpre ? bf16_operand(c.dpre + k * dir_floats, s.D)
                                       : f32_operand(ws.dir0 + k * dir_floats, s.D);  // (B·L, D)
     gemm(false, false, s.BL, s.R, s.D, 1.f, dpre_k, f32_operand(w.dt_projs_weight + int64_t(k) * s.D * s.R, s.R),
          0.f, ws.ddbl + k * s.RN, s.KC, st);
@@ -508,7 +508,7 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   if (du) sum_directions(du, ws.dir1, dir_floats, true, st);  // dir1 is free from here
   const GemmOperand ddbl_op =
       c.ddbl && (du || g.x_proj_weight)
-          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, reinterpret_cast<uint16_t*>(c.ddbl), st)
+          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, c.ddbl, st)
           : f32_operand(ws.ddbl, s.KC);
   if (g.x_proj_weight)
     gemm(true, false, s.KC, s.D, s.BL, 1.f, ddbl_op, u_op, 1.f, g.x_proj_weight, s.D, st);

@@ -76,6 +76,14 @@ constexpr int64_t kTargetWarps = 4224;
 
 static int64_t warps_per_image(const ScanTrainShape& s) { return (s.D + kWarp - 1) / kWarp * 4 * kN; }
 
+// A positive count from the environment (the experiment knobs MM_SCAN_BATCH_SLICE and
+// MM_SCAN_SEGMENT_CHUNKS), or 0 when unset or not positive.
+static int64_t env_count(const char* name) {
+  const char* env = std::getenv(name);
+  const long v = env ? std::atol(env) : 0;
+  return v > 0 ? int64_t(v) : int64_t(0);
+}
+
 Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(s.B > 0 && s.H > 0 && s.W > 0 && s.D > 0 && s.R > 0, "scan_train: all sizes must be positive");
   MM_CHECK(s.N == kN, "scan_train: only d_state N = 16 is supported, got " + std::to_string(s.N));
@@ -88,11 +96,7 @@ Dims make_dims(const ScanTrainShape& s) {
   d.nseg = (d.L + kChunk - 1) / kChunk;
   d.ndblk = (d.D + kWarp - 1) / kWarp;
   d.BL = s.B * d.L;
-  static const int64_t env_chunks = [] {
-    const char* env = std::getenv("MM_SCAN_SEGMENT_CHUNKS");  // for experiments, as MM_SCAN_BATCH_SLICE
-    const long v = env ? std::atol(env) : 0;
-    return v > 0 ? int64_t(v) : int64_t(0);
-  }();
+  static const int64_t env_chunks = env_count("MM_SCAN_SEGMENT_CHUNKS");
   int64_t chunks = s.segment_chunks > 0 ? s.segment_chunks : env_chunks;
   if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
     // Slices of 32 images at 224 px run unsegmented.
@@ -412,11 +416,7 @@ int64_t scan_train_states_floats(const ScanTrainShape& s) {
 }
 
 int64_t scan_train_batch_slice(const ScanTrainShape& s) {
-  static const int64_t env_slice = [] {
-    const char* env = std::getenv("MM_SCAN_BATCH_SLICE");  // for experiments; sizes the workspace too
-    const long v = env ? std::atol(env) : 0;
-    return v > 0 ? int64_t(v) : int64_t(0);
-  }();
+  static const int64_t env_slice = env_count("MM_SCAN_BATCH_SLICE");  // sizes the workspace too
   if (env_slice > 0) return std::min(s.B, env_slice);
   // Equal slices of at least kScanBatchSlice images, and never so few that they need segments.
   const int64_t least = std::max(kScanBatchSlice, (kTargetWarps + warps_per_image(s) - 1) / warps_per_image(s));
