@@ -30,6 +30,11 @@ struct ScanTrainShape {
   // Lanes per channel of forward's main kernel (1, 2 or 4: a channel's 16 states split over
   // them). 0 picks the fewest that fill the GPU; tests set it to reach every path.
   int64_t forward_lanes = 0;
+  // The workspace of the bf16 GEMMs: backward keeps dΔ_pre only as the bf16 copy its GEMMs
+  // read, in a smaller workspace (about 10.5 instead of 12 floats per position and channel),
+  // so a slice of 64 MedMamba-T images trains within 4 GiB. The scan then refuses to run
+  // unless gemm_compute() is BF16. false: a workspace that serves every GEMM compute.
+  bool bf16 = false;
 };
 struct ScanTrainWeights {
   const float *x_proj_weight, *dt_projs_weight, *dt_projs_bias, *A_logs, *Ds;
@@ -40,14 +45,16 @@ struct ScanTrainGrads {  // each ACCUMULATED (+=); nullptr skips
 };
 
 // Forward and backward run the batch in equal slices of at least kScanBatchSlice images,
-// and of enough images to fill the GPU without cutting the steps into segments (dims-48
-// models at batch 64 are not sliced): the workspace, which grows with the images scanned at
-// once (4 directions of (L,D) per image, and more), then holds one slice. Forward, which
-// needs fewer of those buffers, takes as many whole slices at once as fit in the same
-// workspace (two for MedMamba-T at batch 64). Sums over the batch add the slices in order:
-// still deterministic. The environment's MM_SCAN_BATCH_SLICE sets the slice instead, for
-// experiments.
-constexpr int64_t kScanBatchSlice = 32;
+// and of enough images to fill the GPU without cutting the steps into segments (batches of
+// 64 at 224 px are not sliced): the workspace, which grows with the images scanned at once
+// (4 directions of (L,D) per image, and more), then holds one slice. Forward, which needs
+// fewer of those buffers, takes as many whole slices at once as fit in the same workspace.
+// Sums over the batch add the slices in order: still deterministic. The environment's
+// MM_SCAN_BATCH_SLICE sets the slice instead, for experiments.
+// 64, not 32: MedMamba-T's bf16 step at batch 64 is ~5% faster unsliced (stage 1's 3
+// channel blocks x 4 directions x 32 images left a quarter of the H200's block slots
+// idle), and with the bf16 workspace (ScanTrainShape::bf16) it still holds under 4 GiB.
+constexpr int64_t kScanBatchSlice = 64;
 int64_t scan_train_batch_slice(const ScanTrainShape& s);  // images per slice
 
 // Floats of `states`: B·4·ceil(L/kScanChunk)·N·D.

@@ -454,7 +454,8 @@ using namespace scan_train;
 // bf16 copies of GEMM operands inside the workspace, where the bf16 GEMMs would otherwise
 // round the same float32 matrix once per GEMM: dΔ_pre (4, B·L, D), which the kernel writes as
 // bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
-// in dir1 once the direct du terms are added up. nullptr where a copy does not fit.
+// in dir1 once the direct du terms are added up. nullptr where a copy does not fit (never
+// with the bf16 workspace, whose dir0 is sized for the first two).
 struct Bf16Copies {
   uint16_t *dpre = nullptr, *u = nullptr, *ddbl = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
 };
@@ -462,9 +463,9 @@ static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
   Bf16Copies c;
   if (gemm_compute() != GemmCompute::BF16) return c;
   const int64_t dir_floats = s.BL * s.D;                 // dir0 and dir1 hold 4 of these each
-  const int64_t u_at = (2 * dir_floats + 63) / 64 * 64;  // floats; 256-byte aligned
+  const int64_t u_at = bf16_u_offset(s);
   c.dpre = reinterpret_cast<uint16_t*>(ws.dir0);
-  if (u_at + (dir_floats + 1) / 2 <= 4 * dir_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + u_at);
+  if (u_at + (dir_floats + 1) / 2 <= ws.dir0_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + u_at);
   if ((s.BL * s.KC + 1) / 2 <= 4 * dir_floats) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);
   return c;
 }
@@ -518,6 +519,8 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
+  MM_CHECK(!shape.bf16 || gemm_compute() == GemmCompute::BF16,
+           "scan_train_backward: the bf16 workspace (ScanTrainShape::bf16) needs bf16 GEMMs");
   for_each_batch_slice(shape, scan_train_batch_slice(shape), [&](const ScanTrainShape& part, int64_t b0) {
     const int64_t rows = b0 * shape.H * shape.W * shape.D;
     scan_backward_slice(part, u + rows, w, dout + rows, du ? du + rows : nullptr, g,

@@ -21,6 +21,7 @@ struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int forward_lanes;      // ScanTrainShape::forward_lanes (0: automatic)
+  bool bf16;              // ScanTrainShape::bf16: backward's dir0 holds bf16 copies only
   int SR;                 // floats per staged step in shared memory: [B | C | dt | pad], a multiple of 4
   int64_t BL;
 };
@@ -32,15 +33,19 @@ Dims make_dims(const ScanTrainShape& s);
 // Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
 struct Workspace {
   float *dbl, *ddbl;  // (B·L, KC): x_proj output [dt | B | C] per direction, and its gradient
-  float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre
+  float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre; with Dims::bf16, backward's
+                      // holds only bf16 copies of dΔ_pre (4, B·L, D) and u (B·L, D): dir0_floats
   float *dir1;        // (4, B·L, D): backward direct du terms per direction
   float *dbc_part;    // (ndblk, B·L, 4, 2N): [dB | dC] summed over one 32-channel block
   float *pgrad;       // (B, nsegs, 4·D, N+2): per segment [dA_logs (N) | dDs | d dt_projs_bias]
   float *seg_state;   // (B·4, nsegs, N, D): a segment's local end state, then its start state
                       // (forward); its local dh, then the dh entering its end (backward)
   float *seg_decay;   // (B·4, nsegs, N, D): a segment's decay of its start, exp(A_n·ΣΔ)
+  int64_t dir0_floats;
   int64_t total;      // floats
 };
+// Floats from dir0 to the bf16 copy of u, when dir0 holds bf16 copies (see Workspace).
+inline int64_t bf16_u_offset(const Dims& d) { return (2 * d.BL * d.D + 63) / 64 * 64; }
 // base nullptr: sizes only. !backward: forward's pieces alone (dbl, dir0, seg_state,
 // seg_decay; the others nullptr), which hold more images in the same workspace.
 Workspace carve(const Dims& d, float* base, bool backward = true);

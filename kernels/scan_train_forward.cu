@@ -53,8 +53,9 @@
 // thread, as accurate as the CPU's std::exp.
 //
 // Memory: the workspace (layout in scan_train_common.cuh) is about (2·KC + 8·D + 4·2N·⌈D/32⌉)
-// floats per position scanned at once, of one batch slice (kScanBatchSlice images): 0.58 GB
-// for MedMamba-T's first stage (32 images, B·L = 100,352, D = 96, R = 6); the saved states
+// floats per position scanned at once, of one batch slice (kScanBatchSlice images): 1.17 GB
+// for MedMamba-T's first stage (64 images, B·L = 200,704, D = 96, R = 6), 1.05 GB with the
+// bf16 workspace (6.5·D instead of 8·D: dΔ_pre and u kept as bf16 only); the saved states
 // are D·N·4/32 = 192 floats per position of the whole batch.
 #include <algorithm>
 #include <cstdlib>
@@ -99,7 +100,7 @@ Dims make_dims(const ScanTrainShape& s) {
   static const int64_t env_chunks = env_count("MM_SCAN_SEGMENT_CHUNKS");
   int64_t chunks = s.segment_chunks > 0 ? s.segment_chunks : env_chunks;
   if (chunks <= 0) {  // enough segments for the target, none shorter than one chunk
-    // Slices of 32 images at 224 px run unsegmented.
+    // Slices of 32 or more images at 224 px run unsegmented.
     const int64_t warps_per_segment = warps_per_image(s) * s.B;
     const int64_t wanted = std::min<int64_t>(d.nseg, (kTargetWarps + warps_per_segment - 1) / warps_per_segment);
     chunks = (d.nseg + wanted - 1) / wanted;
@@ -108,6 +109,7 @@ Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(s.forward_lanes == 0 || s.forward_lanes == 1 || s.forward_lanes == 2 || s.forward_lanes == 4,
            "scan_train: forward_lanes must be 0, 1, 2 or 4");
   d.forward_lanes = int(s.forward_lanes);
+  d.bf16 = s.bf16;
   d.SR = 2 * kN + (d.R + 3) / 4 * 4;
   d.nsegs = (d.nseg + d.seg_chunks - 1) / d.seg_chunks;
   MM_CHECK(d.nsegs <= 65535, "scan_train: too many segments for one grid");
@@ -125,7 +127,8 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   };
   const int64_t dirs = 4 * d.BL * d.D;
   w.dbl = take(d.BL * d.KC);
-  w.dir0 = take(dirs);
+  w.dir0_floats = backward && d.bf16 ? bf16_u_offset(d) + (d.BL * d.D + 1) / 2 : dirs;
+  w.dir0 = take(w.dir0_floats);
   if (backward) {
     w.ddbl = take(d.BL * d.KC);
     w.dir1 = take(dirs);

@@ -15,6 +15,7 @@
 
 #ifdef MM_HAVE_CUDA
 
+#include "core/error.h"
 #include "cuda_ops.h"
 #include "cuda_train_gemm_conv.h"
 #include "cuda_train_scan.h"
@@ -256,13 +257,39 @@ TEST_CASE("cuda train op: ss2d scan forward and backward are bit-for-bit determi
   }
 }
 
-// At D=768 backward takes the batch in slices of 33 images (kScanBatchSlice and up, equal),
-// and forward in slices of 66, as many as its own buffers fit in that workspace: 66 + 33.
+// At D=768 backward takes the batch in slices of 65 images (kScanBatchSlice and up, equal),
+// and forward in slices of 130, as many as its own buffers fit in that workspace: 130 + 65.
 TEST_CASE("cuda train op: ss2d scan matches the CPU scan with forward's batch slices larger than backward's") {
   MM_REQUIRE_GPU_OR_SKIP();
-  const SS2DScanShape s{99, 4, 4, 768, 16, 48};
-  REQUIRE(cuda::scan_train_batch_slice({s.B, s.H, s.W, s.D, s.N, s.R}) == 33);
+  const SS2DScanShape s{195, 4, 4, 768, 16, 48};
+  REQUIRE(cuda::scan_train_batch_slice({s.B, s.H, s.W, s.D, s.N, s.R}) == 65);
   check_against_cpu(s, 13, false);
+}
+
+// The bf16 workspace (ScanTrainShape::bf16) is smaller: backward's dir0 holds only bf16
+// copies. Sized exactly and followed by sentinel floats, it gives the bits of the full
+// workspace and writes nothing past its end; under another GEMM compute it is refused.
+TEST_CASE("cuda train op: ss2d scan in the bf16 workspace gives the full workspace's bits and stays inside it") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const SS2DScanShape s{3, 12, 11, 40, 16, 6};
+  const ScanProblem p = make_problem(s, 14);
+  GpuScan full(p), small(p);
+  small.shape.bf16 = true;
+  const int64_t n = cuda::scan_train_workspace_floats(small.shape), guard = 4096;
+  CHECK(n < cuda::scan_train_workspace_floats(full.shape));
+  constexpr float kSentinel = 12345.f;
+  small.workspace = to_gpu(std::vector<float>(size_t(n + guard), kSentinel), DType::F32);
+  CHECK_THROWS_WITH_AS(small.backward(zero_grads(s)), doctest::Contains("needs bf16 GEMMs"), mm::Error);
+  const cuda::GemmComputeScope scope(cuda::GemmCompute::BF16);
+  CHECK(same_bits(small.forward(), full.forward()));
+  CHECK(same_bits(from_gpu(small.states), from_gpu(full.states)));
+  const Grads want = full.backward(zero_grads(s)), got = small.backward(zero_grads(s));
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO(kGradNames[i]);
+    CHECK(same_bits(got[i], want[i]));
+  }
+  const std::vector<float> after = from_gpu(small.workspace);
+  CHECK(std::all_of(after.begin() + n, after.end(), [=](float x) { return x == kSentinel; }));
 }
 
 // MedMamba-T's first stage (56x56, d_inner 192, dt_rank 12) at batch 4: large indices, many

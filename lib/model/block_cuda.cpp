@@ -48,7 +48,13 @@ static c::ConvShape conv_shape(const BlockDims& d, int64_t k) {
   return s;
 }
 
-static c::ScanTrainShape scan_shape(const BlockDims& d) { return c::ScanTrainShape{d.B, d.H, d.W, d.C, d.N, d.R}; }
+// Called under the model's GemmComputeScope, both when model_buffers sizes the workspace and
+// when the scan runs, so that both see the same bf16 flag.
+static c::ScanTrainShape scan_shape(const BlockDims& d) {
+  c::ScanTrainShape s{d.B, d.H, d.W, d.C, d.N, d.R};
+  s.bf16 = c::gemm_compute() == c::GemmCompute::BF16;
+  return s;
+}
 
 static c::ScanTrainWeights scan_weights(const BlockWeights& w) {
   return c::ScanTrainWeights{w.x_proj, w.dt_projs_w, w.dt_projs_b, w.A_logs, w.Ds};
