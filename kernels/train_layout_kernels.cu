@@ -1,7 +1,10 @@
 // Elementwise and data-movement training kernels (float32), mirroring lib/ops/activations.cpp,
-// lib/ops/layout.cpp and the SS2D gate of lib/model/block.cpp. Every kernel here gives one
-// thread one output element, and every backward element has exactly one writer, so the
-// accumulations need no atomics.
+// lib/ops/layout.cpp and the SS2D gate of lib/model/block.cpp. A thread handles K consecutive
+// output elements: K = 4 (float4 loads and stores, a quarter of the index arithmetic) where
+// the sizes and pointers allow it, else 1. Every backward element has exactly one writer, so
+// the accumulations need no atomics.
+#include <cstdint>
+
 #include "cuda_common.cuh"
 #include "cuda_train_ops.h"
 
@@ -14,17 +17,64 @@ constexpr int kThreads = 256;
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
 __device__ __forceinline__ float silu_grad(float x, float s) { return s * (1.f + x * (1.f - s)); }
 
-// Calls f(i) for i in [0, n).
-template <class F>
-__global__ void for_each_kernel(int64_t n, F f) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) f(i);
+// K consecutive floats; K a multiple of 4 moves as float4s, which needs p 16-byte aligned.
+template <int K>
+struct Vec {
+  float v[K];
+};
+template <int K>
+__device__ __forceinline__ Vec<K> load(const float* p) {
+  Vec<K> r;
+  if constexpr (K % 4 == 0) {
+#pragma unroll
+    for (int k = 0; k < K; k += 4) {
+      const float4 q = *reinterpret_cast<const float4*>(p + k);
+      r.v[k] = q.x; r.v[k + 1] = q.y; r.v[k + 2] = q.z; r.v[k + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < K; ++k) r.v[k] = p[k];
+  }
+  return r;
+}
+template <int K>
+__device__ __forceinline__ void store(float* p, const Vec<K>& r) {
+  if constexpr (K % 4 == 0) {
+#pragma unroll
+    for (int k = 0; k < K; k += 4) *reinterpret_cast<float4*>(p + k) = make_float4(r.v[k], r.v[k + 1], r.v[k + 2], r.v[k + 3]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < K; ++k) p[k] = r.v[k];
+  }
 }
 
-template <class F>
-void for_each(int64_t n, Stream s, const char* what, F f) {
+// Calls f.run<K>(i) for i = 0, K, 2K, ... < n (n a multiple of K).
+template <int K, class F>
+__global__ void for_each_kernel(int64_t n, F f) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * K;
+  if (i < n) f.template run<K>(i);
+}
+
+// nullptr counts as aligned: the ops skip their absent outputs.
+bool aligned16(const float* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+template <class... P>
+bool aligned16(const float* p, P... more) {
+  return aligned16(p) && aligned16(more...);
+}
+
+// vec4: the caller's promise that the op's inner sizes and its pointers allow K = 4 (n is
+// checked here). kMaxK 1: functors that handle one element only.
+template <int kMaxK = 4, class F>
+void for_each(int64_t n, bool vec4, Stream s, const char* what, F f) {
   if (n <= 0) return;
-  for_each_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(n, f);
+  if constexpr (kMaxK == 4) {
+    if (vec4 && n % 4 == 0) {
+      for_each_kernel<4><<<grid_for(n / 4, kThreads), kThreads, 0, s>>>(n, f);
+      MM_CUDA_CHECK_LAUNCH(what);
+      return;
+    }
+  }
+  for_each_kernel<1><<<grid_for(n, kThreads), kThreads, 0, s>>>(n, f);
   MM_CUDA_CHECK_LAUNCH(what);
 }
 
@@ -32,7 +82,8 @@ void for_each(int64_t n, Stream s, const char* what, F f) {
 __device__ __forceinline__ int quad_dh(int q) { return q & 1; }
 __device__ __forceinline__ int quad_dw(int q) { return q >> 1; }
 
-// Output element i of patch_gather (B,H/2,W/2,4C) -> the index of its source in x (B,H,W,C).
+// Output element i of patch_gather (B,H/2,W/2,4C) -> the index of its source in x (B,H,W,C);
+// with C a multiple of K, elements i..i+K-1 (i a multiple of K) come from consecutive ones.
 struct PatchGatherIndex {
   int64_t H, W, C;
   __device__ int64_t operator()(int64_t i) const {
@@ -45,106 +96,184 @@ struct PatchGatherIndex {
   }
 };
 
-// One functor per op: f(i) handles element i (nvcc here builds without --extended-lambda).
+// One functor per op: run<K>(i) handles elements [i, i+K) (nvcc here builds without
+// --extended-lambda). Ops whose index maps do not keep K consecutive elements together run
+// with K = 1 only.
 struct ReluForward {
   float* out; const float* x;
-  __device__ void operator()(int64_t i) const { out[i] = x[i] > 0.f ? x[i] : 0.f; }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> v = load<K>(x + i);
+    for (float& e : v.v) e = e > 0.f ? e : 0.f;
+    store<K>(out + i, v);
+  }
 };
 struct SiluForward {
   float* out; const float* x;
-  __device__ void operator()(int64_t i) const { out[i] = x[i] / (1.f + expf(-x[i])); }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> v = load<K>(x + i);
+    for (float& e : v.v) e = e / (1.f + expf(-e));
+    store<K>(out + i, v);
+  }
 };
 struct ReluBackward {
   float* dx; const float *dout, *x;
-  __device__ void operator()(int64_t i) const { dx[i] += x[i] > 0.f ? dout[i] : 0.f; }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> d = load<K>(dx + i);
+    const Vec<K> g = load<K>(dout + i), a = load<K>(x + i);
+    for (int k = 0; k < K; ++k) d.v[k] += a.v[k] > 0.f ? g.v[k] : 0.f;
+    store<K>(dx + i, d);
+  }
 };
 struct SiluBackward {
   float* dx; const float *dout, *x;
-  __device__ void operator()(int64_t i) const { dx[i] += dout[i] * silu_grad(x[i], sigmoid_f(x[i])); }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> d = load<K>(dx + i);
+    const Vec<K> g = load<K>(dout + i), a = load<K>(x + i);
+    for (int k = 0; k < K; ++k) d.v[k] += g.v[k] * silu_grad(a.v[k], sigmoid_f(a.v[k]));
+    store<K>(dx + i, d);
+  }
 };
 struct GateForward {
   float* g; const float *yn, *z;
-  __device__ void operator()(int64_t i) const { g[i] = yn[i] * (z[i] / (1.f + expf(-z[i]))); }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> y = load<K>(yn + i);
+    const Vec<K> zz = load<K>(z + i);
+    for (int k = 0; k < K; ++k) y.v[k] *= zz.v[k] / (1.f + expf(-zz.v[k]));
+    store<K>(g + i, y);
+  }
 };
 struct GateBackward {  // as lib/model/block.cpp: dyn = dg·z·σ(z), dz = dg·yn·SiLU'(z)
   float *dyn, *dz; const float *dg, *yn, *z;
-  __device__ void operator()(int64_t i) const {
-    const float sg = sigmoid_f(z[i]);
-    if (dyn) dyn[i] += dg[i] * z[i] * sg;
-    if (dz) dz[i] += dg[i] * yn[i] * silu_grad(z[i], sg);
+  template <int K> __device__ void run(int64_t i) const {
+    const Vec<K> zz = load<K>(z + i), d = load<K>(dg + i);
+    Vec<K> sg;
+    for (int k = 0; k < K; ++k) sg.v[k] = sigmoid_f(zz.v[k]);
+    if (dyn) {
+      Vec<K> o = load<K>(dyn + i);
+      for (int k = 0; k < K; ++k) o.v[k] += d.v[k] * zz.v[k] * sg.v[k];
+      store<K>(dyn + i, o);
+    }
+    if (dz) {
+      const Vec<K> y = load<K>(yn + i);
+      Vec<K> o = load<K>(dz + i);
+      for (int k = 0; k < K; ++k) o.v[k] += d.v[k] * y.v[k] * silu_grad(zz.v[k], sg.v[k]);
+      store<K>(dz + i, o);
+    }
   }
 };
 struct AddInplace {
   float* out; const float* x;
-  __device__ void operator()(int64_t i) const { out[i] += x[i]; }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> o = load<K>(out + i);
+    const Vec<K> a = load<K>(x + i);
+    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
+    store<K>(out + i, o);
+  }
 };
-struct ScaleRows {
+struct ScaleRows {  // K divides per
   float* x; const float* scale; int64_t per;
-  __device__ void operator()(int64_t i) const { x[i] *= scale[i / per]; }
+  template <int K> __device__ void run(int64_t i) const {
+    Vec<K> v = load<K>(x + i);
+    const float f = scale[i / per];
+    for (float& e : v.v) e *= f;
+    store<K>(x + i, v);
+  }
 };
-// i runs over the (P,c) halves; x is (P,2c).
+// i runs over the (P,c) halves; x is (P,2c). K divides c.
 struct SplitHalvesForward {
   float *left, *right; const float* x; int64_t c;
-  __device__ void operator()(int64_t i) const {
+  template <int K> __device__ void run(int64_t i) const {
     const int64_t p = i / c, m = i - p * c;
-    left[i] = x[p * 2 * c + m];
-    right[i] = x[p * 2 * c + c + m];
+    store<K>(left + i, load<K>(x + p * 2 * c + m));
+    store<K>(right + i, load<K>(x + p * 2 * c + c + m));
   }
 };
 struct SplitHalvesBackward {
   float* dx; const float *dleft, *dright; int64_t c;
-  __device__ void operator()(int64_t i) const {
+  template <int K> __device__ void run(int64_t i) const {
     const int64_t p = i / c, m = i - p * c;
-    if (dleft) dx[p * 2 * c + m] += dleft[i];
-    if (dright) dx[p * 2 * c + c + m] += dright[i];
+    if (dleft) accumulate<K>(dx + p * 2 * c + m, dleft + i);
+    if (dright) accumulate<K>(dx + p * 2 * c + c + m, dright + i);
+  }
+  template <int K> __device__ static void accumulate(float* to, const float* from) {
+    Vec<K> o = load<K>(to);
+    const Vec<K> a = load<K>(from);
+    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
+    store<K>(to, o);
   }
 };
 // i runs over the (P,c) inputs: out[p, 2m] = l[p, m] and out[p, 2m+1] = sb[p, m] are out[2i], out[2i+1].
 struct ConcatShuffleForward {
   float* out; const float *l, *sb;
-  __device__ void operator()(int64_t i) const {
-    out[2 * i] = l[i];
-    out[2 * i + 1] = sb[i];
+  template <int K> __device__ void run(int64_t i) const {
+    const Vec<K> a = load<K>(l + i), b = load<K>(sb + i);
+    Vec<2 * K> o;
+    for (int k = 0; k < K; ++k) {
+      o.v[2 * k] = a.v[k];
+      o.v[2 * k + 1] = b.v[k];
+    }
+    store<2 * K>(out + 2 * i, o);
   }
 };
 struct ConcatShuffleBackward {
   float *dl, *dsb; const float* dout;
-  __device__ void operator()(int64_t i) const {
-    if (dl) dl[i] += dout[2 * i];
-    if (dsb) dsb[i] += dout[2 * i + 1];
+  template <int K> __device__ void run(int64_t i) const {
+    const Vec<2 * K> d = load<2 * K>(dout + 2 * i);
+    if (dl) {
+      Vec<K> o = load<K>(dl + i);
+      for (int k = 0; k < K; ++k) o.v[k] += d.v[2 * k];
+      store<K>(dl + i, o);
+    }
+    if (dsb) {
+      Vec<K> o = load<K>(dsb + i);
+      for (int k = 0; k < K; ++k) o.v[k] += d.v[2 * k + 1];
+      store<K>(dsb + i, o);
+    }
   }
 };
-struct PatchGatherForward {
+struct PatchGatherForward {  // K divides C
   float* out; const float* x; PatchGatherIndex src;
-  __device__ void operator()(int64_t i) const { out[i] = x[src(i)]; }
+  template <int K> __device__ void run(int64_t i) const { store<K>(out + i, load<K>(x + src(i))); }
 };
 struct PatchGatherBackward {  // each x element feeds at most one output element: one writer
   float* dx; const float* dout; PatchGatherIndex src;
-  __device__ void operator()(int64_t i) const { dx[src(i)] += dout[i]; }
+  template <int K> __device__ void run(int64_t i) const {
+    float* to = dx + src(i);
+    Vec<K> o = load<K>(to);
+    const Vec<K> a = load<K>(dout + i);
+    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
+    store<K>(to, o);
+  }
 };
-struct AvgpoolForward {  // i = (b, c); the P rows summed in order, as on the CPU
+struct AvgpoolForward {  // i = (b, c); the P rows summed in order, as on the CPU. K = 1.
   float* out; const float* x; int64_t P, C;
-  __device__ void operator()(int64_t i) const {
+  template <int K> __device__ void run(int64_t i) const {
+    static_assert(K == 1, "one output per thread");
     const int64_t b = i / C, c = i - b * C;
     float acc = 0.f;
     for (int64_t p = 0; p < P; ++p) acc += x[(b * P + p) * C + c];
     out[i] = acc / float(P);
   }
 };
-struct AvgpoolBackward {
+struct AvgpoolBackward {  // K = 1
   float* dx; const float* dout; int64_t P, C;
-  __device__ void operator()(int64_t i) const { dx[i] += dout[i / (P * C) * C + i % C] / float(P); }
+  template <int K> __device__ void run(int64_t i) const {
+    static_assert(K == 1, "one output per thread");
+    dx[i] += dout[i / (P * C) * C + i % C] / float(P);
+  }
 };
-struct NchwToNhwc {  // i indexes out (B,H,W,C)
+struct NchwToNhwc {  // i indexes out (B,H,W,C); K = 1
   float* out; const float* x; int64_t C, HW;
-  __device__ void operator()(int64_t i) const {
+  template <int K> __device__ void run(int64_t i) const {
+    static_assert(K == 1, "one output per thread");
     const int64_t c = i % C, hw = (i / C) % HW, b = i / (C * HW);
     out[i] = x[(b * C + c) * HW + hw];
   }
 };
-struct NhwcToNchw {  // i indexes out (B,C,H,W)
+struct NhwcToNchw {  // i indexes out (B,C,H,W); K = 1
   float* out; const float* x; int64_t C, HW;
-  __device__ void operator()(int64_t i) const {
+  template <int K> __device__ void run(int64_t i) const {
+    static_assert(K == 1, "one output per thread");
     const int64_t hw = i % HW, c = (i / HW) % C, b = i / (C * HW);
     out[i] = x[(b * HW + hw) * C + c];
   }
@@ -153,58 +282,63 @@ struct NhwcToNchw {  // i indexes out (B,C,H,W)
 }  // namespace
 
 void relu_forward(float* out, const float* x, int64_t n, Stream s) {
-  for_each(n, s, "relu_forward", ReluForward{out, x});
+  for_each(n, aligned16(out, x), s, "relu_forward", ReluForward{out, x});
 }
 void silu_forward(float* out, const float* x, int64_t n, Stream s) {
-  for_each(n, s, "silu_forward", SiluForward{out, x});
+  for_each(n, aligned16(out, x), s, "silu_forward", SiluForward{out, x});
 }
 void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s) {
-  for_each(n, s, "relu_backward", ReluBackward{dx, dout, x});
+  for_each(n, aligned16(dx, dout, x), s, "relu_backward", ReluBackward{dx, dout, x});
 }
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s) {
-  for_each(n, s, "silu_backward", SiluBackward{dx, dout, x});
+  for_each(n, aligned16(dx, dout, x), s, "silu_backward", SiluBackward{dx, dout, x});
 }
 void gate_forward(float* g, const float* yn, const float* z, int64_t n, Stream s) {
-  for_each(n, s, "gate_forward", GateForward{g, yn, z});
+  for_each(n, aligned16(g, yn, z), s, "gate_forward", GateForward{g, yn, z});
 }
 void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s) {
-  if (dyn || dz) for_each(n, s, "gate_backward", GateBackward{dyn, dz, dg, yn, z});
+  if (dyn || dz)
+    for_each(n, aligned16(dyn, dz, dg, yn, z), s, "gate_backward", GateBackward{dyn, dz, dg, yn, z});
 }
 void add_inplace(float* out, const float* x, int64_t n, Stream s) {
-  for_each(n, s, "add_inplace", AddInplace{out, x});
+  for_each(n, aligned16(out, x), s, "add_inplace", AddInplace{out, x});
 }
 void scale_rows(float* x, const float* scale, int64_t B, int64_t per, Stream s) {
-  for_each(B * per, s, "scale_rows", ScaleRows{x, scale, per});
+  for_each(B * per, per % 4 == 0 && aligned16(x), s, "scale_rows", ScaleRows{x, scale, per});
 }
 void split_halves_forward(float* left, float* right, const float* x, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, s, "split_halves_forward", SplitHalvesForward{left, right, x, c});
+  for_each(P * c, c % 4 == 0 && aligned16(left, right, x), s, "split_halves_forward",
+           SplitHalvesForward{left, right, x, c});
 }
 void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, s, "split_halves_backward", SplitHalvesBackward{dx, dleft, dright, c});
+  for_each(P * c, c % 4 == 0 && aligned16(dx, dleft, dright), s, "split_halves_backward",
+           SplitHalvesBackward{dx, dleft, dright, c});
 }
 void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, s, "concat_shuffle_forward", ConcatShuffleForward{out, l, sb});
+  for_each(P * c, aligned16(out, l, sb), s, "concat_shuffle_forward", ConcatShuffleForward{out, l, sb});
 }
 void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, s, "concat_shuffle_backward", ConcatShuffleBackward{dl, dsb, dout});
+  for_each(P * c, aligned16(dl, dsb, dout), s, "concat_shuffle_backward", ConcatShuffleBackward{dl, dsb, dout});
 }
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
-  for_each(B * (H / 2) * (W / 2) * 4 * C, s, "patch_gather_forward", PatchGatherForward{out, x, {H, W, C}});
+  for_each(B * (H / 2) * (W / 2) * 4 * C, C % 4 == 0 && aligned16(out, x), s, "patch_gather_forward",
+           PatchGatherForward{out, x, {H, W, C}});
 }
 void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
-  for_each(B * (H / 2) * (W / 2) * 4 * C, s, "patch_gather_backward", PatchGatherBackward{dx, dout, {H, W, C}});
+  for_each(B * (H / 2) * (W / 2) * 4 * C, C % 4 == 0 && aligned16(dx, dout), s, "patch_gather_backward",
+           PatchGatherBackward{dx, dout, {H, W, C}});
 }
 void avgpool_forward(float* out, const float* x, int64_t B, int64_t P, int64_t C, Stream s) {
-  for_each(B * C, s, "avgpool_forward", AvgpoolForward{out, x, P, C});
+  for_each<1>(B * C, false, s, "avgpool_forward", AvgpoolForward{out, x, P, C});
 }
 void avgpool_backward(float* dx, const float* dout, int64_t B, int64_t P, int64_t C, Stream s) {
-  for_each(B * P * C, s, "avgpool_backward", AvgpoolBackward{dx, dout, P, C});
+  for_each<1>(B * P * C, false, s, "avgpool_backward", AvgpoolBackward{dx, dout, P, C});
 }
 void nchw_to_nhwc(float* out, const float* x, int64_t B, int64_t C, int64_t H, int64_t W, Stream s) {
-  for_each(B * H * W * C, s, "nchw_to_nhwc", NchwToNhwc{out, x, C, H * W});
+  for_each<1>(B * H * W * C, false, s, "nchw_to_nhwc", NchwToNhwc{out, x, C, H * W});
 }
 void nhwc_to_nchw(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
-  for_each(B * C * H * W, s, "nhwc_to_nchw", NhwcToNchw{out, x, C, H * W});
+  for_each<1>(B * C * H * W, false, s, "nhwc_to_nchw", NhwcToNchw{out, x, C, H * W});
 }
 
 }  // namespace mm::cuda

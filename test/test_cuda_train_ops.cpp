@@ -151,103 +151,114 @@ TEST_CASE("cuda train op: batchnorm eval forward and backward match the CPU op")
   CHECK(same_bits(from_gpu(aw), gw.result()));
 }
 
+// The elementwise kernels take 4 elements a thread (float4) where the sizes allow it, else
+// one: each layout test runs both, a size that is a multiple of 4 and one that is not.
 TEST_CASE("cuda train op: relu, silu and the SS2D gate, forward and backward, match the CPU") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(14);
-  const int64_t n = 3 * 10007;
-  const Vec x = random_vector(size_t(n), rng, 3.f), z = random_vector(size_t(n), rng, 3.f),
-            dout = random_vector(size_t(n), rng);
-  const Tensor tx = dev(x), tz = dev(z), tdout = dev(dout);
+  for (const int64_t n : {3 * 10007, 4 * 10007}) {
+    CAPTURE(n);
+    const Vec x = random_vector(size_t(n), rng, 3.f), z = random_vector(size_t(n), rng, 3.f),
+              dout = random_vector(size_t(n), rng);
+    const Tensor tx = dev(x), tz = dev(z), tdout = dev(dout);
 
-  Vec relu(x.size()), silu_out(x.size());
-  relu_forward(relu.data(), x.data(), n);
-  silu_forward(silu_out.data(), x.data(), n);
-  Tensor trelu = dev_empty(n);
-  cuda::relu_forward(trelu.as<float>(), in(tx), n, kStream);
-  check_nmse("relu", from_gpu(trelu), relu, kElementwise);
-  Tensor in_place = dev(x);  // out may alias x
-  cuda::silu_forward(in_place.as<float>(), in_place.as<float>(), n, kStream);
-  check_nmse("silu in place", from_gpu(in_place), silu_out, kElementwise);
+    Vec relu(x.size()), silu_out(x.size());
+    relu_forward(relu.data(), x.data(), n);
+    silu_forward(silu_out.data(), x.data(), n);
+    Tensor trelu = dev_empty(n);
+    cuda::relu_forward(trelu.as<float>(), in(tx), n, kStream);
+    check_nmse("relu", from_gpu(trelu), relu, kElementwise);
+    Tensor in_place = dev(x);  // out may alias x
+    cuda::silu_forward(in_place.as<float>(), in_place.as<float>(), n, kStream);
+    check_nmse("silu in place", from_gpu(in_place), silu_out, kElementwise);
 
-  Grad relu_dx(x.size(), rng), silu_dx(x.size(), rng);
-  relu_backward(relu_dx.h(), dout.data(), x.data(), n);
-  silu_backward(silu_dx.h(), dout.data(), x.data(), n);
-  cuda::relu_backward(relu_dx.d(), in(tdout), in(tx), n, kStream);
-  cuda::silu_backward(silu_dx.d(), in(tdout), in(tx), n, kStream);
-  relu_dx.check("relu dx", kElementwise);
-  silu_dx.check("silu dx", kElementwise);
+    Grad relu_dx(x.size(), rng), silu_dx(x.size(), rng);
+    relu_backward(relu_dx.h(), dout.data(), x.data(), n);
+    silu_backward(silu_dx.h(), dout.data(), x.data(), n);
+    cuda::relu_backward(relu_dx.d(), in(tdout), in(tx), n, kStream);
+    cuda::silu_backward(silu_dx.d(), in(tdout), in(tx), n, kStream);
+    relu_dx.check("relu dx", kElementwise);
+    silu_dx.check("silu dx", kElementwise);
 
-  // The gate of lib/model/block.cpp: g = yn·SiLU(z); dyn = dg·z·σ(z), dz = dg·yn·SiLU'(z).
-  const Vec& yn = x;
-  Vec g(size_t(n), 0);
-  Grad dyn(size_t(n), rng), dz(size_t(n), rng);
-  for (int64_t i = 0; i < n; ++i) {
-    g[size_t(i)] = yn[size_t(i)] * silu(z[size_t(i)]);
-    const float sg = sigmoid(z[size_t(i)]);
-    dyn.want[size_t(i)] += dout[size_t(i)] * z[size_t(i)] * sg;
-    dz.want[size_t(i)] += dout[size_t(i)] * yn[size_t(i)] * sg * (1.f + z[size_t(i)] * (1.f - sg));
+    // The gate of lib/model/block.cpp: g = yn·SiLU(z); dyn = dg·z·σ(z), dz = dg·yn·SiLU'(z).
+    const Vec& yn = x;
+    Vec g(size_t(n), 0);
+    Grad dyn(size_t(n), rng), dz(size_t(n), rng);
+    for (int64_t i = 0; i < n; ++i) {
+      g[size_t(i)] = yn[size_t(i)] * silu(z[size_t(i)]);
+      const float sg = sigmoid(z[size_t(i)]);
+      dyn.want[size_t(i)] += dout[size_t(i)] * z[size_t(i)] * sg;
+      dz.want[size_t(i)] += dout[size_t(i)] * yn[size_t(i)] * sg * (1.f + z[size_t(i)] * (1.f - sg));
+    }
+    Tensor tg = dev_empty(n);
+    cuda::gate_forward(tg.as<float>(), in(tx), in(tz), n, kStream);
+    check_nmse("gate", from_gpu(tg), g, kElementwise);
+    cuda::gate_backward(dyn.d(), dz.d(), in(tdout), in(tx), in(tz), n, kStream);
+    dyn.check("gate dyn", kElementwise);
+    dz.check("gate dz", kElementwise);
   }
-  Tensor tg = dev_empty(n);
-  cuda::gate_forward(tg.as<float>(), in(tx), in(tz), n, kStream);
-  check_nmse("gate", from_gpu(tg), g, kElementwise);
-  cuda::gate_backward(dyn.d(), dz.d(), in(tdout), in(tx), in(tz), n, kStream);
-  dyn.check("gate dyn", kElementwise);
-  dz.check("gate dz", kElementwise);
 }
 
 TEST_CASE("cuda train op: add_inplace and scale_rows (drop path)") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(15);
-  const int64_t B = 5, per = 7 * 7 * 40;
-  const Vec a = random_vector(size_t(B * per), rng), x = random_vector(size_t(B * per), rng);
-  const Vec scale = {0.f, 1.25f, 1.25f, 0.f, 1.25f};
-  Vec want = a;
-  for (int64_t i = 0; i < B * per; ++i) want[size_t(i)] = (want[size_t(i)] + x[size_t(i)]) * scale[size_t(i / per)];
-  Tensor ta = dev(a);
-  const Tensor tx = dev(x), ts = dev(scale);
-  cuda::add_inplace(ta.as<float>(), in(tx), B * per, kStream);
-  cuda::scale_rows(ta.as<float>(), in(ts), B, per, kStream);
-  check_nmse("add then scale", from_gpu(ta), want, kElementwise);
+  for (const int64_t per : {7 * 7 * 40, 7 * 7 * 5}) {
+    CAPTURE(per);
+    const int64_t B = 5;
+    const Vec a = random_vector(size_t(B * per), rng), x = random_vector(size_t(B * per), rng);
+    const Vec scale = {0.f, 1.25f, 1.25f, 0.f, 1.25f};
+    Vec want = a;
+    for (int64_t i = 0; i < B * per; ++i) want[size_t(i)] = (want[size_t(i)] + x[size_t(i)]) * scale[size_t(i / per)];
+    Tensor ta = dev(a);
+    const Tensor tx = dev(x), ts = dev(scale);
+    cuda::add_inplace(ta.as<float>(), in(tx), B * per, kStream);
+    cuda::scale_rows(ta.as<float>(), in(ts), B, per, kStream);
+    check_nmse("add then scale", from_gpu(ta), want, kElementwise);
+  }
 }
 
 TEST_CASE("cuda train op: split_halves and concat_shuffle, forward and backward") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(16);
-  const int64_t P = 2 * 7 * 7 + 1, c = 40;
-  const Vec x = random_vector(size_t(P * 2 * c), rng), l = random_vector(size_t(P * c), rng),
-            r = random_vector(size_t(P * c), rng);
-  const Tensor tx = dev(x), tl = dev(l), tr = dev(r);
+  for (const int64_t c : {40, 6}) {
+    CAPTURE(c);
+    const int64_t P = 2 * 7 * 7 + 1;
+    const Vec x = random_vector(size_t(P * 2 * c), rng), l = random_vector(size_t(P * c), rng),
+              r = random_vector(size_t(P * c), rng);
+    const Tensor tx = dev(x), tl = dev(l), tr = dev(r);
 
-  Vec left(size_t(P * c), 0), right(size_t(P * c), 0), shuffled(size_t(P * 2 * c), 0);
-  split_halves_forward(left.data(), right.data(), x.data(), P, c);
-  concat_shuffle_forward(shuffled.data(), l.data(), r.data(), P, c);
-  Tensor tleft = dev_empty(P * c), tright = dev_empty(P * c), tshuf = dev_empty(P * 2 * c);
-  cuda::split_halves_forward(tleft.as<float>(), tright.as<float>(), in(tx), P, c, kStream);
-  cuda::concat_shuffle_forward(tshuf.as<float>(), in(tl), in(tr), P, c, kStream);
-  CHECK(same_bits(from_gpu(tleft), left));
-  CHECK(same_bits(from_gpu(tright), right));
-  CHECK(same_bits(from_gpu(tshuf), shuffled));
+    Vec left(size_t(P * c), 0), right(size_t(P * c), 0), shuffled(size_t(P * 2 * c), 0);
+    split_halves_forward(left.data(), right.data(), x.data(), P, c);
+    concat_shuffle_forward(shuffled.data(), l.data(), r.data(), P, c);
+    Tensor tleft = dev_empty(P * c), tright = dev_empty(P * c), tshuf = dev_empty(P * 2 * c);
+    cuda::split_halves_forward(tleft.as<float>(), tright.as<float>(), in(tx), P, c, kStream);
+    cuda::concat_shuffle_forward(tshuf.as<float>(), in(tl), in(tr), P, c, kStream);
+    CHECK(same_bits(from_gpu(tleft), left));
+    CHECK(same_bits(from_gpu(tright), right));
+    CHECK(same_bits(from_gpu(tshuf), shuffled));
 
-  Grad dx(x.size(), rng), dx_left_only(x.size(), rng), dl(l.size(), rng), dr(r.size(), rng);
-  split_halves_backward(dx.h(), l.data(), r.data(), P, c);
-  split_halves_backward(dx_left_only.h(), l.data(), nullptr, P, c);
-  concat_shuffle_backward(dl.h(), dr.h(), x.data(), P, c);
-  cuda::split_halves_backward(dx.d(), in(tl), in(tr), P, c, kStream);
-  cuda::split_halves_backward(dx_left_only.d(), in(tl), nullptr, P, c, kStream);
-  cuda::concat_shuffle_backward(dl.d(), dr.d(), in(tx), P, c, kStream);
-  dx.check("split dx", kElementwise);
-  dx_left_only.check("split dx (left only)", kElementwise);
-  dl.check("shuffle dl", kElementwise);
-  dr.check("shuffle ds", kElementwise);
+    Grad dx(x.size(), rng), dx_left_only(x.size(), rng), dl(l.size(), rng), dr(r.size(), rng);
+    split_halves_backward(dx.h(), l.data(), r.data(), P, c);
+    split_halves_backward(dx_left_only.h(), l.data(), nullptr, P, c);
+    concat_shuffle_backward(dl.h(), dr.h(), x.data(), P, c);
+    cuda::split_halves_backward(dx.d(), in(tl), in(tr), P, c, kStream);
+    cuda::split_halves_backward(dx_left_only.d(), in(tl), nullptr, P, c, kStream);
+    cuda::concat_shuffle_backward(dl.d(), dr.d(), in(tx), P, c, kStream);
+    dx.check("split dx", kElementwise);
+    dx_left_only.check("split dx (left only)", kElementwise);
+    dl.check("shuffle dl", kElementwise);
+    dr.check("shuffle ds", kElementwise);
+  }
 }
 
 TEST_CASE("cuda train op: patch_gather, avgpool and the NCHW/NHWC moves, forward and backward") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(17);
   // Odd H and W: the last row and column are not gathered, and their gradient stays as it was.
-  for (const auto& shape : {std::array<int64_t, 4>{2, 6, 10, 24}, {3, 7, 5, 40}}) {
+  for (const auto& shape : {std::array<int64_t, 4>{2, 6, 10, 24}, {3, 7, 5, 40}, {2, 6, 6, 6}}) {
     const int64_t B = shape[0], H = shape[1], W = shape[2], C = shape[3];
     CAPTURE(H);
+    CAPTURE(C);
     const int64_t Po = B * (H / 2) * (W / 2);
     const Vec x = random_vector(size_t(B * H * W * C), rng), dout = random_vector(size_t(Po * 4 * C), rng);
     Vec out(dout.size());
