@@ -462,11 +462,9 @@ struct Bf16Copies {
 static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
   Bf16Copies c;
   if (gemm_compute() != GemmCompute::BF16) return c;
-  const int64_t dir_floats = s.BL * s.D;                 // dir0 and dir1 hold 4 of these each
-  const int64_t u_at = bf16_u_offset(s);
   c.dpre = reinterpret_cast<uint16_t*>(ws.dir0);
-  if (u_at + (dir_floats + 1) / 2 <= ws.dir0_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + u_at);
-  if ((s.BL * s.KC + 1) / 2 <= 4 * dir_floats) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);
+  if (bf16_dir0_floats(s) <= ws.dir0_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + bf16_u_offset(s));
+  if ((s.BL * s.KC + 1) / 2 <= 4 * s.BL * s.D) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);  // dir1: (4, B·L, D)
   return c;
 }
 

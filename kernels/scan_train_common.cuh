@@ -44,8 +44,10 @@ struct Workspace {
   int64_t dir0_floats;
   int64_t total;      // floats
 };
-// Floats from dir0 to the bf16 copy of u, when dir0 holds bf16 copies (see Workspace).
+// When dir0 holds bf16 copies (see Workspace): the floats from dir0 to the copy of u, and
+// the floats both copies take.
 inline int64_t bf16_u_offset(const Dims& d) { return (2 * d.BL * d.D + 63) / 64 * 64; }
+inline int64_t bf16_dir0_floats(const Dims& d) { return bf16_u_offset(d) + (d.BL * d.D + 1) / 2; }
 // base nullptr: sizes only. !backward: forward's pieces alone (dbl, dir0, seg_state,
 // seg_decay; the others nullptr), which hold more images in the same workspace.
 Workspace carve(const Dims& d, float* base, bool backward = true);

@@ -127,7 +127,7 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   };
   const int64_t dirs = 4 * d.BL * d.D;
   w.dbl = take(d.BL * d.KC);
-  w.dir0_floats = backward && d.bf16 ? bf16_u_offset(d) + (d.BL * d.D + 1) / 2 : dirs;
+  w.dir0_floats = backward && d.bf16 ? bf16_dir0_floats(d) : dirs;
   w.dir0 = take(w.dir0_floats);
   if (backward) {
     w.ddbl = take(d.BL * d.KC);

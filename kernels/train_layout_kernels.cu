@@ -48,6 +48,15 @@ __device__ __forceinline__ void store(float* p, const Vec<K>& r) {
   }
 }
 
+// to[k] += from[k] for k < K.
+template <int K>
+__device__ __forceinline__ void accumulate(float* to, const float* from) {
+  Vec<K> o = load<K>(to);
+  const Vec<K> a = load<K>(from);
+  for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
+  store<K>(to, o);
+}
+
 // Calls f.run<K>(i) for i = 0, K, 2K, ... < n (n a multiple of K).
 template <int K, class F>
 __global__ void for_each_kernel(int64_t n, F f) {
@@ -163,12 +172,7 @@ struct GateBackward {  // as lib/model/block.cpp: dyn = dg·z·σ(z), dz = dg·y
 };
 struct AddInplace {
   float* out; const float* x;
-  template <int K> __device__ void run(int64_t i) const {
-    Vec<K> o = load<K>(out + i);
-    const Vec<K> a = load<K>(x + i);
-    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
-    store<K>(out + i, o);
-  }
+  template <int K> __device__ void run(int64_t i) const { accumulate<K>(out + i, x + i); }
 };
 struct ScaleRows {  // K divides per
   float* x; const float* scale; int64_t per;
@@ -194,12 +198,6 @@ struct SplitHalvesBackward {
     const int64_t p = i / c, m = i - p * c;
     if (dleft) accumulate<K>(dx + p * 2 * c + m, dleft + i);
     if (dright) accumulate<K>(dx + p * 2 * c + c + m, dright + i);
-  }
-  template <int K> __device__ static void accumulate(float* to, const float* from) {
-    Vec<K> o = load<K>(to);
-    const Vec<K> a = load<K>(from);
-    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
-    store<K>(to, o);
   }
 };
 // i runs over the (P,c) inputs: out[p, 2m] = l[p, m] and out[p, 2m+1] = sb[p, m] are out[2i], out[2i+1].
@@ -237,13 +235,7 @@ struct PatchGatherForward {  // K divides C
 };
 struct PatchGatherBackward {  // each x element feeds at most one output element: one writer
   float* dx; const float* dout; PatchGatherIndex src;
-  template <int K> __device__ void run(int64_t i) const {
-    float* to = dx + src(i);
-    Vec<K> o = load<K>(to);
-    const Vec<K> a = load<K>(dout + i);
-    for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
-    store<K>(to, o);
-  }
+  template <int K> __device__ void run(int64_t i) const { accumulate<K>(dx + src(i), dout + i); }
 };
 struct AvgpoolForward {  // i = (b, c); the P rows summed in order, as on the CPU. K = 1.
   float* out; const float* x; int64_t P, C;
