@@ -57,6 +57,22 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 // src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
 // rounded to bf16 once, into dst (rows·cols, packed; 16-byte aligned), not once per GEMM.
 GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
+// Within the scope, on this host thread, a GemmCompute::BF16 GEMM reads a float32 operand
+// that lies inside [base, base + n) from `twin` (base's bf16 rounding, the same layout) instead
+// of rounding it again: the model's parameters, rounded once per forward, not once per GEMM.
+// The caller keeps twin equal to base's rounding while the scope lasts. Scopes nest.
+class Bf16TwinScope {
+ public:
+  Bf16TwinScope(const float* base, int64_t n, const uint16_t* twin);
+  ~Bf16TwinScope();
+  Bf16TwinScope(const Bf16TwinScope&) = delete;
+  Bf16TwinScope& operator=(const Bf16TwinScope&) = delete;
+
+ private:
+  const float* base_;
+  int64_t n_;
+  const uint16_t* twin_;
+};
 inline void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                      int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc, Stream s) {
   gemm(trans_a, trans_b, M, N, K, alpha, f32_operand(A, lda), f32_operand(B, ldb), beta, C, ldc, s);

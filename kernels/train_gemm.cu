@@ -66,6 +66,12 @@ struct ThreadBlas {
 };
 
 thread_local GemmCompute t_gemm_compute = GemmCompute::F32;
+struct Bf16Twin {
+  const float* base = nullptr;
+  int64_t n = 0;
+  const uint16_t* twin = nullptr;
+};
+thread_local Bf16Twin t_bf16_twin;  // Bf16TwinScope's
 
 cublasHandle_t blas_on(Stream s) {
   thread_local ThreadBlas blas;
@@ -174,6 +180,9 @@ int64_t padded_bf16(int64_t n) { return (n + 127) / 128 * 128; }
 // (rows, cols packed, at least padded_bf16(rows·cols) elements).
 GemmOperand as_bf16(GemmOperand op, __nv_bfloat16* dst, int64_t rows, int64_t cols, Stream s) {
   if (op.bf16) return op;
+  const Bf16Twin& t = t_bf16_twin;
+  if (t.twin && rows > 0 && op.f32 >= t.base && op.f32 + (rows - 1) * op.ld + cols <= t.base + t.n)
+    return bf16_operand(t.twin + (op.f32 - t.base), op.ld);
   if (rows > 0 && cols > 0) to_bf16(dst, op.f32, rows, cols, op.ld, s);  // K = 0: no operand is read
   return bf16_operand(reinterpret_cast<const uint16_t*>(dst), cols);
 }
@@ -199,6 +208,12 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
   return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
 }
+
+Bf16TwinScope::Bf16TwinScope(const float* base, int64_t n, const uint16_t* twin)
+    : base_(t_bf16_twin.base), n_(t_bf16_twin.n), twin_(t_bf16_twin.twin) {
+  t_bf16_twin = {base, n, twin};
+}
+Bf16TwinScope::~Bf16TwinScope() { t_bf16_twin = {base_, n_, twin_}; }
 
 void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
 GemmCompute gemm_compute() { return t_gemm_compute; }

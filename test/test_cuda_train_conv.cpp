@@ -179,6 +179,41 @@ TEST_CASE("cuda train op: linear over many rows (several partial-sum parts for d
   check_linear(3001, 48, 40, 22);  // 12 parts of 251 rows
 }
 
+TEST_CASE("cuda train op: a bf16 GEMM reads a weight inside Bf16TwinScope from its twin, with the same bits") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const cuda::GemmComputeScope scope(cuda::GemmCompute::BF16);
+  std::mt19937 rng(23);
+  const int64_t N = 45, Cin = 40, Cout = 24, pad = 16;
+  // The weight sits inside a larger buffer, as a parameter in the model's flat buffer.
+  const auto params = random_vector(size_t(pad + Cout * Cin + pad), rng, 0.2f), x = random_vector(size_t(N * Cin), rng);
+  std::vector<float> doubled = params;
+  for (float& v : doubled) v *= 2.f;  // its bf16 rounding is exactly twice params' rounding
+  const Tensor gparams = to_gpu(params, DType::F32), gdoubled = to_gpu(doubled, DType::F32), gx = to_gpu(x, DType::F32);
+  const int64_t n = int64_t(params.size());
+  Tensor twin = Tensor::empty({n}, DType::BF16, Device::CUDA), twin2 = Tensor::empty({n}, DType::BF16, Device::CUDA);
+  cuda::bf16_operand_copy(gparams.as<float>(), 1, n, n, static_cast<uint16_t*>(twin.data()), kDefaultStream);
+  cuda::bf16_operand_copy(gdoubled.as<float>(), 1, n, n, static_cast<uint16_t*>(twin2.data()), kDefaultStream);
+
+  const float* w = gparams.as<float>() + pad;
+  const auto forward = [&] {
+    Tensor out = Tensor::empty({N * Cout}, DType::F32, Device::CUDA);
+    cuda::linear_forward(gpu_f32(out), gx.as<float>(), w, nullptr, N, Cin, Cout, kDefaultStream);
+    return from_gpu(out);
+  };
+  const std::vector<float> plain = forward();
+  {
+    const cuda::Bf16TwinScope twin_scope(gparams.as<float>(), n, static_cast<const uint16_t*>(twin.data()));
+    check_same_bits("linear forward, weight from its twin", forward(), plain);
+  }
+  std::vector<float> twice = plain;
+  for (float& v : twice) v *= 2.f;
+  {
+    // A twin that is not the weight's rounding shows which one the GEMM read.
+    const cuda::Bf16TwinScope twin_scope(gparams.as<float>(), n, static_cast<const uint16_t*>(twin2.data()));
+    check_same_bits("linear forward, weight from the doubled twin", forward(), twice);
+  }
+  check_same_bits("linear forward after the scope", forward(), plain);
+}
 namespace {
 
 Conv2dShape cpu_shape(const cuda::ConvShape& c) {

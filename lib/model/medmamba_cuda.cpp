@@ -57,6 +57,7 @@ std::string MedMambaCuda::device_name() const { no_cuda(); }
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "cuda_ops.h"
 #include "cuda_train_gemm_conv.h"
@@ -211,6 +212,21 @@ struct MedMambaCuda::Impl {
   bool fast_stale = false;             // its weights predate the parameters: reload them
   c::Stream stream = nullptr;          // the legacy stream: Tensor copies order after the kernels
 
+  Tensor params_bf16;                  // GemmMath::BF16: the parameters rounded to bf16 (device)
+
+  // GemmMath::BF16: a forward rounds the parameters into params_bf16 (one launch), and its
+  // GEMMs and its backward's read their weights there, instead of rounding a weight for each
+  // GEMM (about 200 launches a MedMamba-T step).
+  void bf16_weights(std::optional<c::Bf16TwinScope>& twin, bool refresh) {
+    if (opts.math != GemmMath::BF16) return;
+    if (params_bf16.numel() != params.numel()) {
+      params_bf16 = Tensor::empty({params.numel()}, DType::BF16, Device::CUDA);
+      refresh = true;
+    }
+    auto* dst = static_cast<uint16_t*>(params_bf16.data());
+    if (refresh) c::bf16_operand_copy(F(params), 1, params.numel(), params.numel(), dst, stream);
+    twin.emplace(F(params), params.numel(), dst);
+  }
   float* w(const std::string& name) { return F(params) + table.at(name).offset; }
   float* g(const std::string& name) { return F(grads) + table.at(name).offset; }
 };
@@ -292,6 +308,8 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
   ModelActsCuda& a = m.acts;
   allocate_acts(a, cfg, B, S, train, keep_for_backward);
+  std::optional<c::Bf16TwinScope> twin;
+  m.bf16_weights(twin, true);
   const c::Stream s = m.stream;
   a.images.reshape(images.shape()).copy_from(images);
 
@@ -362,6 +380,8 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
                                               " does not match the forward batch");
   const c::Stream s = m.stream;
   const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
+  std::optional<c::Bf16TwinScope> twin;
+  m.bf16_weights(twin, false);  // as its forward rounded them: the parameters have not changed since
   float* dlogits = F(a.dlogits);
   a.dlogits.copy_from(dlogits_host.reshape({B * K}));
   auto zeroed = [&](Tensor& t, int64_t n) {
