@@ -16,6 +16,7 @@
 #ifdef MM_HAVE_CUDA
 
 #include "cuda_train_gemm_conv.h"
+#include "fast_divmod.h"
 #include "ops/conv2d.h"
 #include "ops/depthwise_conv.h"
 #include "ops/linear.h"
@@ -80,6 +81,28 @@ void check_backward_deterministic(const std::string& what, std::vector<GradBuffe
 }
 
 }  // namespace
+
+TEST_CASE("FastDivmod gives n / d and n % d exactly over 0 <= n < 2^31, 1 <= d < 2^31 (host side, the same code)") {
+  std::mt19937 rng(31);
+  int64_t wrong = 0;
+  const auto check = [&](uint32_t d, uint32_t n) {
+    const cuda::FastDivmod f(d);
+    const uint32_t q = f.div(n);
+    wrong += q != n / d || f.mod(n, q) != n % d;
+  };
+  for (uint32_t d = 1; d < 1200; ++d) {
+    for (uint32_t n = 0; n < 2000; ++n) check(d, n);
+    for (uint32_t n : {d * 1000 - 1, d * 1000, 0x7fffffffu - d, 0x7fffffffu}) check(d, n);
+  }
+  for (int k = 0; k < 200000; ++k) {
+    const uint32_t d = 1 + rng() % 0x7ffffffeu, n = rng() % 0x80000000u;
+    check(d, n);
+    check(d, d - 1);
+    check(d, d);
+    check(d, 0x7fffffffu);
+  }
+  CHECK(wrong == 0);
+}
 
 TEST_CASE("cuda train op: gemm_f32 matches a naive loop for every transpose pair, beta 0 and 1, padded strides") {
   MM_REQUIRE_GPU_OR_SKIP();
