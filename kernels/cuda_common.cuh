@@ -5,11 +5,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <climits>
 #include <initializer_list>
 #include <string>
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "fast_divmod.h"
 
 namespace mm::cuda {
 
@@ -52,6 +55,15 @@ void dispatch_dtype(DType dt, const char* what, F&& f) {
     case DType::F16: f(__half{}); return;
     default: throw Error(std::string(what) + ": activations must be F32, BF16 or F16, got " + dtype_name(dt));
   }
+}
+
+// Calls f(row0, rows) for consecutive chunks of the rows of a (N, C) matrix, each of fewer than
+// 2^31 elements: a kernel over one chunk indexes in 32 bits and finds an element's column by a
+// FastDivmod (a 64-bit i % C is about 70 instructions, and bound the per-channel kernels).
+template <class F>
+void for_row_chunks(int64_t N, int64_t C, F&& f) {
+  const int64_t per = std::max<int64_t>(1, INT32_MAX / std::max<int64_t>(C, 1));
+  for (int64_t r0 = 0; r0 < N; r0 += per) f(r0, std::min(per, N - r0));
 }
 
 // V consecutive elements moved as one 16-byte (or smaller) access.

@@ -321,9 +321,10 @@ __global__ void dw3x3_grad_partials_kernel(float* __restrict__ partial, const fl
 #pragma unroll
   for (int k = 0; k < kDwSums; ++k) acc[k] = 0.f;
   if (c < C) {
+    // p = (b·H + h)·W + w, so the pixel (h+dh, w+dw) of the same image is p + dh·W + dw.
+    // (w, h) advance with p instead of two 64-bit divisions per pixel.
+    int64_t w = (p0 + threadIdx.y) % W, h = ((p0 + threadIdx.y) / W) % H;
     for (int64_t p = p0 + threadIdx.y; p < p1; p += kDwLanes) {
-      // p = (b·H + h)·W + w, so the pixel (h+dh, w+dw) of the same image is p + dh·W + dw.
-      const int64_t w = p % W, h = (p / W) % H;
       const float g = dout[p * C + c];
       acc[9] += g;
 #pragma unroll
@@ -335,6 +336,7 @@ __global__ void dw3x3_grad_partials_kernel(float* __restrict__ partial, const fl
           acc[kh * 3 + kw] += g * x[(p + (kh - 1) * W + (kw - 1)) * C + c];
         }
       }
+      for (w += kDwLanes; w >= W; w -= W) h = h + 1 == H ? 0 : h + 1;  // this lane's next pixel
     }
   }
 #pragma unroll

@@ -80,11 +80,10 @@ cublasHandle_t blas_on(Stream s) {
   return blas.handle;
 }
 
-// out (rows,C) = bias broadcast over rows.
-__global__ void fill_rows_kernel(float* __restrict__ out, const float* __restrict__ bias, int64_t rows, int64_t C) {
-  const int64_t n = rows * C;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = bias[i % C];
+// out (n / C, C) = bias broadcast over the rows; n < 2^31 (for_row_chunks).
+__global__ void fill_rows_kernel(float* __restrict__ out, const float* __restrict__ bias, uint32_t n, FastDivmod C) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = bias[C.mod(i, C.div(i))];
 }
 
 // Column sums in two passes over a partition of the rows that depends on the shape only:
@@ -132,8 +131,6 @@ void add_column_sums(float* acc, const float* a, int64_t rows, int64_t C, Stream
   add_parts_kernel<<<grid_for(C * 32, kThreads), kThreads, 0, s>>>(acc, partial, parts, C);
   MM_CUDA_CHECK_LAUNCH("add_parts_kernel");
 }
-
-unsigned capped_grid(int64_t n) { return std::min<unsigned>(grid_for(n, kThreads), 1u << 20); }
 
 // dst (rows, cols) packed = src (rows, cols) with row stride ld, rounded to bf16 (nearest even).
 // Rows go down the grid's y, columns across threads, kVec at a time: the first version indexed
@@ -255,8 +252,11 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
                     int64_t Cout, Stream s) {
   if (N <= 0 || Cout <= 0) return;
   if (bias) {
-    fill_rows_kernel<<<capped_grid(N * Cout), kThreads, 0, s>>>(out, bias, N, Cout);
-    MM_CUDA_CHECK_LAUNCH("fill_rows_kernel");
+    for_row_chunks(N, Cout, [&](int64_t r0, int64_t rows) {
+      const uint32_t n = uint32_t(rows * Cout);
+      fill_rows_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * Cout, bias, n, FastDivmod(uint32_t(Cout)));
+      MM_CUDA_CHECK_LAUNCH("fill_rows_kernel");
+    });
   }
   // out (N,Cout) (+)= x (N,Cin) · weightᵀ (Cin,Cout)
   gemm(false, true, N, Cout, Cin, 1.f, x, f32_operand(weight, Cin), bias ? 1.f : 0.f, out, Cout, s);

@@ -1,10 +1,13 @@
 // LayerNorm and BatchNorm training kernels (float32), mirroring lib/ops/layernorm.cpp and
-// lib/ops/batchnorm.cpp. Per-row work (LayerNorm statistics and dx) takes one warp per row.
+// lib/ops/batchnorm.cpp. Per-row work (LayerNorm statistics and dx) takes a group of lanes
+// per row (one warp for long rows).
 // Per-channel sums over the rows (LayerNorm dweight/dbias, BatchNorm statistics and
 // gradients) are deterministic: stage one gives each thread one channel of one fixed chunk of
 // kChunkRows rows and writes a double partial to the reduction scratch; stage two sums a
 // channel's partials in a fixed order (one warp per channel). As on the CPU, runs of kRowBlock rows are summed in
 // float before they are added into double, so accuracy does not degrade with N.
+#include <type_traits>
+
 #include "cuda_common.cuh"
 #include "cuda_scratch.h"
 #include "cuda_train_ops.h"
@@ -144,6 +147,140 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x
   }
 }
 
+// Rows of up to 32·kMaxRowVectors float4s (every LayerNorm of MedMamba but the patch
+// mergings' at the last stages) take G lanes each, a power of two up to 32, and each lane
+// holds K float4s of its row (the row's float4 j at lane j % G, slot j / G) in registers:
+// the row is read once, with all its loads in flight. The warp-per-row kernels above
+// left most of a warp idle on rows of 48 or 96 floats and passed over each row three times,
+// at about 1 TB/s.
+constexpr int kMaxRowVectors = 8;
+struct RowGroups {
+  int G = 0, K = 0;  // K = 0: the warp-per-row kernels
+};
+RowGroups row_groups(int64_t C, std::initializer_list<const void*> rows) {
+  RowGroups r;
+  if (vector_width<float>({C}, rows) < 4) return r;
+  const int64_t nv = C / 4;
+  r.G = 1;
+  while (r.G < 32 && (nv + r.G - 1) / r.G > 4) r.G *= 2;
+  if ((nv + r.G - 1) / r.G <= kMaxRowVectors) r.K = int((nv + r.G - 1) / r.G);
+  return r;
+}
+
+// Sum over a group of G aligned lanes (G a power of two): the same bits in each of them.
+__device__ __forceinline__ float group_sum(float v, int G) {
+  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float sum4(float4 v) { return ((v.x + v.y) + v.z) + v.w; }
+
+// Where thread t works: row t / G, lane t % G of its group. Threads past the last row
+// (live false) take part in the shuffles only.
+struct RowLane {
+  int64_t row;
+  int lane;
+  bool live;
+};
+__device__ __forceinline__ RowLane row_lane(int64_t N, int G) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  RowLane r{t / G, int(t % G), true};
+  if (r.row >= N) r.row = 0, r.live = false;
+  return r;
+}
+
+template <int K>
+__global__ void layernorm_forward_rows_kernel(float* out, float* mean, float* rstd, const float* x, const float* weight,
+                                              const float* bias, int64_t N, int64_t C, int G) {
+  const RowLane rl = row_lane(N, G);
+  const int nv = int(C / 4);
+  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
+  float4 v[K];
+  float m = 0.f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int j = rl.lane + k * G;
+    v[k] = j < nv ? xr[j] : make_float4(0.f, 0.f, 0.f, 0.f);
+    m += sum4(v[k]);
+  }
+  m = group_sum(m, G) / float(C);
+  float var = 0.f;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (rl.lane + k * G >= nv) continue;
+    const float4 d = make_float4(v[k].x - m, v[k].y - m, v[k].z - m, v[k].w - m);
+    var += sum4(make_float4(d.x * d.x, d.y * d.y, d.z * d.z, d.w * d.w));
+  }
+  const float r = 1.f / sqrtf(group_sum(var, G) / float(C) + kEps);
+  if (!rl.live) return;
+  float4* o = reinterpret_cast<float4*>(out + rl.row * C);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int j = rl.lane + k * G;
+    if (j >= nv) continue;
+    const float4 w = reinterpret_cast<const float4*>(weight)[j], b = reinterpret_cast<const float4*>(bias)[j];
+    o[j] = make_float4((v[k].x - m) * r * w.x + b.x, (v[k].y - m) * r * w.y + b.y, (v[k].z - m) * r * w.z + b.z,
+                       (v[k].w - m) * r * w.w + b.w);
+  }
+  if (rl.lane == 0) {
+    if (mean) mean[rl.row] = m;
+    if (rstd) rstd[rl.row] = r;
+  }
+}
+
+template <int K>
+__global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const float* x, const float* weight,
+                                         const float* mean, const float* rstd, int64_t N, int64_t C, int G) {
+  const RowLane rl = row_lane(N, G);
+  const int nv = int(C / 4);
+  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
+  const float4* gr = reinterpret_cast<const float4*>(dout + rl.row * C);
+  const float m = mean[rl.row], r = rstd[rl.row];
+  float4 xhat[K], gw[K];  // (x - mean)·rstd and dout·weight
+  float sum_g = 0.f, sum_gx = 0.f;  // sums of dxhat and dxhat*xhat
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int j = rl.lane + k * G;
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 xv = j < nv ? xr[j] : zero, g = j < nv ? gr[j] : zero;
+    const float4 w = j < nv ? reinterpret_cast<const float4*>(weight)[j] : zero;
+    xhat[k] = make_float4((xv.x - m) * r, (xv.y - m) * r, (xv.z - m) * r, (xv.w - m) * r);
+    gw[k] = make_float4(g.x * w.x, g.y * w.y, g.z * w.z, g.w * w.w);
+    sum_g += sum4(gw[k]);
+    sum_gx += sum4(make_float4(gw[k].x * xhat[k].x, gw[k].y * xhat[k].y, gw[k].z * xhat[k].z, gw[k].w * xhat[k].w));
+  }
+  sum_g = group_sum(sum_g, G);
+  sum_gx = group_sum(sum_gx, G);
+  if (!rl.live) return;
+  const float inv_c = 1.f / float(C);
+  float4* d = reinterpret_cast<float4*>(dx + rl.row * C);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int j = rl.lane + k * G;
+    if (j >= nv) continue;
+    float4 o = d[j];
+    o.x += r * (gw[k].x - inv_c * (sum_g + xhat[k].x * sum_gx));
+    o.y += r * (gw[k].y - inv_c * (sum_g + xhat[k].y * sum_gx));
+    o.z += r * (gw[k].z - inv_c * (sum_g + xhat[k].z * sum_gx));
+    o.w += r * (gw[k].w - inv_c * (sum_g + xhat[k].w * sum_gx));
+    d[j] = o;
+  }
+}
+
+// Calls launch(std::integral_constant<int, K>{}) for K = rg.K (1..kMaxRowVectors).
+template <class F>
+void with_row_vectors(int K, F&& launch) {
+  switch (K) {
+    case 1: launch(std::integral_constant<int, 1>{}); break;
+    case 2: launch(std::integral_constant<int, 2>{}); break;
+    case 3: launch(std::integral_constant<int, 3>{}); break;
+    case 4: launch(std::integral_constant<int, 4>{}); break;
+    case 5: launch(std::integral_constant<int, 5>{}); break;
+    case 6: launch(std::integral_constant<int, 6>{}); break;
+    case 7: launch(std::integral_constant<int, 7>{}); break;
+    default: launch(std::integral_constant<int, 8>{}); break;
+  }
+}
+
 struct LayerNormParamTerm {  // a1 += dout*xhat, a2 += dout
   const float *dout, *x, *mean, *rstd;
   int64_t C;
@@ -242,21 +379,29 @@ __global__ void eval_scale_shift_kernel(float* scale, float* shift, const float*
   shift[c] = (bias ? bias[c] : 0.f) - running_mean[c] * scale[c];
 }
 
-// out (N,C) = x * scale[c] + shift[c]
-__global__ void scale_shift_kernel(float* out, const float* x, const float* scale, const float* shift, int64_t N,
-                                   int64_t C) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N * C) return;
-  const int64_t c = i % C;
+// out (n / C, C) = x * scale[c] + shift[c]; n < 2^31 (for_row_chunks).
+__global__ void scale_shift_kernel(float* out, const float* x, const float* scale, const float* shift, uint32_t n,
+                                   FastDivmod C) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const uint32_t c = C.mod(i, C.div(i));
   out[i] = x[i] * scale[c] + shift[c];
 }
+void scale_shift(float* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C, Stream s) {
+  for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
+    const uint32_t n = uint32_t(rows * C);
+    scale_shift_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * C, scale, shift, n,
+                                                                   FastDivmod(uint32_t(C)));
+    MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+  });
+}
 
-// dx (N,C) += dout * a[c] + x * b[c] + d[c]; b, d nullptr for zero.
+// dx (n / C, C) += dout * a[c] + x * b[c] + d[c]; b, d nullptr for zero; n < 2^31.
 __global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, const float* a, const float* b,
-                                   const float* d, int64_t N, int64_t C) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= N * C) return;
-  const int64_t c = i % C;
+                                   const float* d, uint32_t n, FastDivmod C) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const uint32_t c = C.mod(i, C.div(i));
   dx[i] += b ? dout[i] * a[c] + x[i] * b[c] + d[c] : dout[i] * a[c];
 }
 
@@ -294,8 +439,12 @@ struct FinishEvalParamGrads {
 
 void launch_add_affine2(float* dx, const float* dout, const float* x, const float* a, const float* b, const float* d,
                         int64_t N, int64_t C, Stream s) {
-  add_affine2_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(dx, dout, x, a, b, d, N, C);
-  MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
+  for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
+    const uint32_t n = uint32_t(rows * C);
+    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * C, dout + r0 * C, x ? x + r0 * C : nullptr,
+                                                                   a, b, d, n, FastDivmod(uint32_t(C)));
+    MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
+  });
 }
 
 }  // namespace
@@ -303,7 +452,15 @@ void launch_add_affine2(float* dx, const float* dout, const float* x, const floa
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
                        int64_t N, int64_t C, Stream s) {
   if (N <= 0) return;
-  layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C);
+  const RowGroups rg = row_groups(C, {out, x, weight, bias});
+  if (rg.K > 0) {
+    with_row_vectors(rg.K, [&](auto k) {
+      layernorm_forward_rows_kernel<decltype(k)::value>
+          <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C, rg.G);
+    });
+  } else {
+    layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C);
+  }
   MM_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
@@ -311,7 +468,15 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s) {
   if (N <= 0) return;
   if (dx) {
-    layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C);
+    const RowGroups rg = row_groups(C, {dx, dout, x, weight});
+    if (rg.K > 0) {
+      with_row_vectors(rg.K, [&](auto k) {
+        layernorm_dx_rows_kernel<decltype(k)::value>
+            <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C, rg.G);
+      });
+    } else {
+      layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C);
+    }
     MM_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
   }
   if (dweight || dbias)
@@ -328,8 +493,7 @@ void batchnorm_forward_train(float* out, float* mean, float* rstd, float* runnin
   channel_sums(sc, N, C, SumTerm{x, C}, StoreMean{mean, N}, s);
   channel_sums(sc, N, C, CentredSquareTerm{x, mean, C},
                FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
-  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
-  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+  scale_shift(out, x, scale, shift, N, C, s);
 }
 
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
@@ -339,8 +503,7 @@ void batchnorm_forward_saved(float* out, const float* x, const float* mean, cons
   float *scale = sc.rows, *shift = sc.rows + C;
   saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
-  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
-  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+  scale_shift(out, x, scale, shift, N, C, s);
 }
 
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
@@ -351,8 +514,7 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
   eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
                                                                       weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
-  scale_shift_kernel<<<grid_for(N * C, kThreads), kThreads, 0, s>>>(out, x, scale, shift, N, C);
-  MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
+  scale_shift(out, x, scale, shift, N, C, s);
 }
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

@@ -23,7 +23,11 @@ using namespace mm::test;
 TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(11);
-  for (const auto& shape : {std::pair<int64_t, int64_t>{3 * 13 * 11, 96}, {2 * 7 * 7 + 3, 40}, {5, 1536}}) {
+  // Rows of C/4 float4s in groups of G lanes holding K each: 96 (G 8, K 3), 40 (4, 3), 24 (2, 3),
+  // 4 (1, 1), 768 (32, 6), 1000 (32, 8, the last slots empty); 1536 and 42 (not float4s) take
+  // the warp-per-row kernels.
+  for (const auto& shape : {std::pair<int64_t, int64_t>{3 * 13 * 11, 96}, {2 * 7 * 7 + 3, 40}, {37, 24}, {9, 4},
+                            {7, 768}, {3, 1000}, {5, 1536}, {11, 42}}) {
     const int64_t N = shape.first, C = shape.second;
     CAPTURE(N);
     CAPTURE(C);
