@@ -62,6 +62,7 @@ void dispatch_dtype(DType dt, const char* what, F&& f) {
 // FastDivmod (a 64-bit i % C is about 70 instructions, and bound the per-channel kernels).
 template <class F>
 void for_row_chunks(int64_t N, int64_t C, F&& f) {
+  if (N <= 0 || C <= 0) return;  // nothing to launch (a grid of 0 blocks is an error)
   const int64_t per = std::max<int64_t>(1, INT32_MAX / std::max<int64_t>(C, 1));
   for (int64_t r0 = 0; r0 < N; r0 += per) f(r0, std::min(per, N - r0));
 }
