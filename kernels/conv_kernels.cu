@@ -1,10 +1,10 @@
-// Elementwise-style kernels around the GEMMs: depthwise conv + SiLU, the im2col
-// gathers feeding the 3x3 and patch-embedding GEMMs, the block's shuffle + residual,
-// and global average pooling. One thread per output element, channels fastest, so
-// neighbouring threads touch neighbouring addresses.
-#include <climits>
-#include <type_traits>
+// Elementwise-style kernels around the GEMMs: depthwise conv + SiLU and the im2col gather
+// feeding the 3x3 GEMMs (conv_layout.cuh's kernels, shared with training), the patch
+// embedding's gather, the block's shuffle + residual, and global average pooling. Channels
+// fastest, so neighbouring threads touch neighbouring addresses; index arithmetic by
+// FastDivmod or none (a per-element 64-bit division costs more than the element's bytes).
 
+#include "conv_layout.cuh"
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
 
@@ -14,103 +14,44 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Calls f(std::integral_constant<int, V>) for V in {1, 2, 4, 8} (widths beyond 16 bytes never come).
-template <class F>
-void dispatch_width(int v, F&& f) {
-  switch (v) {
-    case 8: f(std::integral_constant<int, 8>{}); return;
-    case 4: f(std::integral_constant<int, 4>{}); return;
-    case 2: f(std::integral_constant<int, 2>{}); return;
-    default: f(std::integral_constant<int, 1>{}); return;
-  }
-}
-
-// Thread = (pixel, V channels). Weights are tap-major (9, C) so that V of them load together.
+// col (P, Cin·k·k) of the patch embedding's k x k stride-k conv, columns in PyTorch's
+// (ci, kh, kw) order, from NCHW float images: a thread per (pixel, ci, kh) copies the k values
+// of one image row, V at a time. Indices by FastDivmods (by Cin·k, k, S/k), for pixels from p0 on.
 template <class T, int V>
-__global__ void dwconv3x3_silu_kernel(T* __restrict__ u, const T* __restrict__ x, int ldx,
-                                      const float* __restrict__ w, const float* __restrict__ bias, int B, int H,
-                                      int W, int C) {
-  const int CV = C / V;
-  const unsigned n = unsigned(B) * H * W * CV;
-  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const int cv = int(i % CV), p = int(i / CV);
-  const int wi = p % W, q = p / W, hi = q % H, b = q / H;
-  const int c0 = cv * V;
-  float acc[V];
+__global__ void patchify_kernel(T* __restrict__ col, const float* __restrict__ img, int Cin, int S, int k,
+                                FastDivmod per_pixel, FastDivmod by_k, FastDivmod by_side, uint32_t n, int64_t p0) {
+  const uint32_t t = blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= n) return;
+  const uint32_t pp = per_pixel.div(t), rem = per_pixel.mod(t, pp), ci = by_k.div(rem), kh = by_k.mod(rem, ci);
+  const uint32_t p = uint32_t(p0) + pp, q = by_side.div(p), ow = by_side.mod(p, q), b = by_side.div(q),
+                 oh = by_side.mod(q, b);
+  const float* src = img + ((int64_t(b) * Cin + ci) * S + oh * k + kh) * S + ow * k;
+  T* dst = col + int64_t(p) * Cin * k * k + (ci * k + kh) * k;
+  for (int kw = 0; kw < k; kw += V) {
+    const Pack<float, V> v = *reinterpret_cast<const Pack<float, V>*>(src + kw);
+    Pack<T, V> o;
 #pragma unroll
-  for (int e = 0; e < V; ++e) acc[e] = bias[c0 + e];
-#pragma unroll
-  for (int kh = 0; kh < 3; ++kh) {
-    const int h = hi + kh - 1;
-    if (h < 0 || h >= H) continue;
-#pragma unroll
-    for (int kw = 0; kw < 3; ++kw) {
-      const int ww = wi + kw - 1;
-      if (ww < 0 || ww >= W) continue;
-      const Pack<T, V> in = *reinterpret_cast<const Pack<T, V>*>(x + size_t((b * H + h) * W + ww) * ldx + c0);
-      const float* wk = w + (kh * 3 + kw) * C + c0;
-#pragma unroll
-      for (int e = 0; e < V; ++e) acc[e] = fmaf(wk[e], to_f32(in.v[e]), acc[e]);
-    }
+    for (int e = 0; e < V; ++e) o.v[e] = from_f32<T>(v.v[e]);
+    *reinterpret_cast<Pack<T, V>*>(dst + kw) = o;
   }
-  Pack<T, V> out;
-#pragma unroll
-  for (int e = 0; e < V; ++e) out.v[e] = from_f32<T>(silu_f(acc[e]));
-  *reinterpret_cast<Pack<T, V>*>(u + size_t(p) * C + c0) = out;
 }
 
-// Thread = (pixel, tap, V channels): one 16-byte store, one 16-byte load.
+// out (P,2c) = channel_shuffle(concat(l, sb)) + x: element i of l and sb (i = p·c + m) lands
+// at 2i and 2i+1 of out, so no index needs a division. A thread takes V consecutive i.
 template <class T, int V>
-__global__ void im2col3x3_kernel(T* __restrict__ col, const T* __restrict__ x, int ldx,
-                                 const float* __restrict__ scale, const float* __restrict__ shift, int B, int H,
-                                 int W, int C) {
-  const int CV = C / V;
-  const unsigned n = unsigned(B) * H * W * 9 * CV;
-  const unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const int cv = int(i % CV);
-  const unsigned t = i / CV;
-  const int k = int(t % 9), p = int(t / 9);
-  const int wi = p % W, q = p / W, hi = q % H, b = q / H;
-  const int h = hi + k / 3 - 1, ww = wi + k % 3 - 1, c0 = cv * V;
-  Pack<T, V> out;
-  if (h >= 0 && h < H && ww >= 0 && ww < W) {
-    const Pack<T, V> in = *reinterpret_cast<const Pack<T, V>*>(x + size_t((b * H + h) * W + ww) * ldx + c0);
-#pragma unroll
-    for (int e = 0; e < V; ++e) {
-      float v = to_f32(in.v[e]);
-      if (scale) v = fmaf(v, scale[c0 + e], shift[c0 + e]);
-      out.v[e] = from_f32<T>(v);
-    }
-  } else {
-#pragma unroll
-    for (int e = 0; e < V; ++e) out.v[e] = from_f32<T>(0.f);  // zero padding of the (normalized) input
-  }
-  *reinterpret_cast<Pack<T, V>*>(col + size_t(i) * V) = out;
-}
-
-template <class T>
-__global__ void patchify_kernel(T* __restrict__ col, const float* __restrict__ img, int64_t B, int Cin, int S,
-                                int k) {
-  const int64_t K = int64_t(Cin) * k * k, So = S / k;
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= B * So * So * K) return;
-  const int64_t j = i % K, p = i / K;
-  const int kw = int(j % k), kh = int((j / k) % k), ci = int(j / (int64_t(k) * k));
-  const int64_t ow = p % So, oh = (p / So) % So, b = p / (So * So);
-  col[i] = from_f32<T>(img[((b * Cin + ci) * S + oh * k + kh) * S + ow * k + kw]);
-}
-
-template <class T>
 __global__ void shuffle_residual_kernel(T* __restrict__ out, const T* __restrict__ l, const T* __restrict__ sb,
-                                        const T* __restrict__ x, int64_t P, int64_t c) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (p, m)
-  if (i >= P * c) return;
-  const int64_t m = i % c, p = i / c;
-  const int64_t o = p * 2 * c + 2 * m;
-  out[o] = from_f32<T>(to_f32(l[i]) + to_f32(x[o]));
-  out[o + 1] = from_f32<T>(to_f32(sb[i]) + to_f32(x[o + 1]));
+                                        const T* __restrict__ x, int64_t n) {
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (i >= n) return;
+  const Pack<T, V> lv = *reinterpret_cast<const Pack<T, V>*>(l + i), sv = *reinterpret_cast<const Pack<T, V>*>(sb + i);
+  const Pack<T, 2 * V> xv = *reinterpret_cast<const Pack<T, 2 * V>*>(x + 2 * i);
+  Pack<T, 2 * V> o;
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    o.v[2 * e] = from_f32<T>(to_f32(lv.v[e]) + to_f32(xv.v[2 * e]));
+    o.v[2 * e + 1] = from_f32<T>(to_f32(sv.v[e]) + to_f32(xv.v[2 * e + 1]));
+  }
+  *reinterpret_cast<Pack<T, 2 * V>*>(out + 2 * i) = o;
 }
 
 template <class T>
@@ -127,50 +68,63 @@ __global__ void avgpool_kernel(T* __restrict__ out, const T* __restrict__ x, int
 
 void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias, int64_t B,
                     int64_t H, int64_t W, int64_t C, Stream s) {
-  MM_CHECK(B * H * W * C < INT_MAX && ldx * B * H * W < INT64_MAX / 2, "dwconv3x3_silu: shape too large");
+  MM_CHECK(B > 0 && H > 0 && W > 0 && C > 0, "dwconv3x3_silu: empty shape");
   dispatch_dtype(dt, "dwconv3x3_silu", [&](auto t) {
     using T = decltype(t);
-    dispatch_width(vector_width<T>({C, ldx}, {u, x}), [&](auto width) {
-      constexpr int V = decltype(width)::value;
-      dwconv3x3_silu_kernel<T, V><<<grid_for(B * H * W * C / V, kThreads), kThreads, 0, s>>>(
-          static_cast<T*>(u), static_cast<const T*>(x), int(ldx), w, bias, int(B), int(H), int(W), int(C));
-    });
-    MM_CUDA_CHECK_LAUNCH("dwconv3x3_silu");
+    launch_dw3x3(static_cast<T*>(u), C, static_cast<const T*>(x), ldx, DwWeights{w, 1, C, false}, bias, B, H, W, C,
+                 DwSilu{}, s, "dwconv3x3_silu");
   });
 }
 
 void im2col3x3(DType dt, void* col, const void* x, int64_t ldx, const float* scale, const float* shift, int64_t B,
                int64_t H, int64_t W, int64_t C, Stream s) {
   MM_CHECK((scale == nullptr) == (shift == nullptr), "im2col3x3: scale and shift come together");
-  MM_CHECK(B * H * W * 9 * C < UINT_MAX, "im2col3x3: shape too large for 32-bit indexing");
+  MM_CHECK(B > 0 && H > 0 && W > 0 && C > 0, "im2col3x3: empty shape");
+  const ConvDims d{B, H, W, C, 3, 3, 1, 1, H, W, 9 * C};
   dispatch_dtype(dt, "im2col3x3", [&](auto t) {
     using T = decltype(t);
-    dispatch_width(vector_width<T>({C, ldx}, {col, x}), [&](auto width) {
-      constexpr int V = decltype(width)::value;
-      im2col3x3_kernel<T, V><<<grid_for(B * H * W * 9 * C / V, kThreads), kThreads, 0, s>>>(
-          static_cast<T*>(col), static_cast<const T*>(x), int(ldx), scale, shift, int(B), int(H), int(W), int(C));
-    });
-    MM_CUDA_CHECK_LAUNCH("im2col3x3");
+    launch_im2col(static_cast<T*>(col), static_cast<const T*>(x), ldx, scale, shift, d, s);
   });
 }
 
 void patchify(DType dt, void* col, const float* images, int64_t B, int64_t Cin, int64_t S, int64_t k, Stream s) {
-  MM_CHECK(S % k == 0, "patchify: image side must be a multiple of the patch size");
+  MM_CHECK(k > 0 && S % k == 0, "patchify: image side must be a multiple of the patch size");
+  const int64_t side = S / k, pixels = B * side * side, per_pixel = Cin * k;
+  MM_CHECK(pixels <= INT32_MAX && B * Cin * S * S <= INT64_MAX / 4, "patchify: too many pixels");
   dispatch_dtype(dt, "patchify", [&](auto t) {
     using T = decltype(t);
-    const int64_t n = B * (S / k) * (S / k) * Cin * k * k;
-    patchify_kernel<T><<<grid_for(n, kThreads), kThreads, 0, s>>>(static_cast<T*>(col), images, B, int(Cin), int(S),
-                                                                   int(k));
-    MM_CUDA_CHECK_LAUNCH("patchify");
+    // 4 values a copy where the image rows and the columns allow 16-byte loads and aligned stores
+    const bool by4 = k % 4 == 0 && S % 4 == 0 && reinterpret_cast<uintptr_t>(images) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(col) % (4 * sizeof(T)) == 0;
+    const FastDivmod by_pixel{uint32_t(per_pixel)}, by_k{uint32_t(k)}, by_side{uint32_t(side)};
+    for_row_chunks(pixels, per_pixel, [&](int64_t p0, int64_t np) {
+      const uint32_t n = uint32_t(np * per_pixel);
+      auto* out = static_cast<T*>(col);
+      if (by4)
+        patchify_kernel<T, 4><<<grid_for(n, kThreads), kThreads, 0, s>>>(out, images, int(Cin), int(S), int(k), by_pixel,
+                                                                         by_k, by_side, n, p0);
+      else
+        patchify_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, s>>>(out, images, int(Cin), int(S), int(k), by_pixel,
+                                                                         by_k, by_side, n, p0);
+      MM_CUDA_CHECK_LAUNCH("patchify");
+    });
   });
 }
 
 void shuffle_residual(DType dt, void* out, const void* l, const void* sb, const void* x, int64_t P, int64_t c,
                       Stream s) {
+  const int64_t n = P * c;
+  if (n <= 0) return;
   dispatch_dtype(dt, "shuffle_residual", [&](auto t) {
     using T = decltype(t);
-    shuffle_residual_kernel<T><<<grid_for(P * c, kThreads), kThreads, 0, s>>>(
-        static_cast<T*>(out), static_cast<const T*>(l), static_cast<const T*>(sb), static_cast<const T*>(x), P, c);
+    // V elements of l and sb, 2V of x and out: 8 and 16 bytes a thread where n and the pointers allow it
+    constexpr int V = int(8 / sizeof(T));
+    if (vector_width<T>({n}, {l, sb}) >= V && vector_width<T>({2 * n}, {x, out}) >= 2 * V)
+      shuffle_residual_kernel<T, V><<<grid_for(n / V, kThreads), kThreads, 0, s>>>(
+          static_cast<T*>(out), static_cast<const T*>(l), static_cast<const T*>(sb), static_cast<const T*>(x), n);
+    else
+      shuffle_residual_kernel<T, 1><<<grid_for(n, kThreads), kThreads, 0, s>>>(
+          static_cast<T*>(out), static_cast<const T*>(l), static_cast<const T*>(sb), static_cast<const T*>(x), n);
     MM_CUDA_CHECK_LAUNCH("shuffle_residual");
   });
 }

@@ -73,6 +73,21 @@ struct alignas(sizeof(T) * V) Pack {
   T v[V];
 };
 
+// v = the V floats at p (16-byte loads where V is a multiple of 4: p then 16-byte aligned).
+template <int V>
+__device__ __forceinline__ void load_floats(const float* p, float (&v)[V]) {
+  if constexpr (V % 4 == 0) {
+#pragma unroll
+    for (int k = 0; k < V; k += 4) {
+      const float4 q = *reinterpret_cast<const float4*>(p + k);
+      v[k] = q.x, v[k + 1] = q.y, v[k + 2] = q.z, v[k + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = p[k];
+  }
+}
+
 // Widest vector (in elements, 16 bytes at most) that divides every row length and offset given.
 template <class T>
 int vector_width(std::initializer_list<int64_t> lengths, std::initializer_list<const void*> pointers) {

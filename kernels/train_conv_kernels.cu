@@ -15,7 +15,9 @@
 // bit-identical.
 // A 1x1 stride-1 pad-0 conv is a Linear layer on x itself.
 //
-// Depthwise 3x3: a thread per V channels of a pixel column over a few image rows; the weight
+// Depthwise 3x3: a thread per V channels of a pixel column over a few image rows (forward and
+// dx; the im2col and depthwise kernels are conv_layout.cuh's, shared with the inference
+// engine); the weight
 // and bias gradients are per-part partial sums over a partition of the pixels that depends
 // only on the shape, added up part by part in order (again no atomics).
 //
@@ -27,6 +29,7 @@
 #include <string>
 #include <type_traits>
 
+#include "conv_layout.cuh"
 #include "cuda_common.cuh"
 #include "cuda_scratch.h"
 #include "cuda_train_gemm_conv.h"
@@ -48,13 +51,6 @@ void with_index_type(int64_t largest, F&& f) {
   if (largest <= INT32_MAX) f(int32_t{});
   else f(int64_t{});
 }
-
-// What the conv kernels need of a ConvShape, as plain data (its methods are host-only).
-template <class I>
-struct ConvDimsT {
-  I B, H, W, Cin, KH, KW, stride, pad, OH, OW, K;
-};
-using ConvDims = ConvDimsT<int64_t>;
 
 template <class I>
 ConvDimsT<I> narrowed(const ConvDims& d) {
@@ -80,38 +76,6 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
   MM_CHECK(workspace != nullptr, std::string(op) + ": needs a workspace of " +
                                      std::to_string(conv2d_workspace_floats(c)) + " floats, " + describe(c));
   return workspace;
-}
-
-// col (P,K), P = B·OH·OW pixels, K = KH·KW·Cin columns ordered (kh,kw,ci): row p is KH·KW
-// runs of Cin channels, each a copy of one input pixel (zeros outside the image), so warps
-// read and write contiguous memory, V channels per thread. T is float, or __nv_bfloat16 for
-// a bf16 GEMM, which then reads it without a copy of its own.
-// grid.y walks the output image rows r = b·OH + oh; a thread's index within the row splits
-// into (ow, tap, channel group) by FastDivmods, once: the flat version's five divisions per
-// element held it to a fifth of the H200's memory speed.
-struct Im2colDivs {
-  FastDivmod tap_cv, cv, kw, oh;  // by KH·KW·Cin/V, Cin/V, KW, OH
-};
-template <class T, int V>
-__global__ void im2col_kernel(T* __restrict__ col, const float* __restrict__ x, ConvDims d, Im2colDivs q) {
-  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
-  const uint32_t ow = q.tap_cv.div(j);
-  if (ow >= uint32_t(d.OW)) return;
-  const uint32_t rem = q.tap_cv.mod(j, ow), tap = q.cv.div(rem), cv = q.cv.mod(rem, tap);
-  const uint32_t kh = q.kw.div(tap), kw = q.kw.mod(tap, kh);
-  const int64_t rows = d.B * d.OH, row_packs = d.OW * (d.K / V);
-  const int64_t iw = int64_t(ow) * d.stride - d.pad + kw;
-  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const uint32_t b = q.oh.div(uint32_t(r)), oh = q.oh.mod(uint32_t(r), b);
-    const int64_t ih = int64_t(oh) * d.stride - d.pad + kh;
-    Pack<float, V> v{};
-    if (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
-      v = reinterpret_cast<const Pack<float, V>*>(x + ((b * d.H + ih) * d.W + iw) * d.Cin)[cv];
-    Pack<T, V> out;
-#pragma unroll
-    for (int i = 0; i < V; ++i) out.v[i] = from_f32<T>(v.v[i]);
-    reinterpret_cast<Pack<T, V>*>(col)[r * row_packs + j] = out;
-  }
 }
 
 // dx (B,H,W,Cin) += the entries of dcol (P,K) that im2col copied from each input pixel:
@@ -173,29 +137,6 @@ int channel_vector(const ConvDims& d, const void* a, const void* b) {
   return vector_width<float>({d.Cin}, {a, b}) >= 4 ? 4 : 1;
 }
 
-template <class T>
-void im2col(T* col, const float* x, const ConvDims& d, Stream s) {
-  int V = channel_vector(d, x, col);
-  // 8 channels (a 16-byte store) where the output is bf16 and the alignment allows it
-  if (std::is_same<T, __nv_bfloat16>::value && V == 4 && d.Cin % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 32 == 0 &&
-      reinterpret_cast<uintptr_t>(col) % 16 == 0)
-    V = 8;
-  const int64_t per_row = d.OW * (d.K / V), rows = d.B * d.OH;
-  MM_CHECK(per_row <= INT32_MAX && rows <= INT32_MAX, "im2col: too large, B=" + std::to_string(d.B) +
-                                                          " OH=" + std::to_string(d.OH) + " OW=" + std::to_string(d.OW) +
-                                                          " K=" + std::to_string(d.K));
-  const Im2colDivs q{FastDivmod(uint32_t(d.KH * d.KW * (d.Cin / V))), FastDivmod(uint32_t(d.Cin / V)),
-                     FastDivmod(uint32_t(d.KW)), FastDivmod(uint32_t(d.OH))};
-  const dim3 grid(grid_for(per_row, kThreads), unsigned(std::min<int64_t>(rows, 65535)));
-  if (V == 8)
-    im2col_kernel<T, 8><<<grid, kThreads, 0, s>>>(col, x, d, q);
-  else if (V == 4)
-    im2col_kernel<T, 4><<<grid, kThreads, 0, s>>>(col, x, d, q);
-  else
-    im2col_kernel<T, 1><<<grid, kThreads, 0, s>>>(col, x, d, q);
-  MM_CUDA_CHECK_LAUNCH("im2col_kernel");
-}
-
 void col2im_gather(float* dx, const float* dcol, const ConvDims& d, Stream s) {
   const int V = channel_vector(d, dx, dcol);
   const int64_t n = input_floats(d) / V;
@@ -225,11 +166,11 @@ void add_from_column_order(float* w, const float* wt, const ConvShape& c, Stream
 // first half of col's floats), else float32.
 GemmOperand im2col_operand(float* col, const float* x, const ConvDims& d, Stream s) {
   if (gemm_compute() != GemmCompute::BF16) {
-    im2col(col, x, d, s);
+    launch_im2col(col, x, d.Cin, nullptr, nullptr, d, s);
     return f32_operand(col, d.K);
   }
   auto* col16 = reinterpret_cast<__nv_bfloat16*>(col);
-  im2col(col16, x, d, s);
+  launch_im2col(col16, x, d.Cin, nullptr, nullptr, d, s);
   return bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
 }
 
@@ -249,62 +190,6 @@ ConvWorkspace carve(float* workspace, const ConvShape& c) {
 
 // ---------------------------------------------------------------------------
 // Depthwise 3x3
-
-// One thread per V channels of one pixel column of kDwRows consecutive image rows (rows are
-// b·H + h): it loads its channels' taps once (tap 8-k for the flipped weight of the backward
-// pass, the transposed conv), then per row sums the 9 taps of in in the order kh, kw.
-// forward: out = bias + taps(x, weight); backward (accumulate): out += taps(dout, flipped).
-// The column and channel come from the thread index by one FastDivmod (cv = C/V), the image
-// row from the grid, so no per-element division remains (the flat version, one thread per
-// element with five divisions, moved memory at a quarter of the H200's speed).
-constexpr int kDwRows = 8;
-template <int V>
-__global__ void dw3x3_kernel(float* __restrict__ out, const float* __restrict__ in, const float* __restrict__ weight,
-                             const float* __restrict__ bias, int64_t rows, int H, int W, int C, FastDivmod cv,
-                             bool backward) {
-  const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;  // (w, channel group)
-  const uint32_t w = cv.div(j);
-  if (w >= uint32_t(W)) return;
-  const int c = int(cv.mod(j, w)) * V;
-  float tap[9][V];
-#pragma unroll
-  for (int k = 0; k < 9; ++k)
-#pragma unroll
-    for (int v = 0; v < V; ++v) tap[k][v] = weight[(c + v) * 9 + (backward ? 8 - k : k)];
-  float b[V];
-#pragma unroll
-  for (int v = 0; v < V; ++v) b[v] = !backward && bias ? bias[c + v] : 0.f;
-  for (int64_t r0 = int64_t(blockIdx.y) * kDwRows; r0 < rows; r0 += int64_t(gridDim.y) * kDwRows) {
-    for (int64_t r = r0; r < min(rows, r0 + kDwRows); ++r) {
-      const int h = int(r % H);
-      Pack<float, V> acc;
-#pragma unroll
-      for (int v = 0; v < V; ++v) acc.v[v] = b[v];
-#pragma unroll
-      for (int kh = 0; kh < 3; ++kh) {
-        if (h + kh - 1 < 0 || h + kh - 1 >= H) continue;
-        const float* row = in + ((r + kh - 1) * W) * C + c;
-#pragma unroll
-        for (int kw = 0; kw < 3; ++kw) {
-          const int ww = int(w) + kw - 1;
-          if (ww < 0 || ww >= W) continue;
-          const Pack<float, V> x = *reinterpret_cast<const Pack<float, V>*>(row + int64_t(ww) * C);
-#pragma unroll
-          for (int v = 0; v < V; ++v) acc.v[v] += x.v[v] * tap[kh * 3 + kw][v];
-        }
-      }
-      auto* dst = reinterpret_cast<Pack<float, V>*>(out + (r * W + w) * C + c);
-      if (backward) {
-        Pack<float, V> o = *dst;
-#pragma unroll
-        for (int v = 0; v < V; ++v) o.v[v] += acc.v[v];
-        *dst = o;
-      } else {
-        *dst = acc;
-      }
-    }
-  }
-}
 
 // Weight and bias gradient sums: 9 taps then the bias, per channel.
 constexpr int kDwSums = 10, kDwCols = 32, kDwLanes = 8;
@@ -366,20 +251,14 @@ __global__ void dw3x3_grad_combine_kernel(float* __restrict__ dweight, float* __
   }
 }
 
+// out = bias + taps(x, weight) (forward), or out += taps(dout, flipped weight) (backward dx).
 void dw3x3(float* out, const float* in, const float* weight, const float* bias, int64_t B, int64_t H, int64_t W,
            int64_t C, bool backward, Stream s) {
-  constexpr int kDwThreads = 128;
-  const int V = vector_width<float>({C}, {out, in}) >= 4 ? 4 : 1;
-  const int64_t columns = W * (C / V), rows = B * H;  // threads per image row, image rows
-  MM_CHECK(columns <= INT32_MAX && H <= INT32_MAX, "dwconv3x3: an image row of " + std::to_string(W) + " x " +
-                                                         std::to_string(C) + " is too large");
-  const dim3 grid(grid_for(columns, kDwThreads), unsigned(std::min<int64_t>((rows + kDwRows - 1) / kDwRows, 65535)));
-  const FastDivmod cv(uint32_t(C / V));
-  if (V == 4)
-    dw3x3_kernel<4><<<grid, kDwThreads, 0, s>>>(out, in, weight, bias, rows, int(H), int(W), int(C), cv, backward);
+  const DwWeights wt{weight, 9, 1, backward};  // PyTorch's (C,1,3,3)
+  if (backward)
+    launch_dw3x3(out, C, in, C, wt, nullptr, B, H, W, C, DwAccumulate{}, s, "dw3x3_kernel (backward dx)");
   else
-    dw3x3_kernel<1><<<grid, kDwThreads, 0, s>>>(out, in, weight, bias, rows, int(H), int(W), int(C), cv, backward);
-  MM_CUDA_CHECK_LAUNCH(backward ? "dw3x3_kernel (backward dx)" : "dw3x3_kernel (forward)");
+    launch_dw3x3(out, C, in, C, wt, bias, B, H, W, C, DwStore{}, s, "dw3x3_kernel (forward)");
 }
 
 void check_dw_shape(int64_t B, int64_t H, int64_t W, int64_t C, const char* op) {

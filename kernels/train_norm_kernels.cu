@@ -11,6 +11,7 @@
 #include "cuda_common.cuh"
 #include "cuda_scratch.h"
 #include "cuda_train_ops.h"
+#include "row_groups.cuh"
 
 namespace mm::cuda {
 
@@ -148,45 +149,13 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x
 }
 
 // Rows of up to 32·kMaxRowVectors float4s (every LayerNorm of MedMamba but the patch
-// mergings' at the last stages) take G lanes each, a power of two up to 32, and each lane
-// holds K float4s of its row (the row's float4 j at lane j % G, slot j / G) in registers:
-// the row is read once, with all its loads in flight. The warp-per-row kernels above
-// left most of a warp idle on rows of 48 or 96 floats and passed over each row three times,
-// at about 1 TB/s.
-constexpr int kMaxRowVectors = 8;
-struct RowGroups {
-  int G = 0, K = 0;  // K = 0: the warp-per-row kernels
-};
+// mergings' at the last stages) take a lane group each (row_groups.cuh).
 RowGroups row_groups(int64_t C, std::initializer_list<const void*> rows) {
-  RowGroups r;
-  if (vector_width<float>({C}, rows) < 4) return r;
-  const int64_t nv = C / 4;
-  r.G = 1;
-  while (r.G < 32 && (nv + r.G - 1) / r.G > 4) r.G *= 2;
-  if ((nv + r.G - 1) / r.G <= kMaxRowVectors) r.K = int((nv + r.G - 1) / r.G);
-  return r;
+  if (vector_width<float>({C}, rows) < 4) return {};
+  return row_groups_for(C / 4);
 }
 
-// Sum over a group of G aligned lanes (G a power of two): the same bits in each of them.
-__device__ __forceinline__ float group_sum(float v, int G) {
-  for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 __device__ __forceinline__ float sum4(float4 v) { return ((v.x + v.y) + v.z) + v.w; }
-
-// Where thread t works: row t / G, lane t % G of its group. Threads past the last row
-// (live false) take part in the shuffles only.
-struct RowLane {
-  int64_t row;
-  int lane;
-  bool live;
-};
-__device__ __forceinline__ RowLane row_lane(int64_t N, int G) {
-  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  RowLane r{t / G, int(t % G), true};
-  if (r.row >= N) r.row = 0, r.live = false;
-  return r;
-}
 
 template <int K>
 __global__ void layernorm_forward_rows_kernel(float* out, float* mean, float* rstd, const float* x, const float* weight,
@@ -263,21 +232,6 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
     o.z += r * (gw[k].z - inv_c * (sum_g + xhat[k].z * sum_gx));
     o.w += r * (gw[k].w - inv_c * (sum_g + xhat[k].w * sum_gx));
     d[j] = o;
-  }
-}
-
-// Calls launch(std::integral_constant<int, K>{}) for K = rg.K (1..kMaxRowVectors).
-template <class F>
-void with_row_vectors(int K, F&& launch) {
-  switch (K) {
-    case 1: launch(std::integral_constant<int, 1>{}); break;
-    case 2: launch(std::integral_constant<int, 2>{}); break;
-    case 3: launch(std::integral_constant<int, 3>{}); break;
-    case 4: launch(std::integral_constant<int, 4>{}); break;
-    case 5: launch(std::integral_constant<int, 5>{}); break;
-    case 6: launch(std::integral_constant<int, 6>{}); break;
-    case 7: launch(std::integral_constant<int, 7>{}); break;
-    default: launch(std::integral_constant<int, 8>{}); break;
   }
 }
 

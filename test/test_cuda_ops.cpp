@@ -36,157 +36,192 @@ cuda::Stream kDefaultStream = nullptr;  // legacy stream: the test's copies orde
 
 }  // namespace
 
+// Row lengths cover the lane-group kernels (one to eight 16-byte packs a lane: 48 is ln_1 at
+// MedMamba-T's stage 1, 2048 in bf16 is eight packs on 32 lanes) and the warp-per-row kernel
+// (42 is not in packs; 2048 in float32 is too long for a group). Odd row counts leave lanes
+// of the last group without a row.
 TEST_CASE("cuda op: layernorm on strided rows (ln_1 on the right half) matches layernorm_forward") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(1);
-  const int64_t P = 2 * 7 * 7, C = 80, c = C / 2;
-  const auto w = random_vector(c, rng, 0.3f, 1.f), b = random_vector(c, rng, 0.2f);
-  const Tensor dw = to_gpu(w, DType::F32), db = to_gpu(b, DType::F32);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto x = rounded(random_vector(size_t(P * C), rng, 2.f, 0.5f), dt);
-    std::vector<float> right(size_t(P * c)), want(size_t(P * c));
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t j = 0; j < c; ++j) right[size_t(p * c + j)] = x[size_t(p * C + c + j)];
-    layernorm_forward(want.data(), nullptr, nullptr, right.data(), w.data(), b.data(), P, c);
-    Tensor dx = to_gpu(x, dt), dout = Tensor::empty({P * c}, dt, Device::CUDA);
-    cuda::layernorm(dt, dout.data(), static_cast<char*>(dx.data()) + c * dtype_size(dt), C, dw.as<float>(),
-                    db.as<float>(), P, c, kDefaultStream);
-    check_nmse("layernorm", from_gpu(dout), want, output_nmse(dt));
+  for (int64_t c : {40, 48, 96, 384, 1000, 2048, 42}) {
+    const int64_t P = c > 500 ? 37 : 2 * 7 * 7 + 1, C = 2 * c;
+    CAPTURE(c);
+    const auto w = random_vector(c, rng, 0.3f, 1.f), b = random_vector(c, rng, 0.2f);
+    const Tensor dw = to_gpu(w, DType::F32), db = to_gpu(b, DType::F32);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto x = rounded(random_vector(size_t(P * C), rng, 2.f, 0.5f), dt);
+      std::vector<float> right(size_t(P * c)), want(size_t(P * c));
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t j = 0; j < c; ++j) right[size_t(p * c + j)] = x[size_t(p * C + c + j)];
+      layernorm_forward(want.data(), nullptr, nullptr, right.data(), w.data(), b.data(), P, c);
+      Tensor dx = to_gpu(x, dt), dout = Tensor::empty({P * c}, dt, Device::CUDA);
+      cuda::layernorm(dt, dout.data(), static_cast<char*>(dx.data()) + c * dtype_size(dt), C, dw.as<float>(),
+                      db.as<float>(), P, c, kDefaultStream);
+      check_nmse("layernorm", from_gpu(dout), want, output_nmse(dt));
+    }
   }
 }
 
 TEST_CASE("cuda op: merge_layernorm matches patch_gather_forward + layernorm_forward") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(2);
-  const int64_t B = 2, H = 6, W = 4, C = 24, Po = B * (H / 2) * (W / 2);
-  const auto w = random_vector(4 * C, rng, 0.3f, 1.f), b = random_vector(4 * C, rng, 0.2f);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto x = rounded(random_vector(size_t(B * H * W * C), rng), dt);
-    std::vector<float> gathered(size_t(Po * 4 * C)), want(gathered.size());
-    patch_gather_forward(gathered.data(), x.data(), B, H, W, C);
-    layernorm_forward(want.data(), nullptr, nullptr, gathered.data(), w.data(), b.data(), Po, 4 * C);
-    Tensor dx = to_gpu(x, dt), dout = Tensor::empty({Po * 4 * C}, dt, Device::CUDA);
-    cuda::merge_layernorm(dt, dout.data(), dx.data(), to_gpu(w, DType::F32).as<float>(),
-                          to_gpu(b, DType::F32).as<float>(), B, H, W, C, kDefaultStream);
-    check_nmse("merge_layernorm", from_gpu(dout), want, output_nmse(dt));
+  // C = 20: groups in float32 only; 384: 4C = 1536 is a group in bf16, a warp per row in float32
+  for (int64_t C : {24, 20, 384}) {
+    const int64_t B = 2, H = 6, W = 4, Po = B * (H / 2) * (W / 2);
+    CAPTURE(C);
+    const auto w = random_vector(4 * C, rng, 0.3f, 1.f), b = random_vector(4 * C, rng, 0.2f);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto x = rounded(random_vector(size_t(B * H * W * C), rng), dt);
+      std::vector<float> gathered(size_t(Po * 4 * C)), want(gathered.size());
+      patch_gather_forward(gathered.data(), x.data(), B, H, W, C);
+      layernorm_forward(want.data(), nullptr, nullptr, gathered.data(), w.data(), b.data(), Po, 4 * C);
+      Tensor dx = to_gpu(x, dt), dout = Tensor::empty({Po * 4 * C}, dt, Device::CUDA);
+      cuda::merge_layernorm(dt, dout.data(), dx.data(), to_gpu(w, DType::F32).as<float>(),
+                            to_gpu(b, DType::F32).as<float>(), B, H, W, C, kDefaultStream);
+      check_nmse("merge_layernorm", from_gpu(dout), want, output_nmse(dt));
+    }
   }
 }
 
 TEST_CASE("cuda op: layernorm_gate matches layernorm_forward(y) * silu(z)") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(3);
-  const int64_t P = 3 * 5 * 5, D = 72;
-  const auto w = random_vector(D, rng, 0.3f, 1.f), b = random_vector(D, rng, 0.2f);
-  const auto y = random_vector(size_t(P * D), rng, 3.f, 1.f);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // z = xz[:, D:]
-    std::vector<float> want(size_t(P * D));
-    layernorm_forward(want.data(), nullptr, nullptr, y.data(), w.data(), b.data(), P, D);
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t j = 0; j < D; ++j) want[size_t(p * D + j)] *= silu(xz[size_t(p * 2 * D + D + j)]);
-    Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
-    cuda::layernorm_gate(dt, dout.data(), to_gpu(y, DType::F32).as<float>(),
-                         static_cast<char*>(dxz.data()) + D * dtype_size(dt), 2 * D, to_gpu(w, DType::F32).as<float>(),
-                         to_gpu(b, DType::F32).as<float>(), P, D, kDefaultStream);
-    check_nmse("layernorm_gate", from_gpu(dout), want, output_nmse(dt));
+  for (int64_t D : {72, 96, 768, 36}) {
+    const int64_t P = 3 * 5 * 5;
+    CAPTURE(D);
+    const auto w = random_vector(D, rng, 0.3f, 1.f), b = random_vector(D, rng, 0.2f);
+    const auto y = random_vector(size_t(P * D), rng, 3.f, 1.f);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // z = xz[:, D:]
+      std::vector<float> want(size_t(P * D));
+      layernorm_forward(want.data(), nullptr, nullptr, y.data(), w.data(), b.data(), P, D);
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t j = 0; j < D; ++j) want[size_t(p * D + j)] *= silu(xz[size_t(p * 2 * D + D + j)]);
+      Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
+      cuda::layernorm_gate(dt, dout.data(), to_gpu(y, DType::F32).as<float>(),
+                           static_cast<char*>(dxz.data()) + D * dtype_size(dt), 2 * D,
+                           to_gpu(w, DType::F32).as<float>(), to_gpu(b, DType::F32).as<float>(), P, D, kDefaultStream);
+      check_nmse("layernorm_gate", from_gpu(dout), want, output_nmse(dt));
+    }
   }
 }
 
+// D = 48: 8 channels a thread in bf16/fp16, 4 in float32; 20: 4; 6: 1. B·H image rows are
+// walked 8 to a thread, so these shapes have runs of rows that cross from one image to the next.
 TEST_CASE("cuda op: dwconv3x3_silu matches dwconv3x3_forward + silu_forward") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(4);
-  const int64_t B = 2, H = 5, W = 7, D = 48, P = B * H * W;
-  const auto w = random_vector(D * 9, rng, 0.3f), bias = random_vector(D, rng, 0.1f);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // x = xz[:, :D]
-    std::vector<float> xin(size_t(P * D)), want(size_t(P * D));
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t j = 0; j < D; ++j) xin[size_t(p * D + j)] = xz[size_t(p * 2 * D + j)];
-    dwconv3x3_forward(want.data(), xin.data(), w.data(), bias.data(), B, H, W, D);
-    silu_forward(want.data(), want.data(), P * D);
-    std::vector<float> w_taps(w.size());  // (3,3,D), the kernel's layout
-    for (int64_t c = 0; c < D; ++c)
-      for (int64_t k = 0; k < 9; ++k) w_taps[size_t(k * D + c)] = w[size_t(c * 9 + k)];
-    Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
-    cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w_taps, DType::F32).as<float>(),
-                         to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream);
-    check_nmse("dwconv3x3_silu", from_gpu(dout), want, output_nmse(dt));
+  struct Shape { int64_t B, H, W, D; };
+  for (const Shape sh : {Shape{2, 5, 7, 48}, Shape{5, 3, 4, 20}, Shape{3, 6, 2, 6}}) {
+    const int64_t B = sh.B, H = sh.H, W = sh.W, D = sh.D, P = B * H * W;
+    CAPTURE(D);
+    const auto w = random_vector(D * 9, rng, 0.3f), bias = random_vector(D, rng, 0.1f);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto xz = rounded(random_vector(size_t(P * 2 * D), rng), dt);  // x = xz[:, :D]
+      std::vector<float> xin(size_t(P * D)), want(size_t(P * D));
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t j = 0; j < D; ++j) xin[size_t(p * D + j)] = xz[size_t(p * 2 * D + j)];
+      dwconv3x3_forward(want.data(), xin.data(), w.data(), bias.data(), B, H, W, D);
+      silu_forward(want.data(), want.data(), P * D);
+      std::vector<float> w_taps(w.size());  // (3,3,D), the kernel's layout
+      for (int64_t c = 0; c < D; ++c)
+        for (int64_t k = 0; k < 9; ++k) w_taps[size_t(k * D + c)] = w[size_t(c * 9 + k)];
+      Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
+      cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w_taps, DType::F32).as<float>(),
+                           to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream);
+      check_nmse("dwconv3x3_silu", from_gpu(dout), want, output_nmse(dt));
+    }
   }
 }
 
+// c = 20: 4 channels a thread; 48: 8 in bf16/fp16; 6: 1. Without BN: the block's second conv.
 TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU ops") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(5);
-  const int64_t B = 2, H = 6, W = 5, C = 40, c = 20, P = B * H * W;  // left half of a (P,C) input
-  const auto bn_w = random_vector(c, rng, 0.2f, 1.f), bn_b = random_vector(c, rng, 0.2f);
-  const auto rm = random_vector(c, rng, 0.3f), rv = random_vector(c, rng, 0.2f, 1.2f);
-  std::vector<float> scale(c), shift(c);
-  for (int64_t i = 0; i < c; ++i) {
-    scale[size_t(i)] = bn_w[size_t(i)] / std::sqrt(rv[size_t(i)] + 1e-5f);
-    shift[size_t(i)] = bn_b[size_t(i)] - rm[size_t(i)] * scale[size_t(i)];
-  }
   cuda::GemmRunner gemm(/*allow_tf32=*/true);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto x = rounded(random_vector(size_t(P * C), rng), dt);
-    const auto wt = rounded(random_vector(size_t(c * c * 9), rng, 0.1f), dt);  // (co,ci,kh,kw)
-    const auto bias = rounded(random_vector(size_t(c), rng, 0.1f), dt);
-    std::vector<float> left(size_t(P * c)), normed(size_t(P * c)), want(size_t(P * c));
-    for (int64_t p = 0; p < P; ++p)
-      for (int64_t j = 0; j < c; ++j) left[size_t(p * c + j)] = x[size_t(p * C + j)];
-    batchnorm_forward_eval(normed.data(), left.data(), rm.data(), rv.data(), bn_w.data(), bn_b.data(), P, c);
-    Conv2dShape cs;
-    cs.B = B; cs.H = H; cs.W = W; cs.Cin = c; cs.Cout = c; cs.KH = cs.KW = 3; cs.pad = 1;
-    conv2d_forward(want.data(), normed.data(), wt.data(), bias.data(), cs, nullptr);
-    relu_forward(want.data(), want.data(), P * c);
+  for (int64_t c : {20, 48, 6})
+    for (bool with_bn : {true, false}) {
+      const int64_t B = 2, H = 6, W = 5, C = 2 * c, P = B * H * W;  // left half of a (P,C) input
+      CAPTURE(c);
+      CAPTURE(with_bn);
+      const auto bn_w = random_vector(c, rng, 0.2f, 1.f), bn_b = random_vector(c, rng, 0.2f);
+      const auto rm = random_vector(c, rng, 0.3f), rv = random_vector(c, rng, 0.2f, 1.2f);
+      std::vector<float> scale(c), shift(c);
+      for (int64_t i = 0; i < c; ++i) {
+        scale[size_t(i)] = bn_w[size_t(i)] / std::sqrt(rv[size_t(i)] + 1e-5f);
+        shift[size_t(i)] = bn_b[size_t(i)] - rm[size_t(i)] * scale[size_t(i)];
+      }
+      for (DType dt : kTypes) {
+        CAPTURE(std::string(dtype_name(dt)));
+        const auto x = rounded(random_vector(size_t(P * C), rng), dt);
+        const auto wt = rounded(random_vector(size_t(c * c * 9), rng, 0.1f), dt);  // (co,ci,kh,kw)
+        const auto bias = rounded(random_vector(size_t(c), rng, 0.1f), dt);
+        std::vector<float> left(size_t(P * c)), normed(size_t(P * c)), want(size_t(P * c));
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t j = 0; j < c; ++j) left[size_t(p * c + j)] = x[size_t(p * C + j)];
+        if (with_bn)
+          batchnorm_forward_eval(normed.data(), left.data(), rm.data(), rv.data(), bn_w.data(), bn_b.data(), P, c);
+        else
+          normed = left;
+        Conv2dShape cs;
+        cs.B = B; cs.H = H; cs.W = W; cs.Cin = c; cs.Cout = c; cs.KH = cs.KW = 3; cs.pad = 1;
+        conv2d_forward(want.data(), normed.data(), wt.data(), bias.data(), cs, nullptr);
+        relu_forward(want.data(), want.data(), P * c);
 
-    std::vector<float> w_khkwci(wt.size());  // the layout of im2col3x3's columns
-    for (int64_t co = 0; co < c; ++co)
-      for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t k = 0; k < 9; ++k) w_khkwci[size_t((co * 9 + k) * c + ci)] = wt[size_t((co * c + ci) * 9 + k)];
-    Tensor dx = to_gpu(x, dt), col = Tensor::empty({P * 9 * c}, dt, Device::CUDA);
-    Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA), dw = to_gpu(w_khkwci, dt), db = to_gpu(bias, dt);
-    cuda::im2col3x3(dt, col.data(), dx.data(), C, to_gpu(scale, DType::F32).as<float>(),
-                    to_gpu(shift, DType::F32).as<float>(), B, H, W, c, kDefaultStream);
-    cuda::GemmArgs a;
-    a.M = P; a.N = c; a.K = 9 * c; a.x = col.data(); a.ldx = 9 * c; a.x_type = dt; a.w = dw.data();
-    a.out = dout.data(); a.ldo = c; a.out_type = dt; a.bias = db.data(); a.relu = true;
-    gemm.run(a, kDefaultStream);
-    // The BN'd input is rounded to dt in the im2col matrix: twice the output rounding.
-    check_nmse("conv3x3", from_gpu(dout), want, 3 * gemm_nmse(dt));
-  }
+        std::vector<float> w_khkwci(wt.size());  // the layout of im2col3x3's columns
+        for (int64_t co = 0; co < c; ++co)
+          for (int64_t ci = 0; ci < c; ++ci)
+            for (int64_t k = 0; k < 9; ++k)
+              w_khkwci[size_t((co * 9 + k) * c + ci)] = wt[size_t((co * c + ci) * 9 + k)];
+        Tensor dx = to_gpu(x, dt), col = Tensor::empty({P * 9 * c}, dt, Device::CUDA);
+        Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA), dw = to_gpu(w_khkwci, dt), db = to_gpu(bias, dt);
+        const Tensor dscale = to_gpu(scale, DType::F32), dshift = to_gpu(shift, DType::F32);
+        cuda::im2col3x3(dt, col.data(), dx.data(), C, with_bn ? dscale.as<float>() : nullptr,
+                        with_bn ? dshift.as<float>() : nullptr, B, H, W, c, kDefaultStream);
+        cuda::GemmArgs a;
+        a.M = P; a.N = c; a.K = 9 * c; a.x = col.data(); a.ldx = 9 * c; a.x_type = dt; a.w = dw.data();
+        a.out = dout.data(); a.ldo = c; a.out_type = dt; a.bias = db.data(); a.relu = true;
+        gemm.run(a, kDefaultStream);
+        // The BN'd input is rounded to dt in the im2col matrix: twice the output rounding.
+        check_nmse("conv3x3", from_gpu(dout), want, 3 * gemm_nmse(dt));
+      }
+    }
 }
 
+// k = 4: 16-byte loads of 4 image values; k = 2: one value at a time.
 TEST_CASE("cuda op: patchify + GEMM matches the 4x4 stride-4 conv2d_forward of the patch embedding") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(6);
-  const int64_t B = 2, Cin = 3, S = 16, C0 = 24, P = B * (S / 4) * (S / 4);
-  const auto img = random_vector(size_t(B * Cin * S * S), rng);
-  std::vector<float> nhwc(img.size());
-  nchw_to_nhwc(nhwc.data(), img.data(), B, Cin, S, S);
   cuda::GemmRunner gemm(true);
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto wt = rounded(random_vector(size_t(C0 * Cin * 16), rng, 0.2f), dt);
-    const auto bias = rounded(random_vector(size_t(C0), rng, 0.1f), dt);
-    // The GPU rounds the image to dt inside patchify: give the CPU the same rounding.
-    const auto nhwc_r = rounded(nhwc, dt);
-    std::vector<float> want(size_t(P * C0));
-    Conv2dShape cs;
-    cs.B = B; cs.H = S; cs.W = S; cs.Cin = Cin; cs.Cout = C0; cs.KH = cs.KW = 4; cs.stride = 4;
-    conv2d_forward(want.data(), nhwc_r.data(), wt.data(), bias.data(), cs, nullptr);
-    Tensor dimg = to_gpu(img, DType::F32), col = Tensor::empty({P * Cin * 16}, dt, Device::CUDA);
-    Tensor dout = Tensor::empty({P * C0}, dt, Device::CUDA), dw = to_gpu(wt, dt), db = to_gpu(bias, dt);
-    cuda::patchify(dt, col.data(), dimg.as<float>(), B, Cin, S, 4, kDefaultStream);
-    cuda::GemmArgs a;
-    a.M = P; a.N = C0; a.K = Cin * 16; a.x = col.data(); a.ldx = a.K; a.x_type = dt; a.w = dw.data();
-    a.out = dout.data(); a.ldo = C0; a.out_type = dt; a.bias = db.data();
-    gemm.run(a, kDefaultStream);
-    check_nmse("patch embedding", from_gpu(dout), want, gemm_nmse(dt));
+  for (int64_t k : {4, 2}) {
+    const int64_t B = 2, Cin = 3, S = 16, C0 = 24, P = B * (S / k) * (S / k), K = Cin * k * k;
+    CAPTURE(k);
+    const auto img = random_vector(size_t(B * Cin * S * S), rng);
+    std::vector<float> nhwc(img.size());
+    nchw_to_nhwc(nhwc.data(), img.data(), B, Cin, S, S);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto wt = rounded(random_vector(size_t(C0 * K), rng, 0.2f), dt);
+      const auto bias = rounded(random_vector(size_t(C0), rng, 0.1f), dt);
+      // The GPU rounds the image to dt inside patchify: give the CPU the same rounding.
+      const auto nhwc_r = rounded(nhwc, dt);
+      std::vector<float> want(size_t(P * C0));
+      Conv2dShape cs;
+      cs.B = B; cs.H = S; cs.W = S; cs.Cin = Cin; cs.Cout = C0; cs.KH = cs.KW = k; cs.stride = k;
+      conv2d_forward(want.data(), nhwc_r.data(), wt.data(), bias.data(), cs, nullptr);
+      Tensor dimg = to_gpu(img, DType::F32), col = Tensor::empty({P * K}, dt, Device::CUDA);
+      Tensor dout = Tensor::empty({P * C0}, dt, Device::CUDA), dw = to_gpu(wt, dt), db = to_gpu(bias, dt);
+      cuda::patchify(dt, col.data(), dimg.as<float>(), B, Cin, S, k, kDefaultStream);
+      cuda::GemmArgs a;
+      a.M = P; a.N = C0; a.K = K; a.x = col.data(); a.ldx = a.K; a.x_type = dt; a.w = dw.data();
+      a.out = dout.data(); a.ldo = C0; a.out_type = dt; a.bias = db.data();
+      gemm.run(a, kDefaultStream);
+      check_nmse("patch embedding", from_gpu(dout), want, gemm_nmse(dt));
+    }
   }
 }
 
@@ -217,21 +252,26 @@ TEST_CASE("cuda op: GEMM matches linear_forward (activation and float32 outputs,
       }
 }
 
+// c = 24: 8 and 16 bytes a thread; 61·3 elements: one element a thread.
 TEST_CASE("cuda op: shuffle_residual matches concat_shuffle_forward + residual") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(8);
-  const int64_t P = 61, c = 24;
-  for (DType dt : kTypes) {
-    CAPTURE(std::string(dtype_name(dt)));
-    const auto l = rounded(random_vector(size_t(P * c), rng), dt), s = rounded(random_vector(size_t(P * c), rng), dt);
-    const auto x = rounded(random_vector(size_t(P * 2 * c), rng), dt);
-    std::vector<float> want(size_t(P * 2 * c));
-    concat_shuffle_forward(want.data(), l.data(), s.data(), P, c);
-    for (size_t i = 0; i < want.size(); ++i) want[i] += x[i];
-    Tensor dout = Tensor::empty({P * 2 * c}, dt, Device::CUDA);
-    Tensor dl = to_gpu(l, dt), ds = to_gpu(s, dt), dx = to_gpu(x, dt);
-    cuda::shuffle_residual(dt, dout.data(), dl.data(), ds.data(), dx.data(), P, c, kDefaultStream);
-    check_nmse("shuffle_residual", from_gpu(dout), want, output_nmse(dt));
+  for (int64_t c : {24, 3}) {
+    const int64_t P = 61;
+    CAPTURE(c);
+    for (DType dt : kTypes) {
+      CAPTURE(std::string(dtype_name(dt)));
+      const auto l = rounded(random_vector(size_t(P * c), rng), dt);
+      const auto s = rounded(random_vector(size_t(P * c), rng), dt);
+      const auto x = rounded(random_vector(size_t(P * 2 * c), rng), dt);
+      std::vector<float> want(size_t(P * 2 * c));
+      concat_shuffle_forward(want.data(), l.data(), s.data(), P, c);
+      for (size_t i = 0; i < want.size(); ++i) want[i] += x[i];
+      Tensor dout = Tensor::empty({P * 2 * c}, dt, Device::CUDA);
+      Tensor dl = to_gpu(l, dt), ds = to_gpu(s, dt), dx = to_gpu(x, dt);
+      cuda::shuffle_residual(dt, dout.data(), dl.data(), ds.data(), dx.data(), P, c, kDefaultStream);
+      check_nmse("shuffle_residual", from_gpu(dout), want, output_nmse(dt));
+    }
   }
 }
 
