@@ -22,7 +22,7 @@
 #
 # It builds what is committed (HEAD, exported to /tmp/mm-device-bundle-src),
 # not the work in progress beside it in the tree. The first build takes about
-# 20 minutes on 2 cores (the CUDA kernels); later ones reuse ccache.
+# 20 minutes on 2 cores (the CUDA kernels); later ones reuse ccache where it is installed.
 #
 # Build flags: -march=$MARCH (default x86-64-v3: AVX2, FMA) instead of
 # -march=native (the device's Xeon need not have this machine's AVX-512 or
@@ -41,10 +41,11 @@ if [ "$(cat "$src/.head" 2>/dev/null)" != "$(git rev-parse HEAD)" ]; then  # els
   rm -rf "$src" && mkdir -p "$src" && git archive HEAD | tar -x -C "$src" && git rev-parse HEAD >"$src/.head"
 fi
 echo "building HEAD $(git rev-parse --short HEAD) from $src"
+launcher=()  # ccache where installed (setup.sh does not install it)
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DMM_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DMM_NATIVE=OFF "-DCMAKE_CXX_FLAGS=-march=${MARCH:-x86-64-v3}" -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON \
-  -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON -DMM_BUILD_TESTS=OFF \
-  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
+  -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON -DMM_BUILD_TESTS=OFF "${launcher[@]}" >/dev/null
 cmake --build "$build" -j2 --target mm-predict mm-eval mm-train
 
 rm -rf "$bundle"
