@@ -203,7 +203,7 @@ void block_backward(float* dx, const float* dout, const BlockWeights& w, const B
     const float *yn = a.yn.f32(), *z = a.z.f32();
 #pragma omp parallel for simd
     for (int64_t i = 0; i < P * D; ++i) {
-      const float sg = sigmoid(z[i]);
+      const float sg = sigmoid_vectorisable(z[i]);  // of the forward's silu_vectorisable(z)
       dyn[i] = dg[i] * z[i] * sg;
       dz[i] = dg[i] * yn[i] * sg * (1.f + z[i] * (1.f - sg));
     }

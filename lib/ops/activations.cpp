@@ -1,5 +1,7 @@
 #include "ops/activations.h"
 
+#include "ops/vector_math.h"
+
 namespace mm {
 
 void relu_forward(float* out, const float* x, int64_t n) {
@@ -22,10 +24,11 @@ void relu_backward(float* dx, const float* dout, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dx[i] += x[i] > 0.f ? dout[i] : 0.f;
 }
 
+// The derivative of silu_vectorisable, the SiLU the model's forward passes use.
 void silu_backward(float* dx, const float* dout, const float* x, int64_t n) {
 #pragma omp parallel for simd
   for (int64_t i = 0; i < n; ++i) {
-    const float s = sigmoid(x[i]);
+    const float s = sigmoid_vectorisable(x[i]);
     dx[i] += dout[i] * s * (1.f + x[i] * (1.f - s));
   }
 }

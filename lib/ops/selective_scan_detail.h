@@ -44,11 +44,11 @@ inline float softplus(float x) {
 }
 
 // softplus(x), and its derivative in `grad`: sigmoid(x), which like PyTorch's is exactly 1 above
-// the threshold (1/(1 + e^-x) rounds to 1 for x > 17).
+// the threshold (1/(1 + e^-x) rounds to 1 for x > 17): 1/(1 + e) for x >= 0, e/(1 + e) below,
+// the factor picked by one_or so that the backward scan's loop over it vectorises on AVX2.
 inline float softplus_and_grad(float x, float& grad) {
   const float e = exp_nonpos(-std::fabs(x));
-  const float inv = 1.0f / (1.0f + e);
-  grad = x >= 0.0f ? inv : e * inv;
+  grad = one_or(e, x) * (1.0f / (1.0f + e));
   return (x > 0.0f ? x : 0.0f) + log1p_unit(e);
 }
 

@@ -61,22 +61,30 @@ inline float exp2_nonpos_coarse(float x) {
   return times_pow2(p, n);
 }
 
-// x·sigmoid(x), as silu() in activations.h to ~2e-7 relative: x·r for x >= 0, x·(e·r) below
-// (r = 1/(1 + e), e = exp(-|x|)). The factor, 1 or e, is picked with integer masks on x's sign
-// bit (-0 takes e = 1, the same value): written `x >= 0 ? r : e * r`, gcc makes e·r conditional
-// and, under -ftrapping-math, cannot vectorise that without AVX-512's masked multiplies, so on
-// AVX2 every loop calling this ran scalar. Same values as that form, bit for bit.
-inline float silu_vectorisable(float x) {
-  const float e = exp2_nonpos(-std::fabs(x) * 1.44269504088896341f);  // exp(-|x|) in (0, 1]
-  const float r = 1.f / (1.f + e);
+// 1.0f where x's sign bit is clear, e where it is set, by integer masks on the sign bit. Written
+// `x >= 0 ? r : e * r`, gcc makes e·r conditional and, under -ftrapping-math, cannot vectorise
+// that without AVX-512's masked multiplies, so on AVX2 every loop calling it ran scalar; a
+// factor picked this way and multiplied in always gives the same values (-0 takes e, which
+// is 1 wherever e = exp(-|x|)).
+inline float one_or(float e, float x) {
   int32_t xb, eb;
   std::memcpy(&xb, &x, sizeof xb);
   std::memcpy(&eb, &e, sizeof eb);
-  const int32_t neg = xb >> 31;                                // all ones where x's sign bit is set
-  const int32_t fb = (eb & neg) | (0x3f800000 & ~neg);         // e, or 1.0f
+  const int32_t neg = xb >> 31;                         // all ones where x's sign bit is set
+  const int32_t fb = (eb & neg) | (0x3f800000 & ~neg);  // e, or 1.0f
   float factor;
   std::memcpy(&factor, &fb, sizeof factor);
-  return x * (factor * r);
+  return factor;
 }
+
+// sigmoid(x), as sigmoid() in activations.h to ~2e-7 relative: r for x >= 0, e·r below
+// (r = 1/(1 + e), e = exp(-|x|)), vectorisable on AVX2 (one_or).
+inline float sigmoid_vectorisable(float x) {
+  const float e = exp2_nonpos(-std::fabs(x) * 1.44269504088896341f);  // exp(-|x|) in (0, 1]
+  return one_or(e, x) * (1.f / (1.f + e));
+}
+
+// x·sigmoid(x), as silu() in activations.h to ~2e-7 relative.
+inline float silu_vectorisable(float x) { return x * sigmoid_vectorisable(x); }
 
 }  // namespace mm
