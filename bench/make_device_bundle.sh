@@ -30,9 +30,21 @@
 # makes the resize's double sums 8 wide instead of 4: 0.30 -> 0.15 ms per CT
 # slice here); no oneDNN (the CPU bf16 path, 39 MB, is not what the device
 # runs) and no MPI.
+#
+# Needs here, besides the build's packages: pydicom (python3-pydicom), DCMTK's
+# dcmcjpeg and dcmcjpls, and GDCM's gdcmconv (libgdcm-tools) for the template
+# step. setup.sh installs neither pydicom nor gdcmconv, so they are checked
+# first, before the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-h14-cuda}
+missing=()
+/usr/bin/python3 -c 'import pydicom' 2>/dev/null || missing+=("pydicom (python3-pydicom)")
+for tool in dcmcjpeg dcmcjpls gdcmconv; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "make_device_bundle.sh: missing for the CT templates: ${missing[*]}" >&2
+  exit 1
+fi
 bundle=.device-data/bundle
 export PATH=/usr/local/cuda/bin:$PATH
 
