@@ -23,6 +23,12 @@ struct ConvDimsT {
 };
 using ConvDims = ConvDimsT<int64_t>;
 
+// d in index type I, for a launch whose indices all fit in it (the caller checks).
+template <class I>
+ConvDimsT<I> narrowed(const ConvDims& d) {
+  return {I(d.B), I(d.H), I(d.W), I(d.Cin), I(d.KH), I(d.KW), I(d.stride), I(d.pad), I(d.OH), I(d.OW), I(d.K)};
+}
+
 // ---------------------------------------------------------------------------
 // im2col: col (P,K), P = B·OH·OW pixels. Row p is KH·KW runs of Cin channels, each a copy of
 // one input pixel (zeros outside the image), so warps read and write contiguous memory, V
@@ -49,24 +55,18 @@ __global__ void im2col_kernel(TOut* __restrict__ col, const TIn* __restrict__ x,
   const uint32_t b = q.oh.div(r), oh = q.oh.mod(r, b);
   const int ih = int(oh) * d.stride - d.pad + int(kh), iw = int(ow) * d.stride - d.pad + int(kw);
   const int c0 = int(cv) * V;
-  Pack<TOut, V> out;
+  float v[V] = {};  // zero padding outside the image
   if (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W) {
-    const Pack<TIn, V> v = *reinterpret_cast<const Pack<TIn, V>*>(x + int64_t((int(b) * d.H + ih) * d.W + iw) * ldx + c0);
+    load_pack(x + int64_t((int(b) * d.H + ih) * d.W + iw) * ldx + c0, v);
     if (scale) {
       float sc[V], sh[V];
       load_floats(scale + c0, sc);
       load_floats(shift + c0, sh);
 #pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = from_f32<TOut>(fmaf(to_f32(v.v[e]), sc[e], sh[e]));
-    } else {
-#pragma unroll
-      for (int e = 0; e < V; ++e) out.v[e] = from_f32<TOut>(to_f32(v.v[e]));
+      for (int e = 0; e < V; ++e) v[e] = fmaf(v[e], sc[e], sh[e]);
     }
-  } else {
-#pragma unroll
-    for (int e = 0; e < V; ++e) out.v[e] = from_f32<TOut>(0.f);
   }
-  reinterpret_cast<Pack<TOut, V>*>(col)[int64_t(r0) * (d.OW * (d.K / V)) + i] = out;
+  store_pack(col + (int64_t(r0) * (d.OW * (d.K / V)) + i) * V, v);
 }
 
 // Channels per thread: 8, 4 or 1, the widest that divides Cin and ldx, keeps the column
@@ -93,8 +93,7 @@ void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, con
   MM_CHECK(per_row <= INT32_MAX && rows <= INT32_MAX && d.B * d.H * d.W <= INT32_MAX,
            "im2col: too large, B=" + std::to_string(d.B) + " H=" + std::to_string(d.H) + " W=" + std::to_string(d.W) +
                " OH=" + std::to_string(d.OH) + " OW=" + std::to_string(d.OW) + " K=" + std::to_string(d.K));
-  const ConvDimsT<int> di{int(d.B),  int(d.H),   int(d.W),  int(d.Cin), int(d.KH), int(d.KW),
-                          int(d.stride), int(d.pad), int(d.OH), int(d.OW),  int(d.K)};
+  const ConvDimsT<int> di = narrowed<int>(d);
   const Im2colDivs q{FastDivmod(uint32_t(per_row)), FastDivmod(uint32_t(d.KH * d.KW * (d.Cin / V))),
                      FastDivmod(uint32_t(d.Cin / V)), FastDivmod(uint32_t(d.KW)), FastDivmod(uint32_t(d.OH))};
   for_row_chunks(rows, per_row, [&](int64_t r0, int64_t nr) {
@@ -126,29 +125,25 @@ struct DwWeights {
 // Epilogues: out = bias + taps (Store), out += taps (Accumulate), out = SiLU(bias + taps).
 struct DwStore {
   template <class T, int V>
-  __device__ void operator()(T* dst, const float (&acc)[V]) const {
-    Pack<T, V> o;
-#pragma unroll
-    for (int v = 0; v < V; ++v) o.v[v] = from_f32<T>(acc[v]);
-    *reinterpret_cast<Pack<T, V>*>(dst) = o;
-  }
+  __device__ void operator()(T* dst, const float (&acc)[V]) const { store_pack(dst, acc); }
 };
 struct DwAccumulate {
   template <class T, int V>
   __device__ void operator()(T* dst, const float (&acc)[V]) const {
-    Pack<T, V> o = *reinterpret_cast<Pack<T, V>*>(dst);
+    float o[V];
+    load_pack(dst, o);
 #pragma unroll
-    for (int v = 0; v < V; ++v) o.v[v] = from_f32<T>(to_f32(o.v[v]) + acc[v]);
-    *reinterpret_cast<Pack<T, V>*>(dst) = o;
+    for (int v = 0; v < V; ++v) o[v] += acc[v];
+    store_pack(dst, o);
   }
 };
 struct DwSilu {
   template <class T, int V>
   __device__ void operator()(T* dst, const float (&acc)[V]) const {
-    Pack<T, V> o;
+    float o[V];
 #pragma unroll
-    for (int v = 0; v < V; ++v) o.v[v] = from_f32<T>(silu_f(acc[v]));
-    *reinterpret_cast<Pack<T, V>*>(dst) = o;
+    for (int v = 0; v < V; ++v) o[v] = silu_f(acc[v]);
+    store_pack(dst, o);
   }
 };
 

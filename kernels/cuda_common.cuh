@@ -9,6 +9,7 @@
 #include <climits>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/tensor.h"
@@ -86,6 +87,25 @@ __device__ __forceinline__ void load_floats(const float* p, float (&v)[V]) {
 #pragma unroll
     for (int k = 0; k < V; ++k) v[k] = p[k];
   }
+}
+
+// v = the V elements at p as floats (one load of V·sizeof(T) bytes, p aligned to it).
+template <class T, int V>
+__device__ __forceinline__ void load_pack(const T* p, float (&v)[V]) {
+  if constexpr (std::is_same<T, float>::value) {
+    load_floats(p, v);
+  } else {
+    const Pack<T, V> q = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] = to_f32(q.v[k]);
+  }
+}
+template <class T, int V>
+__device__ __forceinline__ void store_pack(T* p, const float (&v)[V]) {
+  Pack<T, V> q;
+#pragma unroll
+  for (int k = 0; k < V; ++k) q.v[k] = from_f32<T>(v[k]);
+  *reinterpret_cast<Pack<T, V>*>(p) = q;
 }
 
 // Widest vector (in elements, 16 bytes at most) that divides every row length and offset given.

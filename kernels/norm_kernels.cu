@@ -21,25 +21,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 
-// v = the V elements at p as floats (one load of V·sizeof(T) bytes, p aligned to it).
-template <class T, int V>
-__device__ __forceinline__ void load_pack(const T* p, float (&v)[V]) {
-  if constexpr (std::is_same<T, float>::value) {
-    load_floats(p, v);
-  } else {
-    const Pack<T, V> q = *reinterpret_cast<const Pack<T, V>*>(p);
-#pragma unroll
-    for (int k = 0; k < V; ++k) v[k] = to_f32(q.v[k]);
-  }
-}
-template <class T, int V>
-__device__ __forceinline__ void store_pack(T* p, const float (&v)[V]) {
-  Pack<T, V> q;
-#pragma unroll
-  for (int k = 0; k < V; ++k) q.v[k] = from_f32<T>(v[k]);
-  *reinterpret_cast<Pack<T, V>*>(p) = q;
-}
-
 // Loaders and storers: pack j of a row is its elements [j·V, j·V + V).
 template <class T>
 struct StridedRows {
@@ -164,8 +145,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int j = i * 32 + lane;
+    if (j >= C) continue;
     const float o[1] = {(v[i] - mean) * rstd * w[j] + b[j]};
-    if (j < C) store.template store<1>(row, j, o);
+    store.template store<1>(row, j, o);
   }
 }
 

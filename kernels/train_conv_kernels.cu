@@ -52,11 +52,6 @@ void with_index_type(int64_t largest, F&& f) {
   else f(int64_t{});
 }
 
-template <class I>
-ConvDimsT<I> narrowed(const ConvDims& d) {
-  return {I(d.B), I(d.H), I(d.W), I(d.Cin), I(d.KH), I(d.KW), I(d.stride), I(d.pad), I(d.OH), I(d.OW), I(d.K)};
-}
-
 std::string describe(const ConvShape& c) {
   return "B=" + std::to_string(c.B) + " H=" + std::to_string(c.H) + " W=" + std::to_string(c.W) +
          " Cin=" + std::to_string(c.Cin) + " Cout=" + std::to_string(c.Cout) + " kernel " + std::to_string(c.KH) +
