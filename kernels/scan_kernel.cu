@@ -75,14 +75,6 @@ __device__ __forceinline__ float softplus_f(float x) {
   return fmaxf(x, 0.f) + 2.f * s * q;
 }
 
-// *p += v where `pred`, as one predicated instruction. Behind an `if`, the compiler sinks v's
-// whole computation (the sum over states) into the branch, which again splits the step loop.
-// No "memory" clobber: nothing in the kernel reads y, so loads may move across the add.
-__device__ __forceinline__ void red_add_if(float* p, float v, bool pred) {
-  asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.u32 q, %2, 0;\n\t@q red.global.add.f32 [%0], %1;\n\t}" ::"l"(p), "f"(v),
-               "r"(int(pred)));
-}
-
 template <class T, int kLanes, int kRMax, int kPass>
 struct ScanTile {
   static constexpr int kStates = kN / kLanes;                // per lane
@@ -118,6 +110,12 @@ __global__ void __launch_bounds__(kMaxWarps * 32) ss2d_scan_kernel(ScanArgs a, S
   const int ch = lane / kLanes, sg = lane % kLanes;  // channel in tile, state group
   const int d0 = tile * kChannels, d = d0 + ch;
   const bool valid = d < D;
+  // Each step, lane i adds the y of channel d0 + i (i < kChannels) at column ycol of the
+  // step's row, and the other lanes add 0 at distinct columns of the same row: an add with
+  // no predicate. ptxas puts a predicated add (or an `if`) in a branch, and the branches
+  // split the step loop into blocks that the scheduler cannot overlap.
+  const int ycol = (d0 + lane) % D;  // distinct over the warp when D >= 32
+  const bool yown = lane < kChannels && d0 + lane < D;
   const int kd = k * D + (valid ? d : 0);
   // This lane's states in the segment buffers: ((b·4 + k)·D + d)·N + sg·kStates (< 2^31: checked at launch).
   const int E = int(a.B) * 4 * D * kN, sidx = ((b * 4 + k) * D + (valid ? d : 0)) * kN + sg * kStates;
@@ -217,7 +215,9 @@ __global__ void __launch_bounds__(kMaxWarps * 32) ss2d_scan_kernel(ScanArgs a, S
         }
 #pragma unroll
         for (int o = kLanes / 2; o > 0; o >>= 1) y += __shfl_xor_sync(0xffffffffu, y, o);
-        red_add_if(a.y + (max(p, 0) * D + d), fmaf(Dk, uv, y), sg == 0 && valid && p >= 0);  // p·D < 2^31: checked at launch
+        float v = fmaf(Dk, uv, y);
+        if constexpr (kLanes > 1) v = __shfl_sync(0xffffffffu, v, (lane % kChannels) * kLanes);
+        atomicAdd(a.y + (max(p, 0) * D + ycol), yown && p >= 0 ? v : 0.f);  // p·D < 2^31: checked at launch
       }
     }
     __syncwarp();  // buffer (c-c0)&1 is restaged two chunks later
