@@ -8,7 +8,6 @@
 // holding the row in registers; longer or unaligned rows take a warp each, element by element.
 #include <climits>
 #include <string>
-#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
