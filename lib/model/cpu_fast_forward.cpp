@@ -115,12 +115,18 @@ void shuffle_residual(float* out, const float* l, const float* s, const float* x
   }
 }
 
-void images_to_nhwc_bf16(uint16_t* out, const float* img, int64_t B, int64_t Cin, int64_t S) {
-#pragma omp parallel for
-  for (int64_t bh = 0; bh < B * S; ++bh)
-    for (int64_t x = 0; x < S; ++x)
-      for (int64_t ch = 0; ch < Cin; ++ch)
-        out[size_t((bh * S + x) * Cin + ch)] = float_to_bf16(img[(((bh / S) * Cin + ch) * S + bh % S) * S + x]);
+void images_to_patches_bf16(uint16_t* out, const float* img, int64_t B, int64_t Cin, int64_t S, int64_t k) {
+  const int64_t side = S / k, row = Cin * k * k;
+#pragma omp parallel for collapse(2)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oh = 0; oh < side; ++oh)
+      for (int64_t ci = 0; ci < Cin; ++ci)
+        for (int64_t kh = 0; kh < k; ++kh) {
+          const float* src = img + ((b * Cin + ci) * S + oh * k + kh) * S;  // one image row
+          uint16_t* dst = out + (b * side + oh) * side * row + (ci * k + kh) * k;
+          for (int64_t ow = 0; ow < side; ++ow)
+            for (int64_t kw = 0; kw < k; ++kw) dst[ow * row + kw] = float_to_bf16(src[ow * k + kw]);
+        }
 }
 
 void check_images(const Tensor& images, const ModelConfig& cfg, const char* precision) {

@@ -71,12 +71,15 @@ constexpr int64_t kSiluChunk = 32;  // channels summed in registers at once
 // One position's channels [c0, c0+n) of dwconv3x3_silu_forward (n <= kSiluChunk; kN = n, or 0
 // for a tail of run-time length), the sum in registers: bias, then the taps in
 // dw3x3_accumulate's order (so the same roundings), then SiLU.
-template <int64_t kN>
+// kInterior: all 9 taps inside the image (constant bounds, so that gcc unrolls the taps
+// and keeps acc in registers; with run-time bounds it stored acc to the stack every tap).
+template <int64_t kN, bool kInterior>
 inline void dw3x3_silu_chunk(float* u, const float* x, const float* taps, const float* bias,
                              int64_t C, int64_t W, int64_t c0, int64_t n, int64_t kh0, int64_t kh1, int64_t kw0,
                              int64_t kw1) {
   alignas(64) float acc[kSiluChunk];
   const int64_t len = kN > 0 ? kN : n;  // a constant trip count lets gcc keep acc in registers
+  if constexpr (kInterior) kh0 = 0, kh1 = 3, kw0 = 0, kw1 = 3;
 #pragma omp simd
   for (int64_t j = 0; j < len; ++j) acc[j] = bias ? bias[c0 + j] : 0.0f;
   for (int64_t kh = kh0; kh < kh1; ++kh)
@@ -90,18 +93,26 @@ inline void dw3x3_silu_chunk(float* u, const float* x, const float* taps, const 
   for (int64_t j = 0; j < len; ++j) u[c0 + j] = silu_vectorisable(acc[j]);
 }
 
+template <bool kInterior>
+void dw3x3_silu_position(float* up, const float* xp, const float* taps, const float* bias, int64_t C, int64_t W,
+                         int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1) {
+  int64_t c0 = 0;
+  for (; c0 + kSiluChunk <= C; c0 += kSiluChunk)
+    dw3x3_silu_chunk<kSiluChunk, kInterior>(up, xp, taps, bias, C, W, c0, kSiluChunk, kh0, kh1, kw0, kw1);
+  if (c0 < C) dw3x3_silu_chunk<0, kInterior>(up, xp, taps, bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+}
+
 }  // namespace
 
 void dwconv3x3_silu_forward(float* u, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
                             int64_t W, int64_t C, const std::function<void(int64_t, const float*)>& store) {
-  constexpr int64_t kChunk = kSiluChunk;
   const std::vector<float> taps = taps_channels_last(weight, C, false);
   for_each_position_3x3(B, H, W, [&](int64_t p, int64_t kh0, int64_t kh1, int64_t kw0, int64_t kw1) {
     float* up = u + p * C;
-    int64_t c0 = 0;
-    for (; c0 + kChunk <= C; c0 += kChunk)
-      dw3x3_silu_chunk<kChunk>(up, x + p * C, taps.data(), bias, C, W, c0, kChunk, kh0, kh1, kw0, kw1);
-    if (c0 < C) dw3x3_silu_chunk<0>(up, x + p * C, taps.data(), bias, C, W, c0, C - c0, kh0, kh1, kw0, kw1);
+    if (kh0 == 0 && kh1 == 3 && kw0 == 0 && kw1 == 3)
+      dw3x3_silu_position<true>(up, x + p * C, taps.data(), bias, C, W, kh0, kh1, kw0, kw1);
+    else
+      dw3x3_silu_position<false>(up, x + p * C, taps.data(), bias, C, W, kh0, kh1, kw0, kw1);
     if (store) store(p, up);
   });
 }
