@@ -67,12 +67,13 @@ __global__ void avgpool_kernel(T* __restrict__ out, const T* __restrict__ x, int
 }  // namespace
 
 void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias, int64_t B,
-                    int64_t H, int64_t W, int64_t C, Stream s) {
+                    int64_t H, int64_t W, int64_t C, Stream s, float* zero) {
   MM_CHECK(B > 0 && H > 0 && W > 0 && C > 0, "dwconv3x3_silu: empty shape");
+  MM_CHECK(!zero || reinterpret_cast<uintptr_t>(zero) % 16 == 0, "dwconv3x3_silu: zero must be 16-byte aligned");
   dispatch_dtype(dt, "dwconv3x3_silu", [&](auto t) {
     using T = decltype(t);
     launch_dw3x3(static_cast<T*>(u), C, static_cast<const T*>(x), ldx, DwWeights{w, 1, C, false}, bias, B, H, W, C,
-                 DwSilu{}, s, "dwconv3x3_silu");
+                 DwSilu{zero}, s, "dwconv3x3_silu");
   });
 }
 

@@ -122,28 +122,36 @@ struct DwWeights {
   bool flip;
 };
 
-// Epilogues: out = bias + taps (Store), out += taps (Accumulate), out = SiLU(bias + taps).
+// Epilogues, called with out and the offset i of a pixel's V channels in it:
+// out = bias + taps (Store), out += taps (Accumulate), out = SiLU(bias + taps) (Silu).
 struct DwStore {
   template <class T, int V>
-  __device__ void operator()(T* dst, const float (&acc)[V]) const { store_pack(dst, acc); }
+  __device__ void operator()(T* out, int64_t i, const float (&acc)[V]) const { store_pack(out + i, acc); }
 };
 struct DwAccumulate {
   template <class T, int V>
-  __device__ void operator()(T* dst, const float (&acc)[V]) const {
+  __device__ void operator()(T* out, int64_t i, const float (&acc)[V]) const {
     float o[V];
-    load_pack(dst, o);
+    load_pack(out + i, o);
 #pragma unroll
     for (int v = 0; v < V; ++v) o[v] += acc[v];
-    store_pack(dst, o);
+    store_pack(out + i, o);
   }
 };
+// zero: nullptr, or float32 of out's layout to be zeroed at the same offsets (the scan's y,
+// which the scan adds into: one launch fewer than a memset, which at batch 1 costs more than it moves).
 struct DwSilu {
+  float* zero = nullptr;
   template <class T, int V>
-  __device__ void operator()(T* dst, const float (&acc)[V]) const {
+  __device__ void operator()(T* out, int64_t i, const float (&acc)[V]) const {
     float o[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) o[v] = silu_f(acc[v]);
-    store_pack(dst, o);
+    store_pack(out + i, o);
+    if (zero) {
+      const float z[V] = {};
+      store_pack(zero + i, z);
+    }
   }
 };
 
@@ -183,7 +191,7 @@ __global__ void dw3x3_kernel(TOut* __restrict__ out, int64_t ldo, const TIn* __r
           for (int v = 0; v < V; ++v) acc[v] += to_f32(x.v[v]) * tap[kh * 3 + kw][v];
         }
       }
-      epilogue(out + (r * W + w) * ldo + c, acc);
+      epilogue(out, (r * W + w) * ldo + c, acc);
     }
   }
 }

@@ -130,8 +130,26 @@ void layernorm_gate(DType dt, void* out, const float* y, const void* z, int64_t 
 
 // u (B,H,W,C) = SiLU(depthwise 3x3 pad 1 of x + bias); x rows of stride ldx;
 // w tap-major (3,3,C): w[(kh·3+kw)·C + c] is PyTorch's weight[c,0,kh,kw].
+// zero: nullptr, or float32 (B,H,W,C) set to 0 in the same pass (16-byte aligned).
 void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias,
-                    int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+                    int64_t B, int64_t H, int64_t W, int64_t C, Stream s, float* zero = nullptr);
+
+// out (P,Cout) rows ldo apart = [relu](conv3x3 pad 1 of x + bias) as an implicit GEMM on the
+// tensor cores (no im2col matrix): x (B,H,W,Cin) rows ldx apart, w (Cout,kh,kw,Cin) and bias
+// (Cout) of dt. bf16/fp16 only, with the shapes conv3x3_implicit_supported accepts (MedMamba-T's
+// all are); otherwise im2col3x3 + GemmRunner.
+bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
+                                int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout);
+// Where conv3x3_implicit is faster than im2col3x3 + GEMM (measured, see conv3x3_implicit.cu):
+// P = B·H·W output pixels, Cin input channels.
+bool conv3x3_implicit_preferred(int64_t P, int64_t Cin);
+void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
+                      const void* bias, bool relu, int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout,
+                      Stream s);
+// out (P,C) dense = scale ⊙ x[:, :C] + shift (an eval BatchNorm), x rows ldx apart; bf16/fp16,
+// C and ldx multiples of 8, 16-byte aligned pointers.
+void channel_affine(DType dt, void* out, const void* x, int64_t ldx, const float* scale, const float* shift,
+                    int64_t P, int64_t C, Stream s);
 
 // 3x3 pad 1 im2col with an optional per-channel affine on the input (an eval BatchNorm
 // that precedes the conv: applied inside the image, the padding stays 0):

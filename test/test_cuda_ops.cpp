@@ -2,6 +2,7 @@
 // by normalized MSE. Inputs are rounded to the op's element type first, so the CPU
 // reference sees the same inputs and the threshold measures the op's own error (mostly the
 // rounding of its output). The CUDA ops are inference only: there is no backward to check.
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -131,12 +132,58 @@ TEST_CASE("cuda op: dwconv3x3_silu matches dwconv3x3_forward + silu_forward") {
       for (int64_t c = 0; c < D; ++c)
         for (int64_t k = 0; k < 9; ++k) w_taps[size_t(k * D + c)] = w[size_t(c * 9 + k)];
       Tensor dxz = to_gpu(xz, dt), dout = Tensor::empty({P * D}, dt, Device::CUDA);
+      // The y it zeroes on the way (the scan's output): every element, nothing past it.
+      Tensor zero = to_gpu(std::vector<float>(size_t(P * D + 4), 7.f), DType::F32);
       cuda::dwconv3x3_silu(dt, dout.data(), dxz.data(), 2 * D, to_gpu(w_taps, DType::F32).as<float>(),
-                           to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream);
+                           to_gpu(bias, DType::F32).as<float>(), B, H, W, D, kDefaultStream, zero.as<float>());
       check_nmse("dwconv3x3_silu", from_gpu(dout), want, output_nmse(dt));
+      const std::vector<float> z = from_gpu(zero);
+      CHECK(std::count(z.begin(), z.begin() + P * D, 0.f) == P * D);
+      CHECK(std::count(z.begin() + P * D, z.end(), 7.f) == 4);
     }
   }
 }
+
+// The conv branch's first conv on the CPU: want (P,c) = ReLU(conv3x3(BN(x[:, :c])) + bias), x (P,2c),
+// wt (co,ci,kh,kw); with_bn false: no BN (the block's second conv). Returns the weights in the
+// GPU's (co,kh,kw,ci) layout in w_khkwci and the BN as scale/shift.
+namespace {
+struct ConvBranchCase {
+  std::vector<float> x, wt, bias, want, w_khkwci, scale, shift;
+};
+ConvBranchCase conv_branch_case(std::mt19937& rng, DType dt, int64_t B, int64_t H, int64_t W, int64_t c, bool with_bn) {
+  const int64_t C = 2 * c, P = B * H * W;
+  ConvBranchCase k;
+  const auto bn_w = random_vector(c, rng, 0.2f, 1.f), bn_b = random_vector(c, rng, 0.2f);
+  const auto rm = random_vector(c, rng, 0.3f), rv = random_vector(c, rng, 0.2f, 1.2f);
+  k.scale.resize(size_t(c));
+  k.shift.resize(size_t(c));
+  for (int64_t i = 0; i < c; ++i) {
+    k.scale[size_t(i)] = bn_w[size_t(i)] / std::sqrt(rv[size_t(i)] + 1e-5f);
+    k.shift[size_t(i)] = bn_b[size_t(i)] - rm[size_t(i)] * k.scale[size_t(i)];
+  }
+  k.x = rounded(random_vector(size_t(P * C), rng), dt);
+  k.wt = rounded(random_vector(size_t(c * c * 9), rng, 0.1f), dt);  // (co,ci,kh,kw)
+  k.bias = rounded(random_vector(size_t(c), rng, 0.1f), dt);
+  std::vector<float> left(size_t(P * c)), normed(size_t(P * c));
+  k.want.resize(size_t(P * c));
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t j = 0; j < c; ++j) left[size_t(p * c + j)] = k.x[size_t(p * C + j)];
+  if (with_bn)
+    batchnorm_forward_eval(normed.data(), left.data(), rm.data(), rv.data(), bn_w.data(), bn_b.data(), P, c);
+  else
+    normed = left;
+  Conv2dShape cs;
+  cs.B = B; cs.H = H; cs.W = W; cs.Cin = c; cs.Cout = c; cs.KH = cs.KW = 3; cs.pad = 1;
+  conv2d_forward(k.want.data(), normed.data(), k.wt.data(), k.bias.data(), cs, nullptr);
+  relu_forward(k.want.data(), k.want.data(), P * c);
+  k.w_khkwci.resize(k.wt.size());  // the layout of im2col3x3's columns
+  for (int64_t co = 0; co < c; ++co)
+    for (int64_t ci = 0; ci < c; ++ci)
+      for (int64_t t = 0; t < 9; ++t) k.w_khkwci[size_t((co * 9 + t) * c + ci)] = k.wt[size_t((co * c + ci) * 9 + t)];
+  return k;
+}
+}  // namespace
 
 // c = 20: 4 channels a thread; 48: 8 in bf16/fp16; 6: 1. Without BN: the block's second conv.
 TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU ops") {
@@ -148,38 +195,12 @@ TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU op
       const int64_t B = 2, H = 6, W = 5, C = 2 * c, P = B * H * W;  // left half of a (P,C) input
       CAPTURE(c);
       CAPTURE(with_bn);
-      const auto bn_w = random_vector(c, rng, 0.2f, 1.f), bn_b = random_vector(c, rng, 0.2f);
-      const auto rm = random_vector(c, rng, 0.3f), rv = random_vector(c, rng, 0.2f, 1.2f);
-      std::vector<float> scale(c), shift(c);
-      for (int64_t i = 0; i < c; ++i) {
-        scale[size_t(i)] = bn_w[size_t(i)] / std::sqrt(rv[size_t(i)] + 1e-5f);
-        shift[size_t(i)] = bn_b[size_t(i)] - rm[size_t(i)] * scale[size_t(i)];
-      }
       for (DType dt : kTypes) {
         CAPTURE(std::string(dtype_name(dt)));
-        const auto x = rounded(random_vector(size_t(P * C), rng), dt);
-        const auto wt = rounded(random_vector(size_t(c * c * 9), rng, 0.1f), dt);  // (co,ci,kh,kw)
-        const auto bias = rounded(random_vector(size_t(c), rng, 0.1f), dt);
-        std::vector<float> left(size_t(P * c)), normed(size_t(P * c)), want(size_t(P * c));
-        for (int64_t p = 0; p < P; ++p)
-          for (int64_t j = 0; j < c; ++j) left[size_t(p * c + j)] = x[size_t(p * C + j)];
-        if (with_bn)
-          batchnorm_forward_eval(normed.data(), left.data(), rm.data(), rv.data(), bn_w.data(), bn_b.data(), P, c);
-        else
-          normed = left;
-        Conv2dShape cs;
-        cs.B = B; cs.H = H; cs.W = W; cs.Cin = c; cs.Cout = c; cs.KH = cs.KW = 3; cs.pad = 1;
-        conv2d_forward(want.data(), normed.data(), wt.data(), bias.data(), cs, nullptr);
-        relu_forward(want.data(), want.data(), P * c);
-
-        std::vector<float> w_khkwci(wt.size());  // the layout of im2col3x3's columns
-        for (int64_t co = 0; co < c; ++co)
-          for (int64_t ci = 0; ci < c; ++ci)
-            for (int64_t k = 0; k < 9; ++k)
-              w_khkwci[size_t((co * 9 + k) * c + ci)] = wt[size_t((co * c + ci) * 9 + k)];
-        Tensor dx = to_gpu(x, dt), col = Tensor::empty({P * 9 * c}, dt, Device::CUDA);
-        Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA), dw = to_gpu(w_khkwci, dt), db = to_gpu(bias, dt);
-        const Tensor dscale = to_gpu(scale, DType::F32), dshift = to_gpu(shift, DType::F32);
+        const ConvBranchCase k = conv_branch_case(rng, dt, B, H, W, c, with_bn);
+        Tensor dx = to_gpu(k.x, dt), col = Tensor::empty({P * 9 * c}, dt, Device::CUDA);
+        Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA), dw = to_gpu(k.w_khkwci, dt), db = to_gpu(k.bias, dt);
+        const Tensor dscale = to_gpu(k.scale, DType::F32), dshift = to_gpu(k.shift, DType::F32);
         cuda::im2col3x3(dt, col.data(), dx.data(), C, with_bn ? dscale.as<float>() : nullptr,
                         with_bn ? dshift.as<float>() : nullptr, B, H, W, c, kDefaultStream);
         cuda::GemmArgs a;
@@ -187,9 +208,47 @@ TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU op
         a.out = dout.data(); a.ldo = c; a.out_type = dt; a.bias = db.data(); a.relu = true;
         gemm.run(a, kDefaultStream);
         // The BN'd input is rounded to dt in the im2col matrix: twice the output rounding.
-        check_nmse("conv3x3", from_gpu(dout), want, 3 * gemm_nmse(dt));
+        check_nmse("conv3x3", from_gpu(dout), k.want, 3 * gemm_nmse(dt));
       }
     }
+}
+
+// The implicit-GEMM conv (bf16/fp16): several 128-pixel tiles, tiles that cross image rows and
+// images, images smaller than a tile (7x7); 48-channel output tiles (48, 96) and 64-channel
+// ones (32, 16, 128: two tiles); K steps of 48, 32, 16 and 64 channels.
+TEST_CASE("cuda op: conv3x3_implicit (BN -> conv3x3 -> ReLU without im2col) matches the CPU ops") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(15);
+  struct Shape { int64_t B, H, W, c; };
+  for (const Shape sh : {Shape{2, 9, 13, 48}, Shape{3, 7, 7, 96}, Shape{1, 14, 14, 32}, Shape{2, 5, 3, 16}, Shape{1, 6, 11, 128}})
+    for (bool with_bn : {true, false})
+      for (DType dt : {DType::BF16, DType::F16}) {
+        const int64_t B = sh.B, H = sh.H, W = sh.W, c = sh.c, C = 2 * c, P = B * H * W;
+        CAPTURE(c);
+        CAPTURE(H);
+        CAPTURE(with_bn);
+        CAPTURE(std::string(dtype_name(dt)));
+        const ConvBranchCase k = conv_branch_case(rng, dt, B, H, W, c, with_bn);
+        Tensor dx = to_gpu(k.x, dt), dw = to_gpu(k.w_khkwci, dt), db = to_gpu(k.bias, dt);
+        Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA);
+        const Tensor dscale = to_gpu(k.scale, DType::F32), dshift = to_gpu(k.shift, DType::F32);
+        // With BN: channel_affine into a dense (P,c) buffer first, as the engine does.
+        Tensor normed = Tensor::empty({P * c}, dt, Device::CUDA);
+        const void* in = dx.data();
+        int64_t ldx = C;
+        if (with_bn) {
+          cuda::channel_affine(dt, normed.data(), dx.data(), C, dscale.as<float>(), dshift.as<float>(), P, c,
+                               kDefaultStream);
+          in = normed.data();
+          ldx = c;
+        }
+        REQUIRE(cuda::conv3x3_implicit_supported(dt, dout.data(), c, in, ldx, dw.data(), B, H, W, c, c));
+        cuda::conv3x3_implicit(dt, dout.data(), c, in, ldx, dw.data(), db.data(), /*relu=*/true, B, H, W, c, c,
+                               kDefaultStream);
+        check_nmse("conv3x3_implicit", from_gpu(dout), k.want, 3 * gemm_nmse(dt));
+      }
+  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::F32, nullptr, 48, nullptr, 96, nullptr, 1, 4, 4, 48, 48));
+  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 20, nullptr, 40, nullptr, 1, 4, 4, 20, 20));
 }
 
 // k = 4: 16-byte loads of 4 image values; k = 2: one value at a time.

@@ -29,6 +29,7 @@ const char* precision_name(Precision p) {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <vector>
 
@@ -141,6 +142,13 @@ struct CudaMedMamba::Impl {
 };
 
 namespace {
+
+// MM_CONV3X3=im2col or implicit: the 3x3 convs through im2col3x3 + GEMM, or conv3x3_implicit
+// wherever it can run, instead of where conv3x3_implicit_preferred says (for comparisons).
+std::string conv3x3_forced() {
+  const char* v = std::getenv("MM_CONV3X3");
+  return v ? v : "";
+}
 
 const float* param(const std::map<std::string, Tensor>& st, const std::string& name) {
   auto it = st.find(name);
@@ -320,7 +328,7 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
   // SS2D branch on the right half: (P,c) -> (P,c)
   cuda::layernorm(act, ws.ln1, at(const_cast<void*>(x), c), C, w.ln1_w, w.ln1_b, P, c, s);
   gemm_act(P, 2 * D, c, ws.ln1, w.in_proj, ws.xz);
-  cuda::dwconv3x3_silu(act, ws.u, ws.xz, 2 * D, w.dw_w, w.dw_b, B, side, side, D, s);
+  cuda::dwconv3x3_silu(act, ws.u, ws.xz, 2 * D, w.dw_w, w.dw_b, B, side, side, D, s, /*zero=*/ws.y);
   {
     cuda::GemmArgs a;  // x_proj for all four directions, float32 out: Δ, B, C stay float32
     a.M = P; a.N = 4 * (cuda::scan_padded_rank(R) + 2 * kN); a.K = D;
@@ -329,7 +337,6 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
     a.out = ws.dbl; a.ldo = a.N; a.out_type = DType::F32;
     gemm->run(a, s);
   }
-  cuda::memset_zero_async(ws.y, size_t(P * D) * sizeof(float), s);
   cuda::ScanArgs sa = scan_args(B, side, D, R);
   sa.u = ws.u; sa.dbl = ws.dbl;
   sa.dt_w = w.dt_w; sa.dt_b = w.dt_b; sa.A_logs = w.A_logs; sa.Ds = w.Ds;
@@ -340,10 +347,20 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
   gemm_act(P, c, D, ws.g, w.out_proj, ws.sb);
 
   // Convolution branch on the left half: BN0 -> conv3x3(+BN2) -> ReLU -> conv3x3(+BN5) -> ReLU -> conv1x1 -> ReLU
-  cuda::im2col3x3(act, ws.col, x, C, w.bn0_scale, w.bn0_shift, B, side, side, c, s);
-  gemm_act(P, c, 9 * c, ws.col, w.conv1_w, ws.a3, w.conv1_b, /*relu=*/true);
-  cuda::im2col3x3(act, ws.col, ws.a3, c, nullptr, nullptr, B, side, side, c, s);
-  gemm_act(P, c, 9 * c, ws.col, w.conv4_w, ws.a6, w.conv4_b, /*relu=*/true);
+  static const std::string forced = conv3x3_forced();
+  const bool implicit = forced == "implicit" || (forced != "im2col" && cuda::conv3x3_implicit_preferred(P, c));
+  if (implicit && c % 8 == 0 &&
+      cuda::conv3x3_implicit_supported(act, ws.a3, c, ws.col, c, w.conv1_w, B, side, side, c, c) &&
+      cuda::conv3x3_implicit_supported(act, ws.a6, c, ws.a3, c, w.conv4_w, B, side, side, c, c)) {
+    cuda::channel_affine(act, ws.col, x, C, w.bn0_scale, w.bn0_shift, P, c, s);  // BN0 into a (P,c) buffer
+    cuda::conv3x3_implicit(act, ws.a3, c, ws.col, c, w.conv1_w, w.conv1_b, /*relu=*/true, B, side, side, c, c, s);
+    cuda::conv3x3_implicit(act, ws.a6, c, ws.a3, c, w.conv4_w, w.conv4_b, /*relu=*/true, B, side, side, c, c, s);
+  } else {
+    cuda::im2col3x3(act, ws.col, x, C, w.bn0_scale, w.bn0_shift, B, side, side, c, s);
+    gemm_act(P, c, 9 * c, ws.col, w.conv1_w, ws.a3, w.conv1_b, /*relu=*/true);
+    cuda::im2col3x3(act, ws.col, ws.a3, c, nullptr, nullptr, B, side, side, c, s);
+    gemm_act(P, c, 9 * c, ws.col, w.conv4_w, ws.a6, w.conv4_b, /*relu=*/true);
+  }
   gemm_act(P, c, c, ws.a6, w.conv7_w, ws.lb, w.conv7_b, /*relu=*/true);
 
   cuda::shuffle_residual(act, out, ws.lb, ws.sb, x, P, c, s);
