@@ -21,3 +21,20 @@ TEST_CASE("bench: --model times a model file, and names it and its int8 scales i
   o.precision = "int8";
   CHECK(mm::run_benchmark(o).line.find("scales=per-row") != std::string::npos);
 }
+
+TEST_CASE("bench: --torch asks the reference for the same precision (autocast, or dynamic int8 Linears)") {
+  mm::BenchOptions o;
+  o.batch = 8;
+  o.threads = 2;
+  const auto cmd = [&](const char* precision) {
+    o.precision = precision;
+    return mm::torch_reference_command(o, "python3");
+  };
+  CHECK(cmd("fp32").find("--amp") == std::string::npos);
+  CHECK(cmd("fp32").find("--quantize") == std::string::npos);
+  CHECK(cmd("bf16").find(" --amp bf16") != std::string::npos);
+  CHECK(cmd("int8").find(" --quantize int8") != std::string::npos);
+  CHECK(cmd("int8").find("--amp") == std::string::npos);  // bench_reference.py has no --amp int8
+  CHECK(cmd("int8").find(" --batch 8 ") != std::string::npos);
+  CHECK(cmd("int8").find(" --threads 2") != std::string::npos);
+}

@@ -192,7 +192,7 @@ BenchResult run_benchmark(const BenchOptions& o) {
                            images_per_cpu_second(o, c0) + (train ? " batch_split=ops" : batch_split_note(o.batch)));
 }
 
-double run_torch_reference(const BenchOptions& o, const std::string& python) {
+std::string torch_reference_command(const BenchOptions& o, const std::string& python) {
   std::ostringstream cmd;
   cmd << python << " " << MM_SOURCE_DIR << "/test/reference/bench_reference.py --variant " << o.variant
       << (o.dims.empty() ? "" : " --dims " + ints(o.dims) + " --depths " + ints(o.depths))
@@ -200,9 +200,15 @@ double run_torch_reference(const BenchOptions& o, const std::string& python) {
       << " --mode " << (o.mode == "train" ? "train" : "infer") << " --iters " << o.iters << " --warmup "
       << o.warmup << " --device " << o.device;
   if (o.threads > 0) cmd << " --threads " << o.threads;
-  if (o.precision != "fp32") cmd << " --amp " << o.precision;
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.str().c_str(), "r"), pclose);
-  MM_CHECK(pipe, "cannot run: " + cmd.str());
+  if (o.precision == "int8") cmd << " --quantize int8";
+  else if (o.precision != "fp32") cmd << " --amp " << o.precision;
+  return cmd.str();
+}
+
+double run_torch_reference(const BenchOptions& o, const std::string& python) {
+  const std::string cmd = torch_reference_command(o, python);
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+  MM_CHECK(pipe, "cannot run: " + cmd);
   char buf[4096];
   double ips = -1;
   while (std::fgets(buf, sizeof buf, pipe.get())) {
@@ -211,7 +217,7 @@ double run_torch_reference(const BenchOptions& o, const std::string& python) {
     auto pos = s.find("img/s=");
     if (s.rfind("torch-reference", 0) == 0 && pos != std::string::npos) ips = std::stod(s.substr(pos + 6));
   }
-  MM_CHECK(ips > 0, "the PyTorch reference benchmark failed: " + cmd.str());
+  MM_CHECK(ips > 0, "the PyTorch reference benchmark failed: " + cmd);
   return ips;
 }
 

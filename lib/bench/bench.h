@@ -46,5 +46,8 @@ BenchResult make_bench_result(const BenchOptions& o, double seconds_per_iter, co
 // Runs test/reference/bench_reference.py with `python` for the same options and
 // returns its images/s (throws when it fails).
 double run_torch_reference(const BenchOptions& o, const std::string& python);
+// The command line run_torch_reference runs: the same model, batch, size, mode and device;
+// bf16/fp16/tf32 as autocast (--amp), int8 as PyTorch's dynamic int8 Linears (--quantize).
+std::string torch_reference_command(const BenchOptions& o, const std::string& python);
 
 }  // namespace mm
