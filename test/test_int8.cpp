@@ -19,12 +19,14 @@
 #include <random>
 #include <vector>
 
+#include "core/half.h"
 #include "model/cpu_int8_model.h"
 #include "model/medmamba.h"
 #include "model/model_file.h"
 #include "convert/convert.h"
 #include "io/safetensors.h"
 #include "model/int8_calibration.h"
+#include "ops/conv2d.h"
 #include "ops/gemm_int8.h"
 #include "ops/linear.h"
 #include "brain_mri_agreement.h"
@@ -173,6 +175,86 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
     zero_bias.forward(want.data(), x.data(), M);
     CHECK(got == want);
   }
+}
+
+// Int8Conv2d: x >= 0 in bf16 (exact here), quantised to u8 with one scale per image, max x / 255; weights
+// (BatchNorm scale folded in) per output channel. Per output the quantisation bound of its
+// K = 9·Cin products, as for Int8Linear, is
+//   E = conv(|x|, s_w)/2 + conv(s_x, |w'|)/2 + conv(s_x, s_w)/4,
+// with s_w per output channel and s_x per image; checked against 1.01·E + 1e-4. An image's
+// output does not depend on the others in its batch; an all-zero x gives the bias.
+TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 input, folded BatchNorm, ReLU) equals float32 within the quantisation bound") {
+  if (int8_missing()) return;
+  Conv2dShape s;
+  s.B = 2; s.H = 9; s.W = 7; s.Cin = 24; s.Cout = 16; s.KH = s.KW = 3; s.pad = 1;
+  const int64_t in_n = s.B * s.H * s.W * s.Cin, out_n = s.B * s.H * s.W * s.Cout, K = s.col_k();
+  const std::vector<float> w = normal_values(s.Cout * K, 16, 0.2f), b = normal_values(s.Cout, 17);
+  const std::vector<float> scale = normal_values(s.Cout, 18), shift = normal_values(s.Cout, 19);
+  std::vector<float> wf(w);  // the folded weight, what is quantised
+  for (int64_t o = 0; o < s.Cout; ++o)
+    for (int64_t k = 0; k < K; ++k) wf[size_t(o * K + k)] *= scale[size_t(o)];
+  const Int8Weights wq = quantize_per_channel(wf.data(), s.Cout, K);
+  std::vector<float> x = normal_values(in_n, 20);
+  for (float& v : x) v = bf16_to_float(float_to_bf16(std::fabs(v)));
+  // Image 1 ten times brighter than image 0: each image its own scale.
+  const int64_t per_image = in_n / s.B;
+  for (int64_t i = per_image; i < in_n; ++i) x[size_t(i)] = bf16_to_float(float_to_bf16(10.f * x[size_t(i)]));
+  std::vector<uint16_t> xb(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xb[i] = float_to_bf16(x[i]);
+  std::vector<float> sx_in(x.size());  // each pixel's image's scale
+  for (int64_t img = 0; img < s.B; ++img) {
+    const auto first = x.begin() + img * per_image;
+    const float sx = *std::max_element(first, first + per_image) / 255.f;
+    std::fill(sx_in.begin() + img * per_image, sx_in.begin() + (img + 1) * per_image, sx);
+  }
+  // The float32 reference and the bound's three convolutions.
+  std::vector<float> ref(static_cast<size_t>(out_n)), e1(ref.size()), e2(ref.size()), e3(ref.size());
+  conv2d_forward(ref.data(), x.data(), w.data(), b.data(), s, nullptr);
+  std::vector<float> sw_w(wf.size()), aw(wf.size());
+  for (size_t i = 0; i < wf.size(); ++i) {
+    sw_w[i] = wq.scale[i / size_t(K)];
+    aw[i] = std::fabs(wf[i]);
+  }
+  conv2d_forward(e1.data(), x.data(), sw_w.data(), nullptr, s, nullptr);
+  conv2d_forward(e2.data(), sx_in.data(), aw.data(), nullptr, s, nullptr);
+  conv2d_forward(e3.data(), sx_in.data(), sw_w.data(), nullptr, s, nullptr);  // Σ s_x·s_w over the taps
+  const Int8Conv2d conv(s, w.data(), b.data(), scale.data(), shift.data(), Int8Epilogue::Relu);
+  std::vector<float> out(static_cast<size_t>(out_n));
+  conv.forward(out.data(), xb.data(), s.B, s.H, s.W);
+  int bad = 0;
+  double worst = 0, err2 = 0, ref2 = 0;
+  for (int64_t i = 0; i < out_n; ++i) {
+    const size_t o = size_t(i % s.Cout);
+    const float r = std::max(ref[size_t(i)] * scale[o] + shift[o], 0.f);
+    const double bound = 1.01 * ((e1[size_t(i)] + e2[size_t(i)]) / 2 + e3[size_t(i)] / 4) + 1e-4;
+    const double d = std::fabs(double(out[size_t(i)]) - r);
+    worst = std::max(worst, d / bound);
+    bad += d > bound;
+    err2 += d * d;
+    ref2 += double(r) * r;
+  }
+  MESSAGE("Int8Conv2d: relative L2 error " << std::sqrt(err2 / ref2) << ", worst error / bound " << worst);
+  CHECK(bad == 0);
+  // bf16 out: the float32 out rounded to bf16 (to 2^-8 relative: the rescale's order may differ).
+  std::vector<uint16_t> out16(static_cast<size_t>(out_n));
+  conv.forward_bf16(out16.data(), xb.data(), s.B, s.H, s.W);
+  int bad16 = 0;
+  for (int64_t i = 0; i < out_n; ++i)
+    bad16 += std::fabs(bf16_to_float(out16[size_t(i)]) - out[size_t(i)]) > std::fabs(out[size_t(i)]) / 256 + 1e-5f;
+  CHECK(bad16 == 0);
+  // Image 0 alone: the same output as in the batch, bit for bit.
+  std::vector<float> alone(static_cast<size_t>(out_n / s.B));
+  conv.forward(alone.data(), xb.data(), 1, s.H, s.W);
+  CHECK(std::equal(alone.begin(), alone.end(), out.begin()));
+  // An all-zero input: ReLU(folded bias) everywhere.
+  std::fill(xb.begin(), xb.end(), uint16_t(0));
+  conv.forward(out.data(), xb.data(), s.B, s.H, s.W);
+  int bad0 = 0;
+  for (int64_t i = 0; i < out_n; ++i) {
+    const size_t o = size_t(i % s.Cout);
+    bad0 += std::fabs(out[size_t(i)] - std::max(b[o] * scale[o] + shift[o], 0.f)) > 1e-5f;
+  }
+  CHECK(bad0 == 0);
 }
 
 TEST_CASE("int8: the small fixture model's logits agree with float32, with per-row and with calibrated scales") {

@@ -14,8 +14,13 @@
 //   static void store_row(const Linear& consumer, Act* dst, float* row_scale, const float* row, int64_t n);
 //   // row_scale: what store_row wrote for x's M rows.
 //   static void run(const Linear&, float* out, const Act* x, const float* row_scale, int64_t M);
+//   // The block's second 3x3 conv, whose bf16 input follows a ReLU (BatchNorm 5 and its
+//   // ReLU folded in): Bf16Conv2d, or Int8Conv2d (u8 input, one scale per image).
+//   using ReluInputConv = ...;
+//   static ReluInputConv relu_input_conv(const Conv2dShape& geometry, const float* weight,
+//                                        const float* bias, const float* bn_scale, const float* bn_shift);
 //   // conv's output as consumer's input (out, row_scale); scratch: room for it in float32.
-//   static void conv_out(const Bf16Conv2d& conv, const Linear& consumer, Act* out, float* row_scale,
+//   static void conv_out(const ReluInputConv& conv, const Linear& consumer, Act* out, float* row_scale,
 //                        float* scratch, const uint16_t* x, int64_t B, int64_t H, int64_t W);
 #include <omp.h>
 
@@ -82,7 +87,8 @@ struct Block {
   using Linear = typename Precision::Linear;
   BlockWeights w;
   Linear in_proj_x, in_proj_z, x_proj, out_proj, conv7;
-  Bf16Conv2d conv1, conv4;  // BatchNorm 2 / 5 and the ReLU after each folded in
+  Bf16Conv2d conv1;                        // BatchNorm 2 and the ReLU after it folded in
+  typename Precision::ReluInputConv conv4;  // BatchNorm 5 and the ReLU after it; reads conv1's ReLU
   ChannelAffine bn0;
 
   Block(const BlockWeights& bw, int64_t C, int64_t N, int64_t R) : w(bw) {
@@ -95,8 +101,8 @@ struct Block {
     const ChannelAffine bn2 = batchnorm_affine(w.bn2, c), bn5 = batchnorm_affine(w.bn5, c);
     conv1 = Bf16Conv2d(conv_geometry(c, c, 3, 1, 1), w.conv1_w, w.conv1_b, bn2.scale.data(), bn2.shift.data(),
                        Bf16Epilogue::Relu);
-    conv4 = Bf16Conv2d(conv_geometry(c, c, 3, 1, 1), w.conv4_w, w.conv4_b, bn5.scale.data(), bn5.shift.data(),
-                       Bf16Epilogue::Relu);
+    conv4 = Precision::relu_input_conv(conv_geometry(c, c, 3, 1, 1), w.conv4_w, w.conv4_b, bn5.scale.data(),
+                                       bn5.shift.data());
     bn0 = batchnorm_affine(w.bn0, c);
   }
 };

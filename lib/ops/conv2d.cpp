@@ -279,4 +279,15 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   if (dweight && permute) add_unpermuted_weight(dweight, dw, s);
 }
 
+void fold_batchnorm_into_conv(std::vector<float>& folded_w, std::vector<float>& folded_b, const float* weight,
+                              const float* bias, const float* scale, const float* shift, int64_t Cout, int64_t K) {
+  folded_w.assign(weight, weight + Cout * K);
+  folded_b.assign(size_t(Cout), 0.f);
+  for (int64_t o = 0; o < Cout; ++o) {
+    const float sc = scale ? scale[o] : 1.f;
+    for (int64_t k = 0; k < K; ++k) folded_w[size_t(o * K + k)] *= sc;
+    folded_b[size_t(o)] = (bias ? bias[o] : 0.f) * sc + (shift ? shift[o] : 0.f);
+  }
+}
+
 }  // namespace mm

@@ -23,6 +23,7 @@
 // dweight and dbias (the caller zeroes them); any gradient pointer may be
 // nullptr to skip that gradient (and the work only it needs).
 #include <cstdint>
+#include <vector>
 
 #include "ops/winograd.h"
 
@@ -70,6 +71,13 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
 void conv2d_forward_eval(float* out, const float* x, const float* weight, const float* bias,
                          const Conv2dShape& s, float* workspace, const ConvEpilogue& epilogue,
                          WinogradWeightCache* winograd_cache = nullptr);
+
+// An eval BatchNorm (scale, shift) after a conv folded into its weights and bias, for the
+// reduced-precision convs that quantise the result (gemm_bf16.h, gemm_int8.h):
+//   folded_w[o,:] = weight[o,:]·scale[o],  folded_b[o] = bias[o]·scale[o] + shift[o]
+// weight (Cout,K) float32; bias, scale, shift (Cout) or nullptr (0, 1, 0).
+void fold_batchnorm_into_conv(std::vector<float>& folded_w, std::vector<float>& folded_b, const float* weight,
+                              const float* bias, const float* scale, const float* shift, int64_t Cout, int64_t K);
 
 // dx:        (B,H,W,Cin)        += dL/dx        (nullptr: skip)
 // dweight:   (Cout,Cin,KH,KW)   += dL/dweight   (nullptr: skip)

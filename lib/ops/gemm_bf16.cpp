@@ -233,13 +233,8 @@ Bf16Conv2d::Bf16Conv2d(const Conv2dShape& geometry, const float* weight, const f
   m.g = geometry;
   m.epilogue = epilogue;
   const int64_t Cout = geometry.Cout, K = geometry.col_k();
-  std::vector<float> w(weight, weight + Cout * K);
-  m.bias.assign(size_t(Cout), 0.f);
-  for (int64_t o = 0; o < Cout; ++o) {
-    const float sc = scale ? scale[o] : 1.f;
-    for (int64_t k = 0; k < K; ++k) w[size_t(o * K + k)] *= sc;
-    m.bias[size_t(o)] = (bias ? bias[o] : 0.f) * sc + (shift ? shift[o] : 0.f);
-  }
+  std::vector<float> w;
+  fold_batchnorm_into_conv(w, m.bias, weight, bias, scale, shift, Cout, K);
   m.weight = bf16_copy(w.data(), Cout * K);
   m.bias_mem = memory({{Cout}, dt::f32, tag::a}, engine(), m.bias.data());
 }

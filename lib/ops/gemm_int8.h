@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "ops/conv2d.h"
+
 namespace mm {
 
 // Empty when this build and this CPU run int8 GEMMs natively; otherwise the reason.
@@ -68,6 +70,34 @@ class Int8Linear {
   void forward(float* out, const int8_t* xq, const float* x_scale, int64_t M) const;
   // x (M,K) float32, quantised by rows inside the call.
   void forward(float* out, const float* x, int64_t M) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Channels-last convolution in int8 (VNNI) of an input that is never negative (it follows a
+// ReLU): out (B,OH,OW,Cout) = [relu](scale ⊙ (conv(x, weight) + bias) + shift) for x (B,H,W,Cin)
+// given in bf16 (what the bf16/int8 skeleton's convolutions read). x is quantised here to u8
+// with one scale per image, max x / 255 over its pixels: a convolution mixes neighbouring
+// pixels, so Int8Linear's per-row scales do not apply, and a scale per batch would make an
+// image's result depend on the others in the batch. The weights, with an eval BatchNorm's scale
+// folded in, are quantised per output channel. The sums are s32, rescaled and biased in
+// float32 (oneDNN post-ops) and written in float32 or bf16.
+class Int8Conv2d {
+ public:
+  Int8Conv2d();
+  // As Bf16Conv2d: geometry Cin, Cout, KH, KW, stride, pad; weight (Cout,Cin,KH,KW) float32;
+  // bias, scale, shift (Cout) or nullptr.
+  Int8Conv2d(const Conv2dShape& geometry, const float* weight, const float* bias, const float* scale,
+             const float* shift, Int8Epilogue epilogue = Int8Epilogue::None);
+  ~Int8Conv2d();
+  Int8Conv2d(Int8Conv2d&&) noexcept;
+  Int8Conv2d& operator=(Int8Conv2d&&) noexcept;
+
+  // x >= 0 everywhere (negative values would be clamped to 0).
+  void forward(float* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const;
+  void forward_bf16(uint16_t* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const;
 
  private:
   struct Impl;
