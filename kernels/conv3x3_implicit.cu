@@ -7,23 +7,26 @@
 // were 12% of its kernel time).
 //
 // Tiling. A block of 8 warps computes kBM = 128 pixels (consecutive rows of the flattened
-// (B,H,W) grid, wherever they fall in the images) by kBN = 64 output channels; warp (wm, wn)
-// holds a 32 x 32 tile of it as 2 x 4 mma.sync.m16n8k16 accumulators. The K loop walks the
-// taps (kh, kw) and, in each, Cin in steps of kBK = 16 channels, in the weight's
-// (Cout, kh, kw, Cin) column order. A step stages in shared memory, by cp.async kStages deep:
+// (B,H,W) grid, wherever they fall in the images) by kBN = 48 or 64 output channels; warp
+// (wm, wn) holds a 32 x kBN/2 tile of it as mma.sync.m16n8k16 accumulators (4 warps along M,
+// 2 along N). The K loop walks the taps (kh, kw) and, in each, Cin in steps of kBK channels
+// (64, 48, 32 or 16: the largest that divides Cin), in the weight's (Cout, kh, kw, Cin) column
+// order. A step stages in shared memory, by cp.async kStages deep:
 //   - A (kBM, kBK): each pixel's kBK channels at its tap neighbour, zeros outside the image
 //     (the copy's source size 0);
 //   - B (kBN, kBK): the weights' slice, rows past Cout zero.
 // An eval BatchNorm before the conv (the block's first) is applied by channel_affine into a
 // (P, Cin) buffer first: it reads and writes P·Cin values where im2col wrote 9 times that.
-// The 9 taps read every input pixel 9 times; cp.async.ca keeps those reads in L1 and L2.
 //
 // Where it runs (conv3x3_implicit_preferred): measured on the H200 (ncu, MedMamba-T, bf16,
 // batch 128), a block's two convs at stage 1 (Cin 48, one K step a tap) took 0.36 ms against
 // im2col + GEMM's 0.55, but at stage 2 (Cin 96) 0.35 against 0.28, and at batch 1 the pass
-// took 1.05 ms against 0.69: a K step costs about 2.4 us of a block's time (3 blocks an SM),
-// so the kernel pays where there are few steps and many blocks. Wider warp tiles (each A
-// fragment here feeds 3 n8 tiles) and a deeper pipeline are the next things to try.
+// took 1.05 ms against 0.69. A K step costs about 2.4 us of a block's time (3 blocks an SM)
+// at every stage: the taps re-read each input pixel 9 times through L2 (about 820 MB a conv
+// at stage 1), and a smaller shared-memory carveout, to keep them in L1, was slower (fewer
+// blocks an SM). The next step is to stage a block's input halo (its pixels plus a row and a
+// pixel each side, contiguous in the flattened grid) once per channel chunk and shift the
+// ldmatrix row addresses per tap, pointing those outside the image at a zero row.
 #include <algorithm>
 #include <cstdint>
 
