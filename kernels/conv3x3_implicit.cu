@@ -1,80 +1,77 @@
 // 3x3 pad-1 stride-1 convolution as an implicit GEMM on the tensor cores, for the inference
 // engine's 16-bit activations (bf16 or fp16 in and out, float32 sums):
-//   out (P, Cout) = [relu](conv3x3(x) + bias),  P = B·H·W pixels,
+//   out (P, Cout) = [relu](conv3x3([scale ⊙ x + shift]) + bias),  P = B·H·W pixels,
 // the same product as im2col3x3 followed by GemmRunner, without the (P, 9·Cin) column matrix:
 // at MedMamba-T's first stage, batch 128, that matrix is 347 MB that im2col wrote to HBM and
-// the GEMM read back, for each of a block's two convs (ncu: the pass's 20 im2col launches
-// were 12% of its kernel time).
+// the GEMM read back, for each of a block's two convs.
 //
-// Tiling. A block of 8 warps computes kBM = 128 pixels (consecutive rows of the flattened
+// Tiling. A block of 8 warps computes kBM = 256 pixels (consecutive rows of the flattened
 // (B,H,W) grid, wherever they fall in the images) by kBN = 48 or 64 output channels; warp
-// (wm, wn) holds a 32 x kBN/2 tile of it as mma.sync.m16n8k16 accumulators (4 warps along M,
-// 2 along N). The K loop walks the taps (kh, kw) and, in each, Cin in steps of kBK channels
-// (64, 48, 32 or 16: the largest that divides Cin), in the weight's (Cout, kh, kw, Cin) column
-// order. A step stages in shared memory, by cp.async kStages deep:
-//   - A (kBM, kBK): each pixel's kBK channels at its tap neighbour, zeros outside the image
-//     (the copy's source size 0);
-//   - B (kBN, kBK): the weights' slice, rows past Cout zero.
-// An eval BatchNorm before the conv (the block's first) is applied by channel_affine into a
-// (P, Cin) buffer first: it reads and writes P·Cin values where im2col wrote 9 times that.
+// (wm, wn) holds a 64 x kBN/2 tile of it as mma.sync.m16n8k16 accumulators (4 warps along M,
+// 2 along N). Cin is walked in chunks of kBK channels (64, 48, 32 or 16: the largest that
+// divides it); per chunk the block copies (cp.async) into shared memory
+//   - the weights of the 9 taps, (9·kBN, kBK);
+//   - the halo: its pixels with W + 1 more each side, which are contiguous in the flattened
+//     grid (the rows above and below), and a row of zeros;
+// then walks the 9 taps. A tap's A operand is the halo shifted by kh·W + kw rows: each lane's
+// ldmatrix row address moves per tap, and a row whose tap falls outside its image (padding,
+// or another image's pixel) points at the zero row. The output tile goes out through shared
+// memory as whole 16-byte pieces of rows.
 //
-// Where it runs (conv3x3_implicit_preferred): measured on the H200 (ncu, MedMamba-T, bf16,
-// batch 128), a block's two convs at stage 1 (Cin 48, one K step a tap) took 0.36 ms against
-// im2col + GEMM's 0.55, but at stage 2 (Cin 96) 0.35 against 0.28, and at batch 1 the pass
-// took 1.05 ms against 0.69. A K step costs about 2.4 us of a block's time (3 blocks an SM)
-// at every stage: the taps re-read each input pixel 9 times through L2 (about 820 MB a conv
-// at stage 1), and a smaller shared-memory carveout, to keep them in L1, was slower (fewer
-// blocks an SM). The next step is to stage a block's input halo (its pixels plus a row and a
-// pixel each side, contiguous in the flattened grid) once per channel chunk and shift the
-// ldmatrix row addresses per tap, pointing those outside the image at a zero row.
+// An eval BatchNorm before the conv (the block's first) is applied to the halo in shared
+// memory by the threads that copied it: the padding stays 0, because rows outside an image
+// are never read as such (the zero row is).
+//
+// Measured on the H200 (ncu, MedMamba-T, bf16, a block's two convs, µs at batch 128 / 32):
+//
+//   stage (Cin)        im2col + GEMM   this kernel
+//   1 (48)             549 / 146       182 / 56
+//   2 (96)             279 /  81       168 / 61
+//   3 (192)            151 /  56       155 / 64
+//   4 (384)            110 /  46       208 / 120
+//
+// The kernel issues at about a third of the SMs' rate with 2 blocks (16 warps) an SM, which
+// its 90 KB of shared memory and 126 registers allow: a chunk's copies are not overlapped
+// with its own compute, only with the other block's. Where Cin is large (several chunks) or
+// the grid is under a wave, im2col + cuBLAS wins (conv3x3_implicit_preferred). Earlier
+// versions: each tap's rows gathered from global memory (L2-bound, stage 1 364 µs); the
+// halo with a weight slice per tap, 128 pixels a block (324 µs: one barrier per tap).
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "cuda_ops.h"
+#include "fast_divmod.h"
 
 namespace mm::cuda {
 
 namespace {
 
-constexpr int kBM = 128, kStages = 3, kThreads = 256;
+constexpr int kThreads = 256, kBM = 256;
 
-// kBK input channels per K step (a divisor of Cin: 64, 48, 32 or 16), kBN output channels per
-// block (48 or 64: MedMamba's channel counts are multiples of 48). Shared rows are kBK + 8
-// elements apart, which puts the 8 rows of every ldmatrix in distinct banks for these kBK.
+// kBM pixels by kBN output channels (48 or 64: MedMamba's channel counts are multiples of 48)
+// per block, Cin in chunks of kBK (64, 48, 32 or 16: the largest that divides it). Shared rows
+// are kBK + 8 elements apart, which puts the 8 consecutive rows of an ldmatrix in distinct banks.
 template <class T, int kBK, int kBN>
 struct Tile {
   static constexpr int kRow = kBK + 8;
-  static constexpr int kChunks = kBK / 8;                      // 16-byte chunks per row
-  static constexpr int kAPerThread = kBM * kChunks / kThreads;  // A chunks each thread copies
-  static constexpr int kWarpN8 = kBN / 16;                      // n8 tiles per warp (2 warps along N)
-  static_assert(kBM * kChunks % kThreads == 0, "A chunks must split evenly over the threads");
-  struct Stage {
-    T a[kBM][kRow];
-    T b[kBN][kRow];
-  };
-  static constexpr size_t kSmem = kStages * sizeof(Stage);
+  static constexpr int kChunks = kBK / 8;    // 16-byte pieces per row
+  static constexpr int kWarpM16 = kBM / 64;  // m16 tiles per warp (4 warps along M)
+  static constexpr int kWarpN8 = kBN / 16;   // n8 tiles per warp (2 warps along N)
+  using Row = T[kRow];
+  // Shared memory: a chunk's weights for the 9 taps (9 x kBN rows), then its halo of
+  // kBM + 2W + 2 rows and a zero row.
+  static size_t smem_bytes(int W) { return size_t(9 * kBN + kBM + 2 * W + 3) * sizeof(Row); }
 };
 
-__device__ __forceinline__ void cp_async16_ca(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  const unsigned a = unsigned(__cvta_generic_to_shared(smem));
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], unsigned addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a));
+               : "r"(addr));
 }
-__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* smem) {
-  const unsigned a = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], unsigned addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 
 // d += a·b for one m16n8k16 tile, float32 accumulators.
@@ -102,148 +99,199 @@ template <class T>
 struct ConvParams {
   T* out;
   const T* x;
-  const T* w;     // (Cout, 3, 3, Cin)
-  const T* bias;  // (Cout) or nullptr
+  const float *scale, *shift;  // (Cin) each, or nullptr
+  const T* w;                  // (Cout, 3, 3, Cin)
+  const T* bias;               // (Cout) or nullptr
   int64_t ldo, ldx;
   int P, H, W, Cin, Cout;
+  FastDivmod by_w, by_h;
   bool relu;
 };
 
 template <class T, int kBK, int kBN>
 __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T> a) {
   using Tl = Tile<T, kBK, kBN>;
+  using Row = typename Tl::Row;
+  constexpr int kM16 = Tl::kWarpM16, kN8 = Tl::kWarpN8, kPieces = Tl::kChunks;
+  // Copies: thread tid moves the 16-byte piece `piece` of rows tid / kPieces, + kRowStep, ...
+  // (a fixed piece, so its BatchNorm scale and shift stay in registers).
+  constexpr int kRowStep = kThreads / kPieces;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto* st = reinterpret_cast<typename Tl::Stage*>(smem_raw);
+  Row* wts = reinterpret_cast<Row*>(smem_raw);  // (tap, n) rows
+  Row* halo = wts + 9 * kBN;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int wm = warp % 4, wn = warp / 4;  // warp tile: rows wm·32.., columns wn·(kBN/2)..
+  const int wm = warp % 4, wn = warp / 4;  // warp tile: rows wm·16·kM16.., columns wn·(kBN/2)..
   const int p0 = blockIdx.x * kBM, n0 = blockIdx.y * kBN;
-  const int cin_steps = a.Cin / kBK, steps = 9 * cin_steps, K = 9 * a.Cin;
+  const int K = 9 * a.Cin;
+  const int halo_rows = kBM + 2 * a.W + 2;  // then the zero row
+  const int first = p0 - a.W - 1;           // the pixel of halo row 0
+  const int piece = tid % kPieces, row0 = tid / kPieces;
+  const bool copies = row0 < kRowStep;  // kThreads % kPieces threads have no piece
 
-  // The A chunks this thread copies: (row, 8 channels at part·8) for j < kAPerThread, with
-  // the taps inside the image for that row's pixel as bits kh·3+kw.
-  int arow[Tl::kAPerThread], apart[Tl::kAPerThread];
-  unsigned inside[Tl::kAPerThread];
+  if (tid < kPieces) *reinterpret_cast<uint4*>(&halo[halo_rows][tid * 8]) = make_uint4(0, 0, 0, 0);
+
+  // This lane's ldmatrix rows (pixel p0 + lrow[mi]), with the taps inside its image as bits
+  // kh·3+kw; none for pixels past P, whose outputs are dropped.
+  int lrow[kM16];
+  unsigned inside[kM16];
 #pragma unroll
-  for (int j = 0; j < Tl::kAPerThread; ++j) {
-    const int q = tid + j * kThreads;
-    arow[j] = q / Tl::kChunks;
-    apart[j] = (q % Tl::kChunks) * 8;
-    const int p = p0 + arow[j];
-    inside[j] = 0;
-    if (p < a.P) {
-      const int pw = p % a.W, ph = (p / a.W) % a.H;
+  for (int mi = 0; mi < kM16; ++mi) {
+    lrow[mi] = (wm * kM16 + mi) * 16 + lane % 16;
+    const int p = p0 + lrow[mi];
+    const int q = int(a.by_w.div(unsigned(p))), pw = p - q * a.W;
+    const int ph = q - int(a.by_h.div(unsigned(q))) * a.H;
+    const unsigned rows = 0b010u | (ph > 0 ? 0b001u : 0u) | (ph < a.H - 1 ? 0b100u : 0u);  // kh allowed
+    const unsigned cols = 0b010u | (pw > 0 ? 0b001u : 0u) | (pw < a.W - 1 ? 0b100u : 0u);  // kw allowed
+    unsigned m = 0;
 #pragma unroll
-      for (int t = 0; t < 9; ++t) {
-        const int ih = ph + t / 3 - 1, iw = pw + t % 3 - 1;
-        if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W) inside[j] |= 1u << t;
+    for (int kh = 0; kh < 3; ++kh) m |= ((rows >> kh) & 1u ? cols : 0u) << (3 * kh);
+    inside[mi] = p < a.P ? m : 0u;
+  }
+
+  // ldmatrix addresses in shared space: lane i gives row i % 16 of an A tile, at column 8·(i / 16)
+  // (its tap's row, or the zero row), and row i % 8 of a B tile at column 8·((i / 8) % 2)
+  // (lanes 16-31 repeat 0-15 for the x2 form).
+  constexpr unsigned kRowBytes = sizeof(Row);
+  const unsigned halo_addr = unsigned(__cvta_generic_to_shared(halo));
+  const unsigned zero_addr = halo_addr + halo_rows * kRowBytes + (lane / 16) * 16;
+  unsigned a_addr[kM16];
+#pragma unroll
+  for (int mi = 0; mi < kM16; ++mi) a_addr[mi] = halo_addr + lrow[mi] * kRowBytes + (lane / 16) * 16;
+  const unsigned b_addr =
+      unsigned(__cvta_generic_to_shared(wts)) + (wn * (kBN / 2) + lane % 8) * kRowBytes + ((lane / 8) % 2) * 16;
+
+  float acc[kM16][kN8][4] = {};
+  for (int ci0 = 0; ci0 < a.Cin; ci0 += kBK) {
+    if (ci0 > 0) __syncthreads();  // every warp is done with the previous chunk
+    if (copies) {
+      const T* src = a.x + ci0 + piece * 8;
+      for (int r = row0; r < halo_rows; r += kRowStep) {
+        const int p = first + r;
+        const bool ok = p >= 0 && p < a.P;
+        cp_async16(&halo[r][piece * 8], ok ? src + int64_t(p) * a.ldx : a.x, ok);
+      }
+      for (int r = row0; r < 9 * kBN; r += kRowStep) {
+        const int tap = r / kBN, n = n0 + r % kBN;
+        const bool ok = n < a.Cout;
+        cp_async16_ca(&wts[r][piece * 8], ok ? a.w + int64_t(n) * K + tap * a.Cin + ci0 + piece * 8 : a.w, ok);
+      }
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    if (a.scale && copies) {  // the eval BatchNorm, on the pieces of the halo this thread copied
+      float sc[8], sh[8];
+      load_floats(a.scale + ci0 + piece * 8, sc);
+      load_floats(a.shift + ci0 + piece * 8, sh);
+      for (int r = row0; r < halo_rows; r += kRowStep) {
+        float v[8];
+        load_pack(&halo[r][piece * 8], v);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) v[e] = fmaf(v[e], sc[e], sh[e]);
+        store_pack(&halo[r][piece * 8], v);
+      }
+    }
+    __syncthreads();
+#pragma unroll 1
+    for (int tap = 0; tap < 9; ++tap) {
+      const unsigned shift = ((tap / 3) * a.W + tap % 3) * kRowBytes;
+      unsigned arow[kM16];
+#pragma unroll
+      for (int mi = 0; mi < kM16; ++mi) arow[mi] = (inside[mi] >> tap) & 1u ? a_addr[mi] + shift : zero_addr;
+      const unsigned brow = b_addr + tap * kBN * kRowBytes;
+#pragma unroll
+      for (int k16 = 0; k16 < kBK; k16 += 16) {
+        uint32_t af[kM16][4], bf[kN8][2];
+#pragma unroll
+        for (int mi = 0; mi < kM16; ++mi) ldmatrix_x4(af[mi], arow[mi] + k16 * 2);
+#pragma unroll
+        for (int nj = 0; nj < kN8; ++nj) ldmatrix_x2(bf[nj], brow + nj * 8 * kRowBytes + k16 * 2);
+#pragma unroll
+        for (int mi = 0; mi < kM16; ++mi)
+#pragma unroll
+          for (int nj = 0; nj < kN8; ++nj) mma_16816<T>(acc[mi][nj], af[mi], bf[nj]);
       }
     }
   }
 
-  auto load = [&](int slot, int step) {
-    const int tap = step / cin_steps, ci0 = (step % cin_steps) * kBK;
-    const int shift = (tap / 3 - 1) * a.W + (tap % 3 - 1);
-#pragma unroll
-    for (int j = 0; j < Tl::kAPerThread; ++j) {
-      const bool in = (inside[j] >> tap) & 1u;
-      const T* src = in ? a.x + (int64_t(p0 + arow[j]) + shift) * a.ldx + ci0 + apart[j] : a.x;
-      cp_async16_ca(&st[slot].a[arow[j]][apart[j]], src, in);
-    }
-    for (int q = tid; q < kBN * Tl::kChunks; q += kThreads) {
-      const int r = q / Tl::kChunks, part = (q % Tl::kChunks) * 8, n = n0 + r;
-      const bool ok = n < a.Cout;
-      cp_async16_ca(&st[slot].b[r][part], ok ? a.w + int64_t(n) * K + tap * a.Cin + ci0 + part : a.w, ok);
-    }
-  };
-
-  float acc[2][Tl::kWarpN8][4] = {};
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < steps) load(s, s);
-    cp_async_commit();
-  }
-  for (int s = 0; s < steps; ++s) {
-    const int slot = s % kStages;
-    cp_async_wait<kStages - 2>();  // this thread's copies of step s have landed
-    __syncthreads();               // everyone's have; step s-1's slot is free
-    if (s + kStages - 1 < steps) load((s + kStages - 1) % kStages, s + kStages - 1);
-    cp_async_commit();
-    const typename Tl::Stage& sg = st[slot];
-#pragma unroll
-    for (int k16 = 0; k16 < kBK; k16 += 16) {
-      uint32_t af[2][4], bf[Tl::kWarpN8][2];
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-        ldmatrix_x4(af[mi], &sg.a[wm * 32 + mi * 16 + lane % 16][k16 + (lane / 16) * 8]);
-#pragma unroll
-      for (int nj = 0; nj < Tl::kWarpN8; ++nj)  // lanes 0-15 address (b0, b1); 16-31 repeat them
-        ldmatrix_x2(bf[nj], &sg.b[wn * (kBN / 2) + nj * 8 + lane % 8][k16 + ((lane / 8) % 2) * 8]);
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int nj = 0; nj < Tl::kWarpN8; ++nj) mma_16816<T>(acc[mi][nj], af[mi], bf[nj]);
-    }
-  }
-  cp_async_wait<0>();
-
-  // Accumulator (mi, nj): rows g and g+8 of the m16 tile, columns 2t and 2t+1 of the n8 tile.
+  // The (kBM, kBN) output tile goes through shared memory (free once every warp is done), so
+  // that global stores are whole 16-byte pieces of rows. Accumulator (mi, nj): rows g and g+8 of
+  // the m16 tile, columns 2t and 2t+1 of the n8 tile.
+  using OutRow = T[kBN + 8];
+  static_assert(sizeof(OutRow) * kBM <= sizeof(Row) * (9 * kBN + kBM + 3), "the output tile must fit");
+  OutRow* tile = reinterpret_cast<OutRow*>(smem_raw);
+  __syncthreads();
   const int g = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int nj = 0; nj < Tl::kWarpN8; ++nj) {
-    const int col = n0 + wn * (kBN / 2) + nj * 8 + 2 * t;
-    if (col >= a.Cout) continue;  // Cout is even: col + 1 is inside too
-    const float b0 = a.bias ? to_f32(a.bias[col]) : 0.f, b1 = a.bias ? to_f32(a.bias[col + 1]) : 0.f;
+  for (int nj = 0; nj < kN8; ++nj) {
+    const int c = wn * (kBN / 2) + nj * 8 + 2 * t, col = n0 + c;
+    const float b0 = a.bias && col < a.Cout ? to_f32(a.bias[col]) : 0.f;
+    const float b1 = a.bias && col < a.Cout ? to_f32(a.bias[col + 1]) : 0.f;  // Cout is even
 #pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
+    for (int mi = 0; mi < kM16; ++mi)
 #pragma unroll
       for (int hr = 0; hr < 2; ++hr) {
-        const int row = p0 + wm * 32 + mi * 16 + g + hr * 8;
-        if (row >= a.P) continue;
-        float v0 = acc[mi][nj][2 * hr] + b0, v1 = acc[mi][nj][2 * hr + 1] + b1;
-        if (a.relu) v0 = fmaxf(v0, 0.f), v1 = fmaxf(v1, 0.f);
-        T* o = a.out + int64_t(row) * a.ldo + col;
-        o[0] = from_f32<T>(v0);
-        o[1] = from_f32<T>(v1);
+        float v[2] = {acc[mi][nj][2 * hr] + b0, acc[mi][nj][2 * hr + 1] + b1};
+        if (a.relu) v[0] = fmaxf(v[0], 0.f), v[1] = fmaxf(v[1], 0.f);
+        store_pack(&tile[(wm * kM16 + mi) * 16 + g + hr * 8][c], v);
       }
+  }
+  __syncthreads();
+  const bool whole = a.Cout - n0 >= kBN && a.ldo % 8 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  for (int q = tid; q < kBM * (kBN / 8); q += kThreads) {
+    const int r = q / (kBN / 8), c = (q % (kBN / 8)) * 8, p = p0 + r;
+    if (p >= a.P) continue;
+    T* o = a.out + int64_t(p) * a.ldo + n0 + c;
+    if (whole) {
+      *reinterpret_cast<uint4*>(o) = *reinterpret_cast<const uint4*>(&tile[r][c]);
+    } else {
+      for (int e = 0; e < 8 && n0 + c + e < a.Cout; ++e) o[e] = tile[r][c + e];
+    }
   }
 }
 
-template <class T, int kBK, int kBN>
-void launch_conv(const ConvParams<T>& a, cudaStream_t s) {
-  constexpr size_t smem = Tile<T, kBK, kBN>::kSmem;
-  static const bool opted_in = [] {  // above 48 KB a kernel must ask for its shared memory
-    MM_CUDA_CHECK(cudaFuncSetAttribute(conv3x3_implicit_kernel<T, kBK, kBN>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
+int max_smem_per_block() {
+  static const int bytes = [] {
+    int dev = 0, n = 0;
+    MM_CUDA_CHECK(cudaGetDevice(&dev));
+    MM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return n;
   }();
-  (void)opted_in;
-  const dim3 grid(unsigned((a.P + kBM - 1) / kBM), unsigned((a.Cout + kBN - 1) / kBN));
-  conv3x3_implicit_kernel<T, kBK, kBN><<<grid, kThreads, smem, s>>>(a);
+  return bytes;
 }
 
-template <class T, int kBN>
-void launch_bk(const ConvParams<T>& a, cudaStream_t s) {
-  if (a.Cin % 64 == 0) launch_conv<T, 64, kBN>(a, s);
-  else if (a.Cin % 48 == 0) launch_conv<T, 48, kBN>(a, s);
-  else if (a.Cin % 32 == 0) launch_conv<T, 32, kBN>(a, s);
-  else launch_conv<T, 16, kBN>(a, s);
+// Calls f(bk, bn), std::integral_constants of the tile's (kBK, kBN) for these channel counts.
+template <class F>
+auto with_tile(int64_t Cin, int64_t Cout, F f) {
+  auto n = [&](auto bk) {
+    if (Cout % 48 == 0) return f(bk, std::integral_constant<int, 48>{});
+    return f(bk, std::integral_constant<int, 64>{});
+  };
+  if (Cin % 64 == 0) return n(std::integral_constant<int, 64>{});
+  if (Cin % 48 == 0) return n(std::integral_constant<int, 48>{});
+  if (Cin % 32 == 0) return n(std::integral_constant<int, 32>{});
+  return n(std::integral_constant<int, 16>{});
+}
+
+size_t conv_smem_bytes(int64_t W, int64_t Cin, int64_t Cout) {
+  return with_tile(Cin, Cout, [&](auto bk, auto bn) {
+    return Tile<__half, decltype(bk)::value, decltype(bn)::value>::smem_bytes(int(W));
+  });
 }
 
 template <class T>
-__global__ void channel_affine_kernel(T* __restrict__ out, const T* __restrict__ x, int64_t ldx,
-                                      const float* __restrict__ scale, const float* __restrict__ shift, int64_t P,
-                                      int C8) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (pixel, 8 channels)
-  if (i >= P * C8) return;
-  const int64_t p = i / C8;
-  const int c = int(i % C8) * 8;
-  float v[8], sc[8], sh[8];
-  load_pack(x + p * ldx + c, v);
-  load_floats(scale + c, sc);
-  load_floats(shift + c, sh);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) v[e] = fmaf(v[e], sc[e], sh[e]);
-  store_pack(out + p * int64_t(C8) * 8 + c, v);
+void launch_conv(const ConvParams<T>& a, cudaStream_t s) {
+  with_tile(a.Cin, a.Cout, [&](auto bk, auto bn) {
+    constexpr int kBK = decltype(bk)::value, kBN = decltype(bn)::value;
+    auto* kernel = conv3x3_implicit_kernel<T, kBK, kBN>;
+    static const bool opted_in = [&] {  // above 48 KB a kernel must ask for its shared memory
+      MM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem_per_block()));
+      return true;
+    }();
+    (void)opted_in;
+    const dim3 grid(unsigned((a.P + kBM - 1) / kBM), unsigned((a.Cout + kBN - 1) / kBN));
+    kernel<<<grid, kThreads, Tile<T, kBK, kBN>::smem_bytes(a.W), s>>>(a);
+    return 0;
+  });
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -254,49 +302,36 @@ bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const vo
                                 int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout) {
   return (dt == DType::BF16 || dt == DType::F16) && Cin % 16 == 0 && Cout % 2 == 0 && ldx % 8 == 0 &&
          ldo % 2 == 0 && aligned16(x) && aligned16(w) && reinterpret_cast<uintptr_t>(out) % 4 == 0 &&
-         B * H * W < (int64_t(1) << 31) - kBM && 9 * Cin < (int64_t(1) << 31) / std::max<int64_t>(Cout, 1);
+         B * H * W < (int64_t(1) << 31) - kBM - 2 * W && 9 * Cin < (int64_t(1) << 31) / std::max<int64_t>(Cout, 1) &&
+         W < (int64_t(1) << 20) && conv_smem_bytes(W, Cin, Cout) <= size_t(max_smem_per_block());
 }
 
-bool conv3x3_implicit_preferred(int64_t P, int64_t Cin) {
+bool conv3x3_implicit_preferred(int64_t P, int64_t Cin, int64_t Cout) {
   static const int sms = sm_count();
-  return Cin <= 64 && P >= int64_t(kBM) * 4 * sms;
+  const int64_t blocks = (P + kBM - 1) / kBM * ((Cout + 47) / 48);
+  return Cin <= 96 && blocks >= sms;
 }
 
-void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
-                      const void* bias, bool relu, int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout,
-                      Stream s) {
+void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t ldx, const float* scale,
+                      const float* shift, const void* w, const void* bias, bool relu, int64_t B, int64_t H, int64_t W,
+                      int64_t Cin, int64_t Cout, Stream s) {
   MM_CHECK(B > 0 && H > 0 && W > 0 && Cin > 0 && Cout > 0, "conv3x3_implicit: empty shape");
   MM_CHECK(conv3x3_implicit_supported(dt, out, ldo, x, ldx, w, B, H, W, Cin, Cout),
            "conv3x3_implicit: needs bf16/fp16, Cin a multiple of 16, even Cout and ldo, ldx a multiple of 8, "
-           "x and w 16-byte aligned");
+           "x and w 16-byte aligned, and a tile's weights and halo in shared memory");
+  MM_CHECK((scale == nullptr) == (shift == nullptr) && (!scale || (aligned16(scale) && aligned16(shift))),
+           "conv3x3_implicit: scale and shift both or neither, 16-byte aligned");
   auto launch = [&](auto t) {
     using T = decltype(t);
-    const ConvParams<T> a{static_cast<T*>(out), static_cast<const T*>(x), static_cast<const T*>(w),
-                          static_cast<const T*>(bias), ldo, ldx, int(B * H * W), int(H), int(W), int(Cin),
-                          int(Cout), relu};
-    if (Cout % 48 == 0) launch_bk<T, 48>(a, s);
-    else launch_bk<T, 64>(a, s);
+    launch_conv(ConvParams<T>{static_cast<T*>(out), static_cast<const T*>(x), scale, shift,
+                              static_cast<const T*>(w), static_cast<const T*>(bias), ldo, ldx, int(B * H * W),
+                              int(H), int(W), int(Cin), int(Cout), FastDivmod(unsigned(W)),
+                              FastDivmod(unsigned(H)), relu},
+                s);
   };
   if (dt == DType::BF16) launch(__nv_bfloat16{});
   else launch(__half{});
   MM_CUDA_CHECK_LAUNCH("conv3x3_implicit");
-}
-
-void channel_affine(DType dt, void* out, const void* x, int64_t ldx, const float* scale, const float* shift,
-                    int64_t P, int64_t C, Stream s) {
-  MM_CHECK(P > 0 && C > 0 && C % 8 == 0 && ldx % 8 == 0 && aligned16(x) && aligned16(out) && aligned16(scale) &&
-               aligned16(shift),
-           "channel_affine: needs C and ldx multiples of 8 and 16-byte aligned pointers");
-  MM_CHECK(dt == DType::BF16 || dt == DType::F16, "channel_affine: bf16 or fp16 only");
-  auto launch = [&](auto t) {
-    using T = decltype(t);
-    const int64_t n = P * (C / 8);
-    channel_affine_kernel<T><<<grid_for(n, 256), 256, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(x), ldx,
-                                                               scale, shift, P, int(C / 8));
-  };
-  if (dt == DType::BF16) launch(__nv_bfloat16{});
-  else launch(__half{});
-  MM_CUDA_CHECK_LAUNCH("channel_affine");
 }
 
 }  // namespace mm::cuda

@@ -122,20 +122,29 @@ int vector_width(std::initializer_list<int64_t> lengths, std::initializer_list<c
 }
 
 // Global -> shared copies that complete asynchronously (cp.async), 16 bytes bypassing L1 or
-// 4 bytes through it; !valid writes zeros and reads nothing. A thread's copies since the last
-// commit form a group; wait_all_but_newest returns once all but its newest group have landed
-// (then a barrier makes them visible to the block).
+// through it (_ca: data that other blocks of the SM read too), 4 bytes through it; !valid
+// writes zeros and reads nothing. A thread's copies since the last commit form a group;
+// cp_async_wait<N> returns once all but its N newest groups have landed (then a barrier makes
+// them visible to the block).
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async16_ca(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 16 : 0));
 }
 __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
   const unsigned dst = unsigned(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(gmem), "r"(valid ? 4 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { cp_async_wait<1>(); }
+__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait<0>(); }
 
 // The sum of values[k·stride], k < n, in double, returned on every lane of the calling warp:
 // lane j adds k = j, j+32, ..., then a fixed shuffle tree. Deterministic (the order depends on

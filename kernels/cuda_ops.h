@@ -134,22 +134,20 @@ void layernorm_gate(DType dt, void* out, const float* y, const void* z, int64_t 
 void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* w, const float* bias,
                     int64_t B, int64_t H, int64_t W, int64_t C, Stream s, float* zero = nullptr);
 
-// out (P,Cout) rows ldo apart = [relu](conv3x3 pad 1 of x + bias) as an implicit GEMM on the
-// tensor cores (no im2col matrix): x (B,H,W,Cin) rows ldx apart, w (Cout,kh,kw,Cin) and bias
-// (Cout) of dt. bf16/fp16 only, with the shapes conv3x3_implicit_supported accepts (MedMamba-T's
-// all are); otherwise im2col3x3 + GemmRunner.
+// out (P,Cout) rows ldo apart = [relu](conv3x3 pad 1 of (scale ⊙ x + shift) + bias) as an
+// implicit GEMM on the tensor cores (no im2col matrix): x (B,H,W,Cin) rows ldx apart; scale and
+// shift (Cin) float32, an eval BatchNorm applied inside the image (the padding stays 0), or
+// both nullptr; w (Cout,kh,kw,Cin) and bias (Cout) of dt. bf16/fp16 only, with the shapes
+// conv3x3_implicit_supported accepts (MedMamba's all are at the usual sizes: it needs a tile's
+// halo, 128 + 2W + 2 pixels of a channel chunk, in shared memory); otherwise im2col3x3 + GemmRunner.
 bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
                                 int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout);
 // Where conv3x3_implicit is faster than im2col3x3 + GEMM (measured, see conv3x3_implicit.cu):
-// P = B·H·W output pixels, Cin input channels.
-bool conv3x3_implicit_preferred(int64_t P, int64_t Cin);
-void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
-                      const void* bias, bool relu, int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout,
-                      Stream s);
-// out (P,C) dense = scale ⊙ x[:, :C] + shift (an eval BatchNorm), x rows ldx apart; bf16/fp16,
-// C and ldx multiples of 8, 16-byte aligned pointers.
-void channel_affine(DType dt, void* out, const void* x, int64_t ldx, const float* scale, const float* shift,
-                    int64_t P, int64_t C, Stream s);
+// P = B·H·W output pixels, Cin and Cout channels.
+bool conv3x3_implicit_preferred(int64_t P, int64_t Cin, int64_t Cout);
+void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t ldx, const float* scale,
+                      const float* shift, const void* w, const void* bias, bool relu, int64_t B, int64_t H, int64_t W,
+                      int64_t Cin, int64_t Cout, Stream s);
 
 // 3x3 pad 1 im2col with an optional per-channel affine on the input (an eval BatchNorm
 // that precedes the conv: applied inside the image, the padding stays 0):

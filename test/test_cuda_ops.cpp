@@ -213,14 +213,16 @@ TEST_CASE("cuda op: BN -> conv3x3 -> ReLU as im2col3x3 + GEMM matches the CPU op
     }
 }
 
-// The implicit-GEMM conv (bf16/fp16): several 128-pixel tiles, tiles that cross image rows and
-// images, images smaller than a tile (7x7); 48-channel output tiles (48, 96) and 64-channel
-// ones (32, 16, 128: two tiles); K steps of 48, 32, 16 and 64 channels.
+// The implicit-GEMM conv (bf16/fp16): several 256-pixel tiles (the last one partial), tiles
+// that cross image rows and images, a tile over three images (7x7), wide rows (W = 70: a halo
+// of 398 rows); 48-channel output tiles (48, 96, 192) and 64-channel ones (32, 16, 128: two
+// tiles); chunks of 48, 32, 16 and 64 channels, one chunk or several (96: 2, 128: 2, 192: 3).
 TEST_CASE("cuda op: conv3x3_implicit (BN -> conv3x3 -> ReLU without im2col) matches the CPU ops") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(15);
   struct Shape { int64_t B, H, W, c; };
-  for (const Shape sh : {Shape{2, 9, 13, 48}, Shape{3, 7, 7, 96}, Shape{1, 14, 14, 32}, Shape{2, 5, 3, 16}, Shape{1, 6, 11, 128}})
+  for (const Shape sh : {Shape{4, 9, 13, 48}, Shape{3, 7, 7, 96}, Shape{1, 14, 14, 32}, Shape{2, 5, 3, 16},
+                         Shape{1, 6, 11, 128}, Shape{2, 4, 70, 48}, Shape{2, 8, 5, 192}})
     for (bool with_bn : {true, false})
       for (DType dt : {DType::BF16, DType::F16}) {
         const int64_t B = sh.B, H = sh.H, W = sh.W, c = sh.c, C = 2 * c, P = B * H * W;
@@ -232,23 +234,17 @@ TEST_CASE("cuda op: conv3x3_implicit (BN -> conv3x3 -> ReLU without im2col) matc
         Tensor dx = to_gpu(k.x, dt), dw = to_gpu(k.w_khkwci, dt), db = to_gpu(k.bias, dt);
         Tensor dout = Tensor::empty({P * c}, dt, Device::CUDA);
         const Tensor dscale = to_gpu(k.scale, DType::F32), dshift = to_gpu(k.shift, DType::F32);
-        // With BN: channel_affine into a dense (P,c) buffer first, as the engine does.
-        Tensor normed = Tensor::empty({P * c}, dt, Device::CUDA);
-        const void* in = dx.data();
-        int64_t ldx = C;
-        if (with_bn) {
-          cuda::channel_affine(dt, normed.data(), dx.data(), C, dscale.as<float>(), dshift.as<float>(), P, c,
-                               kDefaultStream);
-          in = normed.data();
-          ldx = c;
-        }
-        REQUIRE(cuda::conv3x3_implicit_supported(dt, dout.data(), c, in, ldx, dw.data(), B, H, W, c, c));
-        cuda::conv3x3_implicit(dt, dout.data(), c, in, ldx, dw.data(), db.data(), /*relu=*/true, B, H, W, c, c,
-                               kDefaultStream);
+        REQUIRE(cuda::conv3x3_implicit_supported(dt, dout.data(), c, dx.data(), C, dw.data(), B, H, W, c, c));
+        cuda::conv3x3_implicit(dt, dout.data(), c, dx.data(), C, with_bn ? dscale.as<float>() : nullptr,
+                               with_bn ? dshift.as<float>() : nullptr, dw.data(), db.data(), /*relu=*/true, B, H, W,
+                               c, c, kDefaultStream);
         check_nmse("conv3x3_implicit", from_gpu(dout), k.want, 3 * gemm_nmse(dt));
       }
   CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::F32, nullptr, 48, nullptr, 96, nullptr, 1, 4, 4, 48, 48));
   CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 20, nullptr, 40, nullptr, 1, 4, 4, 20, 20));
+  // A row of 4096 pixels: the halo of a tile does not fit in shared memory.
+  CHECK(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 64, nullptr, 64, nullptr, 1, 4, 256, 64, 64));
+  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 64, nullptr, 64, nullptr, 1, 4, 4096, 64, 64));
 }
 
 // k = 4: 16-byte loads of 4 image values; k = 2: one value at a time.

@@ -348,13 +348,13 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
 
   // Convolution branch on the left half: BN0 -> conv3x3(+BN2) -> ReLU -> conv3x3(+BN5) -> ReLU -> conv1x1 -> ReLU
   static const std::string forced = conv3x3_forced();
-  const bool implicit = forced == "implicit" || (forced != "im2col" && cuda::conv3x3_implicit_preferred(P, c));
-  if (implicit && c % 8 == 0 &&
-      cuda::conv3x3_implicit_supported(act, ws.a3, c, ws.col, c, w.conv1_w, B, side, side, c, c) &&
+  const bool implicit = forced == "implicit" || (forced != "im2col" && cuda::conv3x3_implicit_preferred(P, c, c));
+  if (implicit && cuda::conv3x3_implicit_supported(act, ws.a3, c, x, C, w.conv1_w, B, side, side, c, c) &&
       cuda::conv3x3_implicit_supported(act, ws.a6, c, ws.a3, c, w.conv4_w, B, side, side, c, c)) {
-    cuda::channel_affine(act, ws.col, x, C, w.bn0_scale, w.bn0_shift, P, c, s);  // BN0 into a (P,c) buffer
-    cuda::conv3x3_implicit(act, ws.a3, c, ws.col, c, w.conv1_w, w.conv1_b, /*relu=*/true, B, side, side, c, c, s);
-    cuda::conv3x3_implicit(act, ws.a6, c, ws.a3, c, w.conv4_w, w.conv4_b, /*relu=*/true, B, side, side, c, c, s);
+    cuda::conv3x3_implicit(act, ws.a3, c, x, C, w.bn0_scale, w.bn0_shift, w.conv1_w, w.conv1_b, /*relu=*/true, B,
+                           side, side, c, c, s);
+    cuda::conv3x3_implicit(act, ws.a6, c, ws.a3, c, nullptr, nullptr, w.conv4_w, w.conv4_b, /*relu=*/true, B, side,
+                           side, c, c, s);
   } else {
     cuda::im2col3x3(act, ws.col, x, C, w.bn0_scale, w.bn0_shift, B, side, side, c, s);
     gemm_act(P, c, 9 * c, ws.col, w.conv1_w, ws.a3, w.conv1_b, /*relu=*/true);
