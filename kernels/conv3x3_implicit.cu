@@ -50,19 +50,30 @@ namespace {
 
 constexpr int kThreads = 256, kBM = 256;
 
+// Shared memory of a block: a chunk's weights for the 9 taps (9·bn rows), then its halo of
+// kBM + 2W + 2 rows and a zero row, rows of bk elements and one 16-byte piece; at the end the
+// same room holds the (kBM, bn) output tile, rows of bn elements and a piece.
+constexpr size_t tile_smem_bytes(int64_t W, int bk, int bn, int elem_bytes) {
+  const size_t in = size_t(9 * bn + kBM + 2 * W + 3) * size_t(bk * elem_bytes + 16);
+  const size_t out = size_t(kBM) * size_t(bn * elem_bytes + 16);
+  return in > out ? in : out;
+}
+
 // kBM pixels by kBN output channels (48 or 64: MedMamba's channel counts are multiples of 48)
-// per block, Cin in chunks of kBK (64, 48, 32 or 16: the largest that divides it). Shared rows
-// are kBK + 8 elements apart, which puts the 8 consecutive rows of an ldmatrix in distinct banks.
+// per block, Cin in chunks of kBK (64, 48, 32 or 16; chunk_channels). Shared rows are kBK
+// elements and one 16-byte piece apart, which puts the 8 consecutive rows of an ldmatrix in
+// distinct banks. A K step is 32 bytes of a row: 16 channels of bf16/fp16 (m16n8k16), 8 of
+// float (TF32, m16n8k8).
 template <class T, int kBK, int kBN>
 struct Tile {
-  static constexpr int kRow = kBK + 8;
-  static constexpr int kChunks = kBK / 8;    // 16-byte pieces per row
+  static constexpr int kElems = 16 / int(sizeof(T));  // per 16-byte piece
+  static constexpr int kRow = kBK + kElems;
+  static constexpr int kPieces = kBK / kElems;  // per row
+  static constexpr int kSteps = kBK * int(sizeof(T)) / 32;
   static constexpr int kWarpM16 = kBM / 64;  // m16 tiles per warp (4 warps along M)
   static constexpr int kWarpN8 = kBN / 16;   // n8 tiles per warp (2 warps along N)
   using Row = T[kRow];
-  // Shared memory: a chunk's weights for the 9 taps (9 x kBN rows), then its halo of
-  // kBM + 2W + 2 rows and a zero row.
-  static size_t smem_bytes(int W) { return size_t(9 * kBN + kBM + 2 * W + 3) * sizeof(Row); }
+  static size_t smem_bytes(int W) { return tile_smem_bytes(W, kBK, kBN, int(sizeof(T))); }
 };
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], unsigned addr) {
@@ -74,12 +85,14 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], unsigned addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
 }
 
-// d += a·b for one m16n8k16 tile, float32 accumulators.
+// d += a·b for one K step (32 bytes of each row): m16n8k16 for 16-bit types, m16n8k8 TF32 for
+// float (whose fragments ldmatrix delivers the same way: lane (g, t) gets element (g, t) of
+// each 8 x 4 float block), float32 accumulators.
 template <class T>
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+__device__ __forceinline__ void mma_step(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
-                                                         const uint32_t (&b)[2]) {
+__device__ __forceinline__ void mma_step<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                        const uint32_t (&b)[2]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
@@ -87,12 +100,27 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const ui
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+__device__ __forceinline__ void mma_step<__half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+template <>
+__device__ __forceinline__ void mma_step<float>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// v rounded to TF32 (nearest, ties away), as a float; the tensor cores would truncate.
+__device__ __forceinline__ float round_tf32(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return __uint_as_float(r);
 }
 
 template <class T>
@@ -109,10 +137,10 @@ struct ConvParams {
 };
 
 template <class T, int kBK, int kBN>
-__global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T> a) {
+__global__ void __launch_bounds__(kThreads, 2) conv3x3_implicit_kernel(ConvParams<T> a) {
   using Tl = Tile<T, kBK, kBN>;
   using Row = typename Tl::Row;
-  constexpr int kM16 = Tl::kWarpM16, kN8 = Tl::kWarpN8, kPieces = Tl::kChunks;
+  constexpr int kM16 = Tl::kWarpM16, kN8 = Tl::kWarpN8, kPieces = Tl::kPieces, kE = Tl::kElems;
   // Copies: thread tid moves the 16-byte piece `piece` of rows tid / kPieces, + kRowStep, ...
   // (a fixed piece, so its BatchNorm scale and shift stay in registers).
   constexpr int kRowStep = kThreads / kPieces;
@@ -128,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T
   const int piece = tid % kPieces, row0 = tid / kPieces;
   const bool copies = row0 < kRowStep;  // kThreads % kPieces threads have no piece
 
-  if (tid < kPieces) *reinterpret_cast<uint4*>(&halo[halo_rows][tid * 8]) = make_uint4(0, 0, 0, 0);
+  if (tid < kPieces) *reinterpret_cast<uint4*>(&halo[halo_rows][tid * kE]) = make_uint4(0, 0, 0, 0);
 
   // This lane's ldmatrix rows (pixel p0 + lrow[mi]), with the taps inside its image as bits
   // kh·3+kw; none for pixels past P, whose outputs are dropped.
@@ -164,30 +192,39 @@ __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T
   for (int ci0 = 0; ci0 < a.Cin; ci0 += kBK) {
     if (ci0 > 0) __syncthreads();  // every warp is done with the previous chunk
     if (copies) {
-      const T* src = a.x + ci0 + piece * 8;
+      const T* src = a.x + ci0 + piece * kE;
       for (int r = row0; r < halo_rows; r += kRowStep) {
         const int p = first + r;
         const bool ok = p >= 0 && p < a.P;
-        cp_async16(&halo[r][piece * 8], ok ? src + int64_t(p) * a.ldx : a.x, ok);
+        cp_async16(&halo[r][piece * kE], ok ? src + int64_t(p) * a.ldx : a.x, ok);
       }
       for (int r = row0; r < 9 * kBN; r += kRowStep) {
         const int tap = r / kBN, n = n0 + r % kBN;
         const bool ok = n < a.Cout;
-        cp_async16_ca(&wts[r][piece * 8], ok ? a.w + int64_t(n) * K + tap * a.Cin + ci0 + piece * 8 : a.w, ok);
+        cp_async16_ca(&wts[r][piece * kE], ok ? a.w + int64_t(n) * K + tap * a.Cin + ci0 + piece * kE : a.w, ok);
       }
     }
     cp_async_commit();
     cp_async_wait<0>();
-    if (a.scale && copies) {  // the eval BatchNorm, on the pieces of the halo this thread copied
-      float sc[8], sh[8];
-      load_floats(a.scale + ci0 + piece * 8, sc);
-      load_floats(a.shift + ci0 + piece * 8, sh);
-      for (int r = row0; r < halo_rows; r += kRowStep) {
-        float v[8];
-        load_pack(&halo[r][piece * 8], v);
+    // The eval BatchNorm, and for float the rounding to TF32, on the pieces of the halo this
+    // thread copied.
+    if ((a.scale || std::is_same<T, float>::value) && copies) {
+      float sc[kE], sh[kE];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = fmaf(v[e], sc[e], sh[e]);
-        store_pack(&halo[r][piece * 8], v);
+      for (int e = 0; e < kE; ++e) sc[e] = 1.f, sh[e] = 0.f;
+      if (a.scale) {
+        load_floats(a.scale + ci0 + piece * kE, sc);
+        load_floats(a.shift + ci0 + piece * kE, sh);
+      }
+      for (int r = row0; r < halo_rows; r += kRowStep) {
+        float v[kE];
+        load_pack(&halo[r][piece * kE], v);
+#pragma unroll
+        for (int e = 0; e < kE; ++e) {
+          v[e] = fmaf(v[e], sc[e], sh[e]);
+          if constexpr (std::is_same<T, float>::value) v[e] = round_tf32(v[e]);
+        }
+        store_pack(&halo[r][piece * kE], v);
       }
     }
     __syncthreads();
@@ -199,16 +236,16 @@ __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T
       for (int mi = 0; mi < kM16; ++mi) arow[mi] = (inside[mi] >> tap) & 1u ? a_addr[mi] + shift : zero_addr;
       const unsigned brow = b_addr + tap * kBN * kRowBytes;
 #pragma unroll
-      for (int k16 = 0; k16 < kBK; k16 += 16) {
+      for (int ks = 0; ks < Tl::kSteps; ++ks) {
         uint32_t af[kM16][4], bf[kN8][2];
 #pragma unroll
-        for (int mi = 0; mi < kM16; ++mi) ldmatrix_x4(af[mi], arow[mi] + k16 * 2);
+        for (int mi = 0; mi < kM16; ++mi) ldmatrix_x4(af[mi], arow[mi] + ks * 32);
 #pragma unroll
-        for (int nj = 0; nj < kN8; ++nj) ldmatrix_x2(bf[nj], brow + nj * 8 * kRowBytes + k16 * 2);
+        for (int nj = 0; nj < kN8; ++nj) ldmatrix_x2(bf[nj], brow + nj * 8 * kRowBytes + ks * 32);
 #pragma unroll
         for (int mi = 0; mi < kM16; ++mi)
 #pragma unroll
-          for (int nj = 0; nj < kN8; ++nj) mma_16816<T>(acc[mi][nj], af[mi], bf[nj]);
+          for (int nj = 0; nj < kN8; ++nj) mma_step<T>(acc[mi][nj], af[mi], bf[nj]);
       }
     }
   }
@@ -216,8 +253,7 @@ __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T
   // The (kBM, kBN) output tile goes through shared memory (free once every warp is done), so
   // that global stores are whole 16-byte pieces of rows. Accumulator (mi, nj): rows g and g+8 of
   // the m16 tile, columns 2t and 2t+1 of the n8 tile.
-  using OutRow = T[kBN + 8];
-  static_assert(sizeof(OutRow) * kBM <= sizeof(Row) * (9 * kBN + kBM + 3), "the output tile must fit");
+  using OutRow = T[kBN + kE];
   OutRow* tile = reinterpret_cast<OutRow*>(smem_raw);
   __syncthreads();
   const int g = lane / 4, t = lane % 4;
@@ -236,15 +272,15 @@ __global__ void __launch_bounds__(kThreads) conv3x3_implicit_kernel(ConvParams<T
       }
   }
   __syncthreads();
-  const bool whole = a.Cout - n0 >= kBN && a.ldo % 8 == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
-  for (int q = tid; q < kBM * (kBN / 8); q += kThreads) {
-    const int r = q / (kBN / 8), c = (q % (kBN / 8)) * 8, p = p0 + r;
+  const bool whole = a.Cout - n0 >= kBN && a.ldo % kE == 0 && reinterpret_cast<uintptr_t>(a.out) % 16 == 0;
+  for (int q = tid; q < kBM * (kBN / kE); q += kThreads) {
+    const int r = q / (kBN / kE), c = (q % (kBN / kE)) * kE, p = p0 + r;
     if (p >= a.P) continue;
     T* o = a.out + int64_t(p) * a.ldo + n0 + c;
     if (whole) {
       *reinterpret_cast<uint4*>(o) = *reinterpret_cast<const uint4*>(&tile[r][c]);
     } else {
-      for (int e = 0; e < 8 && n0 + c + e < a.Cout; ++e) o[e] = tile[r][c + e];
+      for (int e = 0; e < kE && n0 + c + e < a.Cout; ++e) o[e] = tile[r][c + e];
     }
   }
 }
@@ -259,28 +295,35 @@ int max_smem_per_block() {
   return bytes;
 }
 
-// Calls f(bk, bn), std::integral_constants of the tile's (kBK, kBN) for these channel counts.
-template <class F>
-auto with_tile(int64_t Cin, int64_t Cout, F f) {
-  auto n = [&](auto bk) {
-    if (Cout % 48 == 0) return f(bk, std::integral_constant<int, 48>{});
-    return f(bk, std::integral_constant<int, 64>{});
-  };
-  if (Cin % 64 == 0) return n(std::integral_constant<int, 64>{});
-  if (Cin % 48 == 0) return n(std::integral_constant<int, 48>{});
-  if (Cin % 32 == 0) return n(std::integral_constant<int, 32>{});
-  return n(std::integral_constant<int, 16>{});
+int max_smem_per_sm() {
+  static const int bytes = [] {
+    int dev = 0, n = 0;
+    MM_CUDA_CHECK(cudaGetDevice(&dev));
+    MM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    return n;
+  }();
+  return bytes;
 }
 
-size_t conv_smem_bytes(int64_t W, int64_t Cin, int64_t Cout) {
-  return with_tile(Cin, Cout, [&](auto bk, auto bn) {
-    return Tile<__half, decltype(bk)::value, decltype(bn)::value>::smem_bytes(int(W));
-  });
+int block_channels(int64_t Cout) { return Cout % 48 == 0 ? 48 : 64; }
+
+// The chunk of input channels: the largest of 64, 48, 32 and 16 that divides Cin and lets two
+// blocks share an SM (each also holds 1 KB for the system), else the smallest that divides Cin
+// (one block an SM, if it fits at all). 0 when none divides Cin.
+int chunk_channels(int64_t W, int64_t Cin, int64_t Cout, int elem_bytes) {
+  const size_t two_blocks = size_t(max_smem_per_sm()) / 2 - 1024;
+  int smallest = 0;
+  for (int bk : {64, 48, 32, 16}) {
+    if (Cin % bk) continue;
+    if (tile_smem_bytes(W, bk, block_channels(Cout), elem_bytes) <= two_blocks) return bk;
+    smallest = bk;
+  }
+  return smallest;
 }
 
 template <class T>
 void launch_conv(const ConvParams<T>& a, cudaStream_t s) {
-  with_tile(a.Cin, a.Cout, [&](auto bk, auto bn) {
+  auto go = [&](auto bk, auto bn) {
     constexpr int kBK = decltype(bk)::value, kBN = decltype(bn)::value;
     auto* kernel = conv3x3_implicit_kernel<T, kBK, kBN>;
     static const bool opted_in = [&] {  // above 48 KB a kernel must ask for its shared memory
@@ -290,9 +333,20 @@ void launch_conv(const ConvParams<T>& a, cudaStream_t s) {
     (void)opted_in;
     const dim3 grid(unsigned((a.P + kBM - 1) / kBM), unsigned((a.Cout + kBN - 1) / kBN));
     kernel<<<grid, kThreads, Tile<T, kBK, kBN>::smem_bytes(a.W), s>>>(a);
-    return 0;
-  });
+  };
+  auto with_bn = [&](auto bk) {
+    if (block_channels(a.Cout) == 48) go(bk, std::integral_constant<int, 48>{});
+    else go(bk, std::integral_constant<int, 64>{});
+  };
+  switch (chunk_channels(a.W, a.Cin, a.Cout, int(sizeof(T)))) {
+    case 64: with_bn(std::integral_constant<int, 64>{}); break;
+    case 48: with_bn(std::integral_constant<int, 48>{}); break;
+    case 32: with_bn(std::integral_constant<int, 32>{}); break;
+    default: with_bn(std::integral_constant<int, 16>{}); break;
+  }
 }
+
+size_t dtype_bytes(DType dt) { return dt == DType::F32 ? 4 : 2; }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -300,10 +354,12 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
                                 int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout) {
-  return (dt == DType::BF16 || dt == DType::F16) && Cin % 16 == 0 && Cout % 2 == 0 && ldx % 8 == 0 &&
-         ldo % 2 == 0 && aligned16(x) && aligned16(w) && reinterpret_cast<uintptr_t>(out) % 4 == 0 &&
-         B * H * W < (int64_t(1) << 31) - kBM - 2 * W && 9 * Cin < (int64_t(1) << 31) / std::max<int64_t>(Cout, 1) &&
-         W < (int64_t(1) << 20) && conv_smem_bytes(W, Cin, Cout) <= size_t(max_smem_per_block());
+  if (dt != DType::BF16 && dt != DType::F16 && dt != DType::F32) return false;
+  const int elem = int(dtype_bytes(dt)), bk = Cin % 16 == 0 && W < (int64_t(1) << 20) ? chunk_channels(W, Cin, Cout, elem) : 0;
+  return bk > 0 && Cout % 2 == 0 && ldx % (16 / elem) == 0 && ldo % 2 == 0 && aligned16(x) && aligned16(w) &&
+         reinterpret_cast<uintptr_t>(out) % (2 * elem) == 0 && B * H * W < (int64_t(1) << 31) - kBM - 2 * W &&
+         9 * Cin < (int64_t(1) << 31) / std::max<int64_t>(Cout, 1) &&
+         tile_smem_bytes(W, bk, block_channels(Cout), elem) <= size_t(max_smem_per_block());
 }
 
 bool conv3x3_implicit_preferred(int64_t P, int64_t Cin, int64_t Cout) {
@@ -317,8 +373,8 @@ void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t l
                       int64_t Cin, int64_t Cout, Stream s) {
   MM_CHECK(B > 0 && H > 0 && W > 0 && Cin > 0 && Cout > 0, "conv3x3_implicit: empty shape");
   MM_CHECK(conv3x3_implicit_supported(dt, out, ldo, x, ldx, w, B, H, W, Cin, Cout),
-           "conv3x3_implicit: needs bf16/fp16, Cin a multiple of 16, even Cout and ldo, ldx a multiple of 8, "
-           "x and w 16-byte aligned, and a tile's weights and halo in shared memory");
+           "conv3x3_implicit: needs bf16/fp16/fp32, Cin a multiple of 16, even Cout and ldo, rows of x in 16-byte "
+           "pieces, x and w 16-byte aligned, and a tile's weights and halo in shared memory");
   MM_CHECK((scale == nullptr) == (shift == nullptr) && (!scale || (aligned16(scale) && aligned16(shift))),
            "conv3x3_implicit: scale and shift both or neither, 16-byte aligned");
   auto launch = [&](auto t) {
@@ -330,7 +386,8 @@ void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t l
                 s);
   };
   if (dt == DType::BF16) launch(__nv_bfloat16{});
-  else launch(__half{});
+  else if (dt == DType::F16) launch(__half{});
+  else launch(float{});
   MM_CUDA_CHECK_LAUNCH("conv3x3_implicit");
 }
 

@@ -137,9 +137,11 @@ void dwconv3x3_silu(DType dt, void* u, const void* x, int64_t ldx, const float* 
 // out (P,Cout) rows ldo apart = [relu](conv3x3 pad 1 of (scale ⊙ x + shift) + bias) as an
 // implicit GEMM on the tensor cores (no im2col matrix): x (B,H,W,Cin) rows ldx apart; scale and
 // shift (Cin) float32, an eval BatchNorm applied inside the image (the padding stays 0), or
-// both nullptr; w (Cout,kh,kw,Cin) and bias (Cout) of dt. bf16/fp16 only, with the shapes
-// conv3x3_implicit_supported accepts (MedMamba's all are at the usual sizes: it needs a tile's
-// halo, 128 + 2W + 2 pixels of a channel chunk, in shared memory); otherwise im2col3x3 + GemmRunner.
+// both nullptr; w (Cout,kh,kw,Cin) and bias (Cout) of dt. bf16/fp16 with float32 sums, or
+// float32 computed in TF32 (x rounded to nearest; w as it is, the tensor cores ignoring its
+// low 13 bits: round it beforehand for round-to-nearest). The shapes conv3x3_implicit_supported
+// accepts (MedMamba's all at the usual sizes: a tile's weights and halo, 256 + 2W + 2 pixels of
+// a channel chunk, must fit in shared memory); otherwise im2col3x3 + GemmRunner.
 bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
                                 int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout);
 // Where conv3x3_implicit is faster than im2col3x3 + GEMM (measured, see conv3x3_implicit.cu):

@@ -224,7 +224,7 @@ TEST_CASE("cuda op: conv3x3_implicit (BN -> conv3x3 -> ReLU without im2col) matc
   for (const Shape sh : {Shape{4, 9, 13, 48}, Shape{3, 7, 7, 96}, Shape{1, 14, 14, 32}, Shape{2, 5, 3, 16},
                          Shape{1, 6, 11, 128}, Shape{2, 4, 70, 48}, Shape{2, 8, 5, 192}})
     for (bool with_bn : {true, false})
-      for (DType dt : {DType::BF16, DType::F16}) {
+      for (DType dt : {DType::BF16, DType::F16, DType::F32}) {  // F32: TF32 tensor cores
         const int64_t B = sh.B, H = sh.H, W = sh.W, c = sh.c, C = 2 * c, P = B * H * W;
         CAPTURE(c);
         CAPTURE(H);
@@ -240,8 +240,9 @@ TEST_CASE("cuda op: conv3x3_implicit (BN -> conv3x3 -> ReLU without im2col) matc
                                c, c, kDefaultStream);
         check_nmse("conv3x3_implicit", from_gpu(dout), k.want, 3 * gemm_nmse(dt));
       }
-  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::F32, nullptr, 48, nullptr, 96, nullptr, 1, 4, 4, 48, 48));
+  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::F64, nullptr, 48, nullptr, 96, nullptr, 1, 4, 4, 48, 48));
   CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 20, nullptr, 40, nullptr, 1, 4, 4, 20, 20));
+  CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::F32, nullptr, 48, nullptr, 98, nullptr, 1, 4, 4, 48, 48));
   // A row of 4096 pixels: the halo of a tile does not fit in shared memory.
   CHECK(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 64, nullptr, 64, nullptr, 1, 4, 256, 64, 64));
   CHECK_FALSE(cuda::conv3x3_implicit_supported(DType::BF16, nullptr, 64, nullptr, 64, nullptr, 1, 4, 4096, 64, 64));

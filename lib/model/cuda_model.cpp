@@ -29,7 +29,9 @@ const char* precision_name(Precision p) {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <vector>
 
@@ -186,6 +188,19 @@ void fold_conv3x3(const std::map<std::string, Tensor>& st, const std::string& co
   }
 }
 
+// v rounded to TF32 (10 mantissa bits; nearest, ties away from zero, as cvt.rna.tf32.f32).
+// The 3x3 conv weights of a TF32 engine are rounded once here: cuBLAS's TF32 GEMMs would
+// round them anyway, and conv3x3_implicit's tensor cores would truncate them.
+void round_to_tf32(std::vector<float>& v) {
+  for (float& x : v) {
+    if (!std::isfinite(x)) continue;
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    bits = (bits + 0x1000u) & 0xffffe000u;
+    std::memcpy(&x, &bits, 4);
+  }
+}
+
 // Depthwise weight (C,1,3,3) -> (3,3,C), the layout of cuda::dwconv3x3_silu.
 std::vector<float> tap_major(const float* w, int64_t C) {
   std::vector<float> t(size_t(9 * C));
@@ -237,10 +252,13 @@ BlockWeightsGpu CudaMedMamba::Impl::prepare_block(const std::map<std::string, Te
   batchnorm_affine(st, br + "0.", c, scale, shift);
   w.bn0_scale = upload_f32(scale.data(), c);
   w.bn0_shift = upload_f32(shift.data(), c);
+  const bool tf32 = act == DType::F32 && opts.allow_tf32;
   fold_conv3x3(st, br + "1.", br + "2.", c, weight, bias);
+  if (tf32) round_to_tf32(weight);
   w.conv1_w = upload_act(weight);
   w.conv1_b = upload_act(bias);
   fold_conv3x3(st, br + "4.", br + "5.", c, weight, bias);
+  if (tf32) round_to_tf32(weight);
   w.conv4_w = upload_act(weight);
   w.conv4_b = upload_act(bias);
   w.conv7_w = upload_act(copy_of(param(st, br + "7.weight"), c * c));
@@ -348,7 +366,9 @@ void CudaMedMamba::Impl::run_block(const BlockWeightsGpu& w, const void* x, void
 
   // Convolution branch on the left half: BN0 -> conv3x3(+BN2) -> ReLU -> conv3x3(+BN5) -> ReLU -> conv1x1 -> ReLU
   static const std::string forced = conv3x3_forced();
-  const bool implicit = forced == "implicit" || (forced != "im2col" && cuda::conv3x3_implicit_preferred(P, c, c));
+  // In float32 the implicit conv computes in TF32: only where the engine's GEMMs do.
+  const bool implicit = (act != DType::F32 || opts.allow_tf32) &&
+                        (forced == "implicit" || (forced != "im2col" && cuda::conv3x3_implicit_preferred(P, c, c)));
   if (implicit && cuda::conv3x3_implicit_supported(act, ws.a3, c, x, C, w.conv1_w, B, side, side, c, c) &&
       cuda::conv3x3_implicit_supported(act, ws.a6, c, ws.a3, c, w.conv4_w, B, side, side, c, c)) {
     cuda::conv3x3_implicit(act, ws.a3, c, x, C, w.bn0_scale, w.bn0_shift, w.conv1_w, w.conv1_b, /*relu=*/true, B,
