@@ -285,23 +285,18 @@ __global__ void __launch_bounds__(kThreads, 2) conv3x3_implicit_kernel(ConvParam
   }
 }
 
+int device_attribute(cudaDeviceAttr attr) {
+  int dev = 0, n = 0;
+  MM_CUDA_CHECK(cudaGetDevice(&dev));
+  MM_CUDA_CHECK(cudaDeviceGetAttribute(&n, attr, dev));
+  return n;
+}
 int max_smem_per_block() {
-  static const int bytes = [] {
-    int dev = 0, n = 0;
-    MM_CUDA_CHECK(cudaGetDevice(&dev));
-    MM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return n;
-  }();
+  static const int bytes = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   return bytes;
 }
-
 int max_smem_per_sm() {
-  static const int bytes = [] {
-    int dev = 0, n = 0;
-    MM_CUDA_CHECK(cudaGetDevice(&dev));
-    MM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
-    return n;
-  }();
+  static const int bytes = device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
   return bytes;
 }
 
