@@ -61,6 +61,21 @@ TEST_CASE("float16 and bfloat16 conversions round to nearest even") {
   CHECK(bf16_to_float(float_to_bf16(-2.5f)) == -2.5f);
 }
 
+// As PTX's cvt.rna.tf32.f32 (the CUDA engine's TF32 halo; its weights are rounded by this).
+TEST_CASE("float to TF32 rounds to nearest with ties away from zero") {
+  const float ulp = 1.f / 1024;  // of TF32 at 1
+  CHECK(float_to_tf32(1.f) == 1.f);
+  CHECK(float_to_tf32(1.f + ulp / 4) == 1.f);
+  CHECK(float_to_tf32(1.f + ulp / 2) == 1.f + ulp);    // tie: away from zero
+  CHECK(float_to_tf32(-1.f - ulp / 2) == -1.f - ulp);  // also for negatives
+  CHECK(float_to_tf32(1.f + 3 * ulp / 2) == 1.f + 2 * ulp);  // tie, not to even
+  CHECK(float_to_tf32(1.f + ulp * 0.75f) == 1.f + ulp);
+  CHECK(float_to_tf32(0.f) == 0.f);
+  CHECK(std::isinf(float_to_tf32(3.4028235e38f)));  // the largest float rounds past it
+  CHECK(std::isinf(float_to_tf32(-INFINITY)));
+  CHECK(std::isnan(float_to_tf32(NAN)));
+}
+
 TEST_CASE("a file written by Python's safetensors package loads (every fixture is one)") {
   auto f = mm::test::load_fixture("ops/layernorm.safetensors");
   CHECK(f.metadata.at("op") == "layernorm");

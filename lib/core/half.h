@@ -1,5 +1,5 @@
 #pragma once
-// float <-> bfloat16 / float16 bit conversions (round to nearest even).
+// float <-> bfloat16 / float16 bit conversions (round to nearest even), and float -> TF32.
 #include <cstdint>
 #include <cmath>
 #include <cstring>
@@ -15,6 +15,15 @@ inline uint16_t float_to_bf16(float f) {
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
+}
+
+// f rounded to TF32 (10 mantissa bits, as float), to nearest with ties away from zero: what
+// PTX's cvt.rna.tf32.f32 gives. NaN and infinities pass through; a value that rounds past the
+// largest finite float becomes infinity.
+inline float float_to_tf32(float f) {
+  const uint32_t u = float_to_bits(f);
+  if ((u & 0x7f800000u) == 0x7f800000u) return f;
+  return bits_to_float((u + 0x1000u) & 0xffffe000u);
 }
 
 inline float f16_to_float(uint16_t h) {

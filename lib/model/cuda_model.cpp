@@ -29,12 +29,11 @@ const char* precision_name(Precision p) {
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <vector>
 
+#include "core/half.h"
 #include "cuda_ops.h"
 
 namespace mm {
@@ -188,17 +187,10 @@ void fold_conv3x3(const std::map<std::string, Tensor>& st, const std::string& co
   }
 }
 
-// v rounded to TF32 (10 mantissa bits; nearest, ties away from zero, as cvt.rna.tf32.f32).
-// The 3x3 conv weights of a TF32 engine are rounded once here: cuBLAS's TF32 GEMMs would
+// The 3x3 conv weights of a TF32 engine are rounded to TF32 once: cuBLAS's TF32 GEMMs would
 // round them anyway, and conv3x3_implicit's tensor cores would truncate them.
 void round_to_tf32(std::vector<float>& v) {
-  for (float& x : v) {
-    if (!std::isfinite(x)) continue;
-    uint32_t bits;
-    std::memcpy(&bits, &x, 4);
-    bits = (bits + 0x1000u) & 0xffffe000u;
-    std::memcpy(&x, &bits, 4);
-  }
+  for (float& x : v) x = float_to_tf32(x);
 }
 
 // Depthwise weight (C,1,3,3) -> (3,3,C), the layout of cuda::dwconv3x3_silu.
