@@ -31,12 +31,6 @@ void to_bf16_scalar(uint16_t* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
 }
 
-std::vector<uint16_t> bf16_copy(const float* src, int64_t n) {
-  std::vector<uint16_t> out(static_cast<size_t>(n));
-  to_bf16(out.data(), src, n);
-  return out;
-}
-
 }  // namespace
 
 void to_bf16(uint16_t* dst, const float* src, int64_t n) {
@@ -59,6 +53,12 @@ void to_bf16(uint16_t* dst, const float* src, int64_t n) {
 #ifdef MM_HAVE_DNNL
 
 namespace {
+
+std::vector<uint16_t> bf16_copy(const float* src, int64_t n) {
+  std::vector<uint16_t> out(static_cast<size_t>(n));
+  to_bf16(out.data(), src, n);
+  return out;
+}
 
 using dnnl::memory;
 using tag = memory::format_tag;

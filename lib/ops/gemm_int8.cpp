@@ -70,22 +70,6 @@ void quantize_span(int8_t* dst, const float* src, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) dst[i] = quantize_one(src[i], inv);
 }
 
-// xq (n) = x (n, bf16, never negative) quantised to u8 with one scale, max x / 255, which it
-// returns (0 for an all-zero x, whose xq is zeros).
-float quantize_bf16_tensor_u8(uint8_t* xq, const uint16_t* x, int64_t n) {
-  float m = 0.f;
-#pragma omp parallel for simd reduction(max : m) schedule(static) if (n > kChunk)
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, bf16_to_float(x[i]));
-  if (m <= 0.f) {
-    std::fill(xq, xq + n, uint8_t(0));
-    return 0.f;
-  }
-  const float scale = m / 255.f, inv = 1.f / scale;
-#pragma omp parallel for simd schedule(static) if (n > kChunk)
-  for (int64_t i = 0; i < n; ++i) xq[i] = uint8_t(std::clamp(std::nearbyint(bf16_to_float(x[i]) * inv), 0.f, 255.f));
-  return scale;
-}
-
 }  // namespace
 
 Int8Weights quantize_per_channel(const float* w, int64_t N, int64_t K) {
@@ -150,6 +134,22 @@ struct CompiledMatmul {
   memory weights;
   memory::desc scratchpad;  // what it needs of the running thread's dnnl_scratchpad()
 };
+
+// xq (n) = x (n, bf16, never negative) quantised to u8 with one scale, max x / 255, which it
+// returns (0 for an all-zero x, whose xq is zeros).
+float quantize_bf16_tensor_u8(uint8_t* xq, const uint16_t* x, int64_t n) {
+  float m = 0.f;
+#pragma omp parallel for simd reduction(max : m) schedule(static) if (n > kChunk)
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, bf16_to_float(x[i]));
+  if (m <= 0.f) {
+    std::fill(xq, xq + n, uint8_t(0));
+    return 0.f;
+  }
+  const float scale = m / 255.f, inv = 1.f / scale;
+#pragma omp parallel for simd schedule(static) if (n > kChunk)
+  for (int64_t i = 0; i < n; ++i) xq[i] = uint8_t(std::clamp(std::nearbyint(bf16_to_float(x[i]) * inv), 0.f, 255.f));
+  return scale;
+}
 
 }  // namespace
 
