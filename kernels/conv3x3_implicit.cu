@@ -345,8 +345,6 @@ void launch_conv(const ConvParams<T>& a, cudaStream_t s) {
   }
 }
 
-size_t dtype_bytes(DType dt) { return dt == DType::F32 ? 4 : 2; }
-
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
@@ -354,7 +352,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 bool conv3x3_implicit_supported(DType dt, const void* out, int64_t ldo, const void* x, int64_t ldx, const void* w,
                                 int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout) {
   if (dt != DType::BF16 && dt != DType::F16 && dt != DType::F32) return false;
-  const int elem = int(dtype_bytes(dt)), bk = Cin % 16 == 0 && W < (int64_t(1) << 20) ? chunk_channels(W, Cin, Cout, elem) : 0;
+  const int elem = int(dtype_size(dt)), bk = Cin % 16 == 0 && W < (int64_t(1) << 20) ? chunk_channels(W, Cin, Cout, elem) : 0;
   return bk > 0 && Cout % 2 == 0 && ldx % (16 / elem) == 0 && ldo % 2 == 0 && aligned16(x) && aligned16(w) &&
          reinterpret_cast<uintptr_t>(out) % (2 * elem) == 0 && B * H * W < (int64_t(1) << 31) - kBM - 2 * W &&
          9 * Cin < (int64_t(1) << 31) / std::max<int64_t>(Cout, 1) &&
@@ -376,17 +374,14 @@ void conv3x3_implicit(DType dt, void* out, int64_t ldo, const void* x, int64_t l
            "pieces, x and w 16-byte aligned, and a tile's weights and halo in shared memory");
   MM_CHECK((scale == nullptr) == (shift == nullptr) && (!scale || (aligned16(scale) && aligned16(shift))),
            "conv3x3_implicit: scale and shift both or neither, 16-byte aligned");
-  auto launch = [&](auto t) {
+  dispatch_dtype(dt, "conv3x3_implicit", [&](auto t) {
     using T = decltype(t);
     launch_conv(ConvParams<T>{static_cast<T*>(out), static_cast<const T*>(x), scale, shift,
                               static_cast<const T*>(w), static_cast<const T*>(bias), ldo, ldx, int(B * H * W),
                               int(H), int(W), int(Cin), int(Cout), FastDivmod(unsigned(W)),
                               FastDivmod(unsigned(H)), relu},
                 s);
-  };
-  if (dt == DType::BF16) launch(__nv_bfloat16{});
-  else if (dt == DType::F16) launch(__half{});
-  else launch(float{});
+  });
   MM_CUDA_CHECK_LAUNCH("conv3x3_implicit");
 }
 

@@ -143,8 +143,6 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
-__device__ __forceinline__ void cp_async_wait_all_but_newest() { cp_async_wait<1>(); }
-__device__ __forceinline__ void cp_async_wait_all() { cp_async_wait<0>(); }
 
 // The sum of values[k·stride], k < n, in double, returned on every lane of the calling warp:
 // lane j adds k = j, j+32, ..., then a fixed shuffle tree. Deterministic (the order depends on

@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kMaxWarps * 32) ss2d_scan_kernel(ScanArgs a, S
   for (int c = c0; c < c1; ++c) {
     if (c + 1 < c1) stage(c + 1, bufs[(c - c0 + 1) & 1]);
     else cp_async_commit();  // an empty group keeps the wait below uniform
-    cp_async_wait_all_but_newest();
+    cp_async_wait<1>();  // all but the newest group
     __syncwarp();
     const typename Tile::Buffer& buf = bufs[(c - c0) & 1];
     const T* us = reinterpret_cast<const T*>(&buf.u[0][0]);

@@ -284,7 +284,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
 #pragma unroll
     for (int q = 0; q < kStates; ++q) h[q] = h_next[q];
     if (chunk > first) load_state(chunk - 1, h_next);
-    cp_async_wait_all();
+    cp_async_wait<0>();
     // This chunk's copies, from every thread, are visible; the other buffer, last read by the
     // previous chunk before its last piece's barrier, is free.
     __syncthreads();

@@ -284,7 +284,7 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
   for (int l0 = l_first, which = 0; l0 < l_end; l0 += kStageSteps, which ^= 1) {
     if (l0 + kStageSteps < l_end) stage(l0 + kStageSteps, which ^ 1);
     else cp_async_commit();  // an empty group keeps the wait uniform
-    cp_async_wait_all_but_newest();
+    cp_async_wait<1>();  // all but the newest group
     __syncwarp();
     if (st && active && l0 % kChunk == 0) {
 #pragma unroll
