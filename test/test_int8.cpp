@@ -177,14 +177,18 @@ TEST_CASE("int8: Int8Linear equals float32 within the quantisation bound, and th
   }
 }
 
-// Int8Conv2d: x >= 0 in bf16 (exact here), quantised to u8 with one scale per image, max x / 255; weights
-// (BatchNorm scale folded in) per output channel. Per output the quantisation bound of its
-// K = 9·Cin products, as for Int8Linear, is
+// Int8Conv2d: x in bf16 (exact here), quantised with one scale per image: x >= 0 to u8 with max x / 255,
+// a signed x to s8 with max |x| / 127; weights (BatchNorm scale folded in) per output channel. Per
+// output the quantisation bound of its K = 9·Cin products, as for Int8Linear, is
 //   E = conv(|x|, s_w)/2 + conv(s_x, |w'|)/2 + conv(s_x, s_w)/4,
 // with s_w per output channel and s_x per image; checked against 1.01·E + 1e-4. An image's
 // output does not depend on the others in its batch; an all-zero x gives the bias.
-TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 input, folded BatchNorm, ReLU) equals float32 within the quantisation bound") {
+TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 or s8 input, folded BatchNorm, ReLU) equals float32 within the quantisation bound") {
   if (int8_missing()) return;
+  Int8ConvInput input = Int8ConvInput::NonNegative;
+  SUBCASE("u8: an input that is never negative") {}
+  SUBCASE("s8: a signed input") { input = Int8ConvInput::Signed; }
+  const bool is_signed = input == Int8ConvInput::Signed;
   Conv2dShape s;
   s.B = 2; s.H = 9; s.W = 7; s.Cin = 24; s.Cout = 16; s.KH = s.KW = 3; s.pad = 1;
   const int64_t in_n = s.B * s.H * s.W * s.Cin, out_n = s.B * s.H * s.W * s.Cout, K = s.col_k();
@@ -195,7 +199,7 @@ TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 input, folded BatchNorm, ReLU) equals
     for (int64_t k = 0; k < K; ++k) wf[size_t(o * K + k)] *= scale[size_t(o)];
   const Int8Weights wq = quantize_per_channel(wf.data(), s.Cout, K);
   std::vector<float> x = normal_values(in_n, 20);
-  for (float& v : x) v = bf16_to_float(float_to_bf16(std::fabs(v)));
+  for (float& v : x) v = bf16_to_float(float_to_bf16(is_signed ? v : std::fabs(v)));
   // Image 1 ten times brighter than image 0: each image its own scale.
   const int64_t per_image = in_n / s.B;
   for (int64_t i = per_image; i < in_n; ++i) x[size_t(i)] = bf16_to_float(float_to_bf16(10.f * x[size_t(i)]));
@@ -204,7 +208,9 @@ TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 input, folded BatchNorm, ReLU) equals
   std::vector<float> sx_in(x.size());  // each pixel's image's scale
   for (int64_t img = 0; img < s.B; ++img) {
     const auto first = x.begin() + img * per_image;
-    const float sx = *std::max_element(first, first + per_image) / 255.f;
+    float m = 0.f;
+    for (auto it = first; it != first + per_image; ++it) m = std::max(m, std::fabs(*it));
+    const float sx = m / (is_signed ? 127.f : 255.f);
     std::fill(sx_in.begin() + img * per_image, sx_in.begin() + (img + 1) * per_image, sx);
   }
   // The float32 reference and the bound's three convolutions.
@@ -215,10 +221,12 @@ TEST_CASE("int8: Int8Conv2d (3x3 pad 1, u8 input, folded BatchNorm, ReLU) equals
     sw_w[i] = wq.scale[i / size_t(K)];
     aw[i] = std::fabs(wf[i]);
   }
-  conv2d_forward(e1.data(), x.data(), sw_w.data(), nullptr, s, nullptr);
+  std::vector<float> ax(x.size());
+  for (size_t i = 0; i < x.size(); ++i) ax[i] = std::fabs(x[i]);
+  conv2d_forward(e1.data(), ax.data(), sw_w.data(), nullptr, s, nullptr);
   conv2d_forward(e2.data(), sx_in.data(), aw.data(), nullptr, s, nullptr);
   conv2d_forward(e3.data(), sx_in.data(), sw_w.data(), nullptr, s, nullptr);  // Σ s_x·s_w over the taps
-  const Int8Conv2d conv(s, w.data(), b.data(), scale.data(), shift.data(), Int8Epilogue::Relu);
+  const Int8Conv2d conv(s, w.data(), b.data(), scale.data(), shift.data(), Int8Epilogue::Relu, input);
   std::vector<float> out(static_cast<size_t>(out_n));
   conv.forward(out.data(), xb.data(), s.B, s.H, s.W);
   int bad = 0;
@@ -272,7 +280,10 @@ TEST_CASE("int8: the small fixture model's logits agree with float32, with per-r
   REQUIRE(got.shape() == want.shape());
   const double err = rel_l2(got.f32(), want.f32(), want.numel());
   MESSAGE("fixture logits, int8 (per-row scales) against float32: relative L2 error " << err);
-  CHECK(err < 5e-2);
+  // 3.1e-2 (3.7e-2 calibrated) with the blocks' first 3x3 conv in bf16, 5.7e-2 (6.6e-2) with it in
+  // s8 as now: its input, BatchNorm 0's output, takes one scale per image. What the int8 path
+  // must keep is the top-1 agreement of the brain-MRI cases below.
+  CHECK(err < 8e-2);
   // Calibrated on this very batch: one scale per Linear, its largest input / 127, for every row.
   const ActivationScales scales = int8.observed_scales();
   int64_t blocks = 0;
@@ -281,7 +292,7 @@ TEST_CASE("int8: the small fixture model's logits agree with float32, with per-r
   const Tensor calibrated = CpuInt8Model(model, scales).forward(input);
   const double calibrated_err = rel_l2(calibrated.f32(), want.f32(), want.numel());
   MESSAGE("fixture logits, int8 (calibrated scales) against float32: relative L2 error " << calibrated_err);
-  CHECK(calibrated_err < 5e-2);
+  CHECK(calibrated_err < 8e-2);
   CHECK_THROWS_WITH_AS(CpuInt8Model(model, ActivationScales{{"layers.9.blocks.0.x_proj", 1.f}}),
                        doctest::Contains("name no Linear layer"), Error);
 }

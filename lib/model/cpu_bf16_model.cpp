@@ -18,10 +18,15 @@ struct Bf16Precision {
   }
   static void store_row(const Linear&, uint16_t* dst, float*, const float* row, int64_t n) { to_bf16(dst, row, n); }
   static void run(const Linear& lin, float* out, const uint16_t* x, const float*, int64_t M) { lin.forward(out, x, M); }
+  using FirstConv = Bf16Conv2d;
   using ReluInputConv = Bf16Conv2d;
+  static Bf16Conv2d first_conv(const Conv2dShape& g, const float* weight, const float* bias, const float* bn_scale,
+                               const float* bn_shift) {
+    return Bf16Conv2d(g, weight, bias, bn_scale, bn_shift, Bf16Epilogue::Relu);
+  }
   static ReluInputConv relu_input_conv(const Conv2dShape& g, const float* weight, const float* bias,
                                        const float* bn_scale, const float* bn_shift) {
-    return Bf16Conv2d(g, weight, bias, bn_scale, bn_shift, Bf16Epilogue::Relu);
+    return first_conv(g, weight, bias, bn_scale, bn_shift);
   }
   static void conv_out(const ReluInputConv& conv, const Linear&, uint16_t* out, float*, float*, const uint16_t* x,
                        int64_t B, int64_t H, int64_t W) {

@@ -14,8 +14,12 @@
 //   static void store_row(const Linear& consumer, Act* dst, float* row_scale, const float* row, int64_t n);
 //   // row_scale: what store_row wrote for x's M rows.
 //   static void run(const Linear&, float* out, const Act* x, const float* row_scale, int64_t M);
-//   // The block's second 3x3 conv, whose bf16 input follows a ReLU (BatchNorm 5 and its
-//   // ReLU folded in): Bf16Conv2d, or Int8Conv2d (u8 input, one scale per image).
+//   // The block's 3x3 convs (BatchNorm 2 or 5 and the ReLU after it folded in): Bf16Conv2d,
+//   // or Int8Conv2d (one scale per image). The first reads BatchNorm 0's signed output, the
+//   // second the first's ReLU.
+//   using FirstConv = ...;
+//   static FirstConv first_conv(const Conv2dShape& geometry, const float* weight,
+//                               const float* bias, const float* bn_scale, const float* bn_shift);
 //   using ReluInputConv = ...;
 //   static ReluInputConv relu_input_conv(const Conv2dShape& geometry, const float* weight,
 //                                        const float* bias, const float* bn_scale, const float* bn_shift);
@@ -87,7 +91,7 @@ struct Block {
   using Linear = typename Precision::Linear;
   BlockWeights w;
   Linear in_proj_x, in_proj_z, x_proj, out_proj, conv7;
-  Bf16Conv2d conv1;                        // BatchNorm 2 and the ReLU after it folded in
+  typename Precision::FirstConv conv1;      // BatchNorm 2 and the ReLU after it folded in
   typename Precision::ReluInputConv conv4;  // BatchNorm 5 and the ReLU after it; reads conv1's ReLU
   ChannelAffine bn0;
 
@@ -99,8 +103,8 @@ struct Block {
     out_proj = Precision::linear(w.out_proj, nullptr, D, c, false);
     conv7 = Precision::linear(w.conv7_w, w.conv7_b, c, c, true);
     const ChannelAffine bn2 = batchnorm_affine(w.bn2, c), bn5 = batchnorm_affine(w.bn5, c);
-    conv1 = Bf16Conv2d(conv_geometry(c, c, 3, 1, 1), w.conv1_w, w.conv1_b, bn2.scale.data(), bn2.shift.data(),
-                       Bf16Epilogue::Relu);
+    conv1 = Precision::first_conv(conv_geometry(c, c, 3, 1, 1), w.conv1_w, w.conv1_b, bn2.scale.data(),
+                                  bn2.shift.data());
     conv4 = Precision::relu_input_conv(conv_geometry(c, c, 3, 1, 1), w.conv4_w, w.conv4_b, bn5.scale.data(),
                                        bn5.shift.data());
     bn0 = batchnorm_affine(w.bn0, c);

@@ -21,9 +21,14 @@ struct Int8Precision {
   static void run(const Linear& lin, float* out, const int8_t* x, const float* row_scale, int64_t M) {
     lin.forward(out, x, row_scale, M);
   }
-  // Only the second conv is int8: the first one's input (BatchNorm 0's output, signed) in s8
-  // with one scale per batch cost a point of brain-MRI accuracy with calibrated Linear scales
-  // (96.0% against float32's 97.0% on 101 test images); that conv stays bf16.
+  // Both 3x3 convs in int8, each image with its own scale: the first one's input (BatchNorm 0's
+  // output) in s8, the second's (after a ReLU) in u8. (One s8 scale per batch for the first
+  // had cost a point of brain-MRI accuracy, on 101 test images.)
+  using FirstConv = Int8Conv2d;
+  static FirstConv first_conv(const Conv2dShape& g, const float* weight, const float* bias, const float* bn_scale,
+                              const float* bn_shift) {
+    return Int8Conv2d(g, weight, bias, bn_scale, bn_shift, Int8Epilogue::Relu, Int8ConvInput::Signed);
+  }
   using ReluInputConv = Int8Conv2d;
   static ReluInputConv relu_input_conv(const Conv2dShape& g, const float* weight, const float* bias,
                                        const float* bn_scale, const float* bn_shift) {

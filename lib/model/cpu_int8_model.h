@@ -5,10 +5,10 @@
 // layer int8 (in_proj, x_proj, out_proj, the 1x1 conv of the conv branch, patch
 // merging): weights per output channel, activations per row (per token) with scales
 // the producing op takes from each row as it writes it in s8, or one calibrated scale
-// per Linear (lib/ops/gemm_int8.h). The block's second 3x3 convolution, whose input
-// follows a ReLU, is int8 too (Int8Conv2d: u8 input, one scale per image); the first
-// one and the patch embedding stay bf16, as in CpuBf16Model; the scan, norms, depthwise conv,
-// activations and the head float32. Agreement with float32 on the shipped
+// per Linear (lib/ops/gemm_int8.h). The block's two 3x3 convolutions are int8 too
+// (Int8Conv2d, one scale per image: the first's input, BatchNorm 0's output, in s8, the
+// second's, after a ReLU, in u8); the patch embedding stays bf16, as in CpuBf16Model; the
+// scan, norms, depthwise conv, activations and the head float32. Agreement with float32 on the shipped
 // brain-MRI model: see test/test_int8.cpp and docs/benchmarks.md.
 //
 // Inference only. Throws mm::Error at construction when the build or the CPU has

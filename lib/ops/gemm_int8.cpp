@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -135,19 +136,22 @@ struct CompiledMatmul {
   memory::desc scratchpad;  // what it needs of the running thread's dnnl_scratchpad()
 };
 
-// xq (n) = x (n, bf16, never negative) quantised to u8 with one scale, max x / 255, which it
-// returns (0 for an all-zero x, whose xq is zeros).
-float quantize_bf16_tensor_u8(uint8_t* xq, const uint16_t* x, int64_t n) {
+// xq (n) = x (n, bf16) quantised with one scale, which it returns (0 for an all-zero x, whose
+// xq is zeros): to u8 with max x / 255 (x never negative), or to s8 with max |x| / 127.
+template <class Q>
+float quantize_bf16_tensor(Q* xq, const uint16_t* x, int64_t n) {
+  constexpr bool kSigned = std::is_signed_v<Q>;
+  constexpr float kLow = kSigned ? -127.f : 0.f, kHigh = kSigned ? 127.f : 255.f;
   float m = 0.f;
 #pragma omp parallel for simd reduction(max : m) schedule(static) if (n > kChunk)
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, bf16_to_float(x[i]));
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, kSigned ? std::fabs(bf16_to_float(x[i])) : bf16_to_float(x[i]));
   if (m <= 0.f) {
-    std::fill(xq, xq + n, uint8_t(0));
+    std::fill(xq, xq + n, Q(0));
     return 0.f;
   }
-  const float scale = m / 255.f, inv = 1.f / scale;
+  const float scale = m / kHigh, inv = 1.f / scale;
 #pragma omp parallel for simd schedule(static) if (n > kChunk)
-  for (int64_t i = 0; i < n; ++i) xq[i] = uint8_t(std::clamp(std::nearbyint(bf16_to_float(x[i]) * inv), 0.f, 255.f));
+  for (int64_t i = 0; i < n; ++i) xq[i] = Q(std::clamp(std::nearbyint(bf16_to_float(x[i]) * inv), kLow, kHigh));
   return scale;
 }
 
@@ -269,6 +273,7 @@ float Int8Linear::observed_abs_max() const { return impl_->seen_max.load(); }
 struct Int8Conv2d::Impl {
   Conv2dShape g;
   Int8Epilogue epilogue = Int8Epilogue::None;
+  Int8ConvInput input = Int8ConvInput::NonNegative;
   Int8Weights weight;       // (Cout, Cin·KH·KW) in oihw order, the BatchNorm scale folded in
   std::vector<float> bias;  // (Cout), the BatchNorm's scale and shift folded in
   struct Compiled {
@@ -289,7 +294,7 @@ struct Int8Conv2d::Impl {
     if (const auto it = cache.find(key); it != cache.end()) return it->second;
     Conv2dShape s = g;
     s.B = 1; s.H = H; s.W = W;
-    const memory::desc src_md({1, s.Cin, H, W}, dt::u8, tag::nhwc), w_any({s.Cout, s.Cin, s.KH, s.KW}, dt::s8, tag::any);
+    const memory::desc src_md({1, s.Cin, H, W}, src_type(), tag::nhwc), w_any({s.Cout, s.Cin, s.KH, s.KW}, dt::s8, tag::any);
     const memory::desc dst_md({1, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc);
     dnnl::primitive_attr attr = dnnl_user_scratchpad_attr();
     attr.set_output_scales(1 << 1, weight.scale);  // per output channel (dim 1 of dst)
@@ -309,6 +314,8 @@ struct Int8Conv2d::Impl {
     return cache.emplace(key, Compiled{dnnl::convolution_forward(pd), reordered, pd.scratchpad_desc()}).first->second;
   }
 
+  dt src_type() const { return input == Int8ConvInput::Signed ? dt::s8 : dt::u8; }
+
   // One image at a time, each quantised with its own scale, so that an image's result does not
   // depend on the others in its batch (nor on how the batch is split over threads). oneDNN's
   // scalar post-op runs in its brgemm kernels, a per-image (B,1,1,1) one in a reference kernel
@@ -318,15 +325,17 @@ struct Int8Conv2d::Impl {
     Conv2dShape s = g;
     s.B = 1; s.H = H; s.W = W;
     const Compiled& c = compiled(H, W, bf16_out);
-    // The quantised image: the calling thread's (the team in quantize_bf16_tensor_u8 writes
+    // The quantised image: the calling thread's (the team in quantize_bf16_tensor writes
     // through the pointer).
     thread_local std::vector<uint8_t> xq_buffer;
     const int64_t in_n = H * W * s.Cin, out_bytes = s.out_h() * s.out_w() * s.Cout * (bf16_out ? 2 : 4);
     xq_buffer.resize(size_t(in_n));
     memory bias_mem({{1, s.Cout, 1, 1}, dt::f32, tag::abcd}, dnnl_engine(), const_cast<float*>(bias.data()));
     for (int64_t b = 0; b < B; ++b) {
-      float x_scale = quantize_bf16_tensor_u8(xq_buffer.data(), x + b * in_n, in_n);
-      memory src({{1, s.Cin, H, W}, dt::u8, tag::nhwc}, dnnl_engine(), xq_buffer.data());
+      float x_scale = input == Int8ConvInput::Signed
+                          ? quantize_bf16_tensor(reinterpret_cast<int8_t*>(xq_buffer.data()), x + b * in_n, in_n)
+                          : quantize_bf16_tensor(xq_buffer.data(), x + b * in_n, in_n);
+      memory src({{1, s.Cin, H, W}, src_type(), tag::nhwc}, dnnl_engine(), xq_buffer.data());
       memory dst({{1, s.Cout, s.out_h(), s.out_w()}, bf16_out ? dt::bf16 : dt::f32, tag::nhwc}, dnnl_engine(),
                  static_cast<char*>(out) + b * out_bytes);
       memory scale_mem({{1, 1, 1, 1}, dt::f32, tag::abcd}, dnnl_engine(), &x_scale);
@@ -342,13 +351,14 @@ struct Int8Conv2d::Impl {
 };
 
 Int8Conv2d::Int8Conv2d(const Conv2dShape& geometry, const float* weight, const float* bias, const float* scale,
-                       const float* shift, Int8Epilogue epilogue)
+                       const float* shift, Int8Epilogue epilogue, Int8ConvInput input)
     : impl_(std::make_unique<Impl>()) {
   const std::string why = int8_unavailable_reason();
   MM_CHECK(why.empty(), "int8 convolution: " + why);
   Impl& m = *impl_;
   m.g = geometry;
   m.epilogue = epilogue;
+  m.input = input;
   const int64_t Cout = geometry.Cout, K = geometry.col_k();
   std::vector<float> w;
   fold_batchnorm_into_conv(w, m.bias, weight, bias, scale, shift, Cout, K);
@@ -367,7 +377,8 @@ void Int8Conv2d::forward_bf16(uint16_t* out, const uint16_t* x, int64_t B, int64
 std::string int8_unavailable_reason() { return "this build has no oneDNN (install libdnnl-dev and rebuild)"; }
 
 struct Int8Conv2d::Impl {};
-Int8Conv2d::Int8Conv2d(const Conv2dShape&, const float*, const float*, const float*, const float*, Int8Epilogue) {
+Int8Conv2d::Int8Conv2d(const Conv2dShape&, const float*, const float*, const float*, const float*, Int8Epilogue,
+                       Int8ConvInput) {
   throw Error("int8 convolution: " + int8_unavailable_reason());
 }
 void Int8Conv2d::forward(float*, const uint16_t*, int64_t, int64_t, int64_t) const {}

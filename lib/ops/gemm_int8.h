@@ -76,12 +76,16 @@ class Int8Linear {
   std::unique_ptr<Impl> impl_;
 };
 
-// Channels-last convolution in int8 (VNNI) of an input that is never negative (it follows a
-// ReLU): out (B,OH,OW,Cout) = [relu](scale ⊙ (conv(x, weight) + bias) + shift) for x (B,H,W,Cin)
-// given in bf16 (what the bf16/int8 skeleton's convolutions read). x is quantised here to u8
-// with one scale per image, max x / 255 over its pixels: a convolution mixes neighbouring
-// pixels, so Int8Linear's per-row scales do not apply, and a scale per batch would make an
-// image's result depend on the others in the batch. The weights, with an eval BatchNorm's scale
+// What an Int8Conv2d's input holds: never negative (it follows a ReLU), quantised to u8 with
+// max x / 255; or of either sign (a BatchNorm's output), quantised to s8 with max |x| / 127.
+enum class Int8ConvInput { NonNegative, Signed };
+
+// Channels-last convolution in int8 (VNNI): out (B,OH,OW,Cout) = [relu](scale ⊙ (conv(x, weight)
+// + bias) + shift) for x (B,H,W,Cin) given in bf16 (what the bf16/int8 skeleton's convolutions
+// read). x is quantised here with one scale per image (see Int8ConvInput): a convolution mixes
+// neighbouring pixels, so Int8Linear's per-row scales do not apply, and a scale per batch would
+// make an image's result depend on the others in the batch. Zero padding stays exact either way
+// (0 quantises to 0; oneDNN handles the s8 source's compensation). The weights, with an eval BatchNorm's scale
 // folded in, are quantised per output channel. The sums are s32, rescaled and biased in
 // float32 (oneDNN post-ops) and written in float32 or bf16.
 class Int8Conv2d {
@@ -90,12 +94,13 @@ class Int8Conv2d {
   // As Bf16Conv2d: geometry Cin, Cout, KH, KW, stride, pad; weight (Cout,Cin,KH,KW) float32;
   // bias, scale, shift (Cout) or nullptr.
   Int8Conv2d(const Conv2dShape& geometry, const float* weight, const float* bias, const float* scale,
-             const float* shift, Int8Epilogue epilogue = Int8Epilogue::None);
+             const float* shift, Int8Epilogue epilogue = Int8Epilogue::None,
+             Int8ConvInput input = Int8ConvInput::NonNegative);
   ~Int8Conv2d();
   Int8Conv2d(Int8Conv2d&&) noexcept;
   Int8Conv2d& operator=(Int8Conv2d&&) noexcept;
 
-  // x >= 0 everywhere (negative values would be clamped to 0).
+  // With Int8ConvInput::NonNegative, negative values of x would be clamped to 0.
   void forward(float* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const;
   void forward_bf16(uint16_t* out, const uint16_t* x, int64_t B, int64_t H, int64_t W) const;
 
