@@ -55,14 +55,8 @@ Conv2dShape conv_geometry(int64_t cin, int64_t cout, int64_t k, int64_t stride, 
 
 // The float32 normalisation and the gate of one row in one pass.
 void layernorm_row(float* o, const float* xr, const float* zr, const float* weight, const float* bias, int64_t C) {
-  float m = 0.f;
-#pragma omp simd reduction(+ : m)
-  for (int64_t c = 0; c < C; ++c) m += xr[c];
-  m /= float(C);
-  float v = 0.f;
-#pragma omp simd reduction(+ : v)
-  for (int64_t c = 0; c < C; ++c) v += (xr[c] - m) * (xr[c] - m);
-  const float r = 1.f / std::sqrt(v / float(C) + kNormEps);
+  float m, r;
+  layernorm_row_stats(xr, C, kNormEps, m, r);
 #pragma omp simd
   for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
   if (zr) {

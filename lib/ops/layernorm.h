@@ -15,6 +15,9 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 void layernorm_forward_rows(float* out, const float* x, int64_t ldx, const float* z, const float* weight,
                             const float* bias, int64_t N, int64_t C, float eps = 1e-5f);
 
+// One row's statistics as the forms above compute them: mean and 1/sqrt(variance + eps).
+void layernorm_row_stats(const float* x, int64_t C, float eps, float& mean, float& rstd);
+
 // Accumulates dx (N,C), dweight (C), dbias (C); any may be nullptr.
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N,
