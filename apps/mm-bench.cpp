@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "bench/bench.h"
+#include "bench/cpu_ceilings.h"
 #include "bench/input_pipeline_bench.h"
 #include "labelled_sample_reader.h"
 #include "model/config.h"
@@ -49,8 +50,19 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", pipeline.seconds, "input pipeline: time whole epochs for at least this long")
       ->capture_default_str();
   app.add_option("--in-chans", pipeline.in_chans, "input pipeline: model input channels")->capture_default_str();
+  std::string ceilings;
+  app.add_option("--cpu-ceilings", ceilings,
+                 "instead of the model: what more threads can gain on this CPU, for these thread counts "
+                 "(e.g. 1,2,4,8,16): each thread's fma rate with all running, and the memory bandwidth");
   CLI11_PARSE(app, argc, argv);
   try {
+    if (!ceilings.empty()) {
+      mm::CpuCeilingOptions c;
+      c.threads.clear();
+      for (int64_t t : mm::parse_int_list(ceilings, "--cpu-ceilings")) c.threads.push_back(int(t));
+      std::printf("%s", mm::format_cpu_ceilings(mm::measure_cpu_ceilings(c)).c_str());
+      return 0;
+    }
     o.dims = mm::parse_int_list(dims, "--dims");
     o.depths = mm::parse_int_list(depths, "--depths");
     if (!pipeline.data.empty()) {

@@ -5,6 +5,8 @@
 #
 #   bench/cpu_scaling.sh PATH/TO/mm-bench [THREADS...]     e.g. bench/cpu_scaling.sh build/mm-bench
 #
+# Then mm-bench --cpu-ceilings for the same thread counts: each thread's fma rate with all of
+# them running, and the memory bandwidth (what the hardware lets more threads gain).
 # Rows: float32, bf16 and int8, each with the batch split into one sub-batch per thread
 # (MM_CPU_BATCH_SPLIT=images, lib/model/cpu_batch_split.h) and with every op parallel over the
 # whole batch (MM_CPU_BATCH_SPLIT=ops). A cell
@@ -121,5 +123,13 @@ for arch in "${archs[@]}"; do
     echo "| $row | $ratio |"
   done
 done
+# What the hardware allows for the same thread counts (an mm-bench from before the option
+# says so on stderr, and the section stays empty).
+echo ""
+echo "## CPU ceilings (mm-bench --cpu-ceilings)"
+echo ""
+echo '```'
+"$bench" --cpu-ceilings "$(IFS=,; echo "${threads[*]}")" 2>&1 | sed 's/^/  /'
+echo '```'
 echo ""
 echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
