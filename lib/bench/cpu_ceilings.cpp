@@ -7,9 +7,7 @@
 #include <cstdio>
 #include <memory>
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
-#endif
 
 #include "core/error.h"
 
@@ -23,40 +21,57 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 // we know (4 cycles x 2 per cycle), so the loop runs at the fma throughput, not its latency.
 constexpr int kAccumulators = 12;
 
-#if defined(__AVX512F__)
-using Vec = __m512;
-constexpr int kLanes = 16;
-inline Vec splat(float v) { return _mm512_set1_ps(v); }
-inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-inline float first(Vec v) { return _mm512_cvtss_f32(v); }
-#elif defined(__AVX2__) && defined(__FMA__)
-using Vec = __m256;
-constexpr int kLanes = 8;
-inline Vec splat(float v) { return _mm256_set1_ps(v); }
-inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-inline float first(Vec v) { return _mm256_cvtss_f32(v); }
-#else
-using Vec = float;
-constexpr int kLanes = 1;
-inline Vec splat(float v) { return v; }
-inline Vec fmadd(Vec a, Vec b, Vec c) { return a * b + c; }
-inline float first(Vec v) { return v; }
-#endif
-
-// iters x kAccumulators fmas of kLanes floats; returns a value that depends on all of them,
-// so that none can be left out.
-__attribute__((noinline)) float fma_loop(int64_t iters, float seed) {
-  Vec acc[kAccumulators];
-  for (int i = 0; i < kAccumulators; ++i) acc[i] = splat(seed + float(i));
-  const Vec m = splat(0.999999f), a = splat(1e-7f);
+// iters x kAccumulators fmas of a vector; each returns a value that depends on all of them, so
+// that none can be left out. One version per instruction set, compiled for it whatever the
+// build's -march and chosen at run time, so that a portable build measures the vector units too.
+__attribute__((target("avx512f"), noinline)) float fma_loop_avx512(int64_t iters, float seed) {
+  __m512 acc[kAccumulators];
+  for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm512_set1_ps(seed + float(i));
+  const __m512 m = _mm512_set1_ps(0.999999f), a = _mm512_set1_ps(1e-7f);
   for (int64_t n = 0; n < iters; ++n)
-    for (int i = 0; i < kAccumulators; ++i) acc[i] = fmadd(acc[i], m, a);
+    for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm512_fmadd_ps(acc[i], m, a);
   float s = 0.f;
-  for (int i = 0; i < kAccumulators; ++i) s += first(acc[i]);
+  for (int i = 0; i < kAccumulators; ++i) s += _mm512_cvtss_f32(acc[i]);
   return s;
 }
 
-constexpr double kFlopsPerIter = 2.0 * kLanes * kAccumulators;
+__attribute__((target("avx2,fma"), noinline)) float fma_loop_avx2(int64_t iters, float seed) {
+  __m256 acc[kAccumulators];
+  for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm256_set1_ps(seed + float(i));
+  const __m256 m = _mm256_set1_ps(0.999999f), a = _mm256_set1_ps(1e-7f);
+  for (int64_t n = 0; n < iters; ++n)
+    for (int i = 0; i < kAccumulators; ++i) acc[i] = _mm256_fmadd_ps(acc[i], m, a);
+  float s = 0.f;
+  for (int i = 0; i < kAccumulators; ++i) s += _mm256_cvtss_f32(acc[i]);
+  return s;
+}
+
+__attribute__((noinline)) float fma_loop_scalar(int64_t iters, float seed) {
+  float acc[kAccumulators];
+  for (int i = 0; i < kAccumulators; ++i) acc[i] = seed + float(i);
+  for (int64_t n = 0; n < iters; ++n)
+    for (int i = 0; i < kAccumulators; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
+  float s = 0.f;
+  for (int i = 0; i < kAccumulators; ++i) s += acc[i];
+  return s;
+}
+
+struct FmaLoop {
+  float (*run)(int64_t iters, float seed);
+  int lanes;
+  const char* isa;
+};
+
+const FmaLoop& fma_loop() {
+  static const FmaLoop chosen = __builtin_cpu_supports("avx512f")
+                                    ? FmaLoop{fma_loop_avx512, 16, "avx512"}
+                                    : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                                          ? FmaLoop{fma_loop_avx2, 8, "avx2"}
+                                          : FmaLoop{fma_loop_scalar, 1, "scalar"};
+  return chosen;
+}
+
+double flops_per_iter() { return 2.0 * fma_loop().lanes * kAccumulators; }
 
 // Mean fma GFLOP/s of T threads running fma_loop(iters) at once.
 double fma_rate(int T, int64_t iters) {
@@ -66,12 +81,12 @@ double fma_rate(int T, int64_t iters) {
   {
 #pragma omp barrier
     const double t0 = now();
-    sink += fma_loop(iters, float(omp_get_thread_num()));
+    sink += fma_loop().run(iters, float(omp_get_thread_num()));
     seconds += now() - t0;
   }
   volatile float keep = sink;  // the results are used
   (void)keep;
-  return kFlopsPerIter * double(iters) * T / seconds / 1e9;
+  return flops_per_iter() * double(iters) * T / seconds / 1e9;
 }
 
 // Best of 5 triads over the three arrays, each first touched by the thread that later streams it.
@@ -93,14 +108,14 @@ double triad_rate(int T, int64_t n) {
 
 }  // namespace
 
-const char* cpu_ceiling_isa() { return kLanes == 16 ? "avx512" : kLanes == 8 ? "avx2" : "scalar"; }
+const char* cpu_ceiling_isa() { return fma_loop().isa; }
 
 std::vector<CpuCeiling> measure_cpu_ceilings(const CpuCeilingOptions& o) {
   MM_CHECK(o.triad_floats >= 1024, "cpu ceilings: the triad needs at least 1024 floats per array");
   // Iterations for about o.seconds at one thread's rate (the same count at every thread count).
   const int64_t trial = 1 << 20;
   const double t0 = now();
-  volatile float keep = fma_loop(trial, 1.f);
+  volatile float keep = fma_loop().run(trial, 1.f);
   (void)keep;
   const double trial_s = std::max(now() - t0, 1e-6);
   const int64_t iters = std::max<int64_t>(trial, int64_t(double(trial) * o.seconds / trial_s));

@@ -30,7 +30,8 @@ struct CpuCeilingOptions {
 // environment's OMP_PROC_BIND / OMP_PLACES say). Throws mm::Error for a count below 1.
 std::vector<CpuCeiling> measure_cpu_ceilings(const CpuCeilingOptions& o);
 
-// The vector width the fma loop used ("avx512", "avx2" or "scalar").
+// The vector width the fma loop uses here ("avx512", "avx2" or "scalar"): the widest this CPU
+// has, whatever the build was compiled for.
 const char* cpu_ceiling_isa();
 
 // The report: a line per thread count, then the ratios of each count to the count 2 (or the
