@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One call on the GPU machine that checks a commit and measures what the issues ask of it,
+# from the binaries bench/make_device_tests.sh packed here (no build there):
+#   1. every CUDA test (mm-tests -tc='cuda*');
+#   2. MedMamba-T alone on the GPU: bf16 and fp32 (TF32) at batch 128, bf16 at batch 1;
+#   3. CPU thread scaling, 2 and 16 threads, with the CPU ceilings (bench/cpu_scaling.sh):
+#      float32 rows only, since those binaries are built without oneDNN (bf16/int8 read n/a).
+# Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md) and a summary to stdout.
+#
+#   bench/make_device_tests.sh        # here, first
+#   run(command="bash bench/device_check.sh", carry=[".device-data/bin.tar.xz"])
+#
+# STEPS="tests gpu" (or any subset of "tests gpu cpu") skips the rest; about 1, 1 and 5
+# minutes on the H200 machine's 16 cores.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/device-check}
+mkdir -p "$out" .device-data/bin
+tar xJf .device-data/bin.tar.xz -C .device-data/bin || { echo "device_check: no .device-data/bin.tar.xz" >&2; exit 2; }
+bin=.device-data/bin
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+steps=" ${STEPS:-tests gpu cpu} "
+status=0
+
+if [[ $steps == *" tests "* ]]; then
+  "$bin/mm-tests" -tc='cuda*' >"$out/tests.txt" 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || status=1
+  echo "cuda tests: rc=$rc; $(grep -E '^\[doctest\] test cases' "$out/tests.txt")"
+fi
+
+if [[ $steps == *" gpu "* ]]; then
+  : >"$out/gpu.txt"
+  b128="--batch 128 --iters 30 --warmup 5"
+  for args in "$b128 --precision bf16" "$b128 --precision fp32" "$b128 --precision bf16" "$b128 --precision fp32" \
+              "--batch 1 --precision bf16 --iters 300 --warmup 20"; do
+    # shellcheck disable=SC2086
+    line=$("$bin/mm-bench" --device cuda --variant tiny $args 2>&1 | tail -1)
+    echo "$line" >>"$out/gpu.txt"
+    summary=$(sed -n 's/.*batch=\([0-9]*\).*precision=\([a-z0-9]*\).*ms\/iter=\([0-9.]*\) img\/s=\([0-9.]*\).*/T batch \1 \2: \3 ms, \4 img\/s/p' <<<"$line")
+    [ -n "$summary" ] && echo "$summary" || { echo "mm-bench $args: $line"; status=1; }
+  done
+fi
+
+if [[ $steps == *" cpu "* ]]; then
+  bench/cpu_scaling.sh "$bin/mm-bench" 2 16 >"$out/cpu_scaling.md" 2>&1
+  grep -E '^\| (fp32|bf16|int8)|cpu-ceilings' "$out/cpu_scaling.md"
+fi
+exit $status
