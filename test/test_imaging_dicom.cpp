@@ -355,4 +355,47 @@ TEST_CASE("dicom: hostile input: refused before allocating, never a crash") {
   CHECK_THROWS_AS(read_dicom_bytes(text, sizeof text, "text"), ImageError);
 }
 
+TEST_CASE("dicom: 8- and 16-bit grey words rescale to the same floats on the integer path (slope 1, whole intercept)") {
+  // convert_frame takes slope 1 with a whole intercept in integers; every other rescale in
+  // doubles. Both must give double(stored) * slope + intercept rounded to float, bit for bit.
+  struct Case {
+    int bits_allocated, bits_stored, high_bit;
+    bool is_signed;
+    double slope, intercept;
+  };
+  const Case cases[] = {
+      {16, 12, 11, false, 1.0, -1024.0},  {16, 16, 15, true, 1.0, 0.0},     {16, 12, 15, true, 1.0, -1000.0},
+      {16, 16, 15, false, 1.0, 1e9},      {8, 8, 7, false, 1.0, -128.0},    {8, 7, 7, true, 1.0, 3.0},
+      {16, 16, 15, true, 1.0, -1024.5},   {16, 12, 11, false, 2.5, -1024.0}, {16, 16, 15, false, 1.0, 4e9},
+  };
+  uint32_t state = 12345;
+  for (const Case& c : cases) {
+    CAPTURE(c.bits_stored);
+    CAPTURE(c.is_signed);
+    CAPTURE(c.intercept);
+    dicom::PixelLayout l;
+    l.rows = 7, l.columns = 9;
+    l.bits_allocated = c.bits_allocated, l.bits_stored = c.bits_stored, l.high_bit = c.high_bit;
+    l.is_signed = c.is_signed;
+    l.photometric = "MONOCHROME2";
+    l.slope = c.slope, l.intercept = c.intercept;
+    const int64_t n = l.rows * l.columns, bytes = c.bits_allocated / 8;
+    std::vector<uint8_t> buffer(size_t(n * bytes));
+    for (uint8_t& b : buffer) b = uint8_t((state = state * 1664525u + 1013904223u) >> 24);
+    const Image img = dicom::convert_frame(buffer.data(), buffer.size(), l, 0, "words");
+    REQUIRE(img.pixels.size() == size_t(n));
+    const int shift = c.high_bit + 1 - c.bits_stored;
+    int differ = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t w = buffer[size_t(i * bytes)];
+      if (bytes == 2) w |= uint32_t(buffer[size_t(i * bytes + 1)]) << 8;
+      int64_t v = int64_t((w >> shift) & ((1u << c.bits_stored) - 1));
+      if (c.is_signed && v >= (int64_t(1) << (c.bits_stored - 1))) v -= int64_t(1) << c.bits_stored;
+      const float want = float(double(v) * c.slope + c.intercept);
+      differ += std::memcmp(&want, &img.pixels[size_t(i)], sizeof want) != 0;
+    }
+    CHECK(differ == 0);
+  }
+}
+
 #endif  // MM_HAVE_IMAGING
