@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 
 namespace mm::dicom {
 
@@ -216,38 +217,69 @@ void ybr_partial_to_rgb(float y, float cb, float cr, float* rgb) {
   rgb[2] = std::clamp(std::floor(b + 0.5f), 0.f, 255.f);
 }
 
-// 8- and 16-bit grey frames without a modality LUT, the common case (CT, MR):
-// the same values as StoredValues and the rescale below, in one pass the
-// compiler vectorises (a quarter of the time, measured on a 512 x 512 CT).
+// A grey frame's 8- or 16-bit words as rescaled floats, for vector::assign, which then builds
+// the image in one pass without zeroing it first (1 MB of writes for a 512 x 512 slice).
+template <class Word, class Rescale>
+struct RescaledWords {
+  using iterator_category = std::random_access_iterator_tag;
+  using value_type = float;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const float*;
+  using reference = float;
+  const uint8_t* p;
+  int shift;
+  uint32_t mask;
+  int32_t sign;  // two's complement in bits_stored, or 0
+  Rescale rescale;
+
+  float operator*() const {
+    Word w;
+    std::memcpy(&w, p, sizeof(Word));  // little-endian host (checked by the reader)
+    const int32_t v = int32_t((uint32_t(w) >> shift) & mask);
+    return rescale((v ^ sign) - sign);
+  }
+  RescaledWords& operator++() { p += sizeof(Word); return *this; }
+  RescaledWords& operator--() { p -= sizeof(Word); return *this; }
+  RescaledWords& operator+=(difference_type k) { p += k * difference_type(sizeof(Word)); return *this; }
+  difference_type operator-(const RescaledWords& o) const { return (p - o.p) / difference_type(sizeof(Word)); }
+  bool operator==(const RescaledWords& o) const { return p == o.p; }
+  bool operator!=(const RescaledWords& o) const { return p != o.p; }
+};
+
+// 8- and 16-bit grey frames without a modality LUT, the common case (CT, MR): the same values
+// as StoredValues and the rescale below, in one pass the compiler vectorises.
 template <class Word>
-void rescale_words(const uint8_t* bytes, const PixelLayout& l, int64_t n, float* out) {
+void rescale_words(const uint8_t* bytes, const PixelLayout& l, int64_t n, std::vector<float>& out) {
   const int shift = l.high_bit + 1 - l.bits_stored;
   const uint32_t mask = l.bits_stored >= 32 ? 0xFFFFFFFFu : (uint32_t(1) << l.bits_stored) - 1;
-  const int32_t sign = l.is_signed ? int32_t(uint32_t(1) << (l.bits_stored - 1)) : 0;  // two's complement in bits_stored
+  const int32_t sign = l.is_signed ? int32_t(uint32_t(1) << (l.bits_stored - 1)) : 0;
+  const uint8_t* end = bytes + n * int64_t(sizeof(Word));
   const double slope = l.slope, intercept = l.intercept;
   if (slope == 1.0 && intercept == std::trunc(intercept) && std::fabs(intercept) < double(1 << 30)) {
     // Slope 1 and a whole intercept (most CT and MR): the sum is an exact integer either way,
     // so integer arithmetic gives the same floats as the double arithmetic below, 3x faster
     // (AVX-512 converts 16 ints to floats where it converts 8 to doubles, twice).
-    const int32_t add = int32_t(intercept);
-    for (int64_t i = 0; i < n; ++i) {
-      Word w;
-      std::memcpy(&w, bytes + i * int64_t(sizeof(Word)), sizeof(Word));
-      const int32_t v = int32_t((uint32_t(w) >> shift) & mask);
-      out[i] = float(((v ^ sign) - sign) + add);
-    }
+    const auto add = [a = int32_t(intercept)](int32_t v) { return float(v + a); };
+    using It = RescaledWords<Word, decltype(add)>;
+    out.assign(It{bytes, shift, mask, sign, add}, It{end, shift, mask, sign, add});
     return;
   }
-  for (int64_t i = 0; i < n; ++i) {
-    Word w;
-    std::memcpy(&w, bytes + i * int64_t(sizeof(Word)), sizeof(Word));  // little-endian host (checked by the reader)
-    const int32_t v = int32_t((uint32_t(w) >> shift) & mask);
-    out[i] = float(double((v ^ sign) - sign) * slope + intercept);
-  }
+  const auto rescale = [slope, intercept](int32_t v) { return float(double(v) * slope + intercept); };
+  using It = RescaledWords<Word, decltype(rescale)>;
+  out.assign(It{bytes, shift, mask, sign, rescale}, It{end, shift, mask, sign, rescale});
 }
 
+// img.pixels (rows x columns) from frame `frame`; the common case builds it in one pass, the
+// others fill a zeroed image.
 void convert_grey(const uint8_t* buffer, const PixelLayout& l, int64_t frame, Image& img) {
   const int64_t n = l.rows * l.columns;
+  if (l.kind == PixelLayout::Kind::Integer && l.modality_lut.empty() && (l.bits_allocated == 8 || l.bits_allocated == 16)) {
+    const uint8_t* bytes = buffer + frame * l.frame_bytes();
+    if (l.bits_allocated == 8) rescale_words<uint8_t>(bytes, l, n, img.pixels);
+    else rescale_words<uint16_t>(bytes, l, n, img.pixels);
+    return;
+  }
+  img.pixels.assign(size_t(n), 0.f);
   if (l.kind != PixelLayout::Kind::Integer) {  // float pixel data has no modality LUT
     const uint8_t* p = buffer + frame * l.frame_bytes();
     for (int64_t i = 0; i < n; ++i) {
@@ -261,12 +293,6 @@ void convert_grey(const uint8_t* buffer, const PixelLayout& l, int64_t frame, Im
         img.pixels[size_t(i)] = float(v);
       }
     }
-    return;
-  }
-  if (l.modality_lut.empty() && (l.bits_allocated == 8 || l.bits_allocated == 16)) {
-    const uint8_t* bytes = buffer + frame * l.frame_bytes();
-    if (l.bits_allocated == 8) rescale_words<uint8_t>(bytes, l, n, img.pixels.data());
-    else rescale_words<uint16_t>(bytes, l, n, img.pixels.data());
     return;
   }
   const StoredValues stored(buffer, l, frame);
@@ -326,9 +352,12 @@ Image convert_frame(const uint8_t* buffer, size_t buffer_size, const PixelLayout
   img.height = l.rows;
   img.width = l.columns;
   img.channels = l.monochrome() ? 1 : 3;
-  img.pixels.assign(size_t(img.numel()), 0.f);
-  if (l.monochrome()) convert_grey(buffer, l, frame, img);
-  else convert_colour(buffer, l, frame, img);
+  if (l.monochrome()) {
+    convert_grey(buffer, l, frame, img);
+  } else {
+    img.pixels.assign(size_t(img.numel()), 0.f);
+    convert_colour(buffer, l, frame, img);
+  }
   return img;
 }
 
