@@ -19,6 +19,15 @@ namespace {
 // Row statistics, each row's sums in one fixed order whatever loop or thread computes them
 // (the squares summed with explicit fmas: left to gcc, some terms would be fused and some not,
 // depending on how it vectorised the loop).
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+// The sum of v's 8 lanes, folded in halves.
+inline float sum8(__m256 v) {
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)));
+}
+#endif
+
 #if defined(__AVX512F__)
 // Lane j of one 16-float accumulator sums x[j], x[16 + j], ... (the last, partial vector
 // masked), then the lanes fold in halves. (16 rows side by side in the lanes, through gathers
@@ -29,10 +38,7 @@ inline float fold16(__m512 a) {
   const __m512d ad = _mm512_castps_pd(a);
   const __m256 lo = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, ad, 0));
   const __m256 hi = _mm256_castpd_ps(_mm512_mask_extractf64x4_pd(_mm256_setzero_pd(), 0xF, ad, 1));
-  const __m256 s = _mm256_add_ps(lo, hi);
-  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  const __m128 d = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  return _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)));
+  return sum8(_mm256_add_ps(lo, hi));
 }
 template <class VecF>
 inline float row_sum(const float* x, int64_t C, const VecF& fv) {
@@ -59,11 +65,6 @@ inline void row_stats(const float* xr, int64_t C, float eps, float& mean, float&
 #elif defined(__AVX2__) && defined(__FMA__)
 // Each row's sums run over 8-float vectors: four accumulators over 32 channels at a time,
 // folded in a fixed order, then a scalar tail.
-inline float sum8(__m256 v) {
-  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 d = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  return _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)));
-}
 // Σ_c f(x[c]) with f a vector function (and its scalar twin for the tail).
 template <class VecF, class ScalarF>
 inline float row_sum(const float* x, int64_t C, const VecF& fv, const ScalarF& fs) {
@@ -106,25 +107,14 @@ inline void row_stats(const float* xr, int64_t C, float eps, float& mean, float&
 }
 #endif
 
-constexpr int64_t kRowGroup = 16;
-
-// Rows [n0, n0 + cnt) of x (stride ldx), cnt <= kRowGroup: their statistics, then each row
-// through out_row(n, mean, rstd).
+// Each row of x (N rows, ldx floats apart): its statistics, then out_row(n, mean, rstd).
 template <class OutRow>
-inline void row_group(const float* x, int64_t ldx, int64_t n0, int64_t cnt, int64_t C, float eps,
-                      const OutRow& out_row) {
-  alignas(64) float mean[kRowGroup], rstd[kRowGroup];
-  for (int64_t i = 0; i < cnt; ++i) row_stats(x + (n0 + i) * ldx, C, eps, mean[i], rstd[i]);
-  for (int64_t i = 0; i < cnt; ++i) out_row(n0 + i, mean[i], rstd[i]);
-}
-
-template <class OutRow>
-void for_each_row_group(const float* x, int64_t ldx, int64_t N, int64_t C, float eps, const OutRow& out_row) {
-  const int64_t groups = (N + kRowGroup - 1) / kRowGroup;
+void for_each_row(const float* x, int64_t ldx, int64_t N, int64_t C, float eps, const OutRow& out_row) {
 #pragma omp parallel for schedule(static)
-  for (int64_t g = 0; g < groups; ++g) {
-    const int64_t n0 = g * kRowGroup;
-    row_group(x, ldx, n0, std::min(kRowGroup, N - n0), C, eps, out_row);
+  for (int64_t n = 0; n < N; ++n) {
+    float m, r;
+    row_stats(x + n * ldx, C, eps, m, r);
+    out_row(n, m, r);
   }
 }
 
@@ -136,7 +126,7 @@ void layernorm_row_stats(const float* x, int64_t C, float eps, float& mean, floa
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                        const float* bias, int64_t N, int64_t C, float eps) {
-  for_each_row_group(x, C, N, C, eps, [&](int64_t n, float m, float r) {
+  for_each_row(x, C, N, C, eps, [&](int64_t n, float m, float r) {
     const float* xr = x + n * C;
     float* o = out + n * C;
     for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
@@ -147,7 +137,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 
 void layernorm_forward_rows(float* out, const float* x, int64_t ldx, const float* z, const float* weight,
                             const float* bias, int64_t N, int64_t C, float eps) {
-  for_each_row_group(x, ldx, N, C, eps, [&](int64_t n, float m, float r) {
+  for_each_row(x, ldx, N, C, eps, [&](int64_t n, float m, float r) {
     const float* xr = x + n * ldx;
     float* o = out + n * C;
     for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
