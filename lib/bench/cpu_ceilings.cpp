@@ -3,19 +3,17 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <memory>
 
 #include <immintrin.h>
 
+#include "bench/bench.h"
 #include "core/error.h"
 
 namespace mm {
 
 namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // Twelve independent accumulators: enough to cover the fma latency on both pipes of the cores
 // we know (4 cycles x 2 per cycle), so the loop runs at the fma throughput, not its latency.
@@ -80,9 +78,9 @@ double fma_rate(int T, int64_t iters) {
 #pragma omp parallel num_threads(T) reduction(+ : seconds, sink)
   {
 #pragma omp barrier
-    const double t0 = now();
+    const double t0 = bench_now_seconds();
     sink += fma_loop().run(iters, float(omp_get_thread_num()));
-    seconds += now() - t0;
+    seconds += bench_now_seconds() - t0;
   }
   volatile float keep = sink;  // the results are used
   (void)keep;
@@ -97,10 +95,10 @@ double triad_rate(int T, int64_t n) {
   double best = 1e30;
   const float s = 3.f;
   for (int rep = 0; rep < 5; ++rep) {
-    const double t0 = now();
+    const double t0 = bench_now_seconds();
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int64_t i = 0; i < n; ++i) a[size_t(i)] = b[size_t(i)] + s * c[size_t(i)];
-    best = std::min(best, now() - t0);
+    best = std::min(best, bench_now_seconds() - t0);
   }
   MM_CHECK(a[size_t(n - 1)] == 7.f, "cpu ceilings: the triad computed a wrong value");
   return 3.0 * double(n) * sizeof(float) / best / 1e9;
@@ -112,16 +110,17 @@ const char* cpu_ceiling_isa() { return fma_loop().isa; }
 
 std::vector<CpuCeiling> measure_cpu_ceilings(const CpuCeilingOptions& o) {
   MM_CHECK(o.triad_floats >= 1024, "cpu ceilings: the triad needs at least 1024 floats per array");
+  for (int T : o.threads)
+    MM_CHECK(T >= 1, "cpu ceilings: thread counts must be at least 1 (got " + std::to_string(T) + ")");
   // Iterations for about o.seconds at one thread's rate (the same count at every thread count).
   const int64_t trial = 1 << 20;
-  const double t0 = now();
+  const double t0 = bench_now_seconds();
   volatile float keep = fma_loop().run(trial, 1.f);
   (void)keep;
-  const double trial_s = std::max(now() - t0, 1e-6);
+  const double trial_s = std::max(bench_now_seconds() - t0, 1e-6);
   const int64_t iters = std::max<int64_t>(trial, int64_t(double(trial) * o.seconds / trial_s));
   std::vector<CpuCeiling> rows;
   for (int T : o.threads) {
-    MM_CHECK(T >= 1, "cpu ceilings: thread counts must be at least 1 (got " + std::to_string(T) + ")");
     CpuCeiling r;
     r.threads = T;
     r.fma_gflops_per_thread = fma_rate(T, iters);
