@@ -124,7 +124,7 @@ for arch in "${archs[@]}"; do
   done
 done
 # What the hardware allows for the same thread counts (an mm-bench from before the option
-# says so on stderr, and the section stays empty).
+# prints its refusal there instead).
 echo ""
 echo "## CPU ceilings (mm-bench --cpu-ceilings)"
 echo ""
