@@ -30,7 +30,7 @@ struct Element {
 // Little-endian elements, explicit or implicit VR; every read checked against the end.
 class Walker {
  public:
-  Walker(const std::vector<uint8_t>& b, bool explicit_vr) : b_(b), explicit_(explicit_vr) {}
+  Walker(const UninitialisedBytes& b, bool explicit_vr) : b_(b), explicit_(explicit_vr) {}
 
   // The element header at `at`; false when it does not fit or its VR is not two capitals.
   bool header(size_t at, Element& e) const {
@@ -118,7 +118,7 @@ class Walker {
   }
 
  private:
-  const std::vector<uint8_t>& b_;
+  const UninitialisedBytes& b_;
   bool explicit_;
 };
 
@@ -172,8 +172,8 @@ bool needs_careful_path(uint32_t tag) {
 
 }  // namespace
 
-std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes) {
-  const std::vector<uint8_t>& b = bytes;
+std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
+  const UninitialisedBytes& b = bytes;
   if (b.size() < 132 || std::memcmp(b.data() + 128, "DICM", 4) != 0) return std::nullopt;
   // File meta: always explicit VR little endian.
   const Walker meta_walker(b, true);
@@ -295,8 +295,12 @@ std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes) {
   return f;
 }
 
+std::optional<NativeFile> parse_native_file(const std::vector<uint8_t>& bytes) {
+  return parse_native_file(UninitialisedBytes(bytes.begin(), bytes.end()));
+}
+
 std::optional<NativeFile> read_native_file(const std::string& path, uint64_t max_bytes) {
-  std::vector<uint8_t> bytes;
+  UninitialisedBytes bytes;
   {
     TimedStage stage(InputStage::PixelData);  // reading the file is most of what the pixel data costs here
     FILE* file = std::fopen(path.c_str(), "rb");

@@ -17,12 +17,13 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
 
 struct NativeFile {
-  std::vector<uint8_t> bytes;  // the whole file
+  UninitialisedBytes bytes;      // the whole file
   std::string transfer_syntax;   // the file meta's UID
   bool encapsulated = false;     // pixel data: one frame's codestream, else native bytes
   // In `bytes`: the native pixel data, or the frame's first fragment.
@@ -43,7 +44,8 @@ struct NativeFile {
 
 // Files larger than max_bytes are left to the careful path.
 std::optional<NativeFile> read_native_file(const std::string& path, uint64_t max_bytes);
-// The same from memory (bytes: the whole file).
-std::optional<NativeFile> parse_native_file(std::vector<uint8_t> bytes);
+// The same from memory (bytes: the whole file); the second copies it.
+std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes);
+std::optional<NativeFile> parse_native_file(const std::vector<uint8_t>& bytes);
 
 }  // namespace mm::dicom
