@@ -140,6 +140,21 @@ TEST_CASE("weights with missing, extra or mis-shaped tensors are refused, naming
   }
 }
 
+TEST_CASE("load_state converts int8 weights to their values and clamps float BatchNorm counters") {
+  auto f = load_fixture("model_small.safetensors");
+  auto state = state_subset(f);
+  MedMamba m(ModelConfig::from_json(f.metadata.at("config")));
+  Tensor bias = Tensor::empty(state.at("head.bias").shape(), DType::I8);  // converted as zeros before
+  for (int64_t i = 0; i < bias.numel(); ++i) bias.as<int8_t>()[i] = int8_t(i - 1);
+  state["head.bias"] = bias;
+  Tensor count = Tensor::empty({});
+  count.f32()[0] = 1e30f;  // beyond int64_t: undefined to convert unclamped
+  state[m.table().batchnorms()[0] + ".num_batches_tracked"] = count;
+  m.load_state(state);
+  for (int64_t i = 0; i < bias.numel(); ++i) CHECK(m.param("head.bias").f32()[i] == float(i - 1));
+  CHECK(m.batches_tracked()[0] == int64_t(9e18f));
+}
+
 TEST_CASE("configs are validated") {
   ModelConfig c = ModelConfig::variant("tiny");
   c.dims[1] = 100;

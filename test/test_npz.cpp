@@ -20,6 +20,7 @@ std::vector<uint8_t> npy(const std::string& header_dict, const std::vector<uint8
 }
 
 std::string medmnist_path(const std::string& name) { return std::string(MM_SOURCE_DIR) + "/../shared/data/medmnist/" + name; }
+std::string fuzz_regression(const std::string& name) { return std::string(MM_SOURCE_DIR) + "/fuzz/regressions/fuzz_npz/" + name; }
 
 }  // namespace
 
@@ -88,4 +89,10 @@ TEST_CASE("npz: MedMNIST 2-D and 3-D splits of the shared data") {
   NpzFile npz = NpzFile::open(medmnist_path("breastmnist.npz"));
   CHECK(npz.has("train_images"));
   CHECK_THROWS_AS(npz.array("nope"), ImageError);
+}
+
+TEST_CASE("npz: hostile MedMNIST files of fuzz/regressions/fuzz_npz give errors naming the reason") {
+  // (2, 1, 0) labels: one column but no values, so label(0) threw std::out_of_range.
+  CHECK_THROWS_WITH_AS(read_medmnist(fuzz_regression("labels-n-1-0-label-out-of-range.npz"), "train"),
+                       doctest::Contains("labels must be (N) or (N, k) with k >= 1 columns"), ImageError);
 }

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "model/model_file.h"
 #include "test_util.h"
 
 using namespace mm;
@@ -112,6 +113,10 @@ TEST_CASE("malformed safetensors files give clear errors, never a crash or a hug
                            "12345678"), "overflows");
   expect_error(header_file(R"({"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,4]}})", "1234"), "unsupported dtype");
   expect_error(header_file(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "1234"), "non-negative");
+  // A zero dim last: numel is 0, but the int64_t product of the dims before it overflowed
+  // (fuzz/regressions/fuzz_safetensors/shape-zero-dim-after-int64-overflow.safetensors).
+  expect_error(header_file(R"({"a":{"dtype":"F32","shape":[4611686018427387904,3,0],"data_offsets":[0,0]}})"),
+               "overflows");
   expect_error(header_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", "12345678"), "outside");
   expect_error(header_file(R"({"a":{"dtype":"F32"}})"), "needs dtype, shape and data_offsets");
   expect_error(header_file(R"({"__metadata__":{"k":1}})"), "not a string");
@@ -123,4 +128,20 @@ TEST_CASE("malformed safetensors files give clear errors, never a crash or a hug
   for (size_t n = 0; n < good.size(); ++n)
     CHECK_THROWS_AS(parse_safetensors(good.data(), n, "cut"), mm::Error);
   CHECK_THROWS_WITH_AS(read_safetensors("/nonexistent/model.safetensors"), doctest::Contains("cannot open"), mm::Error);
+}
+
+TEST_CASE("hostile model metadata (fuzz/regressions/fuzz_safetensors) gives errors naming the reason") {
+  // Each was undefined behaviour before: a float cast to int64_t, or int64_t overflow in validate().
+  auto read_meta = [](const std::string& name) {
+    SafetensorsFile f = read_safetensors(std::string(MM_SOURCE_DIR) + "/fuzz/regressions/fuzz_safetensors/" + name);
+    return read_model_meta(f);
+  };
+  CHECK_THROWS_WITH_AS(read_meta("config-float-num-classes-cast-to-int64.safetensors"),
+                       doctest::Contains("'num_classes' must hold integers"), Error);
+  CHECK_THROWS_WITH_AS(read_meta("preprocess-float-input-size-cast-to-int64.safetensors"),
+                       doctest::Contains("input_size must be an integer"), Error);
+  CHECK_THROWS_WITH_AS(read_meta("config-depths-sum-overflows-int64.safetensors"),
+                       doctest::Contains("too many stages or blocks"), Error);
+  CHECK_THROWS_WITH_AS(read_meta("config-dims-doubling-overflows-int64.safetensors"),
+                       doctest::Contains("dims beyond 65536 channels"), Error);
 }

@@ -137,6 +137,7 @@ static float load_as_float(const void* p, DType dt, int64_t i) {
     case DType::I64: return float(static_cast<const int64_t*>(p)[i]);
     case DType::I32: return float(static_cast<const int32_t*>(p)[i]);
     case DType::U8: return float(static_cast<const uint8_t*>(p)[i]);
+    case DType::I8: return float(static_cast<const int8_t*>(p)[i]);
   }
   return 0.f;
 }

@@ -240,6 +240,9 @@ MedmnistSplit read_medmnist(const NpzFile& npz, const std::string& split, uint64
   s.item_shape.assign(images.shape.begin() + 1, images.shape.end());
   if (labels.shape.empty() || labels.shape[0] != s.count)
     throw ImageError(Kind::Corrupt, what, "labels do not have one row per image");
+  // label(row) reads labels[row * label_columns]: any other shape would read past them.
+  if (labels.shape.size() > 2 || (labels.shape.size() == 2 && labels.shape[1] < 1))
+    throw ImageError(Kind::Corrupt, what, "labels must be (N) or (N, k) with k >= 1 columns");
   s.label_columns = labels.shape.size() > 1 ? labels.shape[1] : 1;
   s.labels = labels.to_int64();
   s.images = std::move(images.data);

@@ -73,11 +73,14 @@ SafetensorsFile parse_safetensors(const void* bytes, size_t size, const std::str
     const json& js = v["shape"];
     if (!js.is_array() || js.size() > 16) throw bad("shape must be an array of at most 16 dims");
     Shape shape;
-    uint64_t numel = 1;
+    // A zero dim makes numel 0 but not the products of the dims before it, which
+    // Shape arithmetic (int64_t) computes too: the non-zero dims must fit int64_t.
+    uint64_t numel = 1, nonzero = 1;
     for (const json& d : js) {
       if (!d.is_number_unsigned()) throw bad("shape entries must be non-negative integers");
-      uint64_t n = d.get<uint64_t>();
-      if (n != 0 && numel > std::numeric_limits<uint64_t>::max() / n) throw bad("shape overflows");
+      const uint64_t n = d.get<uint64_t>();
+      if (n != 0 && nonzero > uint64_t(std::numeric_limits<int64_t>::max()) / n) throw bad("shape overflows");
+      nonzero *= n ? n : 1;
       numel *= n;
       shape.push_back(int64_t(n));
     }

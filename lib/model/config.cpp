@@ -33,15 +33,17 @@ int64_t ModelConfig::num_blocks() const {
 void ModelConfig::validate() const {
   MM_CHECK(!depths.empty() && depths.size() == dims.size(),
            "config: depths and dims must be non-empty and of equal length");
+  // Upper bounds keep a hostile config (it comes from file metadata) from
+  // asking for absurd allocations; they are far beyond any real MedMamba. A
+  // stage's bounds come first, so that the doubling and the sum cannot overflow.
   for (size_t i = 0; i < dims.size(); ++i) {
     MM_CHECK(depths[i] >= 1, "config: every stage needs at least one block");
+    MM_CHECK(depths[i] <= 1024, "config: too many stages or blocks");
     MM_CHECK(dims[i] >= 2 && dims[i] % 2 == 0, "config: dims must be even (the block splits channels in half)");
+    MM_CHECK(dims[i] <= 65536, "config: dims beyond 65536 channels");
     if (i > 0) MM_CHECK(dims[i] == 2 * dims[i - 1], "config: dims[i+1] must equal 2*dims[i] (patch merging)");
   }
-  // Upper bounds keep a hostile config (it comes from file metadata) from
-  // asking for absurd allocations; they are far beyond any real MedMamba.
   MM_CHECK(num_stages() <= 8 && num_blocks() <= 1024, "config: too many stages or blocks");
-  MM_CHECK(dims.back() <= 65536, "config: dims beyond 65536 channels");
   MM_CHECK(d_state >= 1 && d_state <= 256, "config: d_state must be in [1, 256]");
   MM_CHECK(num_classes >= 1 && num_classes <= (1 << 20), "config: num_classes must be in [1, 2^20]");
   MM_CHECK(in_chans >= 1 && in_chans <= 64, "config: in_chans must be in [1, 64]");
@@ -64,6 +66,12 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   ModelConfig c;
   try {
     json j = json::parse(text);
+    // nlohmann casts a float to int64_t, undefined beyond its range (and 2.5 is no size).
+    for (const char* key : {"depths", "dims", "d_state", "num_classes", "in_chans", "image_size"}) {
+      const json v = j.value(key, json());
+      for (const json& x : v.is_array() ? v : json::array({v}))
+        MM_CHECK(!x.is_number_float(), std::string("model config JSON: '") + key + "' must hold integers");
+    }
     c.depths = j.at("depths").get<std::vector<int64_t>>();
     c.dims = j.at("dims").get<std::vector<int64_t>>();
     c.d_state = j.value("d_state", int64_t(16));

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "model/block.h"
@@ -181,48 +180,22 @@ void MedMamba::init_reference(uint64_t seed) {
 }
 
 void MedMamba::load_state(const std::map<std::string, Tensor>& state) {
-  std::vector<std::string> missing, unexpected, misshaped;
-  for (const ParamEntry& e : table_.entries()) {
-    auto it = state.find(e.name);
-    if (it == state.end()) {
-      missing.push_back(e.name);
-    } else if (it->second.shape() != e.shape) {
-      misshaped.push_back(e.name + " (file " + shape_str(it->second.shape()) + ", model " +
-                          shape_str(e.shape) + ")");
-    }
-  }
-  std::map<std::string, size_t> bn_index;
-  for (size_t i = 0; i < table_.batchnorms().size(); ++i)
-    bn_index[table_.batchnorms()[i] + ".num_batches_tracked"] = i;
-  for (const auto& [name, t] : state) {
-    if (table_.find(name)) continue;
-    auto bn = bn_index.find(name);
-    if (bn == bn_index.end()) unexpected.push_back(name);
-    else if (t.numel() != 1) misshaped.push_back(name + " (file " + shape_str(t.shape()) + ", model [])");
-  }
-  if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
-    std::ostringstream msg;
-    msg << "weights do not match the model (" << cfg_.to_json() << ")";
-    auto list = [&](const char* what, const std::vector<std::string>& v) {
-      if (v.empty()) return;
-      msg << "\n  " << what << " (" << v.size() << "):";
-      for (const auto& s : v) msg << "\n    " << s;
-    };
-    list("missing", missing);
-    list("unexpected", unexpected);
-    list("wrong shape", misshaped);
-    throw Error(msg.str());
-  }
+  table_.check_state(state, cfg_.to_json());
   params_changed();
   for (const ParamEntry& e : table_.entries()) {
     const Tensor src = state.at(e.name).to(Device::CPU).to(DType::F32);
     std::memcpy(params_.f32() + e.offset, src.f32(), size_t(e.numel()) * sizeof(float));
   }
-  for (const auto& [name, i] : bn_index) {
-    auto it = state.find(name);
+  for (size_t i = 0; i < table_.batchnorms().size(); ++i) {
+    auto it = state.find(table_.batchnorms()[i] + ".num_batches_tracked");
     if (it == state.end()) continue;
     const Tensor t = it->second.to(Device::CPU);
-    batches_tracked_[i] = t.dtype() == DType::I64 ? t.as<int64_t>()[0] : int64_t(t.to(DType::F32).f32()[0]);
+    if (t.dtype() == DType::I64) {
+      batches_tracked_[i] = t.as<int64_t>()[0];
+    } else {  // a float beyond int64_t (or NaN) is undefined to convert; it is only a counter
+      const float count = t.to(DType::F32).f32()[0];
+      batches_tracked_[i] = std::isnan(count) ? 0 : int64_t(std::clamp(count, -9e18f, 9e18f));
+    }
   }
 }
 

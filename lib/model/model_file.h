@@ -14,6 +14,8 @@
 
 namespace mm {
 
+struct SafetensorsFile;
+
 struct Preprocess {
   int64_t input_size = 224;
   std::vector<float> mean{0.5f, 0.5f, 0.5f};  // the reference training script's normalisation
@@ -51,5 +53,9 @@ struct LoadedModel {
 // Throws mm::Error naming the file and every offending tensor when the file
 // does not hold a valid model.
 LoadedModel load_model(const std::string& path);
+// What load_model reads before it builds a model (model_meta.cpp): the metadata, with an
+// int8 file's weights dequantised in f.tensors, and a config whose parameters the tensors
+// could hold (load_state then checks every name and shape). Throws mm::Error, without the file name.
+ModelMeta read_model_meta(SafetensorsFile& f);
 
 }  // namespace mm

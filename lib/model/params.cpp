@@ -1,5 +1,8 @@
 #include "model/params.h"
 
+#include <set>
+#include <sstream>
+
 #include "core/error.h"
 
 namespace mm {
@@ -28,6 +31,37 @@ int64_t ParamTable::trainable_count() const {
   for (const auto& e : entries_)
     if (e.kind != ParamKind::Buffer) n += e.numel();
   return n;
+}
+
+void ParamTable::check_state(const std::map<std::string, Tensor>& state, const std::string& model) const {
+  std::vector<std::string> missing, unexpected, misshaped;
+  for (const ParamEntry& e : entries_) {
+    auto it = state.find(e.name);
+    if (it == state.end()) {
+      missing.push_back(e.name);
+    } else if (it->second.shape() != e.shape) {
+      misshaped.push_back(e.name + " (file " + shape_str(it->second.shape()) + ", model " + shape_str(e.shape) + ")");
+    }
+  }
+  std::set<std::string> counters;
+  for (const std::string& bn : batchnorms_) counters.insert(bn + ".num_batches_tracked");
+  for (const auto& [name, t] : state) {
+    if (find(name)) continue;
+    if (!counters.count(name)) unexpected.push_back(name);
+    else if (t.numel() != 1) misshaped.push_back(name + " (file " + shape_str(t.shape()) + ", model [])");
+  }
+  if (missing.empty() && unexpected.empty() && misshaped.empty()) return;
+  std::ostringstream msg;
+  msg << "weights do not match the model (" << model << ")";
+  auto list = [&](const char* what, const std::vector<std::string>& v) {
+    if (v.empty()) return;
+    msg << "\n  " << what << " (" << v.size() << "):";
+    for (const auto& s : v) msg << "\n    " << s;
+  };
+  list("missing", missing);
+  list("unexpected", unexpected);
+  list("wrong shape", misshaped);
+  throw Error(msg.str());
 }
 
 ParamTable ParamTable::for_config(const ModelConfig& cfg) {

@@ -37,6 +37,11 @@ class ParamTable {
   int64_t total_floats() const { return total_; }
   int64_t trainable_count() const;  // what the reference's parameter count reports
 
+  // Throws mm::Error naming every missing, unexpected and mis-shaped tensor of a state
+  // dict (num_batches_tracked entries are optional, one value each); `model` describes
+  // the model in the message. Reads shapes only, so it runs before any model is built.
+  void check_state(const std::map<std::string, Tensor>& state, const std::string& model) const;
+
   // BatchNorm prefixes ("layers.0.blocks.0.conv33conv33conv11.0"), for num_batches_tracked.
   const std::vector<std::string>& batchnorms() const { return batchnorms_; }
 
