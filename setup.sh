@@ -14,7 +14,8 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev doctest-dev
   libdcmtk-dev                             # DICOM (with JPEG and RLE codecs)
   dcmtk dicom3tools                        # mm-serve tests: storescu/dcmsend send, dsrdump/dciodvfy check SRs
-  libinsighttoolkit5-dev                   # PNG, JPEG, TIFF, BMP (lib/imaging/itk_io.cpp; NIfTI is our own reader)
+  libinsighttoolkit5-dev                   # PNG and BMP (lib/imaging/itk_io.cpp; NIfTI is our own reader)
+  libpng-dev libjpeg-dev libtiff-dev       # PNG header checks, JPEG and TIFF read directly (itk_io.cpp says why)
   libopenjp2-7-dev                         # JPEG 2000 in DICOM (DCMTK has no decoder for it)
   libcharls-dev                            # JPEG-LS in DICOM (DCMTK's CharLS fork rejects valid streams)
   python3 python3-numpy python3-pip        # the safetensors interop test

@@ -1,14 +1,19 @@
-# The image readers: DICOM through DCMTK (OpenJPEG for JPEG 2000), NIfTI and
-# PNG/JPEG/TIFF/BMP through ITK. Owned by the readers work (issue 4); sources
-# live in lib/imaging/. Only the ITK modules the readers use are requested,
-# which keeps configure quick and the link small.
+# The image readers: DICOM through DCMTK (OpenJPEG for JPEG 2000), NIfTI ours,
+# PNG/BMP through ITK, JPEG/TIFF through libjpeg/libtiff. Owned by the readers
+# work (issue 4); sources live in lib/imaging/. Only the ITK modules the readers
+# use are requested, which keeps configure quick and the link small.
 file(GLOB_RECURSE MM_IMAGING_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/lib/imaging/*.cpp)
 if(MM_IMAGING_SOURCES)
   find_package(DCMTK QUIET)
   find_package(OpenJPEG QUIET)
   find_package(charls QUIET)  # JPEG-LS (CharLS 2; DCMTK's own fork rejects valid streams)
-  find_package(ITK QUIET COMPONENTS ITKIOImageBase ITKIONIFTI ITKIOPNG ITKIOJPEG ITKIOTIFF ITKIOBMP)
-  if(DCMTK_FOUND AND OpenJPEG_FOUND AND charls_FOUND AND ITK_FOUND)
+  find_package(ITK QUIET COMPONENTS ITKIOImageBase ITKIONIFTI ITKIOPNG ITKIOBMP)
+  # JPEG and TIFF are read with libjpeg and libtiff (4.5: TIFFOpenExt) directly, PNG headers
+  # checked with libpng before ITK reads them: lib/imaging/itk_io.cpp says why.
+  find_package(PNG QUIET)
+  find_package(JPEG QUIET)
+  find_package(TIFF 4.5 QUIET)
+  if(DCMTK_FOUND AND OpenJPEG_FOUND AND charls_FOUND AND ITK_FOUND AND PNG_FOUND AND JPEG_FOUND AND TIFF_FOUND)
     add_library(medmamba_imaging STATIC ${MM_IMAGING_SOURCES})
     target_compile_options(medmamba_imaging PRIVATE ${MM_CPU_FLAGS} -Wall -Wextra)
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
@@ -22,7 +27,8 @@ if(MM_IMAGING_SOURCES)
     target_include_directories(medmamba_imaging SYSTEM PRIVATE ${ITK_INCLUDE_DIRS} ${OPENJPEG_INCLUDE_DIRS})
     target_link_libraries(medmamba_imaging
       PUBLIC medmamba
-      PRIVATE DCMTK::dcmdata DCMTK::dcmimage DCMTK::dcmjpeg charls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES} ZLIB::ZLIB)
+      PRIVATE DCMTK::dcmdata DCMTK::dcmimage DCMTK::dcmjpeg charls ${OPENJPEG_LIBRARIES} ${ITK_LIBRARIES}
+              PNG::PNG JPEG::JPEG TIFF::TIFF ZLIB::ZLIB)
     # Tests find the shared data set (../shared/data beside the repository) through this.
     target_compile_definitions(medmamba_imaging PUBLIC
       MM_HAVE_IMAGING=1
@@ -36,6 +42,6 @@ if(MM_IMAGING_SOURCES)
       target_compile_definitions(medmamba_serve PUBLIC MM_HAVE_SERVE=1)
     endif()
   else()
-    message(STATUS "DCMTK, OpenJPEG, CharLS or ITK not found: building without the image readers")
+    message(STATUS "DCMTK, OpenJPEG, CharLS, ITK, libpng, libjpeg or libtiff 4.5 not found: building without the image readers")
   endif()
 endif()

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../fuzz/fuzz_npz_body.h"
+#include "../fuzz/fuzz_safetensors_body.h"
 #include "../fuzz/fuzz_torch_checkpoint_body.h"
 #include "../fuzz/fuzz_torch_pickle_body.h"
 #ifdef MM_HAVE_IMAGING
@@ -21,6 +23,7 @@
 #include "../fuzz/fuzz_jpeg_lossless_body.h"
 #include "../fuzz/fuzz_jpegls_body.h"
 #include "../fuzz/fuzz_nifti_body.h"
+#include "../fuzz/fuzz_picture_body.h"
 #endif
 
 namespace fs = std::filesystem;
@@ -76,11 +79,14 @@ void replay(const std::string& target, void (*fuzz_one)(const uint8_t*, size_t))
 
 }  // namespace
 
+TEST_CASE("fuzz regressions: fuzz_npz") { replay("fuzz_npz", fuzz_one_npz); }
+TEST_CASE("fuzz regressions: fuzz_safetensors") { replay("fuzz_safetensors", fuzz_one_safetensors); }
 TEST_CASE("fuzz regressions: fuzz_torch_checkpoint") { replay("fuzz_torch_checkpoint", fuzz_one_torch_checkpoint); }
 TEST_CASE("fuzz regressions: fuzz_torch_pickle") { replay("fuzz_torch_pickle", fuzz_one_torch_pickle); }
 #ifdef MM_HAVE_IMAGING
 TEST_CASE("fuzz regressions: fuzz_dicom") { replay("fuzz_dicom", fuzz_one_dicom); }
 TEST_CASE("fuzz regressions: fuzz_nifti") { replay("fuzz_nifti", fuzz_one_nifti); }
+TEST_CASE("fuzz regressions: fuzz_picture") { replay("fuzz_picture", fuzz_one_picture); }
 TEST_CASE("fuzz regressions: fuzz_jpeg_lossless") { replay("fuzz_jpeg_lossless", fuzz_one_jpeg_lossless); }
 TEST_CASE("fuzz regressions: fuzz_jpegls") { replay("fuzz_jpegls", fuzz_one_jpegls); }
 #endif

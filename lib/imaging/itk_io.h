@@ -1,6 +1,8 @@
 #pragma once
 // The one place that includes ITK (its headers are slow to compile): reads a
-// PNG/JPEG/TIFF/BMP picture through the ImageIO of that format, into floats.
+// PNG/JPEG/TIFF/BMP picture into floats. PNG and BMP go through the ImageIO of
+// that format, after checks for what ITK 5.2 would crash or spin on; JPEG and
+// TIFF through libjpeg and libtiff directly (itk_io.cpp says why).
 // (NIfTI is decoded by nifti_header.h: ITK's NiftiImageIO could hang on a
 // hostile header.)
 #include <cstdint>
@@ -25,7 +27,7 @@ struct RawImage {
 
 // Throws ImageError: NotRecognized when the format's ImageIO cannot read the
 // file, TooLarge when the decoded data would exceed max_bytes (checked from the
-// header before reading), Corrupt when reading fails.
+// header before reading), Corrupt when reading fails or a check refuses the file.
 RawImage read_with_itk(const std::string& path, Format format, uint64_t max_bytes);
 
 }  // namespace mm::itkio
