@@ -5,6 +5,7 @@
 #include <fstream>
 #include <vector>
 
+#include "core/byte_order.h"
 #include "core/error.h"
 
 namespace mm {
@@ -35,12 +36,6 @@ bool starts_with(const uint8_t* p, size_t n, const char* magic, size_t m) {
   return n >= m && std::memcmp(p, magic, m) == 0;
 }
 
-uint16_t u16(const uint8_t* p, bool little) { return little ? uint16_t(p[0] | p[1] << 8) : uint16_t(p[0] << 8 | p[1]); }
-uint32_t u32(const uint8_t* p, bool little) {
-  return little ? uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24
-                : uint32_t(p[3]) | uint32_t(p[2]) << 8 | uint32_t(p[1]) << 16 | uint32_t(p[0]) << 24;
-}
-
 bool is_dicom_vr(const uint8_t* p) {
   static const char* vrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB",
                               "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM",
@@ -54,12 +49,12 @@ bool is_dicom_vr(const uint8_t* p) {
 // (0002), the command group (0000), identifying (0008) or patient (0010) data.
 bool plausible_first_element(const uint8_t* p, size_t n, bool little) {
   if (n < 8) return false;
-  const uint16_t group = u16(p, little), element = u16(p + 2, little);
+  const uint16_t group = load_u16(p, little), element = load_u16(p + 2, little);
   const bool known_group = group == 0x0000 || group == 0x0002 || group == 0x0008 || group == 0x0010 ||
                            group == 0x0018 || group == 0x0020 || group == 0x0028;
   if (!known_group || element > 0x1000) return false;
   if (is_dicom_vr(p + 4)) return true;                 // explicit VR
-  const uint32_t length = u32(p + 4, little);          // implicit VR: a 4-byte length
+  const uint32_t length = load_u32(p + 4, little);          // implicit VR: a 4-byte length
   return length < 0x10000 && (length % 2 == 0 || group == 0x0000);
 }
 
@@ -73,7 +68,7 @@ bool looks_like_dicom(const uint8_t* head, size_t size) {
 bool looks_like_nifti_header(const uint8_t* head, size_t size) {
   if (size < 4) return false;
   for (bool little : {true, false}) {
-    const uint32_t sizeof_hdr = u32(head, little);
+    const uint32_t sizeof_hdr = load_u32(head, little);
     if (sizeof_hdr == 348 || sizeof_hdr == 540) return true;
   }
   return false;

@@ -100,8 +100,8 @@ void read_frame_header(Stream& s, const uint8_t* seg, size_t n, const std::strin
   if (n < 6) fail(Kind::Corrupt, what, "short frame header");
   LosslessHeader& h = s.header;
   h.precision = seg[0];
-  h.height = be16(seg + 1);
-  h.width = be16(seg + 3);
+  h.height = load_be16(seg + 1);
+  h.width = load_be16(seg + 3);
   h.components = seg[5];
   if (h.precision < 2 || h.precision > 16) fail(Kind::Corrupt, what, "precision " + std::to_string(h.precision));
   if (h.height == 0) fail(Kind::Unsupported, what, "height given by a DNL marker");
@@ -174,7 +174,7 @@ Stream read_stream(const uint8_t* data, size_t size, const std::string& what) {
       read_tables(s, seg, n, what);
     } else if (m == 0xDD) {
       if (n != 2) fail(Kind::Corrupt, what, "DRI length");
-      s.restart_interval = be16(seg);
+      s.restart_interval = load_be16(seg);
     } else if (m == 0xDA) {
       read_scan_header(s, seg, n, what);
       s.scan_begin = g.end;

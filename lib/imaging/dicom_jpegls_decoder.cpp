@@ -38,8 +38,8 @@ void read_frame_header(Stream& s, const uint8_t* seg, size_t n, const std::strin
   if (n < 6) fail(Kind::Corrupt, what, "short frame header");
   JpegLsHeader& h = s.header;
   h.precision = seg[0];
-  h.height = be16(seg + 1);
-  h.width = be16(seg + 3);
+  h.height = load_be16(seg + 1);
+  h.width = load_be16(seg + 3);
   h.components = seg[5];
   if (h.precision < 2 || h.precision > 16) fail(Kind::Corrupt, what, "precision " + std::to_string(h.precision));
   if (h.height == 0 || h.width == 0) fail(Kind::Unsupported, what, "a dimension given elsewhere (0 in the frame header)");
@@ -53,7 +53,7 @@ void read_preset_segment(Stream& s, const uint8_t* seg, size_t n, const std::str
   if (n < 1) fail(Kind::Corrupt, what, "empty LSE segment");
   if (seg[0] != 1) fail(Kind::Unsupported, what, "LSE segment of type " + std::to_string(seg[0]));
   if (n != 11) fail(Kind::Corrupt, what, "LSE preset parameters length");
-  s.presets = {be16(seg + 1), be16(seg + 3), be16(seg + 5), be16(seg + 7), be16(seg + 9)};
+  s.presets = {load_be16(seg + 1), load_be16(seg + 3), load_be16(seg + 5), load_be16(seg + 7), load_be16(seg + 9)};
 }
 
 void read_restart_interval(Stream& s, const uint8_t* seg, size_t n, const std::string& what) {

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "core/byte_order.h"
 #include "data/input_stages.h"
 
 namespace mm::dicom {
@@ -17,8 +18,6 @@ constexpr uint32_t kItem = 0xFFFEE000, kItemEnd = 0xFFFEE00D, kSequenceEnd = 0xF
 constexpr uint32_t kPixelData = 0x7FE00010;
 constexpr int kMaxDepth = 16;
 
-uint16_t u16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
-uint32_t u32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
 
 struct Element {
   uint32_t tag = 0;
@@ -35,10 +34,10 @@ class Walker {
   // The element header at `at`; false when it does not fit or its VR is not two capitals.
   bool header(size_t at, Element& e) const {
     if (at > b_.size() || b_.size() - at < 8) return false;
-    e.tag = uint32_t(u16(&b_[at])) << 16 | u16(&b_[at + 2]);
+    e.tag = uint32_t(load_le16(&b_[at])) << 16 | load_le16(&b_[at + 2]);
     if (!explicit_ || e.tag >> 16 == 0xFFFE) {  // items and delimiters carry no VR
       e.vr[0] = e.vr[1] = 0;
-      e.length = u32(&b_[at + 4]);
+      e.length = load_le32(&b_[at + 4]);
       e.value = at + 8;
       return true;
     }
@@ -48,12 +47,12 @@ class Walker {
     const bool long_form = std::any_of(std::begin(kLong), std::end(kLong),
                                        [&](const char* v) { return v[0] == e.vr[0] && v[1] == e.vr[1]; });
     if (!long_form) {
-      e.length = u16(&b_[at + 6]);
+      e.length = load_le16(&b_[at + 6]);
       e.value = at + 8;
       return true;
     }
     if (b_.size() - at < 12) return false;
-    e.length = u32(&b_[at + 8]);
+    e.length = load_le32(&b_[at + 8]);
     e.value = at + 12;
     return true;
   }
@@ -182,7 +181,7 @@ std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
   size_t meta_end = 0;  // where the group length says the meta ends: DCMTK goes by it
   for (Element e; meta_walker.header(at, e) && e.tag >> 16 == 0x0002;) {
     if (e.length == kUndefined || !meta_walker.skip_value(e, at)) return std::nullopt;
-    if (e.tag == 0x00020000 && e.length == 4) meta_end = at + u32(&b[e.value]);
+    if (e.tag == 0x00020000 && e.length == 4) meta_end = at + load_le32(&b[e.value]);
     if (e.tag == 0x00020010) syntax = first_component({reinterpret_cast<const char*>(&b[e.value]), e.length});
   }
   if (meta_end != 0 && meta_end != at) return std::nullopt;
@@ -231,7 +230,7 @@ std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
   auto us = [&](Slot s, int fallback, int& out) {
     if (!found.present[s]) return (out = fallback), true;
     if (found.values[s].size() != 2) return false;  // US, one value
-    out = u16(reinterpret_cast<const uint8_t*>(found.values[s].data()));
+    out = load_le16(reinterpret_cast<const uint8_t*>(found.values[s].data()));
     return true;
   };
   int rows = 0, columns = 0, samples = 1, allocated = 0, stored = 0, high = 0, representation = 0, planar = 0;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <vector>
 
+#include "core/byte_order.h"
 #include "data/file_kind.h"
 
 namespace mm::dicom {
@@ -37,18 +38,18 @@ std::optional<FileMeta> scan_file_meta(const std::string& path) {
   if (b.size() < 132 || std::memcmp(b.data() + 128, "DICM", 4) != 0) return std::nullopt;
   FileMeta meta;
   size_t at = 132;
-  while (at + 8 <= b.size() && (b[at] | b[at + 1] << 8) == 0x0002) {
-    const unsigned element = b[at + 2] | b[at + 3] << 8;
+  while (at + 8 <= b.size() && load_le16(&b[at]) == 0x0002) {
+    const unsigned element = load_le16(&b[at + 2]);
     const std::string vr(reinterpret_cast<const char*>(b.data() + at + 4), 2);
     const bool long_form = vr == "OB" || vr == "OW" || vr == "SQ" || vr == "UN" || vr == "UT" || vr == "UC" ||
                            vr == "UR" || vr == "OD" || vr == "OF" || vr == "OL" || vr == "OV";
     uint64_t length;
     if (long_form) {
       if (at + 12 > b.size()) return std::nullopt;
-      length = uint64_t(b[at + 8]) | uint64_t(b[at + 9]) << 8 | uint64_t(b[at + 10]) << 16 | uint64_t(b[at + 11]) << 24;
+      length = load_le32(&b[at + 8]);
       at += 12;
     } else {
-      length = b[at + 6] | b[at + 7] << 8;
+      length = load_le16(&b[at + 6]);
       at += 8;
     }
     if (length > b.size() - at) return std::nullopt;

@@ -16,6 +16,7 @@
 
 #include <jpeglib.h>  // after <cstdio>, which it needs
 
+#include "core/byte_order.h"
 #include "data/image.h"
 
 namespace mm::itkio {
@@ -74,8 +75,6 @@ void to_float(Component type, const void* src, size_t n, float* dst, RawImage& r
   }
 }
 
-uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | p[1] << 8); }
-uint32_t le32(const uint8_t* p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
 
 // ITK's RLE8 decoder bounds nothing: a run longer than its row, or an end-of-line or
 // delta past the image, writes outside it. This walks the stream as ITK's loop does
@@ -125,15 +124,15 @@ void check_bmp(const std::string& path, int64_t width, int64_t height, bool rle)
   std::ifstream in(path, std::ios::binary);
   uint8_t header[54] = {};
   in.read(reinterpret_cast<char*>(header), sizeof header);
-  const uint32_t info_size = le32(header + 14);  // 12 (OS/2) or 40, as ITK checked
+  const uint32_t info_size = load_le32(header + 14);  // 12 (OS/2) or 40, as ITK checked
   if (in.gcount() < (info_size == 12 ? 26 : 54))
     throw ImageError(Kind::Corrupt, path, "BMP header truncated");  // ITK would use half-read fields
   in.clear();
   in.seekg(0, std::ios::end);
   const int64_t file_size = in.tellg();
-  const int64_t offset = int32_t(le32(header + 10));
-  const int64_t row_bytes = width * le16(header + (info_size == 12 ? 24 : 28)) / 8;
-  const int64_t bytes = rle ? int32_t(le32(header + 34)) : (row_bytes + 3) / 4 * 4 * (height - 1) + row_bytes;
+  const int64_t offset = int32_t(load_le32(header + 10));
+  const int64_t row_bytes = width * load_le16(header + (info_size == 12 ? 24 : 28)) / 8;
+  const int64_t bytes = rle ? int32_t(load_le32(header + 34)) : (row_bytes + 3) / 4 * 4 * (height - 1) + row_bytes;
   if (offset < 0 || bytes < 0 || offset + bytes > file_size)
     throw ImageError(Kind::Corrupt, path,
                      std::string("BMP ") + (rle ? "RLE data" : "pixel rows") + " of " + std::to_string(bytes) +

@@ -28,7 +28,7 @@ MarkerSegment next_marker_segment(const uint8_t* data, size_t size, size_t at, b
     if (m == 0xD8 || m == 0xD9)
       corrupt(codec, what, m == 0xD8 ? "a second SOI" : "EOI before a scan");
     if (at + 2 > size) corrupt(codec, what, "ends in a marker");
-    const size_t len = size_t(be16(data + at));
+    const size_t len = size_t(load_be16(data + at));
     if (len < 2 || at + len > size) corrupt(codec, what, "a segment runs past the end");
     return MarkerSegment{m, data + at + 2, len - 2, at + len};
   }

@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-namespace mm::dicom {
+#include "core/byte_order.h"
 
-inline int be16(const uint8_t* p) { return p[0] << 8 | p[1]; }
+namespace mm::dicom {
 
 struct MarkerSegment {
   uint8_t marker = 0;

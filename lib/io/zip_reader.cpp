@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "core/byte_order.h"
 #include "core/error.h"
 #include "io/file_bytes.h"
 
@@ -20,11 +21,6 @@ constexpr size_t kCentralHeaderSize = 46, kLocalHeaderSize = 30;
 // Deflate cannot expand by more than about 1032:1 (RFC 1951 maximum run
 // encoding); an entry claiming more is a decompression bomb or corrupt.
 constexpr uint64_t kMaxDeflateRatio = 1032;
-
-// Little-endian field reads with the bounds already checked by the caller.
-uint16_t u16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
-uint32_t u32(const uint8_t* p) { return uint32_t(u16(p)) | (uint32_t(u16(p + 2)) << 16); }
-uint64_t u64(const uint8_t* p) { return uint64_t(u32(p)) | (uint64_t(u32(p + 4)) << 32); }
 
 // Bounds-checked cursor over the archive bytes; every read names what it wanted.
 class Cursor {
@@ -49,14 +45,14 @@ void apply_zip64_extra(ZipEntry& e, const uint8_t* extra, size_t len, bool need_
                        bool need_offset, const std::string& what) {
   size_t pos = 0;
   while (pos + 4 <= len) {
-    const uint16_t id = u16(extra + pos), size = u16(extra + pos + 2);
+    const uint16_t id = load_le16(extra + pos), size = load_le16(extra + pos + 2);
     const uint8_t* body = extra + pos + 4;
     if (pos + 4 + size > len) break;  // a malformed trailing field: the saturated check below reports it
     if (id == 1) {
       size_t k = 0;
       auto take = [&](uint64_t& dst, const char* field) {
         if (k + 8 > size) throw Error(what + ": entry '" + e.name + "': ZIP64 extra field lacks the " + field);
-        dst = u64(body + k);
+        dst = load_le64(body + k);
         k += 8;
       };
       if (need_usize) take(e.uncompressed_size, "uncompressed size");
@@ -113,7 +109,7 @@ std::vector<uint8_t> inflate_exact(const uint8_t* in, uint64_t in_size, uint64_t
 
 }  // namespace
 
-bool looks_like_zip(const uint8_t* p, size_t n) { return n >= 4 && u32(p) == kLocalHeaderSig; }
+bool looks_like_zip(const uint8_t* p, size_t n) { return n >= 4 && load_le32(p) == kLocalHeaderSig; }
 
 ZipReader ZipReader::open_file(const std::string& path) { return from_bytes(read_file_bytes(path), path); }
 
@@ -130,23 +126,23 @@ ZipReader ZipReader::from_bytes(std::vector<uint8_t> bytes, std::string what) {
   size_t end_pos = SIZE_MAX;
   const size_t lowest = b.size() - kEndSize > 0xffff ? b.size() - kEndSize - 0xffff : 0;
   for (size_t p = b.size() - kEndSize + 1; p-- > lowest;) {
-    if (u32(b.data() + p) == kEndSig && p + kEndSize + u16(b.data() + p + 20) <= b.size()) {
+    if (load_le32(b.data() + p) == kEndSig && p + kEndSize + load_le16(b.data() + p + 20) <= b.size()) {
       end_pos = p;
       break;
     }
   }
   if (end_pos == SIZE_MAX) throw fail("no zip end-of-central-directory record (truncated or not a zip archive)");
   const uint8_t* end = b.data() + end_pos;
-  if (u16(end + 4) != 0 || u16(end + 6) != 0) throw fail("multi-disk zip archives are not supported");
-  uint64_t count = u16(end + 10), cd_size = u32(end + 12), cd_offset = u32(end + 16);
+  if (load_le16(end + 4) != 0 || load_le16(end + 6) != 0) throw fail("multi-disk zip archives are not supported");
+  uint64_t count = load_le16(end + 10), cd_size = load_le32(end + 12), cd_offset = load_le32(end + 16);
 
-  if (end_pos >= kZip64LocatorSize && u32(b.data() + end_pos - kZip64LocatorSize) == kZip64LocatorSig) {
-    const uint64_t z64_offset = u64(b.data() + end_pos - kZip64LocatorSize + 8);
+  if (end_pos >= kZip64LocatorSize && load_le32(b.data() + end_pos - kZip64LocatorSize) == kZip64LocatorSig) {
+    const uint64_t z64_offset = load_le64(b.data() + end_pos - kZip64LocatorSize + 8);
     const uint8_t* z64 = cur.at(z64_offset, kZip64EndSize, "ZIP64 end-of-central-directory record");
-    if (u32(z64) != kZip64EndSig) throw fail("ZIP64 locator points at no ZIP64 end-of-central-directory record");
-    count = u64(z64 + 32);
-    cd_size = u64(z64 + 40);
-    cd_offset = u64(z64 + 48);
+    if (load_le32(z64) != kZip64EndSig) throw fail("ZIP64 locator points at no ZIP64 end-of-central-directory record");
+    count = load_le64(z64 + 32);
+    cd_size = load_le64(z64 + 40);
+    cd_offset = load_le64(z64 + 48);
   }
   const uint8_t* cd = cur.at(cd_offset, cd_size, "central directory");
   // Each central header takes at least 46 bytes: a larger count is a lie, refused before reserving.
@@ -158,18 +154,18 @@ ZipReader ZipReader::from_bytes(std::vector<uint8_t> bytes, std::string what) {
   for (uint64_t i = 0; i < count; ++i) {
     if (cd_size - pos < kCentralHeaderSize) throw fail("central directory entry " + std::to_string(i) + " truncated");
     const uint8_t* h = cd + pos;
-    if (u32(h) != kCentralHeaderSig) throw fail("central directory entry " + std::to_string(i) + " has a bad signature");
-    const uint16_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
+    if (load_le32(h) != kCentralHeaderSig) throw fail("central directory entry " + std::to_string(i) + " has a bad signature");
+    const uint16_t name_len = load_le16(h + 28), extra_len = load_le16(h + 30), comment_len = load_le16(h + 32);
     if (cd_size - pos - kCentralHeaderSize < uint64_t(name_len) + extra_len + comment_len)
       throw fail("central directory entry " + std::to_string(i) + " runs past the directory");
     ZipEntry e;
     e.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-    if (u16(h + 8) & 1) throw fail("entry '" + e.name + "' is encrypted");
-    e.method = u16(h + 10);
-    e.crc32 = u32(h + 16);
-    e.compressed_size = u32(h + 20);
-    e.uncompressed_size = u32(h + 24);
-    e.local_header_offset = u32(h + 42);
+    if (load_le16(h + 8) & 1) throw fail("entry '" + e.name + "' is encrypted");
+    e.method = load_le16(h + 10);
+    e.crc32 = load_le32(h + 16);
+    e.compressed_size = load_le32(h + 20);
+    e.uncompressed_size = load_le32(h + 24);
+    e.local_header_offset = load_le32(h + 42);
     const bool z64_usize = e.uncompressed_size == 0xffffffffu, z64_csize = e.compressed_size == 0xffffffffu,
                z64_offset = e.local_header_offset == 0xffffffffu;
     if (z64_usize || z64_csize || z64_offset)
@@ -196,8 +192,8 @@ std::vector<uint8_t> ZipReader::read(const ZipEntry& e, uint64_t max_bytes) cons
   const Cursor cur(bytes_, what_);
   auto fail = [&](const std::string& why) { return Error(what_ + ": entry '" + e.name + "': " + why); };
   const uint8_t* local = cur.at(e.local_header_offset, kLocalHeaderSize, "local file header");
-  if (u32(local) != kLocalHeaderSig) throw fail("bad local header signature");
-  const uint64_t data_offset = e.local_header_offset + kLocalHeaderSize + u16(local + 26) + u16(local + 28);
+  if (load_le32(local) != kLocalHeaderSig) throw fail("bad local header signature");
+  const uint64_t data_offset = e.local_header_offset + kLocalHeaderSize + load_le16(local + 26) + load_le16(local + 28);
   const uint8_t* data = cur.at(data_offset, e.compressed_size, "entry data");
   if (e.uncompressed_size > max_bytes)
     throw fail(std::to_string(e.uncompressed_size) + " bytes exceeds the limit of " + std::to_string(max_bytes));
