@@ -74,23 +74,23 @@ void unpack_bits(const uint8_t* in, size_t in_size, uint8_t* out, size_t size, c
 
 }  // namespace
 
-std::vector<uint8_t> inflate_frames(const std::vector<Codestream>& frames, PixelLayout& l, const std::string& what) {
+UninitialisedBytes inflate_frames(const std::vector<Codestream>& frames, PixelLayout& l, const std::string& what) {
   check_frame_count(frames, l, what);
   l.frames_byte_aligned = true;
   const size_t frame_bytes = size_t(l.frame_bytes());
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()), uint8_t(0));
   for (size_t f = 0; f < frames.size(); ++f) inflate_frame(frames[f], out.data() + f * frame_bytes, frame_bytes, what, f);
   return out;
 }
 
-std::vector<uint8_t> decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& l,
+UninitialisedBytes decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& l,
                                            const std::string& what) {
   if (l.bits_allocated != 1 || l.samples != 1)
     throw ImageError(Kind::Unsupported, what, "RLE of 1-bit data with more than one sample");
   check_frame_count(frames, l, what);
   l.frames_byte_aligned = true;
   const size_t frame_bytes = size_t(l.frame_bytes());
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()), uint8_t(0));
   for (size_t f = 0; f < frames.size(); ++f) {
     const Codestream& cs = frames[f];
     uint32_t header[16];

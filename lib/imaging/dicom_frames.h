@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
@@ -15,12 +16,12 @@ namespace mm::dicom {
 // Each frame raw-deflated (RFC 1951) from its native little-endian bytes.
 // Output is bounded by the layout: a frame that inflates past its size, or
 // stops short of it, is Corrupt.
-std::vector<uint8_t> inflate_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes inflate_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                     const std::string& what);
 
 // RLE Lossless (PS3.5 Annex G) of a 1-bit image: per frame a 64-byte header
 // and one PackBits segment of the packed bits.
-std::vector<uint8_t> decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                            const std::string& what);
 
 }  // namespace mm::dicom

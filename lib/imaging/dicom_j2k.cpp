@@ -123,7 +123,7 @@ void decode_frame(const Codestream& cs, PixelLayout& l, uint8_t* out, const std:
 
 }  // namespace
 
-std::vector<uint8_t> decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& l, const std::string& what) {
+UninitialisedBytes decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& l, const std::string& what) {
   if (l.bits_allocated == 1) {  // 1-bit images (SEG) decode to one byte per sample
     l.bits_allocated = 8, l.bits_stored = 1, l.high_bit = 0;
   }
@@ -133,7 +133,7 @@ std::vector<uint8_t> decode_j2k_frames(const std::vector<Codestream>& frames, Pi
     throw ImageError(Kind::Corrupt, what,
                      std::to_string(frames.size()) + " JPEG 2000 codestreams for " + std::to_string(l.frames) + " frames");
   l.planar = 0;  // interleaved, whatever the dataset said
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()), uint8_t(0));
   for (size_t f = 0; f < frames.size(); ++f)
     decode_frame(frames[f], l, out.data() + f * size_t(l.frame_bytes()), what, int64_t(f));
   if (l.photometric == "YBR_ICT" || l.photometric == "YBR_RCT") l.photometric = "RGB";  // the decoder undid the transform

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
@@ -17,7 +18,7 @@ namespace mm::dicom {
 // transform), and `layout.photometric` says so. Throws ImageError naming `what`
 // when a stream is invalid or does not match the dataset's Rows, Columns or
 // SamplesPerPixel; allocations are bounded by the layout, checked beforehand.
-std::vector<uint8_t> decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                        const std::string& what);
 
 }  // namespace mm::dicom

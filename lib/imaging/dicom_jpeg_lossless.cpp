@@ -432,7 +432,7 @@ void decode_lossless_stream(const uint8_t* data, size_t size, int bytes_per_samp
   }
 }
 
-std::vector<uint8_t> decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& l,
+UninitialisedBytes decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& l,
                                                  const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     fail(Kind::Unsupported, what, "BitsAllocated " + std::to_string(l.bits_allocated));
@@ -452,7 +452,7 @@ std::vector<uint8_t> decode_jpeg_lossless_frames(const std::vector<Codestream>& 
       fail(Kind::Unsupported, what, std::to_string(h.precision) + "-bit stream, BitsAllocated " +
                                         std::to_string(l.bits_allocated));
   }
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()));  // every sample is written, or the decode throws
   const size_t frame_bytes = size_t(l.frame_bytes());
   for (size_t f = 0; f < frames.size(); ++f)
     decode_lossless_stream(frames[f].data, frames[f].size, bytes, out.data() + f * frame_bytes, frame_bytes, what);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
@@ -41,7 +42,7 @@ void decode_lossless_stream(const uint8_t* data, size_t size, int bytes_per_samp
 // (BitsAllocated 8 or 16, samples interleaved: sets layout.planar = 0). Each
 // stream's header is checked against Rows, Columns, SamplesPerPixel and
 // BitsAllocated before anything is decoded.
-std::vector<uint8_t> decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                                  const std::string& what);
 
 }  // namespace mm::dicom

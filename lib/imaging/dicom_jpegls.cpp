@@ -69,14 +69,14 @@ void decode_frame(const Codestream& cs, PixelLayout& l, uint8_t* out, const std:
 
 }  // namespace
 
-std::vector<uint8_t> decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
+UninitialisedBytes decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
                                           const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     throw ImageError(Kind::Unsupported, what, "JPEG-LS with BitsAllocated " + std::to_string(l.bits_allocated));
   if (int64_t(frames.size()) != l.frames)
     throw ImageError(Kind::Corrupt, what,
                      std::to_string(frames.size()) + " JPEG-LS streams for " + std::to_string(l.frames) + " frames");
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()), uint8_t(0));
   for (size_t f = 0; f < frames.size(); ++f) decode_frame(frames[f], l, out.data() + f * size_t(l.frame_bytes()), what, f);
   return out;
 }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
@@ -17,7 +18,7 @@ namespace mm::dicom {
 // Throws ImageError naming `what` when a stream is invalid or does not match
 // the dataset's Rows, Columns, SamplesPerPixel or BitsAllocated; each stream is
 // checked before CharLS allocates for it.
-std::vector<uint8_t> decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                           const std::string& what);
 
 }  // namespace mm::dicom

@@ -656,7 +656,7 @@ void decode_jpegls_stream(const uint8_t* data, size_t size, int bytes_per_sample
   else decode_scan<false>(data, size, s, p, bytes_per_sample, out, what);
 }
 
-std::vector<uint8_t> decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
+UninitialisedBytes decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
                                               const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     fail(Kind::Unsupported, what, "BitsAllocated " + std::to_string(l.bits_allocated));
@@ -673,7 +673,7 @@ std::vector<uint8_t> decode_own_jpegls_frames(const std::vector<Codestream>& fra
                std::to_string(l.columns) + " x " + std::to_string(l.rows) + " x " + std::to_string(l.samples) +
                " of BitsAllocated " + std::to_string(l.bits_allocated));
   }
-  std::vector<uint8_t> out(size_t(l.total_bytes()));
+  UninitialisedBytes out(size_t(l.total_bytes()));  // every sample is written, or the decode throws
   const size_t frame_bytes = size_t(l.frame_bytes());
   for (size_t f = 0; f < frames.size(); ++f)
     decode_jpegls_stream(frames[f].data, frames[f].size, bytes, out.data() + f * frame_bytes, frame_bytes, what);

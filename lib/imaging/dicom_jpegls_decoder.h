@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/uninitialised_buffer.h"
 #include "imaging/dicom_pixels.h"
 
 namespace mm::dicom {
@@ -41,7 +42,7 @@ void decode_jpegls_stream(const uint8_t* data, size_t size, int bytes_per_sample
 // (BitsAllocated 8 or 16, one sample per pixel). Each stream's header is
 // checked against Rows, Columns, SamplesPerPixel and BitsAllocated before
 // anything is allocated or decoded.
-std::vector<uint8_t> decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
+UninitialisedBytes decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
                                               const std::string& what);
 
 }  // namespace mm::dicom

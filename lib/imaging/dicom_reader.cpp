@@ -211,7 +211,7 @@ bool dcmtk_precision_scan_hangs(const uint8_t* data, size_t size) {
 // Decoded pixel bytes (little-endian) and the layout that describes them.
 struct Decoded {
   PixelLayout layout;
-  std::vector<uint8_t> owned;  // when we decoded or rearranged the bytes
+  UninitialisedBytes owned;  // when we decoded or rearranged the bytes
   const uint8_t* bytes = nullptr;
   size_t size = 0;
 };
@@ -226,7 +226,7 @@ std::optional<Route> own_route(Route route, const DicomOptions& opt) {
 
 // One codestream per frame, decoded by the route's decoder (not Route::Dcmtk)
 // into the native layout; the decoder may set layout.planar.
-std::vector<uint8_t> decode_streams(Route route, const std::vector<dicom::Codestream>& streams, PixelLayout& layout,
+UninitialisedBytes decode_streams(Route route, const std::vector<dicom::Codestream>& streams, PixelLayout& layout,
                                     const std::string& what) {
   switch (route) {
     case Route::Jpeg2000: return dicom::decode_j2k_frames(streams, layout, what);
@@ -404,7 +404,7 @@ std::optional<std::vector<Image>> native_images(dicom::NativeFile& native, const
       own_route(encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout).route, opt);
   if (!own) return std::nullopt;
   stage.emplace(InputStage::PixelData);
-  std::vector<uint8_t> decoded;
+  UninitialisedBytes decoded;
   try {
     check_size(native.layout, opt, what);  // before the decoder allocates
     decoded = decode_streams(*own, {pixels}, native.layout, what);
