@@ -1,5 +1,5 @@
 # The image readers: DICOM through DCMTK (OpenJPEG for JPEG 2000), NIfTI ours,
-# PNG/BMP through ITK, JPEG/TIFF through libjpeg/libtiff. Owned by the readers
+# PNG/JPEG/TIFF through libpng/libjpeg/libtiff, BMP through ITK. Owned by the readers
 # work (issue 4); sources live in lib/imaging/. Only the ITK modules the readers
 # use are requested, which keeps configure quick and the link small.
 file(GLOB_RECURSE MM_IMAGING_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/lib/imaging/*.cpp)
@@ -7,9 +7,9 @@ if(MM_IMAGING_SOURCES)
   find_package(DCMTK QUIET)
   find_package(OpenJPEG QUIET)
   find_package(charls QUIET)  # JPEG-LS (CharLS 2; DCMTK's own fork rejects valid streams)
-  find_package(ITK QUIET COMPONENTS ITKIOImageBase ITKIONIFTI ITKIOPNG ITKIOBMP)
-  # JPEG and TIFF are read with libjpeg and libtiff (4.5: TIFFOpenExt) directly, PNG headers
-  # checked with libpng before ITK reads them: lib/imaging/itk_io.cpp says why.
+  find_package(ITK QUIET COMPONENTS ITKIOImageBase ITKIOBMP)
+  # PNG, JPEG and TIFF are read with libpng, libjpeg and libtiff (4.5: TIFFOpenExt)
+  # directly: lib/imaging/png_reader.cpp, jpeg_reader.cpp and tiff_reader.cpp say why.
   find_package(PNG QUIET)
   find_package(JPEG QUIET)
   find_package(TIFF 4.5 QUIET)
@@ -23,7 +23,7 @@ if(MM_IMAGING_SOURCES)
       set_source_files_properties(${PROJECT_SOURCE_DIR}/lib/imaging/dicom_jpegls_decoder.cpp
                                   PROPERTIES COMPILE_OPTIONS -mno-stv)
     endif()
-    # ITK headers are heavy: only lib/imaging/itk_io.cpp includes them.
+    # ITK headers are heavy: only lib/imaging/bmp_reader.cpp includes them.
     target_include_directories(medmamba_imaging SYSTEM PRIVATE ${ITK_INCLUDE_DIRS} ${OPENJPEG_INCLUDE_DIRS})
     target_link_libraries(medmamba_imaging
       PUBLIC medmamba

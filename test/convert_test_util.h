@@ -18,13 +18,6 @@ namespace mm::test {
 
 inline std::string checkpoint_fixture(const std::string& name) { return fixture_path("checkpoints/" + name); }
 
-// A per-process scratch path, removed when the guard goes out of scope.
-struct TempFile {
-  std::string path;
-  explicit TempFile(const std::string& name) : path("/tmp/mm-test-" + std::to_string(::getpid()) + "-" + name) {}
-  ~TempFile() { std::remove(path.c_str()); }
-};
-
 inline std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};

@@ -65,6 +65,31 @@ TEST_CASE("pictures: JPEG decodes as Pillow does; the format comes from content,
   check_pattern(named, 1);
 }
 
+TEST_CASE("pictures: PNG variants decode as Pillow does; truncated pixel data is an error naming the part") {
+  std::ifstream in(picture("pictures.json"));
+  const nlohmann::json variants = nlohmann::json::parse(in).at("png_variants");
+  for (const auto& [name, ref] : variants.items()) {
+    CAPTURE(name);
+    const Image img = read_images(picture(name + ".png")).at(0);
+    CHECK(img.height == ref.at("height").get<int64_t>());
+    CHECK(img.width == ref.at("width").get<int64_t>());
+    CHECK(img.channels == ref.at("channels").get<int64_t>());
+    CHECK(img.pixels == ref.at("pixels").get<std::vector<float>>());
+  }
+  // The 8-bit RGB fixture cut inside its IDAT chunk.
+  std::ifstream src(picture("rgb_adam7.png"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(src)), std::istreambuf_iterator<char>());
+  const test::TempFile cut("cut.png");
+  std::ofstream(cut.path, std::ios::binary) << bytes.substr(0, bytes.find("IDAT") + 60);
+  try {
+    read_images(cut.path);
+    FAIL("a truncated PNG decoded");
+  } catch (const ImageError& e) {
+    CHECK(e.kind == ImageError::Kind::Corrupt);
+    CHECK(std::string(e.what()).find("PNG pixels: the file ends early") != std::string::npos);
+  }
+}
+
 TEST_CASE("read_images: dispatch by content and typed errors") {
   const std::string data = std::string(MM_SHARED_DATA_DIR) + "/";
   CHECK(read_images(data + "dicom/pydicom/test_files/CT_small.dcm").at(0).format == "dicom");

@@ -3,15 +3,25 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "core/tensor.h"
 #include "io/safetensors.h"
 
 namespace mm::test {
+
+// A per-process scratch path, removed when the guard goes out of scope.
+struct TempFile {
+  std::string path;
+  explicit TempFile(const std::string& name) : path("/tmp/mm-test-" + std::to_string(::getpid()) + "-" + name) {}
+  ~TempFile() { std::remove(path.c_str()); }
+};
 
 inline std::string fixture_path(const std::string& rel) { return std::string(MM_FIXTURE_DIR) + "/" + rel; }
 inline SafetensorsFile load_fixture(const std::string& rel) { return read_safetensors(fixture_path(rel)); }

@@ -1,6 +1,6 @@
 #include "imaging/image_reader.h"
 
-#include "imaging/itk_io.h"
+#include "imaging/picture_decode.h"
 
 namespace mm {
 
@@ -8,17 +8,17 @@ using Kind = ImageError::Kind;
 
 namespace {
 
-itkio::Format itk_format(FileKind kind, const std::string& path) {
+picture::Format picture_format(FileKind kind, const std::string& path) {
   switch (kind) {
-    case FileKind::Png: return itkio::Format::Png;
-    case FileKind::Jpeg: return itkio::Format::Jpeg;
-    case FileKind::Tiff: return itkio::Format::Tiff;
-    case FileKind::Bmp: return itkio::Format::Bmp;
+    case FileKind::Png: return picture::Format::Png;
+    case FileKind::Jpeg: return picture::Format::Jpeg;
+    case FileKind::Tiff: return picture::Format::Tiff;
+    case FileKind::Bmp: return picture::Format::Bmp;
     default: throw ImageError(Kind::NotRecognized, path, std::string("not a picture format: ") + file_kind_name(kind));
   }
 }
 
-void picture_window(Image& img, const itkio::RawImage& raw, const WindowOptions& w, const std::string& path) {
+void picture_window(Image& img, const picture::RawImage& raw, const WindowOptions& w, const std::string& path) {
   using Mode = WindowOptions::Mode;
   switch (w.mode) {
     case Mode::Default:
@@ -47,12 +47,12 @@ void picture_window(Image& img, const itkio::RawImage& raw, const WindowOptions&
 }  // namespace
 
 std::vector<Image> read_picture(const std::string& path, FileKind kind, const ReadOptions& opt) {
-  const itkio::RawImage raw = itkio::read_with_itk(path, itk_format(kind, path), opt.max_bytes);
+  const picture::RawImage raw = picture::decode_picture(path, picture_format(kind, path), opt.max_bytes);
   if (raw.dims.size() < 2) throw ImageError(Kind::Unsupported, path, "a picture with one dimension");
   const int64_t width = raw.dims[0], height = raw.dims[1];
   const int64_t pages = raw.voxels() / (width * height);
   // Alpha carries no anatomy: grey+alpha -> grey, RGBA -> RGB.
-  const int in_c = raw.channels(), out_c = in_c >= 3 ? 3 : 1;
+  const int in_c = raw.components, out_c = in_c >= 3 ? 3 : 1;
   std::vector<Image> out;
   for (int64_t p = 0; p < pages; ++p) {
     Image img;

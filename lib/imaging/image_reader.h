@@ -20,8 +20,8 @@ struct ReadOptions {
   uint64_t max_bytes = uint64_t(2) << 30;  // PNG/JPEG/TIFF/BMP decoded size limit
 };
 
-// PNG and BMP through ITK, JPEG and TIFF (each page an Image) through libjpeg
-// and libtiff (imaging/itk_io.h). Grey+alpha and RGBA drop the alpha channel.
+// PNG, JPEG and TIFF (each page an Image) through libpng, libjpeg and libtiff, BMP
+// through ITK (imaging/picture_decode.h). Grey+alpha and RGBA drop the alpha channel.
 std::vector<Image> read_picture(const std::string& path, FileKind kind, const ReadOptions& options = {});
 
 std::vector<Image> read_images(const std::string& path, const ReadOptions& options = {});

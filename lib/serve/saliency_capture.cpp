@@ -8,7 +8,7 @@
 #include "dcmtk/dcmdata/dcdeftag.h"
 #include "dcmtk/dcmdata/dcitem.h"
 #include "dcmtk/dcmdata/dcuid.h"
-#include "imaging/itk_io.h"
+#include "imaging/picture_decode.h"
 #include "predict/inputs.h"
 #include "serve/dicom_output.h"
 
@@ -53,7 +53,7 @@ void put(DcmItem& item, const DcmTagKey& tag, const std::string& value) {
 
 // The overlay PNG as interleaved 8-bit RGB.
 std::vector<uint8_t> read_rgb_png(const std::string& path, int64_t& width, int64_t& height) {
-  const itkio::RawImage png = itkio::read_with_itk(path, itkio::Format::Png, uint64_t(1) << 28);
+  const picture::RawImage png = picture::decode_picture(path, picture::Format::Png, uint64_t(1) << 28);
   MM_CHECK(png.dims.size() == 2 && png.components == 3 && png.component_type == "unsigned_char",
            path + ": not the 8-bit RGB overlay the pipeline writes");
   width = png.dims[0];
