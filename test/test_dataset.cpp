@@ -140,6 +140,14 @@ TEST_CASE("CSV manifest: named or integer labels, splits, paths relative to the 
   CHECK_THROWS_WITH_AS(mm::open_csv_manifest(named, {"val", ""}), doctest::Contains("no samples in split 'val'"),
                        mm::Error);
   CHECK_THROWS_WITH_AS(mm::open_dataset(dir.write("x.txt", "")), doctest::Contains("not a dataset"), mm::Error);
+  // Found by fuzz_tables: one column and no header read past each row; a large index
+  // label made that many classes (999,999,999 names).
+  CHECK_THROWS_WITH_AS(mm::open_csv_manifest(dir.write("one.csv", "a.png\nb.png\n")),
+                       doctest::Contains("one.csv: needs 'path' and 'label' columns"), mm::Error);
+  CHECK_THROWS_WITH_AS(mm::open_csv_manifest(dir.write("big.csv", "path,label\na.png,999999999\nb.png,0\n")),
+                       doctest::Contains("label 999999999 as a class index makes that many classes (at most 65536)"),
+                       mm::Error);
+  CHECK(mm::open_csv_manifest(dir.write("max.csv", "path,label\na.png,65535\n")).num_classes() == 65536);
 }
 
 TEST_CASE("load_image: files through the caller's reader, arrays from memory") {

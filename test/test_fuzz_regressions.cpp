@@ -16,6 +16,7 @@
 
 #include "../fuzz/fuzz_npz_body.h"
 #include "../fuzz/fuzz_safetensors_body.h"
+#include "../fuzz/fuzz_tables_body.h"
 #include "../fuzz/fuzz_torch_checkpoint_body.h"
 #include "../fuzz/fuzz_torch_pickle_body.h"
 #ifdef MM_HAVE_IMAGING
@@ -81,6 +82,7 @@ void replay(const std::string& target, void (*fuzz_one)(const uint8_t*, size_t))
 
 TEST_CASE("fuzz regressions: fuzz_npz") { replay("fuzz_npz", fuzz_one_npz); }
 TEST_CASE("fuzz regressions: fuzz_safetensors") { replay("fuzz_safetensors", fuzz_one_safetensors); }
+TEST_CASE("fuzz regressions: fuzz_tables") { replay("fuzz_tables", fuzz_one_table); }
 TEST_CASE("fuzz regressions: fuzz_torch_checkpoint") { replay("fuzz_torch_checkpoint", fuzz_one_torch_checkpoint); }
 TEST_CASE("fuzz regressions: fuzz_torch_pickle") { replay("fuzz_torch_pickle", fuzz_one_torch_pickle); }
 #ifdef MM_HAVE_IMAGING

@@ -41,6 +41,10 @@ TEST_CASE("predictions: mm-predict CSV with a probabilities column, prob_ column
                                              "c.jpg,0.1,0.1,0.8\n")));
   CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("text.csv", "path,site,p0,p1\na.jpg,north,0.2,0.8\n")),
                        doctest::Contains("text.csv:2: column site: not a number"), mm::Error);
+  // Found by fuzz_tables: quoting a value that is not UTF-8 in the message threw
+  // nlohmann's type_error instead; such bytes are shown as U+FFFD.
+  CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("latin1.csv", "path,probabilities\na.jpg,caf\xe9\n")),
+                       doctest::Contains("is neither a JSON list nor an object: \"caf\xef\xbf\xbd\""), mm::Error);
 }
 
 TEST_CASE("predictions: JSON list, JSON document with records, JSONL, error records") {

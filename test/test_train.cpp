@@ -112,11 +112,11 @@ Image fake_picture(const std::string& file) {
   return img;
 }
 
-std::string manifest(const ScratchDir& dir, int bad, bool class_b_in_train) {
+std::string manifest(const ScratchDir& dir, int bad, bool class_b_in_train, const std::string& beta = "beta") {
   std::string csv = "path,label,split\n";
   for (int i = 0; i < 20; ++i) csv += "a" + std::to_string(i) + ".png,alpha,train\n";
-  for (int i = 0; i < 20; ++i) csv += "b" + std::to_string(i) + ".png,beta," + (class_b_in_train ? "train" : "test") + "\n";
-  for (int i = 0; i < 4; ++i) csv += "a_val" + std::to_string(i) + ".png,alpha,val\nb_val" + std::to_string(i) + ".png,beta,val\n";
+  for (int i = 0; i < 20; ++i) csv += "b" + std::to_string(i) + ".png," + beta + "," + (class_b_in_train ? "train" : "test") + "\n";
+  for (int i = 0; i < 4; ++i) csv += "a_val" + std::to_string(i) + ".png,alpha,val\nb_val" + std::to_string(i) + ".png," + beta + ",val\n";
   for (int i = 0; i < bad; ++i) csv += "bad" + std::to_string(i) + ".png,alpha,train\n";
   return dir.write("data.csv", csv);
 }
@@ -130,6 +130,11 @@ TEST_CASE("mm-train refuses bad setups before training, and skips unreadable sam
     TrainOptions o = small_options(manifest(dir, 0, false), dir.path() + "/run");
     CHECK_THROWS_WITH_AS(train_model(o, {}, fake_picture, {}), doctest::Contains("no training sample for class beta"),
                          TrainRefused);
+  }
+  SUBCASE("a class name that is not UTF-8, which the model file could not hold") {
+    TrainOptions o = small_options(manifest(dir, 0, true, "b\xe9ta"), dir.path() + "/run");
+    CHECK_THROWS_WITH_AS(train_model(o, {}, fake_picture, {}),
+                         doctest::Contains("the class name \"b\xef\xbf\xbdta\" is not UTF-8 text"), TrainRefused);
   }
   SUBCASE("an image size that is not a multiple of 32") {
     TrainOptions o = small_options(manifest(dir, 0, true), dir.path() + "/run");

@@ -101,6 +101,8 @@ std::vector<std::string> splits_in_order(const std::set<std::string>& found) {
   return out;
 }
 
+constexpr int64_t kMaxClassIndex = 65535;
+
 bool is_index(const std::string& s) {
   return !s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -175,6 +177,7 @@ Dataset open_csv_manifest(const std::string& path, const DatasetOptions& options
   CsvTable t = read_csv_file(path);
   int path_col = t.column("path"), label_col = t.column("label"), split_col = t.column("split");
   if (path_col < 0 && label_col < 0) {  // no header: path,label[,split] by position
+    MM_CHECK(t.header.size() >= 2, path + ": needs 'path' and 'label' columns (a header, or two columns by position)");
     t.rows.insert(t.rows.begin(), t.header);
     t.row_lines.insert(t.row_lines.begin(), 1);
     path_col = 0;
@@ -200,6 +203,10 @@ Dataset open_csv_manifest(const std::string& path, const DatasetOptions& options
   if (all_indices) {
     int64_t max_index = 0;
     for (const auto& n : names) max_index = std::max<int64_t>(max_index, std::stoll(n));
+    // Every index up to the largest becomes a class: a stray large number must not make millions.
+    MM_CHECK(max_index <= kMaxClassIndex, path + ": label " + std::to_string(max_index) +
+                                              " as a class index makes that many classes (at most " +
+                                              std::to_string(kMaxClassIndex + 1) + "); name the classes instead");
     for (int64_t c = 0; c <= max_index; ++c) d.class_names.push_back(std::to_string(c));
     d.labels_are_indices = true;
   } else {

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "io/csv.h"
+#include "io/json_text.h"
 
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
@@ -41,7 +42,7 @@ double number_of(const ojson& v, const std::string& where) {
     const double x = std::strtod(s.c_str(), &end);
     if (!s.empty() && end == s.c_str() + s.size()) return x;
   }
-  throw Error(where + ": not a number: " + v.dump());
+  throw Error(where + ": not a number: " + json_text(v));
 }
 
 // A JSON list or object, or text holding one.
@@ -54,7 +55,7 @@ ojson structure_of(const ojson& v, const std::string& where) {
     } catch (const ojson::exception&) {
     }
   }
-  throw Error(where + ": 'probabilities' is neither a JSON list nor an object: " + v.dump());
+  throw Error(where + ": 'probabilities' is neither a JSON list nor an object: " + json_text(v));
 }
 
 bool present(const ojson& record, const char* key) {
@@ -71,7 +72,7 @@ bool read_record(const ojson& record, const std::string& where, const std::vecto
   if (present(record, "error")) return false;
   PredictionRecord r;
   MM_CHECK(present(record, "path"), where + ": record without a 'path'");
-  r.path = record["path"].is_string() ? record["path"].get<std::string>() : record["path"].dump();
+  r.path = record["path"].is_string() ? record["path"].get<std::string>() : json_text(record["path"]);
 
   std::vector<std::string> names;  // class names this record states, by position
   if (present(record, "probabilities")) {
@@ -107,9 +108,9 @@ bool read_record(const ojson& record, const std::string& where, const std::vecto
   if (names.empty() && present(record, "class_index") && present(record, "label")) {
     const double index = number_of(record["class_index"], where + ": class_index");
     MM_CHECK(index >= 0 && index < double(r.probabilities.size()) && index == std::floor(index),
-             where + ": class_index " + record["class_index"].dump() + " is no class");
+             where + ": class_index " + json_text(record["class_index"]) + " is no class");
     const ojson& label = record["label"];
-    name_class(size_t(index), label.is_string() ? label.get<std::string>() : label.dump());
+    name_class(size_t(index), label.is_string() ? label.get<std::string>() : json_text(label));
   }
   out.records.push_back(std::move(r));
   return true;

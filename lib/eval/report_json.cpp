@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "io/json_text.h"
 
 namespace mm {
 
@@ -73,7 +74,7 @@ nlohmann::ordered_json evaluation_json(const Evaluation& e) {
 void write_json_report(const std::string& path, const Evaluation& e) {
   std::ofstream out(path);
   MM_CHECK(out.good(), path + ": cannot write the JSON report");
-  out << evaluation_json(e).dump(2) << "\n";
+  out << json_text(evaluation_json(e), 2) << "\n";
   out.close();
   MM_CHECK(out.good(), path + ": write error");
 }

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/file_bytes.h"
+#include "io/json_text.h"
 
 namespace mm {
 
@@ -121,7 +122,7 @@ void write_safetensors(const std::string& path, const std::map<std::string, Tens
                     {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
-  std::string hs = header.dump();
+  std::string hs = json_text(header);
   hs.append((8 - hs.size() % 8) % 8, ' ');  // pad so the data section starts 8-byte aligned
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   if (!f) throw Error(path + ": cannot open for writing");

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_text.h"
 #include "io/safetensors.h"
 
 namespace mm {
@@ -23,7 +24,7 @@ void save_model_state(const std::string& path, std::map<std::string, Tensor> ten
   if (meta.int8_weights) tensors = quantize_state_int8(tensors);  // its scales are F32
   std::map<std::string, std::string> md{{"format", kFormat},
                                         {"config", config.to_json()},
-                                        {"class_names", json(meta.class_names).dump()},
+                                        {"class_names", json_text(json(meta.class_names))},
                                         {"preprocess", meta.preprocess.to_json()}};
   if (meta.int8_weights) md["quantization"] = quantization_metadata(meta.int8_activation_scales);
   write_safetensors(path, tensors, md);

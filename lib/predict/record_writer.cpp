@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "io/csv.h"
+#include "io/json_text.h"
 
 namespace mm {
 
@@ -17,7 +18,7 @@ namespace {
 // A JSON string; paths may hold bytes that are not UTF-8 (Linux file names are
 // bytes), which become U+FFFD instead of failing the run.
 std::string json_string(const std::string& s) {
-  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return json_text(nlohmann::json(s));
 }
 
 // JSON has no NaN or infinity.
@@ -140,8 +141,7 @@ class JsonlWriter : public RecordWriter {
 class JsonWriter : public RecordWriter {
  public:
   JsonWriter(const RecordLayout& layout, std::ostream& out) : layout_(layout), out_(out) {
-    out_ << "{\"class_names\":" << nlohmann::json(layout_.class_names).dump(-1, ' ', false,
-                                                                          nlohmann::json::error_handler_t::replace)
+    out_ << "{\"class_names\":" << json_text(nlohmann::json(layout_.class_names))
          << ",\n\"records\":[";
   }
   void write(const Prediction& p) override {

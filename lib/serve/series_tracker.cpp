@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_text.h"
 #include "serve/durable_files.h"
 
 namespace mm::serve {
@@ -55,7 +56,7 @@ std::vector<std::string> SeriesTracker::write_idle(bool all) {
     result.members = s.members;
     const std::string path = write_series_report(result, model_, folder_);
     nlohmann::json entry = {{"series_uid", uid}, {"images", s.images}, {"report", path}};
-    durable_append(ledger_, entry.dump() + "\n");
+    durable_append(ledger_, json_text(entry) + "\n");
     s.reported = s.images;
     written.push_back(path);
   }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/durable_file.h"
+#include "io/json_text.h"
 
 namespace mm {
 
@@ -25,7 +26,7 @@ std::string epoch_record_json(const EpochRecord& r) {
   j["best"] = r.best;
   j["images_per_second"] = r.images_per_second;
   j["seconds"] = r.seconds;
-  return j.dump();
+  return json_text(j);
 }
 
 EpochRecord epoch_record_from_json(const std::string& line) {

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/durable_file.h"
+#include "io/json_text.h"
 #include "io/safetensors.h"
 
 namespace mm {
@@ -26,7 +27,7 @@ void save_run_state(const std::string& path, const RunState& s, CommitQueue* lat
   auto write = [tmp, tensors = std::map<std::string, Tensor>{{"params", s.params}, {"adam.m", s.adam_m},
                                                              {"adam.v", s.adam_v}, {"batches_tracked", tracked}},
                 metadata = std::map<std::string, std::string>{
-                    {"format", kFormat}, {"progress", progress.dump()}, {"options", s.options_json}}] {
+                    {"format", kFormat}, {"progress", json_text(progress)}, {"options", s.options_json}}] {
     write_safetensors(tmp, tensors, metadata);
   };
   if (!later) {

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_text.h"
 
 namespace mm {
 
@@ -20,7 +21,7 @@ static json as_json(const TrainOptions& o) {
               {"threads", o.threads}, {"save_every", o.save_every}, {"sync_bn", o.sync_bn}};
 }
 
-std::string TrainOptions::to_json() const { return as_json(*this).dump(2); }
+std::string TrainOptions::to_json() const { return json_text(as_json(*this), 2); }
 
 TrainOptions TrainOptions::from_json(const std::string& text) {
   TrainOptions o;

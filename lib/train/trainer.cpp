@@ -16,6 +16,7 @@
 #include "eval/evaluation.h"
 #include "eval/report_json.h"
 #include "io/durable_file.h"
+#include "io/json_text.h"
 #include "model/medmamba.h"
 #include "model/medmamba_cuda.h"
 #include "model/model_file.h"
@@ -62,6 +63,11 @@ TrainOptions options_to_resume(const TrainOptions& given, const TrainControl& co
 // --init weights (with a new head when the class count differs).
 LoadedModel initial_model(const TrainOptions& o, const Dataset& d, const TrainEvents& ev) {
   const int64_t K = d.num_classes();
+  // Before any training: the model file keeps the names as JSON text, which is UTF-8.
+  for (const std::string& name : d.class_names)
+    if (!is_utf8(name))
+      throw TrainRefused(d.source + ": the class name " + json_text(nlohmann::json(name)) +
+                         " is not UTF-8 text (a folder name in another encoding?); rename it");
   ModelMeta meta;
   meta.class_names = d.class_names;
   meta.preprocess.input_size = o.image_size;
@@ -141,7 +147,7 @@ std::string resolved_config_json(const TrainOptions& o, const ModelMeta& meta, c
                    {"val_source", splits.val_source},
                    {"steps_per_epoch", steps_per_epoch}, {"total_steps", total_steps},
                    {"warmup_steps", warmup_steps}, {"threads", threads}};
-  return j.dump(2) + "\n";
+  return json_text(j, 2) + "\n";
 }
 
 int64_t predicted(const float* logits, int64_t K) {
