@@ -45,6 +45,17 @@ TEST_CASE("predictions: mm-predict CSV with a probabilities column, prob_ column
   // nlohmann's type_error instead; such bytes are shown as U+FFFD.
   CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("latin1.csv", "path,probabilities\na.jpg,caf\xe9\n")),
                        doctest::Contains("is neither a JSON list nor an object: \"caf\xef\xbf\xbd\""), mm::Error);
+  // Nested 100,000 deep, such values overflowed the stack: in nlohmann's parser, as
+  // an object holding one grew, and in its serializer, quoting one in a message.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("deep.csv", "path,probabilities\na.jpg,\"[" + deep + "]\"\n")),
+                       doctest::Contains("deep.csv:2: JSON nested deeper than 64 levels"), mm::Error);
+  CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("deep.json", "[{\"path\": " + deep + ", \"x\": 1}]")),
+                       doctest::Contains("deep.json: JSON nested deeper than 64 levels"), mm::Error);
+  CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("list.json", "[{\"path\": [[1]], \"probabilities\": [[0.5]]}]")),
+                       doctest::Contains("record 1: 'path' is a JSON list, not text"), mm::Error);
+  CHECK_THROWS_WITH_AS(mm::read_predictions(dir.write("list2.json", "[{\"path\": \"a\", \"probabilities\": [[0.5]]}]")),
+                       doctest::Contains("record 1: probabilities: not a number: a JSON list"), mm::Error);
 }
 
 TEST_CASE("predictions: JSON list, JSON document with records, JSONL, error records") {

@@ -33,6 +33,27 @@ std::string lower(std::string s) {
   return s;
 }
 
+// A value in a message: lists and objects by kind, not dumped (a predictions
+// file's own values are shallow, but nlohmann's serializer recurses).
+std::string shown(const ojson& v) {
+  if (v.is_array()) return "a JSON list";
+  if (v.is_object()) return "a JSON object";
+  return json_text(v);
+}
+
+// Records nest two or three levels. A file nested far deeper is damaged or
+// hostile, and would overflow the stack in the parser: an ordered_json object that
+// grows copies its values, recursively (nlohmann_json 3.11, at a depth of ~100,000).
+constexpr int kMaxJsonDepth = 64;
+
+ojson parse_json(const std::string& text, const std::string& where) {
+  return ojson::parse(text, [&](int depth, ojson::parse_event_t, ojson&) {
+    if (depth > kMaxJsonDepth)
+      throw Error(where + ": JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+    return true;
+  });
+}
+
 // A number, or text holding one (CSV fields are text).
 double number_of(const ojson& v, const std::string& where) {
   if (v.is_number()) return v.get<double>();
@@ -42,7 +63,7 @@ double number_of(const ojson& v, const std::string& where) {
     const double x = std::strtod(s.c_str(), &end);
     if (!s.empty() && end == s.c_str() + s.size()) return x;
   }
-  throw Error(where + ": not a number: " + json_text(v));
+  throw Error(where + ": not a number: " + shown(v));
 }
 
 // A JSON list or object, or text holding one.
@@ -50,12 +71,12 @@ ojson structure_of(const ojson& v, const std::string& where) {
   if (v.is_array() || v.is_object()) return v;
   if (v.is_string()) {
     try {
-      ojson parsed = ojson::parse(v.get<std::string>());
+      ojson parsed = parse_json(v.get<std::string>(), where);
       if (parsed.is_array() || parsed.is_object()) return parsed;
     } catch (const ojson::exception&) {
     }
   }
-  throw Error(where + ": 'probabilities' is neither a JSON list nor an object: " + json_text(v));
+  throw Error(where + ": 'probabilities' is neither a JSON list nor an object: " + shown(v));
 }
 
 bool present(const ojson& record, const char* key) {
@@ -72,6 +93,7 @@ bool read_record(const ojson& record, const std::string& where, const std::vecto
   if (present(record, "error")) return false;
   PredictionRecord r;
   MM_CHECK(present(record, "path"), where + ": record without a 'path'");
+  MM_CHECK(record["path"].is_primitive(), where + ": 'path' is " + shown(record["path"]) + ", not text");
   r.path = record["path"].is_string() ? record["path"].get<std::string>() : json_text(record["path"]);
 
   std::vector<std::string> names;  // class names this record states, by position
@@ -110,7 +132,7 @@ bool read_record(const ojson& record, const std::string& where, const std::vecto
     MM_CHECK(index >= 0 && index < double(r.probabilities.size()) && index == std::floor(index),
              where + ": class_index " + json_text(record["class_index"]) + " is no class");
     const ojson& label = record["label"];
-    name_class(size_t(index), label.is_string() ? label.get<std::string>() : json_text(label));
+    name_class(size_t(index), label.is_string() ? label.get<std::string>() : shown(label));
   }
   out.records.push_back(std::move(r));
   return true;
@@ -125,7 +147,7 @@ void read_json_records(const ojson& records, const std::string& what, Prediction
 void read_json(const std::string& text, const std::string& what, PredictionsFile& out) {
   ojson doc;
   try {
-    doc = ojson::parse(text);
+    doc = parse_json(text, what);
   } catch (const ojson::exception& e) {
     throw Error(what + ": not valid JSON: " + e.what());
   }
@@ -145,7 +167,7 @@ void read_jsonl(const std::string& text, const std::string& what, PredictionsFil
     const std::string where = what + ":" + std::to_string(line_no);
     ojson record;
     try {
-      record = ojson::parse(line);
+      record = parse_json(line, where);
     } catch (const ojson::exception& e) {
       throw Error(where + ": not valid JSON: " + e.what());
     }
