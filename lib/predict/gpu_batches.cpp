@@ -193,6 +193,18 @@ float* GpuBatches::add(const Image& img) {
 int64_t GpuBatches::filling() const { return int64_t(impl_->slots[impl_->fill].items.size()); }
 int64_t GpuBatches::in_flight() const { return int64_t(impl_->launched.size()); }
 
+void GpuBatches::warm_up() {
+  Impl& m = *impl_;
+  MM_CHECK(m.launched.empty(), "GpuBatches::warm_up: batches are running");
+  m.ensure(m.inputs, m.batch_size * m.out_channels * m.side * m.side);  // zeros
+  const Tensor zeros =
+      Tensor::wrap(m.inputs.data(), {m.batch_size, m.out_channels, m.side, m.side}, DType::F32, Device::CUDA);
+  for (int pass = 0; pass < 2; ++pass) (void)m.engine.forward_device(zeros);  // eager, then captured
+  for (Slot& s : m.slots)
+    if (s.chunks.empty()) s.chunks.push_back(std::make_unique<PinnedChunk>(kChunkFloats));
+  cuda::stream_sync(m.stream);
+}
+
 void GpuBatches::launch() {
   Impl& m = *impl_;
   Slot& s = m.slots[m.fill];
@@ -291,6 +303,7 @@ GpuBatches::~GpuBatches() = default;
 float* GpuBatches::add(const Image&) { throw Error("GpuBatches: built without CUDA"); }
 int64_t GpuBatches::filling() const { return 0; }
 int64_t GpuBatches::in_flight() const { return 0; }
+void GpuBatches::warm_up() { throw Error("GpuBatches: built without CUDA"); }
 void GpuBatches::launch() { throw Error("GpuBatches: built without CUDA"); }
 Tensor GpuBatches::wait_oldest() { throw Error("GpuBatches: built without CUDA"); }
 Tensor GpuBatches::inputs() const { throw Error("GpuBatches: built without CUDA"); }

@@ -48,6 +48,13 @@ class GpuBatches {
   float* add(const Image& img);
   int64_t filling() const;  // images in the batch being filled
 
+  // The first batch's set-up, ahead of it: the model's eager pass and its CUDA
+  // graph's capture, on a zero batch (cuBLAS's first plans and the kernels' lazy
+  // loading are in these), and each slot's first page-locked chunk. About a fifth
+  // of a second on an H200, which the decode threads spend reading the first files
+  // when the caller runs this after starting them.
+  void warm_up();
+
   // Queues the batch being filled (its pixels must be in place) and starts an
   // empty one. Waits first for the batch launched before the previous one, whose
   // memory the new batch reuses: call wait_oldest() for it before.

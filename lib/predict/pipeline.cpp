@@ -452,6 +452,11 @@ PredictSummary run_predictions(const std::vector<InputFile>& files, const Images
   keep_freed_memory_for_reuse();
   {
     DecodePool pool(files, decoder, summary.decode_threads, images_ahead, copies);
+    if (gpu && !files.empty()) {  // while the decode threads read the first files
+      const Clock::time_point warm_start = Clock::now();
+      gpu->warm_up();
+      summary.timing.model += seconds_since(warm_start);
+    }
     for (size_t i = 0; i < files.size(); ++i) {
       const Clock::time_point wait_start = Clock::now();
       DecodedFile d = pool.take(i);
