@@ -54,7 +54,7 @@ bool plausible_first_element(const uint8_t* p, size_t n, bool little) {
                            group == 0x0018 || group == 0x0020 || group == 0x0028;
   if (!known_group || element > 0x1000) return false;
   if (is_dicom_vr(p + 4)) return true;                 // explicit VR
-  const uint32_t length = load_u32(p + 4, little);          // implicit VR: a 4-byte length
+  const uint32_t length = load_u32(p + 4, little);     // implicit VR: a 4-byte length
   return length < 0x10000 && (length % 2 == 0 || group == 0x0000);
 }
 

@@ -84,7 +84,7 @@ UninitialisedBytes inflate_frames(const std::vector<Codestream>& frames, PixelLa
 }
 
 UninitialisedBytes decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& l,
-                                           const std::string& what) {
+                                         const std::string& what) {
   if (l.bits_allocated != 1 || l.samples != 1)
     throw ImageError(Kind::Unsupported, what, "RLE of 1-bit data with more than one sample");
   check_frame_count(frames, l, what);

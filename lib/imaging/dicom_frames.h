@@ -17,11 +17,11 @@ namespace mm::dicom {
 // Output is bounded by the layout: a frame that inflates past its size, or
 // stops short of it, is Corrupt.
 UninitialisedBytes inflate_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                    const std::string& what);
+                                  const std::string& what);
 
 // RLE Lossless (PS3.5 Annex G) of a 1-bit image: per frame a 64-byte header
 // and one PackBits segment of the packed bits.
 UninitialisedBytes decode_rle_bit_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                           const std::string& what);
+                                         const std::string& what);
 
 }  // namespace mm::dicom

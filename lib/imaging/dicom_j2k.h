@@ -19,6 +19,6 @@ namespace mm::dicom {
 // when a stream is invalid or does not match the dataset's Rows, Columns or
 // SamplesPerPixel; allocations are bounded by the layout, checked beforehand.
 UninitialisedBytes decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                       const std::string& what);
+                                     const std::string& what);
 
 }  // namespace mm::dicom

@@ -433,7 +433,7 @@ void decode_lossless_stream(const uint8_t* data, size_t size, int bytes_per_samp
 }
 
 UninitialisedBytes decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& l,
-                                                 const std::string& what) {
+                                               const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     fail(Kind::Unsupported, what, "BitsAllocated " + std::to_string(l.bits_allocated));
   // DCMTK turns a YBR stream's colours into RGB (the reader asks it to); RGB it leaves alone, as we do.

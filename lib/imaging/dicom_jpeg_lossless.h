@@ -43,6 +43,6 @@ void decode_lossless_stream(const uint8_t* data, size_t size, int bytes_per_samp
 // stream's header is checked against Rows, Columns, SamplesPerPixel and
 // BitsAllocated before anything is decoded.
 UninitialisedBytes decode_jpeg_lossless_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                                 const std::string& what);
+                                               const std::string& what);
 
 }  // namespace mm::dicom

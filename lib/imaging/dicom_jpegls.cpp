@@ -70,7 +70,7 @@ void decode_frame(const Codestream& cs, PixelLayout& l, uint8_t* out, const std:
 }  // namespace
 
 UninitialisedBytes decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
-                                          const std::string& what) {
+                                        const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     throw ImageError(Kind::Unsupported, what, "JPEG-LS with BitsAllocated " + std::to_string(l.bits_allocated));
   if (int64_t(frames.size()) != l.frames)

@@ -19,6 +19,6 @@ namespace mm::dicom {
 // the dataset's Rows, Columns, SamplesPerPixel or BitsAllocated; each stream is
 // checked before CharLS allocates for it.
 UninitialisedBytes decode_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                          const std::string& what);
+                                        const std::string& what);
 
 }  // namespace mm::dicom

@@ -657,7 +657,7 @@ void decode_jpegls_stream(const uint8_t* data, size_t size, int bytes_per_sample
 }
 
 UninitialisedBytes decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& l,
-                                              const std::string& what) {
+                                            const std::string& what) {
   if (l.bits_allocated != 8 && l.bits_allocated != 16)
     fail(Kind::Unsupported, what, "BitsAllocated " + std::to_string(l.bits_allocated));
   if (l.samples != 1) fail(Kind::Unsupported, what, std::to_string(l.samples) + " samples per pixel");

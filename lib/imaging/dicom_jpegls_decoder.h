@@ -43,6 +43,6 @@ void decode_jpegls_stream(const uint8_t* data, size_t size, int bytes_per_sample
 // checked against Rows, Columns, SamplesPerPixel and BitsAllocated before
 // anything is allocated or decoded.
 UninitialisedBytes decode_own_jpegls_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                              const std::string& what);
+                                            const std::string& what);
 
 }  // namespace mm::dicom

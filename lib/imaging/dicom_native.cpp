@@ -18,7 +18,6 @@ constexpr uint32_t kItem = 0xFFFEE000, kItemEnd = 0xFFFEE00D, kSequenceEnd = 0xF
 constexpr uint32_t kPixelData = 0x7FE00010;
 constexpr int kMaxDepth = 16;
 
-
 struct Element {
   uint32_t tag = 0;
   char vr[2] = {0, 0};  // explicit VR only

@@ -227,7 +227,7 @@ std::optional<Route> own_route(Route route, const DicomOptions& opt) {
 // One codestream per frame, decoded by the route's decoder (not Route::Dcmtk)
 // into the native layout; the decoder may set layout.planar.
 UninitialisedBytes decode_streams(Route route, const std::vector<dicom::Codestream>& streams, PixelLayout& layout,
-                                    const std::string& what) {
+                                  const std::string& what) {
   switch (route) {
     case Route::Jpeg2000: return dicom::decode_j2k_frames(streams, layout, what);
     case Route::JpegLs: return dicom::decode_jpegls_frames(streams, layout, what);

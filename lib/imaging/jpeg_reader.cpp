@@ -23,15 +23,6 @@ struct JpegErrors {
   char message[JMSG_LENGTH_MAX] = "";
 };
 
-// Runs libjpeg calls; false, with the message in errors, when libjpeg reports an
-// error. Nothing in step's frames may need a destructor: longjmp skips them.
-template <class Step>
-bool jpeg_step(JpegErrors& errors, const Step& step) {
-  if (setjmp(errors.resume)) return false;
-  step();
-  return true;
-}
-
 }  // namespace
 
 RawImage read_jpeg(const std::string& path, uint64_t max_bytes) {
@@ -49,7 +40,7 @@ RawImage read_jpeg(const std::string& path, uint64_t max_bytes) {
   jpeg_create_decompress(&cinfo);
   const std::unique_ptr<jpeg_decompress_struct, void (*)(jpeg_decompress_struct*)> destroy(&cinfo, jpeg_destroy_decompress);
   const auto corrupt = [&] { return ImageError(Kind::Corrupt, path, std::string("JPEG: ") + errors.message); };
-  if (!jpeg_step(errors, [&] {
+  if (!runs_without_longjmp(errors.resume, [&] {
         jpeg_stdio_src(&cinfo, file.get());
         jpeg_read_header(&cinfo, TRUE);
         jpeg_calc_output_dimensions(&cinfo);
@@ -65,7 +56,7 @@ RawImage read_jpeg(const std::string& path, uint64_t max_bytes) {
   if (float_bytes > max_bytes) throw too_large(path, float_bytes, max_bytes);
   std::vector<uint8_t> raw(row_bytes * cinfo.output_height);
   // Not jpeg_finish_decompress: what follows the last scan does not change the pixels.
-  if (!jpeg_step(errors, [&] {
+  if (!runs_without_longjmp(errors.resume, [&] {
         jpeg_start_decompress(&cinfo);
         while (cinfo.output_scanline < cinfo.output_height) {
           JSAMPROW row = raw.data() + cinfo.output_scanline * row_bytes;

@@ -3,6 +3,7 @@
 // png_reader.cpp, jpeg_reader.cpp, tiff_reader.cpp (the libraries directly) and
 // bmp_reader.cpp (ITK's BMPImageIO, the one place that includes ITK's headers,
 // which are slow to compile).
+#include <csetjmp>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +20,16 @@ enum class SampleType { U8, I8, U16, I16, U32, I32, F32 };
 void store_samples(SampleType type, const void* src, size_t n, RawImage& r);
 
 ImageError too_large(const std::string& path, uint64_t bytes, uint64_t max_bytes);
+
+// Runs calls into a library that reports errors by longjmp to `resume` (libpng,
+// libjpeg); false when one did. Nothing in step's frames may need a destructor:
+// longjmp skips them.
+template <class Step>
+bool runs_without_longjmp(std::jmp_buf& resume, const Step& step) {
+  if (setjmp(resume)) return false;
+  step();
+  return true;
+}
 
 RawImage read_png(const std::string& path, uint64_t max_bytes);
 RawImage read_jpeg(const std::string& path, uint64_t max_bytes);

@@ -1,7 +1,6 @@
 #include <png.h>
 
 #include <algorithm>
-#include <csetjmp>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -27,15 +26,6 @@ struct PngRead {
   char message[256] = "out of memory";  // a buffer, not a string: nothing may throw inside libpng
   ~PngRead() { png_destroy_read_struct(&png, info ? &info : nullptr, nullptr); }
 };
-
-// Runs libpng calls; false, with the message in read.message, when libpng reports an
-// error. Nothing in step's frames may need a destructor: longjmp skips them.
-template <class Step>
-bool png_step(PngRead& read, const Step& step) {
-  if (setjmp(png_jmpbuf(read.png))) return false;
-  step();
-  return true;
-}
 
 void set_transformations(png_structp png, png_infop info) {
   const int color_type = png_get_color_type(png, info), bit_depth = png_get_bit_depth(png, info);
@@ -70,7 +60,7 @@ RawImage read_png(const std::string& path, uint64_t max_bytes) {
   const auto corrupt = [&](const char* part) {
     return ImageError(Kind::Corrupt, path, std::string("PNG ") + part + ": " + read.message);
   };
-  if (!png_step(read, [&] {
+  if (!runs_without_longjmp(png_jmpbuf(read.png), [&] {
         png_set_read_fn(read.png, file.get(), [](png_structp png, png_bytep data, size_t n) {
           if (std::fread(data, 1, n, static_cast<FILE*>(png_get_io_ptr(png))) != n) png_error(png, "the file ends early");
         });
@@ -92,7 +82,7 @@ RawImage read_png(const std::string& path, uint64_t max_bytes) {
   std::vector<png_bytep> rows(height);
   for (uint64_t y = 0; y < height; ++y) rows[y] = raw.data() + y * row_bytes;
   // png_read_end checks the chunks after the pixels, as ITK's reader did.
-  if (!png_step(read, [&] {
+  if (!runs_without_longjmp(png_jmpbuf(read.png), [&] {
         png_read_image(read.png, rows.data());
         png_read_end(read.png, nullptr);
       }))
