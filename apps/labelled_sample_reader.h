@@ -10,14 +10,17 @@
 #include "imaging/image_reader.h"
 #endif
 
-inline mm::Image read_labelled_sample(const std::string& file) {
+inline mm::Image read_labelled_sample(const std::string& file, const mm::ReadHints& hints) {
 #ifdef MM_HAVE_IMAGING
-  std::vector<mm::Image> images = mm::read_images(file);
+  mm::ReadOptions options;
+  options.draft_side = hints.draft_side;
+  std::vector<mm::Image> images = mm::read_images(file, options);
   if (images.size() != 1)
     throw mm::ImageError(mm::ImageError::Kind::BadOption, file,
                          std::to_string(images.size()) + " frames or pages; a labelled sample needs exactly one image");
   return std::move(images[0]);
 #else
+  (void)hints;
   throw mm::ImageError(mm::ImageError::Kind::Unsupported, file, "built without the image readers (DCMTK, ITK)");
 #endif
 }

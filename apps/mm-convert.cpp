@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
     if (!calibrate.empty())
       o.calibrate = [&](const mm::MedMamba& model, const mm::ModelMeta& meta) {
         const mm::CalibrationReport c =
-            mm::calibrate_int8_scales(model, meta, calibrate, calibrate_images, read_labelled_sample);
+            mm::calibrate_int8_scales(model, meta, calibrate, calibrate_images,
+                                      [](const std::string& file) { return read_labelled_sample(file, {}); });
         std::fprintf(stderr, "mm-convert: int8 activation scales from %lld images under %s (%lld files skipped)\n",
                      (long long)c.images, calibrate.c_str(), (long long)c.skipped);
         return c.scales;

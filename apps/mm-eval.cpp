@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
                  "fp32 | bf16 | int8 on the CPU (float32 where the CPU has no bf16 / int8); fp32 | tf32 | bf16 | fp16 on the GPU")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "tf32", "bf16", "fp16", "int8"}));
+  auto* draft = app.add_flag("--draft", a.draft,
+                             "decode JPEG and JPEG 2000 at the smallest of their reduced sizes (1/2, 1/4, ...) that is "
+                             "still at least the model's input size, as Pillow's draft mode: faster, pixels not identical");
   auto* predictions = app.add_option("--predictions", a.predictions, "mm-predict CSV/JSON/JSONL, or any CSV with "
                                                                      "a path column and one probability column per class");
   auto* labels = app.add_option("--labels", a.labels, "CSV path,label");
@@ -55,6 +58,7 @@ int main(int argc, char** argv) {
   predictions->needs(labels);
   labels->needs(predictions);
   model->excludes(predictions);
+  draft->excludes(predictions);
   try {
     app.parse(argc, argv);
     if (a.data.empty() && a.predictions.empty())

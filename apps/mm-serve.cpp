@@ -75,7 +75,7 @@ int main(int argc, char** argv) {
     return mm::kServeUsage;
   }
   try {
-    return mm::run_serve(a, [](const std::string& path) { return mm::read_images(path); });
+    return mm::run_serve(a, [](const std::string& path, const mm::ReadHints&) { return mm::read_images(path); });
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "mm-serve: out of memory (a smaller --batch-size or fewer --threads need less)\n");
     return mm::kServeFatal;

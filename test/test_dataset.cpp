@@ -170,7 +170,7 @@ TEST_CASE("load_image: files through the caller's reader, arrays from memory") {
   CHECK(a.window_high == 255);
   CHECK(a.source_path == "x.npz:test:1");
   std::string asked;
-  mm::load_image(d, 1, [&](const std::string& f) {
+  mm::load_image(d, 1, [&](const std::string& f, const mm::ReadHints&) {
     asked = f;
     return mm::Image{};
   });

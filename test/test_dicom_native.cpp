@@ -13,6 +13,7 @@
 
 #include "data/preprocess.h"
 #include "dicom_test_util.h"
+#include "imaging/dicom_j2k.h"
 #include "imaging/dicom_jpeg_lossless.h"
 #include "imaging/dicom_jpegls_decoder.h"
 #include "imaging/dicom_native.h"
@@ -48,11 +49,14 @@ bool decodes_natively(const std::optional<dicom::NativeFile>& native) {
   if (!native) return false;
   if (!native->encapsulated) return true;
   dicom::PixelLayout layout = native->layout;
-  const bool jpegls = native->transfer_syntax == "1.2.840.10008.1.2.4.80" ||
-                      native->transfer_syntax == "1.2.840.10008.1.2.4.81";
+  const std::string& syntax = native->transfer_syntax;
   try {
-    if (jpegls) dicom::decode_own_jpegls_frames({native->pixels()}, layout, "file");
-    else dicom::decode_jpeg_lossless_frames({native->pixels()}, layout, "file");
+    if (syntax == "1.2.840.10008.1.2.4.80" || syntax == "1.2.840.10008.1.2.4.81")
+      dicom::decode_own_jpegls_frames({native->pixels()}, layout, "file");
+    else if (syntax == "1.2.840.10008.1.2.4.90" || syntax == "1.2.840.10008.1.2.4.91")
+      dicom::decode_j2k_frames({native->pixels()}, layout, "file");
+    else
+      dicom::decode_jpeg_lossless_frames({native->pixels()}, layout, "file");
     return true;
   } catch (const ImageError&) {
     return false;
@@ -150,7 +154,7 @@ TEST_CASE("dicom native path: the Images DCMTK's path gives, for every shared DI
     }
   }
   MESSAGE(fast << " of " << files << " files took the native path, " << compressed
-                << " of them JPEG-LS or JPEG Lossless");
+                << " of them JPEG-LS, JPEG Lossless or JPEG 2000");
   CHECK(fast >= 30);
   CHECK(compressed >= 20);
 }

@@ -370,7 +370,7 @@ TEST_CASE("predict pipeline: records in input order whatever the threads, equal 
     fs_.frames[path] = i % 9 == 4 ? 0 : i % 11 == 5 ? -1 : 1 + i % 3;
     files.push_back({path, false});
   }
-  const mm::ImagesReader reader = [&](const std::string& p) { return fs_.read(p); };
+  const mm::ImagesReader reader = [&](const std::string& p, const mm::ReadHints&) { return fs_.read(p); };
   auto classifier = mm::make_classifier(m.model, {mm::DeviceChoice::Cpu, "fp32"});
 
   auto run = [&](int threads, int64_t batch, int64_t ahead, std::vector<mm::Prediction>& out) {
@@ -451,7 +451,7 @@ TEST_CASE("predict pipeline: skipped folder files, exit codes") {
   std::vector<std::string> skipped;
   mm::PredictOptions o;
   o.skipped = [&](const std::string& p) { skipped.push_back(p); };
-  const mm::ImagesReader never = [](const std::string& p) -> std::vector<mm::Image> {
+  const mm::ImagesReader never = [](const std::string& p, const mm::ReadHints&) -> std::vector<mm::Image> {
     throw mm::Error(p + ": should not be read");
   };
   std::vector<mm::Prediction> records;
@@ -481,6 +481,25 @@ TEST_CASE("predict pipeline: skipped folder files, exit codes") {
   CHECK(mm::exit_code_of(mm::PredictSummary()) == mm::kExitNothingClassified);
 }
 
+
+TEST_CASE("predict pipeline: --draft asks the reader for the model's input size, and only then") {
+  mm::LoadedModel m = tiny_model();
+  auto classifier = mm::make_classifier(m.model, {mm::DeviceChoice::Cpu, "fp32"});
+  std::vector<int64_t> asked;
+  std::mutex mu;
+  const mm::ImagesReader reader = [&](const std::string&, const mm::ReadHints& hints) {
+    std::lock_guard<std::mutex> lock(mu);
+    asked.push_back(hints.draft_side);
+    return std::vector<mm::Image>{test_image(1)};
+  };
+  mm::PredictOptions o;
+  o.decode_threads = 2;
+  auto sink = [](const mm::Prediction& p) { CHECK(p.status == mm::PredictionStatus::Ok); };
+  mm::run_predictions({{"a", false}, {"b", false}}, reader, *classifier, m.meta, o, sink);
+  o.draft = true;
+  mm::run_predictions({{"c", false}}, reader, *classifier, m.meta, o, sink);
+  CHECK(asked == std::vector<int64_t>{0, 0, m.meta.preprocess.input_size});
+}
 TEST_CASE("predict classifier: device names; CUDA refused cleanly where there is none") {
   CHECK(mm::device_choice_from_name("auto") == mm::DeviceChoice::Auto);
   CHECK_THROWS_AS(mm::device_choice_from_name("tpu"), mm::Error);
@@ -514,7 +533,7 @@ TEST_CASE("predict pipeline: CPU and CUDA give the same records, inputs made on 
       files.push_back({"g" + std::to_string(100 + i), false});
       fs_.frames[files.back().path] = i == 4 ? -1 : i == 9 ? 0 : 1 + i % 2;  // a corrupt file, one without image
     }
-    const mm::ImagesReader reader = [&](const std::string& p) { return fs_.read(p); };
+    const mm::ImagesReader reader = [&](const std::string& p, const mm::ReadHints&) { return fs_.read(p); };
     auto run = [&](mm::DeviceChoice device, const std::string& precision, bool preprocess_on_gpu = true) {
       auto classifier = mm::make_classifier(m.model, {device, precision});
       mm::PredictOptions o;
@@ -560,7 +579,7 @@ TEST_CASE("eval through the pipeline: every sample scored in order; an unreadabl
   mm::Dataset d;
   d.class_names = {"normal", "benign", "malignant"};
   for (int i = 0; i < 7; ++i) d.samples.push_back({"s" + std::to_string(i), "img/" + std::to_string(i) + ".png", i % 3});
-  const mm::ImageFileReader read = [](const std::string& file) {
+  const mm::ImageFileReader read = [](const std::string& file, const mm::ReadHints&) {
     if (file == "img/missing.png") throw mm::ImageError(mm::ImageError::Kind::Io, file, "cannot open");
     return test_image(std::hash<std::string>()(file));
   };
@@ -574,7 +593,7 @@ TEST_CASE("eval through the pipeline: every sample scored in order; an unreadabl
     CHECK(s.labels[i] == int64_t(i % 3));
     // The model on that sample alone.
     const mm::Tensor logits = m.model.forward(
-        mm::preprocess(read(d.samples[i].file), m.meta.preprocess).reshape({1, 3, 32, 32}));
+        mm::preprocess(read(d.samples[i].file, {}), m.meta.preprocess).reshape({1, 3, 32, 32}));
     std::vector<double> want(3);
     mm::softmax_into(logits.f32(), 3, want.data());
     for (size_t c = 0; c < 3; ++c) CHECK(s.probabilities[i * 3 + c] == doctest::Approx(want[c]).epsilon(1e-4));

@@ -99,7 +99,7 @@ namespace {
 
 // Fake files: the test's reader makes a 40x40 picture from the file name, and
 // refuses names starting with "bad" (as a reader refuses a broken file).
-Image fake_picture(const std::string& file) {
+Image fake_picture(const std::string& file, const ReadHints& = {}) {
   const std::string name = std::filesystem::path(file).filename().string();
   if (name.rfind("bad", 0) == 0) throw Error(file + ": not an image (test reader)");
   Image img;

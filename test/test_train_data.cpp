@@ -71,7 +71,7 @@ TEST_CASE("train data: the cache stores MedMNIST rows and records unreadable sam
     s.id = name, s.file = name, s.label = 1;
     d.samples.push_back(s);
   }
-  const ImageFileReader reader = [](const std::string& file) -> Image {
+  const ImageFileReader reader = [](const std::string& file, const ReadHints&) -> Image {
     if (file == "missing.png") throw ImageError(ImageError::Kind::Io, file, "cannot open");
     Image img = synthetic(10, 10, 1, 0, 255, true);
     img.channels = 2;  // preprocessing takes 1 or 3
@@ -169,7 +169,7 @@ TEST_CASE("train data: real files: a CT DICOM cached in 16 bits, a JPEG in 8, a 
     s.id = file, s.file = root + file, s.label = 0;
     d.samples.push_back(s);
   }
-  const ImageFileReader reader = [](const std::string& file) { return read_images(file).at(0); };
+  const ImageFileReader reader = [](const std::string& file, const ReadHints&) { return read_images(file).at(0); };
   const Preprocess p = preprocess_for(64, 3);
   const ImageCache c = build_image_cache(d, {0, 1, 2}, p, 3, reader, 2);
   REQUIRE(c.rows() == 2);
@@ -179,7 +179,7 @@ TEST_CASE("train data: real files: a CT DICOM cached in 16 bits, a JPEG in 8, a 
   CHECK(c.images[0].wide);
   CHECK_FALSE(c.images[1].wide);
   for (int64_t row = 0; row < 2; ++row) {
-    const Image img = reader(d.samples[size_t(row)].file);
+    const Image img = reader(d.samples[size_t(row)].file, {});
     std::vector<float> got(size_t(3 * 64 * 64));
     augment_into(c, row, AugmentOptions::none(), p, 0, got.data());
     const Tensor want = preprocess(img, p);

@@ -262,7 +262,7 @@ Dataset open_dataset(const std::string& path, const DatasetOptions& options) {
   throw Error(path + ": not a dataset (a class folder, a .csv manifest or a MedMNIST .npz)");
 }
 
-Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& read_file) {
+Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& read_file, const ReadHints& hints) {
   const Sample& s = d.samples.at(sample_index);
   if (s.array >= 0) {
     Image img = d.arrays.at(size_t(s.array))->image(s.row);  // 3-D: the middle slice
@@ -270,7 +270,7 @@ Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& r
     return img;
   }
   MM_CHECK(bool(read_file), s.file + ": no image reader available for files");
-  return read_file(s.file);
+  return read_file(s.file, hints);
 }
 
 }  // namespace mm

@@ -76,7 +76,7 @@ std::string canonical_split(const std::string& name);
 
 // Reads the image of a file sample (one 2-D image; a reader returning several
 // frames or slices should throw). The DICOM/NIfTI/picture readers provide one.
-using ImageFileReader = std::function<Image(const std::string& file)>;
-Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& read_file);
+using ImageFileReader = std::function<Image(const std::string& file, const ReadHints& hints)>;
+Image load_image(const Dataset& d, size_t sample_index, const ImageFileReader& read_file, const ReadHints& hints = {});
 
 }  // namespace mm

@@ -47,6 +47,14 @@ struct Image {
   int64_t numel() const { return height * width * channels; }
 };
 
+// What a caller asks of a reader beyond the file (the readers' own options aside).
+struct ReadHints {
+  // > 0: JPEG and JPEG 2000 may be decoded at a reduced resolution whose sides
+  // stay at least this many pixels (imaging/draft.h), e.g. the model's input
+  // size; 0: full size.
+  int64_t draft_side = 0;
+};
+
 // How the readers choose Image::window_low/high. Default picks per format; see
 // docs/input-formats.md for what each format does and why.
 struct WindowOptions {

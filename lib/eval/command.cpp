@@ -63,6 +63,7 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
     ModelRunOptions run_options;
     run_options.batch_size = a.batch_size;
     run_options.decode_threads = a.threads > 0 ? a.threads : available_cpus();
+    run_options.draft = a.draft;
     if (!a.quiet && isatty(STDERR_FILENO)) run_options.progress = show_progress;
     MM_CHECK(a.precision != "int8" || a.device != "cuda", "--precision int8 runs on the CPU only (use --device cpu)");
     const Device device = a.precision == "int8" ? Device::CPU : resolve_device(a.device);

@@ -27,6 +27,7 @@ struct EvalCommand {
   int64_t topk = 0;
   size_t mistakes = 24;
   bool quiet = false;
+  bool draft = false;  // JPEG and JPEG 2000 decoded at a reduced size no smaller than the model's input
 };
 
 // Runs the evaluation and returns 0; throws mm::Error (exit code 1 for the caller).

@@ -54,12 +54,13 @@ ScoredSamples run_model_on_dataset(Classifier& classifier, const ModelMeta& meta
   // model, and a GPU classifier makes its inputs on the GPU.
   std::vector<InputFile> inputs;
   for (int64_t i = 0; i < n; ++i) inputs.push_back({std::to_string(i), false});
-  const ImagesReader read_sample = [&](const std::string& index) {
-    return std::vector<Image>{load_image(d, size_t(std::stoll(index)), read_file)};
+  const ImagesReader read_sample = [&](const std::string& index, const ReadHints& hints) {
+    return std::vector<Image>{load_image(d, size_t(std::stoll(index)), read_file, hints)};
   };
   PredictOptions po;
   po.batch_size = options.batch_size;
   po.decode_threads = options.decode_threads;
+  po.draft = options.draft;
   if (options.progress)
     po.progress = [&](const PredictProgress& p) { options.progress(p.images_done, n); };
 

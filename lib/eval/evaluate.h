@@ -30,6 +30,7 @@ std::vector<std::string> report_class_names(const Dataset& d, const ModelMeta& m
 struct ModelRunOptions {
   int64_t batch_size = 16;
   int decode_threads = 1;  // threads reading and preprocessing samples while the model runs
+  bool draft = false;      // JPEG and JPEG 2000 decoded at a reduced size no smaller than the model's input
   // Called as batches finish with (samples done, total).
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -18,7 +18,10 @@ namespace mm::dicom {
 // transform), and `layout.photometric` says so. Throws ImageError naming `what`
 // when a stream is invalid or does not match the dataset's Rows, Columns or
 // SamplesPerPixel; allocations are bounded by the layout, checked beforehand.
+// draft_side > 0: the frames are decoded halved as often as their resolution
+// levels allow while both sides stay at least draft_side (imaging/draft.h), and
+// layout.rows/columns give the halved size.
 UninitialisedBytes decode_j2k_frames(const std::vector<Codestream>& frames, PixelLayout& layout,
-                                     const std::string& what);
+                                     const std::string& what, int64_t draft_side = 0);
 
 }  // namespace mm::dicom

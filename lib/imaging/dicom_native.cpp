@@ -187,7 +187,8 @@ std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
   // The encapsulated syntaxes our decoders take (the reader routes each to its
   // decoder); all are explicit VR little endian.
   static const std::string_view kEncapsulated[] = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
-                                                   "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"};
+                                                   "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+                                                   "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"};
   const bool encapsulated =
       std::find(std::begin(kEncapsulated), std::end(kEncapsulated), syntax) != std::end(kEncapsulated);
   const bool explicit_vr = encapsulated || syntax == "1.2.840.10008.1.2.1";
@@ -218,6 +219,9 @@ std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
     if (!walker.skip_value(e, at)) return std::nullopt;
     const auto slot = std::find(std::begin(kTags), std::end(kTags), e.tag);
     if (slot != std::end(kTags)) {
+      // An attribute we take stored as UN (written by a system without its tag in the
+      // dictionary): DCMTK's path reads such values as bytes, not text; it reads the file.
+      if (explicit_vr && std::memcmp(e.vr, "UN", 2) == 0) return std::nullopt;
       const size_t i = size_t(slot - std::begin(kTags));
       found.values[i] = {reinterpret_cast<const char*>(&b[e.value]), e.length};
       found.present[i] = true;

@@ -227,9 +227,9 @@ std::optional<Route> own_route(Route route, const DicomOptions& opt) {
 // One codestream per frame, decoded by the route's decoder (not Route::Dcmtk)
 // into the native layout; the decoder may set layout.planar.
 UninitialisedBytes decode_streams(Route route, const std::vector<dicom::Codestream>& streams, PixelLayout& layout,
-                                  const std::string& what) {
+                                  const std::string& what, int64_t draft_side) {
   switch (route) {
-    case Route::Jpeg2000: return dicom::decode_j2k_frames(streams, layout, what);
+    case Route::Jpeg2000: return dicom::decode_j2k_frames(streams, layout, what, draft_side);
     case Route::JpegLs: return dicom::decode_jpegls_frames(streams, layout, what);
     case Route::OwnJpegLs: return dicom::decode_own_jpegls_frames(streams, layout, what);
     case Route::JpegLossless: return dicom::decode_jpeg_lossless_frames(streams, layout, what);
@@ -242,14 +242,15 @@ UninitialisedBytes decode_streams(Route route, const std::vector<dicom::Codestre
 }
 
 // The frames DCMTK does not decode, from their fragments.
-void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, Decoded& d, const std::string& what) {
+void decode_fragments(DcmDataset& ds, DcmElement* pixels, const Encoding& enc, Decoded& d, const std::string& what,
+                      int64_t draft_side) {
   d.layout = dicom::read_layout(ds, PixelLayout::Kind::Integer, what);
   d.layout.ybr422_subsampled = enc.native_frames && d.layout.photometric.find("_422") != std::string::npos;
   dicom::validate(d.layout, what);
   const auto frame_bytes = encapsulated_frames(pixels, enc, d.layout.frames, what);
   std::vector<dicom::Codestream> streams;
   for (const auto& b : frame_bytes) streams.push_back({b.data(), b.size()});
-  d.owned = decode_streams(enc.route, streams, d.layout, what);
+  d.owned = decode_streams(enc.route, streams, d.layout, what, draft_side);
   d.bytes = d.owned.data();
   d.size = d.owned.size();
 }
@@ -279,7 +280,7 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
     Encoding ours = enc;
     ours.route = *own;
     try {
-      decode_fragments(ds, pixels, ours, d, what);
+      decode_fragments(ds, pixels, ours, d, what, opt.draft_side);
       return d;
     } catch (const ImageError&) {
       d = Decoded{};
@@ -288,7 +289,7 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   if (enc.route == Route::JpegLossless) {
     enc.route = Route::Dcmtk;
   } else if (enc.route != Route::Dcmtk) {
-    decode_fragments(ds, pixels, enc, d, what);
+    decode_fragments(ds, pixels, enc, d, what, opt.draft_side);
     return d;
   }
   const DcmXfer xfer(enc.fragments_key);
@@ -400,14 +401,15 @@ std::optional<std::vector<Image>> native_images(dicom::NativeFile& native, const
   const dicom::Codestream pixels = native.pixels();
   if (!native.encapsulated)
     return frames_as_images(pixels.data, pixels.size, native.layout, native.voi, proto, opt, what, stage);
-  const std::optional<Route> own =
-      own_route(encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout).route, opt);
+  // JPEG 2000 goes to OpenJPEG on either path; here without DCMTK's parse.
+  const Route route = encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout).route;
+  const std::optional<Route> own = route == Route::Jpeg2000 ? std::optional<Route>(route) : own_route(route, opt);
   if (!own) return std::nullopt;
   stage.emplace(InputStage::PixelData);
   UninitialisedBytes decoded;
   try {
     check_size(native.layout, opt, what);  // before the decoder allocates
-    decoded = decode_streams(*own, {pixels}, native.layout, what);
+    decoded = decode_streams(*own, {pixels}, native.layout, what, opt.draft_side);
   } catch (const ImageError&) {
     return std::nullopt;
   }

@@ -28,8 +28,8 @@ struct DicomOptions {
   // many bytes, checked from Rows/Columns/frames/samples before decoding.
   uint64_t max_decoded_bytes = uint64_t(2) << 30;
   uint64_t max_file_bytes = uint64_t(4) << 30;
-  // Grey single-frame files without LUT tables, uncompressed or in JPEG-LS or
-  // JPEG Lossless, are read without DCMTK's dataset objects
+  // Grey single-frame files without LUT tables, uncompressed or in JPEG-LS,
+  // JPEG Lossless or JPEG 2000, are read without DCMTK's dataset objects
   // (imaging/dicom_native.h), the same Images faster; false reads every file
   // through DCMTK (tests compare the two).
   bool native_fast_path = true;
@@ -41,6 +41,10 @@ struct DicomOptions {
   // samples in a fraction of its time; what it does not take goes to CharLS.
   // false: CharLS only (tests compare them).
   bool own_jpegls = true;
+  // > 0: JPEG 2000 frames are decoded at a reduced resolution whose sides stay
+  // at least this many pixels, when the stream has one (imaging/draft.h): the
+  // Image is then smaller than Rows x Columns. 0: full resolution.
+  int64_t draft_side = 0;
 };
 
 std::vector<Image> read_dicom(const std::string& path, const DicomOptions& options = {});

@@ -47,7 +47,7 @@ void picture_window(Image& img, const picture::RawImage& raw, const WindowOption
 }  // namespace
 
 std::vector<Image> read_picture(const std::string& path, FileKind kind, const ReadOptions& opt) {
-  const picture::RawImage raw = picture::decode_picture(path, picture_format(kind, path), opt.max_bytes);
+  const picture::RawImage raw = picture::decode_picture(path, picture_format(kind, path), opt.max_bytes, opt.draft_side);
   if (raw.dims.size() < 2) throw ImageError(Kind::Unsupported, path, "a picture with one dimension");
   const int64_t width = raw.dims[0], height = raw.dims[1];
   const int64_t pages = raw.voxels() / (width * height);
@@ -78,7 +78,11 @@ std::vector<Image> read_images(const std::string& path, const ReadOptions& opt) 
     throw ImageError(Kind::Io, path, "cannot open");
   }
   switch (kind) {
-    case FileKind::Dicom: return read_dicom(path, opt.dicom);
+    case FileKind::Dicom: {
+      DicomOptions dicom = opt.dicom;
+      dicom.draft_side = opt.draft_side;
+      return read_dicom(path, dicom);
+    }
     case FileKind::Nifti: return read_nifti(path, opt.nifti);
     case FileKind::Png:
     case FileKind::Jpeg:

@@ -18,6 +18,9 @@ struct ReadOptions {
   NiftiOptions nifti;
   WindowOptions picture_window;  // PNG/JPEG/TIFF/BMP; Default: the stored type's full range (0..255 for 8 bits)
   uint64_t max_bytes = uint64_t(2) << 30;  // PNG/JPEG/TIFF/BMP decoded size limit
+  // > 0: JPEG and JPEG 2000 (in DICOM too; replaces dicom.draft_side) decode at a
+  // reduced resolution whose sides stay at least this many pixels (imaging/draft.h).
+  int64_t draft_side = 0;
 };
 
 // PNG, JPEG and TIFF (each page an Image) through libpng, libjpeg and libtiff, BMP

@@ -5,6 +5,7 @@
 
 #include <jpeglib.h>  // after <cstdio>, which it needs
 
+#include "imaging/draft.h"
 #include "imaging/picture_formats.h"
 
 namespace mm::picture {
@@ -25,7 +26,7 @@ struct JpegErrors {
 
 }  // namespace
 
-RawImage read_jpeg(const std::string& path, uint64_t max_bytes) {
+RawImage read_jpeg(const std::string& path, uint64_t max_bytes, int64_t draft_side) {
   const std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!file) throw ImageError(Kind::Io, path, "cannot open");
   JpegErrors errors;
@@ -43,6 +44,9 @@ RawImage read_jpeg(const std::string& path, uint64_t max_bytes) {
   if (!runs_without_longjmp(errors.resume, [&] {
         jpeg_stdio_src(&cinfo, file.get());
         jpeg_read_header(&cinfo, TRUE);
+        // Draft: libjpeg's DCT scaling to 1/2, 1/4 or 1/8, as Pillow's Image.draft asks it.
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = 1u << draft_halvings(cinfo.image_width, cinfo.image_height, draft_side, 3);
         jpeg_calc_output_dimensions(&cinfo);
       }))
     throw corrupt();

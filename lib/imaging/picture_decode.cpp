@@ -48,11 +48,11 @@ ImageError too_large(const std::string& path, uint64_t bytes, uint64_t max_bytes
                     "header asks for " + std::to_string(bytes) + " bytes (limit " + std::to_string(max_bytes) + ")");
 }
 
-RawImage decode_picture(const std::string& path, Format format, uint64_t max_bytes) {
+RawImage decode_picture(const std::string& path, Format format, uint64_t max_bytes, int64_t draft_side) {
   try {
     switch (format) {
       case Format::Png: return read_png(path, max_bytes);
-      case Format::Jpeg: return read_jpeg(path, max_bytes);
+      case Format::Jpeg: return read_jpeg(path, max_bytes, draft_side);
       case Format::Tiff: return read_tiff(path, max_bytes);
       case Format::Bmp: return read_bmp(path, max_bytes);
     }

@@ -25,7 +25,9 @@ struct RawImage {
 // Throws ImageError: NotRecognized when the file is not of the format, TooLarge
 // when the decoded data would exceed max_bytes (checked from the header before
 // reading), Unsupported for layouts no reader takes, Corrupt when reading fails
-// or a check refuses the file.
-RawImage decode_picture(const std::string& path, Format format, uint64_t max_bytes);
+// or a check refuses the file. draft_side > 0: a JPEG is decoded scaled down by 2, 4
+// or 8 where both sides stay at least draft_side (imaging/draft.h); other formats
+// ignore it.
+RawImage decode_picture(const std::string& path, Format format, uint64_t max_bytes, int64_t draft_side = 0);
 
 }  // namespace mm::picture

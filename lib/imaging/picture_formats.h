@@ -32,7 +32,7 @@ bool runs_without_longjmp(std::jmp_buf& resume, const Step& step) {
 }
 
 RawImage read_png(const std::string& path, uint64_t max_bytes);
-RawImage read_jpeg(const std::string& path, uint64_t max_bytes);
+RawImage read_jpeg(const std::string& path, uint64_t max_bytes, int64_t draft_side);
 RawImage read_tiff(const std::string& path, uint64_t max_bytes);
 RawImage read_bmp(const std::string& path, uint64_t max_bytes);
 

@@ -117,6 +117,7 @@ int run_predict_command(const PredictCommand& a, const PredictPlan& plan, const 
   options.derived_root = common_folder(listing.files);  // the whole listing: every shard names files alike
   options.saliency_model = &loaded.model;
   options.preprocess_on_gpu = !a.cpu_preprocess;
+  options.draft = a.draft;
   if (show_progress) options.progress = [&bar](const PredictProgress& p) { bar.update(p); };
   if (!a.quiet)
     options.warning = [&](const std::string& path, const std::string& warning) {

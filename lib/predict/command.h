@@ -28,6 +28,7 @@ struct PredictCommand {
   std::string save_preprocessed, saliency;
   bool quiet = false, verbose = false, timing = false;
   bool cpu_preprocess = false;  // with --device cuda: window, resize and normalise on the CPU
+  bool draft = false;           // JPEG and JPEG 2000 decoded at a reduced size no smaller than the model's input
   bool table = false;  // a readable table on stdout (needs -o for the records)
 };
 

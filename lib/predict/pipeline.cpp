@@ -87,7 +87,7 @@ class Decoder {
         out.skipped = true;
         return out;
       }
-      images = read_(file.path);
+      images = read_(file.path, ReadHints{options_.draft ? meta_.preprocess.input_size : 0});
       if (images.empty()) throw ImageError(ImageError::Kind::NoImage, file.path, "the file holds no image");
     } catch (const ImageError& e) {
       fail(out, e.kind == ImageError::Kind::NoImage ? PredictionStatus::NoImage : PredictionStatus::Failed,

@@ -37,7 +37,7 @@ namespace mm {
 // Reads every image of a file (frames, slices, pages), throwing ImageError
 // (kind NoImage for files without pixel data) or mm::Error. Called from several
 // threads at once.
-using ImagesReader = std::function<std::vector<Image>(const std::string& path)>;
+using ImagesReader = std::function<std::vector<Image>(const std::string& path, const ReadHints& hints)>;
 
 struct PredictProgress {
   int64_t files_done = 0, files_total = 0, images_done = 0;
@@ -57,6 +57,9 @@ struct PredictOptions {
   // batches in flight; not with save_preprocessed_dir or saliency_dir, which need the inputs
   // on the CPU. The model inputs agree with the CPU's to about a float ulp.
   bool preprocess_on_gpu = true;
+  // Draft decoding: readers are asked for images no smaller than the model's input
+  // (ReadHints::draft_side), which JPEG and JPEG 2000 decode several times faster.
+  bool draft = false;
   // Called on the calling thread as files are taken and batches finish.
   std::function<void(const PredictProgress&)> progress;
   // Files found under folders whose content is no image format: skipped, no record.
