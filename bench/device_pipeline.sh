@@ -28,6 +28,7 @@
 #                      bench/make_mixed_set.sh (carried), REPEAT [8] times through links
 #   BRAIN_DIR [unset]  a folder of class folders of brain-MRI JPEGs (the shared
 #                      data's Testing/, carried): also mm-eval on it, default model
+#   MM_PREDICT_ARGS [unset]  more mm-predict options for every run (e.g. --draft)
 #   WORK [/tmp/mm-device-pipeline]  where the folders go (10,000 files: 5.3 GB)
 #   OUT [./device-pipeline-out]
 # Expected time on the H200 machine (16 cores): about 3 minutes (cloning the

@@ -78,4 +78,14 @@ inline void check_same_outcome(const std::function<std::vector<Image>(const Dico
   if (got == "ok") check_same_images(ours, theirs);
 }
 
+// check_same_outcome for the file at path under the default and the min-max window: what
+// tells our decoders from the reference ones (DCMTK's codec, CharLS).
+inline void check_same_file_outcome(const std::string& path, const DicomOptions& reference) {
+  for (auto mode : {WindowOptions::Mode::Default, WindowOptions::Mode::MinMax})
+    check_same_outcome([&](DicomOptions o) {
+      o.window.mode = mode;
+      return read_dicom(path, o);
+    }, reference);
+}
+
 }  // namespace mm::test

@@ -43,7 +43,7 @@ TEST_CASE("draft: JPEG decodes scaled by libjpeg as Pillow's Image.draft does") 
   }
 }
 
-TEST_CASE("draft: JPEG 2000 in DICOM decodes its lower resolution level as Pillow's reduce does") {
+TEST_CASE("draft: JPEG 2000 and 8-bit JPEG in DICOM decode reduced as Pillow's reduce and draft do") {
   const nlohmann::json refs = test::load_pixel_references("draft.json");
   DicomOptions opt;
   opt.draft_side = refs.at("side");

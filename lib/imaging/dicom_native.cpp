@@ -188,7 +188,8 @@ std::optional<NativeFile> parse_native_file(UninitialisedBytes bytes) {
   // decoder); all are explicit VR little endian.
   static const std::string_view kEncapsulated[] = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
                                                    "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-                                                   "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"};
+                                                   "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                                                   "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"};
   const bool encapsulated =
       std::find(std::begin(kEncapsulated), std::end(kEncapsulated), syntax) != std::end(kEncapsulated);
   const bool explicit_vr = encapsulated || syntax == "1.2.840.10008.1.2.1";

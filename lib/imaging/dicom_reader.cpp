@@ -28,6 +28,7 @@
 #include "imaging/dicom_parse.h"
 #include "imaging/dicom_frames.h"
 #include "imaging/dicom_j2k.h"
+#include "imaging/dicom_jpeg_baseline.h"
 #include "imaging/dicom_jpeg_lossless.h"
 #include "imaging/dicom_jpegls.h"
 #include "imaging/dicom_jpegls_decoder.h"
@@ -97,7 +98,7 @@ bool is_jpeg2000(E_TransferSyntax x) {
 // JPEG-LS and 1-bit RLE (which DCMTK lacks, gets wrong or refuses), from the
 // fragments; JPEG Lossless too, for speed, leaving to DCMTK what we do not take.
 // JPEG-LS goes to our decoder first (OwnJpegLs), for speed, then to CharLS.
-enum class Route { Dcmtk, Jpeg2000, JpegLs, OwnJpegLs, JpegLossless, Deflated, RleBits };
+enum class Route { Dcmtk, Jpeg2000, JpegLs, OwnJpegLs, JpegLossless, JpegBaseline, Deflated, RleBits };
 
 struct Encoding {
   Route route = Route::Dcmtk;
@@ -218,9 +219,12 @@ struct Decoded {
 
 // Our decoder for what DCMTK's codec or CharLS would decode, when the options
 // want ours tried first; nullopt: theirs only.
-std::optional<Route> own_route(Route route, const DicomOptions& opt) {
-  if (route == Route::JpegLossless && opt.own_jpeg_lossless) return Route::JpegLossless;
-  if (route == Route::JpegLs && opt.own_jpegls) return Route::OwnJpegLs;
+std::optional<Route> own_route(const Encoding& enc, const DicomOptions& opt) {
+  if (enc.route == Route::JpegLossless && opt.own_jpeg_lossless) return Route::JpegLossless;
+  if (enc.route == Route::JpegLs && opt.own_jpegls) return Route::OwnJpegLs;
+  if (enc.route == Route::Dcmtk && opt.own_jpeg_baseline && !enc.native_frames &&
+      (enc.fragments_key == EXS_JPEGProcess1 || enc.fragments_key == EXS_JPEGProcess2_4))
+    return Route::JpegBaseline;
   return std::nullopt;
 }
 
@@ -233,6 +237,7 @@ UninitialisedBytes decode_streams(Route route, const std::vector<dicom::Codestre
     case Route::JpegLs: return dicom::decode_jpegls_frames(streams, layout, what);
     case Route::OwnJpegLs: return dicom::decode_own_jpegls_frames(streams, layout, what);
     case Route::JpegLossless: return dicom::decode_jpeg_lossless_frames(streams, layout, what);
+    case Route::JpegBaseline: return dicom::decode_jpeg_baseline_frames(streams, layout, what, draft_side);
     case Route::Deflated: return dicom::inflate_frames(streams, layout, what);
     case Route::RleBits: return dicom::decode_rle_bit_frames(streams, layout, what);
     case Route::Dcmtk: break;
@@ -274,7 +279,7 @@ Decoded decode(DcmFileFormat& file, const DicomOptions& opt, const std::string& 
   check_size(stored, opt, what);
 
   Encoding enc = encoding_of(file, pixels, stored, what);
-  if (const std::optional<Route> own = own_route(enc.route, opt)) {
+  if (const std::optional<Route> own = own_route(enc, opt)) {
     // Ours when it takes the stream; otherwise (or when it finds damage) DCMTK
     // or CharLS decodes or reports it, as before ours existed.
     Encoding ours = enc;
@@ -402,8 +407,8 @@ std::optional<std::vector<Image>> native_images(dicom::NativeFile& native, const
   if (!native.encapsulated)
     return frames_as_images(pixels.data, pixels.size, native.layout, native.voi, proto, opt, what, stage);
   // JPEG 2000 goes to OpenJPEG on either path; here without DCMTK's parse.
-  const Route route = encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout).route;
-  const std::optional<Route> own = route == Route::Jpeg2000 ? std::optional<Route>(route) : own_route(route, opt);
+  const Encoding enc = encoding_of_syntax(DcmXfer(native.transfer_syntax.c_str()), native.layout);
+  const std::optional<Route> own = enc.route == Route::Jpeg2000 ? std::optional<Route>(enc.route) : own_route(enc, opt);
   if (!own) return std::nullopt;
   stage.emplace(InputStage::PixelData);
   UninitialisedBytes decoded;
@@ -438,10 +443,13 @@ std::vector<Image> read_dicom_as(const std::string& path, const std::string& wha
   }
   std::unique_ptr<DcmFileFormat> file = dicom::parse_file(path, what);
   DcmDataset& ds = *file->getDataset();
+  // As stored: DCMTK's JPEG codec rewrites a YBR photometric to RGB as it converts the colours.
+  const std::string stored_photometric = dicom::get_string(ds, DCM_PhotometricInterpretation);
   stage.emplace(InputStage::PixelData);
   Decoded d = decode(*file, opt, what);
   stage.emplace(InputStage::Parse);
-  const Image proto = frame_template(ds, what);
+  Image proto = frame_template(ds, what);
+  proto.photometric = stored_photometric;
   const dicom::FileVoi voi = dicom::read_voi(ds, d.layout.is_signed, what);
   return frames_as_images(d.bytes, d.size, d.layout, voi, proto, opt, what, stage);
 }

@@ -1,7 +1,8 @@
 #pragma once
 // DICOM files -> Images, through DCMTK (parsing; its JPEG and RLE decoders),
-// OpenJPEG (JPEG 2000, HTJ2K), CharLS (JPEG-LS) and zlib (deflated image
-// frames); 1-bit RLE and JPEG Lossless (process 14, DCMTK's codec behind it)
+// OpenJPEG (JPEG 2000, HTJ2K), CharLS (JPEG-LS), libjpeg-turbo (8-bit lossy
+// JPEG, DCMTK's codec behind it) and zlib (deflated image frames); 1-bit RLE,
+// JPEG-LS and JPEG Lossless (process 14, CharLS or DCMTK's codec behind them)
 // are ours.
 //
 // Each frame becomes one Image holding modality values (the Modality LUT or
@@ -41,7 +42,11 @@ struct DicomOptions {
   // samples in a fraction of its time; what it does not take goes to CharLS.
   // false: CharLS only (tests compare them).
   bool own_jpegls = true;
-  // > 0: JPEG 2000 frames are decoded at a reduced resolution whose sides stay
+  // 8-bit lossy JPEG (.50, .51) through imaging/dicom_jpeg_baseline.h
+  // (libjpeg-turbo), DCMTK's samples faster; what it does not take goes to
+  // DCMTK's codec. false: DCMTK's codec only (tests compare them).
+  bool own_jpeg_baseline = true;
+  // > 0: JPEG 2000 and 8-bit lossy JPEG frames are decoded at a reduced resolution whose sides stay
   // at least this many pixels, when the stream has one (imaging/draft.h): the
   // Image is then smaller than Rows x Columns. 0: full resolution.
   int64_t draft_side = 0;

