@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
       CLI::NonNegativeNumber);
   app.add_option("--forward-to", a.forward_to,
                  "AE@host:port: send the series reports and saliency captures there (C-STORE)");
+  app.add_flag("--draft", a.draft,
+               "decode JPEG and JPEG 2000 at a reduced size no smaller than the model's input (mm-predict's --draft)");
   app.add_flag("--saliency-sc", a.saliency_sc,
                "write mm-predict's saliency overlay of each classified image as a DICOM Secondary Capture to "
                "OUT/saliency (CPU backward pass; not for clinical use)");
@@ -75,7 +77,11 @@ int main(int argc, char** argv) {
     return mm::kServeUsage;
   }
   try {
-    return mm::run_serve(a, [](const std::string& path, const mm::ReadHints&) { return mm::read_images(path); });
+    return mm::run_serve(a, [](const std::string& path, const mm::ReadHints& hints) {
+      mm::ReadOptions options;
+      options.draft_side = hints.draft_side;
+      return mm::read_images(path, options);
+    });
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "mm-serve: out of memory (a smaller --batch-size or fewer --threads need less)\n");
     return mm::kServeFatal;

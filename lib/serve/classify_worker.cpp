@@ -39,7 +39,7 @@ double percentile(std::vector<double> values, double q) {
 }  // namespace
 
 ClassifyWorker::ClassifyWorker(const WorkerFolders& folders, const LoadedModel& loaded, Classifier& classifier,
-                               const ImagesReader& reader, int64_t batch_size, int decode_threads,
+                               const ImagesReader& reader, int64_t batch_size, int decode_threads, bool draft,
                                ServeCounters& counters)
     : folders_(folders),
       loaded_(loaded),
@@ -47,6 +47,7 @@ ClassifyWorker::ClassifyWorker(const WorkerFolders& folders, const LoadedModel& 
       reader_(reader),
       batch_size_(batch_size),
       decode_threads_(decode_threads),
+      draft_(draft),
       counters_(counters) {
   for (int64_t c = 0; c < loaded.meta.config.num_classes; ++c) layout_.class_names.push_back(loaded.meta.class_name(c));
   std::ostringstream check;
@@ -201,6 +202,7 @@ void ClassifyWorker::process(const std::vector<std::string>& names) {
   PredictOptions options;
   options.batch_size = batch_size_;
   options.decode_threads = decode_threads_;
+  options.draft = draft_;
   if (saliency_) {  // mm-predict --saliency's overlays, as PNGs in the work folder
     options.saliency_dir = saliency_->work_folder();
     options.derived_root = folders_.incoming;

@@ -34,7 +34,8 @@ struct WorkerFolders {
 class ClassifyWorker {
  public:
   ClassifyWorker(const WorkerFolders& folders, const LoadedModel& loaded, Classifier& classifier,
-                 const ImagesReader& reader, int64_t batch_size, int decode_threads, ServeCounters& counters);
+                 const ImagesReader& reader, int64_t batch_size, int decode_threads, bool draft,
+                 ServeCounters& counters);
 
   void wake();  // a file arrived
   // Works until `stop` is set and incoming is empty, or `stop_now` is set.
@@ -63,6 +64,7 @@ class ClassifyWorker {
   const ImagesReader& reader_;
   int64_t batch_size_;
   int decode_threads_;
+  bool draft_;  // PredictOptions::draft
   ServeCounters& counters_;
   RecordLayout layout_;
   std::set<std::string> recorded_;  // done/ paths that have records

@@ -156,7 +156,7 @@ int run_serve(const ServeCommand& a, const ImagesReader& reader) {
   ::setenv("TCP_NODELAY", "1", 0);
   StopSignals signals;  // before any thread starts, so that all of them inherit the mask
   serve::ServeCounters counters;
-  serve::ClassifyWorker worker(folders, loaded, *classifier, reader, a.batch_size, threads, counters);
+  serve::ClassifyWorker worker(folders, loaded, *classifier, reader, a.batch_size, threads, a.draft, counters);
   std::unique_ptr<serve::SeriesTracker> series;
   if (a.series_timeout > 0) {
     serve::ReportModel report_model;

@@ -27,6 +27,7 @@ struct ServeCommand {
   double series_timeout = 0;  // seconds a series stays idle before its SR is written; 0: no SRs
   std::string forward_to;      // AE@host:port: C-STORE the series reports (and saliency captures) there
   bool saliency_sc = false;    // a saliency Secondary Capture per classified image, in <out>/saliency
+  bool draft = false;          // JPEG and JPEG 2000 decoded at a reduced size no smaller than the model's input
   std::string log_level;  // fatal | error | warn | info | debug | trace ("" : warn, DCMTK's default)
 };
 
