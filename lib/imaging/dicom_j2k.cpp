@@ -67,11 +67,12 @@ struct OpenedFrame {
   std::unique_ptr<opj_stream_t, StreamDeleter> stream;
   std::unique_ptr<opj_image_t, ImageDeleter> image;
   int levels = 0;  // wavelet decomposition levels, the fewest of the components': how often it can be halved
-  // The stream's samples are the dataset's pixel values: its signedness is the
-  // dataset's and its precision at most BitsStored. A lower resolution level
+  // The stream's samples are the pixel values we read: signed, or unsigned under
+  // an unsigned dataset, and of at most BitsStored bits. A lower resolution level
   // averages the coded values, which is right only then: averaged two's
-  // complement bit patterns coded as unsigned, or words with bits above
-  // BitsStored, are not averaged pixels.
+  // complement bit patterns coded as unsigned are not averaged pixels, and an
+  // average of words with bits above BitsStored (or one that overshoots, which
+  // OpenJPEG clamps to the stream's precision) would wrap when masked to it.
   bool samples_are_values = false;
 
   OpenedFrame() = default;
@@ -124,7 +125,7 @@ void open_frame(OpenedFrame& f, const Codestream& cs, PixelLayout& l, const std:
   if (image.comps[0].sgnd) l.is_signed = true;
   f.samples_are_values = true;
   for (int c = 0; c < l.samples; ++c)
-    f.samples_are_values = f.samples_are_values && bool(image.comps[c].sgnd) == dataset_signed &&
+    f.samples_are_values = f.samples_are_values && (image.comps[c].sgnd || !dataset_signed) &&
                            int(image.comps[c].prec) <= l.bits_stored;
   opj_codestream_info_v2_t* info = opj_get_cstr_info(f.codec.get());
   if (info == nullptr) throw ImageError(Kind::Corrupt, what, where + ": no coding style");

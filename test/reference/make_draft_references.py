@@ -37,10 +37,12 @@ OUT = os.path.join(ROOT, "test", "fixtures", "pixels", "draft.json")
 SIDE = 224
 
 # Shared JPEG 2000 files: signed 16-bit CT, 12-bit MR, 10-bit MONOCHROME1 CR,
-# YBR_RCT colour, a 64 x 64 multi-frame one that is never reduced, and one whose
-# stream is unsigned where the dataset is signed (decoded at full size).
+# YBR_RCT colour, a 64 x 64 multi-frame one that is never reduced, one whose
+# stream is unsigned where the dataset is signed (decoded at full size), and the
+# reverse (reduced: its samples are read as signed).
 J2K_FILES = [
     "dicom/pylibjpeg-data/ds/JPEG2000Lossless/TOSHIBA_J2K_SIZ0_PixRep1.dcm",
+    "dicom/pylibjpeg-data/ds/JPEG2000Lossless/TOSHIBA_J2K_SIZ1_PixRep0.dcm",
     "dicom/cornerstoneWADOImageLoader/testImages/CT1_J2KR",
     "dicom/pydicom-data/data/MR2_J2KR.dcm",
     "dicom/pydicom-data/data/RG3_J2KR.dcm",
@@ -65,14 +67,15 @@ def cod_levels(codestream):
 
 
 def samples_are_values(codestream, ds):
-    """lib/imaging/dicom_j2k.cpp's condition for reducing: every component's
-    signedness (SIZ Ssiz bit 7) is the dataset's and its precision at most BitsStored."""
+    """lib/imaging/dicom_j2k.cpp's condition for reducing: every component is
+    signed (SIZ Ssiz bit 7), or unsigned under an unsigned PixelRepresentation,
+    and of at most BitsStored bits."""
     at = codestream.index(b"\xff\x51")
     count = int.from_bytes(codestream[at + 38:at + 40], "big")
     signed, stored = int(ds.PixelRepresentation) == 1, int(ds.BitsStored)
     for c in range(count):
         ssiz = codestream[at + 40 + 3 * c]
-        if bool(ssiz & 0x80) != signed or (ssiz & 0x7F) + 1 > stored:
+        if (signed and not ssiz & 0x80) or (ssiz & 0x7F) + 1 > stored:
             return False
     return True
 
@@ -109,6 +112,9 @@ def j2k_reference(rel):
     n = min(draft_halvings(int(ds.Columns), int(ds.Rows), SIDE, 31), cod_levels(codestream))
     if not samples_are_values(codestream, ds):
         n = 0
+    at = codestream.index(b"\xff\x51")
+    if codestream[at + 40] & 0x80 and int(ds.PixelRepresentation) == 0:
+        ds.PixelRepresentation = 1  # a signed stream is read as signed (docs/input-formats.md), not as pydicom 2.3 does
     full = [int(ds.Rows), int(ds.Columns)]
     # pydicom's Pillow handler opens each frame with PIL.Image.open: ask it for the level.
     opened = Image.open
