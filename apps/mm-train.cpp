@@ -65,6 +65,10 @@ int main(int argc, char** argv) {
   CLI::Option* sync_bn = app.add_flag("--sync-bn", o.sync_bn,
                                      "data-parallel runs: BatchNorm statistics over the global batch (all processes)");
   keyed.push_back({sync_bn, "sync_bn"});
+  CLI::Option* draft = app.add_flag("--draft", o.draft,
+                                    "decode JPEG and JPEG 2000 samples at a reduced size no smaller than --image-size, "
+                                    "as mm-predict --draft (train and predict alike)");
+  keyed.push_back({draft, "draft"});
   opt("--save-every", o.save_every, "also save the resumable state every N optimiser steps (0: at epoch ends)", "save_every");
   app.add_option("--resume", resume, "continue the interrupted run in this directory (its config.json is the configuration)");
   app.add_option("--stop-after-epoch", control.stop_after_epoch, "stop after this many epochs, resumable (0: run them all)");

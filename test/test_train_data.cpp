@@ -10,6 +10,7 @@
 #include "data/preprocess.h"
 #include "train/batch_loader.h"
 #include "train/image_cache.h"
+#include "train/train_options.h"
 #ifdef MM_HAVE_IMAGING
 #include "imaging/image_reader.h"
 #endif
@@ -187,7 +188,39 @@ TEST_CASE("train data: real files: a CT DICOM cached in 16 bits, a JPEG in 8, a 
           0.5 * (row == 0 ? 1 / 65535. : 1 / 255.) / 0.224 + 1e-6);
   }
 }
+
+TEST_CASE("train data: mm-train --draft caches the reduced decode the reader gives for the hint") {
+  // A 512-px JPEG 2000 CT slice at 224 px: read at 256 px in draft mode (imaging/draft.h).
+  const std::string ct = std::string(MM_SOURCE_DIR) + "/../shared/data/dicom/cornerstoneWADOImageLoader/testImages/CT1_J2KR";
+  Dataset d;
+  d.samples.push_back(Sample{ct, ct, 0});
+  std::vector<int64_t> asked;
+  const ImageFileReader reader = [&](const std::string& file, const ReadHints& hints) {
+    asked.push_back(hints.draft_side);
+    ReadOptions o;
+    o.draft_side = hints.draft_side;
+    return read_images(file, o).at(0);
+  };
+  const Preprocess p = preprocess_for(224, 3);
+  std::vector<float> full(size_t(3 * 224 * 224)), draft(full.size());
+  augment_into(build_image_cache(d, {0}, p, 3, reader, 1), 0, AugmentOptions::none(), p, 0, full.data());
+  augment_into(build_image_cache(d, {0}, p, 3, reader, 1, {}, ReadHints{224}), 0, AugmentOptions::none(), p, 0,
+               draft.data());
+  CHECK(asked == std::vector<int64_t>{0, 224});
+  ReadOptions o;
+  o.draft_side = 224;
+  const Tensor want = preprocess(read_images(ct, o).at(0), p);
+  CHECK(max_abs_diff(draft.data(), want.f32(), want.numel()) <= 0.5 / 65535. / 0.224 + 1e-6);
+  CHECK(max_abs_diff(draft.data(), full.data(), want.numel()) > 1e-3);  // not the full decode
+}
 #endif
+
+TEST_CASE("train options: --draft is part of a run's configuration (resumed runs keep it)") {
+  TrainOptions o;
+  o.draft = true;
+  CHECK(TrainOptions::from_json(o.to_json()).draft);
+  CHECK_FALSE(TrainOptions::from_json(TrainOptions().to_json()).draft);
+}
 
 TEST_CASE("train data: epoch_permutation is a seeded permutation that changes with the epoch") {
   const std::vector<int64_t> a = epoch_permutation(1000, 7, 0), b = epoch_permutation(1000, 7, 1);

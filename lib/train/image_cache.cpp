@@ -78,7 +78,7 @@ CachedImage cache_image(const Image& img, int64_t size, int64_t in_chans, const 
 
 ImageCache build_image_cache(const Dataset& d, const std::vector<size_t>& sample_indices, const Preprocess& p,
                              int64_t in_chans, const ImageFileReader& read_file, int threads,
-                             const std::function<void(int64_t, int64_t)>& progress) {
+                             const std::function<void(int64_t, int64_t)>& progress, const ReadHints& hints) {
   MM_CHECK(p.input_size > 0, "image cache: input size must be positive");
   interpolation_from_name(p.interpolation);  // a bad name is the caller's error, not every sample's
   const int64_t total = int64_t(sample_indices.size());
@@ -96,7 +96,7 @@ ImageCache build_image_cache(const Dataset& d, const std::vector<size_t>& sample
       const size_t s = sample_indices[size_t(i)];
       try {
         MM_CHECK(s < d.samples.size(), "image cache: sample index " + std::to_string(s) + " out of range");
-        CachedImage c = cache_image(load_image(d, s, read_file), p.input_size, in_chans, p.interpolation);
+        CachedImage c = cache_image(load_image(d, s, read_file, hints), p.input_size, in_chans, p.interpolation);
         c.sample = s;
         c.label = d.samples[s].label;
         cached[size_t(i)] = std::move(c);

@@ -63,9 +63,11 @@ struct ImageCache {
 // (0: all cores). read_file reads file samples (see load_image); in-memory
 // samples (MedMNIST) need none. progress, if set, is called on the calling
 // thread, about ten times a second and once at the end.
+// hints go to read_file (draft decoding: ReadHints::draft_side).
 ImageCache build_image_cache(const Dataset& d, const std::vector<size_t>& sample_indices, const Preprocess& p,
                              int64_t in_chans, const ImageFileReader& read_file, int threads,
-                             const std::function<void(int64_t done, int64_t total)>& progress = {});
+                             const std::function<void(int64_t done, int64_t total)>& progress = {},
+                             const ReadHints& hints = {});
 
 // One image the way build_image_cache stores it (exposed for tests).
 CachedImage cache_image(const Image& img, int64_t size, int64_t in_chans, const std::string& interpolation);

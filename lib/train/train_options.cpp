@@ -18,7 +18,8 @@ static json as_json(const TrainOptions& o) {
               {"label_smoothing", o.label_smoothing}, {"clip_grad", o.clip_grad},
               {"class_weights", o.class_weights}, {"augment", o.augment}, {"select", o.select},
               {"out", o.out}, {"seed", o.seed}, {"device", o.device}, {"precision", o.precision},
-              {"threads", o.threads}, {"save_every", o.save_every}, {"sync_bn", o.sync_bn}};
+              {"threads", o.threads}, {"save_every", o.save_every}, {"sync_bn", o.sync_bn},
+              {"draft", o.draft}};
 }
 
 std::string TrainOptions::to_json() const { return json_text(as_json(*this), 2); }
@@ -39,6 +40,7 @@ TrainOptions TrainOptions::from_json(const std::string& text) {
     get("class_weights", o.class_weights); get("augment", o.augment); get("select", o.select);
     get("out", o.out); get("seed", o.seed); get("device", o.device); get("precision", o.precision);
     get("threads", o.threads); get("save_every", o.save_every); get("sync_bn", o.sync_bn);
+    get("draft", o.draft);
   } catch (const json::exception& e) {
     throw Error(std::string("training config: ") + e.what());
   }

@@ -36,6 +36,7 @@ struct TrainOptions {
   int threads = 0;                        // 0: every core
   int64_t save_every = 0;                 // optimiser steps between mid-epoch saves (0: epoch ends only)
   bool sync_bn = false;                   // data-parallel runs: BatchNorm statistics over the global batch
+  bool draft = false;  // JPEG and JPEG 2000 samples decoded at a reduced size no smaller than image_size
 
   std::string to_json() const;                     // every option, resolved
   static TrainOptions from_json(const std::string& text);  // throws mm::Error

@@ -103,9 +103,10 @@ LoadedModel initial_model(const TrainOptions& o, const Dataset& d, const TrainEv
 }
 
 ImageCache cache_split(const char* what, const Dataset& d, const std::vector<size_t>& samples, const ModelMeta& meta,
-                       const ImageFileReader& read_file, int threads, const TrainEvents& ev) {
+                       const ImageFileReader& read_file, int threads, bool draft, const TrainEvents& ev) {
   const auto t0 = Clock::now();
-  ImageCache c = build_image_cache(d, samples, meta.preprocess, meta.config.in_chans, read_file, threads);
+  ImageCache c = build_image_cache(d, samples, meta.preprocess, meta.config.in_chans, read_file, threads, {},
+                                   ReadHints{draft ? meta.preprocess.input_size : 0});
   for (const ImageCache::Failure& f : c.failures)
     if (ev.note) ev.note(std::string("unreadable ") + what + " sample skipped: " + f.id + ": " + f.reason);
   if (ev.note && !samples.empty()) {
@@ -235,8 +236,8 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     MM_CHECK(!fs::exists(state_path), o.out + " already holds a run; continue it with --resume " + o.out +
                                           ", or choose another --out");
   }
-  const ImageCache train_cache = cache_split("train", d, splits.train, meta, read_file, threads, ev);
-  const ImageCache val_cache = cache_split("val", d, splits.val, meta, read_file, threads, ev);
+  const ImageCache train_cache = cache_split("train", d, splits.train, meta, read_file, threads, o.draft, ev);
+  const ImageCache val_cache = cache_split("val", d, splits.val, meta, read_file, threads, o.draft, ev);
   TrainResult result;
   result.unreadable = int64_t(train_cache.failures.size() + val_cache.failures.size());
   const double bad = double(result.unreadable) / double(std::max<size_t>(splits.train.size() + splits.val.size(), 1));
@@ -429,7 +430,7 @@ TrainResult train_model(TrainOptions o, const TrainControl& control, const Image
     LoadedModel best = load_model((fs::path(o.out) / "best.safetensors").string());
     const std::unique_ptr<Model> best_model =
         model_on_device(std::make_unique<MedMamba>(std::move(best.model)), device, gpu);
-    const ImageCache test_cache = cache_split("test", d, splits.test, meta, read_file, threads, ev);
+    const ImageCache test_cache = cache_split("test", d, splits.test, meta, read_file, threads, o.draft, ev);
     if (test_cache.rows() > 0) {
       CacheScores t = score_cache(*best_model, test_cache, meta.preprocess, o.batch_size, threads);
       std::vector<std::string> ids;
