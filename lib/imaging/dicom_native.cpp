@@ -8,6 +8,7 @@
 
 #include "core/byte_order.h"
 #include "data/input_stages.h"
+#include "imaging/dicom_vr.h"
 
 namespace mm::dicom {
 
@@ -42,10 +43,7 @@ class Walker {
     }
     e.vr[0] = char(b_[at + 4]), e.vr[1] = char(b_[at + 5]);
     if (e.vr[0] < 'A' || e.vr[0] > 'Z' || e.vr[1] < 'A' || e.vr[1] > 'Z') return false;
-    static const char* const kLong[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-    const bool long_form = std::any_of(std::begin(kLong), std::end(kLong),
-                                       [&](const char* v) { return v[0] == e.vr[0] && v[1] == e.vr[1]; });
-    if (!long_form) {
+    if (!has_four_byte_length(e.vr[0], e.vr[1])) {
       e.length = load_le16(&b_[at + 6]);
       e.value = at + 8;
       return true;

@@ -14,6 +14,7 @@
 
 #include "core/byte_order.h"
 #include "data/file_kind.h"
+#include "imaging/dicom_vr.h"
 
 namespace mm::dicom {
 
@@ -40,11 +41,8 @@ std::optional<FileMeta> scan_file_meta(const std::string& path) {
   size_t at = 132;
   while (at + 8 <= b.size() && load_le16(&b[at]) == 0x0002) {
     const unsigned element = load_le16(&b[at + 2]);
-    const std::string vr(reinterpret_cast<const char*>(b.data() + at + 4), 2);
-    const bool long_form = vr == "OB" || vr == "OW" || vr == "SQ" || vr == "UN" || vr == "UT" || vr == "UC" ||
-                           vr == "UR" || vr == "OD" || vr == "OF" || vr == "OL" || vr == "OV";
     uint64_t length;
-    if (long_form) {
+    if (has_four_byte_length(char(b[at + 4]), char(b[at + 5]))) {
       if (at + 12 > b.size()) return std::nullopt;
       length = load_le32(&b[at + 8]);
       at += 12;
