@@ -80,6 +80,8 @@ int run_eval_command(const EvalCommand& a, const ImageFileReader& read_sample_fi
     about = {{"model", model_path}, {"data", a.data}, {"split", dataset.split.empty() ? "(all)" : dataset.split}};
     if (!a.exclude.empty())
       about.emplace_back("excluded", std::to_string(dataset.excluded) + " samples listed in " + a.exclude);
+    if (a.draft)  // the scores are not those of full decodes: the report says so
+      about.emplace_back("decoding", "draft (JPEG and JPEG 2000 at a reduced size no smaller than the model's input)");
   } else {
     const PredictionsFile predictions = read_predictions(a.predictions);
     dataset = open_csv_manifest(a.labels);
