@@ -12,9 +12,7 @@
 
 inline mm::Image read_labelled_sample(const std::string& file, const mm::ReadHints& hints) {
 #ifdef MM_HAVE_IMAGING
-  mm::ReadOptions options;
-  options.draft_side = hints.draft_side;
-  std::vector<mm::Image> images = mm::read_images(file, options);
+  std::vector<mm::Image> images = mm::read_images(file, {}, hints);
   if (images.size() != 1)
     throw mm::ImageError(mm::ImageError::Kind::BadOption, file,
                          std::to_string(images.size()) + " frames or pages; a labelled sample needs exactly one image");

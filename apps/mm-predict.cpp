@@ -27,9 +27,7 @@ mm::ImagesReader make_reader(const ReaderChoice& a) {
   options.nifti.slices = a.slices == "all" ? mm::NiftiOptions::Slices::All : mm::NiftiOptions::Slices::Middle;
   options.nifti.axis = a.axis == "sagittal" ? 0 : a.axis == "coronal" ? 1 : 2;
   return [options](const std::string& path, const mm::ReadHints& hints) {
-    mm::ReadOptions o = options;
-    o.draft_side = hints.draft_side;
-    return mm::read_images(path, o);
+    return mm::read_images(path, options, hints);
   };
 #else
   (void)a;

@@ -78,9 +78,7 @@ int main(int argc, char** argv) {
   }
   try {
     return mm::run_serve(a, [](const std::string& path, const mm::ReadHints& hints) {
-      mm::ReadOptions options;
-      options.draft_side = hints.draft_side;
-      return mm::read_images(path, options);
+      return mm::read_images(path, {}, hints);
     });
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "mm-serve: out of memory (a smaller --batch-size or fewer --threads need less)\n");

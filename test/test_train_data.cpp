@@ -197,9 +197,7 @@ TEST_CASE("train data: mm-train --draft caches the reduced decode the reader giv
   std::vector<int64_t> asked;
   const ImageFileReader reader = [&](const std::string& file, const ReadHints& hints) {
     asked.push_back(hints.draft_side);
-    ReadOptions o;
-    o.draft_side = hints.draft_side;
-    return read_images(file, o).at(0);
+    return read_images(file, {}, hints).at(0);
   };
   const Preprocess p = preprocess_for(224, 3);
   std::vector<float> full(size_t(3 * 224 * 224)), draft(full.size());

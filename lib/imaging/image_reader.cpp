@@ -70,6 +70,12 @@ std::vector<Image> read_picture(const std::string& path, FileKind kind, const Re
   return out;
 }
 
+std::vector<Image> read_images(const std::string& path, const ReadOptions& options, const ReadHints& hints) {
+  ReadOptions o = options;
+  o.draft_side = hints.draft_side;
+  return read_images(path, o);
+}
+
 std::vector<Image> read_images(const std::string& path, const ReadOptions& opt) {
   FileKind kind;
   try {

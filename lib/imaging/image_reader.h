@@ -28,5 +28,8 @@ struct ReadOptions {
 std::vector<Image> read_picture(const std::string& path, FileKind kind, const ReadOptions& options = {});
 
 std::vector<Image> read_images(const std::string& path, const ReadOptions& options = {});
+// The same with a pipeline's hints applied to options (ReadHints::draft_side): what
+// the tools' readers (ImagesReader, ImageFileReader) call.
+std::vector<Image> read_images(const std::string& path, const ReadOptions& options, const ReadHints& hints);
 
 }  // namespace mm
