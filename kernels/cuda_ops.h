@@ -19,6 +19,11 @@ namespace mm::cuda {
 
 using Stream = CUstream_st*;  // cudaStream_t
 
+// What a training backward op does with the old contents of its input-gradient outputs (dx,
+// du, ...; weight and bias gradients always accumulate). Accumulate (+=) is the CPU ops'
+// convention; Overwrite (=) spares the caller zeroing a buffer that only this op writes.
+enum class GradOut { Accumulate, Overwrite };
+
 // ---------------------------------------------------------------------------
 // Runtime
 

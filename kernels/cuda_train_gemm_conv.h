@@ -87,7 +87,8 @@ inline void linear_forward(float* out, const float* x, const float* weight, cons
 }
 // dx (N,Cin) +=, dweight (Cout,Cin) +=, dbias (Cout) +=; any may be nullptr.
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s);
+                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
+                     GradOut out = GradOut::Accumulate);
 
 // Dense convolution on channels-last x (B,H,W,Cin) -> out (B,OH,OW,Cout), weight (Cout,Cin,KH,KW),
 // zero padding; MedMamba uses 4x4 stride 4 (patch embedding), 3x3 pad 1 and 1x1.
@@ -104,12 +105,14 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
                     float* workspace, Stream s);
 // dx (B,H,W,Cin) +=, dweight +=, dbias (Cout) +=; any may be nullptr.
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                     const float* weight, const ConvShape& c, float* workspace, Stream s);
+                     const float* weight, const ConvShape& c, float* workspace, Stream s,
+                     GradOut out = GradOut::Accumulate);
 
 // Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
                        int64_t W, int64_t C, Stream s);
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                        const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
+                        const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s,
+                        GradOut out = GradOut::Accumulate);
 
 }  // namespace mm::cuda

@@ -6,7 +6,8 @@
 //
 // Conventions, as on the CPU: every pointer is a device pointer; forward overwrites its
 // outputs; backward ACCUMULATES (+=) into every gradient output, and a gradient pointer
-// may be nullptr to skip it. Every launch is asynchronous on `s`.
+// may be nullptr to skip it. Every launch is asynchronous on `s`. Backward ops with a
+// trailing GradOut overwrite their input gradients instead when given GradOut::Overwrite.
 //
 // Determinism: no floating-point atomics. Reductions over rows (weight and bias
 // gradients, batch statistics, norms) are written as per-block partial sums over a
@@ -27,7 +28,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 // dx (N,C) +=, dweight (C) +=, dbias (C) +=; any may be nullptr.
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                        Stream s);
+                        Stream s, GradOut out = GradOut::Accumulate);
 
 // ---------------------------------------------------------------------------
 // BatchNorm2d on channels-last rows (N,C), N = B·H·W (eps 1e-5, momentum 0.1), as lib/ops/batchnorm.h.
@@ -46,22 +47,26 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s);
+                              Stream s, GradOut out = GradOut::Accumulate);
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s);
+                             int64_t C, Stream s, GradOut out = GradOut::Accumulate);
 
 // ---------------------------------------------------------------------------
 // Activations and elementwise steps on n floats. out may alias x in forward.
 
 void relu_forward(float* out, const float* x, int64_t n, Stream s);
 void silu_forward(float* out, const float* x, int64_t n, Stream s);
-void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s);  // dx += dout·relu'(x)
-void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s);  // dx += dout·silu'(x)
+// dx += dout·relu'(x), dx += dout·silu'(x)
+void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s,
+                   GradOut out = GradOut::Accumulate);
+void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s,
+                   GradOut out = GradOut::Accumulate);
 
 // SS2D gate: g (n) = yn ⊙ SiLU(z).  Backward: dyn += dg ⊙ SiLU(z); dz += dg ⊙ yn ⊙ SiLU'(z).
 void gate_forward(float* g, const float* yn, const float* z, int64_t n, Stream s);
-void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s);
+void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s,
+                   GradOut out = GradOut::Accumulate);
 
 // out (n) += x (n)
 void add_inplace(float* out, const float* x, int64_t n, Stream s);
@@ -74,9 +79,12 @@ void scale_rows(float* x, const float* scale, int64_t B, int64_t per, Stream s);
 // Layout moves, as lib/ops/layout.h. Backward accumulates.
 
 void split_halves_forward(float* left, float* right, const float* x, int64_t P, int64_t c, Stream s);
-void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s);
+// Overwrite needs both dleft and dright.
+void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s,
+                           GradOut out = GradOut::Accumulate);
 void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s);
-void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s);
+void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
+                             GradOut out = GradOut::Accumulate);
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
 void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
 void avgpool_forward(float* out, const float* x, int64_t B, int64_t P, int64_t C, Stream s);

@@ -66,9 +66,10 @@ int64_t scan_train_workspace_floats(const ScanTrainShape& s);
 // out (B,H,W,D) overwritten; states overwritten when not nullptr.
 void scan_train_forward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, float* out,
                         float* states, float* workspace, Stream st);
-// Gradients of sum(out·dout): du (may be nullptr) and g accumulate. states: what forward
-// wrote for the same u and weights.
+// Gradients of sum(out·dout): du (may be nullptr; accumulates unless `out` says
+// Overwrite) and g (accumulates). states: what forward wrote for the same u and weights.
 void scan_train_backward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, const float* dout,
-                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st);
+                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st,
+                         GradOut out = GradOut::Accumulate);
 
 }  // namespace mm::cuda

@@ -470,7 +470,7 @@ static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
 
 static void scan_backward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w,
                                 const float* dout, float* du, const ScanTrainGrads& g, const float* states,
-                                float* workspace, Stream st) {
+                                float* workspace, Stream st, GradOut out) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   const Bf16Copies c = bf16_copies(s, ws);
@@ -504,7 +504,7 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
            g.dt_projs_weight + int64_t(k) * s.D * s.R, s.R, st);
   }
   // Through x_proj: du += (direct terms) + ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u.
-  if (du) sum_directions(du, ws.dir1, dir_floats, true, st);  // dir1 is free from here
+  if (du) sum_directions(du, ws.dir1, dir_floats, out == GradOut::Accumulate, st);  // dir1 is free from here
   const GemmOperand ddbl_op =
       c.ddbl && (du || g.x_proj_weight)
           ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, c.ddbl, st)
@@ -515,14 +515,15 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
 }
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
-                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st) {
+                         float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st,
+                         GradOut out) {
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
   MM_CHECK(!shape.bf16 || gemm_compute() == GemmCompute::BF16,
            "scan_train_backward: the bf16 workspace (ScanTrainShape::bf16) needs bf16 GEMMs");
   for_each_batch_slice(shape, scan_train_batch_slice(shape), [&](const ScanTrainShape& part, int64_t b0) {
     const int64_t rows = b0 * shape.H * shape.W * shape.D;
     scan_backward_slice(part, u + rows, w, dout + rows, du ? du + rows : nullptr, g,
-                        states + scan_train_states_floats(with_batch(shape, b0)), workspace, st);
+                        states + scan_train_states_floats(with_batch(shape, b0)), workspace, st, out);
   });
 }
 

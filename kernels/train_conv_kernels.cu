@@ -78,7 +78,7 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
 // One thread per V channels of an input pixel. n = B·H·W·Cin/V.
 template <class I, int V>
 __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __restrict__ dcol, ConvDimsT<I> d,
-                                     int64_t n) {
+                                     int64_t n, bool overwrite) {
   const I CV = d.Cin / V;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const I idx = I(i), q = idx / CV, cv = idx - q * CV, iw = q % d.W, r = q / d.W, ih = r % d.H, b = r / d.H;
@@ -98,10 +98,14 @@ __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __rest
       }
     }
     Pack<float, V>& out = reinterpret_cast<Pack<float, V>*>(dx)[i];
-    Pack<float, V> acc = out;
+    if (overwrite) {
+      out = sum;
+    } else {
+      Pack<float, V> acc = out;
 #pragma unroll
-    for (int j = 0; j < V; ++j) acc.v[j] += sum.v[j];
-    out = acc;
+      for (int j = 0; j < V; ++j) acc.v[j] += sum.v[j];
+      out = acc;
+    }
   }
 }
 
@@ -132,15 +136,15 @@ int channel_vector(const ConvDims& d, const void* a, const void* b) {
   return vector_width<float>({d.Cin}, {a, b}) >= 4 ? 4 : 1;
 }
 
-void col2im_gather(float* dx, const float* dcol, const ConvDims& d, Stream s) {
+void col2im_gather(float* dx, const float* dcol, const ConvDims& d, bool overwrite, Stream s) {
   const int V = channel_vector(d, dx, dcol);
   const int64_t n = input_floats(d) / V;
   with_index_type(std::max(col_floats(d), input_floats(d)), [&](auto index) {
     using I = decltype(index);
     if (V == 4)
-      col2im_gather_kernel<I, 4><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
+      col2im_gather_kernel<I, 4><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
     else
-      col2im_gather_kernel<I, 1><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n);
+      col2im_gather_kernel<I, 1><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
   });
   MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
 }
@@ -246,12 +250,14 @@ __global__ void dw3x3_grad_combine_kernel(float* __restrict__ dweight, float* __
   }
 }
 
-// out = bias + taps(x, weight) (forward), or out += taps(dout, flipped weight) (backward dx).
+// out = bias + taps(x, weight) (forward), or out (+)= taps(dout, flipped weight) (backward dx).
 void dw3x3(float* out, const float* in, const float* weight, const float* bias, int64_t B, int64_t H, int64_t W,
-           int64_t C, bool backward, Stream s) {
+           int64_t C, bool backward, GradOut grad_out, Stream s) {
   const DwWeights wt{weight, 9, 1, backward};  // PyTorch's (C,1,3,3)
-  if (backward)
+  if (backward && grad_out == GradOut::Accumulate)
     launch_dw3x3(out, C, in, C, wt, nullptr, B, H, W, C, DwAccumulate{}, s, "dw3x3_kernel (backward dx)");
+  else if (backward)
+    launch_dw3x3(out, C, in, C, wt, nullptr, B, H, W, C, DwStore{}, s, "dw3x3_kernel (backward dx, overwriting)");
   else
     launch_dw3x3(out, C, in, C, wt, bias, B, H, W, C, DwStore{}, s, "dw3x3_kernel (forward)");
 }
@@ -283,11 +289,11 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
 }
 
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                     const float* weight, const ConvShape& c, float* workspace, Stream s) {
+                     const float* weight, const ConvShape& c, float* workspace, Stream s, GradOut out) {
   const ConvDims d = checked_dims(c);
   const int64_t P = d.B * d.OH * d.OW;
   if (is_pointwise(c)) {
-    linear_backward(dx, dweight, dbias, dout, x, weight, P, d.Cin, c.Cout, s);
+    linear_backward(dx, dweight, dbias, dout, x, weight, P, d.Cin, c.Cout, s, out);
     return;
   }
   if (dbias) linear_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, P, d.K, c.Cout, s);
@@ -303,20 +309,21 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
     // dcol (P,K) = dout (P,Cout) · weight_t (Cout,K), over col: the stream orders it after dweight's GEMM.
     to_column_order(ws.weight_t, weight, c, s);
     gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, ws.weight_t, d.K, 0.f, ws.col, d.K, s);
-    col2im_gather(dx, ws.col, d, s);
+    col2im_gather(dx, ws.col, d, out == GradOut::Overwrite, s);
   }
 }
 
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
                        int64_t W, int64_t C, Stream s) {
   check_dw_shape(B, H, W, C, "dwconv3x3_forward");
-  dw3x3(out, x, weight, bias, B, H, W, C, false, s);
+  dw3x3(out, x, weight, bias, B, H, W, C, false, GradOut::Overwrite, s);
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                        const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
+                        const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s,
+                        GradOut out) {
   check_dw_shape(B, H, W, C, "dwconv3x3_backward");
-  if (dx) dw3x3(dx, dout, weight, nullptr, B, H, W, C, true, s);
+  if (dx) dw3x3(dx, dout, weight, nullptr, B, H, W, C, true, out, s);
   if (!dweight && !dbias) return;
   const int64_t P = B * H * W;
   const int64_t parts = std::min<int64_t>((P + kPixelsPerPart - 1) / kPixelsPerPart, kMaxParts);

@@ -261,7 +261,7 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s) {
+                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s, GradOut out) {
   GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = f32_operand(x, Cin);
   if (dx && dweight && t_gemm_compute == GemmCompute::BF16 && N > 0 && Cout > 0) {
     // Both GEMMs read dout: round it (and the others) into bf16 once, not once per GEMM.
@@ -271,8 +271,8 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dout,
     weight_op = as_bf16(weight_op, scratch + dout_n, Cout, Cin, s);
     x_op = as_bf16(x_op, scratch + dout_n + weight_n, N, Cin, s);
   }
-  // dx (N,Cin) += dout (N,Cout) · weight (Cout,Cin)
-  if (dx) gemm(false, false, N, Cin, Cout, 1.f, dout_op, weight_op, 1.f, dx, Cin, s);
+  // dx (N,Cin) (+)= dout (N,Cout) · weight (Cout,Cin)
+  if (dx) gemm(false, false, N, Cin, Cout, 1.f, dout_op, weight_op, out == GradOut::Accumulate ? 1.f : 0.f, dx, Cin, s);
   // dweight (Cout,Cin) += doutᵀ (Cout,N) · x (N,Cin)
   if (dweight) gemm(true, false, Cout, Cin, N, 1.f, dout_op, x_op, 1.f, dweight, Cin, s);
   if (dbias) add_column_sums(dbias, dout, N, Cout, s);

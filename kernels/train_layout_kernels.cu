@@ -57,6 +57,16 @@ __device__ __forceinline__ void accumulate(float* to, const float* from) {
   store<K>(to, o);
 }
 
+// A backward op's gradient output: p[k] = v[k] (GradOut::Overwrite) or p[k] += v[k], k < K.
+template <int K>
+__device__ __forceinline__ void put_grad(float* p, Vec<K> v, bool overwrite) {
+  if (!overwrite) {
+    const Vec<K> o = load<K>(p);
+    for (int k = 0; k < K; ++k) v.v[k] = o.v[k] + v.v[k];
+  }
+  store<K>(p, v);
+}
+
 // Calls f.run<K>(i) for i = 0, K, 2K, ... < n (n a multiple of K).
 template <int K, class F>
 __global__ void for_each_kernel(int64_t n, F f) {
@@ -125,21 +135,21 @@ struct SiluForward {
   }
 };
 struct ReluBackward {
-  float* dx; const float *dout, *x;
+  float* dx; const float *dout, *x; bool overwrite;
   template <int K> __device__ void run(int64_t i) const {
-    Vec<K> d = load<K>(dx + i);
+    Vec<K> d;
     const Vec<K> g = load<K>(dout + i), a = load<K>(x + i);
-    for (int k = 0; k < K; ++k) d.v[k] += a.v[k] > 0.f ? g.v[k] : 0.f;
-    store<K>(dx + i, d);
+    for (int k = 0; k < K; ++k) d.v[k] = a.v[k] > 0.f ? g.v[k] : 0.f;
+    put_grad<K>(dx + i, d, overwrite);
   }
 };
 struct SiluBackward {
-  float* dx; const float *dout, *x;
+  float* dx; const float *dout, *x; bool overwrite;
   template <int K> __device__ void run(int64_t i) const {
-    Vec<K> d = load<K>(dx + i);
+    Vec<K> d;
     const Vec<K> g = load<K>(dout + i), a = load<K>(x + i);
-    for (int k = 0; k < K; ++k) d.v[k] += g.v[k] * silu_grad(a.v[k], sigmoid_f(a.v[k]));
-    store<K>(dx + i, d);
+    for (int k = 0; k < K; ++k) d.v[k] = g.v[k] * silu_grad(a.v[k], sigmoid_f(a.v[k]));
+    put_grad<K>(dx + i, d, overwrite);
   }
 };
 struct GateForward {
@@ -152,21 +162,21 @@ struct GateForward {
   }
 };
 struct GateBackward {  // as lib/model/block.cpp: dyn = dg·z·σ(z), dz = dg·yn·SiLU'(z)
-  float *dyn, *dz; const float *dg, *yn, *z;
+  float *dyn, *dz; const float *dg, *yn, *z; bool overwrite;
   template <int K> __device__ void run(int64_t i) const {
     const Vec<K> zz = load<K>(z + i), d = load<K>(dg + i);
     Vec<K> sg;
     for (int k = 0; k < K; ++k) sg.v[k] = sigmoid_f(zz.v[k]);
     if (dyn) {
-      Vec<K> o = load<K>(dyn + i);
-      for (int k = 0; k < K; ++k) o.v[k] += d.v[k] * zz.v[k] * sg.v[k];
-      store<K>(dyn + i, o);
+      Vec<K> o;
+      for (int k = 0; k < K; ++k) o.v[k] = d.v[k] * zz.v[k] * sg.v[k];
+      put_grad<K>(dyn + i, o, overwrite);
     }
     if (dz) {
       const Vec<K> y = load<K>(yn + i);
-      Vec<K> o = load<K>(dz + i);
-      for (int k = 0; k < K; ++k) o.v[k] += d.v[k] * y.v[k] * silu_grad(zz.v[k], sg.v[k]);
-      store<K>(dz + i, o);
+      Vec<K> o;
+      for (int k = 0; k < K; ++k) o.v[k] = d.v[k] * y.v[k] * silu_grad(zz.v[k], sg.v[k]);
+      put_grad<K>(dz + i, o, overwrite);
     }
   }
 };
@@ -192,12 +202,12 @@ struct SplitHalvesForward {
     store<K>(right + i, load<K>(x + p * 2 * c + c + m));
   }
 };
-struct SplitHalvesBackward {
-  float* dx; const float *dleft, *dright; int64_t c;
+struct SplitHalvesBackward {  // overwrite: both halves given
+  float* dx; const float *dleft, *dright; int64_t c; bool overwrite;
   template <int K> __device__ void run(int64_t i) const {
     const int64_t p = i / c, m = i - p * c;
-    if (dleft) accumulate<K>(dx + p * 2 * c + m, dleft + i);
-    if (dright) accumulate<K>(dx + p * 2 * c + c + m, dright + i);
+    if (dleft) put_grad<K>(dx + p * 2 * c + m, load<K>(dleft + i), overwrite);
+    if (dright) put_grad<K>(dx + p * 2 * c + c + m, load<K>(dright + i), overwrite);
   }
 };
 // i runs over the (P,c) inputs: out[p, 2m] = l[p, m] and out[p, 2m+1] = sb[p, m] are out[2i], out[2i+1].
@@ -214,19 +224,16 @@ struct ConcatShuffleForward {
   }
 };
 struct ConcatShuffleBackward {
-  float *dl, *dsb; const float* dout;
+  float *dl, *dsb; const float* dout; bool overwrite;
   template <int K> __device__ void run(int64_t i) const {
     const Vec<2 * K> d = load<2 * K>(dout + 2 * i);
-    if (dl) {
-      Vec<K> o = load<K>(dl + i);
-      for (int k = 0; k < K; ++k) o.v[k] += d.v[2 * k];
-      store<K>(dl + i, o);
+    Vec<K> l, sb;
+    for (int k = 0; k < K; ++k) {
+      l.v[k] = d.v[2 * k];
+      sb.v[k] = d.v[2 * k + 1];
     }
-    if (dsb) {
-      Vec<K> o = load<K>(dsb + i);
-      for (int k = 0; k < K; ++k) o.v[k] += d.v[2 * k + 1];
-      store<K>(dsb + i, o);
-    }
+    if (dl) put_grad<K>(dl + i, l, overwrite);
+    if (dsb) put_grad<K>(dsb + i, sb, overwrite);
   }
 };
 struct PatchGatherForward {  // K divides C
@@ -279,18 +286,19 @@ void relu_forward(float* out, const float* x, int64_t n, Stream s) {
 void silu_forward(float* out, const float* x, int64_t n, Stream s) {
   for_each(n, aligned16(out, x), s, "silu_forward", SiluForward{out, x});
 }
-void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s) {
-  for_each(n, aligned16(dx, dout, x), s, "relu_backward", ReluBackward{dx, dout, x});
+void relu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s, GradOut out) {
+  for_each(n, aligned16(dx, dout, x), s, "relu_backward", ReluBackward{dx, dout, x, out == GradOut::Overwrite});
 }
-void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s) {
-  for_each(n, aligned16(dx, dout, x), s, "silu_backward", SiluBackward{dx, dout, x});
+void silu_backward(float* dx, const float* dout, const float* x, int64_t n, Stream s, GradOut out) {
+  for_each(n, aligned16(dx, dout, x), s, "silu_backward", SiluBackward{dx, dout, x, out == GradOut::Overwrite});
 }
 void gate_forward(float* g, const float* yn, const float* z, int64_t n, Stream s) {
   for_each(n, aligned16(g, yn, z), s, "gate_forward", GateForward{g, yn, z});
 }
-void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s) {
+void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s,
+                   GradOut out) {
   if (dyn || dz)
-    for_each(n, aligned16(dyn, dz, dg, yn, z), s, "gate_backward", GateBackward{dyn, dz, dg, yn, z});
+    for_each(n, aligned16(dyn, dz, dg, yn, z), s, "gate_backward", GateBackward{dyn, dz, dg, yn, z, out == GradOut::Overwrite});
 }
 void add_inplace(float* out, const float* x, int64_t n, Stream s) {
   for_each(n, aligned16(out, x), s, "add_inplace", AddInplace{out, x});
@@ -302,15 +310,20 @@ void split_halves_forward(float* left, float* right, const float* x, int64_t P, 
   for_each(P * c, c % 4 == 0 && aligned16(left, right, x), s, "split_halves_forward",
            SplitHalvesForward{left, right, x, c});
 }
-void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s) {
+void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s,
+                           GradOut out) {
+  MM_CHECK(out == GradOut::Accumulate || (dleft && dright),
+           "split_halves_backward: GradOut::Overwrite needs both halves, or half of dx is left unwritten");
   for_each(P * c, c % 4 == 0 && aligned16(dx, dleft, dright), s, "split_halves_backward",
-           SplitHalvesBackward{dx, dleft, dright, c});
+           SplitHalvesBackward{dx, dleft, dright, c, out == GradOut::Overwrite});
 }
 void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s) {
   for_each(P * c, aligned16(out, l, sb), s, "concat_shuffle_forward", ConcatShuffleForward{out, l, sb});
 }
-void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, aligned16(dl, dsb, dout), s, "concat_shuffle_backward", ConcatShuffleBackward{dl, dsb, dout});
+void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
+                             GradOut out) {
+  for_each(P * c, aligned16(dl, dsb, dout), s, "concat_shuffle_backward",
+           ConcatShuffleBackward{dl, dsb, dout, out == GradOut::Overwrite});
 }
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
   for_each(B * (H / 2) * (W / 2) * 4 * C, C % 4 == 0 && aligned16(out, x), s, "patch_gather_forward",

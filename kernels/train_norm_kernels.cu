@@ -126,7 +126,7 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
 }
 
 __global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x, const float* weight,
-                                    const float* mean, const float* rstd, int64_t N, int64_t C) {
+                                    const float* mean, const float* rstd, int64_t N, int64_t C, bool overwrite) {
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
@@ -144,7 +144,8 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x
   const float inv_c = 1.f / float(C);
   for (int64_t c = lane; c < C; c += 32) {
     const float xhat = (xr[c] - m) * r;
-    dx[n * C + c] += r * (g[c] * weight[c] - inv_c * (sum_g + xhat * sum_gx));
+    const float v = r * (g[c] * weight[c] - inv_c * (sum_g + xhat * sum_gx));
+    dx[n * C + c] = overwrite ? v : dx[n * C + c] + v;
   }
 }
 
@@ -198,7 +199,8 @@ __global__ void layernorm_forward_rows_kernel(float* out, float* mean, float* rs
 
 template <int K>
 __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const float* x, const float* weight,
-                                         const float* mean, const float* rstd, int64_t N, int64_t C, int G) {
+                                         const float* mean, const float* rstd, int64_t N, int64_t C, int G,
+                                         bool overwrite) {
   const RowLane rl = row_lane(N, G);
   const int nv = int(C / 4);
   const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
@@ -226,7 +228,7 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
   for (int k = 0; k < K; ++k) {
     const int j = rl.lane + k * G;
     if (j >= nv) continue;
-    float4 o = d[j];
+    float4 o = overwrite ? make_float4(0.f, 0.f, 0.f, 0.f) : d[j];  // 0 + v is v (up to a zero's sign)
     o.x += r * (gw[k].x - inv_c * (sum_g + xhat[k].x * sum_gx));
     o.y += r * (gw[k].y - inv_c * (sum_g + xhat[k].y * sum_gx));
     o.z += r * (gw[k].z - inv_c * (sum_g + xhat[k].z * sum_gx));
@@ -352,11 +354,12 @@ void scale_shift(float* out, const float* x, const float* scale, const float* sh
 
 // dx (n / C, C) += dout * a[c] + x * b[c] + d[c]; b, d nullptr for zero; n < 2^31.
 __global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, const float* a, const float* b,
-                                   const float* d, uint32_t n, FastDivmod C) {
+                                   const float* d, uint32_t n, FastDivmod C, bool overwrite) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t c = C.mod(i, C.div(i));
-  dx[i] += b ? dout[i] * a[c] + x[i] * b[c] + d[c] : dout[i] * a[c];
+  const float v = b ? dout[i] * a[c] + x[i] * b[c] + d[c] : dout[i] * a[c];
+  dx[i] = overwrite ? v : dx[i] + v;
 }
 
 // With xhat = (x-mean)*rstd: dx = a*dout + b*x + d, a = gamma*rstd, b = -gamma*rstd^3*sum_gx/N,
@@ -392,11 +395,12 @@ struct FinishEvalParamGrads {
 };
 
 void launch_add_affine2(float* dx, const float* dout, const float* x, const float* a, const float* b, const float* d,
-                        int64_t N, int64_t C, Stream s) {
+                        int64_t N, int64_t C, GradOut out, Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
     add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * C, dout + r0 * C, x ? x + r0 * C : nullptr,
-                                                                   a, b, d, n, FastDivmod(uint32_t(C)));
+                                                                   a, b, d, n, FastDivmod(uint32_t(C)),
+                                                                   out == GradOut::Overwrite);
     MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
   });
 }
@@ -419,17 +423,21 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s) {
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s,
+                        GradOut out) {
   if (N <= 0) return;
   if (dx) {
+    const bool overwrite = out == GradOut::Overwrite;
     const RowGroups rg = row_groups(C, {dx, dout, x, weight});
     if (rg.K > 0) {
       with_row_vectors(rg.K, [&](auto k) {
         layernorm_dx_rows_kernel<decltype(k)::value>
-            <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C, rg.G);
+            <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C, rg.G,
+                                                               overwrite);
       });
     } else {
-      layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C);
+      layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C,
+                                                                           overwrite);
     }
     MM_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
   }
@@ -473,18 +481,18 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s) {
+                              Stream s, GradOut out) {
   if (N <= 0 || (!dx && !dweight && !dbias)) return;
   const ChannelScratch sc = take_scratch(N, C, 3);
   float *a = dx ? sc.rows : nullptr, *b = sc.rows + C, *d = sc.rows + 2 * C;
   channel_sums(sc, N, C, GradTerm{dout, x, mean, C},
                FinishTrainBackward{dweight, dbias, a, b, d, weight, mean, rstd, N}, s);
-  if (dx) launch_add_affine2(dx, dout, x, a, b, d, N, C, s);
+  if (dx) launch_add_affine2(dx, dout, x, a, b, d, N, C, out, s);
 }
 
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s) {
+                             int64_t C, Stream s, GradOut out) {
   if (N <= 0) return;
   const ChannelScratch sc = take_scratch(N, C, 1);
   if (dweight || dbias)
@@ -493,7 +501,7 @@ void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const floa
   if (!dx) return;
   eval_dx_scale_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.rows, running_var, weight, C);
   MM_CUDA_CHECK_LAUNCH("eval_dx_scale_kernel");
-  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, N, C, s);
+  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, N, C, out, s);
 }
 
 }  // namespace mm::cuda

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -121,7 +122,7 @@ struct GpuScan {
                              workspace.as<float>(), kDefaultStream);
     return from_gpu(out);
   }
-  Grads backward(const Grads& init) {
+  Grads backward(const Grads& init, cuda::GradOut du_out = cuda::GradOut::Accumulate) {
     std::vector<Tensor> g;
     for (const auto& v : init) g.push_back(to_gpu(v, DType::F32));
     cuda::ScanTrainGrads dg;
@@ -131,7 +132,7 @@ struct GpuScan {
     dg.A_logs = g[4].as<float>();
     dg.Ds = g[5].as<float>();
     cuda::scan_train_backward(shape, u.as<float>(), weights(), dout.as<float>(), g[0].as<float>(), dg,
-                              states.as<float>(), workspace.as<float>(), kDefaultStream);
+                              states.as<float>(), workspace.as<float>(), kDefaultStream, du_out);
     Grads result;
     for (const Tensor& t : g) result.push_back(from_gpu(t));
     return result;
@@ -254,6 +255,22 @@ TEST_CASE("cuda train op: ss2d scan forward and backward are bit-for-bit determi
   for (size_t i = 0; i < g1.size(); ++i) {
     INFO(kGradNames[i]);
     CHECK(same_bits(g1[i], g2[i]));
+  }
+}
+
+TEST_CASE("cuda train op: ss2d scan backward with GradOut::Overwrite writes du as adding into zeros does") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  const SS2DScanShape s{2, 9, 7, 72, 16, 5};
+  GpuScan gpu(make_problem(s, 6));
+  gpu.forward();
+  const Grads added = gpu.backward(zero_grads(s));
+  Grads nan_du = zero_grads(s);  // a du element left unwritten stays NaN
+  std::fill(nan_du[0].begin(), nan_du[0].end(), std::numeric_limits<float>::quiet_NaN());
+  const Grads written = gpu.backward(nan_du, cuda::GradOut::Overwrite);
+  check_nmse("du", written[0], added[0], 0.0);
+  for (size_t i = 1; i < added.size(); ++i) {
+    INFO(kGradNames[i]);
+    CHECK(same_bits(written[i], added[i]));
   }
 }
 

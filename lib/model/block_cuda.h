@@ -48,7 +48,8 @@ int64_t block_cuda_scratch_floats(const BlockDims& d);
 // out, x: (B,H,W,C) device; out must not alias x. w: pointers into the device parameters.
 void block_forward_cuda(float* out, const float* x, const BlockWeights& w, BlockActsCuda& a, const BlockDims& d,
                         const BlockContextCuda& ctx);
-// Accumulates dx (B,H,W,C) and the gradients g (pointers into the device gradient buffer).
+// Writes dx (B,H,W,C) (its old contents are ignored) and accumulates the gradients g
+// (pointers into the device gradient buffer).
 // x: the block's input that forward saw, still unchanged.
 void block_backward_cuda(float* dx, const float* dout, const float* x, const BlockWeights& w, const BlockWeights& g,
                          BlockActsCuda& a, const BlockDims& d, const BlockContextCuda& ctx);

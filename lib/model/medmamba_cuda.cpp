@@ -391,9 +391,9 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
 
   const int64_t ns = cfg.num_stages();
   const BlockDims last = stage_dims(cfg, ns - 1, B, S);
-  float* dpooled = zeroed(a.dpooled, B * last.C);
+  float* dpooled = F(a.dpooled);
   c::linear_backward(dpooled, m.g("head.weight"), m.g("head.bias"), dlogits, F(a.pooled), m.w("head.weight"), B,
-                     last.C, K, s);
+                     last.C, K, s, c::GradOut::Overwrite);
 
   // grad_bufs[0] and [1] ping-pong through the blocks and the patch mergings.
   Tensor* dcur = &a.grad_bufs[0];
@@ -412,7 +412,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       ctx.stream = s;
       ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
       const std::string prefix = block_prefix(i, j);
-      block_backward_cuda(zeroed(*dnext, d.P() * d.C), F(*dcur), F(st.xs[size_t(j)]),
+      block_backward_cuda(F(*dnext), F(*dcur), F(st.xs[size_t(j)]),
                           block_weights(F(m.params), m.table, prefix),
                           block_weights(F(m.grads), m.table, prefix), st.blocks[size_t(j)], d, ctx);
       std::swap(dcur, dnext);
@@ -428,11 +428,11 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       c::patch_gather_forward(gathered, F(prev.xs.back()), B, dp.H, dp.W, Cp, s);
       c::layernorm_forward(merged_ln, nullptr, nullptr, gathered, m.w(p + "norm.weight"), m.w(p + "norm.bias"), Pi,
                            4 * Cp, s);
-      c::memset_zero_async(dln, size_t(2 * n) * sizeof(float), s);
       c::linear_backward(dln, m.g(p + "reduction.weight"), nullptr, F(*dcur), merged_ln, m.w(p + "reduction.weight"),
-                         Pi, 4 * Cp, 2 * Cp, s);
+                         Pi, 4 * Cp, 2 * Cp, s, c::GradOut::Overwrite);
       c::layernorm_backward(dgathered, m.g(p + "norm.weight"), m.g(p + "norm.bias"), dln, gathered,
-                            m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s);
+                            m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s,
+                            c::GradOut::Overwrite);
       c::patch_gather_backward(zeroed(*dnext, dp.P() * Cp), dgathered, B, dp.H, dp.W, Cp, s);
       std::swap(dcur, dnext);
     }
@@ -441,10 +441,10 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   const c::ConvShape pe = patch_embed_shape(cfg, B, S);
   const int64_t P0 = B * pe.out_h() * pe.out_w();
   float *dembed = F(a.block_scratch), *image_nhwc = dembed + P0 * cfg.dims[0];
-  c::memset_zero_async(dembed, size_t(P0 * cfg.dims[0]) * sizeof(float), s);
   c::nchw_to_nhwc(image_nhwc, F(a.images), B, cfg.in_chans, S, S, s);
   c::layernorm_backward(dembed, m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(*dcur), F(a.embed),
-                        m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s);
+                        m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s,
+                        c::GradOut::Overwrite);
   Tensor dimg_nhwc;
   if (want_input_grad) dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
   c::conv2d_backward(want_input_grad ? F(dimg_nhwc) : nullptr, m.g("patch_embed.proj.weight"),
