@@ -48,15 +48,6 @@ __device__ __forceinline__ void store(float* p, const Vec<K>& r) {
   }
 }
 
-// to[k] += from[k] for k < K.
-template <int K>
-__device__ __forceinline__ void accumulate(float* to, const float* from) {
-  Vec<K> o = load<K>(to);
-  const Vec<K> a = load<K>(from);
-  for (int k = 0; k < K; ++k) o.v[k] += a.v[k];
-  store<K>(to, o);
-}
-
 // A backward op's gradient output: p[k] = v[k] (GradOut::Overwrite) or p[k] += v[k], k < K.
 template <int K>
 __device__ __forceinline__ void put_grad(float* p, Vec<K> v, bool overwrite) {
@@ -65,6 +56,12 @@ __device__ __forceinline__ void put_grad(float* p, Vec<K> v, bool overwrite) {
     for (int k = 0; k < K; ++k) v.v[k] = o.v[k] + v.v[k];
   }
   store<K>(p, v);
+}
+
+// to[k] += from[k] for k < K.
+template <int K>
+__device__ __forceinline__ void accumulate(float* to, const float* from) {
+  put_grad<K>(to, load<K>(from), false);
 }
 
 // Calls f.run<K>(i) for i = 0, K, 2K, ... < n (n a multiple of K).
@@ -298,7 +295,8 @@ void gate_forward(float* g, const float* yn, const float* z, int64_t n, Stream s
 void gate_backward(float* dyn, float* dz, const float* dg, const float* yn, const float* z, int64_t n, Stream s,
                    GradOut out) {
   if (dyn || dz)
-    for_each(n, aligned16(dyn, dz, dg, yn, z), s, "gate_backward", GateBackward{dyn, dz, dg, yn, z, out == GradOut::Overwrite});
+    for_each(n, aligned16(dyn, dz, dg, yn, z), s, "gate_backward",
+             GateBackward{dyn, dz, dg, yn, z, out == GradOut::Overwrite});
 }
 void add_inplace(float* out, const float* x, int64_t n, Stream s) {
   for_each(n, aligned16(out, x), s, "add_inplace", AddInplace{out, x});
