@@ -8,6 +8,7 @@
 // launch error is checked (mm::Error naming the kernel).
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,7 +28,8 @@ enum class GradOut { Accumulate, Overwrite };
 // ---------------------------------------------------------------------------
 // Runtime
 
-Stream stream_create();
+Stream stream_create();           // does not wait for, nor hold up, the legacy stream
+Stream stream_create_blocking();  // ordered with the legacy stream (Tensor copies, cudaMemset), both ways
 void stream_destroy(Stream s);
 void stream_sync(Stream s);
 void copy_async(void* dst, const void* src, size_t bytes, Stream s);  // any direction
@@ -64,6 +66,9 @@ class CapturedGraph {
   ~CapturedGraph();
   void begin_capture(Stream s);
   void end_capture(Stream s);  // instantiates
+  // begin_capture, record(), end_capture. When record throws, the capture is ended and
+  // dropped (the stream stays usable, nothing recorded ran) and the exception goes on.
+  void capture(Stream s, const std::function<void()>& record);
   void launch(Stream s);
   bool ready() const;
   void reset();

@@ -18,4 +18,8 @@ void* reduction_scratch(int64_t bytes);
 // ops that call GEMMs may do while they hold reduction_scratch.
 void* gemm_operand_scratch(int64_t bytes);
 
+// Counts the scratch buffers' reallocations, on every thread: a CUDA graph that captured their
+// addresses is stale once it changes.
+uint64_t scratch_generation();
+
 }  // namespace mm::cuda

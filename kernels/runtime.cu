@@ -10,6 +10,12 @@ Stream stream_create() {
   return s;
 }
 
+Stream stream_create_blocking() {
+  cudaStream_t s = nullptr;
+  MM_CUDA_CHECK(cudaStreamCreate(&s));
+  return s;
+}
+
 void stream_destroy(Stream s) {
   if (s) cudaStreamDestroy(s);  // a destructor path: nothing useful to do on failure
 }
@@ -99,6 +105,20 @@ void CapturedGraph::begin_capture(Stream s) {
 void CapturedGraph::end_capture(Stream s) {
   MM_CUDA_CHECK(cudaStreamEndCapture(s, &impl_->graph));
   MM_CUDA_CHECK(cudaGraphInstantiate(&impl_->exec, impl_->graph, 0));
+}
+
+void CapturedGraph::capture(Stream s, const std::function<void()>& record) {
+  begin_capture(s);
+  try {
+    record();
+  } catch (...) {
+    cudaGraph_t partial = nullptr;
+    if (cudaStreamEndCapture(s, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+    cudaGetLastError();  // an invalidated capture leaves its error behind: it is the exception's
+    reset();
+    throw;
+  }
+  end_capture(s);
 }
 
 void CapturedGraph::launch(Stream s) {

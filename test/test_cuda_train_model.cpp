@@ -3,6 +3,7 @@
 // The CPU backend is itself held to PyTorch by test_train_step.cpp on the same fixture;
 // here the GPU step is also compared with PyTorch's directly.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "model/medmamba.h"
@@ -237,4 +238,42 @@ TEST_CASE("cuda train model: the same seed and data give bit-identical weights a
   CHECK(std::memcmp(finals[0].data(), finals[1].data(), finals[0].nbytes()) == 0);
   // And they moved: three steps at lr 1e-3 change every trained tensor.
   CHECK(std::memcmp(finals[0].data(), cpu.params().data(), finals[0].nbytes()) != 0);
+}
+
+TEST_CASE("cuda train model: steps replayed as CUDA graphs give the eager steps' bits, across batch sizes") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  StepFixture fx;
+  fx.cfg.drop_path_rate = 0.2f;
+  MedMamba cpu = fx.cpu_model();
+  const Tensor& images = fx.f.at("images");
+  const int64_t* labels = fx.f.at("labels").as<int64_t>();
+  const int64_t B = images.dim(0);
+  REQUIRE(B >= 2);
+  const Tensor fewer = images.slice_view(0, {B - 1, images.dim(1), images.dim(2), images.dim(3)});
+  // Full batches run eagerly, are captured, replay; the short batch reallocates the activations
+  // (dropping the graphs); then full batches again: eager, captured, replayed.
+  const std::vector<const Tensor*> batches = {&images, &images, &images, &fewer, &images, &images, &images};
+  for (GemmMath math : {GemmMath::FP32, GemmMath::BF16}) {
+    CAPTURE(int(math));
+    std::vector<Tensor> finals;
+    std::vector<std::vector<float>> losses(2);
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      setenv("MM_TRAIN_GRAPHS", graphs ? "1" : "0", 1);
+      MedMambaCudaOptions o;
+      o.math = math;
+      auto gpu = MedMambaCuda::copy_of(cpu, o);
+      unsetenv("MM_TRAIN_GRAPHS");
+      AdamW opt(gpu->table(), AdamWOptions{}, Device::CUDA);
+      for (size_t step = 0; step < batches.size(); ++step) {
+        gpu->seed_drop_path(uint64_t(2000 + step));
+        losses[size_t(graphs)].push_back(forward_backward(*gpu, *batches[step], labels, fx.ce()));
+        clip_grad_norm(gpu->grads(), gpu->table(), 1.0);
+        opt.step(gpu->params(), gpu->grads(), 1e-3f);
+        gpu->params_changed();
+      }
+      finals.push_back(gpu->params().to(Device::CPU));
+    }
+    CHECK(losses[0] == losses[1]);
+    CHECK(std::memcmp(finals[0].data(), finals[1].data(), finals[0].nbytes()) == 0);
+  }
 }

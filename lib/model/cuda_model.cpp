@@ -460,17 +460,7 @@ Tensor CudaMedMamba::forward_device(const Tensor& images) {
     m.run_layers();
     m.ran_eagerly = true;
   } else {
-    if (!m.graph.ready()) {
-      m.graph.begin_capture(m.stream);
-      try {
-        m.run_layers();
-      } catch (...) {
-        try { m.graph.end_capture(m.stream); } catch (...) {}  // leave the stream usable
-        m.graph.reset();
-        throw;
-      }
-      m.graph.end_capture(m.stream);
-    }
+    if (!m.graph.ready()) m.graph.capture(m.stream, [&] { m.run_layers(); });
     m.graph.launch(m.stream);
   }
   return Tensor::wrap(m.ws.logits, {B, cfg.num_classes}, DType::F32, Device::CUDA);

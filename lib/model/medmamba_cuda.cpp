@@ -57,16 +57,20 @@ std::string MedMambaCuda::device_name() const { no_cuda(); }
 
 #include <algorithm>
 #include <cstdio>
+#include <numeric>
 #include <optional>
 
 #include "cuda_ops.h"
 #include "cuda_train_gemm_conv.h"
 #include "cuda_train_ops.h"
 #include "model/block_cuda.h"
+#include "model/medmamba_cuda_step.h"
 
 namespace mm {
 
 namespace c = cuda;
+using cuda_step::PinnedUpload;
+using cuda_step::StepGraphs;
 
 namespace {
 
@@ -76,7 +80,6 @@ float* F(Tensor& t) { return t.as<float>(); }
 struct StageActsCuda {
   std::vector<Tensor> xs;              // depth+1 (P,C): block inputs, then the stage output
   std::vector<BlockActsCuda> blocks;   // one per block when kept; one shared otherwise
-  std::vector<Tensor> drop_scale;      // (B) per block, training only
   Tensor merge_mean, merge_rstd;       // the LayerNorm of the patch merging after this stage
 };
 
@@ -84,6 +87,7 @@ struct ModelActsCuda {
   int64_t B = -1, S = -1;
   bool train = false, keep = false;
   Tensor images, embed, embed_mean, embed_rstd;
+  Tensor drop_scales;                  // (blocks, B): training's drop-path factors, block after block
   std::vector<StageActsCuda> stages;
   Tensor pooled, logits, block_scratch;
   // The convolutions' and the scan's workspace: no op holds it past its return, and ops run
@@ -117,6 +121,7 @@ template <class Alloc>
 void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep,
                    Alloc&& alloc) {
   a.images = alloc(B * cfg.in_chans * S * S);
+  if (train) a.drop_scales = alloc(cfg.num_blocks() * B);
   const int64_t side0 = S / 4, P0 = B * side0 * side0;
   a.embed = alloc(P0 * cfg.dims[0]);
   a.embed_mean = alloc(P0);
@@ -129,8 +134,6 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
     const int64_t P = d.P(), C = d.C;
     for (int64_t j = 0; j <= cfg.depths[i]; ++j) st.xs.push_back(alloc(P * C));
     st.blocks.resize(keep ? size_t(cfg.depths[i]) : 1);
-    if (train)
-      for (int64_t j = 0; j < cfg.depths[i]; ++j) st.drop_scale.push_back(alloc(B));
     if (i + 1 < cfg.num_stages()) {
       st.merge_mean = alloc(P / 4);
       st.merge_rstd = alloc(P / 4);
@@ -183,13 +186,15 @@ void check_fits(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool k
               (fits > 0 ? "a batch of " + std::to_string(fits) + " fits" : "not even one image fits"));
 }
 
-void allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
-  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return;
+// Returns whether it (re)allocated: the buffers' addresses changed.
+bool allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+  if (a.B == B && a.S == S && a.train == train && a.keep == keep) return false;
   const int64_t held = a.B > 0 ? activation_floats(cfg, a.B, a.S, a.train, a.keep) : 0;
   check_fits(cfg, B, S, train, keep, held);
   a = ModelActsCuda{};
   a.B = B; a.S = S; a.train = train; a.keep = keep;
   model_buffers(a, cfg, B, S, train, keep, device_floats);
+  return true;
 }
 
 }  // namespace
@@ -210,7 +215,12 @@ struct MedMambaCuda::Impl {
   std::mt19937_64 rng{0};
   std::unique_ptr<CudaMedMamba> fast;  // the eval engine, built on demand
   bool fast_stale = false;             // its weights predate the parameters: reload them
-  c::Stream stream = nullptr;          // the legacy stream: Tensor copies order after the kernels
+  // A blocking stream: ordered with the legacy stream, where Tensor copies, zero_grad and the
+  // optimiser run, and unlike the legacy stream it can be captured into a graph.
+  c::Stream stream = nullptr;
+  StepGraphs graphs;
+  PinnedUpload image_upload, scale_upload;
+  std::vector<float> drop_scales;      // (blocks, B), drawn on the host before a train forward
 
   Tensor params_bf16;                  // GemmMath::BF16: the parameters rounded to bf16 (device)
 
@@ -229,6 +239,17 @@ struct MedMambaCuda::Impl {
   }
   float* w(const std::string& name) { return F(params) + table.at(name).offset; }
   float* g(const std::string& name) { return F(grads) + table.at(name).offset; }
+
+  void forward_kernels();
+  void backward_kernels(float* dimg_nhwc);
+
+  Impl() = default;
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl() {
+    graphs.drop();
+    c::stream_destroy(stream);
+  }
 };
 
 MedMambaCuda::MedMambaCuda(ModelConfig cfg, MedMambaCudaOptions opts) : impl_(std::make_unique<Impl>()) {
@@ -237,6 +258,7 @@ MedMambaCuda::MedMambaCuda(ModelConfig cfg, MedMambaCudaOptions opts) : impl_(st
                                               std::to_string(c::kScanStates) + ", the model has " +
                                               std::to_string(cfg.d_state));
   Impl& m = *impl_;
+  m.stream = c::stream_create_blocking();
   m.opts = opts;
   m.cfg = std::move(cfg);
   m.table = ParamTable::for_config(m.cfg);
@@ -305,27 +327,49 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   keep_for_backward = keep_for_backward || train;
   const int64_t B = images.dim(0), S = check_forward_input(cfg, images);
   if (m.opts.fast_eval && !train && !keep_for_backward) return eval_engine().forward(images);
-  const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
   ModelActsCuda& a = m.acts;
-  allocate_acts(a, cfg, B, S, train, keep_for_backward);
-  std::optional<c::Bf16TwinScope> twin;
-  m.bf16_weights(twin, true);
+  if (allocate_acts(a, cfg, B, S, train, keep_for_backward)) m.graphs.drop();
   const c::Stream s = m.stream;
-  a.images.reshape(images.shape()).copy_from(images);
+  if (images.device() == Device::CPU)
+    m.image_upload.upload(F(a.images), images.f32(), images.numel(), s);
+  else
+    c::copy_async(F(a.images), images.data(), size_t(images.numel()) * sizeof(float), s);
+  if (train) {  // every block's factors in one upload: a copy per block would wait for the stream each time
+    m.drop_scales.resize(size_t(cfg.num_blocks() * B));
+    for (int64_t k = 0; k < cfg.num_blocks(); ++k) draw_drop_path(&m.drop_scales[size_t(k * B)], B, cfg, k, m.rng);
+    m.scale_upload.upload(F(a.drop_scales), m.drop_scales.data(), cfg.num_blocks() * B, s);
+    for (int64_t& n : m.batches_tracked) ++n;  // every BatchNorm (three a block) sees the batch
+    m.graphs.run(m.graphs.forward, s, [&] { m.forward_kernels(); });
+  } else {
+    m.forward_kernels();
+  }
+  Tensor logits = Tensor::empty({B, cfg.num_classes});
+  logits.copy_from(a.logits.slice_view(0, {B, cfg.num_classes}));
+  return logits;
+}
+
+// The forward of the batch in acts.images, as queued on the stream (and captured into the
+// step's graph): nothing here may depend on host state that changes from step to step.
+void MedMambaCuda::Impl::forward_kernels() {
+  ModelActsCuda& a = acts;
+  const int64_t B = a.B, S = a.S;
+  const bool train = a.train, keep_for_backward = a.keep;
+  const c::GemmComputeScope math(gemm_compute_of(opts.math));
+  std::optional<c::Bf16TwinScope> twin;
+  bf16_weights(twin, true);
+  const c::Stream s = stream;
 
   // Patch embedding: (B,Cin,S,S) -> (B,S/4,S/4,C0). The scratch is free until the first block.
   float* image_nhwc = F(a.block_scratch);
   c::nchw_to_nhwc(image_nhwc, F(a.images), B, cfg.in_chans, S, S, s);
   const c::ConvShape pe = patch_embed_shape(cfg, B, S);
-  c::conv2d_forward(F(a.embed), image_nhwc, m.w("patch_embed.proj.weight"), m.w("patch_embed.proj.bias"), pe,
+  c::conv2d_forward(F(a.embed), image_nhwc, w("patch_embed.proj.weight"), w("patch_embed.proj.bias"), pe,
                     F(a.op_workspace), s);
   const int64_t P0 = B * pe.out_h() * pe.out_w();
   c::layernorm_forward(F(a.stages[0].xs[0]), F(a.embed_mean), F(a.embed_rstd), F(a.embed),
-                       m.w("patch_embed.norm.weight"), m.w("patch_embed.norm.bias"), P0, cfg.dims[0], s);
+                       w("patch_embed.norm.weight"), w("patch_embed.norm.bias"), P0, cfg.dims[0], s);
 
   int64_t block_index = 0;
-  size_t bn_counter = 0;
-  std::vector<float> scale(size_t(B), 1.f);
   for (int64_t i = 0; i < cfg.num_stages(); ++i) {
     StageActsCuda& st = a.stages[size_t(i)];
     const BlockDims d = stage_dims(cfg, i, B, S);
@@ -337,17 +381,10 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
       ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
-      if (train) {
-        draw_drop_path(scale.data(), B, cfg, block_index, m.rng);
-        Tensor& dev = st.drop_scale[size_t(j)];
-        dev.copy_from(Tensor::wrap(scale.data(), {B}));
-        ctx.drop_scale = F(dev);
-        for (int k = 0; k < 3; ++k) ++m.batches_tracked[bn_counter + size_t(k)];
-      }
-      bn_counter += 3;
+      if (train) ctx.drop_scale = F(a.drop_scales) + block_index * B;
       BlockActsCuda& ba = st.blocks[keep_for_backward ? size_t(j) : 0];
       const std::string prefix = block_prefix(i, j);
-      block_forward_cuda(F(st.xs[size_t(j) + 1]), F(st.xs[size_t(j)]), block_weights(F(m.params), m.table, prefix),
+      block_forward_cuda(F(st.xs[size_t(j) + 1]), F(st.xs[size_t(j)]), block_weights(F(params), table, prefix),
                          ba, d, ctx);
     }
     if (i + 1 < cfg.num_stages()) {
@@ -355,19 +392,16 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
       const int64_t Pi = d.P(), C = d.C;
       float *gathered = F(a.block_scratch), *merged_ln = gathered + Pi * C;  // free between blocks
       c::patch_gather_forward(gathered, F(st.xs.back()), B, d.H, d.W, C, s);
-      c::layernorm_forward(merged_ln, F(st.merge_mean), F(st.merge_rstd), gathered, m.w(p + "norm.weight"),
-                           m.w(p + "norm.bias"), Pi / 4, 4 * C, s);
-      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), merged_ln, m.w(p + "reduction.weight"), nullptr, Pi / 4,
+      c::layernorm_forward(merged_ln, F(st.merge_mean), F(st.merge_rstd), gathered, w(p + "norm.weight"),
+                           w(p + "norm.bias"), Pi / 4, 4 * C, s);
+      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), merged_ln, w(p + "reduction.weight"), nullptr, Pi / 4,
                         4 * C, 2 * C, s);
     }
   }
 
   const BlockDims last = stage_dims(cfg, cfg.num_stages() - 1, B, S);
   c::avgpool_forward(F(a.pooled), F(a.stages.back().xs.back()), B, last.H * last.W, last.C, s);
-  c::linear_forward(F(a.logits), F(a.pooled), m.w("head.weight"), m.w("head.bias"), B, last.C, cfg.num_classes, s);
-  Tensor logits = Tensor::empty({B, cfg.num_classes});
-  logits.copy_from(a.logits.slice_view(0, {B, cfg.num_classes}));
-  return logits;
+  c::linear_forward(F(a.logits), F(a.pooled), w("head.weight"), w("head.bias"), B, last.C, cfg.num_classes, s);
 }
 
 Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) {
@@ -378,12 +412,34 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   const int64_t B = a.B, S = a.S, K = cfg.num_classes;
   MM_CHECK(dlogits_host.numel() == B * K, "backward: dlogits shape " + shape_str(dlogits_host.shape()) +
                                               " does not match the forward batch");
-  const c::Stream s = m.stream;
-  const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
-  std::optional<c::Bf16TwinScope> twin;
-  m.bf16_weights(twin, false);  // as its forward rounded them: the parameters have not changed since
-  float* dlogits = F(a.dlogits);
   a.dlogits.copy_from(dlogits_host.reshape({B * K}));
+  const c::Stream s = m.stream;
+  if (want_input_grad) {
+    Tensor dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
+    m.backward_kernels(F(dimg_nhwc));
+    Tensor dimg = device_floats(B * cfg.in_chans * S * S);
+    c::nhwc_to_nchw(F(dimg), F(dimg_nhwc), B, S, S, cfg.in_chans, s);
+    return dimg.reshape({B, cfg.in_chans, S, S}).to(Device::CPU);
+  }
+  if (a.train)
+    m.graphs.run(m.graphs.backward, s, [&] { m.backward_kernels(nullptr); });
+  else
+    m.backward_kernels(nullptr);
+  c::stream_sync(s);  // surface asynchronous faults here, naming backward
+  return Tensor();
+}
+
+// Backward from acts.dlogits into the gradients and, when dimg_nhwc is given, the input's
+// gradient (channels-last, added into it), as queued on the stream (and captured into the
+// step's graph).
+void MedMambaCuda::Impl::backward_kernels(float* dimg_nhwc) {
+  ModelActsCuda& a = acts;
+  const int64_t B = a.B, S = a.S, K = cfg.num_classes;
+  const c::Stream s = stream;
+  const c::GemmComputeScope math(gemm_compute_of(opts.math));
+  std::optional<c::Bf16TwinScope> twin;
+  bf16_weights(twin, false);  // as its forward rounded them: the parameters have not changed since
+  float* dlogits = F(a.dlogits);
   auto zeroed = [&](Tensor& t, int64_t n) {
     c::memset_zero_async(t.data(), size_t(n) * sizeof(float), s);
     return F(t);
@@ -392,7 +448,7 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   const int64_t ns = cfg.num_stages();
   const BlockDims last = stage_dims(cfg, ns - 1, B, S);
   float* dpooled = F(a.dpooled);
-  c::linear_backward(dpooled, m.g("head.weight"), m.g("head.bias"), dlogits, F(a.pooled), m.w("head.weight"), B,
+  c::linear_backward(dpooled, g("head.weight"), g("head.bias"), dlogits, F(a.pooled), w("head.weight"), B,
                      last.C, K, s, c::GradOut::Overwrite);
 
   // grad_bufs[0] and [1] ping-pong through the blocks and the patch mergings.
@@ -410,11 +466,12 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
       ctx.stream = s;
-      ctx.drop_scale = a.train ? F(st.drop_scale[size_t(j)]) : nullptr;
+      const int64_t block_index = std::accumulate(cfg.depths.begin(), cfg.depths.begin() + i, j);
+      ctx.drop_scale = a.train ? F(a.drop_scales) + block_index * B : nullptr;
       const std::string prefix = block_prefix(i, j);
       block_backward_cuda(F(*dnext), F(*dcur), F(st.xs[size_t(j)]),
-                          block_weights(F(m.params), m.table, prefix),
-                          block_weights(F(m.grads), m.table, prefix), st.blocks[size_t(j)], d, ctx);
+                          block_weights(F(params), table, prefix),
+                          block_weights(F(grads), table, prefix), st.blocks[size_t(j)], d, ctx);
       std::swap(dcur, dnext);
     }
     if (i > 0) {  // back through the patch merging that produced this stage's input
@@ -426,12 +483,12 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
       float *gathered = F(a.block_scratch), *merged_ln = gathered + n, *dln = gathered + 2 * n,
             *dgathered = gathered + 3 * n;
       c::patch_gather_forward(gathered, F(prev.xs.back()), B, dp.H, dp.W, Cp, s);
-      c::layernorm_forward(merged_ln, nullptr, nullptr, gathered, m.w(p + "norm.weight"), m.w(p + "norm.bias"), Pi,
+      c::layernorm_forward(merged_ln, nullptr, nullptr, gathered, w(p + "norm.weight"), w(p + "norm.bias"), Pi,
                            4 * Cp, s);
-      c::linear_backward(dln, m.g(p + "reduction.weight"), nullptr, F(*dcur), merged_ln, m.w(p + "reduction.weight"),
+      c::linear_backward(dln, g(p + "reduction.weight"), nullptr, F(*dcur), merged_ln, w(p + "reduction.weight"),
                          Pi, 4 * Cp, 2 * Cp, s, c::GradOut::Overwrite);
-      c::layernorm_backward(dgathered, m.g(p + "norm.weight"), m.g(p + "norm.bias"), dln, gathered,
-                            m.w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s,
+      c::layernorm_backward(dgathered, g(p + "norm.weight"), g(p + "norm.bias"), dln, gathered,
+                            w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s,
                             c::GradOut::Overwrite);
       c::patch_gather_backward(zeroed(*dnext, dp.P() * Cp), dgathered, B, dp.H, dp.W, Cp, s);
       std::swap(dcur, dnext);
@@ -442,21 +499,11 @@ Tensor MedMambaCuda::backward(const Tensor& dlogits_host, bool want_input_grad) 
   const int64_t P0 = B * pe.out_h() * pe.out_w();
   float *dembed = F(a.block_scratch), *image_nhwc = dembed + P0 * cfg.dims[0];
   c::nchw_to_nhwc(image_nhwc, F(a.images), B, cfg.in_chans, S, S, s);
-  c::layernorm_backward(dembed, m.g("patch_embed.norm.weight"), m.g("patch_embed.norm.bias"), F(*dcur), F(a.embed),
-                        m.w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s,
+  c::layernorm_backward(dembed, g("patch_embed.norm.weight"), g("patch_embed.norm.bias"), F(*dcur), F(a.embed),
+                        w("patch_embed.norm.weight"), F(a.embed_mean), F(a.embed_rstd), P0, cfg.dims[0], s,
                         c::GradOut::Overwrite);
-  Tensor dimg_nhwc;
-  if (want_input_grad) dimg_nhwc = Tensor::zeros({B * S * S * cfg.in_chans}, DType::F32, Device::CUDA);
-  c::conv2d_backward(want_input_grad ? F(dimg_nhwc) : nullptr, m.g("patch_embed.proj.weight"),
-                     m.g("patch_embed.proj.bias"), dembed, image_nhwc, m.w("patch_embed.proj.weight"), pe,
-                     F(a.op_workspace), s);
-  if (!want_input_grad) {
-    c::stream_sync(s);  // surface asynchronous faults here, naming backward
-    return Tensor();
-  }
-  Tensor dimg = device_floats(B * cfg.in_chans * S * S);
-  c::nhwc_to_nchw(F(dimg), F(dimg_nhwc), B, S, S, cfg.in_chans, s);
-  return dimg.reshape({B, cfg.in_chans, S, S}).to(Device::CPU);
+  c::conv2d_backward(dimg_nhwc, g("patch_embed.proj.weight"), g("patch_embed.proj.bias"), dembed, image_nhwc,
+                     w("patch_embed.proj.weight"), pe, F(a.op_workspace), s);
 }
 
 }  // namespace mm
