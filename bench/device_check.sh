@@ -4,13 +4,15 @@
 #   1. every CUDA test (mm-tests -tc='cuda*');
 #   2. MedMamba-T alone on the GPU: bf16 and fp32 (TF32) at batch 128, bf16 at batch 1;
 #   3. CPU thread scaling, 2 and 16 threads, with the CPU ceilings (bench/cpu_scaling.sh):
-#      float32 rows only, since those binaries are built without oneDNN (bf16/int8 read n/a).
+#      float32 rows only, since those binaries are built without oneDNN (bf16/int8 read n/a);
+#   4. ("train", not in the default steps) MedMamba-T training steps, batch 64, bf16, eager
+#      (MM_TRAIN_GRAPHS=0) and replayed as CUDA graphs (=1), alternating, twice.
 # Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md) and a summary to stdout.
 #
 #   bench/make_device_tests.sh        # here, first
 #   run(command="bash bench/device_check.sh", carry=[".device-data/bin.tar.xz"])
 #
-# STEPS="tests gpu" (or any subset of "tests gpu cpu") skips the rest; about 1, 1 and 5
+# STEPS="tests gpu" (or any subset of "tests gpu cpu train") skips the rest; about 1, 1, 5 and 1
 # minutes on the H200 machine's 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,15 @@ if [[ $steps == *" gpu "* ]]; then
     echo "$line" >>"$out/gpu.txt"
     summary=$(sed -n 's/.*batch=\([0-9]*\).*precision=\([a-z0-9]*\).*ms\/iter=\([0-9.]*\) img\/s=\([0-9.]*\).*/T batch \1 \2: \3 ms, \4 img\/s/p' <<<"$line")
     [ -n "$summary" ] && echo "$summary" || { echo "mm-bench $args: $line"; status=1; }
+  done
+fi
+
+if [[ $steps == *" train "* ]]; then
+  for graphs in 0 1 0 1; do
+    line=$(MM_TRAIN_GRAPHS=$graphs "$bin/mm-bench" --device cuda --variant tiny --mode train --batch 64 \
+             --precision bf16 --iters 10 --warmup 3 2>&1 | tail -1)
+    echo "MM_TRAIN_GRAPHS=$graphs $line" >>"$out/train.txt"
+    echo "train T b64 bf16, MM_TRAIN_GRAPHS=$graphs: $(grep -o 'ms/iter=[0-9.]* img/s=[0-9.]*' <<<"$line" || echo "$line")"
   done
 fi
 
