@@ -37,7 +37,8 @@ class PinnedUpload {
     done_.synchronize();  // the last upload has left the staging buffer
     if (n > capacity_) {
       c::free_host_pinned(host_);
-      host_ = nullptr;
+      host_ = nullptr;  // a failed allocation below leaves an empty buffer, not a freed one
+      capacity_ = 0;
       host_ = static_cast<float*>(c::malloc_host_pinned(size_t(n) * sizeof(float)));
       capacity_ = n;
     }
