@@ -155,6 +155,20 @@ struct DwSilu {
   }
 };
 
+// out = bias + taps, and silu = SiLU(out) at the same offsets (a float32 buffer of out's layout):
+// training keeps both, the conv's output for SiLU's backward and its SiLU for the scan.
+struct DwStoreSilu {
+  float* silu;
+  template <class T, int V>
+  __device__ void operator()(T* out, int64_t i, const float (&acc)[V]) const {
+    store_pack(out + i, acc);
+    float o[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) o[v] = silu_f(to_f32(from_f32<T>(acc[v])));
+    store_pack(silu + i, o);
+  }
+};
+
 template <class TIn, class TOut, int V, class Epilogue>
 __global__ void dw3x3_kernel(TOut* __restrict__ out, int64_t ldo, const TIn* __restrict__ in, int64_t ldi,
                              DwWeights wt, const float* __restrict__ bias, int64_t rows, int H, int W, FastDivmod cv,

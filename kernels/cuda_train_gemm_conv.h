@@ -109,8 +109,9 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
                      GradOut out = GradOut::Accumulate);
 
 // Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
+// silu_out (B,H,W,C), if given: SiLU(out) from the same pass, the bits of silu_forward(out).
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
-                       int64_t W, int64_t C, Stream s);
+                       int64_t W, int64_t C, Stream s, float* silu_out = nullptr);
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s,
                         GradOut out = GradOut::Accumulate);

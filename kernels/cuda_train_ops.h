@@ -35,16 +35,19 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 
 // mean, rstd (C) overwritten (saved for backward); running_mean/var (C) updated in place
 // (running_var with the unbiased variance), both nullptr to skip.
+// relu: out = max(0, BatchNorm(x)) in the same pass (the bits of relu_forward after it); the
+// other forwards take it too.
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
                              const float* x, const float* weight, const float* bias, int64_t N, int64_t C,
-                             Stream s);
+                             Stream s, bool relu = false);
 // The train-mode output again, from the mean and rstd batchnorm_forward_train saved (no
 // running-statistic update): the same bits as its `out`, for backward passes that recompute
 // an activation instead of keeping it.
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
-                             const float* bias, int64_t N, int64_t C, Stream s);
+                             const float* bias, int64_t N, int64_t C, Stream s, bool relu = false);
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
-                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
+                            bool relu = false);
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                               Stream s, GradOut out = GradOut::Accumulate);
@@ -82,9 +85,23 @@ void split_halves_forward(float* left, float* right, const float* x, int64_t P, 
 // Overwrite needs both dleft and dright.
 void split_halves_backward(float* dx, const float* dleft, const float* dright, int64_t P, int64_t c, Stream s,
                            GradOut out = GradOut::Accumulate);
-void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s);
+// A block's end fused into its channel shuffle, each part optional: the residual x added to the
+// shuffled output (forward), or dout copied into its gradient dx (backward, overwriting it);
+// and drop path's factor sb_scale[b] (B device floats) on sb's rows of image b, per_image
+// elements (H·W·c) each, in both. The same bits as scale_rows, concat_shuffle and add_inplace
+// (or a copy) in turn.
+struct ShuffleResidual {
+  const float* x = nullptr;
+  float* dx = nullptr;
+  const float* sb_scale = nullptr;
+  int64_t per_image = 0;
+};
+// out (P,2c) = shuffle(l, sb): out[p, 2m] = l[p, m], out[p, 2m+1] = sb[p, m].
+void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s,
+                            const ShuffleResidual& r = {});
+// dl += dout's even channels, dsb += its odd ones (times sb_scale with r).
 void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
-                             GradOut out = GradOut::Accumulate);
+                             GradOut out = GradOut::Accumulate, const ShuffleResidual& r = {});
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
 void patch_gather_backward(float* dx, const float* dout, int64_t B, int64_t H, int64_t W, int64_t C, Stream s);
 void avgpool_forward(float* out, const float* x, int64_t B, int64_t P, int64_t C, Stream s);

@@ -314,9 +314,16 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
 }
 
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
-                       int64_t W, int64_t C, Stream s) {
+                       int64_t W, int64_t C, Stream s, float* silu_out) {
   check_dw_shape(B, H, W, C, "dwconv3x3_forward");
-  dw3x3(out, x, weight, bias, B, H, W, C, false, GradOut::Overwrite, s);
+  if (!silu_out) {
+    dw3x3(out, x, weight, bias, B, H, W, C, false, GradOut::Overwrite, s);
+    return;
+  }
+  MM_CHECK(reinterpret_cast<uintptr_t>(silu_out) % 16 == reinterpret_cast<uintptr_t>(out) % 16,
+           "dwconv3x3_forward: silu_out must be aligned as out is (it is written in out's vector width)");
+  launch_dw3x3(out, C, x, C, DwWeights{weight, 9, 1, false}, bias, B, H, W, C, DwStoreSilu{silu_out}, s,
+               "dw3x3_kernel (forward, with SiLU)");
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

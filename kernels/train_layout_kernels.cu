@@ -127,7 +127,7 @@ struct SiluForward {
   float* out; const float* x;
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> v = load<K>(x + i);
-    for (float& e : v.v) e = e / (1.f + expf(-e));
+    for (float& e : v.v) e = silu_f(e);
     store<K>(out + i, v);
   }
 };
@@ -154,7 +154,7 @@ struct GateForward {
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> y = load<K>(yn + i);
     const Vec<K> zz = load<K>(z + i);
-    for (int k = 0; k < K; ++k) y.v[k] *= zz.v[k] / (1.f + expf(-zz.v[k]));
+    for (int k = 0; k < K; ++k) y.v[k] *= silu_f(zz.v[k]);
     store<K>(g + i, y);
   }
 };
@@ -207,27 +207,43 @@ struct SplitHalvesBackward {  // overwrite: both halves given
     if (dright) put_grad<K>(dx + p * 2 * c + c + m, load<K>(dright + i), overwrite);
   }
 };
-// i runs over the (P,c) inputs: out[p, 2m] = l[p, m] and out[p, 2m+1] = sb[p, m] are out[2i], out[2i+1].
+// i runs over the (P,c) inputs: out[p, 2m] = l[p, m] and out[p, 2m+1] = sb[p, m] are out[2i], out[2i+1];
+// with ShuffleResidual's extras, sb's rows of image b times sb_scale[b] and x added. The products
+// are rounded before the sums (__fmul_rn: no contraction into an FMA), so the fused op gives
+// the bits of scale_rows, concat_shuffle and add_inplace in turn.
 struct ConcatShuffleForward {
-  float* out; const float *l, *sb;
+  float* out; const float *l, *sb; ShuffleResidual r;
   template <int K> __device__ void run(int64_t i) const {
-    const Vec<K> a = load<K>(l + i), b = load<K>(sb + i);
+    Vec<K> a = load<K>(l + i), b = load<K>(sb + i);
+    if (r.sb_scale) {
+      const float f = r.sb_scale[i / r.per_image];
+      for (float& e : b.v) e = __fmul_rn(e, f);
+    }
     Vec<2 * K> o;
     for (int k = 0; k < K; ++k) {
       o.v[2 * k] = a.v[k];
       o.v[2 * k + 1] = b.v[k];
     }
+    if (r.x) {
+      const Vec<2 * K> x = load<2 * K>(r.x + 2 * i);
+      for (int k = 0; k < 2 * K; ++k) o.v[k] = o.v[k] + x.v[k];
+    }
     store<2 * K>(out + 2 * i, o);
   }
 };
 struct ConcatShuffleBackward {
-  float *dl, *dsb; const float* dout; bool overwrite;
+  float *dl, *dsb; const float* dout; bool overwrite; ShuffleResidual r;
   template <int K> __device__ void run(int64_t i) const {
     const Vec<2 * K> d = load<2 * K>(dout + 2 * i);
+    if (r.dx) store<2 * K>(r.dx + 2 * i, d);
     Vec<K> l, sb;
     for (int k = 0; k < K; ++k) {
       l.v[k] = d.v[2 * k];
       sb.v[k] = d.v[2 * k + 1];
+    }
+    if (r.sb_scale) {
+      const float f = r.sb_scale[i / r.per_image];
+      for (float& e : sb.v) e = __fmul_rn(e, f);
     }
     if (dl) put_grad<K>(dl + i, l, overwrite);
     if (dsb) put_grad<K>(dsb + i, sb, overwrite);
@@ -315,13 +331,23 @@ void split_halves_backward(float* dx, const float* dleft, const float* dright, i
   for_each(P * c, c % 4 == 0 && aligned16(dx, dleft, dright), s, "split_halves_backward",
            SplitHalvesBackward{dx, dleft, dright, c, out == GradOut::Overwrite});
 }
-void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s) {
-  for_each(P * c, aligned16(out, l, sb), s, "concat_shuffle_forward", ConcatShuffleForward{out, l, sb});
+// K = 4 needs whole float4s of sb's rows within one image: per_image a multiple of 4.
+static bool shuffle_vec4(const ShuffleResidual& r) { return !r.sb_scale || r.per_image % 4 == 0; }
+static void check_shuffle_residual(const ShuffleResidual& r, int64_t P, int64_t c, const char* what) {
+  MM_CHECK(!r.sb_scale || (r.per_image > 0 && (P * c) % r.per_image == 0),
+           std::string(what) + ": sb_scale needs per_image, the (P,c) elements of one image");
+}
+void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s,
+                            const ShuffleResidual& r) {
+  check_shuffle_residual(r, P, c, "concat_shuffle_forward");
+  for_each(P * c, aligned16(out, l, sb, r.x) && shuffle_vec4(r), s, "concat_shuffle_forward",
+           ConcatShuffleForward{out, l, sb, r});
 }
 void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
-                             GradOut out) {
-  for_each(P * c, aligned16(dl, dsb, dout), s, "concat_shuffle_backward",
-           ConcatShuffleBackward{dl, dsb, dout, out == GradOut::Overwrite});
+                             GradOut out, const ShuffleResidual& r) {
+  check_shuffle_residual(r, P, c, "concat_shuffle_backward");
+  for_each(P * c, aligned16(dl, dsb, dout, r.dx) && shuffle_vec4(r), s, "concat_shuffle_backward",
+           ConcatShuffleBackward{dl, dsb, dout, out == GradOut::Overwrite, r});
 }
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {
   for_each(B * (H / 2) * (W / 2) * 4 * C, C % 4 == 0 && aligned16(out, x), s, "patch_gather_forward",

@@ -335,19 +335,23 @@ __global__ void eval_scale_shift_kernel(float* scale, float* shift, const float*
   shift[c] = (bias ? bias[c] : 0.f) - running_mean[c] * scale[c];
 }
 
-// out (n / C, C) = x * scale[c] + shift[c]; n < 2^31 (for_row_chunks).
+// out (n / C, C) = x * scale[c] + shift[c], then max(0, ·) with kRelu; n < 2^31 (for_row_chunks).
+template <bool kRelu>
 __global__ void scale_shift_kernel(float* out, const float* x, const float* scale, const float* shift, uint32_t n,
                                    FastDivmod C) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t c = C.mod(i, C.div(i));
-  out[i] = x[i] * scale[c] + shift[c];
+  const float v = x[i] * scale[c] + shift[c];
+  out[i] = kRelu ? (v > 0.f ? v : 0.f) : v;
 }
-void scale_shift(float* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C, Stream s) {
+void scale_shift(float* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C, bool relu,
+                 Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
-    scale_shift_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * C, scale, shift, n,
-                                                                   FastDivmod(uint32_t(C)));
+    auto* kernel = relu ? scale_shift_kernel<true> : scale_shift_kernel<false>;
+    kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * C, scale, shift, n,
+                                                      FastDivmod(uint32_t(C)));
     MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
   });
 }
@@ -447,7 +451,8 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 }
 
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
-                             const float* x, const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+                             const float* x, const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
+                             bool relu) {
   MM_CHECK(N > 1, "cuda batchnorm_forward_train: need more than one value per channel");
   // Two passes (mean, then centred squares) for a variance free of cancellation.
   const ChannelScratch sc = take_scratch(N, C, 2);
@@ -455,28 +460,28 @@ void batchnorm_forward_train(float* out, float* mean, float* rstd, float* runnin
   channel_sums(sc, N, C, SumTerm{x, C}, StoreMean{mean, N}, s);
   channel_sums(sc, N, C, CentredSquareTerm{x, mean, C},
                FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
-  scale_shift(out, x, scale, shift, N, C, s);
+  scale_shift(out, x, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
-                             const float* bias, int64_t N, int64_t C, Stream s) {
+                             const float* bias, int64_t N, int64_t C, Stream s, bool relu) {
   if (N <= 0) return;
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
   saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
-  scale_shift(out, x, scale, shift, N, C, s);
+  scale_shift(out, x, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
-                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s, bool relu) {
   if (N <= 0) return;
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
   eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
                                                                       weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
-  scale_shift(out, x, scale, shift, N, C, s);
+  scale_shift(out, x, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

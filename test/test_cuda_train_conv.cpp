@@ -16,6 +16,7 @@
 #ifdef MM_HAVE_CUDA
 
 #include "cuda_train_gemm_conv.h"
+#include "cuda_train_ops.h"
 #include "fast_divmod.h"
 #include "ops/conv2d.h"
 #include "ops/depthwise_conv.h"
@@ -350,6 +351,16 @@ void check_dwconv(int64_t B, int64_t H, int64_t W, int64_t C, uint32_t seed) {
     cuda::dwconv3x3_forward(gpu_f32(gout), gx.as<float>(), gw.as<float>(), with_bias ? gb.as<float>() : nullptr, B,
                             H, W, C, kDefaultStream);
     check_nmse("dwconv3x3 forward", from_gpu(gout), want, kElementNmse);
+
+    // With SiLU from the same pass (the training block's u): both outputs are the bits of the
+    // conv alone and of silu_forward after it.
+    Tensor fused = Tensor::empty({n}, DType::F32, Device::CUDA), fused_silu = Tensor::empty({n}, DType::F32, Device::CUDA);
+    Tensor silu_after = Tensor::empty({n}, DType::F32, Device::CUDA);
+    cuda::dwconv3x3_forward(gpu_f32(fused), gx.as<float>(), gw.as<float>(), with_bias ? gb.as<float>() : nullptr, B,
+                            H, W, C, kDefaultStream, gpu_f32(fused_silu));
+    cuda::silu_forward(gpu_f32(silu_after), gout.as<float>(), n, kDefaultStream);
+    check_same_bits("dwconv3x3 forward, fused with SiLU", from_gpu(fused), from_gpu(gout));
+    check_same_bits("dwconv3x3's SiLU output", from_gpu(fused_silu), from_gpu(silu_after));
   }
 
   GradBuffer dx(size_t(n), rng), dw(size_t(C * 9), rng), db(size_t(C), rng);
@@ -386,6 +397,11 @@ TEST_CASE("cuda train op: dwconv3x3 (C=40, 9x7, B=2) matches dwconv3x3_forward/b
 TEST_CASE("cuda train op: dwconv3x3 over many pixels (several partial-sum parts, C=48, 28x28, B=4) matches the CPU") {
   MM_REQUIRE_GPU_OR_SKIP();
   check_dwconv(4, 28, 28, 48, 42);
+}
+
+TEST_CASE("cuda train op: dwconv3x3 with C=6 (one channel a thread) matches the CPU") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  check_dwconv(2, 5, 6, 6, 44);
 }
 
 TEST_CASE("cuda train op: dwconv3x3 on a 1-pixel-wide image (every tap but the centre column clipped)") {

@@ -103,6 +103,14 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute
     Tensor again = dev_empty(N * C);
     cuda::batchnorm_forward_saved(again.as<float>(), in(tx), in(tmean), in(trstd), w_dev, b_dev, N, C, kStream);
     CHECK(same_bits(from_gpu(again), out1));
+    // With the ReLU fused (the block's BatchNorm + ReLU pairs): relu_forward's bits after either.
+    Tensor relu_after = dev_empty(N * C), fused = dev_empty(N * C), fused_stats = dev_empty(2 * C);
+    cuda::relu_forward(relu_after.as<float>(), in(again), N * C, kStream);
+    cuda::batchnorm_forward_saved(fused.as<float>(), in(tx), in(tmean), in(trstd), w_dev, b_dev, N, C, kStream, true);
+    CHECK(same_bits(from_gpu(fused), from_gpu(relu_after)));
+    cuda::batchnorm_forward_train(fused.as<float>(), fused_stats.as<float>(), fused_stats.as<float>() + C, nullptr,
+                                  nullptr, in(tx), w_dev, b_dev, N, C, kStream, true);
+    CHECK(same_bits(from_gpu(fused), from_gpu(relu_after)));
 
     const Tensor smean = dev(mean), srstd = dev(rstd);
     Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);
@@ -141,6 +149,10 @@ TEST_CASE("cuda train op: batchnorm eval forward and backward match the CPU op")
   Tensor tout = dev_empty(N * C);
   cuda::batchnorm_forward_eval(tout.as<float>(), in(tx), in(trm), in(trv), in(tw), in(tb), N, C, kStream);
   check_nmse("out", from_gpu(tout), out, kElementwise);
+  Tensor relu_after = dev_empty(N * C), fused = dev_empty(N * C);
+  cuda::relu_forward(relu_after.as<float>(), in(tout), N * C, kStream);
+  cuda::batchnorm_forward_eval(fused.as<float>(), in(tx), in(trm), in(trv), in(tw), in(tb), N, C, kStream, true);
+  CHECK(same_bits(from_gpu(fused), from_gpu(relu_after)));
 
   Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);
   const Vec gw0 = gw.result();
@@ -252,6 +264,48 @@ TEST_CASE("cuda train op: split_halves and concat_shuffle, forward and backward"
     dx_left_only.check("split dx (left only)", kElementwise);
     dl.check("shuffle dl", kElementwise);
     dr.check("shuffle ds", kElementwise);
+  }
+}
+
+// The block's end, fused (ShuffleResidual): drop path's factors on sb, the shuffle and the
+// residual in one pass, the bits of the three ops in turn; backward also copies dout to dx.
+// per_image = 7·7·c: a multiple of 4 (float4s) for c = 40, not for c = 6.
+TEST_CASE("cuda train op: concat_shuffle with the residual and drop path fused gives the unfused bits") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  std::mt19937 rng(18);
+  for (const int64_t c : {40, 6}) {
+    CAPTURE(c);
+    const int64_t B = 3, per = 7 * 7 * c, P = B * 7 * 7;
+    const Vec l = random_vector(size_t(P * c), rng), sb = random_vector(size_t(P * c), rng),
+              x = random_vector(size_t(P * 2 * c), rng), dout = random_vector(size_t(P * 2 * c), rng);
+    const Vec scale = {1.1111112f, 0.f, 1.1111112f};
+    const Tensor tl = dev(l), tx = dev(x), ts = dev(scale), tdout = dev(dout);
+
+    Tensor scaled = dev(sb), unfused = dev_empty(P * 2 * c), fused = dev_empty(P * 2 * c);
+    cuda::scale_rows(scaled.as<float>(), in(ts), B, per, kStream);
+    cuda::concat_shuffle_forward(unfused.as<float>(), in(tl), in(scaled), P, c, kStream);
+    cuda::add_inplace(unfused.as<float>(), in(tx), P * 2 * c, kStream);
+    const Tensor tsb = dev(sb);
+    cuda::ShuffleResidual r;
+    r.x = in(tx);
+    r.sb_scale = in(ts);
+    r.per_image = per;
+    cuda::concat_shuffle_forward(fused.as<float>(), in(tl), in(tsb), P, c, kStream, r);
+    CHECK(same_bits(from_gpu(fused), from_gpu(unfused)));
+
+    Tensor dl = dev_empty(P * c), ds = dev_empty(P * c), fdl = dev_empty(P * c), fds = dev_empty(P * c);
+    Tensor fdx = dev_empty(P * 2 * c);
+    cuda::concat_shuffle_backward(dl.as<float>(), ds.as<float>(), in(tdout), P, c, kStream, cuda::GradOut::Overwrite);
+    cuda::scale_rows(ds.as<float>(), in(ts), B, per, kStream);
+    cuda::ShuffleResidual rb;
+    rb.dx = fdx.as<float>();
+    rb.sb_scale = in(ts);
+    rb.per_image = per;
+    cuda::concat_shuffle_backward(fdl.as<float>(), fds.as<float>(), in(tdout), P, c, kStream, cuda::GradOut::Overwrite,
+                                  rb);
+    CHECK(same_bits(from_gpu(fdl), from_gpu(dl)));
+    CHECK(same_bits(from_gpu(fds), from_gpu(ds)));
+    CHECK(same_bits(from_gpu(fdx), dout));
   }
 }
 

@@ -73,21 +73,22 @@ int64_t block_cuda_scan_workspace_floats(const BlockDims& d) { return c::scan_tr
 
 int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 7 * d.C; }
 
+// relu: the ReLU after it in the same pass.
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean, float* rstd, int64_t P,
-                          int64_t ch, bool train, c::Stream s) {
+                          int64_t ch, bool train, bool relu, c::Stream s) {
   if (train)
-    c::batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s);
+    c::batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s, relu);
   else
-    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s);
+    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu);
 }
 
 // batchnorm_fwd's output again, from the statistics it saved (train) or the running ones.
 static void batchnorm_recompute(float* out, const float* x, const BatchNormWeights& w, const float* mean,
-                                const float* rstd, int64_t P, int64_t ch, bool train, c::Stream s) {
+                                const float* rstd, int64_t P, int64_t ch, bool train, bool relu, c::Stream s) {
   if (train)
-    c::batchnorm_forward_saved(out, x, mean, rstd, w.weight, w.bias, P, ch, s);
+    c::batchnorm_forward_saved(out, x, mean, rstd, w.weight, w.bias, P, ch, s, relu);
   else
-    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s);
+    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu);
 }
 
 // Writes dx (GradOut::Overwrite); accumulates the parameter gradients.
@@ -106,6 +107,19 @@ static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dou
 static void in_proj_half(float* out, const float* ln1, const BlockWeights& w, int half, const BlockDims& d,
                          c::Stream s) {
   c::linear_forward(out, ln1, w.in_proj + half * d.C * d.c(), nullptr, d.P(), d.c(), d.C, s);
+}
+
+// The block's end around its channel shuffle: the residual x (forward) or its gradient dx
+// (backward), and drop path's per-image factors on the SS2D branch in training.
+static c::ShuffleResidual block_end(const float* x, float* dx, const BlockDims& d, const BlockContextCuda& ctx) {
+  c::ShuffleResidual r;
+  r.x = x;
+  r.dx = dx;
+  if (ctx.train && ctx.drop_scale) {
+    r.sb_scale = ctx.drop_scale;
+    r.per_image = d.H * d.W * d.c();
+  }
+  return r;
 }
 
 // The scratch as seven (P,D) regions; a (P,c) buffer is half of one. Which activation lives
@@ -133,31 +147,27 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   float *xin = T[0], *z = T[1], *xconv = T[2], *u = T[3];
   in_proj_half(xin, ln1, w, 0, d, s);
   in_proj_half(z, ln1, w, 1, d, s);
-  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
-  c::silu_forward(u, xconv, P * D, s);
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   c::scan_train_forward(scan_shape(d), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
                         ctx.scan_workspace, s);
   float *yn = T[0], *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
   c::layernorm_forward(yn, F(a.on_mean), F(a.on_rstd), F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
   c::gate_forward(gated, yn, z, P * D, s);
   c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
-  if (ctx.train && ctx.drop_scale) c::scale_rows(sb, ctx.drop_scale, d.B, d.H * d.W * ch, s);
 
   // Convolution branch: (P,c) -> (P,c); relu runs in place.
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
   float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // yn, z are dead
-  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, s);
+  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, false, s);
   c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
-  batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
-  c::relu_forward(a3, a3, P * ch, s);
+  batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
-  batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
-  c::relu_forward(a6, a6, P * ch, s);
+  batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(l, a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
   c::relu_forward(l, l, P * ch, s);
 
-  c::concat_shuffle_forward(out, l, sb, P, ch, s);
-  c::add_inplace(out, x, P * D, s);
+  // out = shuffle(l, sb · drop factor) + x
+  c::concat_shuffle_forward(out, l, sb, P, ch, s, block_end(x, nullptr, d, ctx));
 }
 
 void block_backward_cuda(float* dx, const float* dout, const float* x, const BlockWeights& w, const BlockWeights& g,
@@ -167,9 +177,9 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   auto F = [](Tensor& t) { return t.as<float>(); };
   const BlockScratch T{ctx.scratch, P * D};
 
-  c::copy_async(dx, dout, size_t(P * D) * sizeof(float), s);  // the residual; both branches add to it
+  // dx = dout (the residual; both branches add to it); ds carries the drop factor.
   float *dl = T[4], *ds = T[4] + P * ch;
-  c::concat_shuffle_backward(dl, ds, dout, P, ch, s, kWrite);
+  c::concat_shuffle_backward(dl, ds, dout, P, ch, s, kWrite, block_end(nullptr, dx, d, ctx));
   float *left = T[5], *right = T[5] + P * ch;
   c::split_halves_forward(left, right, x, P, ch, s);
 
@@ -178,20 +188,18 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   // recomputed into T1 just before its backward (and the 1x1 conv's output l from it).
   const float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
   float *pa = T[0], *pb = T[0] + P * ch, *act = T[1], *l = T[1] + P * ch;
-  batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
-  c::relu_forward(act, act, P * ch, s);  // a6
+  batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);  // a6
   c::conv2d_forward(l, act, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
   c::relu_forward(l, l, P * ch, s);
   c::relu_backward(pa, dl, l, P * ch, s, kWrite);
   c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s, kWrite);
   c::relu_backward(pa, pb, act, P * ch, s, kWrite);
   batchnorm_bwd(pb, g.bn5, pa, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
-  batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
-  c::relu_forward(act, act, P * ch, s);  // a3
+  batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);  // a3
   c::conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
   c::relu_backward(pb, pa, act, P * ch, s, kWrite);
   batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
-  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, s);  // a0
+  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, false, s);  // a0
   c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, act, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
   batchnorm_bwd(pa, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, s);
   c::split_halves_backward(dx, pa, nullptr, P, ch, s);
@@ -199,7 +207,6 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   // SS2D branch. T5's left half (left) is dead: ln1 goes there.
   float* ln1 = T[5];
   c::layernorm_forward(ln1, nullptr, nullptr, right, w.ln1_w, w.ln1_b, P, ch, s);
-  if (ctx.train && ctx.drop_scale) c::scale_rows(ds, ctx.drop_scale, d.B, d.H * d.W * ch, s);
   float *z = T[0], *yn = T[1], *gated = T[2], *dg = T[3];
   in_proj_half(z, ln1, w, 1, d, s);
   c::layernorm_forward(yn, nullptr, nullptr, F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
@@ -212,8 +219,7 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
                         s, kWrite);
   float *xin = T[1], *xconv = T[2], *u = T[3];
   in_proj_half(xin, ln1, w, 0, d, s);
-  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s);
-  c::silu_forward(u, xconv, P * D, s);
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   float* du = T[4];  // dl, ds are dead
   c::scan_train_backward(scan_shape(d), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),

