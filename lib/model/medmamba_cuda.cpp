@@ -328,7 +328,12 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   const int64_t B = images.dim(0), S = check_forward_input(cfg, images);
   if (m.opts.fast_eval && !train && !keep_for_backward) return eval_engine().forward(images);
   ModelActsCuda& a = m.acts;
-  if (allocate_acts(a, cfg, B, S, train, keep_for_backward)) m.graphs.drop();
+  {
+    // The scan's workspace is smaller in bf16 (block_cuda.cpp's scan_shape reads the scope): it is
+    // sized under the same GemmComputeScope as the kernels run under.
+    const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
+    if (allocate_acts(a, cfg, B, S, train, keep_for_backward)) m.graphs.drop();
+  }
   const c::Stream s = m.stream;
   if (images.device() == Device::CPU)
     m.image_upload.upload(F(a.images), images.f32(), images.numel(), s);
