@@ -47,23 +47,36 @@ declared() { sed -n "s|^// fuzz-$1:||p" "$2" | tr '\n' ' '; }
 
 rm -rf "$BUILD/obj"  # always rebuilt: header changes are not tracked here
 mkdir -p "$BUILD/obj"
+# Each library source compiles once per run (per set of flags), shared by the targets listing
+# it; all of them first, as parallel jobs (one per core), then the targets link one by one.
 declare -A compiled=()
+jobs=()
 for name in "${targets[@]}"; do
   src="fuzz/$name.cpp"
   [ -f "$src" ] || { echo "fuzz: no $src"; exit 1; }
   sources=$(declared sources "$src")
   [ -n "${sources// }" ] || { echo "fuzz: $src has no '// fuzz-sources:' line"; exit 1; }
   flags=$(eval echo "$(declared flags "$src")")
+  for lib_src in $sources; do
+    obj="$BUILD/obj/$(echo "$lib_src $flags" | md5sum | cut -c1-12)-$(basename "$lib_src" .cpp).o"
+    [ -z "${compiled[$obj]:-}" ] || continue
+    compiled[$obj]=1
+    jobs+=("$obj" "$lib_src" "$flags")
+  done
+done
+echo "fuzz: compiling $(( ${#jobs[@]} / 3 )) library sources on $(nproc) cores"
+# Each job gets (object, source, flags) as $1 $2 $3; the compiler and COMMON hold no spaces.
+export FUZZ_COMPILE="$CXX ${COMMON[*]} -fsanitize=fuzzer-no-link"
+# shellcheck disable=SC2016
+printf '%s\0' "${jobs[@]}" | xargs -0 -n 3 -P "$(nproc)" sh -c 'exec $FUZZ_COMPILE $3 -c "$2" -o "$1"' sh ||
+  { echo "fuzz: a library source failed to compile (above)"; exit 1; }
+for name in "${targets[@]}"; do
+  src="fuzz/$name.cpp"
+  flags=$(eval echo "$(declared flags "$src")")
   echo "fuzz: building $name"
   objs=()
-  for lib_src in $sources; do  # each library source compiles once per run, shared by the targets listing it
-    obj="$BUILD/obj/$(echo "$lib_src $flags" | md5sum | cut -c1-12)-$(basename "$lib_src" .cpp).o"
-    if [ -z "${compiled[$obj]:-}" ]; then
-      # shellcheck disable=SC2086
-      "$CXX" "${COMMON[@]}" -fsanitize=fuzzer-no-link $flags -c "$lib_src" -o "$obj"
-      compiled[$obj]=1
-    fi
-    objs+=("$obj")
+  for lib_src in $(declared sources "$src"); do
+    objs+=("$BUILD/obj/$(echo "$lib_src $flags" | md5sum | cut -c1-12)-$(basename "$lib_src" .cpp).o")
   done
   # shellcheck disable=SC2046,SC2086
   "$CXX" "${COMMON[@]}" -fsanitize=fuzzer $flags "$src" "${objs[@]}" $(declared libs "$src") -o "$BUILD/$name"
