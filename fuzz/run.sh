@@ -44,6 +44,8 @@ fi
 [ ${#targets[@]} -gt 0 ] || { echo "fuzz: no fuzz/fuzz_*.cpp targets"; exit 1; }
 
 declared() { sed -n "s|^// fuzz-$1:||p" "$2" | tr '\n' ' '; }
+# The object of library source $1 compiled with flags $2 (a target's expanded fuzz-flags).
+object_of() { echo "$BUILD/obj/$(echo "$1 $2" | md5sum | cut -c1-12)-$(basename "$1" .cpp).o"; }
 
 rm -rf "$BUILD/obj"  # always rebuilt: header changes are not tracked here
 mkdir -p "$BUILD/obj"
@@ -58,7 +60,7 @@ for name in "${targets[@]}"; do
   [ -n "${sources// }" ] || { echo "fuzz: $src has no '// fuzz-sources:' line"; exit 1; }
   flags=$(eval echo "$(declared flags "$src")")
   for lib_src in $sources; do
-    obj="$BUILD/obj/$(echo "$lib_src $flags" | md5sum | cut -c1-12)-$(basename "$lib_src" .cpp).o"
+    obj=$(object_of "$lib_src" "$flags")
     [ -z "${compiled[$obj]:-}" ] || continue
     compiled[$obj]=1
     jobs+=("$obj" "$lib_src" "$flags")
@@ -76,7 +78,7 @@ for name in "${targets[@]}"; do
   echo "fuzz: building $name"
   objs=()
   for lib_src in $(declared sources "$src"); do
-    objs+=("$BUILD/obj/$(echo "$lib_src $flags" | md5sum | cut -c1-12)-$(basename "$lib_src" .cpp).o")
+    objs+=("$(object_of "$lib_src" "$flags")")
   done
   # shellcheck disable=SC2046,SC2086
   "$CXX" "${COMMON[@]}" -fsanitize=fuzzer $flags "$src" "${objs[@]}" $(declared libs "$src") -o "$BUILD/$name"
