@@ -86,9 +86,15 @@ inline void linear_forward(float* out, const float* x, const float* weight, cons
   linear_forward(out, f32_operand(x, Cin), weight, bias, N, Cin, Cout, s);
 }
 // dx (N,Cin) +=, dweight (Cout,Cin) +=, dbias (Cout) +=; any may be nullptr.
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+// x may come rounded to bf16 by its producer (x.ld = Cin), as in linear_forward.
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, GemmOperand x,
                      const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
                      GradOut out = GradOut::Accumulate);
+inline void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                            const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
+                            GradOut out = GradOut::Accumulate) {
+  linear_backward(dx, dweight, dbias, dout, f32_operand(x, Cin), weight, N, Cin, Cout, s, out);
+}
 
 // Dense convolution on channels-last x (B,H,W,Cin) -> out (B,OH,OW,Cout), weight (Cout,Cin,KH,KW),
 // zero padding; MedMamba uses 4x4 stride 4 (patch embedding), 3x3 pad 1 and 1x1.

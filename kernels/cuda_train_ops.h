@@ -25,6 +25,15 @@ namespace mm::cuda {
 // out (N,C); mean, rstd (N) saved for backward (may be nullptr).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
                        const float* bias, int64_t N, int64_t C, Stream s);
+// out (N,C) rounded to bf16 (nearest even; the bits of __nv_bfloat16), for a LayerNorm whose
+// output feeds only GemmCompute::BF16 GEMMs, which would round it so: the bits to_bf16 makes
+// of layernorm_forward's out.
+void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float* x, const float* weight,
+                            const float* bias, int64_t N, int64_t C, Stream s);
+// The SS2D branch's output norm and gate in one pass: gated (N,C) = out ⊙ SiLU(z), the bits of
+// layernorm_forward then gate_forward; out, the LayerNorm alone, may be nullptr.
+void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
 // dx (N,C) +=, dweight (C) +=, dbias (C) +=; any may be nullptr.
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
@@ -48,12 +57,19 @@ void batchnorm_forward_saved(float* out, const float* x, const float* mean, cons
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
                             bool relu = false);
+// The ReLU after the BatchNorm, folded into its backward: dout passes only where the
+// forward's output (from x and the statistics, so this needs the forward's bias) was
+// positive, the bits of relu_backward on that output before the plain backward.
+struct BatchNormRelu {
+  bool on = false;
+  const float* bias = nullptr;
+};
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s, GradOut out = GradOut::Accumulate);
+                              Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {});
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s, GradOut out = GradOut::Accumulate);
+                             int64_t C, Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {});
 
 // ---------------------------------------------------------------------------
 // Activations and elementwise steps on n floats. out may alias x in forward.
@@ -89,12 +105,16 @@ void split_halves_backward(float* dx, const float* dleft, const float* dright, i
 // shuffled output (forward), or dout copied into its gradient dx (backward, overwriting it);
 // and drop path's factor sb_scale[b] (B device floats) on sb's rows of image b, per_image
 // elements (H·W·c) each, in both. The same bits as scale_rows, concat_shuffle and add_inplace
-// (or a copy) in turn.
+// (or a copy) in turn. And the ReLU on l, the convolution branch's last step: forward takes
+// max(0, l) (relu_l), backward passes dl only where l_pre, l before that ReLU, is positive:
+// the bits of relu_forward before the shuffle and relu_backward after it.
 struct ShuffleResidual {
   const float* x = nullptr;
   float* dx = nullptr;
   const float* sb_scale = nullptr;
   int64_t per_image = 0;
+  bool relu_l = false;
+  const float* l_pre = nullptr;
 };
 // out (P,2c) = shuffle(l, sb): out[p, 2m] = l[p, m], out[p, 2m+1] = sb[p, m].
 void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s,

@@ -260,9 +260,9 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
   gemm(false, true, N, Cout, Cin, 1.f, x, f32_operand(weight, Cin), bias ? 1.f : 0.f, out, Cout, s);
 }
 
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, GemmOperand x,
                      const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s, GradOut out) {
-  GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = f32_operand(x, Cin);
+  GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = x;
   if (dx && dweight && t_gemm_compute == GemmCompute::BF16 && N > 0 && Cout > 0) {
     // Both GEMMs read dout: round it (and the others) into bf16 once, not once per GEMM.
     const int64_t dout_n = padded_bf16(N * Cout), weight_n = padded_bf16(Cout * Cin);

@@ -215,6 +215,8 @@ struct ConcatShuffleForward {
   float* out; const float *l, *sb; ShuffleResidual r;
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> a = load<K>(l + i), b = load<K>(sb + i);
+    if (r.relu_l)
+      for (float& e : a.v) e = e > 0.f ? e : 0.f;
     if (r.sb_scale) {
       const float f = r.sb_scale[i / r.per_image];
       for (float& e : b.v) e = __fmul_rn(e, f);
@@ -240,6 +242,10 @@ struct ConcatShuffleBackward {
     for (int k = 0; k < K; ++k) {
       l.v[k] = d.v[2 * k];
       sb.v[k] = d.v[2 * k + 1];
+    }
+    if (r.l_pre) {
+      const Vec<K> a = load<K>(r.l_pre + i);
+      for (int k = 0; k < K; ++k) l.v[k] = a.v[k] > 0.f ? l.v[k] : 0.f;
     }
     if (r.sb_scale) {
       const float f = r.sb_scale[i / r.per_image];
@@ -346,7 +352,7 @@ void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t
 void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
                              GradOut out, const ShuffleResidual& r) {
   check_shuffle_residual(r, P, c, "concat_shuffle_backward");
-  for_each(P * c, aligned16(dl, dsb, dout, r.dx) && shuffle_vec4(r), s, "concat_shuffle_backward",
+  for_each(P * c, aligned16(dl, dsb, dout, r.dx, r.l_pre) && shuffle_vec4(r), s, "concat_shuffle_backward",
            ConcatShuffleBackward{dl, dsb, dout, out == GradOut::Overwrite, r});
 }
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {

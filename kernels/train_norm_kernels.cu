@@ -6,6 +6,8 @@
 // kChunkRows rows and writes a double partial to the reduction scratch; stage two sums a
 // channel's partials in a fixed order (one warp per channel). As on the CPU, runs of kRowBlock rows are summed in
 // float before they are added into double, so accuracy does not degrade with N.
+#include <cuda_bf16.h>
+
 #include <type_traits>
 
 #include "cuda_common.cuh"
@@ -104,8 +106,36 @@ void channel_sums(const ChannelScratch& sc, int64_t N, int64_t C, Term term, Fin
 // ---------------------------------------------------------------------------
 // LayerNorm
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* x, const float* weight,
-                                         const float* bias, int64_t N, int64_t C) {
+// What a LayerNorm forward writes, each part optional: its output y in float32 (f32) or
+// rounded to bf16 (bf16, nearest even: the bits to_bf16 makes of f32), and the SS2D gate
+// after it, gated = y ⊙ SiLU(z), the product of gate_forward (GateForward) on f32's values.
+struct LayerNormOut {
+  float* f32 = nullptr;
+  __nv_bfloat16* bf16 = nullptr;
+  const float* z = nullptr;
+  float* gated = nullptr;
+  __device__ __forceinline__ void put(int64_t i, float y) const {
+    if (f32) f32[i] = y;
+    if (bf16) bf16[i] = __float2bfloat16_rn(y);
+    if (z) gated[i] = y * silu_f(z[i]);
+  }
+  // Elements i..i+3, i a multiple of 4 (16-byte aligned rows).
+  __device__ __forceinline__ void put4(int64_t i, float4 y) const {
+    if (f32) *reinterpret_cast<float4*>(f32 + i) = y;
+    if (bf16) {
+      reinterpret_cast<__nv_bfloat162*>(bf16 + i)[0] = __floats2bfloat162_rn(y.x, y.y);
+      reinterpret_cast<__nv_bfloat162*>(bf16 + i)[1] = __floats2bfloat162_rn(y.z, y.w);
+    }
+    if (z) {
+      const float4 g = *reinterpret_cast<const float4*>(z + i);
+      *reinterpret_cast<float4*>(gated + i) =
+          make_float4(y.x * silu_f(g.x), y.y * silu_f(g.y), y.z * silu_f(g.z), y.w * silu_f(g.w));
+    }
+  }
+};
+
+__global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* rstd, const float* x,
+                                         const float* weight, const float* bias, int64_t N, int64_t C) {
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
@@ -117,8 +147,7 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
   for (int64_t c = lane; c < C; c += 32) v += (xr[c] - m) * (xr[c] - m);
   v = warp_sum(v);
   const float r = 1.f / sqrtf(v / float(C) + kEps);
-  float* o = out + n * C;
-  for (int64_t c = lane; c < C; c += 32) o[c] = (xr[c] - m) * r * weight[c] + bias[c];
+  for (int64_t c = lane; c < C; c += 32) out.put(n * C + c, (xr[c] - m) * r * weight[c] + bias[c]);
   if (lane == 0) {
     if (mean) mean[n] = m;
     if (rstd) rstd[n] = r;
@@ -159,8 +188,8 @@ RowGroups row_groups(int64_t C, std::initializer_list<const void*> rows) {
 __device__ __forceinline__ float sum4(float4 v) { return ((v.x + v.y) + v.z) + v.w; }
 
 template <int K>
-__global__ void layernorm_forward_rows_kernel(float* out, float* mean, float* rstd, const float* x, const float* weight,
-                                              const float* bias, int64_t N, int64_t C, int G) {
+__global__ void layernorm_forward_rows_kernel(LayerNormOut out, float* mean, float* rstd, const float* x,
+                                              const float* weight, const float* bias, int64_t N, int64_t C, int G) {
   const RowLane rl = row_lane(N, G);
   const int nv = int(C / 4);
   const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
@@ -182,14 +211,13 @@ __global__ void layernorm_forward_rows_kernel(float* out, float* mean, float* rs
   }
   const float r = 1.f / sqrtf(group_sum(var, G) / float(C) + kEps);
   if (!rl.live) return;
-  float4* o = reinterpret_cast<float4*>(out + rl.row * C);
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int j = rl.lane + k * G;
     if (j >= nv) continue;
     const float4 w = reinterpret_cast<const float4*>(weight)[j], b = reinterpret_cast<const float4*>(bias)[j];
-    o[j] = make_float4((v[k].x - m) * r * w.x + b.x, (v[k].y - m) * r * w.y + b.y, (v[k].z - m) * r * w.z + b.z,
-                       (v[k].w - m) * r * w.w + b.w);
+    out.put4(rl.row * C + 4 * j, make_float4((v[k].x - m) * r * w.x + b.x, (v[k].y - m) * r * w.y + b.y,
+                                             (v[k].z - m) * r * w.z + b.z, (v[k].w - m) * r * w.w + b.w));
   }
   if (rl.lane == 0) {
     if (mean) mean[rl.row] = m;
@@ -275,13 +303,27 @@ struct CentredSquareTerm {  // a1 += (x - mean)^2
   }
 };
 
-struct GradTerm {  // a1 += dout, a2 += dout*(x - centre)
+// The ReLU after a BatchNorm, in its backward: dout passes where the forward's output
+// x·scale + shift (the expression of scale_shift_kernel, so the same bits) was positive, as
+// relu_backward on that output would pass it. scale nullptr: no ReLU.
+struct ReluMask {
+  const float *scale = nullptr, *shift = nullptr;
+  __device__ __forceinline__ float operator()(float g, float x, int64_t c) const {
+    if (!scale) return g;
+    const float v = x * scale[c] + shift[c];
+    return v > 0.f ? g : 0.f;
+  }
+};
+
+struct GradTerm {  // a1 += dout, a2 += dout*(x - centre), dout through the ReLU mask
   const float *dout, *x, *centre;
   int64_t C;
+  ReluMask relu;
   __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
-    const float g = dout[r * C + c];
+    const float xv = x[r * C + c];
+    const float g = relu(dout[r * C + c], xv, c);
     a1 += g;
-    a2 += g * (x[r * C + c] - centre[c]);
+    a2 += g * (xv - centre[c]);
   }
 };
 
@@ -356,13 +398,15 @@ void scale_shift(float* out, const float* x, const float* scale, const float* sh
   });
 }
 
-// dx (n / C, C) += dout * a[c] + x * b[c] + d[c]; b, d nullptr for zero; n < 2^31.
+// dx (n / C, C) += g * a[c] + x * b[c] + d[c], g = dout through the ReLU mask; b, d nullptr
+// for zero; n < 2^31.
 __global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, const float* a, const float* b,
-                                   const float* d, uint32_t n, FastDivmod C, bool overwrite) {
+                                   const float* d, ReluMask relu, uint32_t n, FastDivmod C, bool overwrite) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t c = C.mod(i, C.div(i));
-  const float v = b ? dout[i] * a[c] + x[i] * b[c] + d[c] : dout[i] * a[c];
+  const float xv = b || relu.scale ? x[i] : 0.f, g = relu(dout[i], xv, c);
+  const float v = b ? g * a[c] + xv * b[c] + d[c] : g * a[c];
   dx[i] = overwrite ? v : dx[i] + v;
 }
 
@@ -399,11 +443,11 @@ struct FinishEvalParamGrads {
 };
 
 void launch_add_affine2(float* dx, const float* dout, const float* x, const float* a, const float* b, const float* d,
-                        int64_t N, int64_t C, GradOut out, Stream s) {
+                        ReluMask relu, int64_t N, int64_t C, GradOut out, Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
-    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * C, dout + r0 * C, x ? x + r0 * C : nullptr,
-                                                                   a, b, d, n, FastDivmod(uint32_t(C)),
+    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * C, dout + r0 * C, x + r0 * C, a, b, d,
+                                                                   relu, n, FastDivmod(uint32_t(C)),
                                                                    out == GradOut::Overwrite);
     MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
   });
@@ -411,10 +455,10 @@ void launch_add_affine2(float* dx, const float* dout, const float* x, const floa
 
 }  // namespace
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
-                       int64_t N, int64_t C, Stream s) {
+static void launch_layernorm_forward(const LayerNormOut& out, float* mean, float* rstd, const float* x,
+                                     const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
   if (N <= 0) return;
-  const RowGroups rg = row_groups(C, {out, x, weight, bias});
+  const RowGroups rg = row_groups(C, {out.f32, out.bf16, out.z, out.gated, x, weight, bias});
   if (rg.K > 0) {
     with_row_vectors(rg.K, [&](auto k) {
       layernorm_forward_rows_kernel<decltype(k)::value>
@@ -424,6 +468,22 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* x, con
     layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C);
   }
   MM_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
+}
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
+                       int64_t N, int64_t C, Stream s) {
+  launch_layernorm_forward(LayerNormOut{out}, mean, rstd, x, weight, bias, N, C, s);
+}
+
+void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float* x, const float* weight,
+                            const float* bias, int64_t N, int64_t C, Stream s) {
+  launch_layernorm_forward(LayerNormOut{nullptr, reinterpret_cast<__nv_bfloat16*>(out)}, mean, rstd, x, weight, bias,
+                           N, C, s);
+}
+
+void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+  launch_layernorm_forward(LayerNormOut{out, nullptr, z, gated}, mean, rstd, x, weight, bias, N, C, s);
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
@@ -486,27 +546,42 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s, GradOut out) {
+                              Stream s, GradOut out, const BatchNormRelu& relu) {
   if (N <= 0 || (!dx && !dweight && !dbias)) return;
-  const ChannelScratch sc = take_scratch(N, C, 3);
+  const ChannelScratch sc = take_scratch(N, C, 5);
   float *a = dx ? sc.rows : nullptr, *b = sc.rows + C, *d = sc.rows + 2 * C;
-  channel_sums(sc, N, C, GradTerm{dout, x, mean, C},
+  ReluMask mask;
+  if (relu.on) {  // the forward's affine map, as batchnorm_forward_saved makes it
+    float *scale = sc.rows + 3 * C, *shift = sc.rows + 4 * C;
+    saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, relu.bias, C);
+    MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
+    mask = ReluMask{scale, shift};
+  }
+  channel_sums(sc, N, C, GradTerm{dout, x, mean, C, mask},
                FinishTrainBackward{dweight, dbias, a, b, d, weight, mean, rstd, N}, s);
-  if (dx) launch_add_affine2(dx, dout, x, a, b, d, N, C, out, s);
+  if (dx) launch_add_affine2(dx, dout, x, a, b, d, mask, N, C, out, s);
 }
 
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s, GradOut out) {
+                             int64_t C, Stream s, GradOut out, const BatchNormRelu& relu) {
   if (N <= 0) return;
-  const ChannelScratch sc = take_scratch(N, C, 1);
+  const ChannelScratch sc = take_scratch(N, C, 3);
+  ReluMask mask;
+  if (relu.on) {
+    float *scale = sc.rows + C, *shift = sc.rows + 2 * C;
+    eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
+                                                                        weight, relu.bias, C);
+    MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
+    mask = ReluMask{scale, shift};
+  }
   if (dweight || dbias)
-    channel_sums(sc, N, C, GradTerm{dout, x, running_mean, C}, FinishEvalParamGrads{dweight, dbias, running_var},
-                 s);
+    channel_sums(sc, N, C, GradTerm{dout, x, running_mean, C, mask},
+                 FinishEvalParamGrads{dweight, dbias, running_var}, s);
   if (!dx) return;
   eval_dx_scale_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.rows, running_var, weight, C);
   MM_CUDA_CHECK_LAUNCH("eval_dx_scale_kernel");
-  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, N, C, out, s);
+  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, mask, N, C, out, s);
 }
 
 }  // namespace mm::cuda

@@ -12,6 +12,7 @@
 
 #ifdef MM_HAVE_CUDA
 
+#include "cuda_train_gemm_conv.h"
 #include "ops/activations.h"
 #include "ops/batchnorm.h"
 #include "ops/layernorm.h"
@@ -42,6 +43,29 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
     check_nmse("out", from_gpu(tout), out, kElementwise);
     check_nmse("mean", from_gpu(tmean), mean, kElementwise);
     check_nmse("rstd", from_gpu(trstd), rstd, kElementwise);
+    // With the SS2D gate fused: gate_forward's bits after the plain LayerNorm, with and
+    // without the LayerNorm's own output.
+    const Tensor tz = dev(random_vector(size_t(N * C), rng, 3.f));
+    Tensor gate_after = dev_empty(N * C), fused = dev_empty(N * C), fused_out = dev_empty(N * C);
+    cuda::gate_forward(gate_after.as<float>(), in(tout), in(tz), N * C, kStream);
+    cuda::layernorm_gate_forward(fused_out.as<float>(), fused.as<float>(), nullptr, nullptr, in(tx), in(tz), in(tw),
+                                 in(tb), N, C, kStream);
+    CHECK(same_bits(from_gpu(fused), from_gpu(gate_after)));
+    CHECK(same_bits(from_gpu(fused_out), from_gpu(tout)));
+    Tensor gate_only = dev_empty(N * C), gmean = dev_empty(N), grstd = dev_empty(N);
+    cuda::layernorm_gate_forward(nullptr, gate_only.as<float>(), gmean.as<float>(), grstd.as<float>(), in(tx), in(tz),
+                                 in(tw), in(tb), N, C, kStream);
+    CHECK(same_bits(from_gpu(gate_only), from_gpu(gate_after)));
+    CHECK(same_bits(from_gpu(gmean), from_gpu(tmean)));
+    CHECK(same_bits(from_gpu(grstd), from_gpu(trstd)));
+    // Written in bf16 for the bf16 GEMMs it feeds: the bits of their own rounding of out.
+    // Zeroed first: an odd count leaves half of the last float unwritten.
+    const int64_t halves = (N * C + 1) / 2;
+    Tensor rounded = dev(Vec(size_t(halves), 0.f)), gemm_rounded = dev(Vec(size_t(halves), 0.f));
+    cuda::layernorm_forward_bf16(reinterpret_cast<uint16_t*>(rounded.as<float>()), nullptr, nullptr, in(tx), in(tw),
+                                 in(tb), N, C, kStream);
+    cuda::bf16_operand_copy(in(tout), N, C, C, reinterpret_cast<uint16_t*>(gemm_rounded.as<float>()), kStream);
+    CHECK(same_bits(from_gpu(rounded), from_gpu(gemm_rounded)));
 
     // Backward from the CPU's saved statistics, so both sides see the same inputs.
     const Tensor smean = dev(mean), srstd = dev(rstd);
@@ -133,6 +157,21 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute
     cuda::batchnorm_backward_train(only_dx.as<float>(), nullptr, nullptr, in(tdout), in(tx), w_dev, in(smean),
                                    in(srstd), N, C, kStream);
     CHECK(same_bits(from_gpu(only_dx), gx.result()));
+
+    // The ReLU after it folded into backward (the block's pairs): relu_backward on the fused
+    // forward's output, then the plain backward, bit for bit.
+    Tensor masked = dev_empty(N * C), ux = dev(gx0), uw = dev(gw0), ub = dev(gb0), fx = dev(gx0), fw = dev(gw0),
+           fb = dev(gb0);
+    cuda::relu_backward(masked.as<float>(), in(tdout), in(fused), N * C, kStream, cuda::GradOut::Overwrite);
+    cuda::batchnorm_backward_train(ux.as<float>(), uw.as<float>(), ub.as<float>(), in(masked), in(tx), w_dev,
+                                   in(tmean), in(trstd), N, C, kStream);
+    cuda::batchnorm_backward_train(fx.as<float>(), fw.as<float>(), fb.as<float>(), in(tdout), in(tx), w_dev,
+                                   in(tmean), in(trstd), N, C, kStream, cuda::GradOut::Accumulate,
+                                   cuda::BatchNormRelu{true, b_dev});
+    CHECK(same_bits(from_gpu(fx), from_gpu(ux)));
+    CHECK(same_bits(from_gpu(fw), from_gpu(uw)));
+    CHECK(same_bits(from_gpu(fb), from_gpu(ub)));
+    CHECK_FALSE(same_bits(from_gpu(fx), gx.result()));  // the mask did something
   }
 }
 
@@ -165,6 +204,17 @@ TEST_CASE("cuda train op: batchnorm eval forward and backward match the CPU op")
   cuda::batchnorm_backward_eval(nullptr, aw.as<float>(), nullptr, in(tdout), in(tx), in(trm), in(trv), in(tw), N, C,
                                 kStream);
   CHECK(same_bits(from_gpu(aw), gw.result()));
+
+  // The ReLU folded into backward: relu_backward on the fused forward's output, then the
+  // plain backward, bit for bit.
+  Tensor masked = dev_empty(N * C), ux = dev_empty(N * C), uw = dev(gw0), fx = dev_empty(N * C), fw = dev(gw0);
+  cuda::relu_backward(masked.as<float>(), in(tdout), in(fused), N * C, kStream, cuda::GradOut::Overwrite);
+  cuda::batchnorm_backward_eval(ux.as<float>(), uw.as<float>(), nullptr, in(masked), in(tx), in(trm), in(trv), in(tw),
+                                N, C, kStream, cuda::GradOut::Overwrite);
+  cuda::batchnorm_backward_eval(fx.as<float>(), fw.as<float>(), nullptr, in(tdout), in(tx), in(trm), in(trv), in(tw),
+                                N, C, kStream, cuda::GradOut::Overwrite, cuda::BatchNormRelu{true, in(tb)});
+  CHECK(same_bits(from_gpu(fx), from_gpu(ux)));
+  CHECK(same_bits(from_gpu(fw), from_gpu(uw)));
 }
 
 // The elementwise kernels take 4 elements a thread (float4) where the sizes allow it, else
@@ -306,6 +356,26 @@ TEST_CASE("cuda train op: concat_shuffle with the residual and drop path fused g
     CHECK(same_bits(from_gpu(fdl), from_gpu(dl)));
     CHECK(same_bits(from_gpu(fds), from_gpu(ds)));
     CHECK(same_bits(from_gpu(fdx), dout));
+
+    // The convolution branch's last ReLU on l as well: relu_forward before the shuffle, and
+    // relu_backward on l's pre-activation after it.
+    Tensor relu_l = dev_empty(P * c), unfused_relu = dev_empty(P * 2 * c), fused_relu = dev_empty(P * 2 * c);
+    cuda::relu_forward(relu_l.as<float>(), in(tl), P * c, kStream);
+    cuda::concat_shuffle_forward(unfused_relu.as<float>(), in(relu_l), in(tsb), P, c, kStream, r);
+    cuda::ShuffleResidual rr = r;
+    rr.relu_l = true;
+    cuda::concat_shuffle_forward(fused_relu.as<float>(), in(tl), in(tsb), P, c, kStream, rr);
+    CHECK(same_bits(from_gpu(fused_relu), from_gpu(unfused_relu)));
+    CHECK_FALSE(same_bits(from_gpu(fused_relu), from_gpu(fused)));  // l has negative entries
+
+    Tensor mdl = dev_empty(P * c), rdl = dev_empty(P * c);
+    cuda::relu_backward(mdl.as<float>(), in(dl), in(tl), P * c, kStream, cuda::GradOut::Overwrite);
+    cuda::ShuffleResidual rbr = rb;
+    rbr.l_pre = in(tl);
+    cuda::concat_shuffle_backward(rdl.as<float>(), fds.as<float>(), in(tdout), P, c, kStream, cuda::GradOut::Overwrite,
+                                  rbr);
+    CHECK(same_bits(from_gpu(rdl), from_gpu(mdl)));
+    CHECK(same_bits(from_gpu(fds), from_gpu(ds)));
   }
 }
 

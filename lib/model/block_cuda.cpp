@@ -91,20 +91,36 @@ static void batchnorm_recompute(float* out, const float* x, const BatchNormWeigh
     c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu);
 }
 
-// Writes dx (GradOut::Overwrite); accumulates the parameter gradients.
+// Writes dx (GradOut::Overwrite); accumulates the parameter gradients. relu: dout is the
+// gradient of the ReLU after the BatchNorm, as batchnorm_fwd's relu.
 static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dout, const float* x,
                           const BatchNormWeights& w, const float* mean, const float* rstd, int64_t P, int64_t ch,
-                          bool train, c::Stream s) {
+                          bool train, bool relu, c::Stream s) {
+  const c::BatchNormRelu after{relu, w.bias};
   if (train)
-    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, kWrite);
+    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, kWrite, after);
   else
     c::batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, ch, s,
-                               kWrite);
+                               kWrite, after);
+}
+
+// ln1 (P,c) = LayerNorm(right) into buf. It feeds nothing but in_proj's GEMMs, so under
+// GemmCompute::BF16 it is written rounded to bf16, the bits those GEMMs would round it to,
+// and they read it without copies of their own (three of them in backward).
+static c::GemmOperand ln1_forward(float* buf, float* mean, float* rstd, const float* right, const BlockWeights& w,
+                                  int64_t P, int64_t ch, c::Stream s) {
+  if (c::gemm_compute() == c::GemmCompute::BF16) {
+    auto* rounded = reinterpret_cast<uint16_t*>(buf);
+    c::layernorm_forward_bf16(rounded, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s);
+    return c::bf16_operand(rounded, ch);
+  }
+  c::layernorm_forward(buf, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s);
+  return c::f32_operand(buf, ch);
 }
 
 // One half of in_proj: xin (half 0) or z (half 1), (P,D) from ln1 (P,c). Forward and
 // backward's recomputation make the same call, so they get the same bits.
-static void in_proj_half(float* out, const float* ln1, const BlockWeights& w, int half, const BlockDims& d,
+static void in_proj_half(float* out, c::GemmOperand ln1, const BlockWeights& w, int half, const BlockDims& d,
                          c::Stream s) {
   c::linear_forward(out, ln1, w.in_proj + half * d.C * d.c(), nullptr, d.P(), d.c(), d.C, s);
 }
@@ -142,32 +158,32 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   c::split_halves_forward(left, right, x, P, ch, s);
 
   // SS2D branch: (P,c) -> (P,c)
-  float* ln1 = T[4];
-  c::layernorm_forward(ln1, F(a.ln1_mean), F(a.ln1_rstd), right, w.ln1_w, w.ln1_b, P, ch, s);
+  const c::GemmOperand ln1 = ln1_forward(T[4], F(a.ln1_mean), F(a.ln1_rstd), right, w, P, ch, s);
   float *xin = T[0], *z = T[1], *xconv = T[2], *u = T[3];
   in_proj_half(xin, ln1, w, 0, d, s);
   in_proj_half(z, ln1, w, 1, d, s);
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   c::scan_train_forward(scan_shape(d), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
                         ctx.scan_workspace, s);
-  float *yn = T[0], *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
-  c::layernorm_forward(yn, F(a.on_mean), F(a.on_rstd), F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
-  c::gate_forward(gated, yn, z, P * D, s);
+  float *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
+  c::layernorm_gate_forward(nullptr, gated, F(a.on_mean), F(a.on_rstd), F(a.y), z, w.out_norm_w, w.out_norm_b, P, D,
+                            s);
   c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
 
-  // Convolution branch: (P,c) -> (P,c); relu runs in place.
+  // Convolution branch: (P,c) -> (P,c); the last ReLU runs in the block's end.
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // yn, z are dead
+  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // z is dead
   batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, false, s);
   c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
   batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
   batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(l, a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
-  c::relu_forward(l, l, P * ch, s);
 
-  // out = shuffle(l, sb · drop factor) + x
-  c::concat_shuffle_forward(out, l, sb, P, ch, s, block_end(x, nullptr, d, ctx));
+  // out = shuffle(relu(l), sb · drop factor) + x
+  c::ShuffleResidual end = block_end(x, nullptr, d, ctx);
+  end.relu_l = true;
+  c::concat_shuffle_forward(out, l, sb, P, ch, s, end);
 }
 
 void block_backward_cuda(float* dx, const float* dout, const float* x, const BlockWeights& w, const BlockWeights& g,
@@ -177,40 +193,40 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   auto F = [](Tensor& t) { return t.as<float>(); };
   const BlockScratch T{ctx.scratch, P * D};
 
-  // dx = dout (the residual; both branches add to it); ds carries the drop factor.
-  float *dl = T[4], *ds = T[4] + P * ch;
-  c::concat_shuffle_backward(dl, ds, dout, P, ch, s, kWrite, block_end(nullptr, dx, d, ctx));
-  float *left = T[5], *right = T[5] + P * ch;
-  c::split_halves_forward(left, right, x, P, ch, s);
-
-  // Convolution branch, ping-ponging between the halves of T0; each relu' is read off the
-  // relu's output (positive exactly where its input was), and a convolution's input is
-  // recomputed into T1 just before its backward (and the 1x1 conv's output l from it).
+  // The convolution branch's input a6 and the 1x1 conv's output l (before its ReLU) are
+  // recomputed into T1 first: the block's end reads l for that ReLU's mask.
   const float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
   float *pa = T[0], *pb = T[0] + P * ch, *act = T[1], *l = T[1] + P * ch;
   batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);  // a6
   c::conv2d_forward(l, act, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
-  c::relu_forward(l, l, P * ch, s);
-  c::relu_backward(pa, dl, l, P * ch, s, kWrite);
+
+  // dx = dout (the residual; both branches add to it); pa = dl through the ReLU, ds carries
+  // the drop factor.
+  float* ds = T[4] + P * ch;
+  c::ShuffleResidual end = block_end(nullptr, dx, d, ctx);
+  end.l_pre = l;
+  c::concat_shuffle_backward(pa, ds, dout, P, ch, s, kWrite, end);
+  float *left = T[5], *right = T[5] + P * ch;
+  c::split_halves_forward(left, right, x, P, ch, s);
+
+  // Convolution branch, ping-ponging between the halves of T0; each BatchNorm's backward
+  // takes its ReLU's mask from its own input, and a convolution's input is recomputed into
+  // T1 just before its backward.
   c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s, kWrite);
-  c::relu_backward(pa, pb, act, P * ch, s, kWrite);
-  batchnorm_bwd(pb, g.bn5, pa, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  batchnorm_bwd(pa, g.bn5, pb, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
   batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);  // a3
-  c::conv2d_backward(pa, g.conv4_w, g.conv4_b, pb, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
-  c::relu_backward(pb, pa, act, P * ch, s, kWrite);
-  batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, s);
+  c::conv2d_backward(pb, g.conv4_w, g.conv4_b, pa, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
+  batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
   batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, false, s);  // a0
   c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, act, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
-  batchnorm_bwd(pa, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, s);
+  batchnorm_bwd(pa, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, false, s);
   c::split_halves_backward(dx, pa, nullptr, P, ch, s);
 
   // SS2D branch. T5's left half (left) is dead: ln1 goes there.
-  float* ln1 = T[5];
-  c::layernorm_forward(ln1, nullptr, nullptr, right, w.ln1_w, w.ln1_b, P, ch, s);
+  const c::GemmOperand ln1 = ln1_forward(T[5], nullptr, nullptr, right, w, P, ch, s);
   float *z = T[0], *yn = T[1], *gated = T[2], *dg = T[3];
   in_proj_half(z, ln1, w, 1, d, s);
-  c::layernorm_forward(yn, nullptr, nullptr, F(a.y), w.out_norm_w, w.out_norm_b, P, D, s);
-  c::gate_forward(gated, yn, z, P * D, s);
+  c::layernorm_gate_forward(yn, gated, nullptr, nullptr, F(a.y), z, w.out_norm_w, w.out_norm_b, P, D, s);
   c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s, kWrite);
   float *dyn = T[2], *dz = T[6];  // gated is dead
   c::gate_backward(dyn, dz, dg, yn, z, P * D, s, kWrite);
