@@ -21,15 +21,19 @@ namespace mm::cuda {
 
 // ---------------------------------------------------------------------------
 // LayerNorm over the last dimension (eps 1e-5, biased variance).
+//
+// The norms' trailing ld: x's rows (and dx's, in backward) are ld floats apart, so that a
+// norm reads or writes one half of a wider row in place (a block's channel halves); 0 means
+// C. Every other buffer is packed, rows C apart.
 
 // out (N,C); mean, rstd (N) saved for backward (may be nullptr).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight,
-                       const float* bias, int64_t N, int64_t C, Stream s);
+                       const float* bias, int64_t N, int64_t C, Stream s, int64_t ld = 0);
 // out (N,C) rounded to bf16 (nearest even; the bits of __nv_bfloat16), for a LayerNorm whose
 // output feeds only GemmCompute::BF16 GEMMs, which would round it so: the bits to_bf16 makes
 // of layernorm_forward's out.
 void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float* x, const float* weight,
-                            const float* bias, int64_t N, int64_t C, Stream s);
+                            const float* bias, int64_t N, int64_t C, Stream s, int64_t ld = 0);
 // The SS2D branch's output norm and gate in one pass: gated (N,C) = out ⊙ SiLU(z), the bits of
 // layernorm_forward then gate_forward; out, the LayerNorm alone, may be nullptr.
 void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
@@ -37,10 +41,11 @@ void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, 
 // dx (N,C) +=, dweight (C) +=, dbias (C) +=; any may be nullptr.
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                        Stream s, GradOut out = GradOut::Accumulate);
+                        Stream s, GradOut out = GradOut::Accumulate, int64_t ld = 0);
 
 // ---------------------------------------------------------------------------
 // BatchNorm2d on channels-last rows (N,C), N = B·H·W (eps 1e-5, momentum 0.1), as lib/ops/batchnorm.h.
+// ld as for the LayerNorms.
 
 // mean, rstd (C) overwritten (saved for backward); running_mean/var (C) updated in place
 // (running_var with the unbiased variance), both nullptr to skip.
@@ -48,15 +53,15 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 // other forwards take it too.
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
                              const float* x, const float* weight, const float* bias, int64_t N, int64_t C,
-                             Stream s, bool relu = false);
+                             Stream s, bool relu = false, int64_t ld = 0);
 // The train-mode output again, from the mean and rstd batchnorm_forward_train saved (no
 // running-statistic update): the same bits as its `out`, for backward passes that recompute
 // an activation instead of keeping it.
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
-                             const float* bias, int64_t N, int64_t C, Stream s, bool relu = false);
+                             const float* bias, int64_t N, int64_t C, Stream s, bool relu = false, int64_t ld = 0);
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
-                            bool relu = false);
+                            bool relu = false, int64_t ld = 0);
 // The ReLU after the BatchNorm, folded into its backward: dout passes only where the
 // forward's output (from x and the statistics, so this needs the forward's bias) was
 // positive, the bits of relu_backward on that output before the plain backward.
@@ -66,10 +71,12 @@ struct BatchNormRelu {
 };
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {});
+                              Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {},
+                              int64_t ld = 0);
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {});
+                             int64_t C, Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {},
+                             int64_t ld = 0);
 
 // ---------------------------------------------------------------------------
 // Activations and elementwise steps on n floats. out may alias x in forward.

@@ -8,6 +8,7 @@
 // float before they are added into double, so accuracy does not degrade with N.
 #include <cuda_bf16.h>
 
+#include <string>
 #include <type_traits>
 
 #include "cuda_common.cuh"
@@ -134,12 +135,13 @@ struct LayerNormOut {
   }
 };
 
-__global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* rstd, const float* x,
+// x's rows are ldx floats apart, the outputs' C.
+__global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* rstd, const float* x, int64_t ldx,
                                          const float* weight, const float* bias, int64_t N, int64_t C) {
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
-  const float* xr = x + n * C;
+  const float* xr = x + n * ldx;
   float m = 0.f;
   for (int64_t c = lane; c < C; c += 32) m += xr[c];
   m = warp_sum(m) / float(C);
@@ -154,12 +156,13 @@ __global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* r
   }
 }
 
-__global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x, const float* weight,
+// x's and dx's rows are ld floats apart, dout's C.
+__global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* weight,
                                     const float* mean, const float* rstd, int64_t N, int64_t C, bool overwrite) {
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
-  const float* xr = x + n * C;
+  const float* xr = x + n * ld;
   const float* g = dout + n * C;
   const float m = mean[n], r = rstd[n];
   float sum_g = 0.f, sum_gx = 0.f;  // sums of dxhat and dxhat*xhat
@@ -174,25 +177,25 @@ __global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x
   for (int64_t c = lane; c < C; c += 32) {
     const float xhat = (xr[c] - m) * r;
     const float v = r * (g[c] * weight[c] - inv_c * (sum_g + xhat * sum_gx));
-    dx[n * C + c] = overwrite ? v : dx[n * C + c] + v;
+    dx[n * ld + c] = overwrite ? v : dx[n * ld + c] + v;
   }
 }
 
 // Rows of up to 32·kMaxRowVectors float4s (every LayerNorm of MedMamba but the patch
 // mergings' at the last stages) take a lane group each (row_groups.cuh).
-RowGroups row_groups(int64_t C, std::initializer_list<const void*> rows) {
-  if (vector_width<float>({C}, rows) < 4) return {};
+RowGroups row_groups(int64_t C, int64_t ld, std::initializer_list<const void*> rows) {
+  if (vector_width<float>({C, ld}, rows) < 4) return {};
   return row_groups_for(C / 4);
 }
 
 __device__ __forceinline__ float sum4(float4 v) { return ((v.x + v.y) + v.z) + v.w; }
 
 template <int K>
-__global__ void layernorm_forward_rows_kernel(LayerNormOut out, float* mean, float* rstd, const float* x,
+__global__ void layernorm_forward_rows_kernel(LayerNormOut out, float* mean, float* rstd, const float* x, int64_t ldx,
                                               const float* weight, const float* bias, int64_t N, int64_t C, int G) {
   const RowLane rl = row_lane(N, G);
   const int nv = int(C / 4);
-  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
+  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * ldx);
   float4 v[K];
   float m = 0.f;
 #pragma unroll
@@ -226,12 +229,12 @@ __global__ void layernorm_forward_rows_kernel(LayerNormOut out, float* mean, flo
 }
 
 template <int K>
-__global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const float* x, const float* weight,
+__global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* weight,
                                          const float* mean, const float* rstd, int64_t N, int64_t C, int G,
                                          bool overwrite) {
   const RowLane rl = row_lane(N, G);
   const int nv = int(C / 4);
-  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * C);
+  const float4* xr = reinterpret_cast<const float4*>(x + rl.row * ld);
   const float4* gr = reinterpret_cast<const float4*>(dout + rl.row * C);
   const float m = mean[rl.row], r = rstd[rl.row];
   float4 xhat[K], gw[K];  // (x - mean)·rstd and dout·weight
@@ -251,7 +254,7 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
   sum_gx = group_sum(sum_gx, G);
   if (!rl.live) return;
   const float inv_c = 1.f / float(C);
-  float4* d = reinterpret_cast<float4*>(dx + rl.row * C);
+  float4* d = reinterpret_cast<float4*>(dx + rl.row * ld);
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int j = rl.lane + k * G;
@@ -265,12 +268,12 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
   }
 }
 
-struct LayerNormParamTerm {  // a1 += dout*xhat, a2 += dout
+struct LayerNormParamTerm {  // a1 += dout*xhat, a2 += dout; x's rows ldx apart
   const float *dout, *x, *mean, *rstd;
-  int64_t C;
+  int64_t C, ldx;
   __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
     const float g = dout[r * C + c];
-    a1 += g * ((x[r * C + c] - mean[r]) * rstd[r]);
+    a1 += g * ((x[r * ldx + c] - mean[r]) * rstd[r]);
     a2 += g;
   }
 };
@@ -288,17 +291,18 @@ struct AddParamGrads {
 // ---------------------------------------------------------------------------
 // BatchNorm
 
+// In the BatchNorm terms x's rows are ldx floats apart, dout's C.
 struct SumTerm {  // a1 += x
   const float* x;
-  int64_t C;
-  __device__ void operator()(int64_t r, int64_t c, float& a1, float&) const { a1 += x[r * C + c]; }
+  int64_t ldx;
+  __device__ void operator()(int64_t r, int64_t c, float& a1, float&) const { a1 += x[r * ldx + c]; }
 };
 
 struct CentredSquareTerm {  // a1 += (x - mean)^2
   const float *x, *mean;
-  int64_t C;
+  int64_t ldx;
   __device__ void operator()(int64_t r, int64_t c, float& a1, float&) const {
-    const float d = x[r * C + c] - mean[c];
+    const float d = x[r * ldx + c] - mean[c];
     a1 += d * d;
   }
 };
@@ -317,10 +321,10 @@ struct ReluMask {
 
 struct GradTerm {  // a1 += dout, a2 += dout*(x - centre), dout through the ReLU mask
   const float *dout, *x, *centre;
-  int64_t C;
+  int64_t C, ldx;
   ReluMask relu;
   __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
-    const float xv = x[r * C + c];
+    const float xv = x[r * ldx + c];
     const float g = relu(dout[r * C + c], xv, c);
     a1 += g;
     a2 += g * (xv - centre[c]);
@@ -377,37 +381,40 @@ __global__ void eval_scale_shift_kernel(float* scale, float* shift, const float*
   shift[c] = (bias ? bias[c] : 0.f) - running_mean[c] * scale[c];
 }
 
-// out (n / C, C) = x * scale[c] + shift[c], then max(0, ·) with kRelu; n < 2^31 (for_row_chunks).
+// out (n / C, C) = x * scale[c] + shift[c], then max(0, ·) with kRelu; x's rows ldx floats
+// apart; n < 2^31 (for_row_chunks).
 template <bool kRelu>
-__global__ void scale_shift_kernel(float* out, const float* x, const float* scale, const float* shift, uint32_t n,
-                                   FastDivmod C) {
+__global__ void scale_shift_kernel(float* out, const float* x, int64_t ldx, const float* scale, const float* shift,
+                                   uint32_t n, FastDivmod C) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const uint32_t c = C.mod(i, C.div(i));
-  const float v = x[i] * scale[c] + shift[c];
+  const uint32_t r = C.div(i), c = C.mod(i, r);
+  const float v = x[int64_t(r) * ldx + c] * scale[c] + shift[c];
   out[i] = kRelu ? (v > 0.f ? v : 0.f) : v;
 }
-void scale_shift(float* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C, bool relu,
-                 Stream s) {
+void scale_shift(float* out, const float* x, int64_t ldx, const float* scale, const float* shift, int64_t N,
+                 int64_t C, bool relu, Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
     auto* kernel = relu ? scale_shift_kernel<true> : scale_shift_kernel<false>;
-    kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * C, scale, shift, n,
+    kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * ldx, ldx, scale, shift, n,
                                                       FastDivmod(uint32_t(C)));
     MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
   });
 }
 
 // dx (n / C, C) += g * a[c] + x * b[c] + d[c], g = dout through the ReLU mask; b, d nullptr
-// for zero; n < 2^31.
-__global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, const float* a, const float* b,
-                                   const float* d, ReluMask relu, uint32_t n, FastDivmod C, bool overwrite) {
+// for zero; dx's and x's rows ld floats apart, dout's C; n < 2^31.
+__global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* a,
+                                   const float* b, const float* d, ReluMask relu, uint32_t n, FastDivmod C,
+                                   bool overwrite) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const uint32_t c = C.mod(i, C.div(i));
-  const float xv = b || relu.scale ? x[i] : 0.f, g = relu(dout[i], xv, c);
+  const uint32_t r = C.div(i), c = C.mod(i, r);
+  const int64_t j = int64_t(r) * ld + c;
+  const float xv = b || relu.scale ? x[j] : 0.f, g = relu(dout[i], xv, c);
   const float v = b ? g * a[c] + xv * b[c] + d[c] : g * a[c];
-  dx[i] = overwrite ? v : dx[i] + v;
+  dx[j] = overwrite ? v : dx[j] + v;
 }
 
 // With xhat = (x-mean)*rstd: dx = a*dout + b*x + d, a = gamma*rstd, b = -gamma*rstd^3*sum_gx/N,
@@ -442,112 +449,127 @@ struct FinishEvalParamGrads {
   }
 };
 
-void launch_add_affine2(float* dx, const float* dout, const float* x, const float* a, const float* b, const float* d,
-                        ReluMask relu, int64_t N, int64_t C, GradOut out, Stream s) {
+void launch_add_affine2(float* dx, const float* dout, const float* x, int64_t ld, const float* a, const float* b,
+                        const float* d, ReluMask relu, int64_t N, int64_t C, GradOut out, Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
-    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * C, dout + r0 * C, x + r0 * C, a, b, d,
-                                                                   relu, n, FastDivmod(uint32_t(C)),
+    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * ld, dout + r0 * C, x + r0 * ld, ld, a, b,
+                                                                   d, relu, n, FastDivmod(uint32_t(C)),
                                                                    out == GradOut::Overwrite);
     MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
   });
 }
 
+// The row stride of x (and dx) an op was given: ld, or C for 0 (packed rows).
+int64_t row_stride(int64_t ld, int64_t C, const char* what) {
+  MM_CHECK(ld == 0 || ld >= C, std::string(what) + ": a row stride shorter than the row");
+  return ld ? ld : C;
+}
+
 }  // namespace
 
 static void launch_layernorm_forward(const LayerNormOut& out, float* mean, float* rstd, const float* x,
-                                     const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
+                                     const float* weight, const float* bias, int64_t N, int64_t C, int64_t ld,
+                                     Stream s) {
   if (N <= 0) return;
-  const RowGroups rg = row_groups(C, {out.f32, out.bf16, out.z, out.gated, x, weight, bias});
+  const int64_t ldx = row_stride(ld, C, "layernorm_forward");
+  const RowGroups rg = row_groups(C, ldx, {out.f32, out.bf16, out.z, out.gated, x, weight, bias});
   if (rg.K > 0) {
     with_row_vectors(rg.K, [&](auto k) {
       layernorm_forward_rows_kernel<decltype(k)::value>
-          <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C, rg.G);
+          <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(out, mean, rstd, x, ldx, weight, bias, N, C, rg.G);
     });
   } else {
-    layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, weight, bias, N, C);
+    layernorm_forward_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(out, mean, rstd, x, ldx, weight, bias,
+                                                                              N, C);
   }
   MM_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
-                       int64_t N, int64_t C, Stream s) {
-  launch_layernorm_forward(LayerNormOut{out}, mean, rstd, x, weight, bias, N, C, s);
+                       int64_t N, int64_t C, Stream s, int64_t ld) {
+  launch_layernorm_forward(LayerNormOut{out}, mean, rstd, x, weight, bias, N, C, ld, s);
 }
 
 void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float* x, const float* weight,
-                            const float* bias, int64_t N, int64_t C, Stream s) {
+                            const float* bias, int64_t N, int64_t C, Stream s, int64_t ld) {
   launch_layernorm_forward(LayerNormOut{nullptr, reinterpret_cast<__nv_bfloat16*>(out)}, mean, rstd, x, weight, bias,
-                           N, C, s);
+                           N, C, ld, s);
 }
 
 void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
-  launch_layernorm_forward(LayerNormOut{out, nullptr, z, gated}, mean, rstd, x, weight, bias, N, C, s);
+  launch_layernorm_forward(LayerNormOut{out, nullptr, z, gated}, mean, rstd, x, weight, bias, N, C, 0, s);
 }
 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s,
-                        GradOut out) {
+                        GradOut out, int64_t ld) {
   if (N <= 0) return;
+  const int64_t ldx = row_stride(ld, C, "layernorm_backward");
   if (dx) {
     const bool overwrite = out == GradOut::Overwrite;
-    const RowGroups rg = row_groups(C, {dx, dout, x, weight});
+    const RowGroups rg = row_groups(C, ldx, {dx, dout, x, weight});
     if (rg.K > 0) {
       with_row_vectors(rg.K, [&](auto k) {
         layernorm_dx_rows_kernel<decltype(k)::value>
-            <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C, rg.G,
+            <<<grid_for(N * rg.G, kThreads), kThreads, 0, s>>>(dx, dout, x, ldx, weight, mean, rstd, N, C, rg.G,
                                                                overwrite);
       });
     } else {
-      layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, weight, mean, rstd, N, C,
-                                                                           overwrite);
+      layernorm_dx_kernel<<<grid_for(N, kWarpsPerBlock), kThreads, 0, s>>>(dx, dout, x, ldx, weight, mean, rstd, N,
+                                                                           C, overwrite);
     }
     MM_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
   }
   if (dweight || dbias)
-    channel_sums(take_scratch(N, C, 0), N, C, LayerNormParamTerm{dout, x, mean, rstd, C},
+    channel_sums(take_scratch(N, C, 0), N, C, LayerNormParamTerm{dout, x, mean, rstd, C, ldx},
                  AddParamGrads{dweight, dbias, nullptr}, s);
 }
 
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
                              const float* x, const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
-                             bool relu) {
+                             bool relu, int64_t ld) {
   MM_CHECK(N > 1, "cuda batchnorm_forward_train: need more than one value per channel");
+  const int64_t ldx = row_stride(ld, C, "batchnorm_forward_train");
   // Two passes (mean, then centred squares) for a variance free of cancellation.
   const ChannelScratch sc = take_scratch(N, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
-  channel_sums(sc, N, C, SumTerm{x, C}, StoreMean{mean, N}, s);
-  channel_sums(sc, N, C, CentredSquareTerm{x, mean, C},
+  channel_sums(sc, N, C, SumTerm{x, ldx}, StoreMean{mean, N}, s);
+  channel_sums(sc, N, C, CentredSquareTerm{x, mean, ldx},
                FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
-  scale_shift(out, x, scale, shift, N, C, relu, s);
+  scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
-                             const float* bias, int64_t N, int64_t C, Stream s, bool relu) {
+                             const float* bias, int64_t N, int64_t C, Stream s, bool relu, int64_t ld) {
   if (N <= 0) return;
+  const int64_t ldx = row_stride(ld, C, "batchnorm_forward_saved");
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
   saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
-  scale_shift(out, x, scale, shift, N, C, relu, s);
+  scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
-                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s, bool relu) {
+                            const float* weight, const float* bias, int64_t N, int64_t C, Stream s, bool relu,
+                            int64_t ld) {
   if (N <= 0) return;
+  const int64_t ldx = row_stride(ld, C, "batchnorm_forward_eval");
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
   eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
                                                                       weight, bias, C);
   MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
-  scale_shift(out, x, scale, shift, N, C, relu, s);
+  scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
 }
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s, GradOut out, const BatchNormRelu& relu) {
+                              Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld) {
   if (N <= 0 || (!dx && !dweight && !dbias)) return;
+  const int64_t ldx = row_stride(ld, C, "batchnorm_backward_train");
   const ChannelScratch sc = take_scratch(N, C, 5);
   float *a = dx ? sc.rows : nullptr, *b = sc.rows + C, *d = sc.rows + 2 * C;
   ReluMask mask;
@@ -557,15 +579,16 @@ void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const flo
     MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
     mask = ReluMask{scale, shift};
   }
-  channel_sums(sc, N, C, GradTerm{dout, x, mean, C, mask},
+  channel_sums(sc, N, C, GradTerm{dout, x, mean, C, ldx, mask},
                FinishTrainBackward{dweight, dbias, a, b, d, weight, mean, rstd, N}, s);
-  if (dx) launch_add_affine2(dx, dout, x, a, b, d, mask, N, C, out, s);
+  if (dx) launch_add_affine2(dx, dout, x, ldx, a, b, d, mask, N, C, out, s);
 }
 
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s, GradOut out, const BatchNormRelu& relu) {
+                             int64_t C, Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld) {
   if (N <= 0) return;
+  const int64_t ldx = row_stride(ld, C, "batchnorm_backward_eval");
   const ChannelScratch sc = take_scratch(N, C, 3);
   ReluMask mask;
   if (relu.on) {
@@ -576,12 +599,12 @@ void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const floa
     mask = ReluMask{scale, shift};
   }
   if (dweight || dbias)
-    channel_sums(sc, N, C, GradTerm{dout, x, running_mean, C, mask},
+    channel_sums(sc, N, C, GradTerm{dout, x, running_mean, C, ldx, mask},
                  FinishEvalParamGrads{dweight, dbias, running_var}, s);
   if (!dx) return;
   eval_dx_scale_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.rows, running_var, weight, C);
   MM_CUDA_CHECK_LAUNCH("eval_dx_scale_kernel");
-  launch_add_affine2(dx, dout, x, sc.rows, nullptr, nullptr, mask, N, C, out, s);
+  launch_add_affine2(dx, dout, x, ldx, sc.rows, nullptr, nullptr, mask, N, C, out, s);
 }
 
 }  // namespace mm::cuda

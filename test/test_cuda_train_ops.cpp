@@ -3,6 +3,7 @@
 // test_cuda_train_loss_optim.cpp. Every gradient buffer starts non-zero, so each backward
 // check also checks that backward accumulates. The reductions (LayerNorm/BatchNorm parameter
 // gradients and statistics) are also run twice and compared bit for bit.
+#include <algorithm>
 #include <array>
 #include <random>
 #include <tuple>
@@ -20,6 +21,21 @@
 
 using namespace mm;
 using namespace mm::test;
+
+// Rows of 2C: the fill value in the left halves, x's rows (N,C) in the right halves, for the
+// norms that read or write one half of wider rows in place (their ld).
+static Vec widen(const Vec& x, int64_t N, int64_t C, float fill) {
+  Vec wide(size_t(N * 2 * C), fill);
+  for (int64_t r = 0; r < N; ++r)
+    std::copy(x.begin() + r * C, x.begin() + (r + 1) * C, wide.begin() + r * 2 * C + C);
+  return wide;
+}
+static Vec half_of(const Vec& wide, int64_t N, int64_t C, int half) {
+  Vec out(size_t(N * C));
+  for (int64_t r = 0; r < N; ++r)
+    std::copy(wide.begin() + r * 2 * C + half * C, wide.begin() + r * 2 * C + (half + 1) * C, out.begin() + r * C);
+  return out;
+}
 
 TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
   MM_REQUIRE_GPU_OR_SKIP();
@@ -77,6 +93,30 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
     gx.check("dx", kElementwise);
     gw.check("dweight", kReduction);
     gb.check("dbias", kReduction);
+
+    // x as the right halves of rows 2C apart (ld), and dx added into those halves only: the
+    // packed op's bits.
+    {
+      const Tensor wide = dev(widen(x, N, C, 7.f));
+      Tensor sout = dev_empty(N * C), smean2 = dev_empty(N), srstd2 = dev_empty(N);
+      cuda::layernorm_forward(sout.as<float>(), smean2.as<float>(), srstd2.as<float>(), in(wide) + C, in(tw), in(tb),
+                              N, C, kStream, 2 * C);
+      CHECK(same_bits(from_gpu(sout), from_gpu(tout)));
+      CHECK(same_bits(from_gpu(smean2), from_gpu(tmean)));
+      CHECK(same_bits(from_gpu(srstd2), from_gpu(trstd)));
+      const Vec dx0 = random_vector(size_t(N * C), rng);
+      Tensor packed_dx = dev(dx0), wide_dx = dev(widen(dx0, N, C, 3.f));
+      Tensor pw = dev(gw0), pb = dev(gb0), ww = dev(gw0), wb = dev(gb0);
+      cuda::layernorm_backward(packed_dx.as<float>(), pw.as<float>(), pb.as<float>(), in(tdout), in(tx), in(tw),
+                               in(smean), in(srstd), N, C, kStream);
+      cuda::layernorm_backward(wide_dx.as<float>() + C, ww.as<float>(), wb.as<float>(), in(tdout), in(wide) + C,
+                               in(tw), in(smean), in(srstd), N, C, kStream, cuda::GradOut::Accumulate, 2 * C);
+      const Vec got = from_gpu(wide_dx);
+      CHECK(same_bits(half_of(got, N, C, 1), from_gpu(packed_dx)));
+      CHECK(same_bits(half_of(got, N, C, 0), Vec(size_t(N * C), 3.f)));
+      CHECK(same_bits(from_gpu(ww), from_gpu(pw)));
+      CHECK(same_bits(from_gpu(wb), from_gpu(pb)));
+    }
 
     // Deterministic: the same call from the same start gives the same bits.
     Tensor again_w = dev(gw0), again_b = dev(gb0);
@@ -172,6 +212,27 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute
     CHECK(same_bits(from_gpu(fw), from_gpu(uw)));
     CHECK(same_bits(from_gpu(fb), from_gpu(ub)));
     CHECK_FALSE(same_bits(from_gpu(fx), gx.result()));  // the mask did something
+
+    // x as the right halves of rows 2C apart (ld), dx added into those halves only: the
+    // packed ops' bits, forward, recompute and backward.
+    const Tensor wide = dev(widen(x, N, C, 5.f));
+    Tensor sout = dev_empty(N * C), sstats = dev_empty(2 * C), ssaved = dev_empty(N * C);
+    cuda::batchnorm_forward_train(sout.as<float>(), sstats.as<float>(), sstats.as<float>() + C, nullptr, nullptr,
+                                  in(wide) + C, w_dev, b_dev, N, C, kStream, true, 2 * C);
+    CHECK(same_bits(from_gpu(sout), from_gpu(fused)));
+    CHECK(same_bits(from_gpu(sstats), from_gpu(fused_stats)));
+    cuda::batchnorm_forward_saved(ssaved.as<float>(), in(wide) + C, in(tmean), in(trstd), w_dev, b_dev, N, C, kStream,
+                                  false, 2 * C);
+    CHECK(same_bits(from_gpu(ssaved), out1));
+    Tensor wide_dx = dev(widen(gx0, N, C, 3.f)), sw = dev(gw0), sbias = dev(gb0);
+    cuda::batchnorm_backward_train(wide_dx.as<float>() + C, sw.as<float>(), sbias.as<float>(), in(tdout), in(wide) + C,
+                                   w_dev, in(tmean), in(trstd), N, C, kStream, cuda::GradOut::Accumulate,
+                                   cuda::BatchNormRelu{true, b_dev}, 2 * C);
+    const Vec got = from_gpu(wide_dx);
+    CHECK(same_bits(half_of(got, N, C, 1), from_gpu(fx)));
+    CHECK(same_bits(half_of(got, N, C, 0), Vec(size_t(N * C), 3.f)));
+    CHECK(same_bits(from_gpu(sw), from_gpu(fw)));
+    CHECK(same_bits(from_gpu(sbias), from_gpu(fb)));
   }
 }
 

@@ -71,50 +71,54 @@ int64_t block_cuda_conv_workspace_floats(const BlockDims& d) {
 
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d) { return c::scan_train_workspace_floats(scan_shape(d)); }
 
-int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 7 * d.C; }
+int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 6 * d.C + d.P() * d.c(); }
 
-// relu: the ReLU after it in the same pass.
+// relu: the ReLU after it in the same pass. ld: x's row stride (0: packed).
 static void batchnorm_fwd(float* out, const float* x, const BatchNormWeights& w, float* mean, float* rstd, int64_t P,
-                          int64_t ch, bool train, bool relu, c::Stream s) {
+                          int64_t ch, bool train, bool relu, c::Stream s, int64_t ld = 0) {
   if (train)
-    c::batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s, relu);
+    c::batchnorm_forward_train(out, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s, relu,
+                               ld);
   else
-    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu);
+    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu, ld);
 }
 
 // batchnorm_fwd's output again, from the statistics it saved (train) or the running ones.
 static void batchnorm_recompute(float* out, const float* x, const BatchNormWeights& w, const float* mean,
-                                const float* rstd, int64_t P, int64_t ch, bool train, bool relu, c::Stream s) {
+                                const float* rstd, int64_t P, int64_t ch, bool train, bool relu, c::Stream s,
+                                int64_t ld = 0) {
   if (train)
-    c::batchnorm_forward_saved(out, x, mean, rstd, w.weight, w.bias, P, ch, s, relu);
+    c::batchnorm_forward_saved(out, x, mean, rstd, w.weight, w.bias, P, ch, s, relu, ld);
   else
-    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu);
+    c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu, ld);
 }
 
-// Writes dx (GradOut::Overwrite); accumulates the parameter gradients. relu: dout is the
-// gradient of the ReLU after the BatchNorm, as batchnorm_fwd's relu.
+// Writes dx (or adds to it with GradOut::Accumulate); accumulates the parameter gradients.
+// relu: dout is the gradient of the ReLU after the BatchNorm, as batchnorm_fwd's relu. ld:
+// x's and dx's row stride (0: packed).
 static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dout, const float* x,
                           const BatchNormWeights& w, const float* mean, const float* rstd, int64_t P, int64_t ch,
-                          bool train, bool relu, c::Stream s) {
+                          bool train, bool relu, c::Stream s, c::GradOut out = kWrite, int64_t ld = 0) {
   const c::BatchNormRelu after{relu, w.bias};
   if (train)
-    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, kWrite, after);
+    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, out, after, ld);
   else
-    c::batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, ch, s,
-                               kWrite, after);
+    c::batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, ch, s, out,
+                               after, ld);
 }
 
-// ln1 (P,c) = LayerNorm(right) into buf. It feeds nothing but in_proj's GEMMs, so under
-// GemmCompute::BF16 it is written rounded to bf16, the bits those GEMMs would round it to,
-// and they read it without copies of their own (three of them in backward).
+// ln1 (P,c) = LayerNorm(right) into buf, right's rows 2c apart (the block input's right
+// half). It feeds nothing but in_proj's GEMMs, so under GemmCompute::BF16 it is written
+// rounded to bf16, the bits those GEMMs would round it to, and they read it without copies
+// of their own (three of them in backward).
 static c::GemmOperand ln1_forward(float* buf, float* mean, float* rstd, const float* right, const BlockWeights& w,
                                   int64_t P, int64_t ch, c::Stream s) {
   if (c::gemm_compute() == c::GemmCompute::BF16) {
     auto* rounded = reinterpret_cast<uint16_t*>(buf);
-    c::layernorm_forward_bf16(rounded, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s);
+    c::layernorm_forward_bf16(rounded, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s, 2 * ch);
     return c::bf16_operand(rounded, ch);
   }
-  c::layernorm_forward(buf, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s);
+  c::layernorm_forward(buf, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s, 2 * ch);
   return c::f32_operand(buf, ch);
 }
 
@@ -138,9 +142,9 @@ static c::ShuffleResidual block_end(const float* x, float* dx, const BlockDims& 
   return r;
 }
 
-// The scratch as seven (P,D) regions; a (P,c) buffer is half of one. Which activation lives
-// where is written next to each use: forward and backward each reuse a region once what was
-// in it is dead.
+// The scratch as six (P,D) regions T0..T5 and a (P,c) one, T6; a (P,c) buffer is half of a
+// region. Which activation lives where is written next to each use: forward and backward
+// each reuse a region once what was in it is dead.
 struct BlockScratch {
   float* base;
   int64_t PD;
@@ -154,8 +158,8 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   c::Stream s = ctx.stream;
   auto F = [](Tensor& t) { return t.as<float>(); };
   const BlockScratch T{ctx.scratch, P * D};
-  float *left = T[5], *right = T[5] + P * ch;
-  c::split_halves_forward(left, right, x, P, ch, s);
+  // The input's channel halves are read in place, rows 2c apart.
+  const float *left = x, *right = x + ch;
 
   // SS2D branch: (P,c) -> (P,c)
   const c::GemmOperand ln1 = ln1_forward(T[4], F(a.ln1_mean), F(a.ln1_rstd), right, w, P, ch, s);
@@ -173,7 +177,7 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   // Convolution branch: (P,c) -> (P,c); the last ReLU runs in the block's end.
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
   float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // z is dead
-  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, false, s);
+  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, false, s, 2 * ch);
   c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
   batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
@@ -206,8 +210,8 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   c::ShuffleResidual end = block_end(nullptr, dx, d, ctx);
   end.l_pre = l;
   c::concat_shuffle_backward(pa, ds, dout, P, ch, s, kWrite, end);
-  float *left = T[5], *right = T[5] + P * ch;
-  c::split_halves_forward(left, right, x, P, ch, s);
+  // The input's halves are read in place and their gradients added into dx's, rows 2c apart.
+  const float *left = x, *right = x + ch;
 
   // Convolution branch, ping-ponging between the halves of T0; each BatchNorm's backward
   // takes its ReLU's mask from its own input, and a convolution's input is recomputed into
@@ -217,18 +221,17 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);  // a3
   c::conv2d_backward(pb, g.conv4_w, g.conv4_b, pa, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
   batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
-  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, false, s);  // a0
+  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, false, s, 2 * ch);  // a0
   c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, act, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
-  batchnorm_bwd(pa, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, false, s);
-  c::split_halves_backward(dx, pa, nullptr, P, ch, s);
+  batchnorm_bwd(dx, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, false, s, c::GradOut::Accumulate, 2 * ch);
 
-  // SS2D branch. T5's left half (left) is dead: ln1 goes there.
-  const c::GemmOperand ln1 = ln1_forward(T[5], nullptr, nullptr, right, w, P, ch, s);
+  // SS2D branch.
+  const c::GemmOperand ln1 = ln1_forward(T[6], nullptr, nullptr, right, w, P, ch, s);
   float *z = T[0], *yn = T[1], *gated = T[2], *dg = T[3];
   in_proj_half(z, ln1, w, 1, d, s);
   c::layernorm_gate_forward(yn, gated, nullptr, nullptr, F(a.y), z, w.out_norm_w, w.out_norm_b, P, D, s);
   c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s, kWrite);
-  float *dyn = T[2], *dz = T[6];  // gated is dead
+  float *dyn = T[2], *dz = T[5];  // gated is dead
   c::gate_backward(dyn, dz, dg, yn, z, P * D, s, kWrite);
   float* dy = T[0];  // z, yn, dg are dead
   c::layernorm_backward(dy, g.out_norm_w, g.out_norm_b, dyn, F(a.y), w.out_norm_w, F(a.on_mean), F(a.on_rstd), P, D,
@@ -236,7 +239,7 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   float *xin = T[1], *xconv = T[2], *u = T[3];
   in_proj_half(xin, ln1, w, 0, d, s);
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
-  float* du = T[4];  // dl, ds are dead
+  float* du = T[4];  // ds is dead
   c::scan_train_backward(scan_shape(d), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),
                          ctx.scan_workspace, s, kWrite);
@@ -246,11 +249,10 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   c::dwconv3x3_backward(dxin, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, D, s, kWrite);
   float* dxz = T[0];  // (P,2D) spans T0 and T1
   c::split_halves_backward(dxz, dxin, dz, P, D, s, kWrite);
-  float *dln1 = T[2], *dright = T[3];
+  float* dln1 = T[2];
   c::linear_backward(dln1, g.in_proj, nullptr, dxz, ln1, w.in_proj, P, ch, 2 * D, s, kWrite);
-  c::layernorm_backward(dright, g.ln1_w, g.ln1_b, dln1, right, w.ln1_w, F(a.ln1_mean), F(a.ln1_rstd), P, ch, s,
-                        kWrite);
-  c::split_halves_backward(dx, nullptr, dright, P, ch, s);
+  c::layernorm_backward(dx + ch, g.ln1_w, g.ln1_b, dln1, right, w.ln1_w, F(a.ln1_mean), F(a.ln1_rstd), P, ch, s,
+                        c::GradOut::Accumulate, 2 * ch);
 }
 
 }  // namespace mm

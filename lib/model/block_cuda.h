@@ -42,7 +42,7 @@ struct BlockContextCuda {
 // Workspace floats a block of these dims needs (the maxima callers allocate once).
 int64_t block_cuda_conv_workspace_floats(const BlockDims& d);
 int64_t block_cuda_scan_workspace_floats(const BlockDims& d);
-// (P,7D): nothing in it outlives a block's forward or backward, so every block shares one.
+// (P,6.5D): nothing in it outlives a block's forward or backward, so every block shares one.
 int64_t block_cuda_scratch_floats(const BlockDims& d);
 
 // out, x: (B,H,W,C) device; out must not alias x. w: pointers into the device parameters.
