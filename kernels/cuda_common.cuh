@@ -46,6 +46,12 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + __expf(-x)); }
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
+__device__ __forceinline__ float silu_grad(float x, float s) { return s * (1.f + x * (1.f - s)); }
+// The SS2D gate g = yn·SiLU(z), backward, at one element with sg = σ(z): one expression for
+// gate_backward and the LayerNorm backward it is folded into, so that both give the same bits.
+__device__ __forceinline__ float gate_dyn(float dg, float z, float sg) { return dg * z * sg; }
+__device__ __forceinline__ float gate_dz(float dg, float yn, float z, float sg) { return dg * yn * silu_grad(z, sg); }
 
 // Calls f(T{}) with T the element type of dt (float, __nv_bfloat16 or __half).
 template <class F>

@@ -42,6 +42,13 @@ void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, 
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                         Stream s, GradOut out = GradOut::Accumulate, int64_t ld = 0);
+// The SS2D gate's backward folded into the output norm's (the pair layernorm_gate_forward ran):
+// the bits of gate_backward(dyn, dz, dg, y, z) then layernorm_backward(dx, …, dyn, x, …), y the
+// LayerNorm's output, recomputed here from x, mean, rstd, weight and bias. dz (N,C) is
+// overwritten; dx as out says; every pointer but dweight and dbias is needed.
+void layernorm_gate_backward(float* dx, float* dweight, float* dbias, float* dz, const float* dg, const float* z,
+                             const float* x, const float* weight, const float* bias, const float* mean,
+                             const float* rstd, int64_t N, int64_t C, Stream s, GradOut out = GradOut::Accumulate);
 
 // ---------------------------------------------------------------------------
 // BatchNorm2d on channels-last rows (N,C), N = B·H·W (eps 1e-5, momentum 0.1), as lib/ops/batchnorm.h.

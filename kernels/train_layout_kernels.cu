@@ -14,9 +14,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + expf(-x)); }
-__device__ __forceinline__ float silu_grad(float x, float s) { return s * (1.f + x * (1.f - s)); }
-
 // K consecutive floats; K a multiple of 4 moves as float4s, which needs p 16-byte aligned.
 template <int K>
 struct Vec {
@@ -166,13 +163,13 @@ struct GateBackward {  // as lib/model/block.cpp: dyn = dg·z·σ(z), dz = dg·y
     for (int k = 0; k < K; ++k) sg.v[k] = sigmoid_f(zz.v[k]);
     if (dyn) {
       Vec<K> o;
-      for (int k = 0; k < K; ++k) o.v[k] = d.v[k] * zz.v[k] * sg.v[k];
+      for (int k = 0; k < K; ++k) o.v[k] = gate_dyn(d.v[k], zz.v[k], sg.v[k]);
       put_grad<K>(dyn + i, o, overwrite);
     }
     if (dz) {
       const Vec<K> y = load<K>(yn + i);
       Vec<K> o;
-      for (int k = 0; k < K; ++k) o.v[k] = d.v[k] * y.v[k] * silu_grad(zz.v[k], sg.v[k]);
+      for (int k = 0; k < K; ++k) o.v[k] = gate_dz(d.v[k], y.v[k], zz.v[k], sg.v[k]);
       put_grad<K>(dz + i, o, overwrite);
     }
   }

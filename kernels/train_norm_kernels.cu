@@ -156,28 +156,75 @@ __global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* r
   }
 }
 
+// The gradient a LayerNorm backward reads at packed index i (channel c): dout[i], or, with the
+// SS2D gate after the LayerNorm folded in (z set; dout is then the gate's dg), gate_backward's
+// dyn = gate_dyn(dg, z). With write_dz it also writes the gate's dz[i] = gate_dz(dg, y, z)
+// (overwriting), y = xhat·w + b the LayerNorm's output: the forward's expression, so its bits.
+struct LayerNormDout {
+  const float* dout;
+  const float* z = nullptr;
+  const float* bias = nullptr;
+  float* dz = nullptr;
+
+  __device__ __forceinline__ float at(int64_t i, int64_t c, float xhat, float w, bool write_dz) const {
+    const float g = dout[i];
+    if (!z) return g;
+    const float zz = z[i], sg = sigmoid_f(zz);
+    if (write_dz) dz[i] = gate_dz(g, xhat * w + bias[c], zz, sg);
+    return gate_dyn(g, zz, sg);
+  }
+  // Elements i..i+3 (channels c..c+3), i and c multiples of 4.
+  __device__ __forceinline__ float4 at4(int64_t i, int64_t c, float4 xhat, float4 w, bool write_dz) const {
+    const float4 g = *reinterpret_cast<const float4*>(dout + i);
+    if (!z) return g;
+    const float4 zz = *reinterpret_cast<const float4*>(z + i);
+    const float4 sg = make_float4(sigmoid_f(zz.x), sigmoid_f(zz.y), sigmoid_f(zz.z), sigmoid_f(zz.w));
+    if (write_dz) {
+      const float4 b = *reinterpret_cast<const float4*>(bias + c);
+      *reinterpret_cast<float4*>(dz + i) =
+          make_float4(gate_dz(g.x, xhat.x * w.x + b.x, zz.x, sg.x), gate_dz(g.y, xhat.y * w.y + b.y, zz.y, sg.y),
+                      gate_dz(g.z, xhat.z * w.z + b.z, zz.z, sg.z), gate_dz(g.w, xhat.w * w.w + b.w, zz.w, sg.w));
+    }
+    return make_float4(gate_dyn(g.x, zz.x, sg.x), gate_dyn(g.y, zz.y, sg.y), gate_dyn(g.z, zz.z, sg.z),
+                       gate_dyn(g.w, zz.w, sg.w));
+  }
+};
+
+// A LayerNorm's dx at one element, r·(dxhat − (sum_g + xhat·sum_gx)/C), added to acc unless
+// overwrite, each step rounded on its own (the __*_rn intrinsics): ptxas may otherwise fuse a
+// product into the next sum differently in different copies of a loop, and the backward with
+// the gate folded in must give the plain one's bits.
+__device__ __forceinline__ float layernorm_dx_at(float acc, bool overwrite, float dxhat, float xhat, float r,
+                                                 float inv_c, float sum_g, float sum_gx) {
+  const float v = __fmul_rn(r, __fsub_rn(dxhat, __fmul_rn(inv_c, __fmaf_rn(xhat, sum_gx, sum_g))));
+  return overwrite ? v : __fadd_rn(acc, v);
+}
+
 // x's and dx's rows are ld floats apart, dout's C.
-__global__ void layernorm_dx_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* weight,
+__global__ void layernorm_dx_kernel(float* dx, LayerNormDout dout, const float* x, int64_t ld, const float* weight,
                                     const float* mean, const float* rstd, int64_t N, int64_t C, bool overwrite) {
   const int64_t n = int64_t(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
   const float* xr = x + n * ld;
-  const float* g = dout + n * C;
   const float m = mean[n], r = rstd[n];
   float sum_g = 0.f, sum_gx = 0.f;  // sums of dxhat and dxhat*xhat
+  // dxhat = dout·weight rounded on its own (__fmul_rn): how the compiler would fuse it into
+  // the sums below must not depend on whether dout was read or computed (the gate).
   for (int64_t c = lane; c < C; c += 32) {
-    const float dxhat = g[c] * weight[c];
+    const float xhat = (xr[c] - m) * r;
+    const float dxhat = __fmul_rn(dout.at(n * C + c, c, xhat, weight[c], true), weight[c]);
     sum_g += dxhat;
-    sum_gx += dxhat * ((xr[c] - m) * r);
+    sum_gx += dxhat * xhat;
   }
   sum_g = warp_sum(sum_g);
   sum_gx = warp_sum(sum_gx);
   const float inv_c = 1.f / float(C);
   for (int64_t c = lane; c < C; c += 32) {
     const float xhat = (xr[c] - m) * r;
-    const float v = r * (g[c] * weight[c] - inv_c * (sum_g + xhat * sum_gx));
-    dx[n * ld + c] = overwrite ? v : dx[n * ld + c] + v;
+    const float dxhat = __fmul_rn(dout.at(n * C + c, c, xhat, weight[c], false), weight[c]);
+    float& out = dx[n * ld + c];
+    out = layernorm_dx_at(overwrite ? 0.f : out, overwrite, dxhat, xhat, r, inv_c, sum_g, sum_gx);
   }
 }
 
@@ -229,13 +276,12 @@ __global__ void layernorm_forward_rows_kernel(LayerNormOut out, float* mean, flo
 }
 
 template <int K>
-__global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* weight,
+__global__ void layernorm_dx_rows_kernel(float* dx, LayerNormDout dout, const float* x, int64_t ld, const float* weight,
                                          const float* mean, const float* rstd, int64_t N, int64_t C, int G,
                                          bool overwrite) {
   const RowLane rl = row_lane(N, G);
   const int nv = int(C / 4);
   const float4* xr = reinterpret_cast<const float4*>(x + rl.row * ld);
-  const float4* gr = reinterpret_cast<const float4*>(dout + rl.row * C);
   const float m = mean[rl.row], r = rstd[rl.row];
   float4 xhat[K], gw[K];  // (x - mean)·rstd and dout·weight
   float sum_g = 0.f, sum_gx = 0.f;  // sums of dxhat and dxhat*xhat
@@ -243,10 +289,11 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
   for (int k = 0; k < K; ++k) {
     const int j = rl.lane + k * G;
     const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
-    const float4 xv = j < nv ? xr[j] : zero, g = j < nv ? gr[j] : zero;
+    const float4 xv = j < nv ? xr[j] : zero;
     const float4 w = j < nv ? reinterpret_cast<const float4*>(weight)[j] : zero;
     xhat[k] = make_float4((xv.x - m) * r, (xv.y - m) * r, (xv.z - m) * r, (xv.w - m) * r);
-    gw[k] = make_float4(g.x * w.x, g.y * w.y, g.z * w.z, g.w * w.w);
+    const float4 g = j < nv ? dout.at4(rl.row * C + 4 * j, 4 * j, xhat[k], w, rl.live) : zero;
+    gw[k] = make_float4(__fmul_rn(g.x, w.x), __fmul_rn(g.y, w.y), __fmul_rn(g.z, w.z), __fmul_rn(g.w, w.w));
     sum_g += sum4(gw[k]);
     sum_gx += sum4(make_float4(gw[k].x * xhat[k].x, gw[k].y * xhat[k].y, gw[k].z * xhat[k].z, gw[k].w * xhat[k].w));
   }
@@ -259,20 +306,21 @@ __global__ void layernorm_dx_rows_kernel(float* dx, const float* dout, const flo
   for (int k = 0; k < K; ++k) {
     const int j = rl.lane + k * G;
     if (j >= nv) continue;
-    float4 o = overwrite ? make_float4(0.f, 0.f, 0.f, 0.f) : d[j];  // 0 + v is v (up to a zero's sign)
-    o.x += r * (gw[k].x - inv_c * (sum_g + xhat[k].x * sum_gx));
-    o.y += r * (gw[k].y - inv_c * (sum_g + xhat[k].y * sum_gx));
-    o.z += r * (gw[k].z - inv_c * (sum_g + xhat[k].z * sum_gx));
-    o.w += r * (gw[k].w - inv_c * (sum_g + xhat[k].w * sum_gx));
+    float4 o = overwrite ? make_float4(0.f, 0.f, 0.f, 0.f) : d[j];
+    o.x = layernorm_dx_at(o.x, overwrite, gw[k].x, xhat[k].x, r, inv_c, sum_g, sum_gx);
+    o.y = layernorm_dx_at(o.y, overwrite, gw[k].y, xhat[k].y, r, inv_c, sum_g, sum_gx);
+    o.z = layernorm_dx_at(o.z, overwrite, gw[k].z, xhat[k].z, r, inv_c, sum_g, sum_gx);
+    o.w = layernorm_dx_at(o.w, overwrite, gw[k].w, xhat[k].w, r, inv_c, sum_g, sum_gx);
     d[j] = o;
   }
 }
 
 struct LayerNormParamTerm {  // a1 += dout*xhat, a2 += dout; x's rows ldx apart
-  const float *dout, *x, *mean, *rstd;
+  LayerNormDout dout;
+  const float *x, *mean, *rstd;
   int64_t C, ldx;
   __device__ void operator()(int64_t r, int64_t c, float& a1, float& a2) const {
-    const float g = dout[r * C + c];
+    const float g = dout.at(r * C + c, c, 0.f, 0.f, false);
     a1 += g * ((x[r * ldx + c] - mean[r]) * rstd[r]);
     a2 += g;
   }
@@ -502,14 +550,14 @@ void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, 
   launch_layernorm_forward(LayerNormOut{out, nullptr, z, gated}, mean, rstd, x, weight, bias, N, C, 0, s);
 }
 
-void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s,
-                        GradOut out, int64_t ld) {
+static void launch_layernorm_backward(float* dx, float* dweight, float* dbias, const LayerNormDout& dout,
+                                      const float* x, const float* weight, const float* mean, const float* rstd,
+                                      int64_t N, int64_t C, Stream s, GradOut out, int64_t ld) {
   if (N <= 0) return;
   const int64_t ldx = row_stride(ld, C, "layernorm_backward");
   if (dx) {
     const bool overwrite = out == GradOut::Overwrite;
-    const RowGroups rg = row_groups(C, ldx, {dx, dout, x, weight});
+    const RowGroups rg = row_groups(C, ldx, {dx, dout.dout, dout.z, dout.bias, dout.dz, x, weight});
     if (rg.K > 0) {
       with_row_vectors(rg.K, [&](auto k) {
         layernorm_dx_rows_kernel<decltype(k)::value>
@@ -525,6 +573,20 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
   if (dweight || dbias)
     channel_sums(take_scratch(N, C, 0), N, C, LayerNormParamTerm{dout, x, mean, rstd, C, ldx},
                  AddParamGrads{dweight, dbias, nullptr}, s);
+}
+
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C, Stream s,
+                        GradOut out, int64_t ld) {
+  launch_layernorm_backward(dx, dweight, dbias, LayerNormDout{dout}, x, weight, mean, rstd, N, C, s, out, ld);
+}
+
+void layernorm_gate_backward(float* dx, float* dweight, float* dbias, float* dz, const float* dg, const float* z,
+                             const float* x, const float* weight, const float* bias, const float* mean,
+                             const float* rstd, int64_t N, int64_t C, Stream s, GradOut out) {
+  MM_CHECK(dx && dz && z && bias, "layernorm_gate_backward: needs dx, dz, z and the LayerNorm's bias");
+  launch_layernorm_backward(dx, dweight, dbias, LayerNormDout{dg, z, bias, dz}, x, weight, mean, rstd, N, C, s, out,
+                            0);
 }
 
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,

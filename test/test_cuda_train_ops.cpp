@@ -118,6 +118,25 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
       CHECK(same_bits(from_gpu(wb), from_gpu(pb)));
     }
 
+    // The SS2D gate's backward folded in: gate_backward on the forward's output, then the plain
+    // backward, bit for bit, dz included.
+    {
+      const Vec dx0 = random_vector(size_t(N * C), rng);
+      const Tensor tdg = dev(random_vector(size_t(N * C), rng));
+      Tensor dyn = dev_empty(N * C), udz = dev_empty(N * C), fdz = dev_empty(N * C);
+      Tensor ux = dev(dx0), uw = dev(gw0), ub = dev(gb0), fx = dev(dx0), fw = dev(gw0), fb = dev(gb0);
+      cuda::gate_backward(dyn.as<float>(), udz.as<float>(), in(tdg), in(tout), in(tz), N * C, kStream,
+                          cuda::GradOut::Overwrite);
+      cuda::layernorm_backward(ux.as<float>(), uw.as<float>(), ub.as<float>(), in(dyn), in(tx), in(tw), in(tmean),
+                               in(trstd), N, C, kStream);
+      cuda::layernorm_gate_backward(fx.as<float>(), fw.as<float>(), fb.as<float>(), fdz.as<float>(), in(tdg), in(tz),
+                                    in(tx), in(tw), in(tb), in(tmean), in(trstd), N, C, kStream);
+      CHECK(same_bits(from_gpu(fx), from_gpu(ux)));
+      CHECK(same_bits(from_gpu(fdz), from_gpu(udz)));
+      CHECK(same_bits(from_gpu(fw), from_gpu(uw)));
+      CHECK(same_bits(from_gpu(fb), from_gpu(ub)));
+    }
+
     // Deterministic: the same call from the same start gives the same bits.
     Tensor again_w = dev(gw0), again_b = dev(gb0);
     cuda::layernorm_backward(nullptr, again_w.as<float>(), again_b.as<float>(), in(tdout), in(tx), in(tw),

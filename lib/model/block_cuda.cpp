@@ -227,30 +227,30 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
 
   // SS2D branch.
   const c::GemmOperand ln1 = ln1_forward(T[6], nullptr, nullptr, right, w, P, ch, s);
-  float *z = T[0], *yn = T[1], *gated = T[2], *dg = T[3];
+  float *z = T[0], *gated = T[2], *dg = T[3];
   in_proj_half(z, ln1, w, 1, d, s);
-  c::layernorm_gate_forward(yn, gated, nullptr, nullptr, F(a.y), z, w.out_norm_w, w.out_norm_b, P, D, s);
+  c::layernorm_gate_forward(nullptr, gated, nullptr, nullptr, F(a.y), z, w.out_norm_w, w.out_norm_b, P, D, s);
   c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s, kWrite);
-  float *dyn = T[2], *dz = T[5];  // gated is dead
-  c::gate_backward(dyn, dz, dg, yn, z, P * D, s, kWrite);
-  float* dy = T[0];  // z, yn, dg are dead
-  c::layernorm_backward(dy, g.out_norm_w, g.out_norm_b, dyn, F(a.y), w.out_norm_w, F(a.on_mean), F(a.on_rstd), P, D,
-                        s, kWrite);
-  float *xin = T[1], *xconv = T[2], *u = T[3];
+  float *dy = T[1], *dz = T[5];  // the gate's backward runs in the output norm's
+  c::layernorm_gate_backward(dy, g.out_norm_w, g.out_norm_b, dz, dg, z, F(a.y), w.out_norm_w, w.out_norm_b,
+                             F(a.on_mean), F(a.on_rstd), P, D, s, kWrite);
+  float *xin = T[0], *xconv = T[2], *u = T[3];  // z, gated, dg are dead
   in_proj_half(xin, ln1, w, 0, d, s);
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   float* du = T[4];  // ds is dead
   c::scan_train_backward(scan_shape(d), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),
                          ctx.scan_workspace, s, kWrite);
-  float* dxconv = T[0];
+  float* dxconv = T[1];  // dy is dead
   c::silu_backward(dxconv, du, xconv, P * D, s, kWrite);
-  float* dxin = T[2];
+  float* dxin = T[3];  // u is dead
   c::dwconv3x3_backward(dxin, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, D, s, kWrite);
-  float* dxz = T[0];  // (P,2D) spans T0 and T1
-  c::split_halves_backward(dxz, dxin, dz, P, D, s, kWrite);
-  float* dln1 = T[2];
-  c::linear_backward(dln1, g.in_proj, nullptr, dxz, ln1, w.in_proj, P, ch, 2 * D, s, kWrite);
+  // in_proj's backward by halves, each reading its gradient where it lies: xin's rows of
+  // in_proj, then z's.
+  float* dln1 = T[4];  // du is dead
+  c::linear_backward(dln1, g.in_proj, nullptr, dxin, ln1, w.in_proj, P, ch, D, s, kWrite);
+  c::linear_backward(dln1, g.in_proj + D * ch, nullptr, dz, ln1, w.in_proj + D * ch, P, ch, D, s,
+                     c::GradOut::Accumulate);
   c::layernorm_backward(dx + ch, g.ln1_w, g.ln1_b, dln1, right, w.ln1_w, F(a.ln1_mean), F(a.ln1_rstd), P, ch, s,
                         c::GradOut::Accumulate, 2 * ch);
 }
