@@ -1,5 +1,5 @@
 #pragma once
-// Rows in lane groups, for the LayerNorms of the training backend (train_norm_kernels.cu) and
+// Rows in lane groups, for the LayerNorms of the training backend (train_layernorm_kernels.cu) and
 // of the inference engine (norm_kernels.cu). A row of `packs` vectors (float4s, or 8 bf16s)
 // takes G lanes, a power of two up to 32, and each lane holds K of its vectors (the row's
 // vector j at lane j % G, slot j / G) in registers: the row is read once, with all its loads

@@ -53,11 +53,11 @@ static c::ConvShape conv_shape(const BlockDims& d, int64_t k) {
   return s;
 }
 
-// Called under the model's GemmComputeScope, both when model_buffers sizes the workspace and
-// when the scan runs, so that both see the same bf16 flag.
-static c::ScanTrainShape scan_shape(const BlockDims& d) {
+// bf16: the workspace layout, given explicitly both where model_buffers sizes the workspace
+// and where the scan runs (an implicit one, read from the GEMM scope, once sized it for float32).
+static c::ScanTrainShape scan_shape(const BlockDims& d, bool bf16) {
   c::ScanTrainShape s{d.B, d.H, d.W, d.C, d.N, d.R};
-  s.bf16 = c::gemm_compute() == c::GemmCompute::BF16;
+  s.bf16 = bf16;
   return s;
 }
 
@@ -69,7 +69,9 @@ int64_t block_cuda_conv_workspace_floats(const BlockDims& d) {
   return std::max(c::conv2d_workspace_floats(conv_shape(d, 3)), c::conv2d_workspace_floats(conv_shape(d, 1)));
 }
 
-int64_t block_cuda_scan_workspace_floats(const BlockDims& d) { return c::scan_train_workspace_floats(scan_shape(d)); }
+int64_t block_cuda_scan_workspace_floats(const BlockDims& d, bool bf16) {
+  return c::scan_train_workspace_floats(scan_shape(d, bf16));
+}
 
 int64_t block_cuda_scratch_floats(const BlockDims& d) { return d.P() * 6 * d.C + d.P() * d.c(); }
 
@@ -167,7 +169,7 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   in_proj_half(xin, ln1, w, 0, d, s);
   in_proj_half(z, ln1, w, 1, d, s);
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
-  c::scan_train_forward(scan_shape(d), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
+  c::scan_train_forward(scan_shape(d, ctx.bf16), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
                         ctx.scan_workspace, s);
   float *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
   c::layernorm_gate_forward(nullptr, gated, F(a.on_mean), F(a.on_rstd), F(a.y), z, w.out_norm_w, w.out_norm_b, P, D,
@@ -238,7 +240,7 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   in_proj_half(xin, ln1, w, 0, d, s);
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   float* du = T[4];  // ds is dead
-  c::scan_train_backward(scan_shape(d), u, scan_weights(w), dy, du,
+  c::scan_train_backward(scan_shape(d, ctx.bf16), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),
                          ctx.scan_workspace, s, kWrite);
   float* dxconv = T[1];  // dy is dead

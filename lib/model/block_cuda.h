@@ -32,6 +32,7 @@ struct BlockActsCuda {
 struct BlockContextCuda {
   bool train = false;
   bool keep = false;
+  bool bf16 = false;  // the model's GEMMs run in bf16: the scan keeps its smaller bf16 workspace layout
   const float* drop_scale = nullptr;  // (B) device floats, or nullptr
   float* conv_workspace = nullptr;    // cuda::conv2d_workspace_floats of the block's 3x3 conv
   float* scan_workspace = nullptr;    // cuda::scan_train_workspace_floats of the block's scan
@@ -41,7 +42,7 @@ struct BlockContextCuda {
 
 // Workspace floats a block of these dims needs (the maxima callers allocate once).
 int64_t block_cuda_conv_workspace_floats(const BlockDims& d);
-int64_t block_cuda_scan_workspace_floats(const BlockDims& d);
+int64_t block_cuda_scan_workspace_floats(const BlockDims& d, bool bf16);
 // (P,6.5D): nothing in it outlives a block's forward or backward, so every block shares one.
 int64_t block_cuda_scratch_floats(const BlockDims& d);
 

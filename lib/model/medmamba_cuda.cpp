@@ -118,7 +118,7 @@ std::string block_prefix(int64_t i, int64_t j) {
 
 // One list of the model-level buffers and their sizes, for allocating and for counting.
 template <class Alloc>
-void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep,
+void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, bool bf16,
                    Alloc&& alloc) {
   a.images = alloc(B * cfg.in_chans * S * S);
   if (train) a.drop_scales = alloc(cfg.num_blocks() * B);
@@ -138,7 +138,7 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
       st.merge_mean = alloc(P / 4);
       st.merge_rstd = alloc(P / 4);
     }
-    workspace = std::max({workspace, block_cuda_conv_workspace_floats(d), block_cuda_scan_workspace_floats(d)});
+    workspace = std::max({workspace, block_cuda_conv_workspace_floats(d), block_cuda_scan_workspace_floats(d, bf16)});
     scratch = std::max(scratch, block_cuda_scratch_floats(d));
   }
   scratch = std::max(scratch, B * S * S * cfg.in_chans + P0 * cfg.dims[0]);  // the patch embedding's
@@ -157,20 +157,20 @@ void model_buffers(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t 
 
 // Device floats one forward (and its backward) of this shape holds: the model-level
 // buffers, the blocks' activations, and backward's gradient buffers (a few stage-sized ones).
-int64_t activation_floats(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+int64_t activation_floats(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, bool bf16) {
   ModelActsCuda dry;
   int64_t n = 0;
-  model_buffers(dry, cfg, B, S, train, keep, [&n](int64_t k) { n += std::max<int64_t>(k, 1); return Tensor(); });
+  model_buffers(dry, cfg, B, S, train, keep, bf16, [&n](int64_t k) { n += std::max<int64_t>(k, 1); return Tensor(); });
   for (int64_t i = 0; i < cfg.num_stages(); ++i)
     n += BlockActsCuda::floats(stage_dims(cfg, i, B, S), keep) * (keep ? cfg.depths[i] : 1);
   return n;
 }
 
 // Refuses a batch whose activations cannot fit in the GPU's memory, naming a batch that would.
-void check_fits(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, int64_t held_floats) {
+void check_fits(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, bool bf16, int64_t held_floats) {
   size_t free_bytes = 0, total_bytes = 0;
   c::memory_info(&free_bytes, &total_bytes);
-  const double need = 4.0 * double(activation_floats(cfg, B, S, train, keep));
+  const double need = 4.0 * double(activation_floats(cfg, B, S, train, keep, bf16));
   const double have = double(free_bytes) + 4.0 * double(held_floats);  // what this model holds now is freed first
   if (need <= 0.95 * have) return;
   const double per_image = need / double(B);
@@ -187,13 +187,14 @@ void check_fits(const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool k
 }
 
 // Returns whether it (re)allocated: the buffers' addresses changed.
-bool allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep) {
+// bf16: the model's GEMMs run in bf16 (fixed for a model, so not part of the buffers' key).
+bool allocate_acts(ModelActsCuda& a, const ModelConfig& cfg, int64_t B, int64_t S, bool train, bool keep, bool bf16) {
   if (a.B == B && a.S == S && a.train == train && a.keep == keep) return false;
-  const int64_t held = a.B > 0 ? activation_floats(cfg, a.B, a.S, a.train, a.keep) : 0;
-  check_fits(cfg, B, S, train, keep, held);
+  const int64_t held = a.B > 0 ? activation_floats(cfg, a.B, a.S, a.train, a.keep, bf16) : 0;
+  check_fits(cfg, B, S, train, keep, bf16, held);
   a = ModelActsCuda{};
   a.B = B; a.S = S; a.train = train; a.keep = keep;
-  model_buffers(a, cfg, B, S, train, keep, device_floats);
+  model_buffers(a, cfg, B, S, train, keep, bf16, device_floats);
   return true;
 }
 
@@ -328,12 +329,7 @@ Tensor MedMambaCuda::forward(const Tensor& images, bool train, bool keep_for_bac
   const int64_t B = images.dim(0), S = check_forward_input(cfg, images);
   if (m.opts.fast_eval && !train && !keep_for_backward) return eval_engine().forward(images);
   ModelActsCuda& a = m.acts;
-  {
-    // The scan's workspace is smaller in bf16 (block_cuda.cpp's scan_shape reads the scope): it is
-    // sized under the same GemmComputeScope as the kernels run under.
-    const c::GemmComputeScope math(gemm_compute_of(m.opts.math));
-    if (allocate_acts(a, cfg, B, S, train, keep_for_backward)) m.graphs.drop();
-  }
+  if (allocate_acts(a, cfg, B, S, train, keep_for_backward, m.opts.math == GemmMath::BF16)) m.graphs.drop();
   const c::Stream s = m.stream;
   if (images.device() == Device::CPU)
     m.image_upload.upload(F(a.images), images.f32(), images.numel(), s);
@@ -382,6 +378,7 @@ void MedMambaCuda::Impl::forward_kernels() {
       BlockContextCuda ctx;
       ctx.train = train;
       ctx.keep = keep_for_backward;
+      ctx.bf16 = opts.math == GemmMath::BF16;
       ctx.conv_workspace = F(a.op_workspace);
       ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
@@ -467,6 +464,7 @@ void MedMambaCuda::Impl::backward_kernels(float* dimg_nhwc) {
       BlockContextCuda ctx;
       ctx.train = a.train;
       ctx.keep = true;
+      ctx.bf16 = opts.math == GemmMath::BF16;
       ctx.conv_workspace = F(a.op_workspace);
       ctx.scan_workspace = F(a.op_workspace);
       ctx.scratch = F(a.block_scratch);
