@@ -38,6 +38,11 @@ void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float
 // layernorm_forward then gate_forward; out, the LayerNorm alone, may be nullptr.
 void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s);
+// The same with gated rounded to bf16 (nearest even), for the bf16 GEMMs it feeds: the bits
+// to_bf16 makes of layernorm_gate_forward's gated.
+void layernorm_gate_forward_bf16(float* out, uint16_t* gated, float* mean, float* rstd, const float* x,
+                                 const float* z, const float* weight, const float* bias, int64_t N, int64_t C,
+                                 Stream s);
 // dx (N,C) +=, dweight (C) +=, dbias (C) +=; any may be nullptr.
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,

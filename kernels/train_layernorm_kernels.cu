@@ -14,16 +14,21 @@ namespace {
 
 // What a LayerNorm forward writes, each part optional: its output y in float32 (f32) or
 // rounded to bf16 (bf16, nearest even: the bits to_bf16 makes of f32), and the SS2D gate
-// after it, gated = y ⊙ SiLU(z), the product of gate_forward (GateForward) on f32's values.
+// after it, g = y ⊙ SiLU(z), the product of gate_forward (GateForward) on f32's values, in
+// float32 (gated) or rounded to bf16 (gated_bf16).
 struct LayerNormOut {
   float* f32 = nullptr;
   __nv_bfloat16* bf16 = nullptr;
   const float* z = nullptr;
   float* gated = nullptr;
+  __nv_bfloat16* gated_bf16 = nullptr;
   __device__ __forceinline__ void put(int64_t i, float y) const {
     if (f32) f32[i] = y;
     if (bf16) bf16[i] = __float2bfloat16_rn(y);
-    if (z) gated[i] = y * silu_f(z[i]);
+    if (!z) return;
+    const float g = y * silu_f(z[i]);
+    if (gated) gated[i] = g;
+    if (gated_bf16) gated_bf16[i] = __float2bfloat16_rn(g);
   }
   // Elements i..i+3, i a multiple of 4 (16-byte aligned rows).
   __device__ __forceinline__ void put4(int64_t i, float4 y) const {
@@ -33,9 +38,13 @@ struct LayerNormOut {
       reinterpret_cast<__nv_bfloat162*>(bf16 + i)[1] = __floats2bfloat162_rn(y.z, y.w);
     }
     if (z) {
-      const float4 g = *reinterpret_cast<const float4*>(z + i);
-      *reinterpret_cast<float4*>(gated + i) =
-          make_float4(y.x * silu_f(g.x), y.y * silu_f(g.y), y.z * silu_f(g.z), y.w * silu_f(g.w));
+      const float4 zz = *reinterpret_cast<const float4*>(z + i);
+      const float4 g = make_float4(y.x * silu_f(zz.x), y.y * silu_f(zz.y), y.z * silu_f(zz.z), y.w * silu_f(zz.w));
+      if (gated) *reinterpret_cast<float4*>(gated + i) = g;
+      if (gated_bf16) {
+        reinterpret_cast<__nv_bfloat162*>(gated_bf16 + i)[0] = __floats2bfloat162_rn(g.x, g.y);
+        reinterpret_cast<__nv_bfloat162*>(gated_bf16 + i)[1] = __floats2bfloat162_rn(g.z, g.w);
+      }
     }
   }
 };
@@ -248,7 +257,7 @@ static void launch_layernorm_forward(const LayerNormOut& out, float* mean, float
                                      Stream s) {
   if (N <= 0) return;
   const int64_t ldx = row_stride(ld, C, "layernorm_forward");
-  const RowGroups rg = row_groups(C, ldx, {out.f32, out.bf16, out.z, out.gated, x, weight, bias});
+  const RowGroups rg = row_groups(C, ldx, {out.f32, out.bf16, out.z, out.gated, out.gated_bf16, x, weight, bias});
   if (rg.K > 0) {
     with_row_vectors(rg.K, [&](auto k) {
       layernorm_forward_rows_kernel<decltype(k)::value>
@@ -275,6 +284,13 @@ void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float
 void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s) {
   launch_layernorm_forward(LayerNormOut{out, nullptr, z, gated}, mean, rstd, x, weight, bias, N, C, 0, s);
+}
+
+void layernorm_gate_forward_bf16(float* out, uint16_t* gated, float* mean, float* rstd, const float* x,
+                                 const float* z, const float* weight, const float* bias, int64_t N, int64_t C,
+                                 Stream s) {
+  launch_layernorm_forward(LayerNormOut{out, nullptr, z, nullptr, reinterpret_cast<__nv_bfloat16*>(gated)}, mean,
+                           rstd, x, weight, bias, N, C, 0, s);
 }
 
 static void launch_layernorm_backward(float* dx, float* dweight, float* dbias, const LayerNormDout& dout,

@@ -74,6 +74,16 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
     CHECK(same_bits(from_gpu(gate_only), from_gpu(gate_after)));
     CHECK(same_bits(from_gpu(gmean), from_gpu(tmean)));
     CHECK(same_bits(from_gpu(grstd), from_gpu(trstd)));
+    // gated in bf16, for the bf16 GEMMs it feeds: the bits of their own rounding of it.
+    {
+      const int64_t halves = (N * C + 1) / 2;
+      Tensor rounded = dev(Vec(size_t(halves), 0.f)), gemm_rounded = dev(Vec(size_t(halves), 0.f));
+      cuda::layernorm_gate_forward_bf16(nullptr, reinterpret_cast<uint16_t*>(rounded.as<float>()), nullptr, nullptr,
+                                        in(tx), in(tz), in(tw), in(tb), N, C, kStream);
+      cuda::bf16_operand_copy(in(gate_after), N, C, C, reinterpret_cast<uint16_t*>(gemm_rounded.as<float>()),
+                              kStream);
+      CHECK(same_bits(from_gpu(rounded), from_gpu(gemm_rounded)));
+    }
     // Written in bf16 for the bf16 GEMMs it feeds: the bits of their own rounding of out.
     // Zeroed first: an odd count leaves half of the last float unwritten.
     const int64_t halves = (N * C + 1) / 2;

@@ -124,6 +124,19 @@ static c::GemmOperand ln1_forward(float* buf, float* mean, float* rstd, const fl
   return c::f32_operand(buf, ch);
 }
 
+// gated (P,D) = LayerNorm(y) ⊙ SiLU(z) into buf. It feeds nothing but out_proj's GEMMs, so
+// under GemmCompute::BF16 it is written rounded to bf16, as ln1 is (ln1_forward).
+static c::GemmOperand out_norm_gate(float* buf, float* mean, float* rstd, const float* y, const float* z,
+                                    const BlockWeights& w, int64_t P, int64_t D, c::Stream s) {
+  if (c::gemm_compute() == c::GemmCompute::BF16) {
+    auto* rounded = reinterpret_cast<uint16_t*>(buf);
+    c::layernorm_gate_forward_bf16(nullptr, rounded, mean, rstd, y, z, w.out_norm_w, w.out_norm_b, P, D, s);
+    return c::bf16_operand(rounded, D);
+  }
+  c::layernorm_gate_forward(nullptr, buf, mean, rstd, y, z, w.out_norm_w, w.out_norm_b, P, D, s);
+  return c::f32_operand(buf, D);
+}
+
 // One half of in_proj: xin (half 0) or z (half 1), (P,D) from ln1 (P,c). Forward and
 // backward's recomputation make the same call, so they get the same bits.
 static void in_proj_half(float* out, c::GemmOperand ln1, const BlockWeights& w, int half, const BlockDims& d,
@@ -171,9 +184,8 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
   c::scan_train_forward(scan_shape(d, ctx.bf16), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
                         ctx.scan_workspace, s);
-  float *gated = T[2], *sb = T[3];  // xin, xconv, u are dead
-  c::layernorm_gate_forward(nullptr, gated, F(a.on_mean), F(a.on_rstd), F(a.y), z, w.out_norm_w, w.out_norm_b, P, D,
-                            s);
+  float* sb = T[3];  // xin, xconv, u are dead: gated goes to T2
+  const c::GemmOperand gated = out_norm_gate(T[2], F(a.on_mean), F(a.on_rstd), F(a.y), z, w, P, D, s);
   c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
 
   // Convolution branch: (P,c) -> (P,c); the last ReLU runs in the block's end.
@@ -229,9 +241,9 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
 
   // SS2D branch.
   const c::GemmOperand ln1 = ln1_forward(T[6], nullptr, nullptr, right, w, P, ch, s);
-  float *z = T[0], *gated = T[2], *dg = T[3];
+  float *z = T[0], *dg = T[3];
   in_proj_half(z, ln1, w, 1, d, s);
-  c::layernorm_gate_forward(nullptr, gated, nullptr, nullptr, F(a.y), z, w.out_norm_w, w.out_norm_b, P, D, s);
+  const c::GemmOperand gated = out_norm_gate(T[2], nullptr, nullptr, F(a.y), z, w, P, D, s);
   c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s, kWrite);
   float *dy = T[1], *dz = T[5];  // the gate's backward runs in the output norm's
   c::layernorm_gate_backward(dy, g.out_norm_w, g.out_norm_b, dz, dg, z, F(a.y), w.out_norm_w, w.out_norm_b,
