@@ -37,6 +37,17 @@ static Vec half_of(const Vec& wide, int64_t N, int64_t C, int half) {
   return out;
 }
 
+// Whether write, a kernel that writes rows·cols values rounded to bf16, gives the bits that
+// bf16_operand_copy (the rounding a bf16 GEMM makes of its float32 operands) makes of f32.
+template <class WriteBf16>
+static bool same_bits_as_gemm_rounding(const Tensor& f32, int64_t rows, int64_t cols, WriteBf16 write) {
+  const int64_t halves = (rows * cols + 1) / 2;  // zeroed: an odd count leaves half a float unwritten
+  Tensor got = dev(Vec(size_t(halves), 0.f)), want = dev(Vec(size_t(halves), 0.f));
+  write(reinterpret_cast<uint16_t*>(got.as<float>()));
+  cuda::bf16_operand_copy(in(f32), rows, cols, cols, reinterpret_cast<uint16_t*>(want.as<float>()), kStream);
+  return same_bits(from_gpu(got), from_gpu(want));
+}
+
 TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
   MM_REQUIRE_GPU_OR_SKIP();
   std::mt19937 rng(11);
@@ -74,24 +85,15 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
     CHECK(same_bits(from_gpu(gate_only), from_gpu(gate_after)));
     CHECK(same_bits(from_gpu(gmean), from_gpu(tmean)));
     CHECK(same_bits(from_gpu(grstd), from_gpu(trstd)));
-    // gated in bf16, for the bf16 GEMMs it feeds: the bits of their own rounding of it.
-    {
-      const int64_t halves = (N * C + 1) / 2;
-      Tensor rounded = dev(Vec(size_t(halves), 0.f)), gemm_rounded = dev(Vec(size_t(halves), 0.f));
-      cuda::layernorm_gate_forward_bf16(nullptr, reinterpret_cast<uint16_t*>(rounded.as<float>()), nullptr, nullptr,
-                                        in(tx), in(tz), in(tw), in(tb), N, C, kStream);
-      cuda::bf16_operand_copy(in(gate_after), N, C, C, reinterpret_cast<uint16_t*>(gemm_rounded.as<float>()),
-                              kStream);
-      CHECK(same_bits(from_gpu(rounded), from_gpu(gemm_rounded)));
-    }
-    // Written in bf16 for the bf16 GEMMs it feeds: the bits of their own rounding of out.
-    // Zeroed first: an odd count leaves half of the last float unwritten.
-    const int64_t halves = (N * C + 1) / 2;
-    Tensor rounded = dev(Vec(size_t(halves), 0.f)), gemm_rounded = dev(Vec(size_t(halves), 0.f));
-    cuda::layernorm_forward_bf16(reinterpret_cast<uint16_t*>(rounded.as<float>()), nullptr, nullptr, in(tx), in(tw),
-                                 in(tb), N, C, kStream);
-    cuda::bf16_operand_copy(in(tout), N, C, C, reinterpret_cast<uint16_t*>(gemm_rounded.as<float>()), kStream);
-    CHECK(same_bits(from_gpu(rounded), from_gpu(gemm_rounded)));
+    // The output and the gated product written in bf16, for the bf16 GEMMs they feed: the bits
+    // of those GEMMs' own rounding.
+    CHECK(same_bits_as_gemm_rounding(tout, N, C, [&](uint16_t* rounded) {
+      cuda::layernorm_forward_bf16(rounded, nullptr, nullptr, in(tx), in(tw), in(tb), N, C, kStream);
+    }));
+    CHECK(same_bits_as_gemm_rounding(gate_after, N, C, [&](uint16_t* rounded) {
+      cuda::layernorm_gate_forward_bf16(nullptr, rounded, nullptr, nullptr, in(tx), in(tz), in(tw), in(tb), N, C,
+                                        kStream);
+    }));
 
     // Backward from the CPU's saved statistics, so both sides see the same inputs.
     const Tensor smean = dev(mean), srstd = dev(rstd);
