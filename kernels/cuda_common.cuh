@@ -52,6 +52,10 @@ __device__ __forceinline__ float silu_grad(float x, float s) { return s * (1.f +
 // gate_backward and the LayerNorm backward it is folded into, so that both give the same bits.
 __device__ __forceinline__ float gate_dyn(float dg, float z, float sg) { return dg * z * sg; }
 __device__ __forceinline__ float gate_dz(float dg, float yn, float z, float sg) { return dg * yn * silu_grad(z, sg); }
+// The gate's forward, g = yn·SiLU(z), and the ReLU: one expression each for the plain kernels
+// and the fused ones, so that a fused op gives the plain ops' bits by construction.
+__device__ __forceinline__ float gate_g(float yn, float z) { return yn * silu_f(z); }
+__device__ __forceinline__ float relu_f(float x) { return x > 0.f ? x : 0.f; }
 
 // Calls f(T{}) with T the element type of dt (float, __nv_bfloat16 or __half).
 template <class F>

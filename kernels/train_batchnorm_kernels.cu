@@ -28,15 +28,20 @@ struct CentredSquareTerm {  // a1 += (x - mean)^2
   }
 };
 
+// A BatchNorm's output at one element: one expression for scale_shift_kernel and ReluMask, so
+// that the mask sees the forward's bits by construction.
+__device__ __forceinline__ float batchnorm_affine(float x, const float* scale, const float* shift, int64_t c) {
+  return x * scale[c] + shift[c];
+}
+
 // The ReLU after a BatchNorm, in its backward: dout passes where the forward's output
-// x·scale + shift (the expression of scale_shift_kernel, so the same bits) was positive, as
+// x·scale + shift (batchnorm_affine, as scale_shift_kernel computes it) was positive, as
 // relu_backward on that output would pass it. scale nullptr: no ReLU.
 struct ReluMask {
   const float *scale = nullptr, *shift = nullptr;
   __device__ __forceinline__ float operator()(float g, float x, int64_t c) const {
     if (!scale) return g;
-    const float v = x * scale[c] + shift[c];
-    return v > 0.f ? g : 0.f;
+    return batchnorm_affine(x, scale, shift, c) > 0.f ? g : 0.f;
   }
 };
 
@@ -110,8 +115,8 @@ __global__ void scale_shift_kernel(float* out, const float* x, int64_t ldx, cons
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t r = C.div(i), c = C.mod(i, r);
-  const float v = x[int64_t(r) * ldx + c] * scale[c] + shift[c];
-  out[i] = kRelu ? (v > 0.f ? v : 0.f) : v;
+  const float v = batchnorm_affine(x[int64_t(r) * ldx + c], scale, shift, c);
+  out[i] = kRelu ? relu_f(v) : v;
 }
 void scale_shift(float* out, const float* x, int64_t ldx, const float* scale, const float* shift, int64_t N,
                  int64_t C, bool relu, Stream s) {

@@ -26,7 +26,7 @@ struct LayerNormOut {
     if (f32) f32[i] = y;
     if (bf16) bf16[i] = __float2bfloat16_rn(y);
     if (!z) return;
-    const float g = y * silu_f(z[i]);
+    const float g = gate_g(y, z[i]);
     if (gated) gated[i] = g;
     if (gated_bf16) gated_bf16[i] = __float2bfloat16_rn(g);
   }
@@ -39,7 +39,7 @@ struct LayerNormOut {
     }
     if (z) {
       const float4 zz = *reinterpret_cast<const float4*>(z + i);
-      const float4 g = make_float4(y.x * silu_f(zz.x), y.y * silu_f(zz.y), y.z * silu_f(zz.z), y.w * silu_f(zz.w));
+      const float4 g = make_float4(gate_g(y.x, zz.x), gate_g(y.y, zz.y), gate_g(y.z, zz.z), gate_g(y.w, zz.w));
       if (gated) *reinterpret_cast<float4*>(gated + i) = g;
       if (gated_bf16) {
         reinterpret_cast<__nv_bfloat162*>(gated_bf16 + i)[0] = __floats2bfloat162_rn(g.x, g.y);

@@ -116,7 +116,7 @@ struct ReluForward {
   float* out; const float* x;
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> v = load<K>(x + i);
-    for (float& e : v.v) e = e > 0.f ? e : 0.f;
+    for (float& e : v.v) e = relu_f(e);
     store<K>(out + i, v);
   }
 };
@@ -151,7 +151,7 @@ struct GateForward {
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> y = load<K>(yn + i);
     const Vec<K> zz = load<K>(z + i);
-    for (int k = 0; k < K; ++k) y.v[k] *= silu_f(zz.v[k]);
+    for (int k = 0; k < K; ++k) y.v[k] = gate_g(y.v[k], zz.v[k]);
     store<K>(g + i, y);
   }
 };
@@ -213,7 +213,7 @@ struct ConcatShuffleForward {
   template <int K> __device__ void run(int64_t i) const {
     Vec<K> a = load<K>(l + i), b = load<K>(sb + i);
     if (r.relu_l)
-      for (float& e : a.v) e = e > 0.f ? e : 0.f;
+      for (float& e : a.v) e = relu_f(e);
     if (r.sb_scale) {
       const float f = r.sb_scale[i / r.per_image];
       for (float& e : b.v) e = __fmul_rn(e, f);
