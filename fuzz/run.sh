@@ -51,7 +51,8 @@ rm -rf "$BUILD/obj"  # always rebuilt: header changes are not tracked here
 mkdir -p "$BUILD/obj"
 # Each library source compiles once per run (per set of flags), shared by the targets listing
 # it; all of them first, as parallel jobs (one per core), then the targets link one by one.
-declare -A compiled=()
+# A target's expanded flags and objects are kept for its link.
+declare -A compiled=() target_flags=() target_objs=()
 jobs=()
 for name in "${targets[@]}"; do
   src="fuzz/$name.cpp"
@@ -59,8 +60,11 @@ for name in "${targets[@]}"; do
   sources=$(declared sources "$src")
   [ -n "${sources// }" ] || { echo "fuzz: $src has no '// fuzz-sources:' line"; exit 1; }
   flags=$(eval echo "$(declared flags "$src")")
+  target_flags[$name]=$flags
+  target_objs[$name]=""
   for lib_src in $sources; do
     obj=$(object_of "$lib_src" "$flags")
+    target_objs[$name]+="$obj "
     [ -z "${compiled[$obj]:-}" ] || continue
     compiled[$obj]=1
     jobs+=("$obj" "$lib_src" "$flags")
@@ -74,14 +78,11 @@ printf '%s\0' "${jobs[@]}" | xargs -0 -n 3 -P "$(nproc)" sh -c 'exec $FUZZ_COMPI
   { echo "fuzz: a library source failed to compile (above)"; exit 1; }
 for name in "${targets[@]}"; do
   src="fuzz/$name.cpp"
-  flags=$(eval echo "$(declared flags "$src")")
   echo "fuzz: building $name"
-  objs=()
-  for lib_src in $(declared sources "$src"); do
-    objs+=("$(object_of "$lib_src" "$flags")")
-  done
+  # Object paths hold no spaces (a hash and a source's base name): word splitting lists them.
   # shellcheck disable=SC2046,SC2086
-  "$CXX" "${COMMON[@]}" -fsanitize=fuzzer $flags "$src" "${objs[@]}" $(declared libs "$src") -o "$BUILD/$name"
+  "$CXX" "${COMMON[@]}" -fsanitize=fuzzer ${target_flags[$name]} "$src" ${target_objs[$name]} \
+    $(declared libs "$src") -o "$BUILD/$name"
 done
 
 # Runs one libFuzzer command, logging to $log; on failure shows the report (without progress,
