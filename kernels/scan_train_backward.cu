@@ -392,16 +392,24 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   }
 }
 
-// ddbl[row, k·RN + R + j] = Σ over channel blocks (in order) of dbc_part[blk, row, k, j].
-__global__ void reduce_dbc_kernel(Dims s, const float* dbc_part, float* ddbl) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (row, k, j)
-  const int64_t n = s.BL * 4 * (2 * kN);
+// ddbl (B·L, KC), rows r0.. of one launch (n of its elements), whole rows at a time: per
+// direction k, the dt columns from ddt (4, B·L, Rp), and [dB | dC] the sum over channel blocks,
+// in order, of dbc_part[blk, row, k, ·].
+__global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod KC, FastDivmod RN, int Rp,
+                                   const float* ddt, const float* dbc_part, float* ddbl) {
+  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float acc = dbc_part[i];
-  for (int blk = 1; blk < s.ndblk; ++blk) acc += dbc_part[int64_t(blk) * n + i];
-  const int64_t row = i / (4 * 2 * kN);
-  const int kj = int(i % (4 * 2 * kN)), k = kj / (2 * kN), j = kj % (2 * kN);
-  ddbl[row * s.KC + k * s.RN + s.R + j] = acc;
+  const uint32_t r = KC.div(i), col = KC.mod(i, r), k = RN.div(col), j = RN.mod(col, k);
+  const int64_t row = r0 + r;
+  float v;
+  if (j < uint32_t(s.R)) {
+    v = ddt[(int64_t(k) * s.BL + row) * Rp + j];
+  } else {
+    const int64_t n_part = s.BL * 4 * (2 * kN), e = (row * 4 + k) * (2 * kN) + (j - s.R);
+    v = dbc_part[e];
+    for (int blk = 1; blk < s.ndblk; ++blk) v += dbc_part[int64_t(blk) * n_part + e];
+  }
+  ddbl[row * s.KC + col] = v;
 }
 
 // Adds the per-segment parameter sums to the gradients, b = 0, 1, ... in order (the CPU's
@@ -454,7 +462,7 @@ using namespace scan_train;
 // bf16 copies of GEMM operands inside the workspace, where the bf16 GEMMs would otherwise
 // round the same float32 matrix once per GEMM: dΔ_pre (4, B·L, D), which the kernel writes as
 // bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
-// in dir1 once the direct du terms are added up. nullptr where a copy does not fit (never
+// in dir1 once the direct du terms are added up and d dt is read. nullptr where a copy does not fit (never
 // with the bf16 workspace, whose dir0 is sized for the first two).
 struct Bf16Copies {
   uint16_t *dpre = nullptr, *u = nullptr, *ddbl = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
@@ -484,27 +492,24 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
     launch_backward<false>(s, u, w, dout, states, ws, dpre16, st);
 
   constexpr int kThreads = 256;
-  const int64_t dbc = s.BL * 4 * (2 * kN);
-  reduce_dbc_kernel<<<grid_for(dbc, kThreads), kThreads, 0, st>>>(s, ws.dbc_part, ws.ddbl);
-  MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce dB/dC");
   const int64_t params = int64_t(4) * s.D * (kN + 2);
   reduce_params_kernel<<<grid_for(params, kThreads), kThreads, 0, st>>>(s, ws.pgrad, g);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce parameters");
+  // du = the direct terms (ddbl · x_proj_weight is added below); dir1 is free from here.
+  if (du) sum_directions(du, ws.dir1, s.BL * s.D, out == GradOut::Accumulate, st);
 
-  // Through dt_proj, per direction: d dt = dΔ_pre · W_k into ddbl's dt columns, and
-  // d W_k += dΔ_preᵀ · dt.
-  const int64_t dir_floats = s.BL * s.D;
-  for (int k = 0; k < 4; ++k) {
-    const GemmOperand dpre_k = c.dpre ? bf16_operand(c.dpre + k * dir_floats, s.D)
-                                      : f32_operand(ws.dir0 + k * dir_floats, s.D);  // (B·L, D)
-    gemm(false, false, s.BL, s.R, s.D, 1.f, dpre_k, f32_operand(w.dt_projs_weight + int64_t(k) * s.D * s.R, s.R),
-         0.f, ws.ddbl + k * s.RN, s.KC, st);
-    if (g.dt_projs_weight)
-      gemm(true, false, s.D, s.R, s.BL, 1.f, dpre_k, f32_operand(ws.dbl + k * s.RN, s.KC), 1.f,
-           g.dt_projs_weight + int64_t(k) * s.D * s.R, s.R, st);
-  }
-  // Through x_proj: du += (direct terms) + ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u.
-  if (du) sum_directions(du, ws.dir1, dir_floats, out == GradOut::Accumulate, st);  // dir1 is free from here
+  // Through dt_proj: d dt = dΔ_pre · W_k (padded, in dir1), d W_k += dΔ_preᵀ · dt; then ddbl
+  // whole, its dt columns from d dt and [dB | dC] from the channel blocks' partials.
+  const float* ddt = dt_proj_backward(s, ws.dir0, c.dpre, w.dt_projs_weight, ws.dbl, g.dt_projs_weight, ws.dir1, st);
+  for_row_chunks(s.BL, s.KC, [&](int64_t r0, int64_t rows) {
+    const uint32_t n = uint32_t(rows * s.KC);
+    reduce_ddbl_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(s, r0, n, FastDivmod(uint32_t(s.KC)),
+                                                                   FastDivmod(uint32_t(s.RN)), dt_proj_padded_rank(s),
+                                                                   ddt, ws.dbc_part, ws.ddbl);
+    MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce ddbl");
+  });
+  // Through x_proj: du += ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u (ddbl's bf16
+  // copy in dir1: d dt is read).
   const GemmOperand ddbl_op =
       c.ddbl && (du || g.x_proj_weight)
           ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, c.ddbl, st)

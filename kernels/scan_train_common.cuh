@@ -35,7 +35,8 @@ struct Workspace {
   float *dbl, *ddbl;  // (B·L, KC): x_proj output [dt | B | C] per direction, and its gradient
   float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre; with Dims::bf16, backward's
                       // holds only bf16 copies of dΔ_pre (4, B·L, D) and u (B·L, D): dir0_floats
-  float *dir1;        // (4, B·L, D): backward direct du terms per direction
+  float *dir1;        // (4, B·L, D): backward direct du terms per direction; once they are
+                      // added up, dt_proj's scratch (at least dt_proj_backward_scratch_floats)
   float *dbc_part;    // (ndblk, B·L, 4, 2N): [dB | dC] summed over one 32-channel block
   float *pgrad;       // (B, nsegs, 4·D, N+2): per segment [dA_logs (N) | dDs | d dt_projs_bias]
   float *seg_state;   // (B·4, nsegs, N, D): a segment's local end state, then its start state
@@ -258,5 +259,14 @@ __device__ __forceinline__ float join_segments_state(const Dims& s, const float*
 
 // Host side: the step maths of the scan kernels follows this thread's GEMM compute.
 bool fast_step_math();
+
+// dt_proj's backward (scan_train_dt_backward.cu), from dΔ_pre (4, B·L, D) in float32 (dpre)
+// or bf16 (dpre16, when not nullptr): when dweight is not nullptr, dt_projs_weight's gradient
+// is added into it; returns d dt (4, B·L, dt_proj_padded_rank(s)), its first R columns the
+// values, inside `scratch` (dt_proj_backward_scratch_floats(s) floats).
+int dt_proj_padded_rank(const Dims& s);
+int64_t dt_proj_backward_scratch_floats(const Dims& s);
+const float* dt_proj_backward(const Dims& s, const float* dpre, const uint16_t* dpre16, const float* weight,
+                              const float* dbl, float* dweight, float* scratch, Stream st);
 
 }  // namespace mm::cuda::scan_train

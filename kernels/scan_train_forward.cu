@@ -43,7 +43,8 @@
 //   2. fixed-order reductions: the dB/dC partials over channel blocks into ddbl, the
 //      per-segment parameter sums over b and segments into the gradients, the direct du terms over k.
 //   3. GEMMs: ddbl's dt columns = dΔ_pre · dt_projs_weight[k]; d dt_projs_weight[k] +=
-//      dΔ_preᵀ · dt; d x_proj_weight += ddblᵀ · u; du += ddbl · x_proj_weight.
+//      dΔ_preᵀ · dt (on copies of W and dt padded to 16-byte rows, scan_train_dt_backward.cu);
+//      d x_proj_weight += ddblᵀ · u; du += ddbl · x_proj_weight.
 //
 // Error against the CPU: exp(Δ·A) and softplus use the CPU's exp polynomial (exp_nonpos),
 // softplus log1pf where the CPU has a series (both ~1e-7 relative); the rest is summation
@@ -131,7 +132,7 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   w.dir0 = take(w.dir0_floats);
   if (backward) {
     w.ddbl = take(d.BL * d.KC);
-    w.dir1 = take(dirs);
+    w.dir1 = take(std::max(dirs, dt_proj_backward_scratch_floats(d)));
     w.dbc_part = take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
     w.pgrad = take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
   }
