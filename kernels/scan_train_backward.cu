@@ -462,8 +462,8 @@ using namespace scan_train;
 // bf16 copies of GEMM operands inside the workspace, where the bf16 GEMMs would otherwise
 // round the same float32 matrix once per GEMM: dΔ_pre (4, B·L, D), which the kernel writes as
 // bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
-// in dir1 once the direct du terms are added up and d dt is read. nullptr where a copy does not fit (never
-// with the bf16 workspace, whose dir0 is sized for the first two).
+// in dir1 once the direct du terms are added up and d dt is read. nullptr where a copy does
+// not fit (never with the bf16 workspace, whose dir0 is sized for the first two).
 struct Bf16Copies {
   uint16_t *dpre = nullptr, *u = nullptr, *ddbl = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
 };

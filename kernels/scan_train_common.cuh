@@ -30,7 +30,21 @@ struct Dims {
 // batch is too small to fill the GPU otherwise; forward and backward use the same segments.
 Dims make_dims(const ScanTrainShape& s);
 
-// Workspace pieces, each starting at a multiple of 64 floats (256 bytes, for cuBLAS).
+// Floats n rounded up to a multiple of 64 (256 bytes, for cuBLAS): where workspace pieces start.
+inline int64_t aligned64(int64_t n) { return (n + 63) / 64 * 64; }
+// Consecutive workspace pieces from base, each at a multiple of 64 floats; with base nullptr
+// it only counts (floats: what the pieces so far take).
+struct WorkspaceCarver {
+  float* base;
+  int64_t floats = 0;
+  float* take(int64_t n) {
+    float* p = base ? base + floats : nullptr;
+    floats += aligned64(n);
+    return p;
+  }
+};
+
+// Workspace pieces, each starting at a multiple of 64 floats (WorkspaceCarver).
 struct Workspace {
   float *dbl, *ddbl;  // (B·L, KC): x_proj output [dt | B | C] per direction, and its gradient
   float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre; with Dims::bf16, backward's
@@ -47,7 +61,7 @@ struct Workspace {
 };
 // When dir0 holds bf16 copies (see Workspace): the floats from dir0 to the copy of u, and
 // the floats both copies take.
-inline int64_t bf16_u_offset(const Dims& d) { return (2 * d.BL * d.D + 63) / 64 * 64; }
+inline int64_t bf16_u_offset(const Dims& d) { return aligned64(2 * d.BL * d.D); }
 inline int64_t bf16_dir0_floats(const Dims& d) { return bf16_u_offset(d) + (d.BL * d.D + 1) / 2; }
 // base nullptr: sizes only. !backward: forward's pieces alone (dbl, dir0, seg_state,
 // seg_decay; the others nullptr), which hold more images in the same workspace.

@@ -20,7 +20,6 @@ namespace {
 constexpr int kThreads = 256;
 
 int64_t padded_rank(int R) { return (R + 7) / 8 * 8; }
-int64_t aligned64(int64_t n) { return (n + 63) / 64 * 64; }
 
 // grid (⌈rows/kThreads⌉, groups): dst (groups·rows, Rp) = src's R columns of each row, zeros
 // after; row `row` of group g at src + g·group_stride + row·ld. A thread per row, writing
@@ -57,18 +56,22 @@ GemmOperand operand(const T* p, int64_t ld) {
 }
 
 // The scratch: d dt (4, B·L, Rp) float32 first, then d W (4·D, Rp) float32, and the padded
-// copies W (4·D, Rp) and dt (4, B·L, Rp) in T.
+// copies W (4·D, Rp) and dt (4, B·L, Rp) in elements of element_bytes. base nullptr: sizes
+// only (floats).
 struct Scratch {
   float *ddt, *dw;
   void *w_pad, *dt_pad;
+  int64_t floats;
 };
 Scratch carve_scratch(const Dims& s, float* base, int64_t element_bytes) {
   const int64_t Rp = padded_rank(s.R), per_float = int64_t(sizeof(float)) / element_bytes;
+  WorkspaceCarver carver{base};
   Scratch c;
-  c.ddt = base;
-  c.dw = c.ddt + aligned64(4 * s.BL * Rp);
-  c.w_pad = c.dw + aligned64(4 * s.D * Rp);
-  c.dt_pad = static_cast<float*>(c.w_pad) + aligned64(4 * s.D * Rp / per_float);
+  c.ddt = carver.take(4 * s.BL * Rp);
+  c.dw = carver.take(4 * int64_t(s.D) * Rp);
+  c.w_pad = carver.take(4 * int64_t(s.D) * Rp / per_float);
+  c.dt_pad = carver.take(4 * s.BL * Rp / per_float);
+  c.floats = carver.floats;
   return c;
 }
 
@@ -100,9 +103,8 @@ void run(const Dims& s, const GemmOperand dpre[4], const float* weight, const fl
 
 int dt_proj_padded_rank(const Dims& s) { return int(padded_rank(s.R)); }
 
-int64_t dt_proj_backward_scratch_floats(const Dims& s) {  // carve_scratch's pieces, float32 copies
-  const int64_t Rp = padded_rank(s.R);
-  return 2 * aligned64(4 * s.BL * Rp) + 2 * aligned64(4 * int64_t(s.D) * Rp);
+int64_t dt_proj_backward_scratch_floats(const Dims& s) {  // with float32 copies, the larger
+  return carve_scratch(s, nullptr, sizeof(float)).floats;
 }
 
 const float* dt_proj_backward(const Dims& s, const float* dpre, const uint16_t* dpre16, const float* weight,

@@ -120,25 +120,20 @@ Dims make_dims(const ScanTrainShape& s) {
 
 Workspace carve(const Dims& d, float* base, bool backward) {
   Workspace w{};
-  int64_t off = 0;
-  auto take = [&](int64_t n) {
-    float* p = base ? base + off : nullptr;
-    off += (n + 63) / 64 * 64;
-    return p;
-  };
+  WorkspaceCarver carver{base};
   const int64_t dirs = 4 * d.BL * d.D;
-  w.dbl = take(d.BL * d.KC);
+  w.dbl = carver.take(d.BL * d.KC);
   w.dir0_floats = backward && d.bf16 ? bf16_dir0_floats(d) : dirs;
-  w.dir0 = take(w.dir0_floats);
+  w.dir0 = carver.take(w.dir0_floats);
   if (backward) {
-    w.ddbl = take(d.BL * d.KC);
-    w.dir1 = take(std::max(dirs, dt_proj_backward_scratch_floats(d)));
-    w.dbc_part = take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
-    w.pgrad = take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
+    w.ddbl = carver.take(d.BL * d.KC);
+    w.dir1 = carver.take(std::max(dirs, dt_proj_backward_scratch_floats(d)));
+    w.dbc_part = carver.take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
+    w.pgrad = carver.take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
   }
-  w.seg_state = take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
-  w.seg_decay = take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
-  w.total = off;
+  w.seg_state = carver.take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
+  w.seg_decay = carver.take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
+  w.total = carver.floats;
   return w;
 }
 
