@@ -55,8 +55,10 @@ inline GemmOperand bf16_operand(const uint16_t* p, int64_t ld) { return {nullptr
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
           float beta, float* C, int64_t ldc, Stream s);
 // src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
-// rounded to bf16 once, into dst (rows·cols, packed; 16-byte aligned), not once per GEMM.
-GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
+// rounded to bf16 once, into dst (16-byte aligned), not once per GEMM. dst's rows are
+// dst_ld apart (0: packed, cols).
+GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s,
+                              int64_t dst_ld = 0);
 // Within the scope, on this host thread, a GemmCompute::BF16 GEMM reads a float32 operand
 // that lies inside [base, base + n) from `twin` (base's bf16 rounding, the same layout) instead
 // of rounding it again: the model's parameters, rounded once per forward, not once per GEMM.
@@ -104,15 +106,27 @@ struct ConvShape {
   int64_t out_w() const { return (W + 2 * pad - KW) / stride + 1; }
   int64_t col_k() const { return Cin * KH * KW; }
 };
+// The map a conv's im2col applies to x as it reads it (not for 1x1 stride-1 convs, which read
+// x directly): the conv's input is x·scale + shift per channel (a BatchNorm), then max(0, ·)
+// with relu, its pixels ld floats apart (0: Cin). Its values are those of the BatchNorm's own
+// output kernel (batchnorm_forward_train and the others with the same scale and shift), bit
+// for bit, but are never written out.
+struct ConvInputMap {
+  const float *scale = nullptr, *shift = nullptr;
+  bool relu = false;
+  int64_t ld = 0;
+};
 // Floats of device workspace conv2d_forward / conv2d_backward need (the im2col matrix and
 // the weight in its column order; 0 for a 1x1 stride-1 conv, which multiplies x directly).
 int64_t conv2d_workspace_floats(const ConvShape& c);
+// in: x's map, or nullptr for x as it is (packed).
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
-                    float* workspace, Stream s);
-// dx (B,H,W,Cin) +=, dweight +=, dbias (Cout) +=; any may be nullptr.
+                    float* workspace, Stream s, const ConvInputMap* in = nullptr);
+// dx (B,H,W,Cin) +=, dweight +=, dbias (Cout) +=; any may be nullptr. in: as conv2d_forward's
+// (for dweight; dx is the gradient of the mapped input).
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, const ConvShape& c, float* workspace, Stream s,
-                     GradOut out = GradOut::Accumulate);
+                     GradOut out = GradOut::Accumulate, const ConvInputMap* in = nullptr);
 
 // Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
 // silu_out (B,H,W,C), if given: SiLU(out) from the same pass, the bits of silu_forward(out).

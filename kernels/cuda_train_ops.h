@@ -74,6 +74,16 @@ void batchnorm_forward_saved(float* out, const float* x, const float* mean, cons
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,
                             const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
                             bool relu = false, int64_t ld = 0);
+// The same three without writing out: the per-channel map out = x·scale + shift into scale and
+// shift (C each), for a consumer that applies it as it reads x (a conv's ConvInputMap). The
+// train one saves the statistics and updates the running ones as batchnorm_forward_train does.
+void batchnorm_train_map(float* scale, float* shift, float* mean, float* rstd, float* running_mean,
+                         float* running_var, const float* x, const float* weight, const float* bias, int64_t N,
+                         int64_t C, Stream s, int64_t ld = 0);
+void batchnorm_saved_map(float* scale, float* shift, const float* mean, const float* rstd, const float* weight,
+                         const float* bias, int64_t C, Stream s);
+void batchnorm_eval_map(float* scale, float* shift, const float* running_mean, const float* running_var,
+                        const float* weight, const float* bias, int64_t C, Stream s);
 // The ReLU after the BatchNorm, folded into its backward: dout passes only where the
 // forward's output (from x and the statistics, so this needs the forward's bias) was
 // positive, the bits of relu_backward on that output before the plain backward.

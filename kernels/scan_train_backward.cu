@@ -143,7 +143,7 @@ __device__ __forceinline__ StageThread stage_thread(const Dims& s, const ScanTra
   t.wrow = w.dt_projs_weight + kd * s.R;
   t.u_b = u + int64_t(b) * s.L * s.D + (t.active ? d : 0);
   t.dout_b = dout + int64_t(b) * s.L * s.D + (t.active ? d : 0);
-  t.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  t.dbl_b = dbl + int64_t(b) * s.L * s.ldbl + int64_t(k) * s.RN;
   return t;
 }
 
@@ -163,7 +163,7 @@ __device__ __forceinline__ void start_chunk_copies(const Dims& s, int k, int chu
     for (int i = t.warp; i < len; i += kBackwardWarps) {
       const int64_t p = scan_position(k, l0 + i, s.H, s.W);
       if (t.lane == 0) pos[i] = int(p);
-      const float* src = t.dbl_b + p * s.KC;
+      const float* src = t.dbl_b + p * s.ldbl;
       float* dst = rows + i * s.SR;
       for (int j = t.lane; j < s.RN; j += kWarp) cp_async4(dst + (j < s.R ? 2 * kN + j : j - s.R), src + j, true);
       cp_async4(u + i * kWarp + t.lane, t.u_b + p * s.D, t.active);
@@ -392,7 +392,7 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   }
 }
 
-// ddbl (B·L, KC), rows r0.. of one launch (n of its elements), whole rows at a time: per
+// ddbl (B·L, KC; rows ldbl apart), rows r0.. of one launch (n of its elements), whole rows at a time: per
 // direction k, the dt columns from ddt (4, B·L, Rp), and [dB | dC] the sum over channel blocks,
 // in order, of dbc_part[blk, row, k, ·].
 __global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod KC, FastDivmod RN, int Rp,
@@ -409,7 +409,7 @@ __global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod KC
     v = dbc_part[e];
     for (int blk = 1; blk < s.ndblk; ++blk) v += dbc_part[int64_t(blk) * n_part + e];
   }
-  ddbl[row * s.KC + col] = v;
+  ddbl[row * s.ldbl + col] = v;
 }
 
 // Adds the per-segment parameter sums to the gradients, b = 0, 1, ... in order (the CPU's
@@ -472,7 +472,7 @@ static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
   if (gemm_compute() != GemmCompute::BF16) return c;
   c.dpre = reinterpret_cast<uint16_t*>(ws.dir0);
   if (bf16_dir0_floats(s) <= ws.dir0_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + bf16_u_offset(s));
-  if ((s.BL * s.KC + 1) / 2 <= 4 * s.BL * s.D) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);  // dir1: (4, B·L, D)
+  if ((s.BL * s.ldbl + 1) / 2 <= 4 * s.BL * s.D) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);  // dir1: (4, B·L, D)
   return c;
 }
 
@@ -483,7 +483,7 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   const Workspace ws = carve(s, workspace);
   const Bf16Copies c = bf16_copies(s, ws);
   const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, c.u, st) : f32_operand(u, s.D);
-  gemm(false, true, s.BL, s.KC, s.D, 1.f, u_op, f32_operand(w.x_proj_weight, s.D), 0.f, ws.dbl, s.KC, st);
+  gemm(false, true, s.BL, s.KC, s.D, 1.f, u_op, f32_operand(w.x_proj_weight, s.D), 0.f, ws.dbl, s.ldbl, st);
 
   auto* dpre16 = reinterpret_cast<__nv_bfloat16*>(c.dpre);
   if (fast_step_math())
@@ -512,8 +512,8 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // copy in dir1: d dt is read).
   const GemmOperand ddbl_op =
       c.ddbl && (du || g.x_proj_weight)
-          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.KC, c.ddbl, st)
-          : f32_operand(ws.ddbl, s.KC);
+          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.ldbl, c.ddbl, st, s.ldbl)
+          : f32_operand(ws.ddbl, s.ldbl);
   if (g.x_proj_weight)
     gemm(true, false, s.KC, s.D, s.BL, 1.f, ddbl_op, u_op, 1.f, g.x_proj_weight, s.D, st);
   if (du) gemm(false, false, s.BL, s.D, s.KC, 1.f, ddbl_op, f32_operand(w.x_proj_weight, s.D), 1.f, du, s.D, st);

@@ -19,6 +19,9 @@ static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
 struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
+  int ldbl;  // the row stride of dbl and ddbl: KC rounded up to 8. At MedMamba-T's first
+             // stage (KC = 140) cuBLAS ran d x_proj_weight = ddblᵀ·u in an align2 kernel with
+             // ddbl's rows 140 apart, in an align8 one 144 apart (60 -> 40 us)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int forward_lanes;      // ScanTrainShape::forward_lanes (0: automatic)
   bool bf16;              // ScanTrainShape::bf16: backward's dir0 holds bf16 copies only
@@ -46,7 +49,7 @@ struct WorkspaceCarver {
 
 // Workspace pieces, each starting at a multiple of 64 floats (WorkspaceCarver).
 struct Workspace {
-  float *dbl, *ddbl;  // (B·L, KC): x_proj output [dt | B | C] per direction, and its gradient
+  float *dbl, *ddbl;  // (B·L, KC), rows ldbl apart: x_proj output [dt | B | C] per direction, and its gradient
   float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre; with Dims::bf16, backward's
                       // holds only bf16 copies of dΔ_pre (4, B·L, D) and u (B·L, D): dir0_floats
   float *dir1;        // (4, B·L, D): backward direct du terms per direction; once they are
@@ -174,7 +177,7 @@ __device__ __forceinline__ Channel load_channel(const Dims& s, const ScanTrainWe
   c.bias = w.dt_projs_bias[kd];
   c.wrow = w.dt_projs_weight + kd * s.R;
   c.u_b = u + int64_t(b) * s.L * s.D + d;
-  c.dbl_b = dbl + int64_t(b) * s.L * s.KC + int64_t(k) * s.RN;
+  c.dbl_b = dbl + int64_t(b) * s.L * s.ldbl + int64_t(k) * s.RN;
   return c;
 }
 
@@ -207,7 +210,7 @@ __device__ __forceinline__ void stage_chunk(const Dims& s, int k, int l0, int le
   __syncwarp();
   for (int idx = lane; idx < len * s.RN; idx += kWarp) {
     const int i = idx / s.RN, j = idx - i * s.RN;
-    rows[i * s.SR + (j < s.R ? 2 * kN + j : j - s.R)] = dbl_b[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.KC + j];
+    rows[i * s.SR + (j < s.R ? 2 * kN + j : j - s.R)] = dbl_b[int64_t(scan_position(k, l0 + i, s.H, s.W)) * s.ldbl + j];
   }
   for (int i = 0; i < len; ++i) {
     const int64_t p = scan_position(k, l0 + i, s.H, s.W);

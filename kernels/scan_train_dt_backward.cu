@@ -89,7 +89,7 @@ void run(const Dims& s, const GemmOperand dpre[4], const float* weight, const fl
     gemm(false, false, s.BL, Rp, s.D, 1.f, dpre[k], operand(w_pad + int64_t(k) * s.D * Rp, Rp), 0.f,
          c.ddt + k * s.BL * Rp, Rp, st);
   if (!dweight) return;
-  pad_columns_kernel<T><<<dim3(grid_for(s.BL, kThreads), 4), kThreads, 0, st>>>(dt_pad, dbl, s.BL, s.RN, s.KC, s.R,
+  pad_columns_kernel<T><<<dim3(grid_for(s.BL, kThreads), 4), kThreads, 0, st>>>(dt_pad, dbl, s.BL, s.RN, s.ldbl, s.R,
                                                                                 Rp);
   MM_CUDA_CHECK_LAUNCH("scan_train_backward pad dt");
   for (int k = 0; k < 4; ++k)  // d W_k (D, Rp) = dΔ_pre_kᵀ · dt_k

@@ -94,7 +94,7 @@ Dims make_dims(const ScanTrainShape& s) {
   MM_CHECK(4 * s.B <= 65535, "scan_train: batch too large for one grid (4·B > 65535)");
   Dims d;
   d.B = int(s.B); d.H = int(s.H); d.W = int(s.W); d.L = d.H * d.W; d.D = int(s.D); d.R = int(s.R);
-  d.RN = d.R + 2 * kN; d.KC = 4 * d.RN;
+  d.RN = d.R + 2 * kN; d.KC = 4 * d.RN; d.ldbl = (d.KC + 7) / 8 * 8;
   d.nseg = (d.L + kChunk - 1) / kChunk;
   d.ndblk = (d.D + kWarp - 1) / kWarp;
   d.BL = s.B * d.L;
@@ -122,11 +122,11 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   Workspace w{};
   WorkspaceCarver carver{base};
   const int64_t dirs = 4 * d.BL * d.D;
-  w.dbl = carver.take(d.BL * d.KC);
+  w.dbl = carver.take(d.BL * d.ldbl);
   w.dir0_floats = backward && d.bf16 ? bf16_dir0_floats(d) : dirs;
   w.dir0 = carver.take(w.dir0_floats);
   if (backward) {
-    w.ddbl = carver.take(d.BL * d.KC);
+    w.ddbl = carver.take(d.BL * d.ldbl);
     w.dir1 = carver.take(std::max(dirs, dt_proj_backward_scratch_floats(d)));
     w.dbc_part = carver.take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
     w.pgrad = carver.take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
@@ -259,7 +259,7 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
     __syncwarp();
     for (int i = 0; i < kStageSteps; ++i) {
       const int p = pos[i];
-      const float* src = c.dbl_b + int64_t(max(p, 0)) * s.KC;
+      const float* src = c.dbl_b + int64_t(max(p, 0)) * s.ldbl;
       // Row columns j: dt (j < R), then B and C; then zeros up to the row's end.
       for (int j = lane; j < SR; j += kWarp)
         cp_async4(rows + i * SR + (j < s.R ? 2 * kN + j : j < s.RN ? j - s.R : j), src + min(j, s.RN - 1),
@@ -336,7 +336,8 @@ scan_forward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w
 
 // Lanes per channel: the fewest that still give every SM kMinWarpsPerSM warps (more lanes
 // repeat each step's Δ on every lane of the channel). 16 would give MedMamba-T's first stage
-// 4 lanes and twice the warps instead of 2: measured, 1.6 -> 2.6 ms a launch.
+// 4 lanes and twice the warps instead of 2: measured, 1.6 -> 2.6 ms a launch. 1 lane there
+// (half the warps, 5.8 an SM on the H100 at batch 64) measured 1.51 -> 1.57-1.60 ms.
 constexpr int kMinWarpsPerSM = 8;
 static int64_t forward_warps(const Dims& s, int lanes) {
   return int64_t(s.B) * 4 * s.nsegs * ((s.D + kWarp / lanes - 1) / (kWarp / lanes));
@@ -380,11 +381,12 @@ void launch_forward(const Dims& s, const float* u, const ScanTrainWeights& w, co
     MM_CUDA_CHECK_LAUNCH("scan_train_forward segments");
   }
   static const int64_t enough = int64_t(sm_count()) * kMinWarpsPerSM;
-  if (s.forward_lanes == 1) launch_forward_lanes<kFast, 1>(s, u, w, ws, states, st);
-  else if (s.forward_lanes == 2) launch_forward_lanes<kFast, 2>(s, u, w, ws, states, st);
-  else if (s.forward_lanes == 4) launch_forward_lanes<kFast, 4>(s, u, w, ws, states, st);
-  else if (forward_warps(s, 1) >= enough) launch_forward_lanes<kFast, 1>(s, u, w, ws, states, st);
-  else if (forward_warps(s, 2) >= enough) launch_forward_lanes<kFast, 2>(s, u, w, ws, states, st);
+  const int lanes = s.forward_lanes                   ? s.forward_lanes
+                    : forward_warps(s, 1) >= enough ? 1
+                    : forward_warps(s, 2) >= enough ? 2
+                                                    : 4;
+  if (lanes == 1) launch_forward_lanes<kFast, 1>(s, u, w, ws, states, st);
+  else if (lanes == 2) launch_forward_lanes<kFast, 2>(s, u, w, ws, states, st);
   else launch_forward_lanes<kFast, 4>(s, u, w, ws, states, st);
 }
 
@@ -447,7 +449,7 @@ static void scan_forward_slice(const ScanTrainShape& shape, const float* u, cons
                                float* states, float* workspace, Stream st) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace, false);
-  gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.KC, st);
+  gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.ldbl, st);
   if (fast_step_math())
     launch_forward<true>(s, u, w, ws, states, st);
   else

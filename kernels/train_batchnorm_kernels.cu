@@ -189,18 +189,46 @@ void launch_add_affine2(float* dx, const float* dout, const float* x, int64_t ld
 
 }  // namespace
 
+// Batch statistics into mean and rstd, the running ones updated, and the map x·scale + shift.
+// Two passes (mean, then centred squares) for a variance free of cancellation.
+static void train_statistics(const ChannelScratch& sc, float* scale, float* shift, float* mean, float* rstd,
+                             float* running_mean, float* running_var, const float* x, const float* weight,
+                             const float* bias, int64_t N, int64_t C, Stream s, int64_t ld) {
+  const int64_t ldx = row_stride(ld, C, "batchnorm_forward_train");
+  channel_sums(sc, N, C, SumTerm{x, ldx}, StoreMean{mean, N}, s);
+  channel_sums(sc, N, C, CentredSquareTerm{x, mean, ldx},
+               FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
+}
+
 void batchnorm_forward_train(float* out, float* mean, float* rstd, float* running_mean, float* running_var,
                              const float* x, const float* weight, const float* bias, int64_t N, int64_t C, Stream s,
                              bool relu, int64_t ld) {
   MM_CHECK(N > 1, "cuda batchnorm_forward_train: need more than one value per channel");
-  const int64_t ldx = row_stride(ld, C, "batchnorm_forward_train");
-  // Two passes (mean, then centred squares) for a variance free of cancellation.
   const ChannelScratch sc = take_scratch(N, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
-  channel_sums(sc, N, C, SumTerm{x, ldx}, StoreMean{mean, N}, s);
-  channel_sums(sc, N, C, CentredSquareTerm{x, mean, ldx},
-               FinishTrainStats{rstd, scale, shift, running_mean, running_var, mean, weight, bias, N}, s);
-  scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
+  train_statistics(sc, scale, shift, mean, rstd, running_mean, running_var, x, weight, bias, N, C, s, ld);
+  scale_shift(out, x, row_stride(ld, C, "batchnorm_forward_train"), scale, shift, N, C, relu, s);
+}
+
+void batchnorm_train_map(float* scale, float* shift, float* mean, float* rstd, float* running_mean,
+                         float* running_var, const float* x, const float* weight, const float* bias, int64_t N,
+                         int64_t C, Stream s, int64_t ld) {
+  MM_CHECK(N > 1, "cuda batchnorm_train_map: need more than one value per channel");
+  train_statistics(take_scratch(N, C, 0), scale, shift, mean, rstd, running_mean, running_var, x, weight, bias, N, C,
+                   s, ld);
+}
+
+void batchnorm_saved_map(float* scale, float* shift, const float* mean, const float* rstd, const float* weight,
+                         const float* bias, int64_t C, Stream s) {
+  saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
+  MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
+}
+
+void batchnorm_eval_map(float* scale, float* shift, const float* running_mean, const float* running_var,
+                        const float* weight, const float* bias, int64_t C, Stream s) {
+  eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
+                                                                      weight, bias, C);
+  MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
 }
 
 void batchnorm_forward_saved(float* out, const float* x, const float* mean, const float* rstd, const float* weight,
@@ -209,8 +237,7 @@ void batchnorm_forward_saved(float* out, const float* x, const float* mean, cons
   const int64_t ldx = row_stride(ld, C, "batchnorm_forward_saved");
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
-  saved_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, mean, rstd, weight, bias, C);
-  MM_CUDA_CHECK_LAUNCH("saved_scale_shift_kernel");
+  batchnorm_saved_map(scale, shift, mean, rstd, weight, bias, C, s);
   scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
 }
 
@@ -221,9 +248,7 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
   const int64_t ldx = row_stride(ld, C, "batchnorm_forward_eval");
   const ChannelScratch sc = take_scratch(0, C, 2);
   float *scale = sc.rows, *shift = sc.rows + C;
-  eval_scale_shift_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(scale, shift, running_mean, running_var,
-                                                                      weight, bias, C);
-  MM_CUDA_CHECK_LAUNCH("eval_scale_shift_kernel");
+  batchnorm_eval_map(scale, shift, running_mean, running_var, weight, bias, C, s);
   scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
 }
 

@@ -161,15 +161,17 @@ void add_from_column_order(float* w, const float* wt, const ConvShape& c, Stream
   MM_CUDA_CHECK_LAUNCH("add_from_column_order_kernel");
 }
 
-// im2col of x into col, as the GEMM operand that reads it: bf16 for a bf16 GEMM (in the
-// first half of col's floats), else float32.
-GemmOperand im2col_operand(float* col, const float* x, const ConvDims& d, Stream s) {
+// im2col of x (through in's map, if any) into col, as the GEMM operand that reads it: bf16
+// for a bf16 GEMM (in the first half of col's floats), else float32.
+GemmOperand im2col_operand(float* col, const float* x, const ConvDims& d, const ConvInputMap* in, Stream s) {
+  const ConvInputMap m = in ? *in : ConvInputMap{};
+  const int64_t ldx = m.ld ? m.ld : d.Cin;
   if (gemm_compute() != GemmCompute::BF16) {
-    launch_im2col(col, x, d.Cin, nullptr, nullptr, d, s);
+    launch_im2col(col, x, ldx, m.scale, m.shift, d, s, m.relu);
     return f32_operand(col, d.K);
   }
   auto* col16 = reinterpret_cast<__nv_bfloat16*>(col);
-  launch_im2col(col16, x, d.Cin, nullptr, nullptr, d, s);
+  launch_im2col(col16, x, ldx, m.scale, m.shift, d, s, m.relu);
   return bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
 }
 
@@ -295,23 +297,26 @@ int64_t conv2d_workspace_floats(const ConvShape& c) {
 }
 
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
-                    float* workspace, Stream s) {
+                    float* workspace, Stream s, const ConvInputMap* in) {
   const ConvDims d = checked_dims(c);
   const int64_t P = d.B * d.OH * d.OW;
   if (is_pointwise(c)) {
+    MM_CHECK(!in, "conv2d_forward: a 1x1 conv reads its input as it is (no ConvInputMap)");
     linear_forward(out, x, weight, bias, P, d.Cin, c.Cout, s);
     return;
   }
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_forward"), c);
   to_column_order(ws.weight_t, weight, c, s);
-  linear_forward(out, im2col_operand(ws.col, x, d, s), ws.weight_t, bias, P, d.K, c.Cout, s);
+  linear_forward(out, im2col_operand(ws.col, x, d, in, s), ws.weight_t, bias, P, d.K, c.Cout, s);
 }
 
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
-                     const float* weight, const ConvShape& c, float* workspace, Stream s, GradOut out) {
+                     const float* weight, const ConvShape& c, float* workspace, Stream s, GradOut out,
+                     const ConvInputMap* in) {
   const ConvDims d = checked_dims(c);
   const int64_t P = d.B * d.OH * d.OW;
   if (is_pointwise(c)) {
+    MM_CHECK(!in, "conv2d_backward: a 1x1 conv reads its input as it is (no ConvInputMap)");
     linear_backward(dx, dweight, dbias, dout, x, weight, P, d.Cin, c.Cout, s, out);
     return;
   }
@@ -320,7 +325,7 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_backward"), c);
   if (dweight) {
     // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
-    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), im2col_operand(ws.col, x, d, s), 0.f,
+    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), im2col_operand(ws.col, x, d, in, s), 0.f,
          ws.dweight_t, d.K, s);
     add_from_column_order(dweight, ws.dweight_t, c, s);
   }

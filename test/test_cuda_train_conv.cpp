@@ -322,6 +322,54 @@ TEST_CASE("cuda train op: conv2d 3x3 stride 2 pad 1 on odd sizes and 3x3 on 28x2
   SUBCASE("3x3 with Cin=6 (channels copied one at a time)") { check_conv(conv_shape(2, 6, 5, 6, 10, 3, 1, 1), 39); }
 }
 
+TEST_CASE("cuda train op: a 3x3 conv through a ConvInputMap gives the bits of the conv of the BatchNorm's output") {
+  MM_REQUIRE_GPU_OR_SKIP();
+  // x as the left halves of rows 2C apart (as a block's BN0 reads its input) or packed, with
+  // and without the ReLU, in every GEMM compute: forward and dweight must not tell whether
+  // the BatchNorm's output was written out or mapped by the conv's im2col.
+  const cuda::ConvShape c = conv_shape(2, 9, 7, 24, 16, 3, 1, 1);
+  const int64_t N = c.B * c.H * c.W, C = c.Cin, out_n = N * c.Cout;
+  std::mt19937 rng(41);
+  const auto w = random_vector(size_t(c.Cout * c.col_k()), rng, 0.2f), bias = random_vector(size_t(c.Cout), rng, 0.1f);
+  const auto gamma = random_vector(size_t(C), rng, 0.3f, 1.f), beta = random_vector(size_t(C), rng, 0.5f);
+  const auto dout = random_vector(size_t(out_n), rng);
+  const Tensor gw = to_gpu(w, DType::F32), gb = to_gpu(bias, DType::F32), gg = to_gpu(gamma, DType::F32);
+  const Tensor gbeta = to_gpu(beta, DType::F32), gdout = to_gpu(dout, DType::F32);
+  Tensor ws = Tensor::empty({cuda::conv2d_workspace_floats(c)}, DType::F32, Device::CUDA);
+  for (cuda::GemmCompute compute : kAllComputes) {
+    const cuda::GemmComputeScope scope(compute);
+    for (const int64_t ld : {int64_t(0), 2 * C}) {
+      for (const bool relu : {false, true}) {
+        CAPTURE(int(compute));
+        CAPTURE(ld);
+        CAPTURE(relu);
+        const int64_t ldx = ld ? ld : C;
+        const Tensor gx = to_gpu(random_vector(size_t(N * ldx), rng, 1.f, 0.3f), DType::F32);
+        const auto device = [](int64_t n) { return Tensor::empty({n}, DType::F32, Device::CUDA); };
+        Tensor mean = device(C), rstd = device(C), map = device(2 * C), bn = device(N * C);
+        cuda::batchnorm_train_map(gpu_f32(map), gpu_f32(map) + C, gpu_f32(mean), gpu_f32(rstd), nullptr, nullptr,
+                                  gx.as<float>(), gg.as<float>(), gbeta.as<float>(), N, C, kDefaultStream, ld);
+        cuda::batchnorm_forward_saved(gpu_f32(bn), gx.as<float>(), gpu_f32(mean), gpu_f32(rstd), gg.as<float>(),
+                                      gbeta.as<float>(), N, C, kDefaultStream, relu, ld);
+        const cuda::ConvInputMap in{gpu_f32(map), gpu_f32(map) + C, relu, ld};
+        Tensor want = device(out_n), got = device(out_n);
+        cuda::conv2d_forward(gpu_f32(want), gpu_f32(bn), gw.as<float>(), gb.as<float>(), c, gpu_f32(ws),
+                             kDefaultStream);
+        cuda::conv2d_forward(gpu_f32(got), gx.as<float>(), gw.as<float>(), gb.as<float>(), c, gpu_f32(ws),
+                             kDefaultStream, &in);
+        check_same_bits("conv2d forward through the map", from_gpu(got), from_gpu(want));
+        const std::vector<float> zeros(w.size(), 0.f);
+        Tensor dw_want = to_gpu(zeros, DType::F32), dw_got = to_gpu(zeros, DType::F32);
+        cuda::conv2d_backward(nullptr, gpu_f32(dw_want), nullptr, gdout.as<float>(), gpu_f32(bn), gw.as<float>(), c,
+                              gpu_f32(ws), kDefaultStream);
+        cuda::conv2d_backward(nullptr, gpu_f32(dw_got), nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), c,
+                              gpu_f32(ws), kDefaultStream, cuda::GradOut::Accumulate, &in);
+        check_same_bits("conv2d dweight through the map", from_gpu(dw_got), from_gpu(dw_want));
+      }
+    }
+  }
+}
+
 TEST_CASE("cuda train op: linear and conv2d with TF32 and bf16 tensor-core GEMMs stay within their tolerance of the CPU") {
   MM_REQUIRE_GPU_OR_SKIP();
   for (cuda::GemmCompute compute : kAllComputes) {

@@ -95,6 +95,28 @@ static void batchnorm_recompute(float* out, const float* x, const BatchNormWeigh
     c::batchnorm_forward_eval(out, x, w.running_mean, w.running_var, w.weight, w.bias, P, ch, s, relu, ld);
 }
 
+// A BatchNorm (and the ReLU after it, with relu) that the 3x3 conv after it applies as its
+// im2col reads x (rows ld floats apart, 0: packed), so that its output is never written: its
+// map into map[0, 2·ch), from the batch statistics, saved to mean/rstd (train), or the running
+// ones. batchnorm_map_saved: the same map again in backward, from the saved statistics.
+static c::ConvInputMap batchnorm_map(float* map, const float* x, const BatchNormWeights& w, float* mean, float* rstd,
+                                     int64_t P, int64_t ch, bool train, bool relu, c::Stream s, int64_t ld = 0) {
+  if (train)
+    c::batchnorm_train_map(map, map + ch, mean, rstd, w.running_mean, w.running_var, x, w.weight, w.bias, P, ch, s,
+                           ld);
+  else
+    c::batchnorm_eval_map(map, map + ch, w.running_mean, w.running_var, w.weight, w.bias, ch, s);
+  return c::ConvInputMap{map, map + ch, relu, ld};
+}
+static c::ConvInputMap batchnorm_map_saved(float* map, const BatchNormWeights& w, const float* mean, const float* rstd,
+                                           int64_t ch, bool train, bool relu, c::Stream s, int64_t ld = 0) {
+  if (train)
+    c::batchnorm_saved_map(map, map + ch, mean, rstd, w.weight, w.bias, ch, s);
+  else
+    c::batchnorm_eval_map(map, map + ch, w.running_mean, w.running_var, w.weight, w.bias, ch, s);
+  return c::ConvInputMap{map, map + ch, relu, ld};
+}
+
 // Writes dx (or adds to it with GradOut::Accumulate); accumulates the parameter gradients.
 // relu: dout is the gradient of the ReLU after the BatchNorm, as batchnorm_fwd's relu. ld:
 // x's and dx's row stride (0: packed).
@@ -188,13 +210,15 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   const c::GemmOperand gated = out_norm_gate(T[2], F(a.on_mean), F(a.on_rstd), F(a.y), z, w, P, D, s);
   c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
 
-  // Convolution branch: (P,c) -> (P,c); the last ReLU runs in the block's end.
+  // Convolution branch: (P,c) -> (P,c); the last ReLU runs in the block's end. The 3x3 convs
+  // apply BN0 and BN2 + ReLU as they read their inputs (a0 and a3 are never written); their
+  // maps go to T0 (xin is dead).
   float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
-  float *a0 = T[0], *a3 = T[0] + P * ch, *a6 = T[1], *l = T[1] + P * ch;  // z is dead
-  batchnorm_fwd(a0, left, w.bn0, bm, br, P, ch, ctx.train, false, s, 2 * ch);
-  c::conv2d_forward(F(a.a1), a0, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s);
-  batchnorm_fwd(a3, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
-  c::conv2d_forward(F(a.a4), a3, w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s);
+  float *map = T[0], *a6 = T[1], *l = T[1] + P * ch;  // z is dead
+  const c::ConvInputMap a0 = batchnorm_map(map, left, w.bn0, bm, br, P, ch, ctx.train, false, s, 2 * ch);
+  c::conv2d_forward(F(a.a1), left, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s, &a0);
+  const c::ConvInputMap a3 = batchnorm_map(map + 2 * ch, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
+  c::conv2d_forward(F(a.a4), F(a.a1), w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s, &a3);
   batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(l, a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
 
@@ -228,15 +252,19 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   const float *left = x, *right = x + ch;
 
   // Convolution branch, ping-ponging between the halves of T0; each BatchNorm's backward
-  // takes its ReLU's mask from its own input, and a convolution's input is recomputed into
-  // T1 just before its backward.
+  // takes its ReLU's mask from its own input. The 1x1 conv's input a6 is in T1; the 3x3
+  // convs' inputs a3 and a0 are mapped again by their im2col (maps in T2, free until the
+  // SS2D branch).
   c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s, kWrite);
   batchnorm_bwd(pa, g.bn5, pb, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
-  batchnorm_recompute(act, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);  // a3
-  c::conv2d_backward(pb, g.conv4_w, g.conv4_b, pa, act, w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
+  float* map = T[2];
+  const c::ConvInputMap a3 = batchnorm_map_saved(map, w.bn2, bm + ch, br + ch, ch, ctx.train, true, s);
+  c::conv2d_backward(pb, g.conv4_w, g.conv4_b, pa, F(a.a1), w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite,
+                     &a3);
   batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
-  batchnorm_recompute(act, left, w.bn0, bm, br, P, ch, ctx.train, false, s, 2 * ch);  // a0
-  c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, act, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite);
+  const c::ConvInputMap a0 = batchnorm_map_saved(map + 2 * ch, w.bn0, bm, br, ch, ctx.train, false, s, 2 * ch);
+  c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, left, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite,
+                     &a0);
   batchnorm_bwd(dx, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, false, s, c::GradOut::Accumulate, 2 * ch);
 
   // SS2D branch.
