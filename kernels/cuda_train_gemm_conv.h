@@ -55,8 +55,8 @@ inline GemmOperand bf16_operand(const uint16_t* p, int64_t ld) { return {nullptr
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
           float beta, float* C, int64_t ldc, Stream s);
 // src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
-// rounded to bf16 once, into dst (16-byte aligned), not once per GEMM. dst's rows are
-// dst_ld apart (0: packed, cols).
+// rounded to bf16 once, into dst (rows·cols packed, 16-byte aligned), not once per GEMM, or
+// read from its Bf16TwinScope twin. With dst_ld set, always copied into dst, rows dst_ld apart.
 GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s,
                               int64_t dst_ld = 0);
 // Within the scope, on this host thread, a GemmCompute::BF16 GEMM reads a float32 operand

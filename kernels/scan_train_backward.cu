@@ -392,17 +392,19 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
   }
 }
 
-// ddbl (B·L, KC; rows ldbl apart), rows r0.. of one launch (n of its elements), whole rows at a time: per
-// direction k, the dt columns from ddt (4, B·L, Rp), and [dB | dC] the sum over channel blocks,
-// in order, of dbc_part[blk, row, k, ·].
-__global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod KC, FastDivmod RN, int Rp,
+// ddbl (B·L, ldbl: KC columns, then zeros), rows r0.. of one launch (n of its elements),
+// whole rows at a time: per direction k, the dt columns from ddt (4, B·L, Rp), and [dB | dC]
+// the sum over channel blocks, in order, of dbc_part[blk, row, k, ·].
+__global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod ldbl, FastDivmod RN, int Rp,
                                    const float* ddt, const float* dbc_part, float* ddbl) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const uint32_t r = KC.div(i), col = KC.mod(i, r), k = RN.div(col), j = RN.mod(col, k);
+  const uint32_t r = ldbl.div(i), col = ldbl.mod(i, r), k = RN.div(col), j = RN.mod(col, k);
   const int64_t row = r0 + r;
   float v;
-  if (j < uint32_t(s.R)) {
+  if (col >= uint32_t(s.KC)) {
+    v = 0.f;
+  } else if (j < uint32_t(s.R)) {
     v = ddt[(int64_t(k) * s.BL + row) * Rp + j];
   } else {
     const int64_t n_part = s.BL * 4 * (2 * kN), e = (row * 4 + k) * (2 * kN) + (j - s.R);
@@ -483,7 +485,8 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   const Workspace ws = carve(s, workspace);
   const Bf16Copies c = bf16_copies(s, ws);
   const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, c.u, st) : f32_operand(u, s.D);
-  gemm(false, true, s.BL, s.KC, s.D, 1.f, u_op, f32_operand(w.x_proj_weight, s.D), 0.f, ws.dbl, s.ldbl, st);
+  const XProjWeight xw = x_proj_weight(s, w.x_proj_weight, ws, st);
+  gemm(false, true, s.BL, xw.cols, s.D, 1.f, u_op, xw.w, 0.f, ws.dbl, s.ldbl, st);
 
   auto* dpre16 = reinterpret_cast<__nv_bfloat16*>(c.dpre);
   if (fast_step_math())
@@ -501,9 +504,9 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // Through dt_proj: d dt = dΔ_pre · W_k (padded, in dir1), d W_k += dΔ_preᵀ · dt; then ddbl
   // whole, its dt columns from d dt and [dB | dC] from the channel blocks' partials.
   const float* ddt = dt_proj_backward(s, ws.dir0, c.dpre, w.dt_projs_weight, ws.dbl, g.dt_projs_weight, ws.dir1, st);
-  for_row_chunks(s.BL, s.KC, [&](int64_t r0, int64_t rows) {
-    const uint32_t n = uint32_t(rows * s.KC);
-    reduce_ddbl_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(s, r0, n, FastDivmod(uint32_t(s.KC)),
+  for_row_chunks(s.BL, s.ldbl, [&](int64_t r0, int64_t rows) {
+    const uint32_t n = uint32_t(rows * s.ldbl);
+    reduce_ddbl_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(s, r0, n, FastDivmod(uint32_t(s.ldbl)),
                                                                    FastDivmod(uint32_t(s.RN)), dt_proj_padded_rank(s),
                                                                    ddt, ws.dbc_part, ws.ddbl);
     MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce ddbl");
@@ -512,11 +515,11 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // copy in dir1: d dt is read).
   const GemmOperand ddbl_op =
       c.ddbl && (du || g.x_proj_weight)
-          ? bf16_operand_copy(ws.ddbl, s.BL, s.KC, s.ldbl, c.ddbl, st, s.ldbl)
+          ? bf16_operand_copy(ws.ddbl, s.BL, s.ldbl, s.ldbl, c.ddbl, st)
           : f32_operand(ws.ddbl, s.ldbl);
   if (g.x_proj_weight)
     gemm(true, false, s.KC, s.D, s.BL, 1.f, ddbl_op, u_op, 1.f, g.x_proj_weight, s.D, st);
-  if (du) gemm(false, false, s.BL, s.D, s.KC, 1.f, ddbl_op, f32_operand(w.x_proj_weight, s.D), 1.f, du, s.D, st);
+  if (du) gemm(false, false, s.BL, s.D, xw.cols, 1.f, ddbl_op, xw.w, 1.f, du, s.D, st);
 }
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cuda_common.cuh"
+#include "cuda_train_gemm_conv.h"
 #include "cuda_train_scan.h"
 #include "ops/vector_math.h"  // exp2_fraction
 
@@ -19,9 +20,7 @@ static_assert(2 * kN == kWarp, "dB/dC reduction gives one value per lane");
 
 struct Dims {
   int B, H, W, L, D, R, RN, KC, nseg, ndblk;  // RN = R+2N, KC = 4·RN, ndblk = ceil(D/32)
-  int ldbl;  // the row stride of dbl and ddbl: KC rounded up to 8. At MedMamba-T's first
-             // stage (KC = 140) cuBLAS ran d x_proj_weight = ddblᵀ·u in an align2 kernel with
-             // ddbl's rows 140 apart, in an align8 one 144 apart (60 -> 40 us)
+  int ldbl;  // the row stride of dbl and ddbl: KC rounded up to 8 (see XProjWeight)
   int seg_chunks, nsegs;  // chunks per segment, segments per direction (ceil(nseg/seg_chunks))
   int forward_lanes;      // ScanTrainShape::forward_lanes (0: automatic)
   bool bf16;              // ScanTrainShape::bf16: backward's dir0 holds bf16 copies only
@@ -59,6 +58,7 @@ struct Workspace {
   float *seg_state;   // (B·4, nsegs, N, D): a segment's local end state, then its start state
                       // (forward); its local dh, then the dh entering its end (backward)
   float *seg_decay;   // (B·4, nsegs, N, D): a segment's decay of its start, exp(A_n·ΣΔ)
+  float *x_proj_pad;  // (ldbl, D) bf16 where ldbl > KC: x_proj_weight padded (XProjWeight)
   int64_t dir0_floats;
   int64_t total;      // floats
 };
@@ -69,6 +69,17 @@ inline int64_t bf16_dir0_floats(const Dims& d) { return bf16_u_offset(d) + (d.BL
 // base nullptr: sizes only. !backward: forward's pieces alone (dbl, dir0, seg_state,
 // seg_decay; the others nullptr), which hold more images in the same workspace.
 Workspace carve(const Dims& d, float* base, bool backward = true);
+
+// x_proj_weight (KC, D) as the x_proj GEMMs read it, and their extent over dbl's columns.
+// Under bf16 GEMMs with KC not a multiple of 8 (140 at MedMamba-T's first stage), a bf16 copy
+// with ldbl rows, the last ones zero, so that dbl = u·Wᵀ and du += ddbl·W run over ldbl
+// columns: with an extent of 140, cuBLAS ran them in sm80 align2 kernels. (ddbl's padding
+// columns are written as zeros; dbl's hold zeros from the zero rows.)
+struct XProjWeight {
+  GemmOperand w;
+  int64_t cols;
+};
+XProjWeight x_proj_weight(const Dims& s, const float* weight, const Workspace& ws, Stream st);
 
 inline ScanTrainShape with_batch(ScanTrainShape s, int64_t B) {
   s.B = B;

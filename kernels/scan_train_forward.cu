@@ -133,6 +133,7 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   }
   w.seg_state = carver.take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
   w.seg_decay = carver.take(int64_t(d.B) * 4 * d.nsegs * kN * d.D);
+  w.x_proj_pad = d.ldbl > d.KC ? carver.take((int64_t(d.ldbl) * d.D + 1) / 2) : nullptr;
   w.total = carver.floats;
   return w;
 }
@@ -402,6 +403,14 @@ __global__ void sum_directions_kernel(float* dst, const float* src, int64_t n, b
 
 bool fast_step_math() { return gemm_compute() != GemmCompute::F32; }
 
+XProjWeight x_proj_weight(const Dims& s, const float* weight, const Workspace& ws, Stream st) {
+  if (!ws.x_proj_pad || gemm_compute() != GemmCompute::BF16) return {f32_operand(weight, s.D), s.KC};
+  auto* pad = reinterpret_cast<uint16_t*>(ws.x_proj_pad);
+  const GemmOperand w = bf16_operand_copy(weight, s.KC, s.D, s.D, pad, st, s.D);
+  MM_CUDA_CHECK(cudaMemsetAsync(pad + int64_t(s.KC) * s.D, 0, sizeof(uint16_t) * (s.ldbl - s.KC) * s.D, st));
+  return {w, s.ldbl};
+}
+
 void sum_directions(float* dst, const float* src, int64_t n, bool accumulate, Stream st) {
   constexpr int kThreads = 256;
   sum_directions_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(dst, src, n, accumulate);
@@ -449,7 +458,8 @@ static void scan_forward_slice(const ScanTrainShape& shape, const float* u, cons
                                float* states, float* workspace, Stream st) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace, false);
-  gemm_f32(false, true, s.BL, s.KC, s.D, 1.f, u, s.D, w.x_proj_weight, s.D, 0.f, ws.dbl, s.ldbl, st);
+  const XProjWeight xw = x_proj_weight(s, w.x_proj_weight, ws, st);
+  gemm(false, true, s.BL, xw.cols, s.D, 1.f, f32_operand(u, s.D), xw.w, 0.f, ws.dbl, s.ldbl, st);
   if (fast_step_math())
     launch_forward<true>(s, u, w, ws, states, st);
   else

@@ -206,9 +206,8 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 
 GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s,
                               int64_t dst_ld) {
-  if (dst_ld == 0 || dst_ld == cols)
-    return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
-  MM_CHECK(dst_ld > cols, "bf16_operand_copy: a row stride shorter than the row");
+  if (dst_ld == 0) return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
+  MM_CHECK(dst_ld >= cols, "bf16_operand_copy: a row stride shorter than the row");
   if (rows > 0 && cols > 0) to_bf16(reinterpret_cast<__nv_bfloat16*>(dst), src, rows, cols, ld, s, dst_ld);
   return bf16_operand(dst, dst_ld);
 }
