@@ -54,6 +54,11 @@ inline GemmOperand bf16_operand(const uint16_t* p, int64_t ld) { return {nullptr
 // (or (N,K) when trans_b); C has row stride ldc. beta = 1 accumulates.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
           float beta, float* C, int64_t ldc, Stream s);
+// C = op(A) · op(B) rounded to bf16 (the bits of __nv_bfloat16), under GemmCompute::BF16 only:
+// for a product whose consumer sums it again in float32 (a conv's dcol, which col2im adds up
+// per input pixel), at half the bytes.
+void gemm_bf16_out(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B,
+                   uint16_t* C, int64_t ldc, Stream s);
 // src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
 // rounded to bf16 once, into dst (rows·cols packed, 16-byte aligned), not once per GEMM, or
 // read from its Bf16TwinScope twin. With dst_ld set, always copied into dst, rows dst_ld apart.

@@ -76,8 +76,8 @@ float* checked_workspace(float* workspace, const ConvShape& c, const char* op) {
 // dx (B,H,W,Cin) += the entries of dcol (P,K) that im2col copied from each input pixel:
 // input row ih is read by kernel row kh of output row oh when oh·stride - pad + kh = ih.
 // One thread per V channels of an input pixel. n = B·H·W·Cin/V.
-template <class I, int V>
-__global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __restrict__ dcol, ConvDimsT<I> d,
+template <class I, int V, class T>
+__global__ void col2im_gather_kernel(float* __restrict__ dx, const T* __restrict__ dcol, ConvDimsT<I> d,
                                      int64_t n, bool overwrite) {
   const I CV = d.Cin / V;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -91,10 +91,10 @@ __global__ void col2im_gather_kernel(float* __restrict__ dx, const float* __rest
         const I ow_s = iw + d.pad - kw;
         if (ow_s < 0 || ow_s % d.stride != 0 || ow_s / d.stride >= d.OW) continue;
         const I ow = ow_s / d.stride;
-        const Pack<float, V> g = reinterpret_cast<const Pack<float, V>*>(
-            dcol + ((b * d.OH + oh) * d.OW + ow) * d.K + (kh * d.KW + kw) * d.Cin)[cv];
+        float g[V];
+        load_pack(dcol + ((b * d.OH + oh) * d.OW + ow) * d.K + (kh * d.KW + kw) * d.Cin + cv * V, g);
 #pragma unroll
-        for (int j = 0; j < V; ++j) sum.v[j] += g.v[j];
+        for (int j = 0; j < V; ++j) sum.v[j] += g[j];
       }
     }
     Pack<float, V>& out = reinterpret_cast<Pack<float, V>*>(dx)[i];
@@ -136,15 +136,17 @@ int channel_vector(const ConvDims& d, const void* a, const void* b) {
   return vector_width<float>({d.Cin}, {a, b}) >= 4 ? 4 : 1;
 }
 
-void col2im_gather(float* dx, const float* dcol, const ConvDims& d, bool overwrite, Stream s) {
+// dcol float32, or bf16 (gemm_bf16_out's).
+template <class T>
+void col2im_gather(float* dx, const T* dcol, const ConvDims& d, bool overwrite, Stream s) {
   const int V = channel_vector(d, dx, dcol);
   const int64_t n = input_floats(d) / V;
   with_index_type(std::max(col_floats(d), input_floats(d)), [&](auto index) {
     using I = decltype(index);
     if (V == 4)
-      col2im_gather_kernel<I, 4><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
+      col2im_gather_kernel<I, 4, T><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
     else
-      col2im_gather_kernel<I, 1><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
+      col2im_gather_kernel<I, 1, T><<<capped_grid(n), kThreads, 0, s>>>(dx, dcol, narrowed<I>(d), n, overwrite);
   });
   MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
 }
@@ -323,17 +325,33 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   if (dbias) linear_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, P, d.K, c.Cout, s);
   if (!dweight && !dx) return;
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_backward"), c);
+  GemmOperand dout_op = f32_operand(dout, c.Cout), weight_op = f32_operand(ws.weight_t, d.K);
+  if (dx) to_column_order(ws.weight_t, weight, c, s);
+  if (gemm_compute() == GemmCompute::BF16) {
+    // Both GEMMs read dout: rounded to bf16 once (and the weight for dx's), in the GEMM
+    // operand scratch, so that neither GEMM makes a copy of its own there.
+    const int64_t dout_n = (P * c.Cout + 127) / 128 * 128;  // the weight's copy 256-byte aligned
+    auto* scratch = static_cast<uint16_t*>(gemm_operand_scratch((dout_n + c.Cout * d.K) * 2));
+    dout_op = bf16_operand_copy(dout, P, c.Cout, c.Cout, scratch, s);
+    if (dx) weight_op = bf16_operand_copy(ws.weight_t, c.Cout, d.K, d.K, scratch + dout_n, s);
+  }
   if (dweight) {
     // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
-    gemm(true, false, c.Cout, d.K, P, 1.f, f32_operand(dout, c.Cout), im2col_operand(ws.col, x, d, in, s), 0.f,
-         ws.dweight_t, d.K, s);
+    gemm(true, false, c.Cout, d.K, P, 1.f, dout_op, im2col_operand(ws.col, x, d, in, s), 0.f, ws.dweight_t, d.K, s);
     add_from_column_order(dweight, ws.dweight_t, c, s);
   }
   if (dx) {
-    // dcol (P,K) = dout (P,Cout) · weight_t (Cout,K), over col: the stream orders it after dweight's GEMM.
-    to_column_order(ws.weight_t, weight, c, s);
-    gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, ws.weight_t, d.K, 0.f, ws.col, d.K, s);
-    col2im_gather(dx, ws.col, d, out == GradOut::Overwrite, s);
+    // dcol (P,K) = dout (P,Cout) · weight_t (Cout,K), over col: the stream orders it after
+    // dweight's GEMM. Under bf16 GEMMs dcol is written in bf16 (half the bytes of the largest
+    // matrix of the step, written once and read once), col2im summing it in float32.
+    if (gemm_compute() == GemmCompute::BF16) {
+      auto* dcol = reinterpret_cast<uint16_t*>(ws.col);
+      gemm_bf16_out(false, false, P, d.K, c.Cout, dout_op, weight_op, dcol, d.K, s);
+      col2im_gather(dx, reinterpret_cast<const __nv_bfloat16*>(dcol), d, out == GradOut::Overwrite, s);
+    } else {
+      gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, ws.weight_t, d.K, 0.f, ws.col, d.K, s);
+      col2im_gather(dx, ws.col, d, out == GradOut::Overwrite, s);
+    }
   }
 }
 

@@ -187,10 +187,11 @@ GemmOperand as_bf16(GemmOperand op, __nv_bfloat16* dst, int64_t rows, int64_t co
 }
 
 // The bf16 GEMM: operands given in float32 are rounded into packed copies (those a producer
-// wrote in bf16 are read where they are), products summed in float32.
+// wrote in bf16 are read where they are), products summed in float32; C float32, or bf16
+// with c_bf16.
 cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cublasOperation_t op_b, int64_t M,
                                   int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B, float beta,
-                                  float* C, int64_t ldc, Stream s) {
+                                  void* C, bool c_bf16, int64_t ldc, Stream s) {
   const int64_t a_rows = op_a == CUBLAS_OP_T ? K : M, a_cols = op_a == CUBLAS_OP_T ? M : K;
   const int64_t b_rows = op_b == CUBLAS_OP_T ? N : K, b_cols = op_b == CUBLAS_OP_T ? K : N;
   const int64_t a_n = A.bf16 ? 0 : padded_bf16(a_rows * a_cols), b_n = B.bf16 ? 0 : b_rows * b_cols;
@@ -198,8 +199,8 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
   A = as_bf16(A, scratch, a_rows, a_cols, s);
   B = as_bf16(B, scratch + a_n, b_rows, b_cols, s);
   return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.bf16, CUDA_R_16BF, int(B.ld), A.bf16,
-                      CUDA_R_16BF, int(A.ld), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F,
-                      CUBLAS_GEMM_DEFAULT);
+                      CUDA_R_16BF, int(A.ld), &beta, C, c_bf16 ? CUDA_R_16BF : CUDA_R_32F, int(ldc),
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
 }  // namespace
@@ -221,8 +222,9 @@ Bf16TwinScope::~Bf16TwinScope() { t_bf16_twin = {base_, n_, twin_}; }
 void set_gemm_compute(GemmCompute c) { t_gemm_compute = c; }
 GemmCompute gemm_compute() { return t_gemm_compute; }
 
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
-          float beta, float* C, int64_t ldc, Stream s) {
+// gemm and gemm_bf16_out: C float32, or bf16 (c_bf16, GemmCompute::BF16 only).
+static void gemm_to(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A,
+                    GemmOperand B, float beta, void* C, bool c_bf16, int64_t ldc, Stream s) {
   const int64_t lda = A.ld, ldb = B.ld;
   const auto dims = [&] {
     return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
@@ -232,8 +234,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   MM_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size, " + dims());
   for (int64_t v : {M, N, K, lda, ldb, ldc})
     MM_CHECK(v <= INT_MAX, "gemm: a size or stride exceeds cuBLAS's 32-bit range, " + dims());
-  MM_CHECK((A.bf16 == nullptr && B.bf16 == nullptr) || t_gemm_compute == GemmCompute::BF16,
-           "gemm: bf16 operands need GemmCompute::BF16, " + dims());
+  MM_CHECK((A.bf16 == nullptr && B.bf16 == nullptr && !c_bf16) || t_gemm_compute == GemmCompute::BF16,
+           "gemm: bf16 operands or output need GemmCompute::BF16, " + dims());
   if (M == 0 || N == 0) return;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -241,17 +243,27 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   cublasStatus_t st;
   if (t_gemm_compute == GemmCompute::F32) {
     check_cublas(cublasSetMathMode(h, CUBLAS_PEDANTIC_MATH), "cublasSetMathMode(PEDANTIC)");
-    st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.f32, int(ldb), A.f32, int(lda), &beta, C,
-                     int(ldc));
+    st = cublasSgemm(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.f32, int(ldb), A.f32, int(lda), &beta,
+                     static_cast<float*>(C), int(ldc));
   } else if (t_gemm_compute == GemmCompute::TF32) {
     check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
     st = cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.f32, CUDA_R_32F, int(ldb), A.f32, CUDA_R_32F,
                       int(lda), &beta, C, CUDA_R_32F, int(ldc), CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT);
   } else {
     check_cublas(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode(DEFAULT)");
-    st = gemm_bf16_operands(h, op_a, op_b, M, N, K, alpha, A, B, beta, C, ldc, s);
+    st = gemm_bf16_operands(h, op_a, op_b, M, N, K, alpha, A, B, beta, C, c_bf16, ldc, s);
   }
   if (st != CUBLAS_STATUS_SUCCESS) check_cublas(st, ("cublas GEMM " + dims()).c_str());
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmOperand A, GemmOperand B,
+          float beta, float* C, int64_t ldc, Stream s) {
+  gemm_to(trans_a, trans_b, M, N, K, alpha, A, B, beta, C, false, ldc, s);
+}
+
+void gemm_bf16_out(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, GemmOperand A, GemmOperand B,
+                   uint16_t* C, int64_t ldc, Stream s) {
+  gemm_to(trans_a, trans_b, M, N, K, 1.f, A, B, 0.f, C, true, ldc, s);
 }
 
 void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
