@@ -80,11 +80,13 @@ __global__ void im2col_kernel(TOut* __restrict__ col, const TIn* __restrict__ x,
   store_pack(col + (int64_t(r0) * (d.OW * (d.K / V)) + i) * V, v);
 }
 
-// The 3x3 convs' im2col: a thread per (output pixel, channel group) writes the group's nine
-// taps, so that its index arithmetic, and the map's scale and shift, are done once per pixel
-// instead of once per tap (a thread per tap took ~35% longer with the map than without it,
-// loading 64 bytes of scale and shift for 16 bytes of output). The same values as
-// im2col_kernel's. n = rows·OW·Cin/V of a launch from output row r0.
+// The 3x3 convs' im2col by pixel: a thread per (output pixel, channel group) writes the
+// group's nine taps, so that its index arithmetic, and the map's scale and shift, are done
+// once per pixel instead of once per tap (a thread per tap took ~35% longer with the map than
+// without it, loading 64 bytes of scale and shift for 16 bytes of output). The same values as
+// im2col_kernel's. n = rows·OW·Cin/V of a launch from output row r0. The training backend
+// takes it (its batches fill the GPU); the inference engine, whose batch-1 latency was
+// measured with a thread per tap (nine times the threads), keeps im2col_kernel.
 template <class TIn, class TOut, int V>
 __global__ void im2col3x3_kernel(TOut* __restrict__ col, const TIn* __restrict__ x, int64_t ldx,
                                  const float* __restrict__ scale, const float* __restrict__ shift, bool relu,
@@ -136,7 +138,7 @@ int im2col_width(const ConvDims& d, int64_t ldx, const void* col, const void* x,
 
 template <class TIn, class TOut>
 void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, const float* shift, const ConvDims& d,
-                   cudaStream_t s, bool relu = false) {
+                   cudaStream_t s, bool relu = false, bool by_pixel = false) {
   constexpr int kThreads = 256;
   const int V = im2col_width<TIn, TOut>(d, ldx, col, x, scale, shift);
   const int64_t per_row = d.OW * (d.K / V), rows = d.B * d.OH;
@@ -144,7 +146,7 @@ void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, con
            "im2col: too large, B=" + std::to_string(d.B) + " H=" + std::to_string(d.H) + " W=" + std::to_string(d.W) +
                " OH=" + std::to_string(d.OH) + " OW=" + std::to_string(d.OW) + " K=" + std::to_string(d.K));
   const ConvDimsT<int> di = narrowed<int>(d);
-  if (d.KH == 3 && d.KW == 3) {
+  if (by_pixel && d.KH == 3 && d.KW == 3) {
     const int64_t per_row3 = d.OW * (d.Cin / V);
     const FastDivmod cvs(uint32_t(d.Cin / V)), ows(uint32_t(d.OW)), ohs(uint32_t(d.OH));
     for_row_chunks(rows, per_row3, [&](int64_t r0, int64_t nr) {

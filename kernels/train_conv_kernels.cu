@@ -169,11 +169,11 @@ GemmOperand im2col_operand(float* col, const float* x, const ConvDims& d, const 
   const ConvInputMap m = in ? *in : ConvInputMap{};
   const int64_t ldx = m.ld ? m.ld : d.Cin;
   if (gemm_compute() != GemmCompute::BF16) {
-    launch_im2col(col, x, ldx, m.scale, m.shift, d, s, m.relu);
+    launch_im2col(col, x, ldx, m.scale, m.shift, d, s, m.relu, true);
     return f32_operand(col, d.K);
   }
   auto* col16 = reinterpret_cast<__nv_bfloat16*>(col);
-  launch_im2col(col16, x, ldx, m.scale, m.shift, d, s, m.relu);
+  launch_im2col(col16, x, ldx, m.scale, m.shift, d, s, m.relu, true);
   return bf16_operand(reinterpret_cast<const uint16_t*>(col16), d.K);
 }
 
