@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "fast_divmod.h"
@@ -136,6 +137,17 @@ int im2col_width(const ConvDims& d, int64_t ldx, const void* col, const void* x,
   return 1;
 }
 
+// f(std::integral_constant<int, V>) for an im2col_width V of 8, 4 or 1: one launch line a kernel.
+template <class F>
+void with_width(int V, F&& f) {
+  if (V == 8)
+    f(std::integral_constant<int, 8>{});
+  else if (V == 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, 1>{});
+}
+
 template <class TIn, class TOut>
 void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, const float* shift, const ConvDims& d,
                    cudaStream_t s, bool relu = false, bool by_pixel = false) {
@@ -151,15 +163,10 @@ void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, con
     const FastDivmod cvs(uint32_t(d.Cin / V)), ows(uint32_t(d.OW)), ohs(uint32_t(d.OH));
     for_row_chunks(rows, per_row3, [&](int64_t r0, int64_t nr) {
       const uint32_t n = uint32_t(nr * per_row3);
-      if (V == 8)
-        im2col3x3_kernel<TIn, TOut, 8>
+      with_width(V, [&](auto v) {
+        im2col3x3_kernel<TIn, TOut, decltype(v)::value>
             <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, cvs, ows, ohs, n, r0);
-      else if (V == 4)
-        im2col3x3_kernel<TIn, TOut, 4>
-            <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, cvs, ows, ohs, n, r0);
-      else
-        im2col3x3_kernel<TIn, TOut, 1>
-            <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, cvs, ows, ohs, n, r0);
+      });
       MM_CUDA_CHECK_LAUNCH("im2col3x3_kernel");
     });
     return;
@@ -168,15 +175,10 @@ void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, con
                      FastDivmod(uint32_t(d.Cin / V)), FastDivmod(uint32_t(d.KW)), FastDivmod(uint32_t(d.OH))};
   for_row_chunks(rows, per_row, [&](int64_t r0, int64_t nr) {
     const uint32_t n = uint32_t(nr * per_row);
-    if (V == 8)
-      im2col_kernel<TIn, TOut, 8>
+    with_width(V, [&](auto v) {
+      im2col_kernel<TIn, TOut, decltype(v)::value>
           <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, q, n, r0);
-    else if (V == 4)
-      im2col_kernel<TIn, TOut, 4>
-          <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, q, n, r0);
-    else
-      im2col_kernel<TIn, TOut, 1>
-          <<<grid_for(n, kThreads), kThreads, 0, s>>>(col, x, ldx, scale, shift, relu, di, q, n, r0);
+    });
     MM_CUDA_CHECK_LAUNCH("im2col_kernel");
   });
 }

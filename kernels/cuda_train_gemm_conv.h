@@ -61,9 +61,11 @@ void gemm_bf16_out(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
                    uint16_t* C, int64_t ldc, Stream s);
 // src (rows, cols; row stride ld) as an operand that several GemmCompute::BF16 GEMMs read:
 // rounded to bf16 once, into dst (rows·cols packed, 16-byte aligned), not once per GEMM, or
-// read from its Bf16TwinScope twin. With dst_ld set, always copied into dst, rows dst_ld apart.
-GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s,
-                              int64_t dst_ld = 0);
+// read from its Bf16TwinScope twin.
+GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
+// The same, always rounded into dst (rows·cols packed), never the twin: for a copy that the
+// caller extends in place (x_proj's weight, padded with zero rows after it).
+GemmOperand bf16_packed_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
 // Within the scope, on this host thread, a GemmCompute::BF16 GEMM reads a float32 operand
 // that lies inside [base, base + n) from `twin` (base's bf16 rounding, the same layout) instead
 // of rounding it again: the model's parameters, rounded once per forward, not once per GEMM.

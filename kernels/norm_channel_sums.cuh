@@ -109,6 +109,9 @@ inline ChannelScratch take_scratch(int64_t N, int64_t C, int per_channel) {
 
 template <class Term, class Finish>
 void channel_sums(const ChannelScratch& sc, int64_t N, int64_t C, Term term, Finish finish, Stream s) {
+  // Callers return early on an empty batch: an empty grid is a launch error, and a mean of none is 0/0.
+  MM_CHECK(N > 0 && C > 0,
+           "channel_sums: no rows or no channels (N=" + std::to_string(N) + ", C=" + std::to_string(C) + ")");
   const int tile = channel_tile(C);
   const int64_t tiles = (C + tile - 1) / tile;
   MM_CHECK(sc.groups <= INT_MAX && tiles <= 65535, "channel_sums: too many rows or channels for one grid");

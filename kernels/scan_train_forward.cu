@@ -406,7 +406,7 @@ bool fast_step_math() { return gemm_compute() != GemmCompute::F32; }
 XProjWeight x_proj_weight(const Dims& s, const float* weight, const Workspace& ws, Stream st) {
   if (!ws.x_proj_pad || gemm_compute() != GemmCompute::BF16) return {f32_operand(weight, s.D), s.KC};
   auto* pad = reinterpret_cast<uint16_t*>(ws.x_proj_pad);
-  const GemmOperand w = bf16_operand_copy(weight, s.KC, s.D, s.D, pad, st, s.D);
+  const GemmOperand w = bf16_packed_copy(weight, s.KC, s.D, s.D, pad, st);
   MM_CUDA_CHECK(cudaMemsetAsync(pad + int64_t(s.KC) * s.D, 0, sizeof(uint16_t) * (s.ldbl - s.KC) * s.D, st));
   return {w, s.ldbl};
 }

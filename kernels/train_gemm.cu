@@ -132,42 +132,38 @@ void add_column_sums(float* acc, const float* a, int64_t rows, int64_t C, Stream
   MM_CUDA_CHECK_LAUNCH("add_parts_kernel");
 }
 
-// dst (rows, cols), rows dst_ld apart, = src (rows, cols) with row stride ld, rounded to bf16
-// (nearest even).
+// dst (rows, cols) packed = src (rows, cols) with row stride ld, rounded to bf16 (nearest even).
 // One thread per kVec elements of the packed output, its row and group by FastDivmod: the
 // first version indexed each element with a 64-bit division and took 11% of a training step,
 // and the second, a block per row, left all but a few threads idle on the scan's (B·L, R)
 // slices of 2 to 24 columns (72 us a copy of 2.4 MB).
 template <int kVec>
 __global__ void to_bf16_kernel(__nv_bfloat16* __restrict__ dst, const float* __restrict__ src, uint32_t n,
-                               FastDivmod groups, int64_t ld, int64_t dst_ld) {
+                               FastDivmod groups, int64_t ld) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t r = groups.div(i), g = groups.mod(i, r);
   const float* s = src + int64_t(r) * ld + int64_t(g) * kVec;
-  __nv_bfloat16* d = dst + int64_t(r) * dst_ld + int64_t(g) * kVec;
   if constexpr (kVec == 4) {
     const float4 v = *reinterpret_cast<const float4*>(s);
-    reinterpret_cast<__nv_bfloat162*>(d)[0] = __floats2bfloat162_rn(v.x, v.y);
-    reinterpret_cast<__nv_bfloat162*>(d)[1] = __floats2bfloat162_rn(v.z, v.w);
+    reinterpret_cast<__nv_bfloat162*>(dst)[2 * int64_t(i)] = __floats2bfloat162_rn(v.x, v.y);
+    reinterpret_cast<__nv_bfloat162*>(dst)[2 * int64_t(i) + 1] = __floats2bfloat162_rn(v.z, v.w);
   } else {
-    *d = __float2bfloat16_rn(*s);
+    dst[i] = __float2bfloat16_rn(*s);
   }
 }
 
-void to_bf16(__nv_bfloat16* dst, const float* src, int64_t rows, int64_t cols, int64_t ld, Stream s,
-             int64_t dst_ld = 0) {
-  if (dst_ld == 0) dst_ld = cols;
-  const bool vec4 = cols % 4 == 0 && ld % 4 == 0 && dst_ld % 2 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+void to_bf16(__nv_bfloat16* dst, const float* src, int64_t rows, int64_t cols, int64_t ld, Stream s) {
+  const bool vec4 = cols % 4 == 0 && ld % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
   const int64_t groups = vec4 ? cols / 4 : cols;
   for_row_chunks(rows, groups, [&](int64_t r0, int64_t part) {
     const uint32_t n = uint32_t(part * groups);
     if (vec4)
-      to_bf16_kernel<4><<<grid_for(n, kThreads), kThreads, 0, s>>>(dst + r0 * dst_ld, src + r0 * ld, n,
-                                                                    FastDivmod(uint32_t(groups)), ld, dst_ld);
+      to_bf16_kernel<4><<<grid_for(n, kThreads), kThreads, 0, s>>>(dst + r0 * cols, src + r0 * ld, n,
+                                                                    FastDivmod(uint32_t(groups)), ld);
     else
-      to_bf16_kernel<1><<<grid_for(n, kThreads), kThreads, 0, s>>>(dst + r0 * dst_ld, src + r0 * ld, n,
-                                                                    FastDivmod(uint32_t(groups)), ld, dst_ld);
+      to_bf16_kernel<1><<<grid_for(n, kThreads), kThreads, 0, s>>>(dst + r0 * cols, src + r0 * ld, n,
+                                                                    FastDivmod(uint32_t(groups)), ld);
     MM_CUDA_CHECK_LAUNCH("to_bf16_kernel");
   });
 }
@@ -205,12 +201,13 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 
 }  // namespace
 
-GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s,
-                              int64_t dst_ld) {
-  if (dst_ld == 0) return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
-  MM_CHECK(dst_ld >= cols, "bf16_operand_copy: a row stride shorter than the row");
-  if (rows > 0 && cols > 0) to_bf16(reinterpret_cast<__nv_bfloat16*>(dst), src, rows, cols, ld, s, dst_ld);
-  return bf16_operand(dst, dst_ld);
+GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
+  return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
+}
+
+GemmOperand bf16_packed_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
+  if (rows > 0 && cols > 0) to_bf16(reinterpret_cast<__nv_bfloat16*>(dst), src, rows, cols, ld, s);
+  return bf16_operand(dst, cols);
 }
 
 Bf16TwinScope::Bf16TwinScope(const float* base, int64_t n, const uint16_t* twin)
