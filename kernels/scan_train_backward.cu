@@ -233,7 +233,13 @@ __device__ __forceinline__ int channel_sum_column(int lane) {
 // bf16 rounding to dpre16 instead), du_dir (4, B·L, D) and dbc_part (see Workspace); per
 // (b, segment, k, d): pgrad.
 // Four blocks to an SM (128 registers; at 224 px they fit the shared memory up to dt rank 16);
-// allowing 151 registers for three measured no faster.
+// allowing 151 registers for three measured no faster. Nor did keeping a piece's decays
+// exp(Δ·A_n) in registers from its recomputation to its backward walk, which saves one exp
+// of three per state and step but takes 164 registers, three blocks an SM (ncu, T bf16 at
+// batch 64, H100s, µs a launch: stage 1 3,991 -> 3,886, stage 2 1,914 -> 2,030, stage 3
+// 1,017 -> 1,083, which ran three an SM already, stage 4 811 -> 791; mm-bench 0.5-1% slower).
+// The kernel issues from 66% of its cycles at stage 1, its ALU pipe the busiest (35%: the
+// shuffles' selects and the index arithmetic), not its MUFU.
 template <bool kFast>
 __global__ void __launch_bounds__(kBackwardThreads, 4)
 scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights w, const float* dout,
