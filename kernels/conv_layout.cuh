@@ -231,9 +231,11 @@ struct DwSilu {
 };
 
 // out = bias + taps, and silu = SiLU(out) at the same offsets (a float32 buffer of out's layout):
-// training keeps both, the conv's output for SiLU's backward and its SiLU for the scan.
+// training keeps both, the conv's output for SiLU's backward and its SiLU for the scan; and,
+// if silu16 is set, SiLU(out) rounded to bf16 there too (the scan's bf16 GEMMs read that).
 struct DwStoreSilu {
   float* silu;
+  __nv_bfloat16* silu16 = nullptr;
   template <class T, int V>
   __device__ void operator()(T* out, int64_t i, const float (&acc)[V]) const {
     store_pack(out + i, acc);
@@ -241,6 +243,7 @@ struct DwStoreSilu {
 #pragma unroll
     for (int v = 0; v < V; ++v) o[v] = silu_f(to_f32(from_f32<T>(acc[v])));
     store_pack(silu + i, o);
+    if (silu16) store_pack(silu16 + i, o);
   }
 };
 

@@ -12,6 +12,7 @@
 // cores instead, with the operands rounded to TF32 or bf16 and float32 accumulation; every
 // buffer stays float32.
 #include <cstdint>
+#include <initializer_list>
 
 #include "cuda_ops.h"  // Stream
 
@@ -66,6 +67,14 @@ GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int6
 // The same, always rounded into dst (rows·cols packed), never the twin: for a copy that the
 // caller extends in place (x_proj's weight, padded with zero rows after it).
 GemmOperand bf16_packed_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s);
+// Several operands of GemmCompute::BF16 GEMMs made bf16 together: each float32 one (not already
+// bf16, nor inside a Bf16TwinScope) rounded into one packed copy in the GEMM operand scratch,
+// valid until the next GEMM of this thread that rounds its own. A null op is skipped.
+struct Bf16Request {
+  GemmOperand* op;
+  int64_t rows, cols;
+};
+void round_to_bf16(std::initializer_list<Bf16Request> ops, Stream s);
 // Within the scope, on this host thread, a GemmCompute::BF16 GEMM reads a float32 operand
 // that lies inside [base, base + n) from `twin` (base's bf16 rounding, the same layout) instead
 // of rounding it again: the model's parameters, rounded once per forward, not once per GEMM.
@@ -95,14 +104,19 @@ inline void linear_forward(float* out, const float* x, const float* weight, cons
   linear_forward(out, f32_operand(x, Cin), weight, bias, N, Cin, Cout, s);
 }
 // dx (N,Cin) +=, dweight (Cout,Cin) +=, dbias (Cout) +=; any may be nullptr.
-// x may come rounded to bf16 by its producer (x.ld = Cin), as in linear_forward.
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, GemmOperand x,
-                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
-                     GradOut out = GradOut::Accumulate);
+// x may come rounded to bf16 by its producer (x.ld = Cin), as in linear_forward, and so may
+// dout (dout.ld = Cout) when there is no dbias to sum from it.
+void linear_backward(float* dx, float* dweight, float* dbias, GemmOperand dout, GemmOperand x, const float* weight,
+                     int64_t N, int64_t Cin, int64_t Cout, Stream s, GradOut out = GradOut::Accumulate);
+inline void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, GemmOperand x,
+                            const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
+                            GradOut out = GradOut::Accumulate) {
+  linear_backward(dx, dweight, dbias, f32_operand(dout, Cout), x, weight, N, Cin, Cout, s, out);
+}
 inline void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                             const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s,
                             GradOut out = GradOut::Accumulate) {
-  linear_backward(dx, dweight, dbias, dout, f32_operand(x, Cin), weight, N, Cin, Cout, s, out);
+  linear_backward(dx, dweight, dbias, f32_operand(dout, Cout), f32_operand(x, Cin), weight, N, Cin, Cout, s, out);
 }
 
 // Dense convolution on channels-last x (B,H,W,Cin) -> out (B,OH,OW,Cout), weight (Cout,Cin,KH,KW),
@@ -136,11 +150,17 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
                      GradOut out = GradOut::Accumulate, const ConvInputMap* in = nullptr);
 
 // Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
-// silu_out (B,H,W,C), if given: SiLU(out) from the same pass, the bits of silu_forward(out).
+// silu_out (B,H,W,C), if given: SiLU(out) from the same pass, the bits of silu_forward(out);
+// silu_bf16 (B,H,W,C), if given (with silu_out): silu_out rounded to bf16 (the bits of
+// __nv_bfloat16), for the GemmCompute::BF16 GEMMs that read it.
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
-                       int64_t W, int64_t C, Stream s, float* silu_out = nullptr);
+                       int64_t W, int64_t C, Stream s, float* silu_out = nullptr, uint16_t* silu_bf16 = nullptr);
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                         const float* weight, int64_t B, int64_t H, int64_t W, int64_t C, Stream s,
                         GradOut out = GradOut::Accumulate);
+// dwconv3x3_backward's dx alone, overwritten and rounded to bf16 (the bits of __nv_bfloat16):
+// for a gradient that only GemmCompute::BF16 GEMMs read, the bits they would round it to.
+void dwconv3x3_backward_dx_bf16(uint16_t* dx, const float* dout, const float* weight, int64_t B, int64_t H, int64_t W,
+                                int64_t C, Stream s);
 
 }  // namespace mm::cuda

@@ -54,6 +54,12 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* do
 void layernorm_gate_backward(float* dx, float* dweight, float* dbias, float* dz, const float* dg, const float* z,
                              const float* x, const float* weight, const float* bias, const float* mean,
                              const float* rstd, int64_t N, int64_t C, Stream s, GradOut out = GradOut::Accumulate);
+// The same with dz rounded to bf16 (the bits of __nv_bfloat16), for the bf16 GEMMs that alone
+// read it: the bits those GEMMs would round it to.
+void layernorm_gate_backward_bf16(float* dx, float* dweight, float* dbias, uint16_t* dz, const float* dg,
+                                  const float* z, const float* x, const float* weight, const float* bias,
+                                  const float* mean, const float* rstd, int64_t N, int64_t C, Stream s,
+                                  GradOut out = GradOut::Accumulate);
 
 // ---------------------------------------------------------------------------
 // BatchNorm2d on channels-last rows (N,C), N = B·H·W (eps 1e-5, momentum 0.1), as lib/ops/batchnorm.h.

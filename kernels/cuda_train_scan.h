@@ -63,13 +63,16 @@ int64_t scan_train_states_floats(const ScanTrainShape& s);
 // need not persist between calls, but backward reads nothing from it that forward left).
 int64_t scan_train_workspace_floats(const ScanTrainShape& s);
 
-// out (B,H,W,D) overwritten; states overwritten when not nullptr.
+// out (B,H,W,D) overwritten; states overwritten when not nullptr. u16, under GemmCompute::BF16
+// only: nullptr, or u rounded to bf16 by its producer (the bits of __nv_bfloat16, (B,H,W,D)),
+// which the x_proj GEMMs then read instead of rounding u themselves.
 void scan_train_forward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, float* out,
-                        float* states, float* workspace, Stream st);
+                        float* states, float* workspace, Stream st, const uint16_t* u16 = nullptr);
 // Gradients of sum(out·dout): du (may be nullptr; accumulates unless `out` says
 // Overwrite) and g (accumulates). states: what forward wrote for the same u and weights.
+// u16 as in forward.
 void scan_train_backward(const ScanTrainShape& s, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st,
-                         GradOut out = GradOut::Accumulate);
+                         GradOut out = GradOut::Accumulate, const uint16_t* u16 = nullptr);
 
 }  // namespace mm::cuda

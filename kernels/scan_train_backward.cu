@@ -1,6 +1,8 @@
 // Backward of the SS2D training scan (overview at the top of scan_train_forward.cu).
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "cuda_train_gemm_conv.h"
 #include "scan_train_common.cuh"
 
@@ -400,9 +402,11 @@ scan_backward_kernel(Dims s, const float* u, const float* dbl, ScanTrainWeights 
 
 // ddbl (B·L, ldbl: KC columns, then zeros), rows r0.. of one launch (n of its elements),
 // whole rows at a time: per direction k, the dt columns from ddt (4, B·L, Rp), and [dB | dC]
-// the sum over channel blocks, in order, of dbc_part[blk, row, k, ·].
+// the sum over channel blocks, in order, of dbc_part[blk, row, k, ·]. T: float, or bf16 where
+// only bf16 GEMMs read ddbl (the bits a rounding of the float32 sums would make).
+template <class T>
 __global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod ldbl, FastDivmod RN, int Rp,
-                                   const float* ddt, const float* dbc_part, float* ddbl) {
+                                   const float* ddt, const float* dbc_part, T* ddbl) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t r = ldbl.div(i), col = ldbl.mod(i, r), k = RN.div(col), j = RN.mod(col, k);
@@ -417,7 +421,8 @@ __global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod ld
     v = dbc_part[e];
     for (int blk = 1; blk < s.ndblk; ++blk) v += dbc_part[int64_t(blk) * n_part + e];
   }
-  ddbl[row * s.ldbl + col] = v;
+  if constexpr (std::is_same_v<T, float>) ddbl[row * s.ldbl + col] = v;
+  else ddbl[row * s.ldbl + col] = __float2bfloat16_rn(v);
 }
 
 // Adds the per-segment parameter sums to the gradients, b = 0, 1, ... in order (the CPU's
@@ -469,28 +474,29 @@ using namespace scan_train;
 
 // bf16 copies of GEMM operands inside the workspace, where the bf16 GEMMs would otherwise
 // round the same float32 matrix once per GEMM: dΔ_pre (4, B·L, D), which the kernel writes as
-// bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it; ddbl (B·L, KC)
-// in dir1 once the direct du terms are added up and d dt is read. nullptr where a copy does
-// not fit (never with the bf16 workspace, whose dir0 is sized for the first two).
+// bf16 and only GEMMs read, in the first half of dir0; u (B·L, D) after it. nullptr where a
+// copy does not fit (never with the bf16 workspace, whose dir0 is sized for both). ddbl needs
+// no copy: under bf16 GEMMs its reduction writes bf16 in its own buffer.
 struct Bf16Copies {
-  uint16_t *dpre = nullptr, *u = nullptr, *ddbl = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
+  uint16_t *dpre = nullptr, *u = nullptr;  // the bits of __nv_bfloat16, as GemmOperand holds them
 };
 static Bf16Copies bf16_copies(const Dims& s, const Workspace& ws) {
   Bf16Copies c;
   if (gemm_compute() != GemmCompute::BF16) return c;
   c.dpre = reinterpret_cast<uint16_t*>(ws.dir0);
   if (bf16_dir0_floats(s) <= ws.dir0_floats) c.u = reinterpret_cast<uint16_t*>(ws.dir0 + bf16_u_offset(s));
-  if ((s.BL * s.ldbl + 1) / 2 <= 4 * s.BL * s.D) c.ddbl = reinterpret_cast<uint16_t*>(ws.dir1);  // dir1: (4, B·L, D)
   return c;
 }
 
 static void scan_backward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w,
                                 const float* dout, float* du, const ScanTrainGrads& g, const float* states,
-                                float* workspace, Stream st, GradOut out) {
+                                float* workspace, Stream st, GradOut out, const uint16_t* u16) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace);
   const Bf16Copies c = bf16_copies(s, ws);
-  const GemmOperand u_op = c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, c.u, st) : f32_operand(u, s.D);
+  const GemmOperand u_op = u16   ? bf16_operand(u16, s.D)
+                           : c.u ? bf16_operand_copy(u, s.BL, s.D, s.D, c.u, st)
+                                 : f32_operand(u, s.D);
   const XProjWeight xw = x_proj_weight(s, w.x_proj_weight, ws, st);
   gemm(false, true, s.BL, xw.cols, s.D, 1.f, u_op, xw.w, 0.f, ws.dbl, s.ldbl, st);
 
@@ -510,19 +516,22 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
   // Through dt_proj: d dt = dΔ_pre · W_k (padded, in dir1), d W_k += dΔ_preᵀ · dt; then ddbl
   // whole, its dt columns from d dt and [dB | dC] from the channel blocks' partials.
   const float* ddt = dt_proj_backward(s, ws.dir0, c.dpre, w.dt_projs_weight, ws.dbl, g.dt_projs_weight, ws.dir1, st);
+  const bool ddbl16 = gemm_compute() == GemmCompute::BF16;
+  auto* ddbl16_out = reinterpret_cast<__nv_bfloat16*>(ws.ddbl);
   for_row_chunks(s.BL, s.ldbl, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * s.ldbl);
-    reduce_ddbl_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(s, r0, n, FastDivmod(uint32_t(s.ldbl)),
-                                                                   FastDivmod(uint32_t(s.RN)), dt_proj_padded_rank(s),
-                                                                   ddt, ws.dbc_part, ws.ddbl);
-    MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce ddbl");
+    const auto reduce_into = [&](auto* ddbl) {
+      reduce_ddbl_kernel<<<grid_for(n, kThreads), kThreads, 0, st>>>(s, r0, n, FastDivmod(uint32_t(s.ldbl)),
+                                                                     FastDivmod(uint32_t(s.RN)),
+                                                                     dt_proj_padded_rank(s), ddt, ws.dbc_part, ddbl);
+      MM_CUDA_CHECK_LAUNCH("scan_train_backward reduce ddbl");
+    };
+    if (ddbl16) reduce_into(ddbl16_out);
+    else reduce_into(ws.ddbl);
   });
-  // Through x_proj: du += ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u (ddbl's bf16
-  // copy in dir1: d dt is read).
-  const GemmOperand ddbl_op =
-      c.ddbl && (du || g.x_proj_weight)
-          ? bf16_operand_copy(ws.ddbl, s.BL, s.ldbl, s.ldbl, c.ddbl, st)
-          : f32_operand(ws.ddbl, s.ldbl);
+  // Through x_proj: du += ddbl · x_proj_weight; d x_proj_weight += ddblᵀ · u.
+  const GemmOperand ddbl_op = ddbl16 ? bf16_operand(reinterpret_cast<const uint16_t*>(ddbl16_out), s.ldbl)
+                                     : f32_operand(ws.ddbl, s.ldbl);
   if (g.x_proj_weight)
     gemm(true, false, s.KC, s.D, s.BL, 1.f, ddbl_op, u_op, 1.f, g.x_proj_weight, s.D, st);
   if (du) gemm(false, false, s.BL, s.D, xw.cols, 1.f, ddbl_op, xw.w, 1.f, du, s.D, st);
@@ -530,14 +539,16 @@ static void scan_backward_slice(const ScanTrainShape& shape, const float* u, con
 
 void scan_train_backward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, const float* dout,
                          float* du, const ScanTrainGrads& g, const float* states, float* workspace, Stream st,
-                         GradOut out) {
+                         GradOut out, const uint16_t* u16) {
   MM_CHECK(states, "scan_train_backward: needs the states forward saved");
   MM_CHECK(!shape.bf16 || gemm_compute() == GemmCompute::BF16,
            "scan_train_backward: the bf16 workspace (ScanTrainShape::bf16) needs bf16 GEMMs");
+  MM_CHECK(!u16 || gemm_compute() == GemmCompute::BF16, "scan_train_backward: u16 needs bf16 GEMMs");
   for_each_batch_slice(shape, scan_train_batch_slice(shape), [&](const ScanTrainShape& part, int64_t b0) {
     const int64_t rows = b0 * shape.H * shape.W * shape.D;
     scan_backward_slice(part, u + rows, w, dout + rows, du ? du + rows : nullptr, g,
-                        states + scan_train_states_floats(with_batch(shape, b0)), workspace, st, out);
+                        states + scan_train_states_floats(with_batch(shape, b0)), workspace, st, out,
+                        u16 ? u16 + rows : nullptr);
   });
 }
 

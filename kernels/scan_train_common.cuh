@@ -49,6 +49,7 @@ struct WorkspaceCarver {
 // Workspace pieces, each starting at a multiple of 64 floats (WorkspaceCarver).
 struct Workspace {
   float *dbl, *ddbl;  // (B·L, KC), rows ldbl apart: x_proj output [dt | B | C] per direction, and its gradient
+                      // (in bf16 under bf16 GEMMs, the half of its floats that Dims::bf16 carves)
   float *dir0;        // (4, B·L, D): forward ys, backward dΔ_pre; with Dims::bf16, backward's
                       // holds only bf16 copies of dΔ_pre (4, B·L, D) and u (B·L, D): dir0_floats
   float *dir1;        // (4, B·L, D): backward direct du terms per direction; once they are

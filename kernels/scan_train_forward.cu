@@ -126,7 +126,7 @@ Workspace carve(const Dims& d, float* base, bool backward) {
   w.dir0_floats = backward && d.bf16 ? bf16_dir0_floats(d) : dirs;
   w.dir0 = carver.take(w.dir0_floats);
   if (backward) {
-    w.ddbl = carver.take(d.BL * d.ldbl);
+    w.ddbl = carver.take(d.bf16 ? (d.BL * d.ldbl + 1) / 2 : d.BL * d.ldbl);  // bf16: written so (backward)
     w.dir1 = carver.take(std::max(dirs, dt_proj_backward_scratch_floats(d)));
     w.dbc_part = carver.take(int64_t(d.ndblk) * d.BL * 4 * 2 * kN);
     w.pgrad = carver.take(int64_t(d.B) * d.nsegs * 4 * d.D * (kN + 2));
@@ -455,11 +455,12 @@ static int64_t forward_batch_slice(const ScanTrainShape& s) {
 }
 
 static void scan_forward_slice(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
-                               float* states, float* workspace, Stream st) {
+                               float* states, float* workspace, Stream st, const uint16_t* u16) {
   const Dims s = make_dims(shape);
   const Workspace ws = carve(s, workspace, false);
   const XProjWeight xw = x_proj_weight(s, w.x_proj_weight, ws, st);
-  gemm(false, true, s.BL, xw.cols, s.D, 1.f, f32_operand(u, s.D), xw.w, 0.f, ws.dbl, s.ldbl, st);
+  const GemmOperand u_op = u16 ? bf16_operand(u16, s.D) : f32_operand(u, s.D);
+  gemm(false, true, s.BL, xw.cols, s.D, 1.f, u_op, xw.w, 0.f, ws.dbl, s.ldbl, st);
   if (fast_step_math())
     launch_forward<true>(s, u, w, ws, states, st);
   else
@@ -468,11 +469,11 @@ static void scan_forward_slice(const ScanTrainShape& shape, const float* u, cons
 }
 
 void scan_train_forward(const ScanTrainShape& shape, const float* u, const ScanTrainWeights& w, float* out,
-                        float* states, float* workspace, Stream st) {
+                        float* states, float* workspace, Stream st, const uint16_t* u16) {
   for_each_batch_slice(shape, forward_batch_slice(shape), [&](const ScanTrainShape& part, int64_t b0) {
     const int64_t rows = b0 * shape.H * shape.W * shape.D;
     float* part_states = states ? states + scan_train_states_floats(with_batch(shape, b0)) : nullptr;
-    scan_forward_slice(part, u + rows, w, out + rows, part_states, workspace, st);
+    scan_forward_slice(part, u + rows, w, out + rows, part_states, workspace, st, u16 ? u16 + rows : nullptr);
   });
 }
 

@@ -328,12 +328,9 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
   GemmOperand dout_op = f32_operand(dout, c.Cout), weight_op = f32_operand(ws.weight_t, d.K);
   if (dx) to_column_order(ws.weight_t, weight, c, s);
   if (gemm_compute() == GemmCompute::BF16) {
-    // Both GEMMs read dout: rounded to bf16 once (and the weight for dx's), in the GEMM
-    // operand scratch, so that neither GEMM makes a copy of its own there.
-    const int64_t dout_n = (P * c.Cout + 127) / 128 * 128;  // the weight's copy 256-byte aligned
-    auto* scratch = static_cast<uint16_t*>(gemm_operand_scratch((dout_n + c.Cout * d.K) * 2));
-    dout_op = bf16_operand_copy(dout, P, c.Cout, c.Cout, scratch, s);
-    if (dx) weight_op = bf16_operand_copy(ws.weight_t, c.Cout, d.K, d.K, scratch + dout_n, s);
+    // Both GEMMs read dout: rounded to bf16 once (and the weight for dx's), so that neither
+    // GEMM makes a copy of its own.
+    round_to_bf16({{&dout_op, P, c.Cout}, {dx ? &weight_op : nullptr, c.Cout, d.K}}, s);
   }
   if (dweight) {
     // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
@@ -356,16 +353,26 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
 }
 
 void dwconv3x3_forward(float* out, const float* x, const float* weight, const float* bias, int64_t B, int64_t H,
-                       int64_t W, int64_t C, Stream s, float* silu_out) {
+                       int64_t W, int64_t C, Stream s, float* silu_out, uint16_t* silu_bf16) {
   check_dw_shape(B, H, W, C, "dwconv3x3_forward");
+  MM_CHECK(!silu_bf16 || silu_out, "dwconv3x3_forward: silu_bf16 comes with silu_out");
   if (!silu_out) {
     dw3x3(out, x, weight, bias, B, H, W, C, false, GradOut::Overwrite, s);
     return;
   }
   MM_CHECK(reinterpret_cast<uintptr_t>(silu_out) % 16 == reinterpret_cast<uintptr_t>(out) % 16,
            "dwconv3x3_forward: silu_out must be aligned as out is (it is written in out's vector width)");
-  launch_dw3x3(out, C, x, C, DwWeights{weight, 9, 1, false}, bias, B, H, W, C, DwStoreSilu{silu_out}, s,
-               "dw3x3_kernel (forward, with SiLU)");
+  MM_CHECK(!silu_bf16 || reinterpret_cast<uintptr_t>(silu_bf16) % 8 == 0,
+           "dwconv3x3_forward: silu_bf16 must be 8-byte aligned (it is written in out's vector width)");
+  launch_dw3x3(out, C, x, C, DwWeights{weight, 9, 1, false}, bias, B, H, W, C,
+               DwStoreSilu{silu_out, reinterpret_cast<__nv_bfloat16*>(silu_bf16)}, s, "dw3x3_kernel (forward, with SiLU)");
+}
+
+void dwconv3x3_backward_dx_bf16(uint16_t* dx, const float* dout, const float* weight, int64_t B, int64_t H, int64_t W,
+                                int64_t C, Stream s) {
+  check_dw_shape(B, H, W, C, "dwconv3x3_backward_dx_bf16");
+  launch_dw3x3(reinterpret_cast<__nv_bfloat16*>(dx), C, dout, C, DwWeights{weight, 9, 1, true}, nullptr, B, H, W, C,
+               DwStore{}, s, "dw3x3_kernel (backward dx, bf16)");
 }
 
 void dwconv3x3_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,

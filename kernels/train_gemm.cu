@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -173,15 +174,14 @@ void to_bf16(__nv_bfloat16* dst, const float* src, int64_t rows, int64_t cols, i
 // bf16 elements of a packed copy, rounded up so that a copy placed after it stays 256-byte aligned.
 int64_t padded_bf16(int64_t n) { return (n + 127) / 128 * 128; }
 
-// op as a bf16 operand: as it is when its producer wrote bf16, else rounded into dst
-// (rows, cols packed, at least padded_bf16(rows·cols) elements).
-GemmOperand as_bf16(GemmOperand op, __nv_bfloat16* dst, int64_t rows, int64_t cols, Stream s) {
+// op (rows, cols) as a bf16 operand without a copy: as it is when its producer wrote bf16, or
+// its Bf16TwinScope twin; {} when it must be rounded.
+GemmOperand bf16_in_place(GemmOperand op, int64_t rows, int64_t cols) {
   if (op.bf16) return op;
   const Bf16Twin& t = t_bf16_twin;
   if (t.twin && rows > 0 && op.f32 >= t.base && op.f32 + (rows - 1) * op.ld + cols <= t.base + t.n)
     return bf16_operand(t.twin + (op.f32 - t.base), op.ld);
-  if (rows > 0 && cols > 0) to_bf16(dst, op.f32, rows, cols, op.ld, s);  // K = 0: no operand is read
-  return bf16_operand(reinterpret_cast<const uint16_t*>(dst), cols);
+  return {};
 }
 
 // The bf16 GEMM: operands given in float32 are rounded into packed copies (those a producer
@@ -192,10 +192,7 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
                                   void* C, bool c_bf16, int64_t ldc, Stream s) {
   const int64_t a_rows = op_a == CUBLAS_OP_T ? K : M, a_cols = op_a == CUBLAS_OP_T ? M : K;
   const int64_t b_rows = op_b == CUBLAS_OP_T ? N : K, b_cols = op_b == CUBLAS_OP_T ? K : N;
-  const int64_t a_n = A.bf16 ? 0 : padded_bf16(a_rows * a_cols), b_n = B.bf16 ? 0 : b_rows * b_cols;
-  auto* scratch = a_n + b_n > 0 ? static_cast<__nv_bfloat16*>(gemm_operand_scratch((a_n + b_n) * 2)) : nullptr;
-  A = as_bf16(A, scratch, a_rows, a_cols, s);
-  B = as_bf16(B, scratch + a_n, b_rows, b_cols, s);
+  round_to_bf16({{&A, a_rows, a_cols}, {&B, b_rows, b_cols}}, s);
   return cublasGemmEx(h, op_b, op_a, int(N), int(M), int(K), &alpha, B.bf16, CUDA_R_16BF, int(B.ld), A.bf16,
                       CUDA_R_16BF, int(A.ld), &beta, C, c_bf16 ? CUDA_R_16BF : CUDA_R_32F, int(ldc),
                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
@@ -204,7 +201,25 @@ cublasStatus_t gemm_bf16_operands(cublasHandle_t h, cublasOperation_t op_a, cubl
 }  // namespace
 
 GemmOperand bf16_operand_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
-  return as_bf16(f32_operand(src, ld), reinterpret_cast<__nv_bfloat16*>(dst), rows, cols, s);
+  const GemmOperand op = f32_operand(src, ld);
+  if (const GemmOperand in_place = bf16_in_place(op, rows, cols); in_place.bf16) return in_place;
+  return bf16_packed_copy(src, rows, cols, ld, dst, s);
+}
+
+void round_to_bf16(std::initializer_list<Bf16Request> ops, Stream s) {
+  int64_t elements = 0;
+  for (const Bf16Request& r : ops) {
+    if (!r.op) continue;
+    if (const GemmOperand in_place = bf16_in_place(*r.op, r.rows, r.cols); in_place.bf16) *r.op = in_place;
+    else elements += padded_bf16(r.rows * r.cols);
+  }
+  if (elements == 0) return;
+  auto* dst = static_cast<uint16_t*>(gemm_operand_scratch(elements * 2));
+  for (const Bf16Request& r : ops) {
+    if (!r.op || r.op->bf16) continue;
+    *r.op = bf16_packed_copy(r.op->f32, r.rows, r.cols, r.op->ld, dst, s);  // K = 0: rounds nothing
+    dst += padded_bf16(r.rows * r.cols);
+  }
 }
 
 GemmOperand bf16_packed_copy(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst, Stream s) {
@@ -277,11 +292,8 @@ static void linear_forward_biased(float* out, GemmOperand x, const float* weight
   GemmArgs g;
   g.M = N, g.N = Cout, g.K = Cin, g.out = out, g.ldo = Cout, g.out_type = DType::F32, g.bias = bias;
   if (t_gemm_compute == GemmCompute::BF16) {
-    const int64_t x_n = x.bf16 ? 0 : padded_bf16(N * Cin), w_n = Cout * Cin;
-    auto* scratch = static_cast<__nv_bfloat16*>(gemm_operand_scratch((x_n + w_n) * 2));
-    const GemmOperand xb = as_bf16(x, scratch, N, Cin, s);
-    const GemmOperand wb = as_bf16(f32_operand(weight, Cin), scratch + x_n, Cout, Cin, s);
-    MM_CHECK(wb.ld == Cin, "linear_forward: the bf16 weight must be packed");
+    GemmOperand xb = x, wb = f32_operand(weight, Cin);  // wb packed, as GemmArgs's w must be
+    round_to_bf16({{&xb, N, Cin}, {&wb, Cout, Cin}}, s);
     g.x = xb.bf16, g.ldx = xb.ld, g.x_type = DType::BF16, g.w = wb.bf16;
   } else {
     MM_CHECK(x.f32, "linear_forward: bf16 operands need GemmCompute::BF16");
@@ -308,22 +320,19 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
   gemm(false, true, N, Cout, Cin, 1.f, x, f32_operand(weight, Cin), bias ? 1.f : 0.f, out, Cout, s);
 }
 
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dout, GemmOperand x,
-                     const float* weight, int64_t N, int64_t Cin, int64_t Cout, Stream s, GradOut out) {
-  GemmOperand dout_op = f32_operand(dout, Cout), weight_op = f32_operand(weight, Cin), x_op = x;
+void linear_backward(float* dx, float* dweight, float* dbias, GemmOperand dout, GemmOperand x, const float* weight,
+                     int64_t N, int64_t Cin, int64_t Cout, Stream s, GradOut out) {
+  MM_CHECK(!dbias || dout.f32, "linear_backward: dbias is summed from a float32 dout, not a bf16 one");
+  GemmOperand dout_op = dout, weight_op = f32_operand(weight, Cin), x_op = x;
   if (dx && dweight && t_gemm_compute == GemmCompute::BF16 && N > 0 && Cout > 0) {
     // Both GEMMs read dout: round it (and the others) into bf16 once, not once per GEMM.
-    const int64_t dout_n = padded_bf16(N * Cout), weight_n = padded_bf16(Cout * Cin);
-    auto* scratch = static_cast<__nv_bfloat16*>(gemm_operand_scratch((dout_n + weight_n + N * Cin) * 2));
-    dout_op = as_bf16(dout_op, scratch, N, Cout, s);
-    weight_op = as_bf16(weight_op, scratch + dout_n, Cout, Cin, s);
-    x_op = as_bf16(x_op, scratch + dout_n + weight_n, N, Cin, s);
+    round_to_bf16({{&dout_op, N, Cout}, {&weight_op, Cout, Cin}, {&x_op, N, Cin}}, s);
   }
   // dx (N,Cin) (+)= dout (N,Cout) · weight (Cout,Cin)
   if (dx) gemm(false, false, N, Cin, Cout, 1.f, dout_op, weight_op, out == GradOut::Accumulate ? 1.f : 0.f, dx, Cin, s);
   // dweight (Cout,Cin) += doutᵀ (Cout,N) · x (N,Cin)
   if (dweight) gemm(true, false, Cout, Cin, N, 1.f, dout_op, x_op, 1.f, dweight, Cin, s);
-  if (dbias) add_column_sums(dbias, dout, N, Cout, s);
+  if (dbias) add_column_sums(dbias, dout.f32, N, Cout, s);
 }
 
 }  // namespace mm::cuda

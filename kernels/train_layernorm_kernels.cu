@@ -74,17 +74,23 @@ __global__ void layernorm_forward_kernel(LayerNormOut out, float* mean, float* r
 // SS2D gate after the LayerNorm folded in (z set; dout is then the gate's dg), gate_backward's
 // dyn = gate_dyn(dg, z). With write_dz it also writes the gate's dz[i] = gate_dz(dg, y, z)
 // (overwriting), y = xhat·w + b the LayerNorm's output: the forward's expression, so its bits.
+// dz16 instead of dz: dz rounded to bf16, for the bf16 GEMMs that alone read it.
 struct LayerNormDout {
   const float* dout;
   const float* z = nullptr;
   const float* bias = nullptr;
   float* dz = nullptr;
+  __nv_bfloat16* dz16 = nullptr;
 
   __device__ __forceinline__ float at(int64_t i, int64_t c, float xhat, float w, bool write_dz) const {
     const float g = dout[i];
     if (!z) return g;
     const float zz = z[i], sg = sigmoid_f(zz);
-    if (write_dz) dz[i] = gate_dz(g, xhat * w + bias[c], zz, sg);
+    if (write_dz) {
+      const float v = gate_dz(g, xhat * w + bias[c], zz, sg);
+      if (dz16) dz16[i] = __float2bfloat16_rn(v);
+      else dz[i] = v;
+    }
     return gate_dyn(g, zz, sg);
   }
   // Elements i..i+3 (channels c..c+3), i and c multiples of 4.
@@ -95,9 +101,16 @@ struct LayerNormDout {
     const float4 sg = make_float4(sigmoid_f(zz.x), sigmoid_f(zz.y), sigmoid_f(zz.z), sigmoid_f(zz.w));
     if (write_dz) {
       const float4 b = *reinterpret_cast<const float4*>(bias + c);
-      *reinterpret_cast<float4*>(dz + i) =
+      const float4 v =
           make_float4(gate_dz(g.x, xhat.x * w.x + b.x, zz.x, sg.x), gate_dz(g.y, xhat.y * w.y + b.y, zz.y, sg.y),
                       gate_dz(g.z, xhat.z * w.z + b.z, zz.z, sg.z), gate_dz(g.w, xhat.w * w.w + b.w, zz.w, sg.w));
+      if (dz16) {
+        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dz16 + i);
+        d[0] = __floats2bfloat162_rn(v.x, v.y);
+        d[1] = __floats2bfloat162_rn(v.z, v.w);
+      } else {
+        *reinterpret_cast<float4*>(dz + i) = v;
+      }
     }
     return make_float4(gate_dyn(g.x, zz.x, sg.x), gate_dyn(g.y, zz.y, sg.y), gate_dyn(g.z, zz.z, sg.z),
                        gate_dyn(g.w, zz.w, sg.w));
@@ -300,7 +313,7 @@ static void launch_layernorm_backward(float* dx, float* dweight, float* dbias, c
   const int64_t ldx = row_stride(ld, C, "layernorm_backward");
   if (dx) {
     const bool overwrite = out == GradOut::Overwrite;
-    const RowGroups rg = row_groups(C, ldx, {dx, dout.dout, dout.z, dout.bias, dout.dz, x, weight});
+    const RowGroups rg = row_groups(C, ldx, {dx, dout.dout, dout.z, dout.bias, dout.dz, dout.dz16, x, weight});
     if (rg.K > 0) {
       with_row_vectors(rg.K, [&](auto k) {
         layernorm_dx_rows_kernel<decltype(k)::value>
@@ -330,5 +343,14 @@ void layernorm_gate_backward(float* dx, float* dweight, float* dbias, float* dz,
   MM_CHECK(dx && dz && z && bias, "layernorm_gate_backward: needs dx, dz, z and the LayerNorm's bias");
   launch_layernorm_backward(dx, dweight, dbias, LayerNormDout{dg, z, bias, dz}, x, weight, mean, rstd, N, C, s, out,
                             0);
+}
+
+void layernorm_gate_backward_bf16(float* dx, float* dweight, float* dbias, uint16_t* dz, const float* dg,
+                                  const float* z, const float* x, const float* weight, const float* bias,
+                                  const float* mean, const float* rstd, int64_t N, int64_t C, Stream s, GradOut out) {
+  MM_CHECK(dx && dz && z && bias, "layernorm_gate_backward_bf16: needs dx, dz, z and the LayerNorm's bias");
+  launch_layernorm_backward(dx, dweight, dbias,
+                            LayerNormDout{dg, z, bias, nullptr, reinterpret_cast<__nv_bfloat16*>(dz)}, x, weight,
+                            mean, rstd, N, C, s, out, 0);
 }
 }  // namespace mm::cuda

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "test_cuda_util.h"
@@ -189,6 +190,23 @@ void check_linear(int64_t N, int64_t Cin, int64_t Cout, uint32_t seed,
                         kDefaultStream);
   check_same_bits("linear dweight alone", dw.gpu_result(), dw_all);
   check_same_bits("linear dbias alone", db.gpu_result(), db_all);
+
+  // Under bf16 GEMMs, a dout its producer wrote in bf16 gives the bits of the float32 dout.
+  if (compute == cuda::GemmCompute::BF16) {
+    const auto grads = [&](cuda::GemmOperand d) {
+      dx.reset_gpu();
+      dw.reset_gpu();
+      cuda::linear_backward(dx.gpu_ptr(), dw.gpu_ptr(), nullptr, d, cuda::f32_operand(gx.as<float>(), Cin),
+                            gw.as<float>(), N, Cin, Cout, kDefaultStream);
+      return std::make_pair(dx.gpu_result(), dw.gpu_result());
+    };
+    const auto f32 = grads(cuda::f32_operand(gdout.as<float>(), Cout));
+    Tensor dout16 = to_gpu(std::vector<float>(size_t(N * Cout + 1) / 2, 0.f), DType::F32);
+    const auto bf16 = grads(cuda::bf16_operand_copy(gdout.as<float>(), N, Cout, Cout,
+                                                     reinterpret_cast<uint16_t*>(gpu_f32(dout16)), kDefaultStream));
+    check_same_bits("linear dx from a bf16 dout", bf16.first, f32.first);
+    check_same_bits("linear dweight from a bf16 dout", bf16.second, f32.second);
+  }
 }
 
 }  // namespace
@@ -409,6 +427,14 @@ void check_dwconv(int64_t B, int64_t H, int64_t W, int64_t C, uint32_t seed) {
     cuda::silu_forward(gpu_f32(silu_after), gout.as<float>(), n, kDefaultStream);
     check_same_bits("dwconv3x3 forward, fused with SiLU", from_gpu(fused), from_gpu(gout));
     check_same_bits("dwconv3x3's SiLU output", from_gpu(fused_silu), from_gpu(silu_after));
+    // And SiLU's bf16 rounding beside it (for the scan's bf16 GEMMs): a bf16 GEMM's rounding.
+    const std::vector<float> halves(size_t(n + 1) / 2, 0.f);
+    Tensor silu16 = to_gpu(halves, DType::F32), want16 = to_gpu(halves, DType::F32);
+    cuda::dwconv3x3_forward(gpu_f32(fused), gx.as<float>(), gw.as<float>(), with_bias ? gb.as<float>() : nullptr, B,
+                            H, W, C, kDefaultStream, gpu_f32(fused_silu), reinterpret_cast<uint16_t*>(gpu_f32(silu16)));
+    cuda::bf16_operand_copy(silu_after.as<float>(), 1, n, n, reinterpret_cast<uint16_t*>(gpu_f32(want16)),
+                            kDefaultStream);
+    check_same_bits("dwconv3x3's SiLU output in bf16", from_gpu(silu16), from_gpu(want16));
   }
 
   GradBuffer dx(size_t(n), rng), dw(size_t(C * 9), rng), db(size_t(C), rng);
@@ -433,6 +459,18 @@ void check_dwconv(int64_t B, int64_t H, int64_t W, int64_t C, uint32_t seed) {
                            W, C, kDefaultStream);
   check_same_bits("dwconv3x3 dweight alone", dw.gpu_result(), dw_all);
   check_same_bits("dwconv3x3 dbias alone", db.gpu_result(), db_all);
+
+  // dx written in bf16 (the training block's dxin under bf16 GEMMs): the rounding a bf16 GEMM
+  // makes of the float32 dx.
+  Tensor dx32 = Tensor::empty({n}, DType::F32, Device::CUDA);
+  cuda::dwconv3x3_backward(gpu_f32(dx32), nullptr, nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), B, H,
+                           W, C, kDefaultStream, cuda::GradOut::Overwrite);
+  const std::vector<float> halves(size_t(n + 1) / 2, 0.f);  // zeroed: an odd n leaves half a float unwritten
+  Tensor got16 = to_gpu(halves, DType::F32), want16 = to_gpu(halves, DType::F32);
+  cuda::dwconv3x3_backward_dx_bf16(reinterpret_cast<uint16_t*>(gpu_f32(got16)), gdout.as<float>(), gw.as<float>(), B,
+                                   H, W, C, kDefaultStream);
+  cuda::bf16_operand_copy(dx32.as<float>(), 1, n, n, reinterpret_cast<uint16_t*>(gpu_f32(want16)), kDefaultStream);
+  check_same_bits("dwconv3x3 dx in bf16", from_gpu(got16), from_gpu(want16));
 }
 
 }  // namespace

@@ -147,6 +147,16 @@ TEST_CASE("cuda train op: layernorm forward and backward match the CPU op") {
       CHECK(same_bits(from_gpu(fdz), from_gpu(udz)));
       CHECK(same_bits(from_gpu(fw), from_gpu(uw)));
       CHECK(same_bits(from_gpu(fb), from_gpu(ub)));
+      // dz written in bf16, for in_proj's bf16 GEMMs: their rounding of dz, and the other
+      // results' bits unchanged.
+      Tensor bx = dev(dx0), bw = dev(gw0), bb = dev(gb0);
+      CHECK(same_bits_as_gemm_rounding(fdz, N, C, [&](uint16_t* rounded) {
+        cuda::layernorm_gate_backward_bf16(bx.as<float>(), bw.as<float>(), bb.as<float>(), rounded, in(tdg), in(tz),
+                                           in(tx), in(tw), in(tb), in(tmean), in(trstd), N, C, kStream);
+      }));
+      CHECK(same_bits(from_gpu(bx), from_gpu(fx)));
+      CHECK(same_bits(from_gpu(bw), from_gpu(fw)));
+      CHECK(same_bits(from_gpu(bb), from_gpu(fb)));
     }
 
     // Deterministic: the same call from the same start gives the same bits.

@@ -103,6 +103,7 @@ CpuResult cpu_scan(const ScanProblem& p, Grads init) {
 struct GpuScan {
   cuda::ScanTrainShape shape;
   Tensor u, xpw, dtw, dtb, A_logs, Ds, dout, states, workspace;
+  const uint16_t* u16 = nullptr;  // u's bf16 rounding, passed to forward and backward when set
 
   explicit GpuScan(const ScanProblem& p, int64_t segment_chunks = 0, int64_t forward_lanes = 0)
       : shape{p.s.B, p.s.H, p.s.W, p.s.D, p.s.N, p.s.R, segment_chunks, forward_lanes},
@@ -119,7 +120,7 @@ struct GpuScan {
   std::vector<float> forward() {
     Tensor out = Tensor::empty({u.numel()}, DType::F32, Device::CUDA);
     cuda::scan_train_forward(shape, u.as<float>(), weights(), out.as<float>(), states.as<float>(),
-                             workspace.as<float>(), kDefaultStream);
+                             workspace.as<float>(), kDefaultStream, u16);
     return from_gpu(out);
   }
   Grads backward(const Grads& init, cuda::GradOut du_out = cuda::GradOut::Accumulate) {
@@ -132,7 +133,7 @@ struct GpuScan {
     dg.A_logs = g[4].as<float>();
     dg.Ds = g[5].as<float>();
     cuda::scan_train_backward(shape, u.as<float>(), weights(), dout.as<float>(), g[0].as<float>(), dg,
-                              states.as<float>(), workspace.as<float>(), kDefaultStream, du_out);
+                              states.as<float>(), workspace.as<float>(), kDefaultStream, du_out, u16);
     Grads result;
     for (const Tensor& t : g) result.push_back(from_gpu(t));
     return result;
@@ -307,6 +308,20 @@ TEST_CASE("cuda train op: ss2d scan in the bf16 workspace gives the full workspa
   }
   const std::vector<float> after = from_gpu(small.workspace);
   CHECK(std::all_of(after.begin() + n, after.end(), [=](float x) { return x == kSentinel; }));
+
+  // u's bf16 rounding from its producer (the training block's depthwise conv): the same bits.
+  GpuScan given(p);
+  given.shape.bf16 = true;
+  Tensor u16 = to_gpu(std::vector<float>(size_t(p.act() + 1) / 2, 0.f), DType::F32);
+  cuda::bf16_operand_copy(given.u.as<float>(), 1, p.act(), p.act(), reinterpret_cast<uint16_t*>(u16.as<float>()),
+                          kDefaultStream);
+  given.u16 = reinterpret_cast<const uint16_t*>(u16.as<float>());
+  CHECK(same_bits(given.forward(), full.forward()));
+  const Grads with_u16 = given.backward(zero_grads(s));
+  for (size_t i = 0; i < with_u16.size(); ++i) {
+    INFO(kGradNames[i] << ", u16 given");
+    CHECK(same_bits(with_u16[i], want[i]));
+  }
 }
 
 // MedMamba-T's first stage (56x56, d_inner 192, dt_rank 12) at batch 4: large indices, many

@@ -166,6 +166,47 @@ static void in_proj_half(float* out, c::GemmOperand ln1, const BlockWeights& w, 
   c::linear_forward(out, ln1, w.in_proj + half * d.C * d.c(), nullptr, d.P(), d.c(), d.C, s);
 }
 
+// dz (P,D) of the gate, and dy, from the output norm's backward with the gate folded in.
+// dz feeds nothing but in_proj's backward GEMMs, so under GemmCompute::BF16 it is written
+// rounded to bf16 into dz_buf, as ln1 is (ln1_forward).
+static c::GemmOperand out_norm_gate_backward(float* dz_buf, float* dy, const float* dg, const float* z,
+                                             const BlockWeights& w, const BlockWeights& g, BlockActsCuda& a,
+                                             int64_t P, int64_t D, c::Stream s) {
+  const float *y = a.y.as<float>(), *mean = a.on_mean.as<float>(), *rstd = a.on_rstd.as<float>();
+  if (c::gemm_compute() == c::GemmCompute::BF16) {
+    auto* rounded = reinterpret_cast<uint16_t*>(dz_buf);
+    c::layernorm_gate_backward_bf16(dy, g.out_norm_w, g.out_norm_b, rounded, dg, z, y, w.out_norm_w, w.out_norm_b,
+                                    mean, rstd, P, D, s, kWrite);
+    return c::bf16_operand(rounded, D);
+  }
+  c::layernorm_gate_backward(dy, g.out_norm_w, g.out_norm_b, dz_buf, dg, z, y, w.out_norm_w, w.out_norm_b, mean, rstd,
+                             P, D, s, kWrite);
+  return c::f32_operand(dz_buf, D);
+}
+
+// The depthwise conv's backward: its weight and bias gradients, and dxin (P,D) into buf,
+// which, like dz, only in_proj's backward GEMMs read: rounded to bf16 under GemmCompute::BF16.
+static c::GemmOperand dwconv_backward(float* buf, const float* dxconv, const float* xin, const BlockWeights& w,
+                                      const BlockWeights& g, const BlockDims& d, c::Stream s) {
+  if (c::gemm_compute() == c::GemmCompute::BF16) {
+    auto* rounded = reinterpret_cast<uint16_t*>(buf);
+    c::dwconv3x3_backward_dx_bf16(rounded, dxconv, w.dwconv_w, d.B, d.H, d.W, d.C, s);
+    c::dwconv3x3_backward(nullptr, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, d.C, s);
+    return c::bf16_operand(rounded, d.C);
+  }
+  c::dwconv3x3_backward(buf, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, d.C, s, kWrite);
+  return c::f32_operand(buf, d.C);
+}
+
+// Where u's bf16 rounding goes under GemmCompute::BF16 (nullptr otherwise): the second half
+// of a (P,D) region whose first half holds a bf16 (P,D) or a smaller matrix (forward's ln1,
+// backward's dz), when that half keeps 16-byte alignment. The depthwise conv writes it beside
+// u, and the scan's x_proj GEMMs read it instead of rounding u themselves.
+static uint16_t* u_bf16_in(float* region, int64_t P, int64_t D) {
+  if (c::gemm_compute() != c::GemmCompute::BF16 || (P * D) % 8 != 0) return nullptr;
+  return reinterpret_cast<uint16_t*>(region + P * D / 2);
+}
+
 // The block's end around its channel shuffle: the residual x (forward) or its gradient dx
 // (backward), and drop path's per-image factors on the SS2D branch in training.
 static c::ShuffleResidual block_end(const float* x, float* dx, const BlockDims& d, const BlockContextCuda& ctx) {
@@ -203,9 +244,10 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   float *xin = T[0], *z = T[1], *xconv = T[2], *u = T[3];
   in_proj_half(xin, ln1, w, 0, d, s);
   in_proj_half(z, ln1, w, 1, d, s);
-  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
+  uint16_t* u16 = u_bf16_in(T[4], P, D);  // beside ln1
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u, u16);  // u = SiLU(xconv)
   c::scan_train_forward(scan_shape(d, ctx.bf16), u, scan_weights(w), F(a.y), ctx.keep ? F(a.scan_states) : nullptr,
-                        ctx.scan_workspace, s);
+                        ctx.scan_workspace, s, u16);
   float* sb = T[3];  // xin, xconv, u are dead: gated goes to T2
   const c::GemmOperand gated = out_norm_gate(T[2], F(a.on_mean), F(a.on_rstd), F(a.y), z, w, P, D, s);
   c::linear_forward(sb, gated, w.out_proj, nullptr, P, D, ch, s);
@@ -273,20 +315,19 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   in_proj_half(z, ln1, w, 1, d, s);
   const c::GemmOperand gated = out_norm_gate(T[2], nullptr, nullptr, F(a.y), z, w, P, D, s);
   c::linear_backward(dg, g.out_proj, nullptr, ds, gated, w.out_proj, P, D, ch, s, kWrite);
-  float *dy = T[1], *dz = T[5];  // the gate's backward runs in the output norm's
-  c::layernorm_gate_backward(dy, g.out_norm_w, g.out_norm_b, dz, dg, z, F(a.y), w.out_norm_w, w.out_norm_b,
-                             F(a.on_mean), F(a.on_rstd), P, D, s, kWrite);
+  float* dy = T[1];  // the gate's backward runs in the output norm's; its dz goes to T5
+  const c::GemmOperand dz = out_norm_gate_backward(T[5], dy, dg, z, w, g, a, P, D, s);
   float *xin = T[0], *xconv = T[2], *u = T[3];  // z, gated, dg are dead
   in_proj_half(xin, ln1, w, 0, d, s);
-  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u);  // u = SiLU(xconv)
+  uint16_t* u16 = u_bf16_in(T[5], P, D);  // beside dz, bf16 then too
+  c::dwconv3x3_forward(xconv, xin, w.dwconv_w, w.dwconv_b, d.B, d.H, d.W, D, s, u, u16);  // u = SiLU(xconv)
   float* du = T[4];  // ds is dead
   c::scan_train_backward(scan_shape(d, ctx.bf16), u, scan_weights(w), dy, du,
                          c::ScanTrainGrads{g.x_proj, g.dt_projs_w, g.dt_projs_b, g.A_logs, g.Ds}, F(a.scan_states),
-                         ctx.scan_workspace, s, kWrite);
+                         ctx.scan_workspace, s, kWrite, u16);
   float* dxconv = T[1];  // dy is dead
   c::silu_backward(dxconv, du, xconv, P * D, s, kWrite);
-  float* dxin = T[3];  // u is dead
-  c::dwconv3x3_backward(dxin, g.dwconv_w, g.dwconv_b, dxconv, xin, w.dwconv_w, d.B, d.H, d.W, D, s, kWrite);
+  const c::GemmOperand dxin = dwconv_backward(T[3], dxconv, xin, w, g, d, s);  // u is dead
   // in_proj's backward by halves, each reading its gradient where it lies: xin's rows of
   // in_proj, then z's.
   float* dln1 = T[4];  // du is dead
