@@ -90,6 +90,11 @@ void batchnorm_saved_map(float* scale, float* shift, const float* mean, const fl
                          const float* bias, int64_t C, Stream s);
 void batchnorm_eval_map(float* scale, float* shift, const float* running_mean, const float* running_var,
                         const float* weight, const float* bias, int64_t C, Stream s);
+// out (N,C) = max(0, x·scale + shift) with relu, else x·scale + shift, from one of those maps,
+// rounded to bf16 (the bits of __nv_bfloat16): the rounding of what the matching forward writes,
+// for a BatchNorm whose output only GemmCompute::BF16 GEMMs read (the 1x1 conv's input).
+void batchnorm_apply_bf16(uint16_t* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C,
+                          Stream s, bool relu = false, int64_t ld = 0);
 // The ReLU after the BatchNorm, folded into its backward: dout passes only where the
 // forward's output (from x and the statistics, so this needs the forward's bias) was
 // positive, the bits of relu_backward on that output before the plain backward.

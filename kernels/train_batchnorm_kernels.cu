@@ -107,22 +107,23 @@ __global__ void eval_scale_shift_kernel(float* scale, float* shift, const float*
   shift[c] = (bias ? bias[c] : 0.f) - running_mean[c] * scale[c];
 }
 
-// out (n / C, C) = x * scale[c] + shift[c], then max(0, ·) with kRelu; x's rows ldx floats
-// apart; n < 2^31 (for_row_chunks).
-template <bool kRelu>
-__global__ void scale_shift_kernel(float* out, const float* x, int64_t ldx, const float* scale, const float* shift,
+// out (n / C, C) = x * scale[c] + shift[c], then max(0, ·) with kRelu, as T (float, or bf16
+// rounded to nearest even); x's rows ldx floats apart; n < 2^31 (for_row_chunks).
+template <bool kRelu, class T>
+__global__ void scale_shift_kernel(T* out, const float* x, int64_t ldx, const float* scale, const float* shift,
                                    uint32_t n, FastDivmod C) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t r = C.div(i), c = C.mod(i, r);
   const float v = batchnorm_affine(x[int64_t(r) * ldx + c], scale, shift, c);
-  out[i] = kRelu ? relu_f(v) : v;
+  out[i] = from_f32<T>(kRelu ? relu_f(v) : v);
 }
-void scale_shift(float* out, const float* x, int64_t ldx, const float* scale, const float* shift, int64_t N,
-                 int64_t C, bool relu, Stream s) {
+template <class T>
+void scale_shift(T* out, const float* x, int64_t ldx, const float* scale, const float* shift, int64_t N, int64_t C,
+                 bool relu, Stream s) {
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
-    auto* kernel = relu ? scale_shift_kernel<true> : scale_shift_kernel<false>;
+    auto* kernel = relu ? scale_shift_kernel<true, T> : scale_shift_kernel<false, T>;
     kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(out + r0 * C, x + r0 * ldx, ldx, scale, shift, n,
                                                       FastDivmod(uint32_t(C)));
     MM_CUDA_CHECK_LAUNCH("scale_shift_kernel");
@@ -239,6 +240,13 @@ void batchnorm_forward_saved(float* out, const float* x, const float* mean, cons
   float *scale = sc.rows, *shift = sc.rows + C;
   batchnorm_saved_map(scale, shift, mean, rstd, weight, bias, C, s);
   scale_shift(out, x, ldx, scale, shift, N, C, relu, s);
+}
+
+void batchnorm_apply_bf16(uint16_t* out, const float* x, const float* scale, const float* shift, int64_t N, int64_t C,
+                          Stream s, bool relu, int64_t ld) {
+  if (N <= 0) return;
+  scale_shift(reinterpret_cast<__nv_bfloat16*>(out), x, row_stride(ld, C, "batchnorm_apply_bf16"), scale, shift, N, C,
+              relu, s);
 }
 
 void batchnorm_forward_eval(float* out, const float* x, const float* running_mean, const float* running_var,

@@ -216,6 +216,16 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute
     cuda::batchnorm_forward_train(fused.as<float>(), fused_stats.as<float>(), fused_stats.as<float>() + C, nullptr,
                                   nullptr, in(tx), w_dev, b_dev, N, C, kStream, true);
     CHECK(same_bits(from_gpu(fused), from_gpu(relu_after)));
+    // Applied from its map and rounded to bf16 (the 1x1 conv's input under bf16 GEMMs): a bf16
+    // GEMM's rounding of the output, with and without the ReLU.
+    Tensor map = dev_empty(2 * C);
+    cuda::batchnorm_saved_map(map.as<float>(), map.as<float>() + C, in(tmean), in(trstd), w_dev, b_dev, C, kStream);
+    for (bool relu : {false, true}) {
+      CAPTURE(relu);
+      CHECK(same_bits_as_gemm_rounding(relu ? relu_after : again, N, C, [&](uint16_t* rounded) {
+        cuda::batchnorm_apply_bf16(rounded, in(tx), in(map), in(map) + C, N, C, kStream, relu);
+      }));
+    }
 
     const Tensor smean = dev(mean), srstd = dev(rstd);
     Grad gx(x.size(), rng), gw(size_t(C), rng), gb(size_t(C), rng);

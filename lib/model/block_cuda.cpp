@@ -198,6 +198,38 @@ static c::GemmOperand dwconv_backward(float* buf, const float* dxconv, const flo
   return c::f32_operand(buf, d.C);
 }
 
+// a6 (P,ch) = ReLU(BN5(a4)) into buf, in forward (batch statistics saved to mean/rstd in
+// training) and again in backward (bn5_recompute). It feeds nothing but the 1x1 conv's GEMMs,
+// so under GemmCompute::BF16 it is written rounded to bf16, from BN5's map (2·ch floats of
+// map_buf), as ln1 is (ln1_forward).
+static c::GemmOperand a6_rounded(float* buf, const float* a4, const c::ConvInputMap& m, int64_t P, int64_t ch,
+                                 c::Stream s) {
+  auto* rounded = reinterpret_cast<uint16_t*>(buf);
+  c::batchnorm_apply_bf16(rounded, a4, m.scale, m.shift, P, ch, s, m.relu);
+  return c::bf16_operand(rounded, ch);
+}
+static c::GemmOperand bn5_forward(float* buf, float* map_buf, const float* a4, const BlockWeights& w, float* mean,
+                                  float* rstd, int64_t P, int64_t ch, bool train, c::Stream s) {
+  if (c::gemm_compute() == c::GemmCompute::BF16)
+    return a6_rounded(buf, a4, batchnorm_map(map_buf, a4, w.bn5, mean, rstd, P, ch, train, true, s), P, ch, s);
+  batchnorm_fwd(buf, a4, w.bn5, mean, rstd, P, ch, train, true, s);
+  return c::f32_operand(buf, ch);
+}
+static c::GemmOperand bn5_recompute(float* buf, float* map_buf, const float* a4, const BlockWeights& w,
+                                    const float* mean, const float* rstd, int64_t P, int64_t ch, bool train,
+                                    c::Stream s) {
+  if (c::gemm_compute() == c::GemmCompute::BF16)
+    return a6_rounded(buf, a4, batchnorm_map_saved(map_buf, w.bn5, mean, rstd, ch, train, true, s), P, ch, s);
+  batchnorm_recompute(buf, a4, w.bn5, mean, rstd, P, ch, train, true, s);
+  return c::f32_operand(buf, ch);
+}
+
+// l (P,ch) = the 1x1 conv of a6: a Linear over each pixel's channels (PyTorch's (Cout,Cin,1,1)
+// weight is its (Cout,Cin)), reading a6 in bf16 where bn5_forward wrote it so.
+static void conv1x1_forward(float* l, c::GemmOperand a6, const BlockWeights& w, int64_t P, int64_t ch, c::Stream s) {
+  c::linear_forward(l, a6, w.conv7_w, w.conv7_b, P, ch, ch, s);
+}
+
 // Where u's bf16 rounding goes under GemmCompute::BF16 (nullptr otherwise): the second half
 // of a (P,D) region whose first half holds a bf16 (P,D) or a smaller matrix (forward's ln1,
 // backward's dz), when that half keeps 16-byte alignment. The depthwise conv writes it beside
@@ -261,8 +293,8 @@ void block_forward_cuda(float* out, const float* x, const BlockWeights& w, Block
   c::conv2d_forward(F(a.a1), left, w.conv1_w, w.conv1_b, conv_shape(d, 3), ctx.conv_workspace, s, &a0);
   const c::ConvInputMap a3 = batchnorm_map(map + 2 * ch, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
   c::conv2d_forward(F(a.a4), F(a.a1), w.conv4_w, w.conv4_b, conv_shape(d, 3), ctx.conv_workspace, s, &a3);
-  batchnorm_fwd(a6, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
-  c::conv2d_forward(l, a6, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
+  const c::GemmOperand a6_op = bn5_forward(a6, map + 4 * ch, F(a.a4), w, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  conv1x1_forward(l, a6_op, w, P, ch, s);
 
   // out = shuffle(relu(l), sb · drop factor) + x
   c::ShuffleResidual end = block_end(x, nullptr, d, ctx);
@@ -281,8 +313,8 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   // recomputed into T1 first: the block's end reads l for that ReLU's mask.
   const float *bm = F(a.bn_mean), *br = F(a.bn_rstd);
   float *pa = T[0], *pb = T[0] + P * ch, *act = T[1], *l = T[1] + P * ch;
-  batchnorm_recompute(act, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);  // a6
-  c::conv2d_forward(l, act, w.conv7_w, w.conv7_b, conv_shape(d, 1), ctx.conv_workspace, s);
+  const c::GemmOperand a6 = bn5_recompute(act, T[2], F(a.a4), w, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, s);
+  conv1x1_forward(l, a6, w, P, ch, s);
 
   // dx = dout (the residual; both branches add to it); pa = dl through the ReLU, ds carries
   // the drop factor.
@@ -294,10 +326,10 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   const float *left = x, *right = x + ch;
 
   // Convolution branch, ping-ponging between the halves of T0; each BatchNorm's backward
-  // takes its ReLU's mask from its own input. The 1x1 conv's input a6 is in T1; the 3x3
-  // convs' inputs a3 and a0 are mapped again by their im2col (maps in T2, free until the
-  // SS2D branch).
-  c::conv2d_backward(pb, g.conv7_w, g.conv7_b, pa, act, w.conv7_w, conv_shape(d, 1), ctx.conv_workspace, s, kWrite);
+  // takes its ReLU's mask from its own input. The 1x1 conv (a Linear, conv1x1_forward) reads
+  // a6 in T1; the 3x3 convs' inputs a3 and a0 are mapped again by their im2col (maps in T2,
+  // free until the SS2D branch).
+  c::linear_backward(pb, g.conv7_w, g.conv7_b, pa, a6, w.conv7_w, P, ch, ch, s, kWrite);
   batchnorm_bwd(pa, g.bn5, pb, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
   float* map = T[2];
   const c::ConvInputMap a3 = batchnorm_map_saved(map, w.bn2, bm + ch, br + ch, ch, ctx.train, true, s);
