@@ -147,7 +147,9 @@ void split_halves_backward(float* dx, const float* dleft, const float* dright, i
 // elements (H·W·c) each, in both. The same bits as scale_rows, concat_shuffle and add_inplace
 // (or a copy) in turn. And the ReLU on l, the convolution branch's last step: forward takes
 // max(0, l) (relu_l), backward passes dl only where l_pre, l before that ReLU, is positive:
-// the bits of relu_forward before the shuffle and relu_backward after it.
+// the bits of relu_forward before the shuffle and relu_backward after it. dsb_bf16 (backward,
+// with dsb nullptr and GradOut::Overwrite): dsb written rounded to bf16 (the bits of
+// __nv_bfloat16) there, for the bf16 GEMMs that alone read it (out_proj's backward).
 struct ShuffleResidual {
   const float* x = nullptr;
   float* dx = nullptr;
@@ -155,6 +157,7 @@ struct ShuffleResidual {
   int64_t per_image = 0;
   bool relu_l = false;
   const float* l_pre = nullptr;
+  uint16_t* dsb_bf16 = nullptr;
 };
 // out (P,2c) = shuffle(l, sb): out[p, 2m] = l[p, m], out[p, 2m+1] = sb[p, m].
 void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t P, int64_t c, Stream s,

@@ -250,6 +250,11 @@ struct ConcatShuffleBackward {
     }
     if (dl) put_grad<K>(dl + i, l, overwrite);
     if (dsb) put_grad<K>(dsb + i, sb, overwrite);
+    if (r.dsb_bf16) {
+      Pack<__nv_bfloat16, K> q;
+      for (int k = 0; k < K; ++k) q.v[k] = __float2bfloat16_rn(sb.v[k]);
+      *reinterpret_cast<Pack<__nv_bfloat16, K>*>(r.dsb_bf16 + i) = q;
+    }
   }
 };
 struct PatchGatherForward {  // K divides C
@@ -349,7 +354,10 @@ void concat_shuffle_forward(float* out, const float* l, const float* sb, int64_t
 void concat_shuffle_backward(float* dl, float* dsb, const float* dout, int64_t P, int64_t c, Stream s,
                              GradOut out, const ShuffleResidual& r) {
   check_shuffle_residual(r, P, c, "concat_shuffle_backward");
-  for_each(P * c, aligned16(dl, dsb, dout, r.dx, r.l_pre) && shuffle_vec4(r), s, "concat_shuffle_backward",
+  MM_CHECK(!r.dsb_bf16 || (!dsb && out == GradOut::Overwrite),
+           "concat_shuffle_backward: dsb_bf16 replaces dsb, and overwrites");
+  const bool bf16_vec4 = !r.dsb_bf16 || reinterpret_cast<uintptr_t>(r.dsb_bf16) % 8 == 0;
+  for_each(P * c, aligned16(dl, dsb, dout, r.dx, r.l_pre) && shuffle_vec4(r) && bf16_vec4, s, "concat_shuffle_backward",
            ConcatShuffleBackward{dl, dsb, dout, out == GradOut::Overwrite, r});
 }
 void patch_gather_forward(float* out, const float* x, int64_t B, int64_t H, int64_t W, int64_t C, Stream s) {

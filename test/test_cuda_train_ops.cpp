@@ -488,6 +488,16 @@ TEST_CASE("cuda train op: concat_shuffle with the residual and drop path fused g
                                   rbr);
     CHECK(same_bits(from_gpu(rdl), from_gpu(mdl)));
     CHECK(same_bits(from_gpu(fds), from_gpu(ds)));
+
+    // dsb written in bf16 instead (for out_proj's bf16 GEMMs): a bf16 GEMM's rounding of it.
+    Tensor bdl = dev_empty(P * c);
+    CHECK(same_bits_as_gemm_rounding(ds, P, c, [&](uint16_t* rounded) {
+      cuda::ShuffleResidual rb16 = rbr;
+      rb16.dsb_bf16 = rounded;
+      cuda::concat_shuffle_backward(bdl.as<float>(), nullptr, in(tdout), P, c, kStream, cuda::GradOut::Overwrite,
+                                    rb16);
+    }));
+    CHECK(same_bits(from_gpu(bdl), from_gpu(mdl)));
   }
 }
 

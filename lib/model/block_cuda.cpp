@@ -317,11 +317,17 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   conv1x1_forward(l, a6, w, P, ch, s);
 
   // dx = dout (the residual; both branches add to it); pa = dl through the ReLU, ds carries
-  // the drop factor.
-  float* ds = T[4] + P * ch;
+  // the drop factor. ds feeds nothing but out_proj's backward GEMMs: under GemmCompute::BF16
+  // it is written rounded to bf16, as ln1 is (ln1_forward).
+  float* ds_buf = T[4] + P * ch;
   c::ShuffleResidual end = block_end(nullptr, dx, d, ctx);
   end.l_pre = l;
-  c::concat_shuffle_backward(pa, ds, dout, P, ch, s, kWrite, end);
+  c::GemmOperand ds = c::f32_operand(ds_buf, ch);
+  if (c::gemm_compute() == c::GemmCompute::BF16) {
+    end.dsb_bf16 = reinterpret_cast<uint16_t*>(ds_buf);
+    ds = c::bf16_operand(end.dsb_bf16, ch);
+  }
+  c::concat_shuffle_backward(pa, ds.f32 ? ds_buf : nullptr, dout, P, ch, s, kWrite, end);
   // The input's halves are read in place and their gradients added into dx's, rows 2c apart.
   const float *left = x, *right = x + ch;
 
