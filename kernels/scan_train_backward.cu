@@ -1,8 +1,6 @@
 // Backward of the SS2D training scan (overview at the top of scan_train_forward.cu).
 #include <cuda_bf16.h>
 
-#include <type_traits>
-
 #include "cuda_train_gemm_conv.h"
 #include "scan_train_common.cuh"
 
@@ -421,8 +419,7 @@ __global__ void reduce_ddbl_kernel(Dims s, int64_t r0, uint32_t n, FastDivmod ld
     v = dbc_part[e];
     for (int blk = 1; blk < s.ndblk; ++blk) v += dbc_part[int64_t(blk) * n_part + e];
   }
-  if constexpr (std::is_same_v<T, float>) ddbl[row * s.ldbl + col] = v;
-  else ddbl[row * s.ldbl + col] = __float2bfloat16_rn(v);
+  ddbl[row * s.ldbl + col] = from_f32<T>(v);
 }
 
 // Adds the per-segment parameter sums to the gradients, b = 0, 1, ... in order (the CPU's

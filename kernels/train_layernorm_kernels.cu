@@ -88,7 +88,7 @@ struct LayerNormDout {
     const float zz = z[i], sg = sigmoid_f(zz);
     if (write_dz) {
       const float v = gate_dz(g, xhat * w + bias[c], zz, sg);
-      if (dz16) dz16[i] = __float2bfloat16_rn(v);
+      if (dz16) dz16[i] = from_f32<__nv_bfloat16>(v);
       else dz[i] = v;
     }
     return gate_dyn(g, zz, sg);
@@ -105,9 +105,8 @@ struct LayerNormDout {
           make_float4(gate_dz(g.x, xhat.x * w.x + b.x, zz.x, sg.x), gate_dz(g.y, xhat.y * w.y + b.y, zz.y, sg.y),
                       gate_dz(g.z, xhat.z * w.z + b.z, zz.z, sg.z), gate_dz(g.w, xhat.w * w.w + b.w, zz.w, sg.w));
       if (dz16) {
-        __nv_bfloat162* d = reinterpret_cast<__nv_bfloat162*>(dz16 + i);
-        d[0] = __floats2bfloat162_rn(v.x, v.y);
-        d[1] = __floats2bfloat162_rn(v.z, v.w);
+        const float o[4] = {v.x, v.y, v.z, v.w};
+        store_pack(dz16 + i, o);
       } else {
         *reinterpret_cast<float4*>(dz + i) = v;
       }

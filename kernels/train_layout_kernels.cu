@@ -250,11 +250,7 @@ struct ConcatShuffleBackward {
     }
     if (dl) put_grad<K>(dl + i, l, overwrite);
     if (dsb) put_grad<K>(dsb + i, sb, overwrite);
-    if (r.dsb_bf16) {
-      Pack<__nv_bfloat16, K> q;
-      for (int k = 0; k < K; ++k) q.v[k] = __float2bfloat16_rn(sb.v[k]);
-      *reinterpret_cast<Pack<__nv_bfloat16, K>*>(r.dsb_bf16 + i) = q;
-    }
+    if (r.dsb_bf16) store_pack(reinterpret_cast<__nv_bfloat16*>(r.dsb_bf16) + i, sb.v);
   }
 };
 struct PatchGatherForward {  // K divides C
