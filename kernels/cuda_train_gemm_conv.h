@@ -97,8 +97,13 @@ inline void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 }
 
 // Linear, PyTorch layout: out (N,Cout) = x (N,Cin) · weightᵀ + bias; bias may be nullptr.
-void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+// weight packed (weight.ld = Cin), in float32 or (GemmCompute::BF16) already rounded to bf16.
+void linear_forward(float* out, GemmOperand x, GemmOperand weight, const float* bias, int64_t N, int64_t Cin,
                     int64_t Cout, Stream s);
+inline void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+                           int64_t Cout, Stream s) {
+  linear_forward(out, x, f32_operand(weight, Cin), bias, N, Cin, Cout, s);
+}
 inline void linear_forward(float* out, const float* x, const float* weight, const float* bias, int64_t N,
                            int64_t Cin, int64_t Cout, Stream s) {
   linear_forward(out, f32_operand(x, Cin), weight, bias, N, Cin, Cout, s);
@@ -144,10 +149,13 @@ int64_t conv2d_workspace_floats(const ConvShape& c);
 void conv2d_forward(float* out, const float* x, const float* weight, const float* bias, const ConvShape& c,
                     float* workspace, Stream s, const ConvInputMap* in = nullptr);
 // dx (B,H,W,Cin) +=, dweight +=, dbias (Cout) +=; any may be nullptr. in: as conv2d_forward's
-// (for dweight; dx is the gradient of the mapped input).
+// (for dweight; dx is the gradient of the mapped input). dout_bf16: nullptr, or dout rounded
+// to bf16 by its producer (GemmCompute::BF16, not for a 1x1 conv), which the GEMMs then read
+// instead of rounding dout themselves; dbias still sums the float32 dout.
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, const ConvShape& c, float* workspace, Stream s,
-                     GradOut out = GradOut::Accumulate, const ConvInputMap* in = nullptr);
+                     GradOut out = GradOut::Accumulate, const ConvInputMap* in = nullptr,
+                     const uint16_t* dout_bf16 = nullptr);
 
 // Depthwise 3x3, pad 1, stride 1, with bias: x, out (B,H,W,C); weight (C,1,3,3); bias (C) or nullptr.
 // silu_out (B,H,W,C), if given: SiLU(out) from the same pass, the bits of silu_forward(out);

@@ -102,14 +102,17 @@ struct BatchNormRelu {
   bool on = false;
   const float* bias = nullptr;
 };
+// dx_bf16 (N,C) packed, or nullptr: dx's new values rounded to bf16 there too (the bits of
+// __nv_bfloat16), for a conv backward's GEMMs that read dx as their dout (conv2d_backward's
+// dout_bf16).
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
                               Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {},
-                              int64_t ld = 0);
+                              int64_t ld = 0, uint16_t* dx_bf16 = nullptr);
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
                              int64_t C, Stream s, GradOut out = GradOut::Accumulate, const BatchNormRelu& relu = {},
-                             int64_t ld = 0);
+                             int64_t ld = 0, uint16_t* dx_bf16 = nullptr);
 
 // ---------------------------------------------------------------------------
 // Activations and elementwise steps on n floats. out may alias x in forward.

@@ -131,17 +131,20 @@ void scale_shift(T* out, const float* x, int64_t ldx, const float* scale, const 
 }
 
 // dx (n / C, C) += g * a[c] + x * b[c] + d[c], g = dout through the ReLU mask; b, d nullptr
-// for zero; dx's and x's rows ld floats apart, dout's C; n < 2^31.
-__global__ void add_affine2_kernel(float* dx, const float* dout, const float* x, int64_t ld, const float* a,
-                                   const float* b, const float* d, ReluMask relu, uint32_t n, FastDivmod C,
-                                   bool overwrite) {
+// for zero; dx's and x's rows ld floats apart, dout's C; n < 2^31. dx16 (packed, or nullptr):
+// the same dx rounded to bf16.
+__global__ void add_affine2_kernel(float* dx, __nv_bfloat16* dx16, const float* dout, const float* x, int64_t ld,
+                                   const float* a, const float* b, const float* d, ReluMask relu, uint32_t n,
+                                   FastDivmod C, bool overwrite) {
   const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const uint32_t r = C.div(i), c = C.mod(i, r);
   const int64_t j = int64_t(r) * ld + c;
   const float xv = b || relu.scale ? x[j] : 0.f, g = relu(dout[i], xv, c);
   const float v = b ? g * a[c] + xv * b[c] + d[c] : g * a[c];
-  dx[j] = overwrite ? v : dx[j] + v;
+  const float o = overwrite ? v : dx[j] + v;
+  dx[j] = o;
+  if (dx16) dx16[i] = __float2bfloat16_rn(o);
 }
 
 // With xhat = (x-mean)*rstd: dx = a*dout + b*x + d, a = gamma*rstd, b = -gamma*rstd^3*sum_gx/N,
@@ -176,13 +179,14 @@ struct FinishEvalParamGrads {
   }
 };
 
-void launch_add_affine2(float* dx, const float* dout, const float* x, int64_t ld, const float* a, const float* b,
-                        const float* d, ReluMask relu, int64_t N, int64_t C, GradOut out, Stream s) {
+void launch_add_affine2(float* dx, uint16_t* dx_bf16, const float* dout, const float* x, int64_t ld, const float* a,
+                        const float* b, const float* d, ReluMask relu, int64_t N, int64_t C, GradOut out, Stream s) {
+  auto* dx16 = reinterpret_cast<__nv_bfloat16*>(dx_bf16);
   for_row_chunks(N, C, [&](int64_t r0, int64_t rows) {
     const uint32_t n = uint32_t(rows * C);
-    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * ld, dout + r0 * C, x + r0 * ld, ld, a, b,
-                                                                   d, relu, n, FastDivmod(uint32_t(C)),
-                                                                   out == GradOut::Overwrite);
+    add_affine2_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(dx + r0 * ld, dx16 ? dx16 + r0 * C : nullptr,
+                                                                   dout + r0 * C, x + r0 * ld, ld, a, b, d, relu, n,
+                                                                   FastDivmod(uint32_t(C)), out == GradOut::Overwrite);
     MM_CUDA_CHECK_LAUNCH("add_affine2_kernel");
   });
 }
@@ -262,8 +266,9 @@ void batchnorm_forward_eval(float* out, const float* x, const float* running_mea
 
 void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                               const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C,
-                              Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld) {
+                              Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld, uint16_t* dx_bf16) {
   if (N <= 0 || (!dx && !dweight && !dbias)) return;
+  MM_CHECK(!dx_bf16 || dx, "batchnorm_backward_train: dx_bf16 is a copy of dx");
   const int64_t ldx = row_stride(ld, C, "batchnorm_backward_train");
   const ChannelScratch sc = take_scratch(N, C, 5);
   float *a = dx ? sc.rows : nullptr, *b = sc.rows + C, *d = sc.rows + 2 * C;
@@ -276,13 +281,15 @@ void batchnorm_backward_train(float* dx, float* dweight, float* dbias, const flo
   }
   channel_sums(sc, N, C, GradTerm{dout, x, mean, C, ldx, mask},
                FinishTrainBackward{dweight, dbias, a, b, d, weight, mean, rstd, N}, s);
-  if (dx) launch_add_affine2(dx, dout, x, ldx, a, b, d, mask, N, C, out, s);
+  if (dx) launch_add_affine2(dx, dx_bf16, dout, x, ldx, a, b, d, mask, N, C, out, s);
 }
 
 void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                              const float* running_mean, const float* running_var, const float* weight, int64_t N,
-                             int64_t C, Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld) {
+                             int64_t C, Stream s, GradOut out, const BatchNormRelu& relu, int64_t ld,
+                             uint16_t* dx_bf16) {
   if (N <= 0) return;
+  MM_CHECK(!dx_bf16 || dx, "batchnorm_backward_eval: dx_bf16 is a copy of dx");
   const int64_t ldx = row_stride(ld, C, "batchnorm_backward_eval");
   const ChannelScratch sc = take_scratch(N, C, 3);
   ReluMask mask;
@@ -299,6 +306,6 @@ void batchnorm_backward_eval(float* dx, float* dweight, float* dbias, const floa
   if (!dx) return;
   eval_dx_scale_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(sc.rows, running_var, weight, C);
   MM_CUDA_CHECK_LAUNCH("eval_dx_scale_kernel");
-  launch_add_affine2(dx, dout, x, ldx, sc.rows, nullptr, nullptr, mask, N, C, out, s);
+  launch_add_affine2(dx, dx_bf16, dout, x, ldx, sc.rows, nullptr, nullptr, mask, N, C, out, s);
 }
 }  // namespace mm::cuda

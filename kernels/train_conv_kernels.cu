@@ -115,11 +115,12 @@ __device__ __forceinline__ int64_t column_index(int64_t i, int64_t Cin, int64_t 
   const int64_t tap = i % KK, q = i / KK, ci = q % Cin, o = q / Cin;
   return (o * KK + tap) * Cin + ci;
 }
-// wt = w in column order. n = Cout·K.
-__global__ void to_column_order_kernel(float* __restrict__ wt, const float* __restrict__ w, int64_t Cin, int64_t KK,
+// wt = w in column order, as T (float, or bf16 rounded to nearest even). n = Cout·K.
+template <class T>
+__global__ void to_column_order_kernel(T* __restrict__ wt, const float* __restrict__ w, int64_t Cin, int64_t KK,
                                        int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) wt[column_index(i, Cin, KK)] = w[i];
+  if (i < n) wt[column_index(i, Cin, KK)] = from_f32<T>(w[i]);
 }
 // w += wt taken back to PyTorch's order (the weight gradient). n = Cout·K.
 __global__ void add_from_column_order_kernel(float* __restrict__ w, const float* __restrict__ wt, int64_t Cin,
@@ -151,10 +152,19 @@ void col2im_gather(float* dx, const T* dcol, const ConvDims& d, bool overwrite, 
   MM_CUDA_CHECK_LAUNCH("col2im_gather_kernel");
 }
 
-void to_column_order(float* wt, const float* w, const ConvShape& c, Stream s) {
-  const int64_t n = c.Cout * c.col_k();
+// The weight in column order in wt's memory, as the GEMMs read it: under GemmCompute::BF16
+// rounded to bf16 there (the bits a GEMM's own copy would hold), else float32.
+GemmOperand to_column_order(float* wt, const float* w, const ConvShape& c, Stream s) {
+  const int64_t n = c.Cout * c.col_k(), K = c.col_k();
+  if (gemm_compute() == GemmCompute::BF16) {
+    auto* wt16 = reinterpret_cast<__nv_bfloat16*>(wt);
+    to_column_order_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(wt16, w, c.Cin, c.KH * c.KW, n);
+    MM_CUDA_CHECK_LAUNCH("to_column_order_kernel (bf16)");
+    return bf16_operand(reinterpret_cast<const uint16_t*>(wt16), K);
+  }
   to_column_order_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(wt, w, c.Cin, c.KH * c.KW, n);
   MM_CUDA_CHECK_LAUNCH("to_column_order_kernel");
+  return f32_operand(wt, K);
 }
 
 void add_from_column_order(float* w, const float* wt, const ConvShape& c, Stream s) {
@@ -308,30 +318,28 @@ void conv2d_forward(float* out, const float* x, const float* weight, const float
     return;
   }
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_forward"), c);
-  to_column_order(ws.weight_t, weight, c, s);
-  linear_forward(out, im2col_operand(ws.col, x, d, in, s), ws.weight_t, bias, P, d.K, c.Cout, s);
+  const GemmOperand weight_t = to_column_order(ws.weight_t, weight, c, s);
+  linear_forward(out, im2col_operand(ws.col, x, d, in, s), weight_t, bias, P, d.K, c.Cout, s);
 }
 
 void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout, const float* x,
                      const float* weight, const ConvShape& c, float* workspace, Stream s, GradOut out,
-                     const ConvInputMap* in) {
+                     const ConvInputMap* in, const uint16_t* dout_bf16) {
   const ConvDims d = checked_dims(c);
   const int64_t P = d.B * d.OH * d.OW;
   if (is_pointwise(c)) {
     MM_CHECK(!in, "conv2d_backward: a 1x1 conv reads its input as it is (no ConvInputMap)");
+    MM_CHECK(!dout_bf16, "conv2d_backward: a 1x1 conv rounds its own dout (no dout_bf16)");
     linear_backward(dx, dweight, dbias, dout, x, weight, P, d.Cin, c.Cout, s, out);
     return;
   }
   if (dbias) linear_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, P, d.K, c.Cout, s);
   if (!dweight && !dx) return;
   const ConvWorkspace ws = carve(checked_workspace(workspace, c, "conv2d_backward"), c);
-  GemmOperand dout_op = f32_operand(dout, c.Cout), weight_op = f32_operand(ws.weight_t, d.K);
-  if (dx) to_column_order(ws.weight_t, weight, c, s);
-  if (gemm_compute() == GemmCompute::BF16) {
-    // Both GEMMs read dout: rounded to bf16 once (and the weight for dx's), so that neither
-    // GEMM makes a copy of its own.
-    round_to_bf16({{&dout_op, P, c.Cout}, {dx ? &weight_op : nullptr, c.Cout, d.K}}, s);
-  }
+  GemmOperand dout_op = dout_bf16 ? bf16_operand(dout_bf16, c.Cout) : f32_operand(dout, c.Cout);
+  const GemmOperand weight_op = dx ? to_column_order(ws.weight_t, weight, c, s) : GemmOperand{};
+  // Both GEMMs read dout: rounded to bf16 once, so that neither makes a copy of its own.
+  if (gemm_compute() == GemmCompute::BF16) round_to_bf16({{&dout_op, P, c.Cout}}, s);
   if (dweight) {
     // dweight_t (Cout,K) = doutᵀ (Cout,P) · col (P,K), then added to dweight in PyTorch's order
     gemm(true, false, c.Cout, d.K, P, 1.f, dout_op, im2col_operand(ws.col, x, d, in, s), 0.f, ws.dweight_t, d.K, s);
@@ -346,7 +354,7 @@ void conv2d_backward(float* dx, float* dweight, float* dbias, const float* dout,
       gemm_bf16_out(false, false, P, d.K, c.Cout, dout_op, weight_op, dcol, d.K, s);
       col2im_gather(dx, reinterpret_cast<const __nv_bfloat16*>(dcol), d, out == GradOut::Overwrite, s);
     } else {
-      gemm_f32(false, false, P, d.K, c.Cout, 1.f, dout, c.Cout, ws.weight_t, d.K, 0.f, ws.col, d.K, s);
+      gemm(false, false, P, d.K, c.Cout, 1.f, dout_op, weight_op, 0.f, ws.col, d.K, s);
       col2im_gather(dx, ws.col, d, out == GradOut::Overwrite, s);
     }
   }

@@ -286,25 +286,26 @@ void gemm_bf16_out(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, 
 // 64 (ncu, H100), 1.3% of its bf16 and 2.3% of its TF32 img/s. GemmCompute::F32 keeps that
 // way, through cublasGemmEx's pedantic math. One GemmRunner per host thread (as cuBLAS's
 // handles are), with its own workspace, so its plans and results repeat.
-static void linear_forward_biased(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N,
+static void linear_forward_biased(float* out, GemmOperand x, GemmOperand weight, const float* bias, int64_t N,
                                   int64_t Cin, int64_t Cout, Stream s) {
   thread_local const std::unique_ptr<GemmRunner> runner = std::make_unique<GemmRunner>(true);
   GemmArgs g;
   g.M = N, g.N = Cout, g.K = Cin, g.out = out, g.ldo = Cout, g.out_type = DType::F32, g.bias = bias;
   if (t_gemm_compute == GemmCompute::BF16) {
-    GemmOperand xb = x, wb = f32_operand(weight, Cin);  // wb packed, as GemmArgs's w must be
+    GemmOperand xb = x, wb = weight;  // wb packed, as GemmArgs's w must be
     round_to_bf16({{&xb, N, Cin}, {&wb, Cout, Cin}}, s);
     g.x = xb.bf16, g.ldx = xb.ld, g.x_type = DType::BF16, g.w = wb.bf16;
   } else {
-    MM_CHECK(x.f32, "linear_forward: bf16 operands need GemmCompute::BF16");
-    g.x = x.f32, g.ldx = x.ld, g.x_type = DType::F32, g.w = weight;  // CUBLAS_COMPUTE_32F_FAST_TF32
+    MM_CHECK(x.f32 && weight.f32, "linear_forward: bf16 operands need GemmCompute::BF16");
+    g.x = x.f32, g.ldx = x.ld, g.x_type = DType::F32, g.w = weight.f32;  // CUBLAS_COMPUTE_32F_FAST_TF32
   }
   runner->run(g, s);
 }
 
-void linear_forward(float* out, GemmOperand x, const float* weight, const float* bias, int64_t N, int64_t Cin,
+void linear_forward(float* out, GemmOperand x, GemmOperand weight, const float* bias, int64_t N, int64_t Cin,
                     int64_t Cout, Stream s) {
   if (N <= 0 || Cout <= 0) return;
+  MM_CHECK(weight.ld == Cin, "linear_forward: the weight must be packed (ld = Cin)");
   if (bias && Cin > 0 && t_gemm_compute != GemmCompute::F32) {
     linear_forward_biased(out, x, weight, bias, N, Cin, Cout, s);
     return;
@@ -317,7 +318,7 @@ void linear_forward(float* out, GemmOperand x, const float* weight, const float*
     });
   }
   // out (N,Cout) (+)= x (N,Cin) · weightᵀ (Cin,Cout)
-  gemm(false, true, N, Cout, Cin, 1.f, x, f32_operand(weight, Cin), bias ? 1.f : 0.f, out, Cout, s);
+  gemm(false, true, N, Cout, Cin, 1.f, x, weight, bias ? 1.f : 0.f, out, Cout, s);
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, GemmOperand dout, GemmOperand x, const float* weight,

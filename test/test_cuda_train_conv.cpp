@@ -306,6 +306,24 @@ void check_conv(const cuda::ConvShape& c, uint32_t seed, cuda::GemmCompute compu
   cuda::conv2d_backward(dx.gpu_ptr(), nullptr, nullptr, gdout.as<float>(), gx.as<float>(), gw.as<float>(), c,
                         gpu_f32(ws), kDefaultStream);
   check_same_bits("conv2d dx alone", dx.gpu_result(), dx_all);
+
+  // Under bf16 GEMMs, dout's bf16 rounding from its producer (dout_bf16) gives the same bits.
+  if (compute == cuda::GemmCompute::BF16 && !(c.KH == 1 && c.KW == 1 && c.stride == 1 && c.pad == 0)) {
+    const auto run = [&](const uint16_t* d16) {
+      for (GradBuffer* g : {&dx, &dw, &db}) g->reset_gpu();
+      cuda::conv2d_backward(dx.gpu_ptr(), dw.gpu_ptr(), db.gpu_ptr(), gdout.as<float>(), gx.as<float>(),
+                            gw.as<float>(), c, gpu_f32(ws), kDefaultStream, cuda::GradOut::Accumulate, nullptr, d16);
+      return std::vector<std::vector<float>>{dx.gpu_result(), dw.gpu_result(), db.gpu_result()};
+    };
+    const auto plain = run(nullptr);
+    Tensor dout16 = to_gpu(std::vector<float>(size_t(out_n + 1) / 2, 0.f), DType::F32);
+    auto* d16 = reinterpret_cast<uint16_t*>(gpu_f32(dout16));
+    cuda::bf16_operand_copy(gdout.as<float>(), 1, out_n, out_n, d16, kDefaultStream);
+    const auto given = run(d16);
+    check_same_bits("conv2d dx from a bf16 dout", given[0], plain[0]);
+    check_same_bits("conv2d dweight from a bf16 dout", given[1], plain[1]);
+    check_same_bits("conv2d dbias with a bf16 dout", given[2], plain[2]);
+  }
 }
 
 cuda::ConvShape conv_shape(int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k, int64_t stride,

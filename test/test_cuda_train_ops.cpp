@@ -243,6 +243,21 @@ TEST_CASE("cuda train op: batchnorm train forward, running statistics, recompute
     CHECK(same_bits(from_gpu(aw), gw.result()));
     CHECK(same_bits(from_gpu(ab), gb.result()));
 
+    // dx's bf16 rounding written beside it (a 3x3 conv backward's dout): a bf16 GEMM's rounding
+    // of dx, which keeps its bits; accumulating and overwriting.
+    for (cuda::GradOut mode : {cuda::GradOut::Accumulate, cuda::GradOut::Overwrite}) {
+      CAPTURE(int(mode));
+      Tensor plain = dev(gx0), twin = dev(gx0), pw = dev(gw0), tw2 = dev(gw0);
+      cuda::batchnorm_backward_train(plain.as<float>(), pw.as<float>(), nullptr, in(tdout), in(tx), w_dev, in(smean),
+                                     in(srstd), N, C, kStream, mode);
+      CHECK(same_bits_as_gemm_rounding(plain, N, C, [&](uint16_t* rounded) {
+        cuda::batchnorm_backward_train(twin.as<float>(), tw2.as<float>(), nullptr, in(tdout), in(tx), w_dev,
+                                       in(smean), in(srstd), N, C, kStream, mode, {}, 0, rounded);
+      }));
+      CHECK(same_bits(from_gpu(twin), from_gpu(plain)));
+      CHECK(same_bits(from_gpu(tw2), from_gpu(pw)));
+    }
+
     // Skipped gradients: dx alone still matches.
     Tensor only_dx = dev(gx0);
     cuda::batchnorm_backward_train(only_dx.as<float>(), nullptr, nullptr, in(tdout), in(tx), w_dev, in(smean),

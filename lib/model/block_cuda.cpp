@@ -119,16 +119,18 @@ static c::ConvInputMap batchnorm_map_saved(float* map, const BatchNormWeights& w
 
 // Writes dx (or adds to it with GradOut::Accumulate); accumulates the parameter gradients.
 // relu: dout is the gradient of the ReLU after the BatchNorm, as batchnorm_fwd's relu. ld:
-// x's and dx's row stride (0: packed).
+// x's and dx's row stride (0: packed). dx_bf16: nullptr, or where dx's bf16 rounding goes too.
 static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dout, const float* x,
                           const BatchNormWeights& w, const float* mean, const float* rstd, int64_t P, int64_t ch,
-                          bool train, bool relu, c::Stream s, c::GradOut out = kWrite, int64_t ld = 0) {
+                          bool train, bool relu, c::Stream s, c::GradOut out = kWrite, int64_t ld = 0,
+                          uint16_t* dx_bf16 = nullptr) {
   const c::BatchNormRelu after{relu, w.bias};
   if (train)
-    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, out, after, ld);
+    c::batchnorm_backward_train(dx, g.weight, g.bias, dout, x, w.weight, mean, rstd, P, ch, s, out, after, ld,
+                                dx_bf16);
   else
     c::batchnorm_backward_eval(dx, g.weight, g.bias, dout, x, w.running_mean, w.running_var, w.weight, P, ch, s, out,
-                               after, ld);
+                               after, ld, dx_bf16);
 }
 
 // ln1 (P,c) = LayerNorm(right) into buf, right's rows 2c apart (the block input's right
@@ -336,15 +338,18 @@ void block_backward_cuda(float* dx, const float* dout, const float* x, const Blo
   // a6 in T1; the 3x3 convs' inputs a3 and a0 are mapped again by their im2col (maps in T2,
   // free until the SS2D branch).
   c::linear_backward(pb, g.conv7_w, g.conv7_b, pa, a6, w.conv7_w, P, ch, ch, s, kWrite);
-  batchnorm_bwd(pa, g.bn5, pb, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s);
+  // The 3x3 convs' dout pa, which their bias gradients sum in float32, also in bf16 for their
+  // GEMMs where a6 left room for it (a6 is then bf16 and dead after the line above).
+  uint16_t* pa16 = a6.bf16 && (P * ch) % 8 == 0 ? reinterpret_cast<uint16_t*>(act + P * ch / 2) : nullptr;
+  batchnorm_bwd(pa, g.bn5, pb, F(a.a4), w.bn5, bm + 2 * ch, br + 2 * ch, P, ch, ctx.train, true, s, kWrite, 0, pa16);
   float* map = T[2];
   const c::ConvInputMap a3 = batchnorm_map_saved(map, w.bn2, bm + ch, br + ch, ch, ctx.train, true, s);
   c::conv2d_backward(pb, g.conv4_w, g.conv4_b, pa, F(a.a1), w.conv4_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite,
-                     &a3);
-  batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s);
+                     &a3, pa16);
+  batchnorm_bwd(pa, g.bn2, pb, F(a.a1), w.bn2, bm + ch, br + ch, P, ch, ctx.train, true, s, kWrite, 0, pa16);
   const c::ConvInputMap a0 = batchnorm_map_saved(map + 2 * ch, w.bn0, bm, br, ch, ctx.train, false, s, 2 * ch);
   c::conv2d_backward(pb, g.conv1_w, g.conv1_b, pa, left, w.conv1_w, conv_shape(d, 3), ctx.conv_workspace, s, kWrite,
-                     &a0);
+                     &a0, pa16);
   batchnorm_bwd(dx, g.bn0, pb, left, w.bn0, bm, br, P, ch, ctx.train, false, s, c::GradOut::Accumulate, 2 * ch);
 
   // SS2D branch.
