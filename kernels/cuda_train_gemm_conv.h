@@ -96,6 +96,13 @@ inline void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
   gemm(trans_a, trans_b, M, N, K, alpha, f32_operand(A, lda), f32_operand(B, ldb), beta, C, ldc, s);
 }
 
+// out (N,C) = LayerNorm(x) (rows ld floats apart, 0: C) into buf, for an output that only
+// GEMMs read: under GemmCompute::BF16 written rounded to bf16 (the bits the GEMMs would round
+// it to; buf then needs N·C/2 floats), so that they read it without copies of their own; else
+// float32. Returns it as the GEMMs' operand (packed, ld = C). mean, rstd: as layernorm_forward.
+GemmOperand layernorm_forward_operand(float* buf, float* mean, float* rstd, const float* x, const float* weight,
+                                      const float* bias, int64_t N, int64_t C, Stream s, int64_t ld = 0);
+
 // Linear, PyTorch layout: out (N,Cout) = x (N,Cin) · weightᵀ + bias; bias may be nullptr.
 // weight packed (weight.ld = Cin), in float32 or (GemmCompute::BF16) already rounded to bf16.
 void linear_forward(float* out, GemmOperand x, GemmOperand weight, const float* bias, int64_t N, int64_t Cin,

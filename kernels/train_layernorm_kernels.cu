@@ -5,6 +5,7 @@
 // deterministic per-channel sums.
 #include <cuda_bf16.h>
 
+#include "cuda_train_gemm_conv.h"
 #include "norm_channel_sums.cuh"
 #include "row_groups.cuh"
 
@@ -291,6 +292,17 @@ void layernorm_forward_bf16(uint16_t* out, float* mean, float* rstd, const float
                             const float* bias, int64_t N, int64_t C, Stream s, int64_t ld) {
   launch_layernorm_forward(LayerNormOut{nullptr, reinterpret_cast<__nv_bfloat16*>(out)}, mean, rstd, x, weight, bias,
                            N, C, ld, s);
+}
+
+GemmOperand layernorm_forward_operand(float* buf, float* mean, float* rstd, const float* x, const float* weight,
+                                      const float* bias, int64_t N, int64_t C, Stream s, int64_t ld) {
+  if (gemm_compute() == GemmCompute::BF16) {
+    auto* rounded = reinterpret_cast<uint16_t*>(buf);
+    layernorm_forward_bf16(rounded, mean, rstd, x, weight, bias, N, C, s, ld);
+    return bf16_operand(rounded, C);
+  }
+  layernorm_forward(buf, mean, rstd, x, weight, bias, N, C, s, ld);
+  return f32_operand(buf, C);
 }
 
 void layernorm_gate_forward(float* out, float* gated, float* mean, float* rstd, const float* x, const float* z,

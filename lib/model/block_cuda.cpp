@@ -139,13 +139,7 @@ static void batchnorm_bwd(float* dx, const BatchNormWeights& g, const float* dou
 // of their own (three of them in backward).
 static c::GemmOperand ln1_forward(float* buf, float* mean, float* rstd, const float* right, const BlockWeights& w,
                                   int64_t P, int64_t ch, c::Stream s) {
-  if (c::gemm_compute() == c::GemmCompute::BF16) {
-    auto* rounded = reinterpret_cast<uint16_t*>(buf);
-    c::layernorm_forward_bf16(rounded, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s, 2 * ch);
-    return c::bf16_operand(rounded, ch);
-  }
-  c::layernorm_forward(buf, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s, 2 * ch);
-  return c::f32_operand(buf, ch);
+  return c::layernorm_forward_operand(buf, mean, rstd, right, w.ln1_w, w.ln1_b, P, ch, s, 2 * ch);
 }
 
 // gated (P,D) = LayerNorm(y) ⊙ SiLU(z) into buf. It feeds nothing but out_proj's GEMMs, so

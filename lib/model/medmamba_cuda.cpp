@@ -394,10 +394,10 @@ void MedMambaCuda::Impl::forward_kernels() {
       const int64_t Pi = d.P(), C = d.C;
       float *gathered = F(a.block_scratch), *merged_ln = gathered + Pi * C;  // free between blocks
       c::patch_gather_forward(gathered, F(st.xs.back()), B, d.H, d.W, C, s);
-      c::layernorm_forward(merged_ln, F(st.merge_mean), F(st.merge_rstd), gathered, w(p + "norm.weight"),
-                           w(p + "norm.bias"), Pi / 4, 4 * C, s);
-      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), merged_ln, w(p + "reduction.weight"), nullptr, Pi / 4,
-                        4 * C, 2 * C, s);
+      const c::GemmOperand ln = c::layernorm_forward_operand(merged_ln, F(st.merge_mean), F(st.merge_rstd), gathered,
+                                                            w(p + "norm.weight"), w(p + "norm.bias"), Pi / 4, 4 * C, s);
+      c::linear_forward(F(a.stages[size_t(i) + 1].xs[0]), ln, w(p + "reduction.weight"), nullptr, Pi / 4, 4 * C,
+                        2 * C, s);
     }
   }
 
@@ -486,10 +486,10 @@ void MedMambaCuda::Impl::backward_kernels(float* dimg_nhwc) {
       float *gathered = F(a.block_scratch), *merged_ln = gathered + n, *dln = gathered + 2 * n,
             *dgathered = gathered + 3 * n;
       c::patch_gather_forward(gathered, F(prev.xs.back()), B, dp.H, dp.W, Cp, s);
-      c::layernorm_forward(merged_ln, nullptr, nullptr, gathered, w(p + "norm.weight"), w(p + "norm.bias"), Pi,
-                           4 * Cp, s);
-      c::linear_backward(dln, g(p + "reduction.weight"), nullptr, F(*dcur), merged_ln, w(p + "reduction.weight"),
-                         Pi, 4 * Cp, 2 * Cp, s, c::GradOut::Overwrite);
+      const c::GemmOperand ln = c::layernorm_forward_operand(merged_ln, nullptr, nullptr, gathered,
+                                                            w(p + "norm.weight"), w(p + "norm.bias"), Pi, 4 * Cp, s);
+      c::linear_backward(dln, g(p + "reduction.weight"), nullptr, F(*dcur), ln, w(p + "reduction.weight"), Pi,
+                         4 * Cp, 2 * Cp, s, c::GradOut::Overwrite);
       c::layernorm_backward(dgathered, g(p + "norm.weight"), g(p + "norm.bias"), dln, gathered,
                             w(p + "norm.weight"), F(prev.merge_mean), F(prev.merge_rstd), Pi, 4 * Cp, s,
                             c::GradOut::Overwrite);
