@@ -38,17 +38,6 @@ void* reduction_scratch(int64_t bytes) {
   return grown_to(buf, bytes);
 }
 
-unsigned* reduction_counters() {
-  thread_local ScratchBuffer buf;
-  if (!buf.ptr) {
-    const int64_t bytes = kReductionCounters * int64_t(sizeof(unsigned));
-    MM_CUDA_CHECK(cudaMalloc(&buf.ptr, size_t(bytes)));
-    buf.bytes = bytes;
-    MM_CUDA_CHECK(cudaMemset(buf.ptr, 0, size_t(bytes)));
-  }
-  return static_cast<unsigned*>(buf.ptr);
-}
-
 uint64_t scratch_generation() { return g_generation.load(); }
 
 void* gemm_operand_scratch(int64_t bytes) {

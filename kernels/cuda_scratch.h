@@ -18,13 +18,6 @@ void* reduction_scratch(int64_t bytes);
 // ops that call GEMMs may do while they hold reduction_scratch.
 void* gemm_operand_scratch(int64_t bytes);
 
-// kReductionCounters zero-initialised unsigned counters for one op's launches on its stream
-// (the same ownership as reduction_scratch): a kernel that counts its finished blocks in one
-// resets it to zero before it ends. Allocated once per host thread, on the first call, which
-// must not be inside a CUDA graph capture (the first training step, eager, makes it).
-constexpr int kReductionCounters = 65536;
-unsigned* reduction_counters();
-
 // Counts the scratch buffers' reallocations, on every thread: a CUDA graph that captured their
 // addresses is stale once it changes.
 uint64_t scratch_generation();
