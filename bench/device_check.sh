@@ -6,14 +6,24 @@
 #   3. CPU thread scaling, 2 and 16 threads, with the CPU ceilings (bench/cpu_scaling.sh):
 #      float32 rows only, since those binaries are built without oneDNN (bf16/int8 read n/a);
 #   4. ("train", not in the default steps) MedMamba-T training steps, batch 64, bf16, eager
-#      (MM_TRAIN_GRAPHS=0) and replayed as CUDA graphs (=1), alternating, twice.
-# Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md) and a summary to stdout.
+#      (MM_TRAIN_GRAPHS=0) and replayed as CUDA graphs (=1), alternating, twice;
+#   5. ("ab") the same training step of a base build against this one, ROUNDS (default 3)
+#      rounds alternating in one call, the only comparison this machine's run-to-run noise
+#      (2-4% between calls on one kind of card) leaves readable; the base is
+#      .device-data/base.tar.xz, a pack of an earlier make_device_tests.sh (mm-bench alone
+#      is enough: tar xJf bin.tar.xz mm-bench, then repack, about 9 MB);
+#   6. ("ncu") one eager training step of this build under Nsight Compute, summed by kernel
+#      (bench/ncu_by_kernel.py; about 20 s): where a change moved the time.
+# Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md, train.txt, ab.txt, ncu.csv) and a
+# summary to stdout.
 #
 #   bench/make_device_tests.sh        # here, first
 #   run(command="bash bench/device_check.sh", carry=[".device-data/bin.tar.xz"])
+#   run(command="STEPS='tests ab ncu' bash bench/device_check.sh",
+#       carry=[".device-data/bin.tar.xz", ".device-data/base.tar.xz"])
 #
-# STEPS="tests gpu" (or any subset of "tests gpu cpu train") skips the rest; about 1, 1, 5 and 1
-# minutes on the H200 machine's 16 cores.
+# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab ncu") skips the rest; about 1, 1,
+# 5, 1, 1 and 0.5 minutes on the H200 machine's 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/device-check}
@@ -51,6 +61,31 @@ if [[ $steps == *" train "* ]]; then
     echo "MM_TRAIN_GRAPHS=$graphs $line" >>"$out/train.txt"
     echo "train T b64 bf16, MM_TRAIN_GRAPHS=$graphs: $(grep -o 'ms/iter=[0-9.]* img/s=[0-9.]*' <<<"$line" || echo "$line")"
   done
+fi
+
+if [[ $steps == *" ab "* ]]; then
+  mkdir -p .device-data/base
+  if tar xJf .device-data/base.tar.xz -C .device-data/base mm-bench; then
+    for ((r = 1; r <= ${ROUNDS:-3}; r++)); do
+      for who in base new; do
+        b=$bin && [ $who = base ] && b=.device-data/base
+        line=$("$b/mm-bench" --device cuda --variant tiny --mode train --batch 64 --precision bf16 --iters 20 \
+                 --warmup 3 2>&1 | tail -1)
+        echo "$who $line" >>"$out/ab.txt"
+        summary=$(grep -o 'img/s=[0-9.]* gpu_mem_MiB=[0-9]*' <<<"$line")
+        [ -n "$summary" ] && echo "ab round $r $who: $summary" || { echo "ab round $r $who: $line"; status=1; }
+      done
+    done
+  else
+    echo "ab: no .device-data/base.tar.xz with an mm-bench in it"
+    status=1
+  fi
+fi
+
+if [[ $steps == *" ncu "* ]]; then
+  MM_TRAIN_GRAPHS=0 /usr/local/cuda/bin/ncu --metrics gpu__time_duration.sum --csv "$bin/mm-bench" --device cuda \
+    --variant tiny --mode train --batch 64 --precision bf16 --iters 1 --warmup 0 >"$out/ncu.csv" 2>"$out/ncu.err" &&
+    python3 bench/ncu_by_kernel.py "$out/ncu.csv" --top 20 || { echo "ncu: failed (see ncu.err)"; status=1; }
 fi
 
 if [[ $steps == *" cpu "* ]]; then
