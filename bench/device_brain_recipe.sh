@@ -40,7 +40,7 @@ prepare)
   du -sh "$dst"
   ;;
 build)
-  bench/make_device_tests.sh >/dev/null  # configures build-device-tests for sm_90
+  CONFIGURE_ONLY=1 bench/make_device_tests.sh  # the same sm_90 configuration as the tests' build
   cmake --build build-device-tests -j"$(nproc)" --target mm-train >/dev/null
   strip -o /tmp/mm-train.$$ build-device-tests/mm-train
   xz -T0 -c /tmp/mm-train.$$ >.device-data/mm-train.xz && rm /tmp/mm-train.$$

@@ -13,13 +13,15 @@
 # -march=native too (this machine's AVX-512 flavour need not be the device's). What the
 # binaries load from the system there: OpenBLAS, libgomp, zlib, and CUDA's own libraries
 # from /usr/local/cuda/lib64. It builds the working tree as it is (uncommitted changes
-# included), in BUILD_DIR (default build-device-tests/).
+# included), in BUILD_DIR (default build-device-tests/). CONFIGURE_ONLY=1 configures BUILD_DIR
+# and stops (bench/device_brain_recipe.sh builds its own target there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build-device-tests}
 export PATH=/usr/local/cuda/bin:$PATH
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DMM_WITH_IMAGING=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DMM_NATIVE=OFF -DCMAKE_DISABLE_FIND_PACKAGE_dnnl=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON >/dev/null
+[ "${CONFIGURE_ONLY:-0}" = 1 ] && exit 0
 cmake --build "$build" -j"$(nproc)" --target mm-tests mm-bench > "$build/build.log" 2>&1 ||
   { grep -E "error|Error" "$build/build.log" | head -40; exit 1; }
 stage=$(mktemp -d)
