@@ -12,6 +12,7 @@
 #      (2-4% between calls on one kind of card) leaves readable; the base is
 #      .device-data/base.tar.xz, a pack of an earlier make_device_tests.sh (mm-bench alone
 #      is enough: tar xJf bin.tar.xz mm-bench, then repack, about 9 MB);
+#   5b. ("abinfer") the same for inference: MedMamba-T bf16 at batch 1, 8 and 128;
 #   6. ("ncu") one eager training step of this build under Nsight Compute, summed by kernel
 #      (bench/ncu_by_kernel.py; about 20 s): where a change moved the time.
 # Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md, train.txt, ab.txt, ncu.csv) and a
@@ -22,7 +23,7 @@
 #   run(command="STEPS='tests ab ncu' bash bench/device_check.sh",
 #       carry=[".device-data/bin.tar.xz", ".device-data/base.tar.xz"])
 #
-# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab ncu") skips the rest; about 1, 1,
+# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab abinfer ncu") skips the rest; about 1, 1,
 # 5, 1, 1 and 0.5 minutes on the H200 machine's 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,19 +64,30 @@ if [[ $steps == *" train "* ]]; then
   done
 fi
 
-if [[ $steps == *" ab "* ]]; then
+# ab_rounds NAME MM-BENCH-ARGS...: base and new, alternating, ROUNDS times (default 3).
+ab_rounds() {
+  local name=$1 r who b line summary
+  shift
+  for ((r = 1; r <= ${ROUNDS:-3}; r++)); do
+    for who in base new; do
+      b=$bin && [ $who = base ] && b=.device-data/base
+      line=$("$b/mm-bench" --device cuda --variant tiny "$@" 2>&1 | tail -1)
+      echo "$name $who $line" >>"$out/ab.txt"
+      summary=$(grep -o 'ms/iter=[0-9.]* img/s=[0-9.]*\( gpu_mem_MiB=[0-9]*\)\?' <<<"$line")
+      [ -n "$summary" ] && echo "$name round $r $who: $summary" || { echo "$name round $r $who: $line"; status=1; }
+    done
+  done
+}
+if [[ $steps == *" ab "* || $steps == *" abinfer "* ]]; then
   mkdir -p .device-data/base
   if tar xJf .device-data/base.tar.xz -C .device-data/base mm-bench; then
-    for ((r = 1; r <= ${ROUNDS:-3}; r++)); do
-      for who in base new; do
-        b=$bin && [ $who = base ] && b=.device-data/base
-        line=$("$b/mm-bench" --device cuda --variant tiny --mode train --batch 64 --precision bf16 --iters 20 \
-                 --warmup 3 2>&1 | tail -1)
-        echo "$who $line" >>"$out/ab.txt"
-        summary=$(grep -o 'img/s=[0-9.]* gpu_mem_MiB=[0-9]*' <<<"$line")
-        [ -n "$summary" ] && echo "ab round $r $who: $summary" || { echo "ab round $r $who: $line"; status=1; }
-      done
-    done
+    [[ $steps == *" ab "* ]] &&
+      ab_rounds "train b64 bf16" --mode train --batch 64 --precision bf16 --iters 20 --warmup 3
+    if [[ $steps == *" abinfer "* ]]; then
+      ab_rounds "infer b1 bf16" --batch 1 --precision bf16 --iters 300 --warmup 20
+      ab_rounds "infer b8 bf16" --batch 8 --precision bf16 --iters 100 --warmup 10
+      ab_rounds "infer b128 bf16" --batch 128 --precision bf16 --iters 30 --warmup 5
+    fi
   else
     echo "ab: no .device-data/base.tar.xz with an mm-bench in it"
     status=1

@@ -3,7 +3,7 @@
 // bf16/fp16/float activations, BatchNorm folded into the gather) and the training backend
 // (train_conv_kernels.cu: float32 activations, bf16 or float32 columns):
 //   im2col            (B,H,W,Cin) pixels -> (P, KH·KW·Cin) columns in (kh,kw,ci) order
-//   depthwise 3x3     a thread per 4 channels of a pixel column over kDwRows image rows
+//   depthwise 3x3     a thread per 4 channels of a pixel column over up to kDwRows image rows
 // Both find their indices by FastDivmods of a launch's invariant sizes: the first versions'
 // five 32- or 64-bit divisions per element held them at a quarter to a fifth of the H200's
 // memory speed.
@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "cuda_common.cuh"
+#include "cuda_ops.h"  // sm_count
 #include "fast_divmod.h"
 
 namespace mm::cuda {
@@ -185,12 +186,12 @@ void launch_im2col(TOut* col, const TIn* x, int64_t ldx, const float* scale, con
 
 // ---------------------------------------------------------------------------
 // Depthwise 3x3 over (B,H,W,C) rows b·H + h. A thread takes V channels of one pixel column of
-// kDwRows consecutive rows: it loads its channels' taps once (tap 8-k where flip is set: the
+// rows_per consecutive rows: it loads its channels' taps once (tap 8-k where flip is set: the
 // transposed conv of the backward pass), then per row sums the 9 taps in the order kh, kw and
 // hands the V sums to the epilogue. Input pixels are ldi elements apart, output pixels ldo.
 // The weight of channel c, tap k is at w[c·channel_stride + k·tap_stride]: PyTorch's (C,9)
 // for training, (9,C) for the inference engine.
-constexpr int kDwRows = 8;
+constexpr int kDwRows = 8;  // rows a thread walks, where the grid still fills the GPU
 struct DwWeights {
   const float* w;
   int64_t channel_stride, tap_stride;
@@ -249,8 +250,8 @@ struct DwStoreSilu {
 
 template <class TIn, class TOut, int V, class Epilogue>
 __global__ void dw3x3_kernel(TOut* __restrict__ out, int64_t ldo, const TIn* __restrict__ in, int64_t ldi,
-                             DwWeights wt, const float* __restrict__ bias, int64_t rows, int H, int W, FastDivmod cv,
-                             Epilogue epilogue) {
+                             DwWeights wt, const float* __restrict__ bias, int64_t rows, int rows_per, int H, int W,
+                             FastDivmod cv, Epilogue epilogue) {
   const uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;  // (w, channel group)
   const uint32_t w = cv.div(j);
   if (w >= uint32_t(W)) return;
@@ -263,9 +264,9 @@ __global__ void dw3x3_kernel(TOut* __restrict__ out, int64_t ldo, const TIn* __r
   float b[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) b[v] = bias ? bias[c + v] : 0.f;
-  for (int64_t r0 = int64_t(blockIdx.y) * kDwRows; r0 < rows; r0 += int64_t(gridDim.y) * kDwRows) {
+  for (int64_t r0 = int64_t(blockIdx.y) * rows_per; r0 < rows; r0 += int64_t(gridDim.y) * rows_per) {
     int h = int(r0 % H) - 1;  // the image row of r, stepped with it
-    for (int64_t r = r0; r < min(rows, r0 + kDwRows); ++r) {
+    for (int64_t r = r0; r < min(rows, r0 + rows_per); ++r) {
       h = h + 1 == H ? 0 : h + 1;
       float acc[V];
 #pragma unroll
@@ -302,14 +303,21 @@ void launch_dw3x3(TOut* out, int64_t ldo, const TIn* in, int64_t ldi, const DwWe
   const int64_t columns = W * (C / V), rows = B * H;  // threads per image row, image rows
   MM_CHECK(columns <= INT32_MAX && H <= INT32_MAX, std::string(what) + ": an image row of " + std::to_string(W) +
                                                        " x " + std::to_string(C) + " is too large");
-  const dim3 grid(grid_for(columns, kDwThreads), unsigned(std::min<int64_t>((rows + kDwRows - 1) / kDwRows, 65535)));
+  // Fewer rows a thread where kDwRows would leave the SMs short of blocks: at batch 1,
+  // MedMamba-T's depthwise convs got 11-77 blocks for 132 SMs, each thread walking its rows
+  // one after another. Each pixel's sum is the same either way.
+  static const int64_t enough_blocks = 4 * int64_t(sm_count());
+  const int64_t xblocks = grid_for(columns, kDwThreads);
+  int rows_per = kDwRows;
+  while (rows_per > 1 && xblocks * ((rows + rows_per - 1) / rows_per) < enough_blocks) rows_per /= 2;
+  const dim3 grid(unsigned(xblocks), unsigned(std::min<int64_t>((rows + rows_per - 1) / rows_per, 65535)));
   const FastDivmod cv(uint32_t(C / V));
   if (V == 4)
-    dw3x3_kernel<TIn, TOut, 4><<<grid, kDwThreads, 0, s>>>(out, ldo, in, ldi, wt, bias, rows, int(H), int(W), cv,
-                                                           epilogue);
+    dw3x3_kernel<TIn, TOut, 4><<<grid, kDwThreads, 0, s>>>(out, ldo, in, ldi, wt, bias, rows, rows_per, int(H), int(W),
+                                                           cv, epilogue);
   else
-    dw3x3_kernel<TIn, TOut, 1><<<grid, kDwThreads, 0, s>>>(out, ldo, in, ldi, wt, bias, rows, int(H), int(W), cv,
-                                                           epilogue);
+    dw3x3_kernel<TIn, TOut, 1><<<grid, kDwThreads, 0, s>>>(out, ldo, in, ldi, wt, bias, rows, rows_per, int(H), int(W),
+                                                           cv, epilogue);
   MM_CUDA_CHECK_LAUNCH(what);
 }
 
