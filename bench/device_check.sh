@@ -14,7 +14,9 @@
 #      is enough: tar xJf bin.tar.xz mm-bench, then repack, about 9 MB);
 #   5b. ("abinfer") the same for inference: MedMamba-T bf16 at batch 1, 8 and 128;
 #   6. ("ncu") one eager training step of this build under Nsight Compute, summed by kernel
-#      (bench/ncu_by_kernel.py; about 20 s): where a change moved the time.
+#      (bench/ncu_by_kernel.py; about 20 s): where a change moved the time; ("ncuinfer") one
+#      inference pass of MedMamba-T, bf16, at each batch of NCU_BATCHES (default 1), with
+#      warm caches and unlocked clocks.
 # Results go to $OUT (tests.txt, gpu.txt, cpu_scaling.md, train.txt, ab.txt, ncu.csv) and a
 # summary to stdout.
 #
@@ -23,7 +25,7 @@
 #   run(command="STEPS='tests ab ncu' bash bench/device_check.sh",
 #       carry=[".device-data/bin.tar.xz", ".device-data/base.tar.xz"])
 #
-# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab abinfer ncu") skips the rest; about 1, 1,
+# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab abinfer ncu ncuinfer") skips the rest; about 1, 1,
 # 5, 1, 1 and 0.5 minutes on the H200 machine's 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -98,6 +100,18 @@ if [[ $steps == *" ncu "* ]]; then
   MM_TRAIN_GRAPHS=0 /usr/local/cuda/bin/ncu --metrics gpu__time_duration.sum --csv "$bin/mm-bench" --device cuda \
     --variant tiny --mode train --batch 64 --precision bf16 --iters 1 --warmup 0 >"$out/ncu.csv" 2>"$out/ncu.err" &&
     python3 bench/ncu_by_kernel.py "$out/ncu.csv" --top 20 || { echo "ncu: failed (see ncu.err)"; status=1; }
+fi
+
+if [[ $steps == *" ncuinfer "* ]]; then
+  # Warm caches and the card's own clocks: a batch-1 pass runs from L2, so ncu's default
+  # flush and locked clocks overstate its short kernels (1.08 ms summed against 0.68 ms).
+  for bs in ${NCU_BATCHES:-1}; do
+    /usr/local/cuda/bin/ncu --cache-control none --clock-control none --metrics gpu__time_duration.sum --csv \
+      "$bin/mm-bench" --device cuda --variant tiny --batch "$bs" --precision bf16 --iters 1 --warmup 0 \
+      >"$out/ncu_infer_b$bs.csv" 2>"$out/ncu_infer_b$bs.err" &&
+      { echo "ncu, inference batch $bs:"; python3 bench/ncu_by_kernel.py "$out/ncu_infer_b$bs.csv" --top 25; } ||
+      { echo "ncuinfer: failed (see ncu_infer_b$bs.err)"; status=1; }
+  done
 fi
 
 if [[ $steps == *" cpu "* ]]; then
