@@ -195,16 +195,22 @@ struct BlockParams {
 };
 
 // pre = dt_projs_weight[k]·dt + bias for the block's channels (dt: the R values of a dbl row).
+// The 32 sums stay in four 8-float registers over the R steps: summed in pre itself, which
+// gcc cannot prove apart from W and dt, all 32 were stored and reloaded at every step (and a
+// local array copied to pre afterwards went out through 16-byte moves that stalled on the
+// 32-byte stores before them). Same products, same order, same fused multiply-adds.
 inline void dt_proj(const BlockParams& prm, int64_t R, const float* dt, float* pre) {
-  pre = aligned64(pre);
-#pragma omp simd
-  for (int64_t j = 0; j < kLanes; ++j) pre[j] = prm.bias[j];
+  using Vec8 = float __attribute__((vector_size(32), aligned(32)));
+  constexpr int kVecs = int(kLanes / 8);
+  static_assert(kLanes % 8 == 0, "whole vectors of 8 lanes");
+  Vec8 acc[kVecs];
+  for (int q = 0; q < kVecs; ++q) acc[q] = *reinterpret_cast<const Vec8*>(prm.bias + 8 * q);
   for (int64_t r = 0; r < R; ++r) {
     const float dr = dt[r];
-    const float* Wr = aligned64(prm.W + r * kLanes);
-#pragma omp simd
-    for (int64_t j = 0; j < kLanes; ++j) pre[j] += dr * Wr[j];
+    const Vec8* Wr = reinterpret_cast<const Vec8*>(aligned64(prm.W + r * kLanes));
+    for (int q = 0; q < kVecs; ++q) acc[q] += dr * Wr[q];
   }
+  for (int q = 0; q < kVecs; ++q) reinterpret_cast<Vec8*>(aligned64(pre))[q] = acc[q];
 }
 
 // exp(Δ·A) of the recurrence: exact to ~1e-7, or (inference that asks for it) to ~3e-6.
