@@ -25,8 +25,8 @@
 #   run(command="STEPS='tests ab ncu' bash bench/device_check.sh",
 #       carry=[".device-data/bin.tar.xz", ".device-data/base.tar.xz"])
 #
-# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab abinfer ncu ncuinfer") skips the rest; about 1, 1,
-# 5, 1, 1 and 0.5 minutes on the H200 machine's 16 cores.
+# STEPS="tests gpu" (or any subset of "tests gpu cpu train ab abinfer ncu ncuinfer") skips the
+# rest; about 1, 1, 5, 1, 1 and 0.5 minutes on the H200 machine's 16 cores.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/device-check}

@@ -200,7 +200,8 @@ struct BlockParams {
 // local array copied to pre afterwards went out through 16-byte moves that stalled on the
 // 32-byte stores before them). Same products, same order, same fused multiply-adds.
 inline void dt_proj(const BlockParams& prm, int64_t R, const float* dt, float* pre) {
-  using Vec8 = float __attribute__((vector_size(32), aligned(32)));
+  // may_alias: it reads and writes float arrays (as __m256 is declared).
+  using Vec8 = float __attribute__((vector_size(32), aligned(32), __may_alias__));
   constexpr int kVecs = int(kLanes / 8);
   static_assert(kLanes % 8 == 0, "whole vectors of 8 lanes");
   Vec8 acc[kVecs];
